@@ -1,0 +1,1 @@
+"""Shared runtime of the T-Developer services: no service logic, never imports a service."""
