@@ -1,0 +1,50 @@
+# T-Developer: `make run` starts the whole mesh; `make test` runs every test. Both set up what they need.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+GEN_STAMP := gen/.stamp
+PROTOS := $(shell find protos -name '*.proto')
+SITE = $(shell $(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+
+.DEFAULT_GOAL := help
+.PHONY: help setup proto run test test-fast lint bench clean
+
+help: ## Show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@echo "$(CURDIR)/gen" > "$(SITE)/tdev_gen.pth"
+	@touch $@
+
+setup: $(STAMP) $(GEN_STAMP) ## Create .venv, install, generate code
+
+$(GEN_STAMP): $(STAMP) $(PROTOS)
+	@rm -rf gen && mkdir -p gen
+	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=gen --pyi_out=gen --grpc_python_out=gen $(PROTOS)
+	@touch $@
+
+proto: $(GEN_STAMP) ## Generate Python code from protos/ into gen/
+
+run: setup ## Start the whole mesh on embedded defaults (Ctrl-C stops it)
+	$(BIN)/tdev up
+
+test: setup ## Run lint and every test (CI=true: Postgres and Redis must be up)
+	$(BIN)/buf lint
+	$(BIN)/python -m pytest -q
+
+lint: setup ## ruff, mypy and buf lint
+	$(BIN)/ruff check .
+	$(BIN)/mypy common registry_svc workflow_svc builder_svc evolution_svc tdev_cli
+	$(BIN)/buf lint
+
+bench: setup ## Run every benchmark in bench/ (each prints ratios against its baseline)
+	@$(BIN)/python -m pip install -q -e '.[dev,bench]'
+	@set -e; for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b; done
+
+clean: ## Remove the venv, generated code, caches and local data
+	rm -rf $(VENV) gen .tdev .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,1 @@
+"""Builder service: see DESIGN.md and the package's server.py."""

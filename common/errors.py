@@ -1,0 +1,264 @@
+"""Domain errors, and the one place that maps them (and everything else) to gRPC status codes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import grpc
+import structlog
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+DOMAIN = "tdev.dev"
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One problem with one field of a request, e.g. ``nodes[3].depends_on``: unknown node "x"."""
+
+    field: str
+    description: str
+
+
+class DomainError(Exception):
+    """Base of every error a use-case raises on purpose; carries a status code and a clear message."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    reason: str = "INTERNAL"
+
+    def __init__(self, message: str, *, reason: str | None = None,
+                 violations: Sequence[FieldViolation] = (), metadata: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if reason:
+            self.reason = reason
+        self.violations = tuple(violations)
+        self.metadata = dict(metadata or {})
+
+    def to_status(self) -> status_pb2.Status:
+        """The google.rpc.Status with ErrorInfo (and BadRequest when there are field violations)."""
+        details = []
+        info = error_details_pb2.ErrorInfo(reason=self.reason, domain=DOMAIN, metadata=self.metadata)
+        packed = any_pb2.Any()
+        packed.Pack(info)
+        details.append(packed)
+        if self.violations:
+            bad = error_details_pb2.BadRequest(field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                for v in self.violations
+            ])
+            packed_bad = any_pb2.Any()
+            packed_bad.Pack(bad)
+            details.append(packed_bad)
+        return status_pb2.Status(code=self.code.value[0], message=self.message, details=details)
+
+
+class InvalidArgument(DomainError):
+    """The request is malformed; the message says what and where."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = "INVALID_ARGUMENT"
+
+
+class NotFound(DomainError):
+    """The named resource does not exist."""
+
+    code = grpc.StatusCode.NOT_FOUND
+    reason = "NOT_FOUND"
+
+
+class AlreadyExists(DomainError):
+    """The resource to create exists already."""
+
+    code = grpc.StatusCode.ALREADY_EXISTS
+    reason = "ALREADY_EXISTS"
+
+
+class FailedPrecondition(DomainError):
+    """The resource is not in a state that allows the operation."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "FAILED_PRECONDITION"
+
+
+class Aborted(DomainError):
+    """A concurrency conflict; retrying the whole operation may succeed."""
+
+    code = grpc.StatusCode.ABORTED
+    reason = "ABORTED"
+
+
+class ResourceExhausted(DomainError):
+    """A limit or budget is used up."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "RESOURCE_EXHAUSTED"
+
+
+class Unavailable(DomainError):
+    """A dependency (database, another service, a provider) cannot be reached."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = "UNAVAILABLE"
+
+
+class DeadlineExceeded(DomainError):
+    """The work did not finish in time."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    reason = "DEADLINE_EXCEEDED"
+
+
+class Unimplemented(DomainError):
+    """The RPC exists in the contract but its feature is not built yet; never a fake success."""
+
+    code = grpc.StatusCode.UNIMPLEMENTED
+    reason = "UNIMPLEMENTED"
+
+
+class Cancelled(DomainError):
+    """The operation was cancelled."""
+
+    code = grpc.StatusCode.CANCELLED
+    reason = "CANCELLED"
+
+
+_CODE_TO_ERROR: dict[grpc.StatusCode, type[DomainError]] = {
+    cls.code: cls
+    for cls in (InvalidArgument, NotFound, AlreadyExists, FailedPrecondition, Aborted, ResourceExhausted,
+                Unavailable, DeadlineExceeded, Unimplemented, Cancelled)
+}
+
+
+def from_rpc_error(error: grpc.RpcError, *, context: str) -> DomainError:
+    """Turns a failed call to another service into the DomainError a caller of ours should see.
+
+    A dependency that is down becomes UNAVAILABLE naming it; its own domain errors keep their code.
+    """
+    code = error.code() if isinstance(error, grpc.aio.AioRpcError | grpc.Call) else grpc.StatusCode.UNKNOWN
+    details = error.details() if isinstance(error, grpc.aio.AioRpcError | grpc.Call) else str(error)
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return Unavailable(f"{context}: dependency unavailable ({code.name}): {details}")
+    cls = _CODE_TO_ERROR.get(code, DomainError)
+    return cls(f"{context}: {details}")
+
+
+def translate(error: BaseException) -> DomainError | None:
+    """Maps infrastructure exceptions with a known meaning (database down) to domain errors."""
+    if isinstance(error, DomainError):
+        return error
+    if isinstance(error, ConnectionError | TimeoutError):
+        return Unavailable("a dependency is unavailable; retry later")
+    try:
+        from sqlalchemy import exc as sa_exc
+    except ImportError:  # pragma: no cover - sqlalchemy is a runtime dependency
+        return None
+    if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
+        return Unavailable("database unavailable; retry later")
+    if isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError):
+        return Unavailable("database unavailable; retry later")
+    if isinstance(error, OSError):
+        return Unavailable("a dependency is unavailable; retry later")
+    return None
+
+
+def is_cancellation(error: BaseException) -> bool:
+    """True for the exceptions that mean "the call is over", which must propagate untouched."""
+    return isinstance(error, asyncio.CancelledError | grpc.aio.AbortError)
+
+
+
+log = structlog.get_logger("tdev.rpc")
+REQUEST_ID_KEY = "x-request-id"
+
+
+def _request_id(context: grpc.aio.ServicerContext) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID_KEY and isinstance(value, str):
+            return value[:128]
+    return uuid.uuid4().hex[:16]
+
+
+class ErrorToStatusInterceptor(grpc.aio.ServerInterceptor):
+    """Binds a request id to the logs of each call and maps every exception to a status.
+
+    DomainError -> its code with ErrorInfo/BadRequest details; infrastructure errors with a known
+    meaning -> UNAVAILABLE; anything else -> INTERNAL with a generic message, the traceback logged.
+    """
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = handler_call_details.method
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary(handler.unary_unary, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(handler.unary_stream, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+    def _wrap_unary(self, behaviour: Callable[..., Awaitable[object]], method: str) -> Callable[..., object]:
+        async def unary(request: object, context: grpc.aio.ServicerContext) -> object:
+            request_id = _request_id(context)
+            started = time.perf_counter()
+            with structlog.contextvars.bound_contextvars(request_id=request_id, rpc=method):
+                try:
+                    response = await behaviour(request, context)
+                except BaseException as error:
+                    await _abort(error, context, method, request_id, started)
+                    raise
+                return response
+
+        return unary
+
+    def _wrap_stream(self, behaviour: Callable[..., object], method: str) -> Callable[..., object]:
+        async def stream(request: object, context: grpc.aio.ServicerContext) -> AsyncIterator[object]:
+            request_id = _request_id(context)
+            started = time.perf_counter()
+            with structlog.contextvars.bound_contextvars(request_id=request_id, rpc=method):
+                try:
+                    result = behaviour(request, context)
+                    if hasattr(result, "__aiter__"):
+                        async for item in result:
+                            yield item
+                    else:
+                        await result  # type: ignore[misc]
+                except BaseException as error:
+                    await _abort(error, context, method, request_id, started)
+                    raise
+
+        return stream
+
+
+async def _abort(error: BaseException, context: grpc.aio.ServicerContext, method: str,
+                 request_id: str, started: float) -> None:
+    if is_cancellation(error):
+        return
+    elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
+    domain = translate(error)
+    if domain is None:
+        log.error("rpc_internal_error", method=method, elapsed_ms=elapsed_ms, exc_info=error)
+        domain = DomainError(f"internal error; quote request id {request_id} to the operator")
+    else:
+        log.info("rpc_failed", method=method, code=domain.code.name, message=domain.message,
+                 elapsed_ms=elapsed_ms)
+    domain.metadata.setdefault("request_id", request_id)
+    status = rpc_status.to_status(domain.to_status())
+    await context.abort(status.code, status.details, status.trailing_metadata)

@@ -1,0 +1,88 @@
+"""Channels to other services by configured address, with default deadlines, retries and tracing.
+
+Addresses are ``127.0.0.1:PORT`` locally and Cloud Map DNS names such as ``registry.tdev.local:50051``
+on ECS. Retries use gRPC's own retry policy (service config), declared only for idempotent methods:
+reads, watches, and writes that carry an idempotency key the server honours.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import grpc
+
+# Per service: the methods safe to retry on UNAVAILABLE.
+IDEMPOTENT_METHODS: dict[str, Sequence[str]] = {
+    "tdev.registry.v1.RegistryService": (
+        "GetAgent", "ListAgents", "SearchAgents", "ListAgentVersions", "GetAgentLineage",
+        "RecordExecutions", "RegisterAgent",
+    ),
+    "tdev.workflow.v1.WorkflowService": (
+        "GetWorkflow", "ListWorkflows", "GetExecution", "ListExecutions", "WatchExecution",
+    ),
+    "tdev.builder.v1.BuilderService": ("GetBuild", "ListBuilds", "WatchBuild"),
+    "tdev.evolution.v1.EvolutionService": ("GetEvolution", "ListEvolutions", "WatchEvolution"),
+    "grpc.health.v1.Health": ("Check",),
+}
+
+
+def service_config(max_attempts: int = 4) -> str:
+    """The JSON service config: retry UNAVAILABLE with exponential backoff on idempotent methods."""
+    return json.dumps({
+        "methodConfig": [{
+            "name": [{"service": service, "method": method}
+                     for service, methods in IDEMPOTENT_METHODS.items() for method in methods],
+            "retryPolicy": {
+                "maxAttempts": max_attempts,
+                "initialBackoff": "0.1s",
+                "maxBackoff": "2s",
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            },
+        }],
+    })
+
+
+class DefaultDeadline(grpc.aio.UnaryUnaryClientInterceptor):
+    """Gives unary calls without a timeout the configured default, so nothing waits forever."""
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+
+    async def intercept_unary_unary(
+        self, continuation: Callable[..., Any], client_call_details: grpc.aio.ClientCallDetails, request: Any
+    ) -> Any:
+        if client_call_details.timeout is None:
+            client_call_details = client_call_details._replace(timeout=self._seconds)  # type: ignore[attr-defined]
+        return await continuation(client_call_details, request)
+
+
+def open_channel(
+    address: str,
+    *,
+    deadline_seconds: float = 30.0,
+    max_message_mb: int = 32,
+    tracing: bool = True,
+    retries: bool = True,
+) -> grpc.aio.Channel:
+    """An insecure aio channel to ``address`` with deadlines, retry policy and trace propagation."""
+    limit = max_message_mb * 1024 * 1024
+    options: list[tuple[str, Any]] = [
+        ("grpc.max_send_message_length", limit),
+        ("grpc.max_receive_message_length", limit),
+        ("grpc.enable_retries", 1 if retries else 0),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+    ]
+    if retries:
+        options.append(("grpc.service_config", service_config()))
+    interceptors: list[grpc.aio.ClientInterceptor] = [DefaultDeadline(deadline_seconds)]
+    if tracing:
+        from opentelemetry.instrumentation.grpc import aio_client_interceptors
+
+        from common.telemetry import tracer_provider
+
+        interceptors = [*aio_client_interceptors(tracer_provider=tracer_provider()), *interceptors]
+    return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)

@@ -1,0 +1,123 @@
+"""gRPC server bootstrap: interceptors, health per service, reflection, message limits, graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import structlog
+from google.protobuf.descriptor import ServiceDescriptor
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from common.errors import ErrorToStatusInterceptor
+from common.telemetry import tracer_provider
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class ServiceBinding:
+    """One gRPC service to serve: its descriptor, its servicer and the generated ``add_..._to_server``."""
+
+    descriptor: ServiceDescriptor
+    servicer: object
+    add_to_server: Callable[[Any, Any], None]
+
+
+@dataclass
+class RunningServer:
+    """A started server with its health servicer, for graceful stop."""
+
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+    service_names: Sequence[str]
+    _stopped: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def set_serving(self, serving: bool) -> None:
+        """Marks every service (and the overall server) SERVING or NOT_SERVING."""
+        status = (health_pb2.HealthCheckResponse.SERVING if serving
+                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        for name in ("", *self.service_names):
+            await self.health.set(name, status)
+
+    async def stop(self, grace: float) -> None:
+        """NOT_SERVING first (load balancers stop sending), then drain in-flight calls for ``grace``."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        await self.health.enter_graceful_shutdown()
+        log.info("server_draining", port=self.port, grace_seconds=grace)
+        await self.server.stop(grace)
+        log.info("server_stopped", port=self.port)
+
+    async def wait_for_termination(self) -> None:
+        """Returns when the server has stopped."""
+        await self.server.wait_for_termination()
+
+
+def server_options(max_message_mb: int) -> list[tuple[str, Any]]:
+    """Channel arguments every server uses."""
+    limit = max_message_mb * 1024 * 1024
+    return [
+        ("grpc.max_send_message_length", limit),
+        ("grpc.max_receive_message_length", limit),
+        ("grpc.so_reuseport", 0),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ]
+
+
+async def build_server(
+    bindings: Sequence[ServiceBinding],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    max_message_mb: int = 32,
+    tracing: bool = True,
+    extra_interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+) -> RunningServer:
+    """Builds, binds and starts a server; returns it with the bound port.
+
+    Raises:
+        OSError: when the port cannot be bound (taken, or not allowed).
+    """
+    interceptors: list[grpc.aio.ServerInterceptor] = []
+    if tracing:
+        from opentelemetry.instrumentation.grpc import aio_server_interceptor
+
+        interceptors.append(aio_server_interceptor(tracer_provider=tracer_provider()))
+    interceptors.extend(extra_interceptors)
+    interceptors.append(ErrorToStatusInterceptor())
+    server = grpc.aio.server(interceptors=interceptors, options=server_options(max_message_mb))
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = [binding.descriptor.full_name for binding in bindings]
+    for binding in bindings:
+        binding.add_to_server(binding.servicer, server)
+    reflection.enable_server_reflection(
+        [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
+    )
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError as error:
+        raise OSError(f"cannot listen on {host}:{port}: {error}") from error
+    if bound == 0:
+        raise OSError(f"cannot listen on {host}:{port}: the port is taken or not allowed")
+    await server.start()
+    running = RunningServer(server=server, port=bound, health=health_servicer, service_names=names)
+    await running.set_serving(True)
+    log.info("server_started", address=f"{host}:{bound}", services=names)
+    return running
+
+
+def install_stop_signals(stop: asyncio.Event) -> None:
+    """Sets ``stop`` on SIGTERM or SIGINT (ECS sends SIGTERM, a person presses Ctrl-C)."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)

@@ -1,0 +1,1 @@
+"""Evolution service: see DESIGN.md and the package's server.py."""

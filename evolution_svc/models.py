@@ -1,0 +1,14 @@
+"""Tables of the ``evolution`` schema; only this service's repository touches them."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import DeclarativeBase
+
+from common.db import service_metadata
+from evolution_svc.config import SCHEMA
+
+
+class Base(DeclarativeBase):
+    """Declarative base bound to the ``evolution`` schema."""
+
+    metadata = service_metadata(SCHEMA)

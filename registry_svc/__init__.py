@@ -1,0 +1,1 @@
+"""Registry service: see DESIGN.md and the package's server.py."""

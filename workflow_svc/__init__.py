@@ -1,0 +1,1 @@
+"""Workflow service: see DESIGN.md and the package's server.py."""

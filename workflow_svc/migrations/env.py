@@ -1,0 +1,6 @@
+"""Alembic environment of the workflow service; run through common.db.migrate()."""
+
+from common.db import run_migrations_in_env
+from workflow_svc.models import Base
+
+run_migrations_in_env(Base.metadata)

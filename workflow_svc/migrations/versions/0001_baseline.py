@@ -1,0 +1,21 @@
+"""Baseline: the ``workflow`` schema itself (created by common.db.migrate on Postgres).
+
+Revision ID: 0001
+Revises:
+Create Date: 2026-11-25
+"""
+
+from collections.abc import Sequence
+
+revision: str = "0001"
+down_revision: str | None = None
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    """Nothing beyond the schema and alembic's version table."""
+
+
+def downgrade() -> None:
+    """Nothing to undo."""
