@@ -46,7 +46,7 @@ def normalise_url(url: str) -> str:
     """Accepts plain ``postgresql://`` DSNs and selects the asyncpg driver."""
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql+asyncpg://" + url[len(prefix):]
+            return "postgresql+asyncpg://" + url[len(prefix) :]
     return url
 
 
@@ -58,7 +58,9 @@ def create_engine(url: str, schema: str, *, pool_size: int = 10, echo: bool = Fa
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(
-            url, echo=echo, connect_args={"timeout": 30},
+            url,
+            echo=echo,
+            connect_args={"timeout": 30},
             execution_options={"schema_translate_map": {schema: None}},
         )
 
@@ -74,7 +76,11 @@ def create_engine(url: str, schema: str, *, pool_size: int = 10, echo: bool = Fa
 
         return engine
     return create_async_engine(
-        url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
+        url,
+        echo=echo,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
         connect_args={"server_settings": {"application_name": f"tdev-{schema}"}},
     )
 
@@ -95,8 +101,10 @@ def _alembic_config(migrations_dir: Path, schema: str, connection: Connection) -
 def _upgrade(connection: Connection, migrations_dir: Path, schema: str) -> None:
     if connection.dialect.name == "postgresql":
         # Replicas starting together: one migrates, the others wait and then find nothing to do.
-        connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"),
-                           {"key": zlib.crc32(f"tdev-migrate-{schema}".encode())})
+        connection.execute(
+            sa.text("SELECT pg_advisory_xact_lock(:key)"),
+            {"key": zlib.crc32(f"tdev-migrate-{schema}".encode())},
+        )
         connection.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
     command.upgrade(_alembic_config(migrations_dir, schema, connection), "head")
 

@@ -31,8 +31,14 @@ class DomainError(Exception):
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
     reason: str = "INTERNAL"
 
-    def __init__(self, message: str, *, reason: str | None = None,
-                 violations: Sequence[FieldViolation] = (), metadata: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        violations: Sequence[FieldViolation] = (),
+        metadata: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         if reason:
@@ -48,10 +54,12 @@ class DomainError(Exception):
         packed.Pack(info)
         details.append(packed)
         if self.violations:
-            bad = error_details_pb2.BadRequest(field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-                for v in self.violations
-            ])
+            bad = error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                    for v in self.violations
+                ]
+            )
             packed_bad = any_pb2.Any()
             packed_bad.Pack(bad)
             details.append(packed_bad)
@@ -130,8 +138,18 @@ class Cancelled(DomainError):
 
 _CODE_TO_ERROR: dict[grpc.StatusCode, type[DomainError]] = {
     cls.code: cls
-    for cls in (InvalidArgument, NotFound, AlreadyExists, FailedPrecondition, Aborted, ResourceExhausted,
-                Unavailable, DeadlineExceeded, Unimplemented, Cancelled)
+    for cls in (
+        InvalidArgument,
+        NotFound,
+        AlreadyExists,
+        FailedPrecondition,
+        Aborted,
+        ResourceExhausted,
+        Unavailable,
+        DeadlineExceeded,
+        Unimplemented,
+        Cancelled,
+    )
 }
 
 
@@ -152,6 +170,9 @@ def translate(error: BaseException) -> DomainError | None:
     """Maps infrastructure exceptions with a known meaning (database down) to domain errors."""
     if isinstance(error, DomainError):
         return error
+    if isinstance(error, grpc.aio.AioRpcError):
+        # A call to another service failed and the caller did not say which: keep its meaning.
+        return from_rpc_error(error, context="a dependency call failed")
     if isinstance(error, ConnectionError | TimeoutError):
         return Unavailable("a dependency is unavailable; retry later")
     try:
@@ -170,7 +191,6 @@ def translate(error: BaseException) -> DomainError | None:
 def is_cancellation(error: BaseException) -> bool:
     """True for the exceptions that mean "the call is over", which must propagate untouched."""
     return isinstance(error, asyncio.CancelledError | grpc.aio.AbortError)
-
 
 
 log = structlog.get_logger("tdev.rpc")
@@ -247,8 +267,9 @@ class ErrorToStatusInterceptor(grpc.aio.ServerInterceptor):
         return stream
 
 
-async def _abort(error: BaseException, context: grpc.aio.ServicerContext, method: str,
-                 request_id: str, started: float) -> None:
+async def _abort(
+    error: BaseException, context: grpc.aio.ServicerContext, method: str, request_id: str, started: float
+) -> None:
     if is_cancellation(error):
         return
     elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
@@ -257,8 +278,9 @@ async def _abort(error: BaseException, context: grpc.aio.ServicerContext, method
         log.error("rpc_internal_error", method=method, elapsed_ms=elapsed_ms, exc_info=error)
         domain = DomainError(f"internal error; quote request id {request_id} to the operator")
     else:
-        log.info("rpc_failed", method=method, code=domain.code.name, message=domain.message,
-                 elapsed_ms=elapsed_ms)
+        log.info(
+            "rpc_failed", method=method, code=domain.code.name, message=domain.message, elapsed_ms=elapsed_ms
+        )
     domain.metadata.setdefault("request_id", request_id)
     status = rpc_status.to_status(domain.to_status())
     await context.abort(status.code, status.details, status.trailing_metadata)

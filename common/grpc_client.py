@@ -16,11 +16,20 @@ import grpc
 # Per service: the methods safe to retry on UNAVAILABLE.
 IDEMPOTENT_METHODS: dict[str, Sequence[str]] = {
     "tdev.registry.v1.RegistryService": (
-        "GetAgent", "ListAgents", "SearchAgents", "ListAgentVersions", "GetAgentLineage",
-        "RecordExecutions", "RegisterAgent",
+        "GetAgent",
+        "ListAgents",
+        "SearchAgents",
+        "ListAgentVersions",
+        "GetAgentLineage",
+        "RecordExecutions",
+        "RegisterAgent",
     ),
     "tdev.workflow.v1.WorkflowService": (
-        "GetWorkflow", "ListWorkflows", "GetExecution", "ListExecutions", "WatchExecution",
+        "GetWorkflow",
+        "ListWorkflows",
+        "GetExecution",
+        "ListExecutions",
+        "WatchExecution",
     ),
     "tdev.builder.v1.BuilderService": ("GetBuild", "ListBuilds", "WatchBuild"),
     "tdev.evolution.v1.EvolutionService": ("GetEvolution", "ListEvolutions", "WatchEvolution"),
@@ -30,19 +39,26 @@ IDEMPOTENT_METHODS: dict[str, Sequence[str]] = {
 
 def service_config(max_attempts: int = 4) -> str:
     """The JSON service config: retry UNAVAILABLE with exponential backoff on idempotent methods."""
-    return json.dumps({
-        "methodConfig": [{
-            "name": [{"service": service, "method": method}
-                     for service, methods in IDEMPOTENT_METHODS.items() for method in methods],
-            "retryPolicy": {
-                "maxAttempts": max_attempts,
-                "initialBackoff": "0.1s",
-                "maxBackoff": "2s",
-                "backoffMultiplier": 2,
-                "retryableStatusCodes": ["UNAVAILABLE"],
-            },
-        }],
-    })
+    return json.dumps(
+        {
+            "methodConfig": [
+                {
+                    "name": [
+                        {"service": service, "method": method}
+                        for service, methods in IDEMPOTENT_METHODS.items()
+                        for method in methods
+                    ],
+                    "retryPolicy": {
+                        "maxAttempts": max_attempts,
+                        "initialBackoff": "0.1s",
+                        "maxBackoff": "2s",
+                        "backoffMultiplier": 2,
+                        "retryableStatusCodes": ["UNAVAILABLE"],
+                    },
+                }
+            ],
+        }
+    )
 
 
 class DefaultDeadline(grpc.aio.UnaryUnaryClientInterceptor):

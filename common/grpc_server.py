@@ -41,8 +41,9 @@ class RunningServer:
 
     async def set_serving(self, serving: bool) -> None:
         """Marks every service (and the overall server) SERVING or NOT_SERVING."""
-        status = (health_pb2.HealthCheckResponse.SERVING if serving
-                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
         for name in ("", *self.service_names):
             await self.health.set(name, status)
 

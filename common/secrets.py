@@ -87,8 +87,9 @@ class SecretStore:
         import boto3  # local: boto3 costs ~100 ms to import and most processes never need it
         from botocore.exceptions import ClientError
 
-        client = boto3.client("secretsmanager", region_name=self.region or "us-east-1",
-                              endpoint_url=self.endpoint_url)
+        client = boto3.client(
+            "secretsmanager", region_name=self.region or "us-east-1", endpoint_url=self.endpoint_url
+        )
         try:
             answer = client.get_secret_value(SecretId=secret_id)
         except ClientError as error:

@@ -20,6 +20,7 @@ from opentelemetry.sdk.trace.export import (
 from common.redaction import redact, redact_processor
 
 _tracer_provider: TracerProvider | None = None
+_BODY_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer", "httpx", "httpcore", "openai", "anthropic")
 
 
 def _add_trace_ids(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
@@ -57,8 +58,11 @@ def configure_logging(service: str, level: str = "INFO", json_lines: bool = True
         structlog.processors.JSONRenderer() if json_lines else structlog.dev.ConsoleRenderer(colors=False)
     )
     structlog.configure(
-        processors=[structlog.stdlib.filter_by_level, *shared,
-                    structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=False,
@@ -76,11 +80,19 @@ def configure_logging(service: str, level: str = "INFO", json_lines: bool = True
     handler._tdev = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level.upper())
+    for noisy in _BODY_LOGGERS:
+        # These log whole request/response bodies at DEBUG, secrets included, before we know them.
+        logging.getLogger(noisy).setLevel(max(logging.INFO, root.level))
     structlog.contextvars.bind_contextvars(service=service)
 
 
-def configure_tracing(service: str, exporter: str = "none", *, otlp_endpoint: str | None = None,
-                      span_exporter: SpanExporter | None = None) -> TracerProvider:
+def configure_tracing(
+    service: str,
+    exporter: str = "none",
+    *,
+    otlp_endpoint: str | None = None,
+    span_exporter: SpanExporter | None = None,
+) -> TracerProvider:
     """Creates (once per process) the tracer provider and attaches the configured exporter.
 
     Args:

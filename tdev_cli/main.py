@@ -1,0 +1,51 @@
+"""``tdev``: start the mesh (``tdev up``), check it (``tdev status``) and call the services."""
+
+from __future__ import annotations
+
+import asyncio
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from common.config import get_common_settings
+from tdev_cli.mesh import SERVICES, health_of_all
+
+app = typer.Typer(help="T-Developer: register, compose, build and evolve AI agents.", no_args_is_help=True)
+console = Console()
+
+
+@app.command()
+def up() -> None:
+    """Start the four services on loopback (SQLite, in-process cache, offline LLM); Ctrl-C stops them."""
+    from tdev_cli.up import run_mesh
+
+    raise typer.Exit(asyncio.run(run_mesh(get_common_settings(), console)))
+
+
+@app.command()
+def status() -> None:
+    """Show each service's health and the sandbox isolation available on this host."""
+    common = get_common_settings()
+    health = asyncio.run(health_of_all(common))
+    table = Table("service", "address", "health")
+    for service in SERVICES:
+        state = health[service.name]
+        colour = "green" if state == "SERVING" else "red"
+        table.add_row(service.name, service.address(common), f"[{colour}]{state}[/{colour}]")
+    console.print(table)
+    console.print(f"sandbox isolation: {_sandbox_isolation()}")
+    if any(state != "SERVING" for state in health.values()):
+        raise typer.Exit(1)
+
+
+def _sandbox_isolation() -> str:
+    try:
+        from common.sandbox import describe_isolation
+    except ImportError:
+        return "unknown (sandbox not installed)"
+    return str(describe_isolation())
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,59 @@
+"""The four services of the mesh, where they listen and how to ask if they are healthy."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from common.config import CommonSettings
+
+
+@dataclass(frozen=True)
+class MeshService:
+    """One service of the mesh."""
+
+    name: str
+    module: str
+    grpc_service: str
+    port_env: str
+    default_port: int
+
+    def address(self, common: CommonSettings) -> str:
+        """The address clients use, from the common settings."""
+        address: str = getattr(common, f"{self.name}_address")
+        return address
+
+
+SERVICES: tuple[MeshService, ...] = (
+    MeshService("registry", "registry_svc", "tdev.registry.v1.RegistryService", "TDEV_REGISTRY_PORT", 50051),
+    MeshService("workflow", "workflow_svc", "tdev.workflow.v1.WorkflowService", "TDEV_WORKFLOW_PORT", 50052),
+    MeshService("builder", "builder_svc", "tdev.builder.v1.BuilderService", "TDEV_BUILDER_PORT", 50053),
+    MeshService(
+        "evolution", "evolution_svc", "tdev.evolution.v1.EvolutionService", "TDEV_EVOLUTION_PORT", 50054
+    ),
+)
+
+
+async def check_health(address: str, service: str, timeout: float = 2.0) -> str:
+    """The service's health status name, or ``UNREACHABLE``."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        try:
+            answer = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                return "SERVICE_UNKNOWN"
+            return "UNREACHABLE"
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status))
+
+
+async def health_of_all(common: CommonSettings, timeout: float = 2.0) -> dict[str, str]:
+    """Health of every service of the mesh, by service name."""
+    answers = await asyncio.gather(
+        *(check_health(service.address(common), service.grpc_service, timeout) for service in SERVICES)
+    )
+    return {service.name: answer for service, answer in zip(SERVICES, answers, strict=True)}

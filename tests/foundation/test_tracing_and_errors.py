@@ -1,0 +1,134 @@
+"""One trace across services, and the one place that maps errors to status codes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2
+from grpc_status import rpc_status
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from common.errors import FieldViolation, InvalidArgument, NotFound
+from common.grpc_client import open_channel
+from common.grpc_server import RunningServer, ServiceBinding, build_server
+from common.telemetry import configure_tracing
+from tdev.registry.v1 import registry_service_pb2 as pb2
+from tdev.registry.v1 import registry_service_pb2_grpc as pb2_grpc
+
+EXPORTER = InMemorySpanExporter()
+configure_tracing("tests", span_exporter=EXPORTER)
+
+
+class Downstream(pb2_grpc.RegistryServiceServicer):
+    """Plays the registry: answers GetAgent, fails in the ways a service can fail."""
+
+    async def GetAgent(self, request: pb2.GetAgentRequest, context: grpc.aio.ServicerContext
+                       ) -> pb2.GetAgentResponse:
+        if request.agent_id == "missing":
+            raise NotFound('agent "missing" not found')
+        if request.agent_id == "bad":
+            raise InvalidArgument("code is invalid", violations=[FieldViolation("code", "line 3: no class")])
+        if request.agent_id == "crash":
+            raise RuntimeError("secret internals")
+        response = pb2.GetAgentResponse()
+        response.agent.agent_id = request.agent_id
+        return response
+
+
+class Upstream(pb2_grpc.RegistryServiceServicer):
+    """Plays a service that calls another: GetAgent is answered by asking the downstream one."""
+
+    def __init__(self, address: str) -> None:
+        self._channel = open_channel(address)
+
+    async def GetAgent(self, request: pb2.GetAgentRequest, context: grpc.aio.ServicerContext
+                       ) -> pb2.GetAgentResponse:
+        answer: pb2.GetAgentResponse = await pb2_grpc.RegistryServiceStub(self._channel).GetAgent(request)
+        return answer
+
+
+def binding(servicer: pb2_grpc.RegistryServiceServicer) -> ServiceBinding:
+    return ServiceBinding(pb2.DESCRIPTOR.services_by_name["RegistryService"], servicer,
+                          pb2_grpc.add_RegistryServiceServicer_to_server)
+
+
+@pytest.fixture
+async def mesh() -> AsyncIterator[tuple[RunningServer, RunningServer]]:
+    downstream = await build_server([binding(Downstream())])
+    upstream = await build_server([binding(Upstream(f"127.0.0.1:{downstream.port}"))])
+    yield upstream, downstream
+    await upstream.stop(0)
+    await downstream.stop(0)
+
+
+async def test_one_trace_id_spans_a_call_from_one_service_into_another(
+    mesh: tuple[RunningServer, RunningServer],
+) -> None:
+    upstream, _ = mesh
+    EXPORTER.clear()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{upstream.port}") as channel:
+        answer = await pb2_grpc.RegistryServiceStub(channel).GetAgent(pb2.GetAgentRequest(agent_id="a1"))
+    assert answer.agent.agent_id == "a1"
+    spans = [s for s in EXPORTER.get_finished_spans() if s.name.endswith("RegistryService/GetAgent")]
+    kinds = sorted(s.kind.name for s in spans)
+    assert kinds == ["CLIENT", "SERVER", "SERVER"]
+    assert len({s.context.trace_id for s in spans}) == 1
+    client = next(s for s in spans if s.kind == SpanKind.CLIENT)
+    inner_server = next(s for s in spans if s.kind == SpanKind.SERVER and s.parent is not None
+                        and s.parent.span_id == client.context.span_id)
+    assert inner_server.context.trace_id == client.context.trace_id
+
+
+async def call_downstream(server: RunningServer, agent_id: str) -> grpc.aio.AioRpcError:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await pb2_grpc.RegistryServiceStub(channel).GetAgent(pb2.GetAgentRequest(agent_id=agent_id))
+    return caught.value
+
+
+async def test_domain_error_maps_to_its_code_with_error_info(mesh: tuple[RunningServer, RunningServer]) -> None:
+    _, downstream = mesh
+    error = await call_downstream(downstream, "missing")
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    assert error.details() == 'agent "missing" not found'
+    status = rpc_status.from_call(error)
+    assert status is not None
+    info = error_details_pb2.ErrorInfo()
+    assert status.details[0].Unpack(info)
+    assert info.reason == "NOT_FOUND" and info.domain == "tdev.dev" and info.metadata["request_id"]
+
+
+async def test_field_violations_travel_as_bad_request(mesh: tuple[RunningServer, RunningServer]) -> None:
+    _, downstream = mesh
+    error = await call_downstream(downstream, "bad")
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    status = rpc_status.from_call(error)
+    assert status is not None
+    bad = error_details_pb2.BadRequest()
+    assert status.details[1].Unpack(bad)
+    assert [(v.field, v.description) for v in bad.field_violations] == [("code", "line 3: no class")]
+
+
+async def test_unexpected_exception_is_internal_without_internals(mesh: tuple[RunningServer, RunningServer]) -> None:
+    _, downstream = mesh
+    error = await call_downstream(downstream, "crash")
+    assert error.code() == grpc.StatusCode.INTERNAL
+    assert "secret internals" not in (error.details() or "")
+    assert "request id" in (error.details() or "")
+
+
+async def test_unavailable_dependency_propagates_as_unavailable(
+    mesh: tuple[RunningServer, RunningServer],
+) -> None:
+    upstream, downstream = mesh
+    await downstream.stop(0)
+    error = await call_downstream(upstream, "a1")
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_health_service_is_reflected_by_name() -> None:
+    assert health_pb2.DESCRIPTOR.services_by_name["Health"].full_name == "grpc.health.v1.Health"
