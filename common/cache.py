@@ -89,7 +89,9 @@ class RedisCache:
 
     async def get(self, key: str) -> bytes | None:
         value = await self._redis.get(self._namespace + key)
-        return bytes(value) if value is not None else None
+        if value is None:
+            return None
+        return value.encode() if isinstance(value, str) else bytes(value)
 
     async def set(self, key: str, value: bytes, ttl_seconds: float | None = None) -> None:
         if ttl_seconds:

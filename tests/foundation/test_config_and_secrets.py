@@ -94,7 +94,9 @@ async def test_secret_from_secrets_manager_is_read_cached_and_never_logged(
 ) -> None:
     planted = "sk-planted-7f3a9c2e1b-secret"
     client = boto3.client("secretsmanager", region_name="us-east-1")
-    client.create_secret(Name="/t-developer/test/api-keys/openai", SecretString=json.dumps({"api_key": planted}))
+    client.create_secret(
+        Name="/t-developer/test/api-keys/openai", SecretString=json.dumps({"api_key": planted})
+    )
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     store = SecretStore(prefix="/t-developer/test/", region="us-east-1")
 
@@ -129,5 +131,7 @@ async def test_missing_secret_error_names_where_it_looked(aws: None, monkeypatch
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     store = SecretStore(prefix="/t-developer/test/", region="us-east-1")
     assert await store.get("api-keys/openai", env_var="OPENAI_API_KEY") is None
-    with pytest.raises(SecretNotFoundError, match="env OPENAI_API_KEY or Secrets Manager /t-developer/test/api-keys"):
+    with pytest.raises(
+        SecretNotFoundError, match="env OPENAI_API_KEY or Secrets Manager /t-developer/test/api-keys"
+    ):
         await store.require("api-keys/openai", env_var="OPENAI_API_KEY")

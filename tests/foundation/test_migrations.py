@@ -16,15 +16,19 @@ SYSTEM_SCHEMAS = {"information_schema", "public", "pg_toast"}
 async def snapshot(engine: AsyncEngine) -> dict[str, list[tuple[str, str]]]:
     """Schemas -> (table, column) pairs: enough to see any change a migration makes."""
     async with engine.connect() as connection:
-        rows = await connection.execute(sa.text(
-            "SELECT table_schema, table_name, column_name FROM information_schema.columns "
-            "WHERE table_schema NOT LIKE 'pg_%' AND table_schema <> 'information_schema' "
-            "ORDER BY 1, 2, 3"
-        ))
-        schemas = await connection.execute(sa.text(
-            "SELECT schema_name FROM information_schema.schemata "
-            "WHERE schema_name NOT LIKE 'pg_%' AND schema_name <> 'information_schema'"
-        ))
+        rows = await connection.execute(
+            sa.text(
+                "SELECT table_schema, table_name, column_name FROM information_schema.columns "
+                "WHERE table_schema NOT LIKE 'pg_%' AND table_schema <> 'information_schema' "
+                "ORDER BY 1, 2, 3"
+            )
+        )
+        schemas = await connection.execute(
+            sa.text(
+                "SELECT schema_name FROM information_schema.schemata "
+                "WHERE schema_name NOT LIKE 'pg_%' AND schema_name <> 'information_schema'"
+            )
+        )
         result: dict[str, list[tuple[str, str]]] = {name: [] for (name,) in schemas}
         for schema, table, column in rows:
             result.setdefault(schema, []).append((table, column))

@@ -65,8 +65,13 @@ async def test_sigterm_during_a_streaming_call_ends_it_cleanly_within_grace(tmp_
     (port,) = free_ports(1)
     env = mesh_env(tmp_path, [port, *free_ports(3)])
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "registry_svc", env=env, cwd=ROOT,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        sys.executable,
+        "-m",
+        "registry_svc",
+        env=env,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
     )
     try:
         address = f"127.0.0.1:{port}"
@@ -106,8 +111,12 @@ def run_grpcurl(*args: str) -> str:
 async def test_tdev_up_serves_all_four_and_stops_cleanly(tmp_path: Path) -> None:
     ports = free_ports(4)
     process = await asyncio.create_subprocess_exec(
-        str(BIN / "tdev"), "up", env=mesh_env(tmp_path, ports), cwd=tmp_path,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        str(BIN / "tdev"),
+        "up",
+        env=mesh_env(tmp_path, ports),
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     try:
         assert process.stdout is not None
@@ -127,8 +136,12 @@ async def test_tdev_up_serves_all_four_and_stops_cleanly(tmp_path: Path) -> None
         )
         assert "rpc RegisterAgent" in described
         status = await asyncio.to_thread(
-            subprocess.run, [str(BIN / "tdev"), "status"], env=mesh_env(tmp_path, ports),
-            capture_output=True, text=True, timeout=30,
+            subprocess.run,
+            [str(BIN / "tdev"), "status"],
+            env=mesh_env(tmp_path, ports),
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
         assert status.returncode == 0, status.stdout
         assert status.stdout.count("SERVING") == 4
@@ -151,8 +164,12 @@ async def test_tdev_up_with_a_taken_port_fails_fast_with_a_clear_error(tmp_path:
         squatter.listen()
         started = time.monotonic()
         result = await asyncio.to_thread(
-            subprocess.run, [str(BIN / "tdev"), "up"], env=mesh_env(tmp_path, ports),
-            capture_output=True, text=True, timeout=30,
+            subprocess.run,
+            [str(BIN / "tdev"), "up"],
+            env=mesh_env(tmp_path, ports),
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
     assert result.returncode == 2
     assert f"workflow port {ports[1]} already in use" in " ".join(result.stdout.split())
@@ -160,8 +177,13 @@ async def test_tdev_up_with_a_taken_port_fails_fast_with_a_clear_error(tmp_path:
 
 
 def test_tdev_status_reports_unreachable_services(tmp_path: Path) -> None:
-    result = subprocess.run([str(BIN / "tdev"), "status"], env=mesh_env(tmp_path, free_ports(4)),
-                            capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [str(BIN / "tdev"), "status"],
+        env=mesh_env(tmp_path, free_ports(4)),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 1
     assert result.stdout.count("UNREACHABLE") == 4
 

@@ -11,13 +11,13 @@ from grpc_health.v1 import health_pb2
 from grpc_status import rpc_status
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
+from tdev.registry.v1 import registry_service_pb2 as pb2
+from tdev.registry.v1 import registry_service_pb2_grpc as pb2_grpc
 
 from common.errors import FieldViolation, InvalidArgument, NotFound
 from common.grpc_client import open_channel
 from common.grpc_server import RunningServer, ServiceBinding, build_server
 from common.telemetry import configure_tracing
-from tdev.registry.v1 import registry_service_pb2 as pb2
-from tdev.registry.v1 import registry_service_pb2_grpc as pb2_grpc
 
 EXPORTER = InMemorySpanExporter()
 configure_tracing("tests", span_exporter=EXPORTER)
@@ -26,8 +26,9 @@ configure_tracing("tests", span_exporter=EXPORTER)
 class Downstream(pb2_grpc.RegistryServiceServicer):
     """Plays the registry: answers GetAgent, fails in the ways a service can fail."""
 
-    async def GetAgent(self, request: pb2.GetAgentRequest, context: grpc.aio.ServicerContext
-                       ) -> pb2.GetAgentResponse:
+    async def GetAgent(
+        self, request: pb2.GetAgentRequest, context: grpc.aio.ServicerContext
+    ) -> pb2.GetAgentResponse:
         if request.agent_id == "missing":
             raise NotFound('agent "missing" not found')
         if request.agent_id == "bad":
@@ -45,15 +46,19 @@ class Upstream(pb2_grpc.RegistryServiceServicer):
     def __init__(self, address: str) -> None:
         self._channel = open_channel(address)
 
-    async def GetAgent(self, request: pb2.GetAgentRequest, context: grpc.aio.ServicerContext
-                       ) -> pb2.GetAgentResponse:
+    async def GetAgent(
+        self, request: pb2.GetAgentRequest, context: grpc.aio.ServicerContext
+    ) -> pb2.GetAgentResponse:
         answer: pb2.GetAgentResponse = await pb2_grpc.RegistryServiceStub(self._channel).GetAgent(request)
         return answer
 
 
 def binding(servicer: pb2_grpc.RegistryServiceServicer) -> ServiceBinding:
-    return ServiceBinding(pb2.DESCRIPTOR.services_by_name["RegistryService"], servicer,
-                          pb2_grpc.add_RegistryServiceServicer_to_server)
+    return ServiceBinding(
+        pb2.DESCRIPTOR.services_by_name["RegistryService"],
+        servicer,
+        pb2_grpc.add_RegistryServiceServicer_to_server,
+    )
 
 
 @pytest.fixture
@@ -78,8 +83,11 @@ async def test_one_trace_id_spans_a_call_from_one_service_into_another(
     assert kinds == ["CLIENT", "SERVER", "SERVER"]
     assert len({s.context.trace_id for s in spans}) == 1
     client = next(s for s in spans if s.kind == SpanKind.CLIENT)
-    inner_server = next(s for s in spans if s.kind == SpanKind.SERVER and s.parent is not None
-                        and s.parent.span_id == client.context.span_id)
+    inner_server = next(
+        s
+        for s in spans
+        if s.kind == SpanKind.SERVER and s.parent is not None and s.parent.span_id == client.context.span_id
+    )
     assert inner_server.context.trace_id == client.context.trace_id
 
 
@@ -90,7 +98,9 @@ async def call_downstream(server: RunningServer, agent_id: str) -> grpc.aio.AioR
     return caught.value
 
 
-async def test_domain_error_maps_to_its_code_with_error_info(mesh: tuple[RunningServer, RunningServer]) -> None:
+async def test_domain_error_maps_to_its_code_with_error_info(
+    mesh: tuple[RunningServer, RunningServer],
+) -> None:
     _, downstream = mesh
     error = await call_downstream(downstream, "missing")
     assert error.code() == grpc.StatusCode.NOT_FOUND
@@ -113,7 +123,9 @@ async def test_field_violations_travel_as_bad_request(mesh: tuple[RunningServer,
     assert [(v.field, v.description) for v in bad.field_violations] == [("code", "line 3: no class")]
 
 
-async def test_unexpected_exception_is_internal_without_internals(mesh: tuple[RunningServer, RunningServer]) -> None:
+async def test_unexpected_exception_is_internal_without_internals(
+    mesh: tuple[RunningServer, RunningServer],
+) -> None:
     _, downstream = mesh
     error = await call_downstream(downstream, "crash")
     assert error.code() == grpc.StatusCode.INTERNAL
