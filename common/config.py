@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -148,6 +148,15 @@ class CommonSettings(LayeredSettings):
     grpc_max_message_mb: int = Field(32, description="Largest gRPC message accepted or sent, in MiB.")
     grace_seconds: float = Field(10.0, description="Drain time for in-flight calls on SIGTERM.")
     client_deadline_seconds: float = Field(30.0, description="Default deadline of unary calls.")
+    auth_tokens: SecretStr | None = Field(
+        None, description='Bearer tokens as JSON {"tokens": [...]}; else Secrets Manager {prefix}auth/tokens.'
+    )
+    service_token: SecretStr | None = Field(
+        None, description="Token this service sends to the others; else Secrets Manager {prefix}auth/service-token."
+    )
+    tls_cert_file: Path | None = Field(None, description="PEM certificate: serve TLS instead of plaintext.")
+    tls_key_file: Path | None = Field(None, description="PEM private key of tls_cert_file.")
+    tls_ca_file: Path | None = Field(None, description="PEM CA bundle: call the other services over TLS.")
 
     def sqlite_url(self, service: str) -> str:
         """The SQLite URL a service uses when no DSN is configured."""

@@ -75,6 +75,16 @@ class DefaultDeadline(grpc.aio.UnaryUnaryClientInterceptor):
         return await continuation(client_call_details, request)
 
 
+_service_token: str | None = None
+_tls_ca: bytes | None = None
+
+
+def configure_client_security(service_token: str | None, tls_ca: bytes | None) -> None:
+    """Sets the token and CA bundle every channel this process opens from now on uses."""
+    global _service_token, _tls_ca
+    _service_token, _tls_ca = service_token, tls_ca
+
+
 def open_channel(
     address: str,
     *,
@@ -101,4 +111,12 @@ def open_channel(
         from common.telemetry import tracer_provider
 
         interceptors = [*aio_client_interceptors(tracer_provider=tracer_provider()), *interceptors]
+    if _service_token:
+        from common.auth import BearerToken
+
+        interceptors.append(BearerToken(_service_token))
+    if _tls_ca:
+        return grpc.aio.secure_channel(
+            address, grpc.ssl_channel_credentials(root_certificates=_tls_ca), options=options, interceptors=interceptors
+        )
     return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)

@@ -14,10 +14,29 @@ from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from common.auth import AuthInterceptor, TokenTable
 from common.errors import ErrorToStatusInterceptor
 from common.telemetry import tracer_provider
 
 log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class ServerSecurity:
+    """Process-wide server security: bearer tokens and TLS material (both optional when embedded)."""
+
+    tokens: TokenTable | None = None
+    tls_cert: bytes | None = None
+    tls_key: bytes | None = None
+
+
+_security = ServerSecurity()
+
+
+def configure_security(security: ServerSecurity) -> None:
+    """Sets the security every server this process builds from now on uses (see common.runtime)."""
+    global _security
+    _security = security
 
 
 @dataclass(frozen=True)
@@ -93,6 +112,8 @@ async def build_server(
         from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
         interceptors.append(aio_server_interceptor(tracer_provider=tracer_provider()))
+    if _security.tokens is not None:
+        interceptors.append(AuthInterceptor(_security.tokens))
     interceptors.extend(extra_interceptors)
     interceptors.append(ErrorToStatusInterceptor())
     server = grpc.aio.server(interceptors=interceptors, options=server_options(max_message_mb))
@@ -105,7 +126,11 @@ async def build_server(
         [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
     )
     try:
-        bound = server.add_insecure_port(f"{host}:{port}")
+        if _security.tls_cert and _security.tls_key:
+            credentials = grpc.ssl_server_credentials([(_security.tls_key, _security.tls_cert)])
+            bound = server.add_secure_port(f"{host}:{port}", credentials)
+        else:
+            bound = server.add_insecure_port(f"{host}:{port}")
     except RuntimeError as error:
         raise OSError(f"cannot listen on {host}:{port}: {error}") from error
     if bound == 0:

@@ -7,9 +7,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import structlog
+from pydantic import SecretStr
 
+from common.auth import AuthConfigError, TokenTable
 from common.config import CommonSettings
-from common.grpc_server import RunningServer, install_stop_signals
+from common.grpc_client import configure_client_security
+from common.grpc_server import RunningServer, ServerSecurity, configure_security, install_stop_signals
+from common.secrets import SecretStore
 from common.telemetry import configure_logging, configure_tracing, shutdown_tracing
 
 log = structlog.get_logger(__name__)
@@ -38,9 +42,44 @@ class ServiceHandle:
 
 
 def setup_process(service: str, common: CommonSettings) -> None:
-    """Configures logging and tracing for a service process."""
+    """Configures logging, tracing and security for a service process.
+
+    Raises:
+        AuthConfigError: in production mode without bearer tokens (the mesh refuses to run open).
+    """
     configure_logging(service, common.log_level, common.log_json)
     configure_tracing(f"tdev-{service}", common.otel_exporter, otlp_endpoint=common.otlp_endpoint)
+    configure_security(load_server_security(common))
+    token = _secret_value(common.service_token, common, "auth/service-token")
+    configure_client_security(token, common.tls_ca_file.read_bytes() if common.tls_ca_file else None)
+
+
+def _secret_value(value: SecretStr | None, common: CommonSettings, name: str) -> str | None:
+    if value is not None:
+        return value.get_secret_value()
+    if not common.secrets_prefix:
+        return None
+    store = SecretStore(prefix=common.secrets_prefix, region=common.aws_region, endpoint_url=common.aws_endpoint_url)
+    found = store.fetch_blocking(common.secrets_prefix + name)
+    return found
+
+
+def load_server_security(common: CommonSettings) -> ServerSecurity:
+    """Tokens (env, else Secrets Manager) and TLS files; production mode without tokens is refused."""
+    document = _secret_value(common.auth_tokens, common, "auth/tokens")
+    tokens = TokenTable.from_json(document) if document else None
+    if common.mode == "production" and not tokens:
+        raise AuthConfigError(
+            "refusing to start in production mode without auth: set TDEV_AUTH_TOKENS or the Secrets Manager "
+            f"secret {common.secrets_prefix or '<TDEV_SECRETS_PREFIX>'}auth/tokens"
+        )
+    if tokens:
+        log.info("auth_enabled", principals=len(tokens))
+    elif common.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("auth_disabled_on_non_loopback", host=common.host)
+    cert = common.tls_cert_file.read_bytes() if common.tls_cert_file else None
+    key = common.tls_key_file.read_bytes() if common.tls_key_file else None
+    return ServerSecurity(tokens=tokens, tls_cert=cert, tls_key=key)
 
 
 async def serve_until_stopped(handle: ServiceHandle, grace: float) -> None:

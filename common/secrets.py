@@ -79,11 +79,12 @@ class SecretStore:
             cached = self._cache.get(secret_id)
             if cached and cached[0] > now:
                 return cached[1]
-            value = await asyncio.to_thread(self._fetch_blocking, secret_id)
+            value = await asyncio.to_thread(self.fetch_blocking, secret_id)
             self._cache[secret_id] = (now + self.ttl_seconds, value)
             return value
 
-    def _fetch_blocking(self, secret_id: str) -> str | None:
+    def fetch_blocking(self, secret_id: str) -> str | None:
+        """Reads one secret synchronously (start-up code); None when it does not exist."""
         import boto3  # local: boto3 costs ~100 ms to import and most processes never need it
         from botocore.exceptions import ClientError
 
