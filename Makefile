@@ -6,7 +6,6 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 GEN_STAMP := gen/.stamp
 PROTOS := $(shell find protos -name '*.proto')
-SITE = $(shell $(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 
 .DEFAULT_GOAL := help
 .PHONY: help setup proto run test test-fast lint bench clean
@@ -18,7 +17,8 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
 	$(BIN)/python -m pip install -q -e '.[dev]'
-	@echo "$(CURDIR)/gen" > "$(SITE)/tdev_gen.pth"
+	@# gen/ on sys.path for every process of the venv (services started by `tdev up` included)
+	@$(BIN)/python -c 'import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()["purelib"], "tdev_gen.pth").write_text("$(CURDIR)/gen\n")'
 	@touch $@
 
 setup: $(STAMP) $(GEN_STAMP) ## Create .venv, install, generate code
