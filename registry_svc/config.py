@@ -21,3 +21,14 @@ class RegistrySettings(ServiceSettings):
     port: int = Field(50051, description="Port the registry service listens on.")
     max_code_bytes: int = Field(64 * 1024, description="Largest agent source accepted, in bytes.")
     max_agents: int = Field(10_000, description="Most distinct agents the registry holds.")
+    analysis_workers: int = Field(2, description="Analyses run at once by this replica; 0 turns analysis off.")
+    analysis_lease_seconds: float = Field(
+        120.0, description="How long a claimed analysis stays with its replica before another may take it."
+    )
+    analysis_timeout_seconds: float = Field(60.0, description="Longest one analysis may take.")
+    analysis_poll_seconds: float = Field(2.0, description="How often idle workers look for pending analyses.")
+    cache_ttl_seconds: float = Field(300.0, description="Lifetime of a cached GetAgent answer.")
+    cache_namespace: str = Field("tdev:registry:", description="Prefix of this registry's keys in Redis.")
+    cache_max_entries: int = Field(10_000, description="Most GetAgent answers kept in process.")
+    p95_window: int = Field(1000, description="Recent executions per version the p95 duration is taken over.")
+    inspect_timeout_seconds: float = Field(10.0, description="Wall-clock limit of loading a class in the sandbox.")

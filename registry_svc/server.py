@@ -1,8 +1,10 @@
-"""Composition root of the registry service: settings -> engine -> servicer -> server."""
+"""Composition root of the registry service: settings -> engine, sandbox, LLM, cache -> servicer -> server."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from tdev.registry.v1 import registry_service_pb2 as pb2
 from tdev.registry.v1 import registry_service_pb2_grpc as pb2_grpc
@@ -11,25 +13,74 @@ from common.config import CommonSettings, get_common_settings
 from common.db import create_engine, migrate
 from common.grpc_server import ServiceBinding, build_server
 from common.runtime import ServiceHandle, serve_until_stopped, setup_process
+from registry_svc import convert
+from registry_svc.analysis import AnalysisWorker
 from registry_svc.config import SCHEMA, RegistrySettings
+from registry_svc.domain import AnalysisJob, AnalysisReport
+from registry_svc.ports import Analyzer, CodeInspector, Embedder
+from registry_svc.repository import SqlRepository
+from registry_svc.response_cache import ResponseCache
+from registry_svc.service import Limits, RegistryService
 from registry_svc.servicer import RegistryServiceServicer
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 async def create_server(
-    settings: RegistrySettings, common: CommonSettings, *, port: int | None = None
+    settings: RegistrySettings,
+    common: CommonSettings,
+    *,
+    port: int | None = None,
+    inspector: CodeInspector | None = None,
+    analyzer: Analyzer | None = None,
+    embedder: Embedder | None = None,
 ) -> ServiceHandle:
-    """Builds and starts the registry service; ``port=0`` binds a free port (tests)."""
+    """Builds and starts the registry service; ``port=0`` binds a free port (tests).
+
+    The sandbox inspector and the LLM analyzer default to the real ones (common.sandbox, common.llm);
+    tests of the service layer may pass fakes.
+    """
+    closers: list[Callable[[], Awaitable[object]]] = []
     engine = create_engine(settings.resolved_database_url(common, SCHEMA), SCHEMA)
+    closers.append(engine.dispose)
     try:
         await migrate(engine, MIGRATIONS, SCHEMA)
-        servicer = RegistryServiceServicer()
+        if inspector is None or analyzer is None:
+            from registry_svc import adapters
+
+            if inspector is None:
+                sandbox_inspector = await adapters.SandboxInspector.start(common, settings.inspect_timeout_seconds)
+                closers.append(sandbox_inspector.close)
+                inspector = sandbox_inspector
+            if analyzer is None:
+                llm_analyzer = adapters.open_llm_analyzer(common)
+                if llm_analyzer is not None:
+                    closers.append(llm_analyzer.close)
+                    analyzer, embedder = llm_analyzer, embedder or llm_analyzer.embedder()
+        repository = SqlRepository(engine)
+        responses: ResponseCache[pb2.GetAgentResponse] = ResponseCache(
+            parse=convert.parse_get_agent_response, serialize=convert.serialize, redis_url=common.redis_url,
+            namespace=settings.cache_namespace,
+            max_entries=settings.cache_max_entries, ttl_seconds=settings.cache_ttl_seconds,
+        )
+        await responses.start()
+        closers.append(responses.close)
+        worker = AnalysisWorker(
+            repository, analyzer or _Unavailable(), responses, concurrency=settings.analysis_workers,
+            lease_seconds=settings.analysis_lease_seconds, timeout_seconds=settings.analysis_timeout_seconds,
+            poll_seconds=settings.analysis_poll_seconds, embedder=embedder,
+        )
+        service = RegistryService(
+            repository, inspector, responses, embedder=embedder,
+            limits=Limits(max_code_bytes=settings.max_code_bytes, max_agents=settings.max_agents,
+                          p95_window=settings.p95_window),
+            on_registered=worker.wake,
+        )
         running = await build_server(
             [
                 ServiceBinding(
                     pb2.DESCRIPTOR.services_by_name["RegistryService"],
-                    servicer,
+                    RegistryServiceServicer(service, responses),
                     pb2_grpc.add_RegistryServiceServicer_to_server,
                 )
             ],
@@ -37,10 +88,21 @@ async def create_server(
             port=settings.port if port is None else port,
             max_message_mb=common.grpc_max_message_mb,
         )
+        if settings.analysis_workers > 0 and analyzer is not None:
+            worker.start()
+            closers.append(worker.stop)
     except BaseException:
-        await engine.dispose()
+        for closer in reversed(closers):
+            await closer()
         raise
-    return ServiceHandle(running, closers=[engine.dispose])
+    return ServiceHandle(running, closers=closers)
+
+
+class _Unavailable:
+    """Stands in while no analyzer exists; the worker is not started, so versions stay PENDING."""
+
+    async def analyze(self, job: AnalysisJob, static_metrics: dict[str, Any]) -> AnalysisReport:
+        raise RuntimeError("no LLM analyzer is available")
 
 
 async def main() -> None:

@@ -6,54 +6,71 @@ import grpc
 from tdev.registry.v1 import registry_service_pb2 as pb2
 from tdev.registry.v1 import registry_service_pb2_grpc as pb2_grpc
 
-from common.errors import Unimplemented
-
-
-def _missing(rpc: str) -> Unimplemented:
-    return Unimplemented(f"{rpc} is not built yet: the registry service's use-cases arrive with issue #5")
+from registry_svc import convert
+from registry_svc.response_cache import ResponseCache
+from registry_svc.service import RegistryService
 
 
 class RegistryServiceServicer(pb2_grpc.RegistryServiceServicer):
     """Implements tdev.registry.v1.RegistryService."""
 
+    def __init__(self, service: RegistryService, responses: ResponseCache[pb2.GetAgentResponse]) -> None:
+        self._service = service
+        self._responses = responses
+
     async def RegisterAgent(
         self, request: pb2.RegisterAgentRequest, context: grpc.aio.ServicerContext
     ) -> pb2.RegisterAgentResponse:
-        """Answers RegisterAgent."""
-        raise _missing("RegisterAgent")
+        """Validates, loads in the sandbox and stores agent code."""
+        registration = await self._service.register(convert.register_command(request))
+        return convert.register_response(registration)
 
     async def GetAgent(
         self, request: pb2.GetAgentRequest, context: grpc.aio.ServicerContext
     ) -> pb2.GetAgentResponse:
-        """Answers GetAgent."""
-        raise _missing("GetAgent")
+        """Returns one agent version, from the response cache when it can."""
+        key = convert.get_agent_key(request)
+        cached = self._responses.get_now(key)
+        if cached is not None:
+            return cached
+        return await self._responses.get_or_load(key, lambda: self._load_agent(request))
+
+    async def _load_agent(self, request: pb2.GetAgentRequest) -> tuple[str, pb2.GetAgentResponse]:
+        agent = await self._service.get_agent(convert.selector(request), include_code=not request.exclude_code)
+        return agent.agent_id, convert.get_agent_response(agent)
 
     async def ListAgents(
         self, request: pb2.ListAgentsRequest, context: grpc.aio.ServicerContext
     ) -> pb2.ListAgentsResponse:
-        """Answers ListAgents."""
-        raise _missing("ListAgents")
+        """Lists latest versions, paged, filtered and ordered."""
+        page = await self._service.list_agents(convert.list_query(request))
+        return convert.list_response(request, page)
 
     async def SearchAgents(
         self, request: pb2.SearchAgentsRequest, context: grpc.aio.ServicerContext
     ) -> pb2.SearchAgentsResponse:
-        """Answers SearchAgents."""
-        raise _missing("SearchAgents")
+        """Ranks agents against a plain-language query."""
+        hits = await self._service.search(request.query, request.top_k, request.min_quality_score)
+        return convert.search_response(hits)
 
     async def ListAgentVersions(
         self, request: pb2.ListAgentVersionsRequest, context: grpc.aio.ServicerContext
     ) -> pb2.ListAgentVersionsResponse:
-        """Answers ListAgentVersions."""
-        raise _missing("ListAgentVersions")
+        """Lists one agent's versions, newest first."""
+        after = convert.versions_after(request)
+        page = await self._service.list_versions(convert.selector(request), request.page_size, after)
+        return convert.versions_response(request, page)
 
     async def GetAgentLineage(
         self, request: pb2.GetAgentLineageRequest, context: grpc.aio.ServicerContext
     ) -> pb2.GetAgentLineageResponse:
-        """Answers GetAgentLineage."""
-        raise _missing("GetAgentLineage")
+        """Returns the ancestry of one version."""
+        lineage = await self._service.lineage(request.agent_id, request.version, request.max_depth)
+        return convert.lineage_response(lineage)
 
     async def RecordExecutions(
         self, request: pb2.RecordExecutionsRequest, context: grpc.aio.ServicerContext
     ) -> pb2.RecordExecutionsResponse:
-        """Answers RecordExecutions."""
-        raise _missing("RecordExecutions")
+        """Records a batch of execution outcomes, idempotent per execution_id."""
+        result = await self._service.record_executions(convert.execution_records(request))
+        return convert.record_response(result)

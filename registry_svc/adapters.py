@@ -1,0 +1,140 @@
+"""The real ports: the sandbox (common.sandbox) as CodeInspector, the LLM layer (common.llm) as Analyzer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import structlog
+
+from common.config import CommonSettings
+from common.sandbox import InspectResult, OutcomeKind, Sandbox, SandboxSettings
+from registry_svc.domain import AnalysisJob, AnalysisReport, Inspection
+from registry_svc.ports import Embedder, InspectionFailed
+
+log = structlog.get_logger(__name__)
+
+REQUIRED_METHODS = ("execute", "get_capabilities")
+
+
+def sandbox_settings(common: CommonSettings) -> SandboxSettings:
+    """Embedded mode accepts weak isolation (with the sandbox's warning); production requires namespaces."""
+    return SandboxSettings.for_embedded() if common.mode == "embedded" else SandboxSettings()
+
+
+def describe_failure(result: InspectResult, timeout_seconds: float) -> str:
+    """The sandbox's own account of a failed load, e.g. ``ImportError: No module named 'x'``."""
+    outcome = result.outcome
+    if outcome.kind is OutcomeKind.TIMEOUT:
+        return f"timed out after {timeout_seconds:g} s"
+    if outcome.kind is OutcomeKind.ERROR and outcome.error is not None:
+        return f"{outcome.error.type}: {outcome.error.message}"[:1000]
+    detail = outcome.detail or (outcome.error.message if outcome.error else "")
+    return f"{outcome.kind.value}{': ' + detail if detail else ''}"[:1000]
+
+
+class SandboxInspector:
+    """Loads agent classes in the sandbox (never in this process) to read ``get_capabilities()``."""
+
+    def __init__(self, sandbox: Sandbox, timeout_seconds: float) -> None:
+        self._sandbox = sandbox
+        self._timeout = timeout_seconds
+        self._limits = sandbox.default_limits.replace(timeout_seconds=timeout_seconds,
+                                                      cpu_seconds=timeout_seconds)
+
+    @classmethod
+    async def start(cls, common: CommonSettings, timeout_seconds: float) -> SandboxInspector:
+        """Starts a sandbox for inspections.
+
+        Raises:
+            common.sandbox.SandboxError: the sandbox cannot start here.
+        """
+        return cls(await Sandbox.start(sandbox_settings(common)), timeout_seconds)
+
+    async def inspect(self, code: str, class_name: str) -> Inspection:
+        """Raises InspectionFailed with the sandbox's message on a crash, timeout or bad answer."""
+        result = await self._sandbox.inspect(code, self._limits)
+        if not result.ok:
+            raise InspectionFailed(describe_failure(result, self._timeout))
+        if result.class_name and result.class_name != class_name:
+            raise InspectionFailed(f"the sandbox loaded class {result.class_name}, validation found {class_name}")
+        missing = [m for m in REQUIRED_METHODS if m not in result.methods]
+        if missing:
+            raise InspectionFailed(f"the loaded class has no {', '.join(missing)}")
+        return Inspection(class_name=class_name, declared_capabilities=_json_object(result.capabilities))
+
+    async def close(self) -> None:
+        """Stops the sandbox."""
+        await self._sandbox.close()
+
+
+def _json_object(value: Any) -> dict[str, Any]:
+    return dict(value) if isinstance(value, dict) else {}
+
+
+class LlmClient(Protocol):
+    """What the analyzer needs of common.llm's client."""
+
+    async def complete(self, messages: Sequence[Any], *, schema: dict[str, Any] | None = None, purpose: str,
+                       max_tokens: int, temperature: float, model: str | None = None) -> Any:
+        """One completion (an ensemble for analysis when two providers are configured)."""
+        ...
+
+
+class LlmAnalyzer:
+    """Analyses agent code through the LLM layer: the ensemble when configured, the offline analyser else."""
+
+    def __init__(self, client: LlmClient, *, embeddings: Any = None, close: Any = None,
+                 max_tokens: int = 2000) -> None:
+        self._client = client
+        self._embeddings = embeddings
+        self._close = close
+        self._max_tokens = max_tokens
+
+    async def analyze(self, job: AnalysisJob, static_metrics: dict[str, Any]) -> AnalysisReport:
+        """Capabilities and the model's quality score; raises what the LLM layer raises."""
+        from common.llm.base import Purpose
+        from common.llm.prompts import analysis_messages
+        from common.llm.schemas import ANALYSIS_SCHEMA
+
+        completion = await self._client.complete(
+            analysis_messages(job.code, name=job.name), schema=ANALYSIS_SCHEMA, purpose=Purpose.ANALYSIS,
+            max_tokens=self._max_tokens, temperature=0.0)
+        data = completion.data if isinstance(completion.data, dict) else {}
+        capabilities = dict(data.get("capabilities") or {})
+        quality = data.get("quality") or {}
+        ensemble = getattr(completion, "ensemble", None)
+        if ensemble is not None:
+            models = tuple(member.label for member in ensemble.members)
+            capabilities["disagreements"] = ensemble.as_dict()["disagreements"]
+        else:
+            models = (completion.label,)
+        capabilities["model_assessment"] = {
+            "score": quality.get("score"), "issues": list(quality.get("issues") or [])[:50],
+        }
+        score = quality.get("score")
+        return AnalysisReport(
+            capabilities=capabilities,
+            model_quality=float(score) if isinstance(score, int | float) else None,
+            models_used=models,
+        )
+
+    def embedder(self) -> Embedder | None:
+        """An Embedder when the configured provider offers embeddings, else None."""
+        return self._embeddings
+
+    async def close(self) -> None:
+        """Releases the client."""
+        if self._close is not None:
+            await self._close()
+
+
+def open_llm_analyzer(common: CommonSettings) -> LlmAnalyzer | None:
+    """The LLM layer's analyzer, or None (logged) while common.llm offers no client here."""
+    try:
+        from common.llm import open_client  # type: ignore[attr-defined]
+    except ImportError as error:
+        log.error("analysis_unavailable", reason=f"common.llm has no client: {error}")
+        return None
+    client = open_client(common)
+    return LlmAnalyzer(client, close=getattr(client, "aclose", None))

@@ -1,0 +1,140 @@
+"""The background analysis of registered versions: claim (leased), analyse, score, store (fenced).
+
+A version starts PENDING; a worker claims it with a lease (RUNNING), runs the analyzer and the static
+metrics, and stores SUCCEEDED or FAILED only while it still holds the lease. Work left PENDING, or
+RUNNING under an expired lease (a crashed replica), is picked up after a restart or by another replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import structlog
+
+from registry_svc import matching
+from registry_svc.domain import Analysis, AnalysisJob, AnalysisState
+from registry_svc.ports import Analyzer, ChangeListener, Embedder, Repository
+from registry_svc.quality import quality_score, static_metrics
+
+log = structlog.get_logger(__name__)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class AnalysisWorker:
+    """Runs analyses in the background of one service process."""
+
+    def __init__(self, repository: Repository, analyzer: Analyzer, changes: ChangeListener, *,
+                 concurrency: int = 2, lease_seconds: float = 120.0, timeout_seconds: float = 60.0,
+                 poll_seconds: float = 2.0, embedder: Embedder | None = None,
+                 clock: Callable[[], datetime] = _utcnow) -> None:
+        self._repository = repository
+        self._analyzer = analyzer
+        self._changes = changes
+        self._concurrency = max(1, concurrency)
+        self._lease_seconds = lease_seconds
+        self._timeout_seconds = min(timeout_seconds, lease_seconds * 0.8)
+        self._poll_seconds = poll_seconds
+        self._embedder = embedder
+        self._clock = clock
+        self.owner = f"analysis-{uuid.uuid4().hex[:12]}"
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def wake(self) -> None:
+        """Asks the worker to look for work now (called after a registration)."""
+        self._wake.set()
+
+    def start(self) -> None:
+        """Starts the background loop."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name=f"registry-{self.owner}")
+
+    async def stop(self) -> None:
+        """Stops the loop and hands this worker's unfinished analyses back (PENDING) for a restart."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        try:
+            released = await self._repository.release_analyses(self.owner)
+        except Exception as error:  # the lease expires on its own if the database is gone
+            log.warning("analysis_release_failed", error=str(error))
+            return
+        if released:
+            log.info("analysis_released", owner=self.owner, count=released)
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                handled = await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.warning("analysis_poll_failed", error=str(error))
+                handled = 0
+            if handled:
+                continue
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._poll_seconds)
+
+    async def run_once(self) -> int:
+        """Claims and runs one batch of analyses; returns how many it handled."""
+        jobs = await self._repository.claim_analyses(self.owner, self._clock(), self._lease_seconds,
+                                                     self._concurrency)
+        if jobs:
+            await asyncio.gather(*(self._run(job) for job in jobs))
+        return len(jobs)
+
+    async def _run(self, job: AnalysisJob) -> None:
+        started = time.perf_counter()
+        await self._changes.agent_changed(job.ref.agent_id, [job.ref.version])  # now RUNNING
+        metrics = static_metrics(job.code)
+        capabilities_text = search_text = ""
+        embedding: tuple[float, ...] | None = None
+        try:
+            report = await asyncio.wait_for(self._analyzer.analyze(job, metrics), self._timeout_seconds)
+            capabilities_text = matching.capabilities_text(job.declared_capabilities, report.capabilities)
+            search_text = matching.search_text(job.name, job.description, capabilities_text)
+            embedding = report.embedding or await self._embedding(search_text)
+            analysis = Analysis(
+                state=AnalysisState.SUCCEEDED, capabilities=dict(report.capabilities),
+                quality_score=quality_score(metrics["static_score"], report.model_quality),
+                static_metrics=metrics, models_used=report.models_used, analysis_time=self._clock(),
+                duration_ms=round((time.perf_counter() - started) * 1000, 3),
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            message = "analysis timed out" if isinstance(error, TimeoutError) else f"{type(error).__name__}: {error}"
+            log.warning("analysis_failed", agent_id=job.ref.agent_id, version=job.ref.version, error=message)
+            analysis = Analysis(
+                state=AnalysisState.FAILED, static_metrics=metrics, analysis_time=self._clock(),
+                duration_ms=round((time.perf_counter() - started) * 1000, 3), error=message[:2000],
+            )
+        stored = await self._repository.finish_analysis(job, analysis, self._clock(), capabilities_text,
+                                                        search_text, embedding)
+        if not stored:
+            log.warning("analysis_lease_lost", agent_id=job.ref.agent_id, version=job.ref.version)
+            return
+        await self._changes.agent_changed(job.ref.agent_id, [job.ref.version])
+        log.info("analysis_finished", agent_id=job.ref.agent_id, version=job.ref.version,
+                 state=analysis.state.value, quality=analysis.quality_score, models=list(analysis.models_used))
+
+    async def _embedding(self, text: str) -> tuple[float, ...] | None:
+        if self._embedder is None:
+            return None
+        try:
+            return tuple((await self._embedder.embed([text]))[0])
+        except Exception as error:  # search falls back to text matching without it
+            log.warning("analysis_embedding_failed", error=str(error))
+            return None

@@ -1,0 +1,283 @@
+"""Proto <-> domain conversion and page tokens; with servicer.py, the only module importing pb2."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf import struct_pb2, timestamp_pb2
+from tdev.registry.v1 import agent_pb2
+from tdev.registry.v1 import registry_service_pb2 as pb2
+
+from common.errors import FieldViolation, InvalidArgument
+from registry_svc.domain import (
+    AgentVersion,
+    Analysis,
+    AnalysisState,
+    ExecutionRecord,
+    Lineage,
+    ListQuery,
+    Metrics,
+    OrderBy,
+    Page,
+    RecordResult,
+    RegisterCommand,
+    Registration,
+    SearchHit,
+    Selector,
+    VersionRef,
+)
+
+_STATE_TO_PB = {
+    AnalysisState.PENDING: agent_pb2.AgentAnalysis.STATE_PENDING,
+    AnalysisState.RUNNING: agent_pb2.AgentAnalysis.STATE_RUNNING,
+    AnalysisState.SUCCEEDED: agent_pb2.AgentAnalysis.STATE_SUCCEEDED,
+    AnalysisState.FAILED: agent_pb2.AgentAnalysis.STATE_FAILED,
+}
+_STATE_FROM_PB = {value: key for key, value in _STATE_TO_PB.items()}
+_ORDER_FROM_PB = {
+    pb2.ListAgentsRequest.ORDER_BY_UNSPECIFIED: OrderBy.UPDATED,
+    pb2.ListAgentsRequest.ORDER_BY_QUALITY: OrderBy.QUALITY,
+    pb2.ListAgentsRequest.ORDER_BY_EXECUTIONS: OrderBy.EXECUTIONS,
+    pb2.ListAgentsRequest.ORDER_BY_RECENT: OrderBy.RECENT,
+}
+
+# ---- page tokens ------------------------------------------------------------------------------------
+
+
+def _fingerprint(parts: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def encode_token(query: Mapping[str, Any], after: Any) -> str:
+    """An opaque token: where to continue, bound to the query that produced it."""
+    if after is None:
+        return ""
+    raw = json.dumps({"q": _fingerprint(query), "a": after}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_token(token: str, query: Mapping[str, Any]) -> Any:
+    """The position a token encodes.
+
+    Raises:
+        InvalidArgument: a malformed token, or one issued for a different query.
+    """
+    if not token:
+        return None
+    try:
+        decoded = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        fingerprint, after = decoded["q"], decoded["a"]
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        raise _bad_token("is malformed") from None
+    if fingerprint != _fingerprint(query):
+        raise _bad_token("was issued for a different query; keep filters and order when paging")
+    return after
+
+
+def _bad_token(problem: str) -> InvalidArgument:
+    return InvalidArgument(f"page_token: {problem}", violations=[FieldViolation("page_token", problem)])
+
+
+# ---- domain -> proto --------------------------------------------------------------------------------
+
+
+def _struct(value: Mapping[str, Any]) -> struct_pb2.Struct:
+    struct = struct_pb2.Struct()
+    if value:
+        struct.update(dict(value))
+    return struct
+
+
+def _timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
+    if value is None:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def version_ref(ref: VersionRef) -> agent_pb2.AgentVersionRef:
+    """A reference as proto."""
+    return agent_pb2.AgentVersionRef(agent_id=ref.agent_id, version=ref.version)
+
+
+def analysis(value: Analysis) -> agent_pb2.AgentAnalysis:
+    """An analysis as proto."""
+    return agent_pb2.AgentAnalysis(
+        state=_STATE_TO_PB[value.state], capabilities=_struct(value.capabilities),
+        quality_score=value.quality_score or 0.0, static_metrics=_struct(value.static_metrics),
+        models_used=list(value.models_used), analysis_time=_timestamp(value.analysis_time),
+        duration_ms=value.duration_ms, error=value.error,
+    )
+
+
+def metrics(value: Metrics) -> agent_pb2.AgentMetrics:
+    """Metrics as proto."""
+    return agent_pb2.AgentMetrics(
+        execution_count=value.execution_count, success_count=value.success_count,
+        failure_count=value.failure_count, average_duration_ms=value.average_duration_ms,
+        p95_duration_ms=value.p95_duration_ms, total_tokens=value.total_tokens,
+        total_cost_usd=value.total_cost_usd, success_rate=value.success_rate,
+    )
+
+
+def agent(value: AgentVersion) -> agent_pb2.Agent:
+    """An agent version as proto (code empty when the domain object has none)."""
+    return agent_pb2.Agent(
+        agent_id=value.agent_id, name=value.name, version=value.version, description=value.description,
+        code=value.code or "", code_hash=value.code_hash, class_name=value.class_name,
+        declared_capabilities=_struct(value.declared_capabilities), execute_is_async=value.execute_is_async,
+        parents=[version_ref(p) for p in value.parents], labels=dict(value.labels),
+        analysis=analysis(value.analysis), metrics=metrics(value.metrics),
+        create_time=_timestamp(value.create_time), update_time=_timestamp(value.update_time),
+        code_size_bytes=value.code_size_bytes,
+    )
+
+
+# ---- RegisterAgent ----------------------------------------------------------------------------------
+
+
+def register_command(request: pb2.RegisterAgentRequest) -> RegisterCommand:
+    """RegisterAgentRequest -> command."""
+    return RegisterCommand(
+        name=request.name, code=request.code, description=request.description,
+        parents=tuple(VersionRef(p.agent_id, p.version) for p in request.parents),
+        version=request.version, request_id=request.request_id, labels=dict(request.labels),
+    )
+
+
+def register_response(value: Registration) -> pb2.RegisterAgentResponse:
+    """Registration -> RegisterAgentResponse."""
+    return pb2.RegisterAgentResponse(agent=agent(value.agent), created=value.created)
+
+
+# ---- GetAgent ---------------------------------------------------------------------------------------
+
+
+def get_agent_key(request: pb2.GetAgentRequest) -> tuple[str, str, str, bool]:
+    """The response-cache key of a GetAgent request."""
+    return request.agent_id, request.name, request.version, request.exclude_code
+
+
+def selector(request: pb2.GetAgentRequest | pb2.ListAgentVersionsRequest) -> Selector:
+    """The agent a request names (version only for GetAgent)."""
+    version = request.version if isinstance(request, pb2.GetAgentRequest) else ""
+    return Selector(agent_id=request.agent_id, name=request.name, version=version)
+
+
+def get_agent_response(value: AgentVersion) -> pb2.GetAgentResponse:
+    """AgentVersion -> GetAgentResponse."""
+    return pb2.GetAgentResponse(agent=agent(value))
+
+
+# ---- ListAgents / ListAgentVersions -----------------------------------------------------------------
+
+
+def _list_fingerprint(request: pb2.ListAgentsRequest) -> dict[str, Any]:
+    return {"n": request.name_contains, "c": request.capability, "s": request.analysis_state,
+            "q": request.min_quality_score, "o": request.order_by}
+
+
+def list_query(request: pb2.ListAgentsRequest) -> ListQuery:
+    """ListAgentsRequest -> query, decoding and checking the page token.
+
+    Raises:
+        InvalidArgument: a bad page token, analysis state or order.
+    """
+    after = decode_token(request.page_token, _list_fingerprint(request))
+    if after is not None and not (isinstance(after, list) and len(after) == 2 and isinstance(after[1], str)):
+        raise _bad_token("is malformed")
+    if request.analysis_state and request.analysis_state not in _STATE_FROM_PB:
+        raise InvalidArgument(f"analysis_state: unknown state {request.analysis_state}")
+    if request.order_by not in _ORDER_FROM_PB:
+        raise InvalidArgument(f"order_by: unknown order {request.order_by}")
+    return ListQuery(
+        name_contains=request.name_contains, capability=request.capability,
+        state=_STATE_FROM_PB.get(request.analysis_state), min_quality=request.min_quality_score,
+        order=_ORDER_FROM_PB[request.order_by], page_size=request.page_size,
+        after=(after[0], after[1]) if after is not None else None, include_code=not request.exclude_code,
+    )
+
+
+def list_response(request: pb2.ListAgentsRequest, page: Page[AgentVersion]) -> pb2.ListAgentsResponse:
+    """A page -> ListAgentsResponse with a token bound to the request's filters."""
+    return pb2.ListAgentsResponse(agents=[agent(a) for a in page.items],
+                                  next_page_token=encode_token(_list_fingerprint(request), page.after))
+
+
+def _versions_fingerprint(request: pb2.ListAgentVersionsRequest) -> dict[str, Any]:
+    return {"i": request.agent_id, "n": request.name}
+
+
+def versions_after(request: pb2.ListAgentVersionsRequest) -> int | None:
+    """The position a ListAgentVersions token encodes.
+
+    Raises:
+        InvalidArgument: a bad token.
+    """
+    after = decode_token(request.page_token, _versions_fingerprint(request))
+    if after is not None and not isinstance(after, int):
+        raise _bad_token("is malformed")
+    return after
+
+
+def versions_response(request: pb2.ListAgentVersionsRequest,
+                      page: Page[AgentVersion]) -> pb2.ListAgentVersionsResponse:
+    """A page of versions -> ListAgentVersionsResponse."""
+    return pb2.ListAgentVersionsResponse(versions=[agent(a) for a in page.items],
+                                         next_page_token=encode_token(_versions_fingerprint(request), page.after))
+
+
+# ---- lineage, search, executions --------------------------------------------------------------------
+
+
+def lineage_response(value: Lineage) -> pb2.GetAgentLineageResponse:
+    """Lineage -> GetAgentLineageResponse."""
+    return pb2.GetAgentLineageResponse(
+        root=version_ref(value.root),
+        edges=[agent_pb2.LineageEdge(child=version_ref(e.child), parent=version_ref(e.parent))
+               for e in value.edges],
+        agents=[agent(a) for a in value.agents],
+    )
+
+
+def search_response(hits: list[SearchHit]) -> pb2.SearchAgentsResponse:
+    """Hits -> SearchAgentsResponse."""
+    return pb2.SearchAgentsResponse(results=[
+        agent_pb2.SearchResult(agent=agent(h.agent), score=h.score, text_score=h.text_score,
+                               reasons=list(h.reasons), matcher=h.matcher) for h in hits])
+
+
+def execution_records(request: pb2.RecordExecutionsRequest) -> list[ExecutionRecord]:
+    """RecordExecutionsRequest -> records."""
+    return [
+        ExecutionRecord(
+            execution_id=r.execution_id, agent_id=r.agent_id, version=r.version, success=r.success,
+            duration_ms=r.duration_ms, tokens=r.tokens, cost_usd=r.cost_usd,
+            finish_time=r.finish_time.ToDatetime(tzinfo=UTC) if r.HasField("finish_time") else None,
+            error_type=r.error_type,
+        )
+        for r in request.records
+    ]
+
+
+def record_response(value: RecordResult) -> pb2.RecordExecutionsResponse:
+    """RecordResult -> RecordExecutionsResponse."""
+    return pb2.RecordExecutionsResponse(accepted_count=value.accepted, duplicate_count=value.duplicates)
+
+
+def parse_get_agent_response(data: bytes) -> pb2.GetAgentResponse:
+    """Bytes from the shared cache -> GetAgentResponse."""
+    return pb2.GetAgentResponse.FromString(data)
+
+
+def serialize(message: Any) -> bytes:
+    """Any message -> bytes for the shared cache."""
+    return bytes(message.SerializeToString())
+

@@ -1,0 +1,151 @@
+"""The abstractions the use-cases depend on (repository, sandbox inspector, analyzer, cache listener)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from registry_svc.domain import (
+    AgentIdentity,
+    AgentVersion,
+    Analysis,
+    AnalysisJob,
+    AnalysisReport,
+    ExecutionRecord,
+    Inspection,
+    ListQuery,
+    NewVersion,
+    Page,
+    RecordResult,
+    SearchCandidate,
+    Selector,
+    VersionRef,
+)
+
+
+class InspectionFailed(Exception):
+    """Loading the agent class in the sandbox failed (crash, timeout, bad capabilities); message says why."""
+
+
+class VersionConflict(Exception):
+    """A concurrent registration stored the same agent, version or code first; retry the use-case."""
+
+
+class UnknownVersions(Exception):
+    """Records name versions that do not exist; ``refs`` lists them in request order."""
+
+    def __init__(self, refs: Sequence[tuple[int, VersionRef]]) -> None:
+        super().__init__(", ".join(f"records[{i}]: {ref}" for i, ref in refs))
+        self.refs = list(refs)
+
+
+class CodeInspector(Protocol):
+    """Loads an agent class in isolation and reports what ``get_capabilities()`` returned."""
+
+    async def inspect(self, code: str, class_name: str) -> Inspection:
+        """Raises InspectionFailed when the class cannot be loaded or answers badly."""
+        ...
+
+
+class Analyzer(Protocol):
+    """Analyses agent code with the LLM layer: capabilities and the model's quality assessment."""
+
+    async def analyze(self, job: AnalysisJob, static_metrics: dict[str, Any]) -> AnalysisReport:
+        """Raises any exception on failure; the worker records it as a failed analysis."""
+        ...
+
+
+class Embedder(Protocol):
+    """Turns texts into vectors, when a configured provider offers embeddings."""
+
+    name: str
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """One vector per text."""
+        ...
+
+
+class ChangeListener(Protocol):
+    """Told after a version's stored state changed (cache invalidation)."""
+
+    async def agent_changed(self, agent_id: str, versions: Sequence[str]) -> None:
+        """``versions`` changed, and possibly the agent's latest version."""
+        ...
+
+
+class Repository(Protocol):
+    """Reads and writes the registry's tables; returns domain objects."""
+
+    async def get_version(self, selector: Selector, *, include_code: bool) -> AgentVersion | None:
+        """The selected version, or None."""
+        ...
+
+    async def identity(self, *, name: str = "", agent_id: str = "") -> AgentIdentity | None:
+        """An agent's id, name and versions, or None."""
+        ...
+
+    async def find_by_hash(self, name: str, code_hash: str) -> AgentVersion | None:
+        """The version of agent ``name`` with this code, or None."""
+        ...
+
+    async def find_request(self, request_id: str) -> VersionRef | None:
+        """What a request id registered before, or None."""
+        ...
+
+    async def remember_request(self, request_id: str, ref: VersionRef) -> None:
+        """Stores a request id's result (first one wins)."""
+        ...
+
+    async def count_agents(self) -> int:
+        """How many agents exist."""
+        ...
+
+    async def existing(self, refs: Sequence[VersionRef]) -> set[VersionRef]:
+        """Which of ``refs`` exist."""
+        ...
+
+    async def insert_version(self, new: NewVersion) -> AgentVersion:
+        """Stores a version atomically; raises VersionConflict when a racing writer got there first."""
+        ...
+
+    async def list_agents(self, query: ListQuery) -> Page[AgentVersion]:
+        """One page of latest versions."""
+        ...
+
+    async def list_versions(self, agent_id: str, page_size: int, after: int | None) -> Page[AgentVersion]:
+        """One page of an agent's versions, newest first, without code."""
+        ...
+
+    async def parents_of(self, refs: Sequence[VersionRef]) -> list[tuple[VersionRef, VersionRef]]:
+        """(child, parent) edges of ``refs``."""
+        ...
+
+    async def get_versions(self, refs: Sequence[VersionRef]) -> list[AgentVersion]:
+        """The versions named, without code."""
+        ...
+
+    async def search_candidates(self, terms: Sequence[str], limit: int, min_quality: float,
+                                with_embeddings: bool) -> tuple[str, list[SearchCandidate]]:
+        """(matcher, candidates): full-text ranked on Postgres, every latest version elsewhere."""
+        ...
+
+    async def record_executions(self, records: Sequence[ExecutionRecord], now: datetime,
+                                p95_window: int) -> RecordResult:
+        """Applies records atomically, ignoring execution ids seen before; raises UnknownVersions."""
+        ...
+
+    async def claim_analyses(self, owner: str, now: datetime, lease_seconds: float,
+                             limit: int) -> list[AnalysisJob]:
+        """Claims pending (or lease-expired running) analyses for ``owner``."""
+        ...
+
+    async def finish_analysis(self, job: AnalysisJob, analysis: Analysis, now: datetime,
+                              capabilities_text: str, search_text: str,
+                              embedding: Sequence[float] | None) -> bool:
+        """Stores a result if ``job``'s lease is still held; False when it was lost (fenced)."""
+        ...
+
+    async def release_analyses(self, owner: str) -> int:
+        """Puts ``owner``'s running analyses back to pending (graceful stop)."""
+        ...

@@ -1,0 +1,503 @@
+"""The only code that reads and writes the registry's tables (Postgres or SQLite); returns domain objects."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from registry_svc.domain import (
+    AgentIdentity,
+    AgentVersion,
+    Analysis,
+    AnalysisJob,
+    AnalysisState,
+    ExecutionRecord,
+    ListQuery,
+    Metrics,
+    NewVersion,
+    OrderBy,
+    Page,
+    RecordResult,
+    SearchCandidate,
+    Selector,
+    VersionRef,
+)
+from registry_svc.models import AgentRow, AgentVersionRow, ExecutionRow, LineageRow, RegisterRequestRow
+from registry_svc.ports import UnknownVersions, VersionConflict
+
+agents = cast(sa.Table, AgentRow.__table__)
+versions = cast(sa.Table, AgentVersionRow.__table__)
+lineage = cast(sa.Table, LineageRow.__table__)
+requests = cast(sa.Table, RegisterRequestRow.__table__)
+executions = cast(sa.Table, ExecutionRow.__table__)
+
+_WITHOUT_CODE = [column for column in versions.c if column.name != "code"]
+_MAX_SCAN = 10_000
+
+
+def _escape_like(text: str) -> str:
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _refs_clause(agent_column: Any, version_column: Any, refs: Iterable[VersionRef]) -> Any:
+    return sa.or_(*(sa.and_(agent_column == r.agent_id, version_column == r.version) for r in refs))
+
+
+def p95(durations: Sequence[float]) -> float:
+    """95th percentile by the nearest-rank method; 0 for no data."""
+    if not durations:
+        return 0.0
+    ordered = sorted(durations)
+    return float(ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)])
+
+
+class SqlRepository:
+    """Repository over one async engine. On SQLite, writes are serialised in-process (one writer)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._postgres = engine.dialect.name == "postgresql"
+        self._write_lock = asyncio.Lock()
+
+    @property
+    def is_postgres(self) -> bool:
+        """True on Postgres."""
+        return self._postgres
+
+    @asynccontextmanager
+    async def _writing(self) -> AsyncIterator[AsyncConnection]:
+        # SQLite has one writer at a time: queueing here beats spinning in its busy handler.
+        if self._postgres:
+            async with self._engine.begin() as connection:
+                yield connection
+            return
+        async with self._write_lock, self._engine.begin() as connection:
+            yield connection
+
+    def _insert(self, table: sa.Table) -> Any:
+        return postgresql.insert(table) if self._postgres else sqlite.insert(table)
+
+    # ---- reading versions -------------------------------------------------------------------------
+
+    def _columns(self, include_code: bool) -> list[Any]:
+        return [*_WITHOUT_CODE, versions.c.code] if include_code else list(_WITHOUT_CODE)
+
+    async def _parents(self, connection: AsyncConnection,
+                       refs: Sequence[VersionRef]) -> dict[VersionRef, tuple[VersionRef, ...]]:
+        if not refs:
+            return {}
+        rows = (await connection.execute(
+            sa.select(lineage).where(_refs_clause(lineage.c.child_agent_id, lineage.c.child_version, refs))
+            .order_by(lineage.c.parent_agent_id, lineage.c.parent_version)
+        )).all()
+        found: dict[VersionRef, list[VersionRef]] = defaultdict(list)
+        for row in rows:
+            found[VersionRef(row.child_agent_id, row.child_version)].append(
+                VersionRef(row.parent_agent_id, row.parent_version))
+        return {ref: tuple(parents) for ref, parents in found.items()}
+
+    async def _to_domain(self, connection: AsyncConnection, rows: Sequence[Any]) -> list[AgentVersion]:
+        refs = [VersionRef(row.agent_id, row.version) for row in rows]
+        parents = await self._parents(connection, refs)
+        return [_version(row, parents.get(ref, ())) for row, ref in zip(rows, refs, strict=True)]
+
+    async def get_version(self, selector: Selector, *, include_code: bool) -> AgentVersion | None:
+        """The selected version (latest when no version is given), or None."""
+        statement = sa.select(*self._columns(include_code))
+        if selector.version:
+            key = versions.c.agent_id if selector.agent_id else versions.c.name
+            statement = statement.where(key == (selector.agent_id or selector.name),
+                                        versions.c.version == selector.version)
+        else:
+            key = agents.c.agent_id if selector.agent_id else agents.c.name
+            statement = statement.join(agents, agents.c.latest_version_id == versions.c.id).where(
+                key == (selector.agent_id or selector.name))
+        async with self._engine.connect() as connection:
+            row = (await connection.execute(statement)).first()
+            if row is None:
+                return None
+            return (await self._to_domain(connection, [row]))[0]
+
+    async def get_versions(self, refs: Sequence[VersionRef]) -> list[AgentVersion]:
+        """The versions named, without code."""
+        if not refs:
+            return []
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(
+                sa.select(*_WITHOUT_CODE).where(_refs_clause(versions.c.agent_id, versions.c.version, refs))
+                .order_by(versions.c.id)
+            )).all()
+            return await self._to_domain(connection, rows)
+
+    async def identity(self, *, name: str = "", agent_id: str = "") -> AgentIdentity | None:
+        """An agent's id, name and versions (oldest first), or None."""
+        key = agents.c.agent_id if agent_id else agents.c.name
+        async with self._engine.connect() as connection:
+            row = (await connection.execute(sa.select(agents.c.agent_id, agents.c.name)
+                                            .where(key == (agent_id or name)))).first()
+            if row is None:
+                return None
+            names = (await connection.execute(
+                sa.select(versions.c.version).where(versions.c.agent_id == row.agent_id).order_by(versions.c.id)
+            )).scalars().all()
+        return AgentIdentity(row.agent_id, row.name, tuple(names))
+
+    async def find_by_hash(self, name: str, code_hash: str) -> AgentVersion | None:
+        """The version of agent ``name`` with exactly this code, or None."""
+        async with self._engine.connect() as connection:
+            row = (await connection.execute(
+                sa.select(*self._columns(True)).where(versions.c.name == name, versions.c.code_hash == code_hash)
+            )).first()
+            if row is None:
+                return None
+            return (await self._to_domain(connection, [row]))[0]
+
+    async def find_request(self, request_id: str) -> VersionRef | None:
+        """What a request id registered before, or None."""
+        async with self._engine.connect() as connection:
+            row = (await connection.execute(
+                sa.select(requests.c.agent_id, requests.c.version).where(requests.c.request_id == request_id)
+            )).first()
+        return VersionRef(row.agent_id, row.version) if row else None
+
+    async def remember_request(self, request_id: str, ref: VersionRef) -> None:
+        """Stores a request id's result; the first one stored wins."""
+        async with self._writing() as connection:
+            await connection.execute(self._insert(requests).values(
+                request_id=request_id, agent_id=ref.agent_id, version=ref.version,
+                created_at=datetime.now().astimezone(),
+            ).on_conflict_do_nothing())
+
+    async def count_agents(self) -> int:
+        """How many agents exist."""
+        async with self._engine.connect() as connection:
+            return int((await connection.execute(sa.select(sa.func.count()).select_from(agents))).scalar_one())
+
+    async def existing(self, refs: Sequence[VersionRef]) -> set[VersionRef]:
+        """Which of ``refs`` exist."""
+        if not refs:
+            return set()
+        async with self._engine.connect() as connection:
+            return await self._existing(connection, refs)
+
+    async def _existing(self, connection: AsyncConnection, refs: Sequence[VersionRef]) -> set[VersionRef]:
+        found: set[VersionRef] = set()
+        unique = sorted(set(refs))
+        for start in range(0, len(unique), 200):
+            chunk = unique[start:start + 200]
+            rows = await connection.execute(sa.select(versions.c.agent_id, versions.c.version)
+                                            .where(_refs_clause(versions.c.agent_id, versions.c.version, chunk)))
+            found.update(VersionRef(row.agent_id, row.version) for row in rows)
+        return found
+
+    # ---- writing versions -------------------------------------------------------------------------
+
+    async def insert_version(self, new: NewVersion) -> AgentVersion:
+        """Stores a version, its lineage and request id in one transaction.
+
+        Raises:
+            VersionConflict: the name, version or code was stored by a racing writer, or the agent's
+                latest version is no longer ``new.previous_latest``.
+        """
+        now = new.create_time
+        try:
+            async with self._writing() as connection:
+                if new.agent_is_new:
+                    await connection.execute(agents.insert().values(
+                        agent_id=new.agent_id, name=new.name, latest_version=new.version, latest_version_id=0,
+                        version_count=1, created_at=now, updated_at=now))
+                else:
+                    # Compare-and-set on the latest version: serialises registrations of one agent.
+                    moved = await connection.execute(
+                        agents.update().where(agents.c.agent_id == new.agent_id,
+                                              agents.c.latest_version == new.previous_latest)
+                        .values(latest_version=new.version, version_count=agents.c.version_count + 1,
+                                updated_at=now))
+                    if moved.rowcount != 1:
+                        raise VersionConflict(f"{new.name}: latest version moved past {new.previous_latest}")
+                version_id = (await connection.execute(versions.insert().values(
+                    agent_id=new.agent_id, name=new.name, version=new.version, description=new.description,
+                    code=new.code, code_hash=new.code_hash, code_size_bytes=len(new.code.encode()),
+                    class_name=new.class_name, declared_capabilities=dict(new.declared_capabilities),
+                    execute_is_async=new.execute_is_async, labels=dict(new.labels), analysis_models=[],
+                    analysis_state=AnalysisState.PENDING.value, analysis_static_metrics=dict(new.static_metrics),
+                    analysis_duration_ms=0.0, analysis_error="", analysis_attempts=0, execution_count=0,
+                    success_count=0, failure_count=0, average_execution_time=0.0, total_execution_time=0.0,
+                    p95_execution_time=0.0, total_tokens_used=0, total_cost=0.0, search_text=new.search_text,
+                    capabilities_text=new.capabilities_text, created_at=now, updated_at=now,
+                ).returning(versions.c.id))).scalar_one()
+                await connection.execute(agents.update().where(agents.c.agent_id == new.agent_id)
+                                         .values(latest_version_id=version_id))
+                if new.parents:
+                    await connection.execute(lineage.insert(), [
+                        {"child_agent_id": new.agent_id, "child_version": new.version,
+                         "parent_agent_id": p.agent_id, "parent_version": p.version} for p in new.parents])
+                if new.request_id:
+                    await connection.execute(self._insert(requests).values(
+                        request_id=new.request_id, agent_id=new.agent_id, version=new.version, created_at=now,
+                    ).on_conflict_do_nothing())
+        except sa_exc.IntegrityError as error:
+            raise VersionConflict(str(error.orig)) from error
+        return AgentVersion(
+            agent_id=new.agent_id, name=new.name, version=new.version, description=new.description,
+            code=new.code, code_hash=new.code_hash, class_name=new.class_name,
+            declared_capabilities=dict(new.declared_capabilities), execute_is_async=new.execute_is_async,
+            parents=new.parents, labels=dict(new.labels),
+            analysis=Analysis(static_metrics=dict(new.static_metrics)), metrics=Metrics(),
+            create_time=now, update_time=now, code_size_bytes=len(new.code.encode()),
+        )
+
+    # ---- listing ------------------------------------------------------------------------------------
+
+    async def list_agents(self, query: ListQuery) -> Page[AgentVersion]:
+        """One page of latest versions in ``query.order``; ``after`` is (sort key, agent_id) to continue."""
+        key: Any = {
+            OrderBy.UPDATED: versions.c.updated_at,
+            OrderBy.QUALITY: sa.func.coalesce(versions.c.ai_quality_score, -1.0),
+            OrderBy.EXECUTIONS: versions.c.execution_count,
+            OrderBy.RECENT: versions.c.id,
+        }[query.order]
+        statement = (sa.select(*self._columns(query.include_code), key.label("sort_key"))
+                     .join(agents, agents.c.latest_version_id == versions.c.id))
+        if query.name_contains:
+            statement = statement.where(agents.c.name.ilike(_escape_like(query.name_contains), escape="\\"))
+        if query.capability:
+            statement = statement.where(versions.c.capabilities_text.ilike(_escape_like(query.capability),
+                                                                          escape="\\"))
+        if query.state is not None:
+            statement = statement.where(versions.c.analysis_state == query.state.value)
+        if query.min_quality > 0:
+            statement = statement.where(versions.c.ai_quality_score >= query.min_quality)
+        if query.after is not None:
+            value, agent_id = query.after
+            if query.order is OrderBy.UPDATED:
+                value = datetime.fromisoformat(value)
+            statement = statement.where(sa.or_(key < value, sa.and_(key == value, agents.c.agent_id < agent_id)))
+        statement = statement.order_by(key.desc(), agents.c.agent_id.desc()).limit(query.page_size + 1)
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(statement)).all()
+            items = await self._to_domain(connection, rows[: query.page_size])
+        after = None
+        if len(rows) > query.page_size:
+            last = rows[query.page_size - 1]
+            value = last.sort_key
+            after = (value.isoformat() if isinstance(value, datetime) else value, last.agent_id)
+        return Page(items, after)
+
+    async def list_versions(self, agent_id: str, page_size: int, after: int | None) -> Page[AgentVersion]:
+        """One page of an agent's versions, newest first, without code; ``after`` is a row id."""
+        statement = sa.select(*_WITHOUT_CODE).where(versions.c.agent_id == agent_id)
+        if after is not None:
+            statement = statement.where(versions.c.id < after)
+        statement = statement.order_by(versions.c.id.desc()).limit(page_size + 1)
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(statement)).all()
+            items = await self._to_domain(connection, rows[:page_size])
+        return Page(items, rows[page_size - 1].id if len(rows) > page_size else None)
+
+    async def parents_of(self, refs: Sequence[VersionRef]) -> list[tuple[VersionRef, VersionRef]]:
+        """(child, parent) edges of ``refs``."""
+        async with self._engine.connect() as connection:
+            found = await self._parents(connection, refs)
+        return [(child, parent) for child in refs for parent in found.get(child, ())]
+
+    # ---- search -------------------------------------------------------------------------------------
+
+    async def search_candidates(self, terms: Sequence[str], limit: int, min_quality: float,
+                                with_embeddings: bool) -> tuple[str, list[SearchCandidate]]:
+        """(matcher, candidates): Postgres full-text ranked, or every latest version for the caller to score."""
+        columns = [*_WITHOUT_CODE]
+        statement = sa.select(*columns).join(agents, agents.c.latest_version_id == versions.c.id)
+        if min_quality > 0:
+            statement = statement.where(versions.c.ai_quality_score >= min_quality)
+        matcher = "token-overlap"
+        rank: Any = None
+        if with_embeddings:
+            matcher = "embeddings"
+            statement = statement.limit(_MAX_SCAN)
+        elif self._postgres and terms:
+            matcher = "postgres-fts"
+            document = sa.func.to_tsvector(sa.literal_column("'english'"), versions.c.search_text)
+            tsquery = sa.func.to_tsquery(sa.literal_column("'english'"), " | ".join(terms))
+            rank = sa.func.ts_rank_cd(document, tsquery).label("fts_rank")
+            statement = (statement.add_columns(rank).where(document.op("@@")(tsquery))
+                         .order_by(sa.desc("fts_rank"), agents.c.agent_id).limit(limit))
+        else:
+            statement = statement.order_by(agents.c.agent_id).limit(_MAX_SCAN)
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(statement)).all()
+            agents_found = await self._to_domain(connection, rows)
+        candidates = [
+            SearchCandidate(
+                agent=agent, search_text=row.search_text, capabilities_text=row.capabilities_text,
+                fts_rank=float(row.fts_rank) if rank is not None else None,
+                embedding=tuple(row.search_embedding) if row.search_embedding else None,
+            )
+            for row, agent in zip(rows, agents_found, strict=True)
+        ]
+        return matcher, candidates
+
+    # ---- executions ---------------------------------------------------------------------------------
+
+    async def record_executions(self, records: Sequence[ExecutionRecord], now: datetime,
+                                p95_window: int) -> RecordResult:
+        """Applies records in one transaction, ignoring execution ids seen before.
+
+        Raises:
+            UnknownVersions: some record names a version that does not exist (nothing is written).
+        """
+        async with self._writing() as connection:
+            refs = [record.ref for record in records]
+            found = await self._existing(connection, refs)
+            missing = [(index, ref) for index, ref in enumerate(refs) if ref not in found]
+            if missing:
+                raise UnknownVersions(missing)
+            # Sorted inserts and updates: concurrent batches lock rows in one order, so never deadlock.
+            ordered = sorted(records, key=lambda r: r.execution_id)
+            inserted: set[str] = set()
+            for start in range(0, len(ordered), 500):
+                chunk = ordered[start:start + 500]
+                result = await connection.execute(
+                    self._insert(executions).values([{
+                        "execution_id": r.execution_id, "agent_id": r.agent_id, "version": r.version,
+                        "success": r.success, "duration_ms": r.duration_ms, "tokens": r.tokens,
+                        "cost_usd": r.cost_usd, "error_type": r.error_type,
+                        "finish_time": r.finish_time or now, "recorded_at": now} for r in chunk])
+                    .on_conflict_do_nothing().returning(executions.c.execution_id))
+                inserted.update(result.scalars().all())
+            totals: dict[VersionRef, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+            for record in ordered:
+                if record.execution_id not in inserted:
+                    continue
+                total = totals[record.ref]
+                total["n"] += 1
+                total["ok"] += record.success
+                total["duration"] += record.duration_ms
+                total["tokens"] += record.tokens
+                total["cost"] += record.cost_usd
+            for ref in sorted(totals):
+                await self._apply_totals(connection, ref, totals[ref], now, p95_window)
+        return RecordResult(accepted=len(inserted), duplicates=len(records) - len(inserted),
+                            touched=tuple(sorted(totals)))
+
+    async def _apply_totals(self, connection: AsyncConnection, ref: VersionRef, total: Mapping[str, float],
+                            now: datetime, p95_window: int) -> None:
+        n, ok = int(total["n"]), int(total["ok"])
+        where = (versions.c.agent_id == ref.agent_id, versions.c.version == ref.version)
+        await connection.execute(versions.update().where(*where).values(
+            execution_count=versions.c.execution_count + n,
+            success_count=versions.c.success_count + ok,
+            failure_count=versions.c.failure_count + (n - ok),
+            total_execution_time=versions.c.total_execution_time + total["duration"],
+            average_execution_time=(versions.c.total_execution_time + total["duration"])
+            / (versions.c.execution_count + n),
+            total_tokens_used=versions.c.total_tokens_used + int(total["tokens"]),
+            total_cost=versions.c.total_cost + sa.cast(sa.literal(repr(total["cost"])), sa.Numeric(20, 9)),
+            updated_at=now,
+        ))
+        # Read after the update: the row lock is held, so every committed record is visible here.
+        recent = (await connection.execute(
+            sa.select(executions.c.duration_ms)
+            .where(executions.c.agent_id == ref.agent_id, executions.c.version == ref.version)
+            .order_by(executions.c.finish_time.desc(), executions.c.execution_id.desc()).limit(p95_window)
+        )).scalars().all()
+        await connection.execute(versions.update().where(*where).values(p95_execution_time=p95(recent)))
+
+    # ---- analysis -----------------------------------------------------------------------------------
+
+    async def claim_analyses(self, owner: str, now: datetime, lease_seconds: float,
+                             limit: int) -> list[AnalysisJob]:
+        """Claims pending analyses, and running ones whose lease expired (their worker died)."""
+        claimable = sa.or_(
+            versions.c.analysis_state == AnalysisState.PENDING.value,
+            sa.and_(versions.c.analysis_state == AnalysisState.RUNNING.value,
+                    versions.c.analysis_lease_expires_at < now),
+        )
+        async with self._engine.connect() as connection:
+            ids = (await connection.execute(sa.select(versions.c.id).where(claimable)
+                                            .order_by(versions.c.id).limit(limit))).scalars().all()
+        jobs: list[AnalysisJob] = []
+        for version_id in ids:
+            async with self._writing() as connection:
+                # Compare-and-set: of several replicas racing for one row, exactly one wins it.
+                claimed = await connection.execute(
+                    versions.update().where(versions.c.id == version_id, claimable).values(
+                        analysis_state=AnalysisState.RUNNING.value, analysis_owner=owner,
+                        analysis_lease_expires_at=now + timedelta(seconds=lease_seconds),
+                        analysis_attempts=versions.c.analysis_attempts + 1, updated_at=now,
+                    ).returning(versions.c.agent_id, versions.c.version, versions.c.name, versions.c.description,
+                                versions.c.code, versions.c.class_name, versions.c.declared_capabilities,
+                                versions.c.analysis_attempts))
+                row = claimed.first()
+            if row is not None:
+                jobs.append(AnalysisJob(
+                    ref=VersionRef(row.agent_id, row.version), name=row.name, description=row.description,
+                    code=row.code, class_name=row.class_name, declared_capabilities=row.declared_capabilities,
+                    owner=owner, attempt=row.analysis_attempts))
+        return jobs
+
+    async def finish_analysis(self, job: AnalysisJob, analysis: Analysis, now: datetime,
+                              capabilities_text: str, search_text: str,
+                              embedding: Sequence[float] | None) -> bool:
+        """Stores the result if ``job``'s lease is still held (fenced by owner and attempt)."""
+        values: dict[str, Any] = {
+            "analysis_state": analysis.state.value, "analysis_owner": None, "analysis_lease_expires_at": None,
+            "ai_capabilities": dict(analysis.capabilities) if analysis.state is AnalysisState.SUCCEEDED else None,
+            "ai_quality_score": analysis.quality_score, "ai_analysis_timestamp": analysis.analysis_time,
+            "ai_model_used": ", ".join(analysis.models_used) or None,
+            "analysis_models": list(analysis.models_used),
+            "analysis_static_metrics": dict(analysis.static_metrics),
+            "analysis_duration_ms": analysis.duration_ms, "analysis_error": analysis.error, "updated_at": now,
+        }
+        if analysis.state is AnalysisState.SUCCEEDED:
+            values.update(capabilities_text=capabilities_text, search_text=search_text,
+                          search_embedding=list(embedding) if embedding else None)
+        async with self._writing() as connection:
+            result = await connection.execute(versions.update().where(
+                versions.c.agent_id == job.ref.agent_id, versions.c.version == job.ref.version,
+                versions.c.analysis_state == AnalysisState.RUNNING.value,
+                versions.c.analysis_owner == job.owner, versions.c.analysis_attempts == job.attempt,
+            ).values(**values))
+        return bool(result.rowcount == 1)
+
+    async def release_analyses(self, owner: str) -> int:
+        """Puts ``owner``'s running analyses back to pending (graceful stop)."""
+        async with self._writing() as connection:
+            result = await connection.execute(versions.update().where(
+                versions.c.analysis_owner == owner, versions.c.analysis_state == AnalysisState.RUNNING.value,
+            ).values(analysis_state=AnalysisState.PENDING.value, analysis_owner=None,
+                     analysis_lease_expires_at=None))
+        return int(result.rowcount)
+
+
+def _version(row: Any, parents: tuple[VersionRef, ...]) -> AgentVersion:
+    mapping = row._mapping
+    return AgentVersion(
+        agent_id=row.agent_id, name=row.name, version=row.version, description=row.description,
+        code=mapping.get("code"), code_hash=row.code_hash, class_name=row.class_name,
+        declared_capabilities=row.declared_capabilities or {}, execute_is_async=row.execute_is_async,
+        parents=parents, labels=row.labels or {},
+        analysis=Analysis(
+            state=AnalysisState(row.analysis_state), capabilities=row.ai_capabilities or {},
+            quality_score=row.ai_quality_score, static_metrics=row.analysis_static_metrics or {},
+            models_used=tuple(row.analysis_models or ()), analysis_time=row.ai_analysis_timestamp,
+            duration_ms=row.analysis_duration_ms, error=row.analysis_error,
+        ),
+        metrics=Metrics(
+            execution_count=row.execution_count, success_count=row.success_count,
+            failure_count=row.failure_count, average_duration_ms=row.average_execution_time,
+            p95_duration_ms=row.p95_execution_time, total_tokens=row.total_tokens_used,
+            total_cost_usd=float(row.total_cost),
+        ),
+        create_time=row.created_at, update_time=row.updated_at, code_size_bytes=row.code_size_bytes,
+    )
