@@ -1,7 +1,11 @@
-"""Composition root of the workflow service: settings -> engine -> servicer -> server."""
+"""Composition root of the workflow service: settings -> engine/clients/sandbox -> servicer -> server."""
 
 from __future__ import annotations
 
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from tdev.workflow.v1 import workflow_service_pb2 as pb2
@@ -9,27 +13,103 @@ from tdev.workflow.v1 import workflow_service_pb2_grpc as pb2_grpc
 
 from common.config import CommonSettings, get_common_settings
 from common.db import create_engine, migrate
+from common.grpc_client import open_channel
 from common.grpc_server import ServiceBinding, build_server
 from common.runtime import ServiceHandle, serve_until_stopped, setup_process
+from common.sandbox import SandboxSettings
+from workflow_svc.bus import EventBus
 from workflow_svc.config import SCHEMA, WorkflowSettings
+from workflow_svc.engine import Engine, EngineSettings
+from workflow_svc.ports import AgentRunner
+from workflow_svc.registry_client import GrpcRegistry
+from workflow_svc.repository import SqlRepository
+from workflow_svc.sandbox_runner import SandboxRunner
+from workflow_svc.service import ServiceSettings, WorkflowService
 from workflow_svc.servicer import WorkflowServiceServicer
+from workflow_svc.validation import Limits
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
+def worker_id(settings: WorkflowSettings) -> str:
+    """The configured replica name, else one unique to this process."""
+    return settings.worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def sandbox_settings(common: CommonSettings) -> SandboxSettings:
+    """Embedded mode may fall back to weak isolation (with a warning); production may not."""
+    return SandboxSettings.for_embedded() if common.mode == "embedded" else SandboxSettings()
+
+
 async def create_server(
-    settings: WorkflowSettings, common: CommonSettings, *, port: int | None = None
+    settings: WorkflowSettings,
+    common: CommonSettings,
+    *,
+    port: int | None = None,
+    runner: AgentRunner | None = None,
 ) -> ServiceHandle:
-    """Builds and starts the workflow service; ``port=0`` binds a free port (tests)."""
-    engine = create_engine(settings.resolved_database_url(common, SCHEMA), SCHEMA)
+    """Builds and starts the workflow service; ``port=0`` binds a free port (tests).
+
+    ``runner`` replaces the sandbox (benchmarks measuring the engine alone); agent code still never
+    runs in this process, since the default is the real sandbox.
+    """
+    closers: list[Callable[[], Awaitable[object]]] = []
+    database = create_engine(settings.resolved_database_url(common, SCHEMA), SCHEMA, pool_size=settings.db_pool_size)
+    closers.append(database.dispose)
     try:
-        await migrate(engine, MIGRATIONS, SCHEMA)
-        servicer = WorkflowServiceServicer()
+        await migrate(database, MIGRATIONS, SCHEMA)
+        repo = SqlRepository(database)
+        channel = open_channel(
+            common.registry_address,
+            deadline_seconds=settings.registry_deadline_seconds,
+            max_message_mb=common.grpc_max_message_mb,
+        )
+        closers.append(channel.close)
+        registry = GrpcRegistry(channel, settings.registry_deadline_seconds)
+        if runner is None:
+            runner = await SandboxRunner.start(sandbox_settings(common))
+        closers.append(runner.close)
+        bus = EventBus(common.redis_url, settings.redis_channel, settings.watch_buffer_events)
+        await bus.start()
+        closers.append(bus.close)
+        engine = Engine(
+            EngineSettings(
+                worker_id=worker_id(settings),
+                reclaim_own=bool(settings.worker_id),
+                lease_seconds=settings.lease_seconds,
+                claim_interval_seconds=settings.claim_interval_seconds,
+                max_active_executions=settings.max_active_executions,
+                default_concurrency=settings.max_concurrency,
+                default_timeout_seconds=settings.default_timeout_seconds,
+                inline_output_bytes=settings.inline_output_bytes,
+                report_interval_seconds=settings.report_interval_seconds,
+                report_batch_size=settings.report_batch_size,
+                agent_cache_size=settings.agent_cache_size,
+            ),
+            repo,
+            registry,
+            runner,
+            bus,
+        )
+        await engine.start()
+        closers.append(engine.close)
+        service = WorkflowService(
+            ServiceSettings(
+                limits=Limits(settings.max_nodes, settings.max_timeout_seconds, settings.max_concurrency_limit),
+                lease_seconds=settings.lease_seconds,
+                watch_poll_seconds=settings.watch_poll_seconds,
+                cancel_wait_seconds=settings.cancel_wait_seconds,
+            ),
+            repo,
+            registry,
+            engine,
+            bus,
+        )
         running = await build_server(
             [
                 ServiceBinding(
                     pb2.DESCRIPTOR.services_by_name["WorkflowService"],
-                    servicer,
+                    WorkflowServiceServicer(service),
                     pb2_grpc.add_WorkflowServiceServicer_to_server,
                 )
             ],
@@ -38,9 +118,10 @@ async def create_server(
             max_message_mb=common.grpc_max_message_mb,
         )
     except BaseException:
-        await engine.dispose()
+        for closer in reversed(closers):
+            await closer()
         raise
-    return ServiceHandle(running, closers=[engine.dispose])
+    return ServiceHandle(running, closers=closers)
 
 
 async def main() -> None:

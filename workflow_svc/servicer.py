@@ -8,68 +8,78 @@ import grpc
 from tdev.workflow.v1 import workflow_service_pb2 as pb2
 from tdev.workflow.v1 import workflow_service_pb2_grpc as pb2_grpc
 
-from common.errors import Unimplemented
-
-
-def _missing(rpc: str) -> Unimplemented:
-    return Unimplemented(f"{rpc} is not built yet: the workflow service's use-cases arrive with issue #6")
+from workflow_svc import convert, paging
+from workflow_svc.service import WorkflowService
 
 
 class WorkflowServiceServicer(pb2_grpc.WorkflowServiceServicer):
     """Implements tdev.workflow.v1.WorkflowService."""
 
+    def __init__(self, service: WorkflowService) -> None:
+        self._service = service
+
     async def CreateWorkflow(
         self, request: pb2.CreateWorkflowRequest, context: grpc.aio.ServicerContext
     ) -> pb2.CreateWorkflowResponse:
-        """Answers CreateWorkflow."""
-        raise _missing("CreateWorkflow")
+        """Validates and stores a definition."""
+        spec = convert.spec_from_proto(request.workflow)
+        workflow = await self._service.create_workflow(spec, request.request_id, request.validate_only)
+        return pb2.CreateWorkflowResponse(workflow=convert.workflow_to_proto(workflow))
 
     async def GetWorkflow(
         self, request: pb2.GetWorkflowRequest, context: grpc.aio.ServicerContext
     ) -> pb2.GetWorkflowResponse:
-        """Answers GetWorkflow."""
-        raise _missing("GetWorkflow")
+        """Returns a workflow with its plan."""
+        workflow = await self._service.get_workflow(request.workflow_id)
+        return pb2.GetWorkflowResponse(workflow=convert.workflow_to_proto(workflow))
 
     async def ListWorkflows(
         self, request: pb2.ListWorkflowsRequest, context: grpc.aio.ServicerContext
     ) -> pb2.ListWorkflowsResponse:
-        """Answers ListWorkflows."""
-        raise _missing("ListWorkflows")
+        """Lists workflows, newest first."""
+        size, after = paging.page_size(request.page_size), paging.decode_cursor(request.page_token)
+        page = await self._service.list_workflows(size, after, request.name_contains)
+        return convert.workflows_response(page)
 
     async def ExecuteWorkflow(
         self, request: pb2.ExecuteWorkflowRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb2.ExecuteWorkflowResponse]:
-        """Streams ExecuteWorkflow responses."""
-        raise _missing("ExecuteWorkflow")
-        yield pb2.ExecuteWorkflowResponse()  # pragma: no cover - makes this an async generator
+        """Starts an execution and streams its events."""
+        async for event in self._service.execute(convert.start_request(request)):
+            yield pb2.ExecuteWorkflowResponse(event=convert.event_to_proto(event))
 
     async def StartExecution(
         self, request: pb2.StartExecutionRequest, context: grpc.aio.ServicerContext
     ) -> pb2.StartExecutionResponse:
-        """Answers StartExecution."""
-        raise _missing("StartExecution")
+        """Starts an execution and returns at once."""
+        execution = await self._service.start_execution(convert.start_request(request))
+        return pb2.StartExecutionResponse(execution=convert.execution_to_proto(execution))
 
     async def WatchExecution(
         self, request: pb2.WatchExecutionRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb2.WatchExecutionResponse]:
-        """Streams WatchExecution responses."""
-        raise _missing("WatchExecution")
-        yield pb2.WatchExecutionResponse()  # pragma: no cover - makes this an async generator
+        """Streams events after a sequence number."""
+        async for event in self._service.watch(request.execution_id, request.after_sequence):
+            yield pb2.WatchExecutionResponse(event=convert.event_to_proto(event))
 
     async def GetExecution(
         self, request: pb2.GetExecutionRequest, context: grpc.aio.ServicerContext
     ) -> pb2.GetExecutionResponse:
-        """Answers GetExecution."""
-        raise _missing("GetExecution")
+        """Returns an execution with per-node state."""
+        execution = await self._service.get_execution(request.execution_id)
+        return pb2.GetExecutionResponse(execution=convert.execution_to_proto(execution))
 
     async def ListExecutions(
         self, request: pb2.ListExecutionsRequest, context: grpc.aio.ServicerContext
     ) -> pb2.ListExecutionsResponse:
-        """Answers ListExecutions."""
-        raise _missing("ListExecutions")
+        """Lists executions, newest first."""
+        size, after = paging.page_size(request.page_size), paging.decode_cursor(request.page_token)
+        page = await self._service.list_executions(convert.execution_filter(request), size, after)
+        return convert.executions_response(page)
 
     async def CancelExecution(
         self, request: pb2.CancelExecutionRequest, context: grpc.aio.ServicerContext
     ) -> pb2.CancelExecutionResponse:
-        """Answers CancelExecution."""
-        raise _missing("CancelExecution")
+        """Cancels a running execution."""
+        execution = await self._service.cancel(request.execution_id, request.reason)
+        return pb2.CancelExecutionResponse(execution=convert.execution_to_proto(execution))

@@ -1,0 +1,308 @@
+"""Proto <-> domain for the workflow API and the registry calls, and page tokens.
+
+google.protobuf.Struct has only doubles: numbers that are whole (and exactly representable) come back
+as Python ints, so an agent given ``{"count": 3}`` sees ``3``, not ``3.0``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from tdev.registry.v1 import agent_pb2 as registry_agent_pb2
+from tdev.registry.v1 import registry_service_pb2 as registry_pb2
+from tdev.registry.v1 import registry_service_pb2_grpc as registry_pb2_grpc
+from tdev.workflow.v1 import workflow_pb2 as wf_pb2
+from tdev.workflow.v1 import workflow_service_pb2 as pb2
+
+from common.errors import InvalidArgument
+from workflow_svc.domain import (
+    AgentInfo,
+    AgentRef,
+    ErrorInfo,
+    Event,
+    Execution,
+    ExecutionFilter,
+    ExecutionPlan,
+    ExecutionState,
+    FailurePolicy,
+    NodeRun,
+    NodeSpec,
+    OutcomeRecord,
+    Page,
+    RetryPolicy,
+    StartRequest,
+    Workflow,
+    WorkflowSpec,
+)
+
+_SAFE_INTEGER = 2**53
+
+
+# -- JSON values ------------------------------------------------------------------------------------------
+def _normalise(value: Any) -> Any:
+    if isinstance(value, float):
+        if math.isfinite(value) and value.is_integer() and abs(value) <= _SAFE_INTEGER:
+            return int(value)
+        return value
+    if isinstance(value, dict):
+        return {key: _normalise(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_normalise(item) for item in value]
+    return value
+
+
+def struct_to_dict(message: struct_pb2.Struct) -> dict[str, Any]:
+    """A Struct as a plain dict (whole numbers as ints)."""
+    return _normalise(json_format.MessageToDict(message))  # type: ignore[no-any-return]
+
+
+def dict_to_struct(value: dict[str, Any] | None) -> struct_pb2.Struct:
+    """A dict as a Struct (None gives an empty one)."""
+    message = struct_pb2.Struct()
+    if value:
+        message.update(value)
+    return message
+
+
+def _timestamp(seconds: float | None) -> timestamp_pb2.Timestamp | None:
+    if seconds is None:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    whole = math.floor(seconds)
+    stamp.seconds = whole
+    stamp.nanos = int((seconds - whole) * 1e9)
+    return stamp
+
+
+# -- workflows --------------------------------------------------------------------------------------------
+def node_from_proto(node: wf_pb2.Node) -> NodeSpec:
+    """One node of a definition."""
+    policy = node.retry_policy
+    return NodeSpec(
+        id=node.id,
+        agent_id=node.agent_id,
+        agent_version=node.agent_version,
+        inputs=struct_to_dict(node.inputs),
+        depends_on=tuple(node.depends_on),
+        retry_policy=RetryPolicy(
+            max_retries=policy.max_retries,
+            backoff_multiplier=policy.backoff_multiplier,
+            initial_backoff=policy.initial_backoff,
+            max_backoff=policy.max_backoff,
+        ),
+        timeout_seconds=node.timeout_seconds,
+        required_resources=struct_to_dict(node.required_resources),
+    )
+
+
+def spec_from_proto(workflow: wf_pb2.Workflow) -> WorkflowSpec:
+    """A caller's definition (server-set fields are ignored)."""
+    return WorkflowSpec(
+        name=workflow.name,
+        version=workflow.version,
+        description=workflow.description,
+        nodes=tuple(node_from_proto(node) for node in workflow.nodes),
+        metadata=struct_to_dict(workflow.metadata),
+        failure_policy=FailurePolicy(workflow.failure_policy) if workflow.failure_policy in (0, 1, 2)
+        else FailurePolicy.UNSPECIFIED,
+        max_concurrency=workflow.max_concurrency,
+        outputs=dict(workflow.outputs),
+    )
+
+
+def plan_to_proto(plan: ExecutionPlan) -> wf_pb2.ExecutionPlan:
+    """The plan message."""
+    return wf_pb2.ExecutionPlan(
+        generations=[wf_pb2.PlanGeneration(node_ids=list(g.node_ids)) for g in plan.generations],
+        critical_path=list(plan.critical_path),
+        priorities=plan.priorities,
+    )
+
+
+def workflow_to_proto(workflow: Workflow) -> wf_pb2.Workflow:
+    """A stored (or validated) workflow with its plan."""
+    spec = workflow.spec
+    return wf_pb2.Workflow(
+        workflow_id=workflow.workflow_id,
+        name=spec.name,
+        version=spec.version,
+        description=spec.description,
+        nodes=[
+            wf_pb2.Node(
+                id=node.id,
+                agent_id=node.agent_id,
+                agent_version=node.agent_version,
+                inputs=dict_to_struct(node.inputs),
+                depends_on=list(node.depends_on),
+                retry_policy=wf_pb2.RetryPolicy(
+                    max_retries=node.retry_policy.max_retries,
+                    backoff_multiplier=node.retry_policy.backoff_multiplier,
+                    initial_backoff=node.retry_policy.initial_backoff,
+                    max_backoff=node.retry_policy.max_backoff,
+                ),
+                timeout_seconds=node.timeout_seconds,
+                required_resources=dict_to_struct(node.required_resources),
+                agent_name=node.agent_name,
+            )
+            for node in spec.nodes
+        ],
+        metadata=dict_to_struct(spec.metadata),
+        failure_policy=int(spec.failure_policy),  # type: ignore[arg-type]
+        max_concurrency=spec.max_concurrency,
+        outputs=spec.outputs,
+        plan=plan_to_proto(workflow.plan),
+        create_time=_timestamp(workflow.create_time),
+        update_time=_timestamp(workflow.update_time),
+    )
+
+
+def workflow_from_json(text: str) -> wf_pb2.Workflow:
+    """Parses a definition file through protobuf's JSON mapping.
+
+    Raises:
+        InvalidArgument: the text is not a valid Workflow JSON document.
+    """
+    try:
+        return json_format.Parse(text, wf_pb2.Workflow())
+    except json_format.ParseError as error:
+        raise InvalidArgument(f"not a workflow definition: {error}") from error
+
+
+def workflows_response(page: Page[Workflow]) -> pb2.ListWorkflowsResponse:
+    """ListWorkflows' answer."""
+    return pb2.ListWorkflowsResponse(
+        workflows=[workflow_to_proto(w) for w in page.items], next_page_token=page.next_page_token
+    )
+
+
+# -- executions -------------------------------------------------------------------------------------------
+def start_request(message: pb2.StartExecutionRequest | pb2.ExecuteWorkflowRequest) -> StartRequest:
+    """StartExecution / ExecuteWorkflow arguments."""
+    policy = message.failure_policy if message.failure_policy in (0, 1, 2) else 0
+    return StartRequest(
+        workflow_id=message.workflow_id,
+        inputs=struct_to_dict(message.inputs),
+        request_id=message.request_id,
+        failure_policy=FailurePolicy(policy),
+    )
+
+
+def execution_filter(message: pb2.ListExecutionsRequest) -> ExecutionFilter:
+    """ListExecutions filters."""
+    state = message.state if message.state in ExecutionState._value2member_map_ else 0
+    return ExecutionFilter(workflow_id=message.workflow_id, state=ExecutionState(state))
+
+
+def _error(error: ErrorInfo | None) -> wf_pb2.ErrorDetail | None:
+    if error is None:
+        return None
+    return wf_pb2.ErrorDetail(
+        type=error.type, message=error.message, traceback=error.traceback, node_id=error.node_id
+    )
+
+
+def node_run_to_proto(run: NodeRun) -> wf_pb2.NodeRun:
+    """One node's state (outputs in full; output_ref also names large ones)."""
+    return wf_pb2.NodeRun(
+        node_id=run.node_id,
+        state=int(run.state),  # type: ignore[arg-type]
+        attempt=run.attempt,
+        output=dict_to_struct(run.output) if run.output is not None else None,
+        output_ref=run.output_ref,
+        error=_error(run.error),
+        start_time=_timestamp(run.start_time),
+        end_time=_timestamp(run.end_time),
+        duration_ms=run.duration_ms,
+        agent_version=run.agent_version,
+    )
+
+
+def execution_to_proto(execution: Execution) -> wf_pb2.Execution:
+    """An execution with its node runs."""
+    return wf_pb2.Execution(
+        execution_id=execution.execution_id,
+        workflow_id=execution.workflow_id,
+        state=int(execution.state),  # type: ignore[arg-type]
+        inputs=dict_to_struct(execution.inputs),
+        outputs=dict_to_struct(execution.outputs) if execution.outputs is not None else None,
+        nodes=[node_run_to_proto(run) for run in execution.nodes],
+        error=_error(execution.error),
+        last_sequence=execution.last_sequence,
+        create_time=_timestamp(execution.create_time),
+        update_time=_timestamp(execution.update_time),
+        start_time=_timestamp(execution.start_time),
+        end_time=_timestamp(execution.end_time),
+        failure_policy=int(execution.failure_policy),  # type: ignore[arg-type]
+    )
+
+
+def executions_response(page: Page[Execution]) -> pb2.ListExecutionsResponse:
+    """ListExecutions' answer."""
+    return pb2.ListExecutionsResponse(
+        executions=[execution_to_proto(e) for e in page.items], next_page_token=page.next_page_token
+    )
+
+
+def event_to_proto(event: Event) -> wf_pb2.ExecutionEvent:
+    """One event."""
+    return wf_pb2.ExecutionEvent(
+        sequence=event.sequence,
+        execution_id=event.execution_id,
+        type=int(event.type),  # type: ignore[arg-type]
+        time=_timestamp(event.time),
+        node_id=event.node_id,
+        attempt=event.attempt,
+        duration_ms=event.duration_ms,
+        output=dict_to_struct(event.output) if event.output is not None else None,
+        output_ref=event.output_ref,
+        error=_error(event.error),
+        backoff_seconds=event.backoff_seconds,
+        message=event.message,
+        worker_id=event.worker_id,
+    )
+
+
+# -- the registry -----------------------------------------------------------------------------------------
+def registry_stub(channel: Any) -> registry_pb2_grpc.RegistryServiceStub:
+    """The registry's generated client on ``channel``."""
+    return registry_pb2_grpc.RegistryServiceStub(channel)
+
+
+def get_agent_requests(ref: AgentRef, *, with_code: bool) -> list[registry_pb2.GetAgentRequest]:
+    """GetAgent by id, then by name (or the other way round when it does not look like an id)."""
+    by_id = registry_pb2.GetAgentRequest(agent_id=ref.agent, version=ref.version, exclude_code=not with_code)
+    by_name = registry_pb2.GetAgentRequest(name=ref.agent, version=ref.version, exclude_code=not with_code)
+    return [by_id, by_name] if ref.agent.startswith("agent_") else [by_name, by_id]
+
+
+def agent_info(message: registry_agent_pb2.Agent) -> AgentInfo:
+    """What the workflow service keeps of a registry agent."""
+    return AgentInfo(
+        agent_id=message.agent_id,
+        name=message.name,
+        version=message.version,
+        code=message.code,
+        class_name=message.class_name,
+        average_duration_ms=message.metrics.average_duration_ms,
+    )
+
+
+def record_request(records: Sequence[OutcomeRecord]) -> registry_pb2.RecordExecutionsRequest:
+    """RecordExecutions for a batch of node outcomes."""
+    return registry_pb2.RecordExecutionsRequest(
+        records=[
+            registry_agent_pb2.ExecutionRecord(
+                execution_id=record.record_id,
+                agent_id=record.agent_id,
+                version=record.version,
+                success=record.success,
+                duration_ms=record.duration_ms,
+                finish_time=_timestamp(record.finish_time),
+                error_type=record.error_type,
+            )
+            for record in records
+        ]
+    )

@@ -1,0 +1,75 @@
+"""Adapter from the engine's AgentRunner port to common.sandbox: agent code runs only in its children."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from common.sandbox import Limits, Outcome, OutcomeKind, Sandbox, SandboxError, SandboxSettings
+from common.sandbox.settings import MIB
+from workflow_svc.domain import AttemptResult, ErrorInfo, JsonObject
+
+
+def attempt_result(outcome: Outcome) -> AttemptResult:
+    """The engine's view of a sandbox outcome."""
+    duration_ms = outcome.duration_seconds * 1000
+    if outcome.kind is OutcomeKind.OK:
+        return AttemptResult(ok=True, output=outcome.output or {}, duration_ms=duration_ms)
+    if outcome.kind is OutcomeKind.ERROR and outcome.error is not None:
+        error = ErrorInfo(outcome.error.type, outcome.error.message, outcome.error.traceback)
+    else:
+        error = ErrorInfo(outcome.kind.value, outcome.detail or outcome.kind.value.replace("_", " "))
+    return AttemptResult(ok=False, error=error, duration_ms=duration_ms)
+
+
+class SandboxRunner:
+    """Runs one node attempt in a fresh sandboxed process with the node's limits."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self._sandbox = sandbox
+        self._defaults = sandbox.default_limits
+        self._limits: dict[tuple[float, Any, Any], Limits] = {}
+
+    @classmethod
+    async def start(cls, settings: SandboxSettings) -> SandboxRunner:
+        """Starts the sandbox (its zygote and warm children)."""
+        return cls(await Sandbox.start(settings))
+
+    @property
+    def isolation(self) -> dict[str, Any]:
+        """What isolation is in force."""
+        return self._sandbox.isolation
+
+    def limits(self, timeout_seconds: float, resources: JsonObject) -> Limits:
+        """The sandbox limits of one node (cached: few distinct values per workflow)."""
+        memory_mb = resources.get("memory_mb")
+        cpu_seconds = resources.get("cpu_seconds")
+        key = (timeout_seconds, memory_mb, cpu_seconds)
+        limits = self._limits.get(key)
+        if limits is None:
+            limits = self._defaults.replace(
+                timeout_seconds=timeout_seconds,
+                cpu_seconds=float(cpu_seconds) if cpu_seconds else max(timeout_seconds, 0.01),
+                memory_bytes=int(float(memory_mb) * MIB) if memory_mb else self._defaults.memory_bytes,
+            )
+            self._limits[key] = limits
+        return limits
+
+    async def run(
+        self, code: str, inputs: JsonObject, timeout_seconds: float, resources: JsonObject
+    ) -> AttemptResult:
+        """One attempt; cancelling the caller kills the child promptly."""
+        try:
+            limits = self.limits(timeout_seconds, resources)
+        except ValueError as error:
+            return AttemptResult(ok=False, error=ErrorInfo("invalid_limits", str(error)), retryable=False)
+        try:
+            outcome = await self._sandbox.run(code, inputs, limits)
+        except ValueError as error:
+            return AttemptResult(ok=False, error=ErrorInfo("invalid_input", str(error)), retryable=False)
+        except SandboxError as error:
+            return AttemptResult(ok=False, error=ErrorInfo("sandbox_error", str(error)))
+        return attempt_result(outcome)
+
+    async def close(self) -> None:
+        """Stops the sandbox; no child is left behind."""
+        await self._sandbox.close()

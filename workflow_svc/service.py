@@ -1,0 +1,337 @@
+"""Use-cases of the workflow service: definitions, executions, watching and cancelling."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+
+import structlog
+
+from common.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound, Unavailable
+from workflow_svc import refs, validation
+from workflow_svc.bus import EventBus
+from workflow_svc.domain import (
+    AgentInfo,
+    AgentRef,
+    Event,
+    Execution,
+    ExecutionFilter,
+    ExecutionState,
+    FailurePolicy,
+    NodeRun,
+    Page,
+    StartRequest,
+    Workflow,
+    WorkflowSpec,
+)
+from workflow_svc.engine import Engine
+from workflow_svc.paging import Cursor, encode_cursor
+from workflow_svc.planning import plan
+from workflow_svc.ports import AgentNotFound, Registry
+from workflow_svc.repository import SqlRepository
+
+log = structlog.get_logger(__name__)
+EVENT_PAGE = 1000
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """Knobs of the use-cases."""
+
+    limits: validation.Limits
+    lease_seconds: float
+    watch_poll_seconds: float
+    cancel_wait_seconds: float
+
+
+class WorkflowService:
+    """What the servicer calls; raises DomainError subclasses only."""
+
+    def __init__(
+        self, settings: ServiceSettings, repo: SqlRepository, registry: Registry, engine: Engine, bus: EventBus
+    ) -> None:
+        self._settings = settings
+        self._repo = repo
+        self._registry = registry
+        self._engine = engine
+        self._bus = bus
+
+    # -- definitions ----------------------------------------------------------------------------------------
+    async def create_workflow(self, spec: WorkflowSpec, request_id: str, validate_only: bool) -> Workflow:
+        """Validates a definition (every problem at once), pins its agents and stores it.
+
+        Raises:
+            InvalidArgument: the definition has problems; each is a field violation.
+            Unavailable: the registry cannot be reached to check the agents.
+        """
+        if request_id and not validate_only:
+            existing = await self._repo.find_workflow_by_request(request_id)
+            if existing is not None:
+                return existing
+        problems = validation.structural_violations(spec, self._settings.limits)
+        try:
+            found, missing = await self._lookup_agents(spec)
+        except Unavailable as error:
+            if not problems:
+                raise
+            problems.append(FieldViolation("nodes", f"agents not checked: {error.message}"))
+            raise InvalidArgument(validation.summary(problems), violations=problems) from error
+        problems.extend(validation.agent_violations(spec, validation.AgentLookup(found, missing)))
+        if problems:
+            raise InvalidArgument(validation.summary(problems), violations=problems)
+        pinned = []
+        for node in spec.nodes:
+            info = found[AgentRef(node.agent_id, node.agent_version)]
+            pinned.append(replace(node, agent_id=info.agent_id, agent_version=info.version, agent_name=info.name))
+        estimates = {
+            node.id: found[AgentRef(node.agent_id, node.agent_version)].average_duration_ms for node in spec.nodes
+        }
+        now = time.time()
+        workflow = Workflow(
+            workflow_id="wf_" + uuid.uuid4().hex[:12],
+            spec=replace(spec, nodes=tuple(pinned)),
+            plan=plan(tuple(pinned), estimates),
+            create_time=now,
+            update_time=now,
+        )
+        if validate_only:
+            return replace(workflow, workflow_id="")
+        stored = await self._repo.insert_workflow(workflow, request_id)
+        log.info("workflow_created", workflow_id=stored.workflow_id, nodes=len(spec.nodes))
+        return stored
+
+    async def _lookup_agents(self, spec: WorkflowSpec) -> tuple[dict[AgentRef, AgentInfo], dict[AgentRef, str]]:
+        wanted = validation.agent_refs(spec)
+
+        async def look(ref: AgentRef) -> AgentInfo | str:
+            try:
+                return await self._registry.get_agent(ref, with_code=False)
+            except AgentNotFound:
+                if not ref.version:
+                    return f'unknown agent "{ref.agent}"'
+            try:
+                await self._registry.get_agent(AgentRef(ref.agent, ""), with_code=False)
+            except AgentNotFound:
+                return f'unknown agent "{ref.agent}"'
+            return f'version: agent "{ref.agent}" has no version "{ref.version}"'
+
+        answers = await asyncio.gather(*(look(ref) for ref in wanted))
+        found = {ref: answer for ref, answer in zip(wanted, answers, strict=True) if isinstance(answer, AgentInfo)}
+        missing = {ref: answer for ref, answer in zip(wanted, answers, strict=True) if isinstance(answer, str)}
+        return found, missing
+
+    async def get_workflow(self, workflow_id: str) -> Workflow:
+        """A stored workflow with its plan.
+
+        Raises:
+            NotFound: no such workflow.
+        """
+        workflow = await self._repo.get_workflow(workflow_id) if workflow_id else None
+        if workflow is None:
+            raise NotFound(f'workflow "{workflow_id}" not found', metadata={"workflow_id": workflow_id})
+        return workflow
+
+    async def list_workflows(self, page_size: int, after: Cursor | None, name_contains: str) -> Page[Workflow]:
+        """One page of workflows, newest first."""
+        items = await self._repo.list_workflows(page_size + 1, after, name_contains)
+        token = ""
+        if len(items) > page_size:
+            items = items[:page_size]
+            token = encode_cursor(items[-1].create_time, items[-1].workflow_id)
+        return Page(items, token)
+
+    # -- executions ------------------------------------------------------------------------------------------
+    async def start_execution(self, request: StartRequest) -> Execution:
+        """Accepts an execution and starts it on this replica (or leaves it for another when full).
+
+        Raises:
+            NotFound: no such workflow.
+            InvalidArgument: inputs the definition references are missing.
+        """
+        if request.request_id:
+            existing = await self._repo.find_execution_by_request(request.request_id)
+            if existing is not None:
+                return existing
+        workflow = await self._engine.workflow_or_none(request.workflow_id)
+        if workflow is None:
+            raise NotFound(f'workflow "{request.workflow_id}" not found', metadata={"workflow_id": request.workflow_id})
+        missing = sorted(_required_inputs(workflow) - set(request.inputs))
+        if missing:
+            raise InvalidArgument(
+                f"missing workflow inputs: {', '.join(missing)}",
+                violations=[FieldViolation(f"inputs.{name}", "required by the workflow") for name in missing],
+            )
+        policy = request.failure_policy or workflow.spec.failure_policy or FailurePolicy.FAIL_FAST
+        now = time.time()
+        execution = Execution(
+            execution_id="ex_" + uuid.uuid4().hex[:12],
+            workflow_id=workflow.workflow_id,
+            state=ExecutionState.PENDING,
+            inputs=request.inputs,
+            failure_policy=policy,
+            create_time=now,
+            update_time=now,
+            request_id=request.request_id,
+        )
+        owner = self._engine.settings.worker_id if self._engine.has_capacity else None
+        stored, claim = await self._repo.insert_execution(execution, owner, now + self._settings.lease_seconds)
+        if claim is not None:
+            self._engine.adopt(claim)
+        elif stored is execution:
+            await self._bus.work_available()
+        log.info("execution_accepted", execution_id=stored.execution_id, workflow_id=workflow.workflow_id)
+        return replace(stored, nodes=_pending_nodes(workflow, ()))
+
+    async def execute(self, request: StartRequest) -> AsyncIterator[Event]:
+        """Starts an execution and yields its events until it ends."""
+        execution = await self.start_execution(request)
+        async for event in self.watch(execution.execution_id, 0):
+            yield event
+
+    async def watch(self, execution_id: str, after_sequence: int) -> AsyncIterator[Event]:
+        """Stored events after ``after_sequence``, then live ones, until the execution ends.
+
+        No gap and no duplicate: live events are buffered from before the storage read, and anything
+        that does not continue the sequence is read again from storage.
+
+        Raises:
+            NotFound: no such execution.
+            InvalidArgument: a negative sequence.
+        """
+        if after_sequence < 0:
+            raise InvalidArgument(
+                "after_sequence must not be negative",
+                violations=[FieldViolation("after_sequence", "must not be negative")],
+            )
+        subscription = self._bus.subscribe(execution_id)
+        try:
+            execution = await self._repo.get_execution(execution_id, with_nodes=False)
+            if execution is None:
+                raise NotFound(f'execution "{execution_id}" not found', metadata={"execution_id": execution_id})
+            last = after_sequence
+            if execution.state.terminal and last >= execution.last_sequence:
+                return
+            from_storage = True
+            while True:
+                if from_storage:
+                    subscription.stale = False
+                    subscription.buffer.clear()
+                    stored = await self._repo.events_after(execution_id, last, EVENT_PAGE)
+                    for event in stored:
+                        yield event
+                        last = event.sequence
+                        if event.type.ends_execution:
+                            return
+                    if len(stored) == EVENT_PAGE:
+                        continue
+                    from_storage = False
+                while subscription.buffer and not subscription.stale:
+                    event = subscription.buffer.popleft()
+                    if event.sequence <= last:
+                        continue
+                    if event.sequence != last + 1:
+                        from_storage = True
+                        break
+                    yield event
+                    last = event.sequence
+                    if event.type.ends_execution:
+                        return
+                if from_storage or subscription.stale:
+                    from_storage = True
+                    continue
+                subscription.wake.clear()
+                try:
+                    await asyncio.wait_for(subscription.wake.wait(), timeout=self._settings.watch_poll_seconds)
+                except TimeoutError:
+                    # Quiet for a while: check storage (a replica may have died, Redis may be down).
+                    from_storage = True
+                    current = await self._repo.get_execution(execution_id, with_nodes=False)
+                    if current is not None and current.state.terminal and last >= current.last_sequence:
+                        return
+        finally:
+            self._bus.unsubscribe(subscription)
+
+    async def get_execution(self, execution_id: str) -> Execution:
+        """An execution with the state of every node (in definition order).
+
+        Raises:
+            NotFound: no such execution.
+        """
+        execution = await self._repo.get_execution(execution_id) if execution_id else None
+        if execution is None:
+            raise NotFound(f'execution "{execution_id}" not found', metadata={"execution_id": execution_id})
+        workflow = await self._engine.workflow_or_none(execution.workflow_id)
+        if workflow is None:
+            return execution
+        return replace(execution, nodes=_pending_nodes(workflow, execution.nodes))
+
+    async def list_executions(self, query: ExecutionFilter, page_size: int, after: Cursor | None) -> Page[Execution]:
+        """One page of executions, newest first, without node runs."""
+        items = await self._repo.list_executions(query, page_size + 1, after)
+        token = ""
+        if len(items) > page_size:
+            items = items[:page_size]
+            token = encode_cursor(items[-1].create_time, items[-1].execution_id)
+        return Page(items, token)
+
+    async def cancel(self, execution_id: str, reason: str) -> Execution:
+        """Cancels an execution wherever it runs and waits (briefly) until it has stopped.
+
+        Raises:
+            NotFound: no such execution.
+            FailedPrecondition: the execution has already ended.
+        """
+        reason = reason or "cancelled by a caller"
+        found = await self._repo.request_cancel(execution_id, reason, time.time())
+        if found is None:
+            raise NotFound(f'execution "{execution_id}" not found', metadata={"execution_id": execution_id})
+        state, owner, expires = found
+        if state.terminal:
+            raise FailedPrecondition(
+                f'execution "{execution_id}" has already ended ({state.name.lower()})',
+                metadata={"execution_id": execution_id, "state": state.name},
+            )
+        subscription = self._bus.subscribe(execution_id)
+        try:
+            await self._bus.cancel(execution_id, reason)
+            if owner is None or (expires is not None and expires < time.time()):
+                # Nobody runs it: take it here; the run sees the request and ends at once.
+                for claim in await self._repo.claim(
+                    self._engine.settings.worker_id, time.time(), self._settings.lease_seconds, 1,
+                    execution_id=execution_id,
+                ):
+                    self._engine.adopt(claim)
+            deadline = time.monotonic() + self._settings.cancel_wait_seconds
+            while time.monotonic() < deadline:
+                current = await self._repo.get_execution(execution_id, with_nodes=False)
+                if current is not None and current.state.terminal:
+                    break
+                subscription.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(subscription.wake.wait(), timeout=max(0.0, deadline - time.monotonic()))
+        finally:
+            self._bus.unsubscribe(subscription)
+        return await self.get_execution(execution_id)
+
+
+def _required_inputs(workflow: Workflow) -> set[str]:
+    names = set()
+    for node in workflow.spec.nodes:
+        for _, text in refs.find(node.inputs):
+            ref = refs.parse(text)
+            if ref.scope == "inputs":
+                names.add(ref.name)
+    for text in workflow.spec.outputs.values():
+        ref = refs.parse(text)
+        if ref.scope == "inputs":
+            names.add(ref.name)
+    return names
+
+
+def _pending_nodes(workflow: Workflow, stored: tuple[NodeRun, ...]) -> tuple[NodeRun, ...]:
+    by_id = {run.node_id: run for run in stored}
+    return tuple(by_id.get(node.id) or NodeRun(node_id=node.id) for node in workflow.spec.nodes)
