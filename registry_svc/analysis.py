@@ -40,7 +40,8 @@ class AnalysisWorker:
         self._changes = changes
         self._concurrency = max(1, concurrency)
         self._lease_seconds = lease_seconds
-        self._timeout_seconds = min(timeout_seconds, lease_seconds * 0.8)
+        # Keep the timeout below the lease, or another replica takes the work over while this one runs.
+        self._timeout_seconds = timeout_seconds
         self._poll_seconds = poll_seconds
         self._embedder = embedder
         self._clock = clock
