@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -22,6 +23,7 @@ import structlog
 from workflow_svc.domain import Event
 
 log = structlog.get_logger(__name__)
+NOTICE_SECONDS = 0.02
 
 
 class Subscription:
@@ -63,6 +65,9 @@ class EventBus:
         self.on_cancel: Callable[[str, str], None] = lambda _execution_id, _reason: None
         self.on_work: Callable[[], None] = lambda: None
         self._ready = asyncio.Event()
+        self._pending: dict[str, int] = {}
+        self._last_notice: dict[str, float] = {}
+        self._notices: set[asyncio.Future[None]] = set()
 
     async def start(self) -> None:
         """Connects to Redis and starts listening (no-op without Redis)."""
@@ -104,8 +109,36 @@ class EventBus:
         """Called after ``events`` were committed: local watchers get them, other replicas a notice."""
         for subscription in self._subscriptions.get(execution_id, ()):
             subscription.push(events)
-        if events:
-            await self._send({"k": "e", "x": execution_id, "s": events[-1].sequence})
+        if self._redis is None or not events:
+            return
+        # Notices are coalesced to one per execution per NOTICE_SECONDS (watchers read the events from
+        # storage anyway); the last event of an execution is announced at once.
+        now = time.monotonic()
+        last = events[-1]
+        if last.type.ends_execution:
+            self._pending.pop(execution_id, None)
+            self._last_notice.pop(execution_id, None)
+            await self._send({"k": "e", "x": execution_id, "s": last.sequence})
+            return
+        if execution_id in self._pending:
+            self._pending[execution_id] = last.sequence
+            return
+        since = now - self._last_notice.get(execution_id, 0.0)
+        if since >= NOTICE_SECONDS:
+            self._last_notice[execution_id] = now
+            await self._send({"k": "e", "x": execution_id, "s": last.sequence})
+        else:
+            self._pending[execution_id] = last.sequence
+            asyncio.get_running_loop().call_later(NOTICE_SECONDS - since, self._trailing_notice, execution_id)
+
+    def _trailing_notice(self, execution_id: str) -> None:
+        sequence = self._pending.pop(execution_id, None)
+        if sequence is None:
+            return
+        self._last_notice[execution_id] = time.monotonic()
+        task = asyncio.ensure_future(self._send({"k": "e", "x": execution_id, "s": sequence}))
+        self._notices.add(task)
+        task.add_done_callback(self._notices.discard)
 
     async def cancel(self, execution_id: str, reason: str) -> None:
         """Asks whichever replica runs the execution to cancel it."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import asdict
 from typing import Any
@@ -50,6 +51,40 @@ outbox: sa.Table = OutboxRow.__table__  # type: ignore[assignment]
 
 Cursor = tuple[float, str]
 ACTIVE_STATES = (int(ExecutionState.PENDING), int(ExecutionState.RUNNING))
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+_PG_FENCE = """
+UPDATE workflow.executions SET
+  update_time = $1, lease_expires = $2, last_sequence = GREATEST(last_sequence, $3),
+  lease_owner = CASE WHEN $7 THEN NULL ELSE lease_owner END,
+  state = COALESCE($8, state), outputs = COALESCE($9::text::json, outputs),
+  error = COALESCE($10::text::json, error), start_time = COALESCE($11, start_time),
+  end_time = COALESCE($12, end_time)
+WHERE execution_id = $4 AND lease_owner = $5 AND lease_epoch = $6
+"""
+_PG_NODES = """
+INSERT INTO workflow.node_runs (execution_id, node_id, state, attempt, failures, output, output_ref, error,
+  start_time, end_time, duration_ms, agent_version)
+SELECT $1, n, s, a, f, o::json, r, e::json, st, et, d, v
+FROM unnest($2::text[], $3::smallint[], $4::int[], $5::int[], $6::text[], $7::text[], $8::text[],
+  $9::float8[], $10::float8[], $11::float8[], $12::text[]) AS u(n, s, a, f, o, r, e, st, et, d, v)
+ON CONFLICT (execution_id, node_id) DO UPDATE SET state = excluded.state, attempt = excluded.attempt,
+  failures = excluded.failures, output = excluded.output, output_ref = excluded.output_ref,
+  error = excluded.error, start_time = excluded.start_time, end_time = excluded.end_time,
+  duration_ms = excluded.duration_ms, agent_version = excluded.agent_version
+"""
+_PG_EVENTS = """
+INSERT INTO workflow.events (execution_id, sequence, type, time, node_id, attempt, duration_ms, output,
+  output_ref, error, backoff_seconds, message, worker_id)
+SELECT $1, q, t, tm, n, a, d, o::json, r, e::json, b, m, w
+FROM unnest($2::bigint[], $3::smallint[], $4::float8[], $5::text[], $6::int[], $7::float8[], $8::text[],
+  $9::text[], $10::text[], $11::float8[], $12::text[], $13::text[]) AS u(q, t, tm, n, a, d, o, r, e, b, m, w)
+"""
+_PG_OUTBOX = "INSERT INTO workflow.registry_outbox (record) SELECT r::json FROM unnest($1::text[]) AS u(r)"
 
 
 class LeaseLost(Exception):
@@ -499,6 +534,9 @@ class SqlRepository:
         Raises:
             LeaseLost: another worker holds the execution now; nothing was written.
         """
+        if self._postgres:
+            await self._write_postgres(claim, batch, now, lease_seconds)
+            return
         values: dict[str, Any] = {"update_time": now}
         if batch.events:
             values["last_sequence"] = batch.events[-1].sequence
@@ -539,6 +577,69 @@ class SqlRepository:
                 await connection.execute(self._insert_events, [_event_row(event) for event in batch.events])
             if batch.outbox:
                 await connection.execute(self._insert_outbox, [{"record": asdict(r)} for r in batch.outbox])
+
+    async def _write_postgres(self, claim: Claim, batch: Batch, now: float, lease_seconds: float) -> None:
+        # The hot path: a handful of prepared statements on the driver connection, rows passed as
+        # arrays (one statement per table, whatever the batch size).
+        update = batch.execution
+        fence_args = (
+            now,
+            None if batch.release else now + lease_seconds,
+            batch.events[-1].sequence if batch.events else 0,
+            claim.execution_id,
+            claim.owner,
+            claim.epoch,
+            batch.release,
+            int(update.state) if update and update.state is not None else None,
+            _dumps(update.outputs) if update and update.outputs is not None else None,
+            _dumps(update.error.to_json()) if update and update.error is not None else None,
+            update.start_time if update else None,
+            update.end_time if update else None,
+        )
+        async with self._engine.connect() as connection:
+            raw = (await connection.get_raw_connection()).driver_connection
+            assert raw is not None
+            async with raw.transaction():
+                status = await raw.execute(_PG_FENCE, *fence_args)
+                if status != "UPDATE 1":
+                    raise LeaseLost(claim.execution_id)
+                if batch.nodes:
+                    runs = list(batch.nodes.values())
+                    await raw.execute(
+                        _PG_NODES,
+                        claim.execution_id,
+                        [r.node_id for r in runs],
+                        [int(r.state) for r in runs],
+                        [r.attempt for r in runs],
+                        [r.failures for r in runs],
+                        [_dumps(r.output) if r.output is not None else None for r in runs],
+                        [r.output_ref for r in runs],
+                        [_dumps(r.error.to_json()) if r.error is not None else None for r in runs],
+                        [r.start_time for r in runs],
+                        [r.end_time for r in runs],
+                        [r.duration_ms for r in runs],
+                        [r.agent_version for r in runs],
+                    )
+                if batch.events:
+                    evs = batch.events
+                    await raw.execute(
+                        _PG_EVENTS,
+                        claim.execution_id,
+                        [e.sequence for e in evs],
+                        [int(e.type) for e in evs],
+                        [e.time for e in evs],
+                        [e.node_id for e in evs],
+                        [e.attempt for e in evs],
+                        [e.duration_ms for e in evs],
+                        [_dumps(e.output) if e.output is not None else None for e in evs],
+                        [e.output_ref for e in evs],
+                        [_dumps(e.error.to_json()) if e.error is not None else None for e in evs],
+                        [e.backoff_seconds for e in evs],
+                        [e.message for e in evs],
+                        [e.worker_id for e in evs],
+                    )
+                if batch.outbox:
+                    await raw.execute(_PG_OUTBOX, [_dumps(asdict(r)) for r in batch.outbox])
 
     # -- registry outbox ------------------------------------------------------------------------------------
     async def drain_outbox(

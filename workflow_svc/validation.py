@@ -145,8 +145,11 @@ def _ref_violations(
 ) -> list[FieldViolation]:
     problems: list[FieldViolation] = []
     for index, node in enumerate(spec.nodes):
-        ancestors = nx.ancestors(graph, node.id) if acyclic and node.id in graph else set()
-        for path, text in refs.find(node.inputs):
+        found = list(refs.find(node.inputs))
+        # Ancestors only where needed: computing them for every node is quadratic on long chains.
+        needs = acyclic and node.id in graph and any(text.startswith("nodes.") for _, text in found)
+        ancestors = nx.ancestors(graph, node.id) if needs else set()
+        for path, text in found:
             field = f"nodes[{index}].{path}"
             try:
                 ref = refs.parse(text)

@@ -1,0 +1,294 @@
+"""Workflow engine benchmark: 1000-node no-op DAGs end to end, next to their baselines, in one run.
+
+Shapes: wide (1 -> 998 parallel -> 1) and deep (a chain of 1000). Printed per node:
+  * workflow   -- ExecuteWorkflow over gRPC to the final event; every node runs in its own sandboxed
+                  process and every event and result is committed to Postgres;
+  * sandbox    -- the sandbox's own per-execution cost for the same shape (the floor): the same no-op
+                  agent run 1000 times straight through common.sandbox, one at a time (deep) or with the
+                  workflow's concurrency (wide);
+  * dask       -- dask's local threaded scheduler on the same DAG of no-op Python functions;
+  * prefect    -- Prefect 3 (local ephemeral mode) running the same DAG of no-op tasks in one flow.
+Targets: engine overhead (workflow - sandbox) <= 1 ms per node, and workflow <= 0.75x Prefect per node.
+
+Needs Postgres (TDEV_BENCH_DATABASE_URL, default postgresql://postgres@127.0.0.1:5432/postgres; a
+scratch database is created and dropped) and, when reachable, Redis. Run: ``python bench/bench_workflow.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "gen")]
+
+import asyncpg  # noqa: E402
+import grpc  # noqa: E402
+from google.protobuf import json_format  # noqa: E402
+from tdev.registry.v1 import registry_service_pb2 as reg_pb2  # noqa: E402
+from tdev.registry.v1 import registry_service_pb2_grpc as reg_pb2_grpc  # noqa: E402
+from tdev.workflow.v1 import workflow_pb2 as wf_pb2  # noqa: E402
+from tdev.workflow.v1 import workflow_service_pb2 as pb2  # noqa: E402
+from tdev.workflow.v1 import workflow_service_pb2_grpc as pb2_grpc  # noqa: E402
+
+from common.config import CommonSettings  # noqa: E402
+from common.sandbox import Sandbox, SandboxSettings  # noqa: E402
+from common.telemetry import configure_logging  # noqa: E402
+from registry_svc.config import RegistrySettings  # noqa: E402
+from registry_svc.server import create_server as create_registry  # noqa: E402
+from workflow_svc.config import WorkflowSettings  # noqa: E402
+from workflow_svc.server import create_server as create_workflows  # noqa: E402
+
+NODES = 1000
+CONCURRENCY = 16
+ADMIN_URL = os.environ.get("TDEV_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("TDEV_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+NOOP_AGENT = '''"""No-op agent."""
+
+
+class Noop:
+    """Does nothing."""
+
+    def get_capabilities(self) -> dict:
+        return {"name": "noop"}
+
+    def execute(self, inputs: dict) -> dict:
+        return {}
+'''
+Shape = dict[str, list[str]]  # node id -> dependencies
+
+
+def wide() -> Shape:
+    """1 -> 998 parallel -> 1."""
+    middle = [f"m{i:03d}" for i in range(NODES - 2)]
+    shape: Shape = {"start": []}
+    shape.update({node_id: ["start"] for node_id in middle})
+    shape["end"] = middle
+    return shape
+
+
+def deep() -> Shape:
+    """A chain of 1000."""
+    return {f"n{i:04d}": ([f"n{i - 1:04d}"] if i else []) for i in range(NODES)}
+
+
+SHAPES: dict[str, Callable[[], Shape]] = {"wide": wide, "deep": deep}
+
+
+class _NoAnalyzer:
+    async def analyze(self, job: Any, static_metrics: dict[str, Any]) -> Any:
+        raise RuntimeError("analysis is off in the benchmark")
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+# -- the workflow service -----------------------------------------------------------------------------------
+async def bench_workflow(shapes: dict[str, Shape]) -> tuple[dict[str, float], dict[str, Any]]:
+    """Per-node milliseconds of each shape through the real service (Postgres, sandbox, gRPC)."""
+    name = f"tdev_bench_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(ADMIN_URL)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    database_url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    redis_url = REDIS_URL if _reachable("127.0.0.1", 6379) else None
+    results: dict[str, float] = {}
+    info: dict[str, Any] = {"redis": bool(redis_url)}
+    with tempfile.TemporaryDirectory() as data:
+        common = CommonSettings(data_dir=Path(data), redis_url=redis_url, log_level="WARNING")
+        registry = await create_registry(
+            RegistrySettings(database_url=database_url, analysis_workers=0), common, port=0, analyzer=_NoAnalyzer()
+        )
+        common = common.model_copy(update={"registry_address": f"127.0.0.1:{registry.port}"})
+        workflows = await create_workflows(
+            WorkflowSettings(database_url=database_url, max_concurrency=CONCURRENCY, max_nodes=NODES),
+            common,
+            port=0,
+        )
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{registry.port}") as channel:
+                agent = await reg_pb2_grpc.RegistryServiceStub(channel).RegisterAgent(
+                    reg_pb2.RegisterAgentRequest(name="bench_noop", code=NOOP_AGENT)
+                )
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{workflows.port}") as channel:
+                stub = pb2_grpc.WorkflowServiceStub(channel)
+                for shape_name, shape in shapes.items():
+                    definition = json_format.ParseDict(
+                        {
+                            "name": f"bench-{shape_name}",
+                            "max_concurrency": CONCURRENCY,
+                            "nodes": [
+                                {"id": node_id, "agent_id": agent.agent.agent_id, "depends_on": deps}
+                                for node_id, deps in shape.items()
+                            ],
+                        },
+                        wf_pb2.Workflow(),
+                    )
+                    created = await stub.CreateWorkflow(pb2.CreateWorkflowRequest(workflow=definition))
+                    # One warm-up run (agent code cached, connections open), then the measured run.
+                    for measured in (False, True):
+                        started = time.perf_counter()
+                        last = None
+                        async for answer in stub.ExecuteWorkflow(
+                            pb2.ExecuteWorkflowRequest(workflow_id=created.workflow.workflow_id)
+                        ):
+                            last = answer.event
+                        elapsed = time.perf_counter() - started
+                        assert last is not None and last.type == wf_pb2.ExecutionEvent.TYPE_EXECUTION_SUCCEEDED, last
+                        if measured:
+                            results[shape_name] = elapsed * 1000 / len(shape)
+                            info[f"{shape_name}_events"] = last.sequence
+        finally:
+            await workflows.close(grace=1.0)
+            await registry.close(grace=1.0)
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await admin.close()
+    return results, info
+
+
+# -- the floor: the sandbox alone ---------------------------------------------------------------------------
+async def bench_sandbox() -> dict[str, float]:
+    """Per-execution milliseconds of the sandbox itself: sequential (deep) and concurrent (wide)."""
+    sandbox = await Sandbox.start(SandboxSettings.for_embedded())
+    try:
+        for _ in range(50):
+            await sandbox.run(NOOP_AGENT, {})
+        started = time.perf_counter()
+        for _ in range(NODES):
+            outcome = await sandbox.run(NOOP_AGENT, {})
+            assert outcome.ok, outcome
+        sequential = (time.perf_counter() - started) * 1000 / NODES
+        slots = asyncio.Semaphore(CONCURRENCY)
+
+        async def one() -> None:
+            async with slots:
+                outcome = await sandbox.run(NOOP_AGENT, {})
+                assert outcome.ok, outcome
+
+        started = time.perf_counter()
+        await one()
+        await asyncio.gather(*(one() for _ in range(NODES - 2)))
+        await one()
+        concurrent = (time.perf_counter() - started) * 1000 / NODES
+    finally:
+        await sandbox.close()
+    return {"wide": concurrent, "deep": sequential}
+
+
+# -- baselines ----------------------------------------------------------------------------------------------
+def noop(*_dependencies: Any) -> None:
+    """The no-op task of the baselines."""
+    return None
+
+
+def bench_dask(shapes: dict[str, Shape]) -> dict[str, float] | str:
+    """Per-node milliseconds with dask's threaded scheduler (num_workers = the workflow concurrency)."""
+    try:
+        import dask.threaded
+    except ImportError:
+        return "dask is not installed (pip install '.[bench]')"
+    results = {}
+    for shape_name, shape in shapes.items():
+        graph = {node_id: (noop, *deps) for node_id, deps in shape.items()}
+        sinks = [n for n in shape if not any(n in deps for deps in shape.values())]
+        dask.threaded.get(graph, sinks, num_workers=CONCURRENCY)
+        started = time.perf_counter()
+        dask.threaded.get(graph, sinks, num_workers=CONCURRENCY)
+        results[shape_name] = (time.perf_counter() - started) * 1000 / len(shape)
+    return results
+
+
+def bench_prefect(shapes: dict[str, Shape]) -> dict[str, float] | str:
+    """Per-node milliseconds with Prefect 3 in its local ephemeral mode: one flow, one task per node."""
+    os.environ.setdefault("PREFECT_SERVER_ALLOW_EPHEMERAL_MODE", "true")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="prefect-bench-"))
+    try:
+        from prefect import flow, task
+        from prefect.task_runners import ThreadPoolTaskRunner
+    except ImportError:
+        return "prefect is not installed (pip install '.[bench]')"
+    prefect_noop = task(noop, name="noop", persist_result=False)
+
+    def make_flow(shape: Shape) -> Any:
+        @flow(name="bench", task_runner=ThreadPoolTaskRunner(max_workers=CONCURRENCY), persist_result=False)
+        def run() -> None:
+            futures: dict[str, Any] = {}
+            for node_id, deps in shape.items():
+                futures[node_id] = prefect_noop.submit(wait_for=[futures[d] for d in deps])
+            for future in futures.values():
+                future.wait()
+
+        return run
+
+    results = {}
+    for shape_name, shape in shapes.items():
+        run = make_flow(shape)
+        make_flow({"warm": []})()
+        started = time.perf_counter()
+        run()
+        results[shape_name] = (time.perf_counter() - started) * 1000 / len(shape)
+    return results
+
+
+# -- report -------------------------------------------------------------------------------------------------
+def main() -> int:
+    """Runs everything and prints a table with ratios and PASS/FAIL; exit status 1 on a FAIL."""
+    configure_logging("bench", "WARNING", json_lines=False)
+    logging.getLogger().setLevel(logging.WARNING)
+    shapes = {name: make() for name, make in SHAPES.items()}
+    print(f"workflow benchmark: {NODES}-node no-op DAGs, concurrency {CONCURRENCY}, {os.cpu_count()} CPUs")
+    workflow, info = asyncio.run(bench_workflow(shapes))
+    floor = asyncio.run(bench_sandbox())
+    dask_result = bench_dask(shapes)
+    prefect_result = bench_prefect(shapes)
+    print(f"durability: Postgres (every event and node result committed); redis pub/sub: {info['redis']}")
+    header = f"{'shape':<6} {'workflow':>10} {'sandbox':>10} {'overhead':>10} {'dask':>10} {'prefect':>10}"
+    print(header + "   (ms per node)")
+    failed = False
+    verdicts = []
+    for name in shapes:
+        overhead = workflow[name] - floor[name]
+        dask_ms = dask_result[name] if isinstance(dask_result, dict) else float("nan")
+        prefect_ms = prefect_result[name] if isinstance(prefect_result, dict) else float("nan")
+        print(
+            f"{name:<6} {workflow[name]:>10.3f} {floor[name]:>10.3f} {overhead:>10.3f} {dask_ms:>10.3f} "
+            f"{prefect_ms:>10.3f}"
+        )
+        overhead_ok = overhead <= 1.0
+        verdicts.append(f"{name}: engine overhead {overhead:.3f} ms/node <= 1.000: {'PASS' if overhead_ok else 'FAIL'}")
+        failed |= not overhead_ok
+        if isinstance(prefect_result, dict):
+            ratio = workflow[name] / prefect_ms
+            ratio_ok = ratio <= 0.75
+            verdicts.append(f"{name}: workflow/prefect = {ratio:.3f} <= 0.75: {'PASS' if ratio_ok else 'FAIL'}")
+            failed |= not ratio_ok
+        if isinstance(dask_result, dict):
+            verdicts.append(f"{name}: workflow/dask = {workflow[name] / dask_ms:.1f}x (dask runs no isolation)")
+    for message in (dask_result, prefect_result):
+        if isinstance(message, str):
+            verdicts.append(f"baseline missing: {message}")
+            failed = True
+    for line in verdicts:
+        print(line)
+    print("RESULT:", "FAIL" if failed else "PASS")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        raise SystemExit(main())
