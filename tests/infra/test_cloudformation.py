@@ -65,7 +65,7 @@ def test_cfn_lint_reports_nothing_for_stack(stack: str) -> None:
     require_module("cfnlint")
     from cfnlint.api import ManualArgs, lint_file
 
-    matches = lint_file(Path(CFN_DIR / f"{stack}.yaml"), ManualArgs(regions=["us-east-1", "eu-west-1"]))
+    matches = lint_file(Path(CFN_DIR / f"{stack}.yaml"), ManualArgs(regions=["us-east-1"]))
     assert [str(match) for match in matches] == []
 
 
