@@ -34,6 +34,22 @@ def require_module(name: str) -> Any:
         pytest.skip(message)
 
 
+def known_setting_names() -> tuple[set[str], set[str]]:
+    """Environment names the settings classes read, and names still expected to appear in one.
+
+    ``TDEV_SANDBOX_ALLOW_WEAK_ISOLATION`` belongs to the sandbox's settings; until that class exists in
+    the checkout it is the one name allowed outside the known ones.
+    """
+    from common.config import CommonSettings
+
+    known = {f"TDEV_{name.upper()}" for name in CommonSettings.model_fields}
+    try:
+        from common.sandbox.settings import SandboxSettings
+    except ImportError:
+        return known, {"TDEV_SANDBOX_ALLOW_WEAK_ISOLATION"}
+    return known | {f"TDEV_SANDBOX_{name.upper()}" for name in SandboxSettings.model_fields}, set()
+
+
 # ---- CloudFormation YAML ------------------------------------------------------------------------------------
 
 

@@ -11,12 +11,11 @@ import pytest
 import yaml
 
 from common.config import CommonSettings
-from tests.infra.cfn import INFRA, PORTS, ROOT, SERVICES, Instruction, parse_dockerfile
+from tests.infra.cfn import INFRA, PORTS, ROOT, SERVICES, Instruction, known_setting_names, parse_dockerfile
 
 DOCKERFILE = INFRA / "Dockerfile"
 IGNORE_FILE = INFRA / "Dockerfile.dockerignore"
 COMPOSE_FILE = INFRA / "compose.yaml"
-SETTINGS_OUTSIDE_CONFIG = {"TDEV_SANDBOX_ALLOW_WEAK_ISOLATION"}
 
 
 @pytest.fixture(scope="module")
@@ -154,8 +153,8 @@ def test_compose_addresses_point_at_compose_service_names(compose: dict[str, Any
 
 def test_compose_environment_is_valid_settings(compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     environment = compose["services"]["registry"]["environment"]
-    known = {f"TDEV_{name.upper()}" for name in CommonSettings.model_fields}
-    assert set(environment) - known == SETTINGS_OUTSIDE_CONFIG
+    known, pending = known_setting_names()
+    assert set(environment) - known == pending
     for name, value in environment.items():
         # ${VAR:-default} is what compose substitutes when VAR is unset.
         text = str(value)
