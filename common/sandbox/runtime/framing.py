@@ -11,7 +11,11 @@ PREFIX_SIZE = _PREFIX.size
 
 
 class FrameError(ValueError):
-    """A frame was malformed or larger than allowed."""
+    """A frame was malformed."""
+
+
+class FrameTooLarge(FrameError):
+    """A well-formed frame is larger than allowed."""
 
 
 def encode(header: dict[str, Any], payload: bytes = b"") -> bytes:
@@ -30,7 +34,8 @@ class FrameBuffer:
     """Accumulates bytes from a non-blocking fd and yields complete frames.
 
     Raises:
-        FrameError: a header is not JSON or a frame exceeds ``max_frame`` bytes.
+        FrameTooLarge: a frame exceeds ``max_frame`` bytes.
+        FrameError: a header is malformed.
     """
 
     def __init__(self, max_frame: int) -> None:
@@ -43,8 +48,10 @@ class FrameBuffer:
         while len(self._buf) >= PREFIX_SIZE:
             head_len, payload_len = lengths(bytes(self._buf[:PREFIX_SIZE]))
             total = PREFIX_SIZE + head_len + payload_len
-            if head_len > 65536 or total > self.max_frame:
-                raise FrameError(f"frame of {total} bytes exceeds the limit of {self.max_frame}")
+            if head_len > 65536:
+                raise FrameError(f"frame header of {head_len} bytes is malformed")
+            if total > self.max_frame:
+                raise FrameTooLarge(f"frame of {total} bytes exceeds the limit of {self.max_frame}")
             if len(self._buf) < total:
                 break
             head = bytes(self._buf[PREFIX_SIZE : PREFIX_SIZE + head_len])

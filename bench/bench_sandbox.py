@@ -1,0 +1,153 @@
+"""Benchmark of the agent sandbox against its floors, printed in one run with ratios and PASS/FAIL.
+
+Floors: a bare fork of a warm idle process that runs a trivial function and returns JSON over a pipe, and
+a ``python -I -S -c pass`` subprocess. Targets (2-core machine, full isolation): warm no-op median at most
+3x the fork floor, p99 at most 10 ms, at least 400 executions/s at concurrency 2.
+
+Run: .venv/bin/python bench/bench_sandbox.py [--runs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from common.sandbox import Sandbox, SandboxSettings
+
+NOOP_AGENT = """
+class Noop:
+    def execute(self, inputs):
+        return {}
+
+    def get_capabilities(self):
+        return {}
+"""
+
+# A warm, idle process that forks one child per request; the child runs a trivial function and writes
+# JSON straight to the benchmark over a pipe. This is the floor for "a fresh process per execution".
+FORK_SERVER = r"""
+import json, os, sys
+req, res = int(sys.argv[1]), int(sys.argv[2])
+while os.read(req, 1):
+    pid = os.fork()
+    if pid == 0:
+        os.write(res, json.dumps({"ok": sum(range(10))}).encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+"""
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def fork_floor(runs: int) -> list[float]:
+    req_r, req_w = os.pipe()
+    res_r, res_w = os.pipe()
+    server = subprocess.Popen(
+        [sys.executable, "-I", "-S", "-c", FORK_SERVER, str(req_r), str(res_w)], pass_fds=(req_r, res_w)
+    )
+    os.close(req_r)
+    os.close(res_w)
+    samples = []
+    try:
+        for i in range(runs + 20):
+            start = time.perf_counter()
+            os.write(req_w, b"x")
+            os.read(res_r, 4096)
+            if i >= 20:
+                samples.append(time.perf_counter() - start)
+    finally:
+        os.close(req_w)
+        server.wait()
+        os.close(res_r)
+    return samples
+
+
+def interpreter_floor(runs: int) -> list[float]:
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-I", "-S", "-c", "pass"], check=True)
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
+async def sandbox_latency(sandbox: Sandbox, runs: int) -> list[float]:
+    samples = []
+    for i in range(runs + 20):
+        start = time.perf_counter()
+        outcome = await sandbox.run(NOOP_AGENT, {})
+        if not outcome.ok:
+            raise SystemExit(f"no-op agent failed: {outcome}")
+        if i >= 20:
+            samples.append(time.perf_counter() - start)
+    return samples
+
+
+async def sandbox_throughput(sandbox: Sandbox, concurrency: int, seconds: float) -> float:
+    done = 0
+    stop = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal done
+        while time.perf_counter() < stop:
+            outcome = await sandbox.run(NOOP_AGENT, {})
+            if not outcome.ok:
+                raise SystemExit(f"no-op agent failed: {outcome}")
+            done += 1
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return done / (time.perf_counter() - start)
+
+
+def line(name: str, samples: list[float]) -> tuple[float, float]:
+    median, p99 = statistics.median(samples) * 1000, percentile(samples, 0.99) * 1000
+    print(f"{name:<44} median {median:7.3f} ms   p99 {p99:7.3f} ms   (n={len(samples)})")
+    return median, p99
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--seconds", type=float, default=5.0, help="duration of the throughput run")
+    args = parser.parse_args()
+
+    settings = SandboxSettings()
+    async with await Sandbox.start(settings) as sandbox:
+        print(f"isolation: {sandbox.isolation['summary']}")
+        await asyncio.sleep(0.5)
+        fork = fork_floor(args.runs)
+        interp = interpreter_floor(max(50, args.runs // 10))
+        noop = await sandbox_latency(sandbox, args.runs)
+        rate = await sandbox_throughput(sandbox, 2, args.seconds)
+
+    print()
+    fork_median, _ = line("floor: fork of a warm idle process + JSON", fork)
+    interp_median, _ = line("floor: python -I -S -c pass", interp)
+    noop_median, noop_p99 = line("sandbox: no-op agent through the warm pool", noop)
+    print(f"{'sandbox: executions/s at concurrency 2':<44} {rate:8.1f} /s")
+    print()
+    ratio = noop_median / fork_median
+    print(f"ratio no-op / fork floor        {ratio:6.2f}x  (target <= 3x)      {verdict(ratio <= 3)}")
+    print(f"ratio no-op / interpreter floor {noop_median / interp_median:6.2f}x")
+    print(f"p99 no-op                       {noop_p99:6.2f} ms (target <= 10 ms)  {verdict(noop_p99 <= 10)}")
+    print(f"throughput at concurrency 2     {rate:6.0f} /s (target >= 400/s)  {verdict(rate >= 400)}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

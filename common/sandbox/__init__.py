@@ -1,0 +1,36 @@
+"""Runs untrusted agent code in isolated child processes (see docs/sandbox.md)."""
+
+from .backend import IsolationLevel, Job, JobMode, Probe, SandboxBackend
+from .errors import (
+    IsolationUnavailableError,
+    SandboxClosedError,
+    SandboxError,
+    SandboxStartError,
+    WeakIsolationRefusedError,
+)
+from .limits import Limits
+from .outcome import ErrorInfo, InspectResult, Outcome, OutcomeKind
+from .sandbox import Sandbox
+from .selection import describe_isolation
+from .settings import SandboxSettings
+
+__all__ = [
+    "ErrorInfo",
+    "InspectResult",
+    "IsolationLevel",
+    "IsolationUnavailableError",
+    "Job",
+    "JobMode",
+    "Limits",
+    "Outcome",
+    "OutcomeKind",
+    "Probe",
+    "Sandbox",
+    "SandboxBackend",
+    "SandboxClosedError",
+    "SandboxError",
+    "SandboxSettings",
+    "SandboxStartError",
+    "WeakIsolationRefusedError",
+    "describe_isolation",
+]

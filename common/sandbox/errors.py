@@ -1,0 +1,26 @@
+"""Exceptions raised by the sandbox (outcomes of agent code are values, never these)."""
+
+from __future__ import annotations
+
+
+class SandboxError(Exception):
+    """Base class: the sandbox itself could not do its job."""
+
+
+class IsolationUnavailableError(SandboxError):
+    """No backend that can run code is available on this host."""
+
+
+class WeakIsolationRefusedError(IsolationUnavailableError):
+    """Namespace isolation is unavailable and the operator did not allow weak isolation.
+
+    Set ``TDEV_SANDBOX_ALLOW_WEAK_ISOLATION=true`` (the embedded local mode does) to run anyway.
+    """
+
+
+class SandboxStartError(SandboxError):
+    """The sandbox runtime failed to start."""
+
+
+class SandboxClosedError(SandboxError):
+    """The sandbox was used after ``close()``."""

@@ -1,0 +1,152 @@
+"""Set-up of one execution process: its own uid, mount namespace and tmpfs, no privileges, no inherited fds."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any, NoReturn
+
+from . import framing, runner, syscalls
+
+WORK_DIR = "/tmp"
+_KILL_PASSES = 10
+ENVIRONMENT = {"HOME": WORK_DIR, "TMPDIR": WORK_DIR, "LANG": "C.UTF-8", "PATH": "/nonexistent"}
+
+
+def serve(config: dict[str, Any], uid: int, job_r: int, res_w: int) -> NoReturn:
+    """Isolate this freshly forked process, wait for one job, run it and exit."""
+    syscalls.set_process_name("tdev-idle")
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    _keep_only_fds(job_r, res_w)
+    work_dir = _isolate(config, uid)
+    os.setsid()
+    os.environ.clear()
+    os.environ.update(ENVIRONMENT)
+    os.environ["TMPDIR"] = os.environ["HOME"] = work_dir
+    runner.rehearse()
+    payload = _read_job(job_r)
+    os.close(job_r)
+    syscalls.set_process_name("tdev-job")
+    runner.run_job(payload, res_w, weak=config["mode"] == "weak", work_dir=work_dir)
+    # Do not exit: tearing this process down now would delay the zygote reading the result on this CPU.
+    # The zygote SIGKILLs us as soon as it has the last answer.
+    while True:
+        signal.pause()
+
+
+def _keep_only_fds(*keep: int) -> None:
+    devnull = os.open("/dev/null", os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    low = 3
+    for fd in sorted(keep):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 1 << 20)  # also closes devnull and every fd of the zygote
+
+
+def _isolate(config: dict[str, Any], uid: int) -> str:
+    """Give the process its own tmpfs and uid, then drop every privilege; returns the work dir."""
+    if config["mode"] == "weak":
+        work_dir = os.path.join(config["weak_work_root"], f"x{uid}")
+        os.mkdir(work_dir, 0o700)
+        if os.getuid() == 0:
+            os.chown(work_dir, uid, uid)
+    else:
+        work_dir = WORK_DIR
+        syscalls.unshare(syscalls.CLONE_NEWNS | syscalls.CLONE_NEWIPC)
+        options = (
+            f"size={config['work_dir_bytes']},nr_inodes={config['work_dir_inodes']},"
+            f"mode=0700,uid={uid},gid={uid}"
+        )
+        syscalls.mount("tmpfs", WORK_DIR, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, options)
+    os.chdir(work_dir)
+    if os.getuid() == 0:
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+        if 0 in os.getresuid() or 0 in os.getresgid() or _effective_caps() != 0:
+            os._exit(71)
+        # setuid made us non-dumpable, which would hide us even from the zygote (our mm belongs to the
+        # host user namespace); dumpable again, we stay invisible to other executions (hidepid=2, own uid).
+        syscalls.prctl(syscalls.PR_SET_DUMPABLE, 1)
+    syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
+    syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
+    return work_dir
+
+
+def _effective_caps() -> int:
+    with open("/proc/self/status", "rb") as f:
+        for line in f:
+            if line.startswith(b"CapEff:"):
+                return int(line.split()[1], 16)
+    return -1
+
+
+def _read_exact(fd: int, size: int) -> bytes:
+    chunks = bytearray()
+    while len(chunks) < size:
+        data = os.read(fd, min(size - len(chunks), 1 << 20))
+        if not data:
+            os._exit(0)  # the zygote went away before giving us a job
+        chunks += data
+    return bytes(chunks)
+
+
+def _read_job(fd: int) -> bytes:
+    head_len, payload_len = framing.lengths(_read_exact(fd, framing.PREFIX_SIZE))
+    _read_exact(fd, head_len)
+    return _read_exact(fd, payload_len)
+
+
+def kill_uid(uid: int) -> NoReturn:
+    """Become ``uid`` and SIGKILL every process of it (kill(-1) needs no /proc visibility); never returns.
+
+    Run in a throw-away process. A few passes suffice: a process hit by SIGKILL while forking produces no
+    child, so even a fork bomb cannot outrun them.
+    """
+    try:
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+        for _ in range(_KILL_PASSES):
+            os.kill(-1, signal.SIGKILL)
+            time.sleep(0.002)
+    except OSError:
+        pass
+    finally:
+        os._exit(0)
+
+
+def remove_work_dir(config: dict[str, Any], uid: int) -> None:
+    """Delete a weak-mode work directory (namespace mode needs nothing: the tmpfs dies with the process)."""
+    path = os.path.join(config["weak_work_root"], f"x{uid}")
+    for root, dirs, files in os.walk(path, topdown=False):
+        for name in files:
+            try:
+                os.unlink(os.path.join(root, name))
+            except OSError:
+                pass
+        for name in dirs:
+            full = os.path.join(root, name)
+            try:
+                os.unlink(full) if os.path.islink(full) else os.rmdir(full)
+            except OSError:
+                pass
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
+
+
+def describe(config: dict[str, Any]) -> dict[str, Any]:
+    """What the runtime reports about itself at start-up."""
+    return {
+        "mode": config["mode"],
+        "uid": os.getuid(),
+        "pid": os.getpid(),
+        "hostname": os.uname().nodename,
+    }

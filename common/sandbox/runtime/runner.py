@@ -1,0 +1,271 @@
+"""Runs one job in an isolated execution process: load the agent class once, execute each input, report."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import linecache
+import math
+import os
+import resource
+import sys
+import traceback
+import types
+from collections.abc import Callable
+from typing import Any
+
+from . import framing, weak_guard
+
+AGENT_FILE = "<agent>"
+AGENT_MODULE = "agent"
+_MAX_MESSAGE = 2000
+_MAX_TRACEBACK = 4000
+_MAX_FRAMES = 12
+_CO_COROUTINE = 0x80
+
+
+class AgentLoadError(Exception):
+    """The code does not define exactly one usable agent class."""
+
+
+class _Capture(io.TextIOBase):
+    """A text stream that keeps the first ``cap`` characters written to it and counts the rest."""
+
+    def __init__(self, cap: int) -> None:
+        super().__init__()
+        self.cap = cap
+        self.parts: list[str] = []
+        self.size = 0
+        self.truncated = False
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, s: str) -> int:  # type: ignore[override]
+        if not isinstance(s, str):
+            raise TypeError(f"write() argument must be str, not {type(s).__name__}")
+        room = self.cap - self.size
+        if room > 0:
+            piece = s[:room]
+            self.parts.append(piece)
+            self.size += len(piece)
+        if len(s) > room:
+            self.truncated = True
+        return len(s)
+
+    def take(self) -> tuple[str, bool]:
+        text, truncated = "".join(self.parts), self.truncated
+        self.parts, self.size, self.truncated = [], 0, False
+        return text, truncated
+
+
+class _Reporter:
+    def __init__(self, fd: int, limits: dict[str, Any]) -> None:
+        self.fd = fd
+        self.limits = limits
+        self.out = _Capture(limits["max_stdout_bytes"])
+        self.err = _Capture(limits["max_stdout_bytes"])
+        self.memory_frame = framing.encode({"t": "result"}, b'{"kind":"memory_exceeded"}')
+        self.memory_fatal = framing.encode({"t": "fatal"}, b'{"kind":"memory_exceeded"}')
+
+    def send(self, kind: str, body: bytes) -> None:
+        frame = framing.encode({"t": kind}, body)
+        view = memoryview(frame)
+        while view:
+            view = view[os.write(self.fd, view) :]
+
+    def streams(self) -> dict[str, Any]:
+        stdout, out_cut = self.out.take()
+        stderr, err_cut = self.err.take()
+        return {
+            "stdout": stdout,
+            "stderr": stderr,
+            "stdout_truncated": out_cut,
+            "stderr_truncated": err_cut,
+            "peak_memory": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        }
+
+    def body(self, kind: str, **fields: Any) -> bytes:
+        return json.dumps({"kind": kind, **fields, **self.streams()}).encode()
+
+    def output_body(self, output: Any) -> bytes:
+        if not isinstance(output, dict):
+            detail = f"execute returned {type(output).__name__}, expected a dict"
+            return self.body("invalid_output", detail=detail)
+        try:
+            encoded = json.dumps(output, allow_nan=False, separators=(",", ":"))
+        except Exception as exc:  # any failure to encode is the agent's invalid output
+            return self.body("invalid_output", detail=f"output is not JSON: {_safe_str(exc)}"[:_MAX_MESSAGE])
+        if len(encoded) > self.limits["max_output_bytes"]:
+            detail = f"output of {len(encoded)} bytes exceeds the limit of {self.limits['max_output_bytes']}"
+            return self.body("output_too_large", detail=detail, size=len(encoded))
+        rest = json.dumps({"kind": "ok", **self.streams()})
+        return ('{"output":' + encoded + "," + rest[1:]).encode()
+
+    def error_body(self, exc: BaseException) -> bytes:
+        return self.body("error", error=_describe_error(exc))
+
+
+def _safe_str(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:
+        return "<unprintable>"
+
+
+def _describe_error(exc: BaseException) -> dict[str, str]:
+    cls = type(exc)
+    module = getattr(cls, "__module__", "")
+    name = cls.__qualname__ if module in ("builtins", "") else f"{module}.{cls.__qualname__}"
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == AGENT_FILE][-_MAX_FRAMES:]
+    lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames)] if frames else []
+    message = _safe_str(exc)[:_MAX_MESSAGE]
+    lines.append(f"{name}: {message}\n")
+    text = "".join(lines)
+    if len(text) > _MAX_TRACEBACK:
+        text = "...\n" + text[-_MAX_TRACEBACK:]
+    return {"type": name, "message": message, "traceback": text}
+
+
+def _apply_limits(limits: dict[str, Any]) -> None:
+    for name, value in (
+        (resource.RLIMIT_AS, limits["memory_bytes"]),
+        (resource.RLIMIT_FSIZE, limits["max_file_bytes"]),
+        (resource.RLIMIT_NOFILE, limits["max_open_files"]),
+        (resource.RLIMIT_NPROC, limits["max_processes"]),
+        (resource.RLIMIT_CORE, 0),
+    ):
+        resource.setrlimit(name, (value, value))
+
+
+def _cpu_budget(limits: dict[str, Any], n_inputs: int) -> Callable[[], None]:
+    """Set a hard CPU cap for the whole job and return a function granting each stage its own budget."""
+    per_stage = float(limits["cpu_seconds"])
+    hard = math.ceil(per_stage * (n_inputs + 1)) + 1
+    resource.setrlimit(resource.RLIMIT_CPU, (min(hard, math.ceil(per_stage)), hard))
+
+    def next_stage() -> None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        soft = min(hard, math.ceil(usage.ru_utime + usage.ru_stime + per_stage))
+        resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+
+    return next_stage
+
+
+def load_agent(code: str) -> type:
+    """Execute the agent module and return its single agent class.
+
+    Raises:
+        AgentLoadError: no class, or several classes, define ``execute``.
+        SyntaxError, Exception: whatever compiling or running the module body raises.
+    """
+    compiled = compile(code, AGENT_FILE, "exec", dont_inherit=True)
+    linecache.cache[AGENT_FILE] = (len(code), None, code.splitlines(True), AGENT_FILE)
+    module = types.ModuleType(AGENT_MODULE)
+    module.__file__ = AGENT_FILE
+    sys.modules[AGENT_MODULE] = module
+    exec(compiled, module.__dict__)
+    candidates = [
+        obj
+        for obj in list(module.__dict__.values())
+        if isinstance(obj, type) and obj.__module__ == AGENT_MODULE and callable(getattr(obj, "execute", None))
+    ]
+    if len(candidates) > 1:
+        candidates = [c for c in candidates if callable(getattr(c, "get_capabilities", None))]
+    if len(candidates) != 1:
+        names = ", ".join(sorted(c.__name__ for c in candidates)) or "none"
+        raise AgentLoadError(f"expected exactly one class defining execute(), found: {names}")
+    return candidates[0]
+
+
+def _inspection(cls: type, instance: Any) -> dict[str, Any]:
+    capabilities = instance.get_capabilities()
+    methods = sorted(n for n in dir(cls) if not n.startswith("_") and callable(getattr(cls, n, None)))
+    code = getattr(getattr(cls, "execute", None), "__code__", None)
+    is_async = bool(code is not None and code.co_flags & _CO_COROUTINE)
+    return {"class_name": cls.__name__, "capabilities": capabilities, "methods": methods, "async_execute": is_async}
+
+
+def run_job(payload: bytes, res_fd: int, *, weak: bool, work_dir: str) -> None:
+    """Run the job described by ``payload`` and write one frame per input to ``res_fd``."""
+    job = json.loads(payload)
+    limits: dict[str, Any] = job["limits"]
+    inputs: list[Any] = job["inputs"]
+    me = os.getpid()
+    reporter = _Reporter(res_fd, limits)
+    sys.stdout = sys.__stdout__ = reporter.out  # type: ignore[misc,assignment]
+    sys.stderr = sys.__stderr__ = reporter.err  # type: ignore[misc,assignment]
+    sys.stdin = sys.__stdin__ = io.StringIO()  # type: ignore[misc,assignment]
+    _apply_limits(limits)
+    next_stage = _cpu_budget(limits, len(inputs))
+    if weak:
+        weak_guard.install(work_dir)
+    loop: asyncio.AbstractEventLoop | None = None
+    try:
+        cls = load_agent(job["code"])
+        instance = cls()
+        if job["mode"] == "inspect":
+            body = reporter.output_body(_inspection(cls, instance))
+            _check_pid(me)
+            reporter.send("result", body)
+            return
+    except MemoryError:
+        _check_pid(me)
+        os.write(res_fd, reporter.memory_fatal)
+        return
+    except BaseException as exc:
+        _check_pid(me)
+        reporter.send("fatal", reporter.error_body(exc))
+        return
+    _check_pid(me)
+    reporter.send("loaded", b"")
+    for value in inputs:
+        next_stage()
+        try:
+            result = instance.execute(value)
+            if asyncio.iscoroutine(result):
+                if loop is None:
+                    loop = asyncio.new_event_loop()
+                result = loop.run_until_complete(result)
+            body = reporter.output_body(result)
+            del result
+        except MemoryError:
+            _check_pid(me)
+            os.write(res_fd, reporter.memory_frame)
+            continue
+        except BaseException as exc:
+            body = reporter.error_body(exc)
+        _check_pid(me)
+        reporter.send("result", body)
+
+
+_REHEARSAL_CODE = """
+class Rehearsal:
+    def execute(self, inputs):
+        return {"echo": inputs}
+
+    def get_capabilities(self):
+        return {}
+"""
+_REHEARSAL_LIMITS = {"max_stdout_bytes": 16, "max_output_bytes": 1 << 20}
+
+
+def rehearse() -> None:
+    """Walk a built-in agent through the job path (no limits, nothing sent) so the copy-on-write page faults
+    and first-use costs after fork are paid while the process waits in the pool, not during the job."""
+    job = json.loads(json.dumps({"mode": "run", "code": _REHEARSAL_CODE, "inputs": [{"a": [1, "b"]}]}))
+    reporter = _Reporter(-1, _REHEARSAL_LIMITS)
+    cls = load_agent(job["code"])
+    result = cls().execute(job["inputs"][0])
+    asyncio.iscoroutine(result)
+    framing.encode({"t": "result"}, reporter.output_body(result))
+    reporter.error_body(ValueError("rehearsal"))
+    sys.modules.pop(AGENT_MODULE, None)
+    linecache.cache.pop(AGENT_FILE, None)
+
+
+def _check_pid(me: int) -> None:
+    """A process the agent forked must never report on the agent's behalf."""
+    if os.getpid() != me:
+        os._exit(0)

@@ -1,0 +1,51 @@
+"""Sandbox settings (env prefix ``TDEV_SANDBOX_``): pool, default limits and isolation policy."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+
+class SandboxSettings(BaseSettings):
+    """Operator-facing knobs of the agent sandbox.
+
+    ``allow_weak_isolation`` is off by default: without Linux namespaces the sandbox refuses to start.
+    The embedded local mode turns it on (see :meth:`for_embedded`) and gets a loud warning in the logs.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="TDEV_SANDBOX_", frozen=True, extra="ignore")
+
+    backend: Literal["auto", "namespaces", "weak"] = "auto"
+    allow_weak_isolation: bool = False
+
+    pool_size: int = Field(default=4, ge=0, le=256, description="pre-forked idle execution processes")
+    max_concurrency: int = Field(default=16, ge=1, le=1024, description="executions running at once")
+
+    timeout_seconds: float = Field(default=10.0, gt=0, le=3600)
+    cpu_seconds: float = Field(default=10.0, gt=0, le=3600)
+    memory_bytes: int = Field(default=512 * MIB, ge=64 * MIB)
+    max_output_bytes: int = Field(default=1 * MIB, ge=1024)
+    max_stdout_bytes: int = Field(default=64 * 1024, ge=0)
+    max_file_bytes: int = Field(default=16 * MIB, ge=0)
+    max_open_files: int = Field(default=64, ge=8, le=65536)
+    max_processes: int = Field(default=1, ge=1, le=4096, description="processes+threads per execution")
+
+    work_dir_bytes: int = Field(default=32 * MIB, ge=MIB, description="tmpfs size of each work directory")
+    work_dir_inodes: int = Field(default=4096, ge=16)
+
+    uid_base: int = Field(default=2_000_000_000, ge=65536, le=4_000_000_000, description="host uid of ns root")
+    uid_count: int = Field(default=65536, ge=2048, le=1 << 20)
+    python_executable: str | None = Field(default=None, description="interpreter for the runtime")
+    extra_read_only_paths: tuple[str, ...] = ()
+    start_timeout_seconds: float = Field(default=15.0, gt=0)
+    grace_seconds: float = Field(default=2.0, gt=0, description="service-side backstop beyond a deadline")
+
+    @classmethod
+    def for_embedded(cls, **overrides: object) -> SandboxSettings:
+        """Settings for the embedded local mode, where weak isolation is allowed (with a warning)."""
+        values: dict[str, object] = {"allow_weak_isolation": True, **overrides}
+        return cls(**values)  # type: ignore[arg-type]

@@ -1,0 +1,64 @@
+"""The weak local backend, for hosts without namespaces: rlimits, own uid when root, audit-hook denials."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from typing import Any, ClassVar
+
+from .backend import IsolationLevel, Probe
+from .local_backend import EXEC_UID_OFFSET, LocalBackend
+from .settings import SandboxSettings
+
+
+class WeakBackend(LocalBackend):
+    """No namespaces: the network, the host file system and other processes are only guarded by audit hooks
+    (bypassable by native code), a separate uid when the service runs as root, and rlimits. Refused unless
+    ``allow_weak_isolation`` is set."""
+
+    name: ClassVar[str] = "weak"
+    level: ClassVar[IsolationLevel] = IsolationLevel.WEAK
+
+    def __init__(self, settings: SandboxSettings) -> None:
+        super().__init__(settings)
+        self._work_root: str | None = None
+
+    @classmethod
+    def probe(cls, settings: SandboxSettings) -> Probe:
+        return Probe(True) if os.name == "posix" else Probe(False, "needs a POSIX host")
+
+    def runtime_config(self) -> dict[str, Any]:
+        if self._work_root is None:
+            self._work_root = tempfile.mkdtemp(prefix="tdev-sandbox-")
+            os.chmod(self._work_root, 0o711)
+        s = self.settings
+        return {
+            "mode": "weak",
+            "exec_uid_first": s.uid_base + EXEC_UID_OFFSET,
+            "exec_uid_count": s.uid_count - EXEC_UID_OFFSET,
+            "pool_size": s.pool_size,
+            "weak_work_root": self._work_root,
+        }
+
+    async def close(self) -> None:
+        await super().close()
+        if self._work_root is not None:
+            shutil.rmtree(self._work_root, ignore_errors=True)
+            self._work_root = None
+
+    def describe(self) -> dict[str, Any]:
+        separate_uid = os.geteuid() == 0
+        return {
+            "backend": self.name,
+            "level": self.level.value,
+            "summary": (
+                "WEAK: no namespaces; rlimits, empty environment, own session, "
+                + ("own uid per execution, " if separate_uid else "same uid as the service, ")
+                + "audit-hook denials of network/processes/files (bypassable by native code)"
+            ),
+            "namespaces": [],
+            "network": "audit-hook denial only",
+            "per_execution": ["session", "work dir"] + (["uid"] if separate_uid else []),
+            "pool_size": self.settings.pool_size,
+        }
