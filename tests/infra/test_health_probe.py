@@ -92,6 +92,8 @@ def test_service_comes_from_pid1_command_line_then_env() -> None:
     assert (target.name, target.address, target.grpc_service) == (
         "evolution", "127.0.0.1:6000", "tdev.evolution.v1.EvolutionService"
     )
+    behind_init = probe.resolve_target([], {}, b"/sbin/docker-init\0--\0python\0-m\0workflow_svc\0")
+    assert behind_init.name == "workflow"
     from_env = probe.resolve_target([], {"TDEV_HEALTH_SERVICE": "builder"}, b"/sbin/docker-init\0--\0")
     assert from_env.address == "127.0.0.1:50053"
     with pytest.raises(ValueError, match="unknown service"):
