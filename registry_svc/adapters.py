@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 
 from common.config import CommonSettings
+from common.llm import LLMClient, Purpose, build_llm
+from common.llm.prompts import analysis_messages
+from common.llm.schemas import ANALYSIS_SCHEMA
 from common.sandbox import InspectResult, OutcomeKind, Sandbox, SandboxSettings
 from registry_svc.domain import AnalysisJob, AnalysisReport, Inspection
 from registry_svc.ports import Embedder, InspectionFailed
@@ -72,47 +75,53 @@ def _json_object(value: Any) -> dict[str, Any]:
     return dict(value) if isinstance(value, dict) else {}
 
 
-class LlmClient(Protocol):
-    """What the analyzer needs of common.llm's client."""
+class LlmEmbedder:
+    """Embeddings from the LLM layer's embeddings route (used only when a real provider offers them)."""
 
-    async def complete(self, messages: Sequence[Any], *, schema: dict[str, Any] | None = None, purpose: str,
-                       max_tokens: int, temperature: float, model: str | None = None) -> Any:
-        """One completion (an ensemble for analysis when two providers are configured)."""
-        ...
+    name = "embeddings"
+
+    def __init__(self, client: LLMClient) -> None:
+        self._client = client
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """One vector per text; raises what the LLM layer raises."""
+        result = await self._client.embed(list(texts))
+        return [list(vector) for vector in result.vectors]
 
 
 class LlmAnalyzer:
-    """Analyses agent code through the LLM layer: the ensemble when configured, the offline analyser else."""
+    """Analyses agent code through the LLM layer: the ensemble when two providers are configured, else the
+    first routed provider (the offline static analyser when no key is configured)."""
 
-    def __init__(self, client: LlmClient, *, embeddings: Any = None, close: Any = None,
-                 max_tokens: int = 2000) -> None:
+    def __init__(self, client: LLMClient, *, max_tokens: int = 2000) -> None:
         self._client = client
-        self._embeddings = embeddings
-        self._close = close
         self._max_tokens = max_tokens
+
+    @classmethod
+    async def open(cls, common: CommonSettings) -> LlmAnalyzer:
+        """Builds the process's LLM client from settings.
+
+        Raises:
+            common.errors.Unavailable: Secrets Manager could not be read.
+            common.llm.NoProviderConfigured: a model provider is required and none is configured.
+        """
+        return cls(await build_llm(common=common))
 
     async def analyze(self, job: AnalysisJob, static_metrics: dict[str, Any]) -> AnalysisReport:
         """Capabilities and the model's quality score; raises what the LLM layer raises."""
-        from common.llm.base import Purpose
-        from common.llm.prompts import analysis_messages
-        from common.llm.schemas import ANALYSIS_SCHEMA
-
         completion = await self._client.complete(
             analysis_messages(job.code, name=job.name), schema=ANALYSIS_SCHEMA, purpose=Purpose.ANALYSIS,
             max_tokens=self._max_tokens, temperature=0.0)
         data = completion.data if isinstance(completion.data, dict) else {}
         capabilities = dict(data.get("capabilities") or {})
         quality = data.get("quality") or {}
-        ensemble = getattr(completion, "ensemble", None)
-        if ensemble is not None:
-            models = tuple(member.label for member in ensemble.members)
-            capabilities["disagreements"] = ensemble.as_dict()["disagreements"]
+        if completion.ensemble is not None:
+            models = tuple(member.label for member in completion.ensemble.members)
+            capabilities["disagreements"] = completion.ensemble.as_dict()["disagreements"]
         else:
             models = (completion.label,)
-        capabilities["model_assessment"] = {
-            "score": quality.get("score"), "issues": list(quality.get("issues") or [])[:50],
-        }
         score = quality.get("score")
+        capabilities["model_assessment"] = {"score": score, "issues": list(quality.get("issues") or [])[:50]}
         return AnalysisReport(
             capabilities=capabilities,
             model_quality=float(score) if isinstance(score, int | float) else None,
@@ -120,21 +129,9 @@ class LlmAnalyzer:
         )
 
     def embedder(self) -> Embedder | None:
-        """An Embedder when the configured provider offers embeddings, else None."""
-        return self._embeddings
+        """An Embedder when a real provider offers embeddings, else None (search uses text matching)."""
+        return LlmEmbedder(self._client) if self._client.embeddings_available(real_only=True) else None
 
     async def close(self) -> None:
-        """Releases the client."""
-        if self._close is not None:
-            await self._close()
-
-
-def open_llm_analyzer(common: CommonSettings) -> LlmAnalyzer | None:
-    """The LLM layer's analyzer, or None (logged) while common.llm offers no client here."""
-    try:
-        from common.llm import open_client  # type: ignore[attr-defined]
-    except ImportError as error:
-        log.error("analysis_unavailable", reason=f"common.llm has no client: {error}")
-        return None
-    client = open_client(common)
-    return LlmAnalyzer(client, close=getattr(client, "aclose", None))
+        """Closes the LLM client."""
+        await self._client.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 from tdev.registry.v1 import registry_service_pb2 as pb2
 from tdev.registry.v1 import registry_service_pb2_grpc as pb2_grpc
@@ -16,7 +15,6 @@ from common.runtime import ServiceHandle, serve_until_stopped, setup_process
 from registry_svc import convert
 from registry_svc.analysis import AnalysisWorker
 from registry_svc.config import SCHEMA, RegistrySettings
-from registry_svc.domain import AnalysisJob, AnalysisReport
 from registry_svc.ports import Analyzer, CodeInspector, Embedder
 from registry_svc.repository import SqlRepository
 from registry_svc.response_cache import ResponseCache
@@ -53,10 +51,9 @@ async def create_server(
                 closers.append(sandbox_inspector.close)
                 inspector = sandbox_inspector
             if analyzer is None:
-                llm_analyzer = adapters.open_llm_analyzer(common)
-                if llm_analyzer is not None:
-                    closers.append(llm_analyzer.close)
-                    analyzer, embedder = llm_analyzer, embedder or llm_analyzer.embedder()
+                llm_analyzer = await adapters.LlmAnalyzer.open(common)
+                closers.append(llm_analyzer.close)
+                analyzer, embedder = llm_analyzer, embedder or llm_analyzer.embedder()
         repository = SqlRepository(engine)
         responses: ResponseCache[pb2.GetAgentResponse] = ResponseCache(
             parse=convert.parse_get_agent_response, serialize=convert.serialize, redis_url=common.redis_url,
@@ -66,7 +63,7 @@ async def create_server(
         await responses.start()
         closers.append(responses.close)
         worker = AnalysisWorker(
-            repository, analyzer or _Unavailable(), responses, concurrency=settings.analysis_workers,
+            repository, analyzer, responses, concurrency=settings.analysis_workers,
             lease_seconds=settings.analysis_lease_seconds, timeout_seconds=settings.analysis_timeout_seconds,
             poll_seconds=settings.analysis_poll_seconds, embedder=embedder,
         )
@@ -88,7 +85,7 @@ async def create_server(
             port=settings.port if port is None else port,
             max_message_mb=common.grpc_max_message_mb,
         )
-        if settings.analysis_workers > 0 and analyzer is not None:
+        if settings.analysis_workers > 0:
             worker.start()
             closers.append(worker.stop)
     except BaseException:
@@ -96,13 +93,6 @@ async def create_server(
             await closer()
         raise
     return ServiceHandle(running, closers=closers)
-
-
-class _Unavailable:
-    """Stands in while no analyzer exists; the worker is not started, so versions stay PENDING."""
-
-    async def analyze(self, job: AnalysisJob, static_metrics: dict[str, Any]) -> AnalysisReport:
-        raise RuntimeError("no LLM analyzer is available")
 
 
 async def main() -> None:

@@ -20,7 +20,6 @@ from common.config import CommonSettings
 from common.runtime import ServiceHandle
 from registry_svc.config import RegistrySettings
 from registry_svc.server import create_server
-from tests.registry.fakes import FakeAnalyzer
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "agents"
 
@@ -72,7 +71,7 @@ async def start_registry(stack: Stack, tmp_path: Path, *, namespace: str | None 
     """Starts the real service (real sandbox and LLM layer unless a test passes its own)."""
     namespace = namespace or f"tdev-test:{uuid.uuid4().hex[:10]}:"
     inspector = overrides.pop("inspector", None)
-    analyzer = overrides.pop("analyzer", None) or FakeAnalyzer()  # until common.llm's client lands
+    analyzer = overrides.pop("analyzer", None)
     values: dict[str, Any] = {"database_url": stack.database_url, "analysis_poll_seconds": 0.2,
                               "cache_namespace": namespace}
     values.update(overrides)

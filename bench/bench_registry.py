@@ -1,0 +1,257 @@
+"""Benchmark: GetAgent on a cache hit vs a bare grpc.aio echo server with the same payload size, one run.
+
+Each server runs in its own process; this process is the client for both. The registry is the real
+one (``create_server``: the same interceptors, sandbox, SQLite and in-process cache as ``tdev up``); the
+baseline is a grpc.aio server with no interceptors whose one method answers a request of the GetAgent
+request's size with bytes of the GetAgent response's size. Latency is measured with one call in flight,
+throughput with many. Targets: p50 <= 1.5x echo, p99 <= 2x echo, throughput >= 0.6x echo.
+
+    .venv/bin/python bench/bench_registry.py [--calls 4000] [--concurrency 32] [--seconds 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+ROOT = Path(__file__).resolve().parents[1]
+for path in (ROOT, ROOT / "gen"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+from tdev.registry.v1 import registry_service_pb2 as pb2  # noqa: E402
+from tdev.registry.v1 import registry_service_pb2_grpc as pb2_grpc  # noqa: E402
+
+ECHO_METHOD = "/bench.Echo/Echo"
+TARGETS = {"p50": 1.5, "p99": 2.0, "throughput": 0.6}
+
+
+# ---- servers (child processes) -------------------------------------------------------------------------
+
+
+async def _serve_registry(data_dir: str) -> None:
+    from common.config import CommonSettings
+    from common.telemetry import configure_logging
+    from registry_svc.config import RegistrySettings
+    from registry_svc.server import create_server
+
+    configure_logging("registry", "WARNING", json_lines=False, stream=sys.stderr)
+    common = CommonSettings(data_dir=Path(data_dir), log_level="WARNING")
+    settings = RegistrySettings(database_url=f"sqlite+aiosqlite:///{data_dir}/registry.sqlite")
+    handle = await create_server(settings, common, port=0)
+    print(json.dumps({"port": handle.port}), flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await handle.close(grace=0.5)
+
+
+def _interceptors(stack: str) -> list[grpc.aio.ServerInterceptor]:
+    """The interceptors build_server installs (embedded mode: no auth), or a part of them."""
+    from common.errors import ErrorToStatusInterceptor
+    from common.telemetry import tracer_provider
+
+    chosen: list[grpc.aio.ServerInterceptor] = []
+    if stack in ("otel", "common"):
+        from opentelemetry.instrumentation.grpc import aio_server_interceptor
+
+        chosen.append(aio_server_interceptor(tracer_provider=tracer_provider()))
+    if stack in ("errors", "common"):
+        chosen.append(ErrorToStatusInterceptor())
+    return chosen
+
+
+async def _serve_echo(response_size: int, stack: str) -> None:
+    payload = b"x" * response_size
+
+    async def echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        return payload
+
+    server = grpc.aio.server(interceptors=_interceptors(stack))
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+        "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)})])
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    print(json.dumps({"port": port}), flush=True)
+    await server.wait_for_termination()
+
+
+def _spawn(*args: str) -> tuple[subprocess.Popen[str], int]:
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'gen'}"}
+    process = subprocess.Popen([sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True, env=env,
+                               cwd=ROOT)
+    assert process.stdout is not None
+    for line in process.stdout:
+        if line.startswith('{"port"'):
+            return process, int(json.loads(line)["port"])
+    process.kill()
+    raise SystemExit(f"server {args} did not start")
+
+
+# ---- client ----------------------------------------------------------------------------------------------
+
+
+async def _latencies(call: Callable[[], Awaitable[Any]], calls: int, warmup: bool = True) -> list[float]:
+    for _ in range(min(300, calls) if warmup else 0):
+        await call()
+    samples = []
+    for _ in range(calls):
+        started = time.perf_counter()
+        await call()
+        samples.append((time.perf_counter() - started) * 1e6)
+    return samples
+
+
+async def _throughput(call: Callable[[], Awaitable[Any]], concurrency: int, seconds: float) -> float:
+    done = 0
+    stop = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal done
+        while time.perf_counter() < stop:
+            await call()
+            done += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return done / (time.perf_counter() - started)
+
+
+def _percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+ECHO_NAMES = {"none": "grpc.aio echo", "errors": "echo+ErrorToStatus", "otel": "echo+OTel",
+              "common": "echo+OTel+ErrorToStatus"}
+
+
+def _echo_call(channel: grpc.aio.Channel, request: bytes) -> Callable[[], Awaitable[Any]]:
+    echo = channel.unary_unary(ECHO_METHOD)
+
+    async def call() -> Any:
+        return await echo(request)
+
+    return call
+
+
+async def _measure_all(calls: dict[str, Callable[[], Awaitable[Any]]],
+                       args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Interleaves the servers round by round, so load from elsewhere on the machine hits them alike."""
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    served: dict[str, list[float]] = {name: [] for name in calls}
+    for call in calls.values():
+        await _latencies(call, 300)
+    for _ in range(args.rounds):
+        for name, call in calls.items():
+            samples[name] += await _latencies(call, args.calls // args.rounds, warmup=False)
+            served[name].append(await _throughput(call, args.concurrency, args.seconds / args.rounds))
+    results = {}
+    for name in calls:
+        rps = statistics.median(served[name])
+        results[name] = {"p50": statistics.median(samples[name]), "p99": _percentile(samples[name], 0.99),
+                         "throughput": rps}
+        print(f"{name:<26} p50 {results[name]['p50']:8.1f} us   p99 {results[name]['p99']:8.1f} us   "
+              f"{rps:9.0f} req/s")
+    return results
+
+
+async def _prepare_registry(channel: grpc.aio.Channel) -> tuple[pb2.GetAgentRequest, int, int]:
+    stub = pb2_grpc.RegistryServiceStub(channel)
+    code = (ROOT / "examples" / "agents" / "word_count.py").read_text()
+    answer = await stub.RegisterAgent(pb2.RegisterAgentRequest(name="word_count", code=code,
+                                                               description="Counts words"))
+    request = pb2.GetAgentRequest(agent_id=answer.agent.agent_id, version=answer.agent.version)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # settle the asynchronous analysis, so the cache is not invalidated
+        response = await stub.GetAgent(request)
+        if response.agent.analysis.state != 1 and response.agent.analysis.state != 2:
+            break
+        await asyncio.sleep(0.1)
+    return request, request.ByteSize(), response.ByteSize()
+
+
+async def _bench(args: argparse.Namespace) -> int:
+    with tempfile.TemporaryDirectory(prefix="tdev-bench-") as data_dir:
+        registry_process, registry_port = _spawn("--serve-registry", data_dir)
+        processes = [registry_process]
+        channels: list[grpc.aio.Channel] = []
+        calls: dict[str, Callable[[], Awaitable[Any]]] = {}
+        try:
+            registry_channel = grpc.aio.insecure_channel(f"127.0.0.1:{registry_port}")
+            channels.append(registry_channel)
+            request, request_size, response_size = await _prepare_registry(registry_channel)
+            stacks = ["none", "errors", "otel", "common"] if args.breakdown else ["none"]
+            for stack in stacks:
+                process, port = _spawn("--serve-echo", str(response_size), "--stack", stack)
+                processes.append(process)
+                channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+                channels.append(channel)
+                calls[ECHO_NAMES[stack]] = _echo_call(channel, b"r" * request_size)
+            get_agent = pb2_grpc.RegistryServiceStub(registry_channel).GetAgent
+
+            async def registry_call() -> Any:
+                return await get_agent(request)
+
+            calls["GetAgent (cache hit)"] = registry_call
+            print(f"payload: request {request_size} B, response {response_size} B; {args.calls} sequential "
+                  f"calls, then {args.concurrency} in flight for {args.seconds:g} s, in {args.rounds} "
+                  "interleaved rounds")
+            results = await _measure_all(calls, args)
+            for channel in channels:
+                await channel.close()
+        finally:
+            for process in processes:
+                process.terminate()
+                process.wait(timeout=10)
+    baseline, registry = results[ECHO_NAMES["none"]], results["GetAgent (cache hit)"]
+    ratios = {
+        "p50": registry["p50"] / baseline["p50"],
+        "p99": registry["p99"] / baseline["p99"],
+        "throughput": registry["throughput"] / baseline["throughput"],
+    }
+    passed = (ratios["p50"] <= TARGETS["p50"] and ratios["p99"] <= TARGETS["p99"]
+              and ratios["throughput"] >= TARGETS["throughput"])
+    print(f"ratios: p50 {ratios['p50']:.2f}x (target <= {TARGETS['p50']}x), "
+          f"p99 {ratios['p99']:.2f}x (target <= {TARGETS['p99']}x), "
+          f"throughput {ratios['throughput']:.2f}x (target >= {TARGETS['throughput']}x)")
+    print("PASS" if passed else "FAIL")
+    return 0 if passed else 1
+
+
+def main() -> int:
+    """Runs the benchmark, or one of its servers when started with --serve-*."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=4000, help="sequential calls for latency")
+    parser.add_argument("--concurrency", type=int, default=32, help="calls in flight for throughput")
+    parser.add_argument("--seconds", type=float, default=6.0, help="duration of the throughput phases")
+    parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds over the servers")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also time echo servers with each of common/'s interceptors, to attribute costs")
+    parser.add_argument("--stack", default="none", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-registry", metavar="DIR", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-echo", metavar="BYTES", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_registry:
+        asyncio.run(_serve_registry(args.serve_registry))
+        return 0
+    if args.serve_echo:
+        asyncio.run(_serve_echo(args.serve_echo, args.stack))
+        return 0
+    return asyncio.run(_bench(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
