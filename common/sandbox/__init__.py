@@ -11,12 +11,13 @@ from .errors import (
 from .limits import Limits
 from .outcome import ErrorInfo, InspectResult, Outcome, OutcomeKind
 from .sandbox import Sandbox
-from .selection import describe_isolation
+from .selection import IsolationDescription, describe_isolation
 from .settings import SandboxSettings
 
 __all__ = [
     "ErrorInfo",
     "InspectResult",
+    "IsolationDescription",
     "IsolationLevel",
     "IsolationUnavailableError",
     "Job",

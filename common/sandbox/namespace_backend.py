@@ -50,7 +50,7 @@ class NamespaceBackend(LocalBackend):
             "backend": self.name,
             "level": self.level.value,
             "summary": (
-                "namespaces: user+mount+pid+net+ipc+uts via unshare(2); per execution: own uid, mount and "
+                "user+mount+pid+net+ipc+uts namespaces via unshare(2); per execution: own uid, mount and "
                 "ipc namespace, 0700 tmpfs work dir; no network, no capabilities, no_new_privs, rlimits"
             ),
             "namespaces": ["user", "mount", "pid", "network", "ipc", "uts"],

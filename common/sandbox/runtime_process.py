@@ -21,6 +21,28 @@ log = structlog.get_logger(__name__)
 _STDERR_LINES = 200
 
 
+_PF_EXITING = 0x4
+_SIGKILL_BIT = 1 << (signal.SIGKILL - 1)
+
+
+def _dying(pid: int) -> bool:
+    """True if ``pid`` is gone, a zombie, exiting, or has a SIGKILL pending."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        with open(f"/proc/{pid}/status", "rb") as f:
+            status = f.read()
+    except OSError:
+        return True
+    if fields[0] in (b"Z", b"X") or int(fields[6]) & _PF_EXITING:
+        return True
+    for key in (b"ShdPnd:", b"SigPnd:"):
+        start = status.find(key)
+        if start >= 0 and int(status[start + len(key) :].split(None, 1)[0], 16) & _SIGKILL_BIT:
+            return True
+    return False
+
+
 @dataclass
 class PendingJob:
     """Results of one job as they arrive; ``done`` resolves when the zygote finished it or died."""
@@ -41,10 +63,15 @@ class RuntimeProcess:
         self._pending: dict[int, PendingJob] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._alive = False
+        self._zygote_pid: int | None = None
         self.info: dict[str, Any] = {}
 
     @property
     def alive(self) -> bool:
+        """Whether the runtime is up. Also looks at the zygote itself: a zygote that was just killed may not
+        have closed its pipe yet, and a job sent to it now would be lost."""
+        if self._alive and self._zygote_pid is not None and _dying(self._zygote_pid):
+            self._alive = False
         return self._alive
 
     @property
@@ -76,12 +103,24 @@ class RuntimeProcess:
             await self.close()
             raise SandboxStartError(f"sandbox runtime failed to start: {header.get('error', header)}")
         self.info = header.get("info", {})
+        self._zygote_pid = self._find_zygote()
         self._alive = True
         self._tasks = [
             asyncio.create_task(self._read_results(), name="sandbox-results"),
             asyncio.create_task(self._log_stderr(), name="sandbox-stderr"),
         ]
         return self.info
+
+    def _find_zygote(self) -> int | None:
+        """Host pid of the zygote: the launcher's only child in namespace mode, the launcher itself if weak."""
+        assert self._proc is not None
+        launcher = self._proc.pid
+        try:
+            with open(f"/proc/{launcher}/task/{launcher}/children") as f:
+                children = f.read().split()
+        except OSError:
+            return None
+        return int(children[0]) if len(children) == 1 else launcher
 
     async def _drain_stderr_quickly(self) -> str:
         assert self._proc is not None and self._proc.stderr is not None

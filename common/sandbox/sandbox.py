@@ -55,9 +55,9 @@ class Sandbox:
         return sandbox
 
     @property
-    def isolation(self) -> dict[str, Any]:
+    def isolation(self) -> selection.IsolationDescription:
         """The backend's description of the isolation in force."""
-        return dict(self._description)
+        return selection.IsolationDescription(self._description)
 
     async def run(self, code: str, inputs: dict[str, Any], limits: Limits | None = None) -> Outcome:
         """Load the agent class in a fresh process and run ``execute(inputs)`` once.

@@ -20,6 +20,13 @@ DEFAULT_BACKENDS: tuple[type[SandboxBackend], ...] = (NamespaceBackend, WeakBack
 _active: list[dict[str, Any]] = []
 
 
+class IsolationDescription(dict[str, Any]):
+    """A JSON-friendly dict (``backend``, ``level``, ``summary``, ...) whose ``str()`` is the summary."""
+
+    def __str__(self) -> str:
+        return f"{self.get('level', '?')}: {self.get('summary', '')}"
+
+
 def choose_backend(
     settings: SandboxSettings, candidates: Sequence[type[SandboxBackend]] = DEFAULT_BACKENDS
 ) -> type[SandboxBackend]:
@@ -62,7 +69,7 @@ def unregister_active(description: dict[str, Any]) -> None:
         _active.remove(description)
 
 
-def describe_isolation(settings: SandboxSettings | None = None) -> dict[str, Any]:
+def describe_isolation(settings: SandboxSettings | None = None) -> IsolationDescription:
     """What isolation agent code gets here, for logs and ``tdev status``.
 
     Reports the running sandbox of this process if there is one; otherwise probes (blocking, about
@@ -70,10 +77,10 @@ def describe_isolation(settings: SandboxSettings | None = None) -> dict[str, Any
     with ``level`` set to ``"unavailable"`` and the reason in ``summary``.
     """
     if _active and settings is None:
-        return dict(_active[-1])
+        return IsolationDescription(_active[-1])
     settings = settings or SandboxSettings()
     try:
         backend = choose_backend(settings)
     except IsolationUnavailableError as exc:
-        return {"backend": "none", "level": "unavailable", "summary": str(exc)}
-    return backend(settings).describe()
+        return IsolationDescription(backend="none", level="unavailable", summary=str(exc))
+    return IsolationDescription(backend(settings).describe())

@@ -16,8 +16,8 @@ from typing import Any, NoReturn
 
 from . import child
 
-REQUEST = struct.Struct("<ci")  # b"F", uid: fork an execution process (2 fds attached) | b"K", uid: kill a uid
-EVENT = struct.Struct("<cii")  # b"P", uid, pid (forked) | b"X", pid, wait status (exited)
+REQUEST = struct.Struct("<cI")  # b"F", uid: fork an execution process (2 fds attached) | b"K", uid: kill a uid
+EVENT = struct.Struct("<cII")  # b"P", uid, pid (forked) | b"X", pid, wait status (exited)
 
 
 def serve(config: dict[str, Any], sock: socket.socket) -> NoReturn:

@@ -117,7 +117,10 @@ def _safe_str(exc: BaseException) -> str:
 def _describe_error(exc: BaseException) -> dict[str, str]:
     cls = type(exc)
     module = getattr(cls, "__module__", "")
-    name = cls.__qualname__ if module in ("builtins", "") else f"{module}.{cls.__qualname__}"
+    if cls is AgentLoadError or module in ("builtins", ""):
+        name = cls.__qualname__
+    else:
+        name = f"{module}.{cls.__qualname__}"
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == AGENT_FILE][-_MAX_FRAMES:]
     lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames)] if frames else []
     message = _safe_str(exc)[:_MAX_MESSAGE]
