@@ -338,3 +338,47 @@ def test_every_service_has_error_metric_and_alarms(templates: dict[str, dict[str
             assert "AlarmActions" not in alarm  # no topic given: no action, and no empty list
     with_topic = Renderer(templates["observability"], {"Env": ENV, "AlarmTopicArn": "arn:aws:sns:x:1:t"})
     assert with_topic.render(alarms["RegistryCpuAlarm"]["Properties"])["AlarmActions"] == ["arn:aws:sns:x:1:t"]
+
+
+def _fargate_memory_choices(cpu: int) -> set[int]:
+    steps = {256: [512, 1024, 2048], 512: range(1024, 4097, 1024), 1024: range(2048, 8193, 1024),
+             2048: range(4096, 16385, 1024), 4096: range(8192, 30721, 1024)}
+    return set(steps[cpu])
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_default_task_size_is_a_valid_fargate_pair_for_service(
+    templates: dict[str, dict[str, Any]], service: str
+) -> None:
+    parameters = templates["services"]["Parameters"]
+    cpu = int(parameters[f"{service.capitalize()}Cpu"]["Default"])
+    memory = int(parameters[f"{service.capitalize()}Memory"]["Default"])
+    assert memory in _fargate_memory_choices(cpu)
+
+
+def test_error_metric_filter_matches_the_services_log_lines(templates: dict[str, dict[str, Any]]) -> None:
+    import io
+    import json
+    import re
+
+    import structlog
+
+    from common.telemetry import configure_logging
+
+    pattern = templates["observability"]["Resources"]["RegistryErrorLines"]["Properties"]["FilterPattern"]
+    levels = set(re.findall(r'\$\.level = "(\w+)"', pattern))
+    dimension = templates["observability"]["Resources"]["RegistryErrorLines"]["Properties"][
+        "MetricTransformations"][0]["Dimensions"][0]["Value"]
+    stream = io.StringIO()
+    configure_logging("registry", "INFO", json_lines=True, stream=stream)
+    try:
+        log = structlog.get_logger("tests.infra")
+        log.info("fine")
+        log.error("broken")
+        log.critical("worse")
+    finally:
+        configure_logging("test", "INFO", json_lines=True)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    matched = [line for line in lines if line.get("level") in levels]
+    assert [line["event"] for line in matched] == ["broken", "worse"]
+    assert {line[dimension.removeprefix("$.")] for line in matched} == {"registry"}
