@@ -215,8 +215,6 @@ class LLMClient:
             try:
                 result = await self._complete_with(target, messages, schema, purpose, max_tokens, temperature, budget)
             except (ProviderUnavailable, ProviderRejected) as error:
-                if isinstance(error, InvalidModelOutput):
-                    raise
                 failures.append((target.provider, error))
                 if target is not targets[-1]:
                     log.warning("llm_fallback", purpose=purpose, failed=target.provider, reason=error.reason)

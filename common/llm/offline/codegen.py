@@ -50,8 +50,68 @@ def _keys_fit(template: Template, params: dict[str, Any], spec: Mapping[str, Any
     return wanted_out is None or wanted_out == set(template.produces(params))
 
 
+def _examples(spec: Mapping[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    pairs = []
+    for example in spec.get("examples") or []:
+        if isinstance(example, Mapping) and isinstance(example.get("input"), Mapping) and isinstance(
+                example.get("expected_output"), Mapping):
+            pairs.append((dict(example["input"]), dict(example["expected_output"])))
+    return pairs
+
+
+def _records(value: Any) -> list[dict[str, Any]]:
+    if isinstance(value, dict):
+        return [value]
+    if isinstance(value, list):
+        return [item for item in value if isinstance(item, dict)]
+    return []
+
+
+def _inferred(template: Template, spec: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Parameter sets read off the spec's keys and examples (field names, mappings, measures, sizes)."""
+    keys_in = sorted(_required(spec.get("input_schema")) or ())
+    keys_out = sorted(_required(spec.get("output_schema")) or ())
+    base = template.params()
+    if "key" in base and len(keys_in) == 1:
+        base["key"] = keys_in[0]
+    if "out_key" in base and len(keys_out) == 1:
+        base["out_key"] = keys_out[0]
+    measures = [key for key in MEASURES_ORDER if key in keys_out]
+    if "measures" in base and measures:
+        base["measures"] = measures
+    examples = _examples(spec)
+    if "top_n" in base:
+        lengths = [len(out.get(k) or []) for _inp, out in examples for k in ("top_words", "top_characters")
+                   if isinstance(out.get(k), list)]
+        if lengths:
+            base["top_n"] = max(lengths)
+    records_in = [r for inp, _out in examples for v in inp.values() for r in _records(v)]
+    records_out = [r for _inp, out in examples for v in out.values() for r in _records(v)]
+    if "mapping" in base and records_in and records_out:
+        mapping = {a: b for a, b in zip(records_in[0], records_out[0], strict=False) if a != b}
+        base["mapping"] = mapping
+    if "fields" in base and records_in and records_out:
+        kept = list(records_out[0])
+        dropped = [name for name in records_in[0] if name not in records_out[0]]
+        base["fields"] = dropped if template.name == "drop_fields" else kept
+    if "separator" in base and records_out:
+        joined = "".join(name for name in records_out[0] if not name.isidentifier() or "_" in name)
+        base["separator"] = next((sep for sep in (".", "/", "_") if sep in joined), base["separator"])
+    options = [base]
+    if "field" in base:
+        names = sorted({name for record in records_in for name in record})
+        options = [{**base, "field": name} for name in names] or options
+        if "descending" in base:
+            options = [{**option, "descending": flag} for option in options for flag in (False, True)]
+    return options
+
+
+MEASURES_ORDER = ("count", "sum", "mean", "median", "min", "max", "range", "stddev", "variance", "mode")
+
+
 def _candidates(spec: Mapping[str, Any]) -> list[tuple[Template, dict[str, Any]]]:
-    """Templates to try: the spec's own hint, then steps found in its words, then every template."""
+    """Templates to try: the spec's own hint, then steps found in its words, then every template with
+    parameters inferred from the spec's keys and examples."""
     found: list[tuple[Template, dict[str, Any]]] = []
     implementation = spec.get("implementation")
     if isinstance(implementation, Mapping) and implementation.get("template") in TEMPLATES:
@@ -61,8 +121,12 @@ def _candidates(spec: Mapping[str, Any]) -> list[tuple[Template, dict[str, Any]]
     for step in detect_steps(f"{spec.get('purpose', '')}. {name_words}"):
         template = TEMPLATES[step.template]
         found.append((template, template.params(step.params)))
+    for step in detect_steps(f"{spec.get('purpose', '')}. {name_words}"):
+        template = TEMPLATES[step.template]
+        for inferred in _inferred(template, spec):
+            found.append((template, {**inferred, **{k: v for k, v in step.params.items() if k != "key"}}))
     for template in TEMPLATES.values():
-        found.append((template, template.params()))
+        found.extend((template, params) for params in _inferred(template, spec))
     return found
 
 

@@ -326,8 +326,18 @@ def expression_schema(node: ast.AST | None, assigned: dict[str, ast.AST] | None 
             return {"type": "integer" if left == right == "integer" and not isinstance(node.op, ast.Pow)
                     else "number"}
         return {}
+    if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Slice):
+        return expression_schema(node.value, assigned, input_types, depth + 1)
     if isinstance(node, ast.Call):
         func = node.func
+        if isinstance(func, ast.Name) and func.id in ("max", "min") and node.args:
+            if len(node.args) == 1:
+                inner = expression_schema(node.args[0], assigned, input_types, depth + 1)
+                return dict(inner.get("items", {})) if inner.get("type") == "array" else {}
+            kinds = [str(expression_schema(a, assigned, input_types, depth + 1).get("type")) for a in node.args]
+            if all(kind in ("integer", "number") for kind in kinds):
+                return {"type": "integer" if all(kind == "integer" for kind in kinds) else "number"}
+            return {}
         if isinstance(func, ast.Name):
             simple = {"len": "integer", "int": "integer", "float": "number", "str": "string", "bool": "boolean",
                       "sum": "number", "abs": "number", "sorted": "array", "list": "array", "dict": "object",
