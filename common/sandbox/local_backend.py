@@ -129,7 +129,7 @@ class LocalBackend(SandboxBackend, abc.ABC):
 
 def probe_runtime(backend: LocalBackend) -> Probe:
     """Start the runtime with an empty pool and no work, and report whether it came up (blocking)."""
-    config = {**backend.runtime_config(), "pool_size": 0}
+    config = {**backend.runtime_config(), "pool_size": 0, "async_pool_size": 0}
     try:
         done = subprocess.run(backend.argv(config), input=b"", capture_output=True, env={}, timeout=15, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:

@@ -38,6 +38,7 @@ class NamespaceBackend(LocalBackend):
             "exec_uid_first": EXEC_UID_OFFSET,
             "exec_uid_count": s.uid_count - EXEC_UID_OFFSET,
             "pool_size": s.pool_size,
+            "async_pool_size": s.async_pool_size,
             "work_dir_bytes": s.work_dir_bytes,
             "work_dir_inodes": s.work_dir_inodes,
             "runtime_path": str(RUNTIME_DIR),

@@ -22,7 +22,8 @@ class SandboxSettings(BaseSettings):
     backend: Literal["auto", "namespaces", "weak"] = "auto"
     allow_weak_isolation: bool = False
 
-    pool_size: int = Field(default=4, ge=0, le=256, description="pre-forked idle execution processes")
+    pool_size: int = Field(default=4, ge=0, le=256, description="pre-forked idle processes for sync agents")
+    async_pool_size: int = Field(default=1, ge=0, le=256, description="idle processes with asyncio loaded")
     max_concurrency: int = Field(default=16, ge=1, le=1024, description="executions running at once")
 
     timeout_seconds: float = Field(default=10.0, gt=0, le=3600)

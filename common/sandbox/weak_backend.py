@@ -38,6 +38,7 @@ class WeakBackend(LocalBackend):
             "exec_uid_first": s.uid_base + EXEC_UID_OFFSET,
             "exec_uid_count": s.uid_count - EXEC_UID_OFFSET,
             "pool_size": s.pool_size,
+            "async_pool_size": s.async_pool_size,
             "weak_work_root": self._work_root,
         }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from .backend import Job
@@ -10,6 +11,8 @@ from .limits import Limits
 from .outcome import ErrorInfo, Outcome, OutcomeKind
 from .runtime import framing
 
+# Only routes the job to a pool with asyncio preloaded; a miss costs speed, never correctness.
+_ASYNC_EXECUTE = re.compile(r"async\s+def\s+execute\b")
 _MAX_TEXT = 1 << 20
 _MAX_DETAIL = 4000
 _DEFAULT_DETAIL = {OutcomeKind.MEMORY_EXCEEDED: "memory limit exceeded"}
@@ -41,6 +44,7 @@ def job_frame(job_id: int, job: Job) -> bytes:
         "timeout": job.limits.timeout_seconds,
         "sweep": job.limits.max_processes > 1,
         "max_frame": max_result_frame(job.limits),
+        "flavor": "async" if _ASYNC_EXECUTE.search(job.code) else "sync",
     }
     return framing.encode(header, payload)
 

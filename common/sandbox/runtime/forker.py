@@ -7,6 +7,7 @@ requests. The dispatcher never forks, so jobs and results pass through it withou
 
 from __future__ import annotations
 
+import gc
 import os
 import select
 import signal
@@ -14,14 +15,22 @@ import socket
 import struct
 from typing import Any, NoReturn
 
-from . import child
+from . import child, runner
 
 REQUEST = struct.Struct("<cI")  # b"F", uid: fork an execution process (2 fds attached) | b"K", uid: kill a uid
 EVENT = struct.Struct("<cII")  # b"P", uid, pid (forked) | b"X", pid, wait status (exited)
 
 
-def serve(config: dict[str, Any], sock: socket.socket) -> NoReturn:
-    """Fork one child per request (with the pipe ends passed along); exits when the dispatcher goes away."""
+def serve(config: dict[str, Any], sock: socket.socket, flavor: str) -> NoReturn:
+    """Fork one child per request (with the pipe ends passed along); exits when the dispatcher goes away.
+
+    The ``async`` flavor preloads asyncio, so async agents start fast; the ``sync`` flavor stays lean,
+    since the cost of every fork, copy-on-write fault and exit grows with the forking process's memory.
+    """
+    if flavor == "async":
+        runner.import_asyncio()
+        gc.collect()
+        gc.freeze()
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import linecache
@@ -204,7 +203,7 @@ def run_job(payload: bytes, res_fd: int, *, weak: bool, work_dir: str) -> None:
     next_stage = _cpu_budget(limits, len(inputs))
     if weak:
         weak_guard.install(work_dir)
-    loop: asyncio.AbstractEventLoop | None = None
+    loop: Any = None
     try:
         cls = load_agent(job["code"])
         instance = cls()
@@ -227,9 +226,9 @@ def run_job(payload: bytes, res_fd: int, *, weak: bool, work_dir: str) -> None:
         next_stage()
         try:
             result = instance.execute(value)
-            if asyncio.iscoroutine(result):
+            if isinstance(result, types.CoroutineType) or hasattr(result, "__await__"):
                 if loop is None:
-                    loop = asyncio.new_event_loop()
+                    loop = import_asyncio().new_event_loop()
                 result = loop.run_until_complete(result)
             body = reporter.output_body(result)
             del result
@@ -261,11 +260,24 @@ def rehearse() -> None:
     reporter = _Reporter(-1, _REHEARSAL_LIMITS)
     cls = load_agent(job["code"])
     result = cls().execute(job["inputs"][0])
-    asyncio.iscoroutine(result)
+    isinstance(result, types.CoroutineType) or hasattr(result, "__await__")
     framing.encode({"t": "result"}, reporter.output_body(result))
-    reporter.error_body(ValueError("rehearsal"))
     sys.modules.pop(AGENT_MODULE, None)
     linecache.cache.pop(AGENT_FILE, None)
+
+
+def import_asyncio() -> Any:
+    """Import asyncio without ssl (a large library no sandboxed code can use: there is no network); agent
+    code may still import ssl itself afterwards."""
+    blocked = "ssl" not in sys.modules
+    if blocked:
+        sys.modules["ssl"] = None  # type: ignore[assignment]
+    try:
+        import asyncio
+    finally:
+        if blocked:
+            del sys.modules["ssl"]
+    return asyncio
 
 
 def _check_pid(me: int) -> None:

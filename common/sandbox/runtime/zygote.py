@@ -14,17 +14,12 @@ import os
 import select
 import signal
 import socket
-import sys
 import time
 from typing import Any
 
 from . import child, forker, framing, syscalls
 
-# asyncio is preloaded so async agents start fast; blocking ssl keeps the zygote (and every fork) small.
-sys.modules["ssl"] = None  # type: ignore[assignment]
-import asyncio  # noqa: E402,F401
-
-del sys.modules["ssl"]
+FLAVORS = ("sync", "async")
 
 _CONTROL_MAX_FRAME = 1 << 30
 _READ_CHUNK = 1 << 16
@@ -84,6 +79,7 @@ class _Job:
         self.timeout: float = header["timeout"]
         self.sweep: bool = header["sweep"]
         self.max_frame: int = header["max_frame"]
+        self.flavor: str = header.get("flavor", "sync")
         self.payload = payload
         self.answered = 0
         self.loaded = False
@@ -105,20 +101,40 @@ class _Child:
         self.kill_requested = False
         self.swept = False
         self.collected = False
+        self.forker: _Forker | None = None
+
+
+class _Forker:
+    """One forker process (of one flavor) and the idle children it made for us."""
+
+    def __init__(self, flavor: str, pool_size: int, sock: socket.socket, pid: int) -> None:
+        self.flavor = flavor
+        self.pool_size = pool_size
+        self.sock = sock
+        self.pid = pid
+        self.idle: collections.deque[_Child] = collections.deque()
+        self.starting: dict[int, _Child] = {}  # uid -> child requested, pid not known yet
+
+    def send(self, message: bytes, fds: list[int] | None = None) -> None:
+        self.sock.setblocking(True)
+        try:
+            if fds:
+                socket.send_fds(self.sock, [message], fds)
+            else:
+                self.sock.send(message)
+        finally:
+            self.sock.setblocking(False)
 
 
 class Zygote:
-    """Event loop over the control pipe, the forker socket, the children's result pipes and SIGCHLD."""
+    """Event loop over the control pipe, the forker sockets, the children's result pipes and SIGCHLD."""
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
         self.weak = config["mode"] == "weak"
-        self.pool_size: int = config["pool_size"]
         self.poller = select.epoll()
         self.control_in = framing.FrameBuffer(_CONTROL_MAX_FRAME)
         self.out = _Writer(1, self.poller)
-        self.idle: collections.deque[_Child] = collections.deque()
-        self.starting: dict[int, _Child] = {}  # uid -> child requested from the forker, pid not known yet
         self.by_fd: dict[int, _Child] = {}
         self.by_pid: dict[int, _Child] = {}
         self.jobs: dict[int, _Child] = {}
@@ -138,37 +154,37 @@ class Zygote:
         os.set_blocking(0, False)
         self.poller.register(0, select.EPOLLIN)
         self.poller.register(self.wake_r, select.EPOLLIN)
-        self.forker_sock: socket.socket | None = None
-        self.forker_pid = 0
+        self.forkers: dict[str, _Forker] = {}
+        self.forker_fds: dict[int, _Forker] = {}
 
     # -- lifecycle -------------------------------------------------------------------------------------
-    def start_forker(self) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        pid = os.fork()
-        if pid == 0:
-            try:
-                ours.close()
-                forker.serve(self.config, theirs)
-            finally:
-                os._exit(70)
-        theirs.close()
-        self.forker_pid = pid
-        self.forker_sock = ours
-        ours.setblocking(False)
-        self.poller.register(ours.fileno(), select.EPOLLIN)
+    def start_forkers(self) -> None:
+        for flavor in FLAVORS:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    ours.close()
+                    forker.serve(self.config, theirs, flavor)
+                finally:
+                    os._exit(70)
+            theirs.close()
+            ours.setblocking(False)
+            pool_size = self.config["pool_size"] if flavor == "sync" else self.config["async_pool_size"]
+            self.forkers[flavor] = _Forker(flavor, pool_size, ours, pid)
+            self.forker_fds[ours.fileno()] = self.forkers[flavor]
+            self.poller.register(ours.fileno(), select.EPOLLIN)
 
     def run(self) -> None:
         self._fill_pool()
         self.out.write(framing.encode({"op": "ready", "pid": os.getpid(), "info": child.describe(self.config)}))
-        assert self.forker_sock is not None
-        forker_fd = self.forker_sock.fileno()
         while True:
             for fd, mask in self.poller.poll(self._poll_timeout()):
                 if fd == 0:
                     if not self._read_control():
                         self._shutdown()
-                elif fd == forker_fd:
-                    self._read_forker()
+                elif fd in self.forker_fds:
+                    self._read_forker(self.forker_fds[fd])
                 elif fd == self.wake_r:
                     self._reap()
                 elif fd in self.by_fd and mask & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR):
@@ -189,10 +205,12 @@ class Zygote:
         init. In weak mode, the forker first works through the sweep requests, then sees EOF and exits."""
         for c in list(self.by_pid.values()):
             self._kill(c, sweep=self.weak)
-        if self.forker_sock is not None:
-            self.forker_sock.shutdown(socket.SHUT_WR)
-            if self.weak:
-                os.waitpid(self.forker_pid, 0)
+        for f in self.forkers.values():
+            f.sock.shutdown(socket.SHUT_WR)
+        if self.weak:
+            for f in self.forkers.values():
+                if f.pid:
+                    os.waitpid(f.pid, 0)
         os._exit(0)
 
     # -- control messages ------------------------------------------------------------------------------
@@ -211,7 +229,7 @@ class Zygote:
         return True
 
     def _start_job(self, job: _Job) -> None:
-        c = self._take_idle()
+        c = self._take_idle(self.forkers.get(job.flavor) or self.forkers["sync"])
         c.job = job
         self.jobs[job.id] = c
         c.frames = framing.FrameBuffer(job.max_frame)
@@ -220,15 +238,15 @@ class Zygote:
         c.job_w.write(framing.encode({"t": "job"}, job.payload))
         job.payload = b""
 
-    def _take_idle(self) -> _Child:
-        while self.idle:
-            c = self.idle.popleft()
+    def _take_idle(self, f: _Forker) -> _Child:
+        while f.idle:
+            c = f.idle.popleft()
             if c.status is None and not c.eof:
                 return c
-        for c in self.starting.values():
+        for c in f.starting.values():
             if c.job is None:
                 return c
-        return self._request_child()
+        return self._request_child(f)
 
     def _cancel(self, job_id: int) -> None:
         c = self.jobs.get(job_id)
@@ -247,46 +265,44 @@ class Zygote:
         raise RuntimeError("no free execution uid")
 
     def _fill_pool(self) -> None:
-        spare = len(self.idle) + sum(1 for c in self.starting.values() if c.job is None)
-        for _ in range(self.pool_size - spare):
-            self._request_child()
+        for f in self.forkers.values():
+            spare = len(f.idle) + sum(1 for c in f.starting.values() if c.job is None)
+            for _ in range(f.pool_size - spare):
+                self._request_child(f)
 
-    def _request_child(self) -> _Child:
-        assert self.forker_sock is not None
+    def _request_child(self, f: _Forker) -> _Child:
         uid = self._allocate_uid()
         job_r, job_w = os.pipe()
         res_r, res_w = os.pipe()
-        self.forker_sock.setblocking(True)
         try:
-            socket.send_fds(self.forker_sock, [forker.REQUEST.pack(b"F", uid)], [job_r, res_w])
+            f.send(forker.REQUEST.pack(b"F", uid), [job_r, res_w])
         finally:
-            self.forker_sock.setblocking(False)
             os.close(job_r)
             os.close(res_w)
         os.set_blocking(res_r, False)
         c = _Child(uid, _Writer(job_w, self.poller), res_r)
-        self.starting[uid] = c
+        c.forker = f
+        f.starting[uid] = c
         self.by_fd[res_r] = c
         self.writers[job_w] = c.job_w
         self.poller.register(res_r, select.EPOLLIN)
         return c
 
-    def _read_forker(self) -> None:
-        assert self.forker_sock is not None
+    def _read_forker(self, f: _Forker) -> None:
         while True:
             try:
-                message = self.forker_sock.recv(forker.EVENT.size)
+                message = f.sock.recv(forker.EVENT.size)
             except BlockingIOError:
                 return
             if not message:
-                os._exit(70)  # the forker died: the service restarts the whole runtime
+                os._exit(70)  # a forker died: the service restarts the whole runtime
             kind, a, b = forker.EVENT.unpack(message)
             if kind == b"P":
-                c = self.starting.pop(a)
+                c = f.starting.pop(a)
                 c.pid = b
                 self.by_pid[b] = c
                 if c.job is None:
-                    self.idle.append(c)
+                    f.idle.append(c)
                 elif c.kill_requested:
                     self._kill(c, sweep=c.job.sweep)
             else:
@@ -386,14 +402,9 @@ class Zygote:
                     os.killpg(c.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        if sweep and not c.swept:
+        if sweep and not c.swept and c.forker is not None:
             c.swept = True
-            assert self.forker_sock is not None
-            self.forker_sock.setblocking(True)
-            try:
-                self.forker_sock.send(forker.REQUEST.pack(b"K", c.uid))
-            finally:
-                self.forker_sock.setblocking(False)
+            c.forker.send(forker.REQUEST.pack(b"K", c.uid))
 
     def _check_deadlines(self) -> None:
         now = time.monotonic()
@@ -417,9 +428,10 @@ class Zygote:
                 return
             if pid == 0:
                 return
-            if pid == self.forker_pid:
-                self.forker_pid = 0
-                self._shutdown()
+            for f in self.forkers.values():
+                if pid == f.pid:
+                    f.pid = 0
+                    self._shutdown()
 
     def _maybe_collect(self, c: _Child) -> None:
         """Once a child has exited and its pipe is drained, settle its job and free its resources."""
@@ -472,5 +484,5 @@ def main(config: dict[str, Any]) -> None:
     zygote = Zygote(config)
     gc.collect()
     gc.freeze()  # forked children never scan (and so never copy) the zygote's objects
-    zygote.start_forker()
+    zygote.start_forkers()
     zygote.run()
