@@ -16,7 +16,7 @@ from common.llm.errors import (
     ProviderTimeout,
     TransientProviderError,
 )
-from common.llm.wire import safe_text, status_error
+from common.llm.wire import safe_text, safe_url, status_error
 
 
 def _translate(error: Exception, provider: str) -> ProviderCallError:
@@ -91,7 +91,7 @@ class AnthropicProvider:
     def info(self) -> ProviderInfo:
         """What is configured."""
         return ProviderInfo(name=self.name, is_model=True, default_model=self._model, embeddings=False,
-                            base_url=self._base_url, models=(self._model,))
+                            base_url=safe_url(self._base_url), models=(self._model,))
 
     async def close(self) -> None:
         """Closes the HTTP client."""

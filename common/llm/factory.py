@@ -22,6 +22,7 @@ from common.llm.offline import OfflineProvider
 from common.llm.openai import OpenAIProvider
 from common.llm.retry import Sleep
 from common.llm.settings import LLMSettings
+from common.llm.wire import safe_url
 from common.secrets import SecretStore
 
 log = structlog.get_logger("tdev.llm")
@@ -100,7 +101,7 @@ async def build_llm(settings: LLMSettings | None = None, *, common: CommonSettin
         raise NoProviderConfigured("no LLM provider is configured: set OPENAI_API_KEY / ANTHROPIC_API_KEY, a "
                                    "Secrets Manager key, or TDEV_LLM_OPENAI_BASE_URL")
     log.info("llm_providers_configured", providers=list(providers), real=real,
-             openai_base_url=settings.openai_base_url, cache=cache.name if cache is not None else "none")
+             openai_base_url=safe_url(settings.openai_base_url), cache=cache.name if cache is not None else "none")
     options: dict[str, Any] = {"clock": clock} if clock is not None else {}
     return LLMClient(
         settings=settings, providers=providers,

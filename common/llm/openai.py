@@ -10,7 +10,7 @@ from pydantic import SecretStr
 
 from common.llm.base import EmbeddingReply, ProviderInfo, ProviderReply, ProviderRequest
 from common.llm.errors import PermanentProviderError, ProviderCallError, ProviderTimeout, TransientProviderError
-from common.llm.wire import safe_text, status_error
+from common.llm.wire import safe_text, safe_url, status_error
 
 JsonMode = Literal["json_schema", "json_object", "none"]
 # Compatible servers ignore the key but the SDK insists on one.
@@ -118,7 +118,7 @@ class OpenAIProvider:
     def info(self) -> ProviderInfo:
         """What is configured."""
         return ProviderInfo(name=self.name, is_model=True, default_model=self._model, embeddings=True,
-                            base_url=self._base_url, models=(self._model, self._embedding_model))
+                            base_url=safe_url(self._base_url), models=(self._model, self._embedding_model))
 
     async def close(self) -> None:
         """Closes the HTTP client."""

@@ -7,6 +7,7 @@ import re
 import time
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from common.llm.errors import PermanentProviderError, ProviderCallError, TransientProviderError
 from common.redaction import redact
@@ -66,3 +67,15 @@ def status_error(provider: str, status: int, headers: Mapping[str, str] | None, 
     if status == 429 or status >= 500:
         return TransientProviderError(provider, message, status=status, retry_after=retry_after_seconds(headers))
     return PermanentProviderError(provider, message, status=status)
+
+
+def safe_url(url: str | None) -> str | None:
+    """A URL fit for logs: user and password removed."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

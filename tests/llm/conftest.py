@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
@@ -50,10 +51,11 @@ def spans() -> InMemorySpanExporter:
 @pytest.fixture
 def logs() -> Iterator[io.StringIO]:
     """Log lines of this test (JSON, DEBUG and up)."""
+    previous = logging.getLevelName(logging.getLogger().level)
     stream = io.StringIO()
     configure_logging("llm-tests", "DEBUG", True, stream=stream)
     yield stream
-    configure_logging("llm-tests", "WARNING", True, stream=io.StringIO())
+    configure_logging("llm-tests", previous, True, stream=io.StringIO())
 
 
 class SleepRecorder:
