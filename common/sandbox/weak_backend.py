@@ -7,9 +7,27 @@ import shutil
 import tempfile
 from typing import Any, ClassVar
 
+import structlog
+
 from .backend import IsolationLevel, Probe
-from .local_backend import EXEC_UID_OFFSET, LocalBackend
+from .local_backend import EXEC_UID_OFFSET, LocalBackend, python_executable
 from .settings import SandboxSettings
+
+log = structlog.get_logger(__name__)
+
+
+def _traversable_by_others(path: str) -> bool:
+    """Whether every directory from / down to ``path`` lets any uid through (o+x)."""
+    current = os.path.abspath(path)
+    while True:
+        try:
+            if not os.stat(current).st_mode & 0o001:
+                return False
+        except OSError:
+            return False
+        if current == "/":
+            return True
+        current = os.path.dirname(current)
 
 
 class WeakBackend(LocalBackend):
@@ -41,6 +59,16 @@ class WeakBackend(LocalBackend):
             "async_pool_size": s.async_pool_size,
             "weak_work_root": self._work_root,
         }
+
+    async def start(self) -> None:
+        prefix = os.path.dirname(os.path.dirname(python_executable(self.settings)))
+        if os.geteuid() == 0 and not _traversable_by_others(prefix):
+            log.warning(
+                "sandbox.weak_interpreter_unreadable",
+                prefix=prefix,
+                message="executions run as their own uid and cannot import modules the runtime did not preload",
+            )
+        await super().start()
 
     async def close(self) -> None:
         await super().close()
