@@ -180,7 +180,7 @@ class Mesh:
                 "TDEV_WORKFLOW_REDIS_CHANNEL": self.redis_channel,
                 "TDEV_REGISTRY_ADDRESS": self.registry_address,
                 "TDEV_DATA_DIR": str(self.tmp_path / "data"),
-                "TDEV_LOG_LEVEL": "WARNING",
+                "TDEV_LOG_LEVEL": "INFO",
                 "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'gen'}",
             }
         )
