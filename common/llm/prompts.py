@@ -108,8 +108,9 @@ def repair_messages(code: str, failure: Failure | dict[str, Any], *,
 def mutation_messages(code: str, *, seed: int, rate: float = 0.1, max_edits: int = 3) -> list[Message]:
     """A small variation of an agent for evolution (answer: MUTATION_SCHEMA)."""
     system = ("You propose small, plausible edits to a Python agent for an evolutionary search. " + AGENT_CONTRACT
-              + " Keep the class name and the contract. Return the whole edited code and the list of "
-              "operations (kind, line, before, after).")
+              + " Keep the class name and the contract. Return the whole edited code, the list of "
+              "operations (kind, line, before, after) and the edits as search/replace pairs whose search text "
+              "occurs exactly once in the code.")
     payload = {"operation": "mutate", "code": code, "seed": seed, "rate": rate, "max_edits": max_edits}
     return _build(system, "Mutate this agent.", payload)
 

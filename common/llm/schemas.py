@@ -204,6 +204,12 @@ MUTATION_SCHEMA: JSONSchema = {
                                      "before": {"type": "string"}, "after": {"type": "string"},
                                      "description": {"type": "string"}}},
         },
+        # Diff-style edits of the original code: each search text occurs exactly once when applied in order.
+        "edits": {
+            "type": "array",
+            "items": {"type": "object", "required": ["search", "replace"],
+                      "properties": {"search": {"type": "string", "minLength": 1}, "replace": {"type": "string"}}},
+        },
         "seed": {"type": "integer"},
     },
 }

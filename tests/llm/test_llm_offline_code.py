@@ -146,6 +146,11 @@ def test_mutation_is_seeded_and_deterministic() -> None:
                                       "description": "constant perturbation at line 10: 10.0 -> 9.0"}
     assert first["seed"] == 1
     ast.parse(first["code"])
+    patched = FILTER
+    for edit in first["edits"]:
+        assert patched.count(edit["search"]) == 1
+        patched = patched.replace(edit["search"], edit["replace"], 1)
+    assert patched == first["code"]
     changed = [a != b for a, b in zip(FILTER.splitlines(), first["code"].splitlines(), strict=True)]
     assert sum(changed) == len({op["line"] for op in first["operations"]})
 
@@ -165,6 +170,8 @@ def test_crossover_takes_methods_from_the_second_parent() -> None:
     agent = load_agent(child["code"])  # the first parent's threshold, the second parent's comparison
     assert agent.value == 10.0 and agent.execute({"numbers": [1, 5, 20]}) == {"numbers": [1, 5]}
     assert crossover(FILTER, other, seed=0) == child
+    [edit] = child["edits"]
+    assert FILTER.replace(edit["search"], edit["replace"]) == child["code"]
     with pytest.raises(InvalidArgument):
         crossover("x = (", other, seed=0)
 

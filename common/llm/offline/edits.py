@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import difflib
 from dataclasses import dataclass
 
 
@@ -76,3 +77,30 @@ def import_insertion_point(tree: ast.Module, source: Source) -> int:
             continue
         break
     return source.line_start(line) if line <= len(source.lines) else len(source.text)
+
+
+def search_replace_edits(old: str, new: str) -> list[dict[str, str]]:
+    """Diff-style edits (``search`` unique in the text at that point, ``replace``) turning old into new."""
+    old_lines, new_lines = old.splitlines(keepends=True), new.splitlines(keepends=True)
+    edits: list[dict[str, str]] = []
+    matcher = difflib.SequenceMatcher(a=old_lines, b=new_lines, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            continue
+        before, after = 0, 0
+        while True:  # widen with context until the search text is unique
+            search = "".join(old_lines[i1 - before:i2 + after])
+            if search and old.count(search) == 1:
+                break
+            if i1 - before <= 0 and i2 + after >= len(old_lines):
+                break
+            before = min(before + 1, i1)
+            after = min(after + 1, len(old_lines) - i2)
+        replace = "".join(old_lines[i1 - before:i1] + new_lines[j1:j2] + old_lines[i2:i2 + after])
+        edits.append({"search": search, "replace": replace})
+    result = old
+    for edit in edits:
+        if not edit["search"] or result.count(edit["search"]) != 1:
+            return [{"search": old, "replace": new}]
+        result = result.replace(edit["search"], edit["replace"], 1)
+    return edits if result == new else [{"search": old, "replace": new}]

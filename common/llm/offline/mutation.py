@@ -10,7 +10,7 @@ from typing import Any
 
 from common.errors import InvalidArgument
 from common.llm.offline.codeinfo import find_agent_class
-from common.llm.offline.edits import Edit, Source, apply, import_insertion_point
+from common.llm.offline.edits import Edit, Source, apply, import_insertion_point, search_replace_edits
 
 _COMPARE_SWAPS: dict[type[ast.cmpop], list[str]] = {
     ast.Lt: ["<=", ">"], ast.LtE: ["<", ">="], ast.Gt: [">=", "<"], ast.GtE: [">", "<="],
@@ -151,7 +151,7 @@ def mutate(code: str, *, seed: int, rate: float = 0.1, max_edits: int = 3) -> di
                                           f"{edit.text}"})
     mutated = apply(code, edits)
     ast.parse(mutated)
-    return {"code": mutated, "operations": operations, "seed": seed}
+    return {"code": mutated, "operations": operations, "edits": search_replace_edits(code, mutated), "seed": seed}
 
 
 def _method_text(source: Source, node: ast.FunctionDef | ast.AsyncFunctionDef) -> tuple[int, int, str]:
@@ -204,4 +204,4 @@ def crossover(code: str, other_code: str, *, seed: int) -> dict[str, Any]:
                                                                         + "; ".join(missing)})
     child = apply(code, edits)
     ast.parse(child)
-    return {"code": child, "operations": operations, "seed": seed}
+    return {"code": child, "operations": operations, "edits": search_replace_edits(code, child), "seed": seed}
