@@ -90,6 +90,9 @@ def server_options(max_message_mb: int) -> list[tuple[str, Any]]:
         ("grpc.so_reuseport", 0),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        # Clients re-resolve after this, so replicas added later get traffic; long streams get a grace.
+        ("grpc.max_connection_age_ms", 5 * 60_000),
+        ("grpc.max_connection_age_grace_ms", 60 * 60_000),
     ]
 
 
