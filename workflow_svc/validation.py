@@ -46,12 +46,18 @@ def agent_refs(spec: WorkflowSpec) -> list[AgentRef]:
 
 
 def build_graph(nodes: tuple[NodeSpec, ...]) -> nx.DiGraph:
-    """The dependency graph: an edge dependency -> dependant for every known dependency."""
+    """The dependency graph: an edge dependency -> dependant for every known dependency.
+
+    A repeated id is reported on its own; only its first node's dependencies count here, so one
+    mistake does not also show up as a cycle.
+    """
     graph: nx.DiGraph = nx.DiGraph()
     ids = {node.id for node in nodes}
+    first: dict[str, NodeSpec] = {}
     for node in nodes:
         graph.add_node(node.id)
-    for node in nodes:
+        first.setdefault(node.id, node)
+    for node in first.values():
         for dependency in node.depends_on:
             if dependency in ids:
                 graph.add_edge(dependency, node.id)
@@ -140,14 +146,12 @@ def _cycles(graph: nx.DiGraph, index_of: Mapping[str, int]) -> list[FieldViolati
     return problems
 
 
-def _ref_violations(
-    spec: WorkflowSpec, graph: nx.DiGraph, index_of: Mapping[str, int], acyclic: bool
-) -> list[FieldViolation]:
+def _ref_violations(spec: WorkflowSpec, graph: nx.DiGraph, index_of: Mapping[str, int]) -> list[FieldViolation]:
     problems: list[FieldViolation] = []
     for index, node in enumerate(spec.nodes):
         found = list(refs.find(node.inputs))
         # Ancestors only where needed: computing them for every node is quadratic on long chains.
-        needs = acyclic and node.id in graph and any(text.startswith("nodes.") for _, text in found)
+        needs = node.id in graph and any(text.startswith("nodes.") for _, text in found)
         ancestors = nx.ancestors(graph, node.id) if needs else set()
         for path, text in found:
             field = f"nodes[{index}].{path}"
@@ -160,7 +164,7 @@ def _ref_violations(
                 continue
             if ref.name not in index_of:
                 problems.append(FieldViolation(field, f'"$ref" {text}: unknown node "{ref.name}"'))
-            elif acyclic and ref.name not in ancestors:
+            elif ref.name not in ancestors:
                 problems.append(
                     FieldViolation(field, f'"$ref" {text}: node "{ref.name}" is not an ancestor of "{node.id}"')
                 )
@@ -216,8 +220,7 @@ def structural_violations(spec: WorkflowSpec, limits: Limits) -> list[FieldViola
                 problems.append(FieldViolation(field, f'"{dependency}" is listed twice'))
             seen.add(dependency)
     graph = build_graph(spec.nodes)
-    cycles = _cycles(graph, index_of)
-    problems.extend(cycles)
+    problems.extend(_cycles(graph, index_of))
     if len(index_of) > 1 and not nx.is_weakly_connected(graph):
         parts = sorted(
             (sorted(part, key=index_of.__getitem__) for part in nx.weakly_connected_components(graph)),
@@ -227,7 +230,7 @@ def structural_violations(spec: WorkflowSpec, limits: Limits) -> list[FieldViola
         problems.append(
             FieldViolation("nodes", f"the graph is disconnected: {len(parts)} separate parts: {shown}")
         )
-    problems.extend(_ref_violations(spec, graph, index_of, acyclic=not cycles))
+    problems.extend(_ref_violations(spec, graph, index_of))
     return problems
 
 
