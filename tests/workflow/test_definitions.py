@@ -219,3 +219,39 @@ async def test_example_workflows_run_with_the_example_agents(mesh: Mesh, workflo
     assert events[-1].type == Event.TYPE_EXECUTION_SUCCEEDED
     assert plain(events[-1].output) == {"total": 256 * (11 * 1 + 55)}
     assert len(of_type(events, Event.TYPE_NODE_SUCCEEDED)) == 100
+
+
+async def test_embedded_sqlite_without_redis_runs_and_resumes_its_own_work(mesh: Mesh, tmp_path: Path) -> None:
+    from tests.workflow.conftest import Event, execute, plain, watch
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'workflow.sqlite'}"
+    embedded = await mesh.start_workflows(database_url=url, redis=False, worker_id="embedded")
+    stored = await create(embedded.stub, definition("embedded", [
+        node("a", "wf_echo", {"value": {"$ref": "inputs.x"}}),
+        node("b", "wf_add", {"values": [{"$ref": "nodes.a.output.value"}, 1]}, ["a"]),
+        node("slow", "wf_sleep", {"seconds": {"$ref": "inputs.pause"}}, ["b"]),
+    ]))
+    events = await execute(embedded.stub, stored.workflow_id, {"x": 4, "pause": 0})
+    assert events[-1].type == Event.TYPE_EXECUTION_SUCCEEDED
+    assert plain(events[-1].output) == {"slow": {"value": None}}
+    # A graceful stop mid-run gives the lease back; the restarted process finishes without re-running a and b.
+    started = await embedded.stub.StartExecution(pb2.StartExecutionRequest(
+        workflow_id=stored.workflow_id, inputs=_struct({"x": 5, "pause": 2})))
+    execution_id = started.execution.execution_id
+    call = embedded.stub.WatchExecution(pb2.WatchExecutionRequest(execution_id=execution_id))
+    async for answer in call:
+        if answer.event.type == Event.TYPE_NODE_STARTED and answer.event.node_id == "slow":
+            break
+    call.cancel()
+    await embedded.close()
+    mesh.started.remove(embedded)
+    again = await mesh.start_workflows(database_url=url, redis=False, worker_id="embedded")
+    events = await watch(again.stub, execution_id)
+    assert events[-1].type == Event.TYPE_EXECUTION_SUCCEEDED
+    assert [e.node_id for e in events if e.type == Event.TYPE_NODE_STARTED] == ["a", "b", "slow", "slow"]
+
+
+def _struct(value: dict[str, object]) -> object:
+    from tests.workflow.conftest import struct
+
+    return struct(value)
