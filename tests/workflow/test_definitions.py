@@ -185,15 +185,20 @@ async def test_registry_down_at_create_time_is_unavailable(mesh: Mesh, tmp_path:
         await handle.close(grace=1.0)
 
 
-async def test_example_workflows_run_with_the_example_agents(mesh: Mesh, workflows: Workflows) -> None:
+async def register_examples(mesh: Mesh) -> None:
+    """Registers examples/agents and the retries example's flaky agent (idempotent)."""
     from tdev.registry.v1 import registry_service_pb2 as reg_pb2
-
-    from tests.workflow.conftest import Event, execute, of_type, plain
 
     sources = {p.stem: p for p in (ROOT / "examples" / "agents").glob("*.py")}
     sources["flaky_fetch"] = ROOT / "examples" / "workflows" / "agents" / "flaky_fetch.py"
     for name, path in sorted(sources.items()):
         await mesh.registry_stub.RegisterAgent(reg_pb2.RegisterAgentRequest(name=name, code=path.read_text()))
+
+
+async def test_example_workflows_run_with_the_example_agents(mesh: Mesh, workflows: Workflows) -> None:
+    from tests.workflow.conftest import Event, execute, of_type, plain
+
+    await register_examples(mesh)
 
     async def run(file: str, inputs: dict[str, object], **fields: object) -> list[object]:
         workflow = workflow_from_json((ROOT / "examples" / "workflows" / file).read_text())
@@ -255,3 +260,32 @@ def _struct(value: dict[str, object]) -> object:
     from tests.workflow.conftest import struct
 
     return struct(value)
+
+
+async def test_cli_creates_runs_and_follows_a_workflow(mesh: Mesh, workflows: Workflows) -> None:
+    import asyncio
+
+    from typer.testing import CliRunner
+
+    from tdev_cli.main import app
+
+    await register_examples(mesh)
+    runner = CliRunner()
+    example = str(ROOT / "examples" / "workflows" / "retries.json")
+
+    def invoke(*args: str) -> object:
+        return runner.invoke(app, list(args), env={"COLUMNS": "200"})
+
+    created = await asyncio.to_thread(invoke, "workflows", "--address", workflows.address, "create", example)
+    assert created.exit_code == 0, created.output  # type: ignore[attr-defined]
+    assert "workflow_id: wf_" in created.output  # type: ignore[attr-defined]
+    ran = await asyncio.to_thread(
+        invoke, "workflows", "--address", workflows.address, "run", example, "--input", "numbers=[4, 5]", "--follow")
+    assert ran.exit_code == 0, ran.output  # type: ignore[attr-defined]
+    output = ran.output  # type: ignore[attr-defined]
+    assert "succeeded" in output and '"total": 9' in output and '"attempts": 3' in output
+    execution_id = next(w for w in output.split() if w.startswith("ex_"))
+    watched = await asyncio.to_thread(invoke, "executions", "--address", workflows.address, "watch", execution_id)
+    assert watched.exit_code == 0 and '"total": 9' in watched.output  # type: ignore[attr-defined]
+    bad = await asyncio.to_thread(invoke, "executions", "--address", workflows.address, "cancel", execution_id)
+    assert bad.exit_code == 1 and "FAILED_PRECONDITION" in bad.output  # type: ignore[attr-defined]
