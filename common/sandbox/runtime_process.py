@@ -148,8 +148,8 @@ class RuntimeProcess:
                 if header.get("op") == "result":
                     pending.outcomes.append(wire.outcome_from_frame(header, payload))
                     pending.progress.set()
-                elif header.get("op") == "done":
-                    self._finish(header["id"])
+                    if header.get("done"):
+                        self._finish(header["id"])
         except (asyncio.IncompleteReadError, ConnectionError, framing.FrameError, ValueError, KeyError):
             pass
         finally:

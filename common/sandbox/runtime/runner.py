@@ -221,7 +221,8 @@ def run_job(payload: bytes, res_fd: int, *, weak: bool, work_dir: str) -> None:
         reporter.send("fatal", reporter.error_body(exc))
         return
     _check_pid(me)
-    reporter.send("loaded", b"")
+    if len(inputs) > 1:  # tells the zygote a later crash concerns one input, not the whole batch
+        reporter.send("loaded", b"")
     for value in inputs:
         next_stage()
         try:

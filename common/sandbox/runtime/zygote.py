@@ -348,22 +348,26 @@ class Zygote:
         if kind == "loaded":
             job.loaded = True
         elif kind == "result":
-            self._send_result(c, payload=payload)
-            if job.answered >= job.n_inputs:
+            last = job.answered + 1 >= job.n_inputs
+            self._send_result(c, last=last, payload=payload)
+            if last:
                 self._end_job(c)
         elif kind == "fatal":
             while job.answered < job.n_inputs:
-                self._send_result(c, payload=payload)
+                self._send_result(c, last=job.answered + 1 >= job.n_inputs, payload=payload)
             self._end_job(c)
         else:
             self._finish_input(c, "invalid_output", detail="malformed message from the sandboxed process")
             self._end_job(c)
 
-    def _send_result(self, c: _Child, *, payload: bytes = b"", **runtime: Any) -> None:
+    def _send_result(self, c: _Child, *, last: bool, payload: bytes = b"", **runtime: Any) -> None:
+        """Forward one input's outcome; ``last`` marks the end of the job (the service stops waiting)."""
         job = c.job
         assert job is not None
         now = time.monotonic()
         header = {"op": "result", "id": job.id, "index": job.answered, "duration": now - job.started}
+        if last:
+            header["done"] = True
         if runtime:  # an outcome the runtime observed (the process may still be alive: read its peak now)
             header.update(source="runtime", peak_memory=_peak_memory(c.pid), **runtime)
         else:
@@ -374,20 +378,19 @@ class Zygote:
         job.deadline = now + job.timeout
 
     def _finish_input(self, c: _Child, kind: str, **fields: Any) -> None:
-        """Answer the current input with a runtime-made outcome; before load it answers every input."""
+        """Answer the current input with a runtime-made outcome and end the job; before the class was
+        loaded the same outcome answers every remaining input (they would all fail the same way)."""
         job = c.job
         assert job is not None
-        self._send_result(c, kind=kind, **fields)
-        if not job.loaded:
-            while job.answered < job.n_inputs:
-                self._send_result(c, kind=kind, **fields)
+        end = job.n_inputs if not job.loaded else job.answered + 1
+        while job.answered < end:
+            self._send_result(c, last=job.answered + 1 >= end, kind=kind, **fields)
 
     def _end_job(self, c: _Child) -> None:
-        """Report the job done and kill its processes (a finished child must not keep running)."""
+        """Mark the job finished and kill its processes (a finished child must not keep running)."""
         job = c.job
         assert job is not None
         job.finished = True
-        self.out.write(framing.encode({"op": "done", "id": job.id, "answered": job.answered}))
         self._kill(c, sweep=job.sweep)
 
     def _kill(self, c: _Child, *, sweep: bool) -> None:
