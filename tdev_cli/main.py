@@ -9,10 +9,12 @@ from rich.console import Console
 from rich.table import Table
 
 from common.config import get_common_settings
+from tdev_cli.agents import agents_app
 from tdev_cli.mesh import SERVICES, health_of_all
 from tdev_cli.workflows import executions_app, workflows_app
 
 app = typer.Typer(help="T-Developer: register, compose, build and evolve AI agents.", no_args_is_help=True)
+app.add_typer(agents_app, name="agents")
 app.add_typer(workflows_app, name="workflows")
 app.add_typer(executions_app, name="executions")
 console = Console()

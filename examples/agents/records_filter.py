@@ -45,6 +45,15 @@ class RecordsFilter:
             },
         }
 
+    def _matches(self, record: dict[str, Any], field: str, compare: Callable[[Any, Any], bool], value: Any) -> bool:
+        """Whether ``record[field] <op> value`` holds; a missing field or incomparable types do not match."""
+        if field not in record:
+            return False
+        try:
+            return bool(compare(record[field], value))
+        except TypeError:
+            return False
+
     async def execute(self, inputs: dict[str, Any]) -> dict[str, Any]:
         """Returns ``{"records": kept, "count": n}``; raises ValueError on bad input."""
         records, field = inputs.get("records"), inputs.get("field")
@@ -56,13 +65,5 @@ class RecordsFilter:
         if compare is None:
             raise ValueError(f"inputs.op must be one of {sorted(OPERATORS)}")
         value = inputs.get("value")
-        kept = []
-        for record in records:
-            if field not in record:
-                continue
-            try:
-                if compare(record[field], value):
-                    kept.append(record)
-            except TypeError:
-                continue
+        kept = [record for record in records if self._matches(record, field, compare, value)]
         return {"records": kept, "count": len(kept)}
