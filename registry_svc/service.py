@@ -67,7 +67,7 @@ class Limits:
     max_code_bytes: int = 64 * 1024
     max_agents: int = 10_000
     p95_window: int = 1000
-    register_attempts: int = 5
+    register_attempts: int = 25
 
 
 def _utcnow() -> datetime:

@@ -215,3 +215,15 @@ async def test_get_agent_lineage_follows_parents_to_max_depth(registry: Registry
     missing = await rpc_error(registry.stub.GetAgentLineage(
         pb2.GetAgentLineageRequest(agent_id=base.agent_id, version="7.0.0")))
     assert missing.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_concurrent_registrations_get_distinct_versions_or_the_same_one(registry: Registry) -> None:
+    import asyncio
+
+    different = await asyncio.gather(*(register(registry.stub, "racy", tiny_agent(f"r{i}")) for i in range(8)))
+    assert all(answer.created for answer in different)
+    assert sorted(answer.agent.version for answer in different) == [f"1.{minor}.0" for minor in range(8)]
+    assert len({answer.agent.agent_id for answer in different}) == 1
+    same = await asyncio.gather(*(register(registry.stub, "same", tiny_agent("s")) for _ in range(8)))
+    assert sum(answer.created for answer in same) == 1
+    assert {(answer.agent.agent_id, answer.agent.version) for answer in same} == {(same[0].agent.agent_id, "1.0.0")}
