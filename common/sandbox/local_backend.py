@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import itertools
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,10 +16,11 @@ import structlog
 
 from . import wire
 from .backend import Job, Probe, SandboxBackend
-from .errors import SandboxClosedError
-from .outcome import Outcome, OutcomeKind
+from .child_job import ChildJob
+from .errors import SandboxClosedError, SandboxError
+from .outcome import Outcome
 from .runtime import framing
-from .runtime_process import PendingJob, RuntimeProcess
+from .runtime_process import ChildHandle, RuntimeDiedError, RuntimeProcess
 from .settings import SandboxSettings
 
 log = structlog.get_logger(__name__)
@@ -36,21 +37,19 @@ def python_executable(settings: SandboxSettings) -> str:
 
 
 class LocalBackend(SandboxBackend, abc.ABC):
-    """Runs jobs through a zygote started from this process; restarts it if it dies."""
+    """Runs jobs on execution processes of a runtime started from this process; restarts it if it dies."""
 
     def __init__(self, settings: SandboxSettings) -> None:
         super().__init__(settings)
         self._process: RuntimeProcess | None = None
         self._lock = asyncio.Lock()
-        self._ids = itertools.count(1)
         self._closed = False
 
     @abc.abstractmethod
     def runtime_config(self) -> dict[str, Any]:
         """The JSON configuration handed to the runtime's ``nsinit.main``."""
 
-    def argv(self, config: dict[str, Any] | None = None) -> list[str]:
-        config = self.runtime_config() if config is None else config
+    def argv(self, config: dict[str, Any]) -> list[str]:
         exe = python_executable(self.settings)
         return [exe, "-I", "-S", "-B", "-X", "utf8", "-c", _BOOT, str(SANDBOX_DIR), json.dumps(config)]
 
@@ -64,7 +63,7 @@ class LocalBackend(SandboxBackend, abc.ABC):
             self._process = await self._spawn()
 
     async def _spawn(self) -> RuntimeProcess:
-        process = RuntimeProcess(self.argv(), start_timeout=self.settings.start_timeout_seconds)
+        process = RuntimeProcess(self.argv, self.runtime_config(), start_timeout=self.settings.start_timeout_seconds)
         info = await process.start()
         log.info("sandbox.runtime_started", backend=self.name, launcher_pid=process.pid, **info)
         return process
@@ -85,39 +84,25 @@ class LocalBackend(SandboxBackend, abc.ABC):
                 self._process = await self._spawn()
             return self._process
 
-    async def execute(self, job: Job) -> list[Outcome]:
-        process = await self._ensure_process()
-        job_id = next(self._ids)
-        frame = wire.job_frame(job_id, job)
-        pending: PendingJob | None = None
-        try:
-            pending = await process.submit(job_id, frame)
-            await self._wait(process, pending, job)
-        except BaseException:
-            process.cancel(job_id)
-            raise
-        return self._collect(pending, job)
-
-    async def _wait(self, process: RuntimeProcess, pending: PendingJob, job: Job) -> None:
-        """Wait for the job; the zygote enforces deadlines, this is only a backstop if it stops answering."""
-        backstop = job.limits.timeout_seconds + self.settings.grace_seconds
-        while not pending.done.done():
-            pending.progress.clear()
+    async def _take_child(self, job: Job) -> tuple[RuntimeProcess, ChildHandle]:
+        flavor = wire.flavor(job) if self.settings.async_pool_size > 0 else "sync"
+        for attempt in range(2):
+            process = await self._ensure_process()
             try:
-                await asyncio.wait_for(pending.progress.wait(), backstop)
+                handle = await asyncio.wait_for(process.take_child(flavor), self.settings.start_timeout_seconds)
+                return process, handle
             except TimeoutError:
                 log.error("sandbox.runtime_unresponsive", backend=self.name, launcher_pid=process.pid)
                 process.kill()
-                pending.runtime_died = True
-                return
+            except RuntimeDiedError:
+                pass
+            if attempt:
+                break
+        raise SandboxError("the sandbox runtime could not provide an execution process")
 
-    def _collect(self, pending: PendingJob, job: Job) -> list[Outcome]:
-        outcomes = pending.outcomes[: len(job.inputs)]
-        if len(outcomes) < len(job.inputs) and (pending.runtime_died or not outcomes):
-            outcomes.append(
-                Outcome(kind=OutcomeKind.KILLED, detail="the sandbox runtime exited during the execution")
-            )
-        return outcomes
+    async def execute(self, job: Job) -> list[Outcome]:
+        process, handle = await self._take_child(job)
+        return await ChildJob(process, handle, job, self.settings.grace_seconds).run()
 
     async def close(self) -> None:
         self._closed = True
@@ -129,18 +114,37 @@ class LocalBackend(SandboxBackend, abc.ABC):
 
 def probe_runtime(backend: LocalBackend) -> Probe:
     """Start the runtime with an empty pool and no work, and report whether it came up (blocking)."""
-    config = {**backend.runtime_config(), "pool_size": 0, "async_pool_size": 0}
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    config = {**backend.runtime_config(), "pool_size": 0, "async_pool_size": 0, "control_fd": theirs.fileno()}
     try:
-        done = subprocess.run(backend.argv(config), input=b"", capture_output=True, env={}, timeout=15, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
+        proc = subprocess.Popen(
+            backend.argv(config),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env={},
+            pass_fds=(theirs.fileno(),),
+            start_new_session=True,
+        )
+    except OSError as exc:
         return Probe(False, f"{type(exc).__name__}: {exc}")
-    buffer = framing.FrameBuffer(1 << 20)
+    finally:
+        theirs.close()
     try:
-        frames = buffer.feed(done.stdout)
-    except framing.FrameError:
-        frames = []
-    if frames and frames[0][0].get("op") == "ready":
+        ours.settimeout(15)
+        message = ours.recv(65536)
+        header = framing.FrameBuffer(len(message) or 1).feed(message)[0][0] if message else {}
+    except (OSError, framing.FrameError, IndexError):
+        header = {}
+    finally:
+        ours.close()
+    try:
+        _, stderr = proc.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, stderr = proc.communicate()
+    if header.get("op") == "ready":
         return Probe(True)
-    if frames and frames[0][0].get("op") == "fatal":
-        return Probe(False, str(frames[0][0].get("error")))
-    return Probe(False, done.stderr.decode(errors="replace").strip()[:500] or f"exit status {done.returncode}")
+    if header.get("op") == "fatal":
+        return Probe(False, str(header.get("error")))
+    return Probe(False, stderr.decode(errors="replace").strip()[:500] or f"exit status {proc.returncode}")

@@ -1,28 +1,52 @@
-"""Service-side handle on one running sandbox runtime: spawn it, exchange frames, notice its death."""
+"""Service-side handle on one running sandbox runtime: spawn it, keep its idle children, notice its death.
+
+The runtime hands over each idle execution process as two pipe ends (SCM_RIGHTS on the control socket);
+jobs are then written to and read from that process directly (see child_job.py).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import os
 import signal
-from collections.abc import Sequence
+import socket
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
-from . import wire
-from .errors import SandboxStartError
-from .outcome import Outcome
+from .errors import SandboxError, SandboxStartError
 from .runtime import framing
 
 log = structlog.get_logger(__name__)
 
 _STDERR_LINES = 200
-
-
 _PF_EXITING = 0x4
 _SIGKILL_BIT = 1 << (signal.SIGKILL - 1)
+RUNTIME_DIED = -1  # exit status given to children whose runtime died before reporting theirs
+
+
+class RuntimeDiedError(SandboxError):
+    """The runtime exited; the caller may retry on a fresh one."""
+
+
+@dataclass
+class ChildHandle:
+    """One idle (then running) execution process: our ends of its job and result pipes."""
+
+    cid: int
+    flavor: str
+    job_w: int
+    res_r: int
+    exited: asyncio.Future[int] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+    def close(self) -> None:
+        for fd in (self.job_w, self.res_r):
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def _dying(pid: int) -> bool:
@@ -43,72 +67,66 @@ def _dying(pid: int) -> bool:
     return False
 
 
-@dataclass
-class PendingJob:
-    """Results of one job as they arrive; ``done`` resolves when the zygote finished it or died."""
-
-    outcomes: list[Outcome] = field(default_factory=list)
-    done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
-    progress: asyncio.Event = field(default_factory=asyncio.Event)
-    runtime_died: bool = False
-
-
 class RuntimeProcess:
-    """One launcher + zygote process tree and the framed pipes to it."""
+    """One launcher + zygote process tree, its control socket, and the idle children it handed over."""
 
-    def __init__(self, argv: Sequence[str], *, start_timeout: float) -> None:
-        self._argv = list(argv)
+    def __init__(
+        self, argv: Callable[[dict[str, Any]], Sequence[str]], config: dict[str, Any], *, start_timeout: float
+    ) -> None:
+        self._argv = argv
+        self._config = config
         self._start_timeout = start_timeout
         self._proc: asyncio.subprocess.Process | None = None
-        self._pending: dict[int, PendingJob] = {}
-        self._tasks: list[asyncio.Task[None]] = []
+        self._sock: socket.socket | None = None
         self._alive = False
         self._zygote_pid: int | None = None
+        self._ready: asyncio.Future[dict[str, Any]] | None = None
+        self._idle: dict[str, collections.deque[ChildHandle]] = collections.defaultdict(collections.deque)
+        self._running: dict[int, ChildHandle] = {}
+        self._waiters: dict[str, collections.deque[asyncio.Future[None]]] = collections.defaultdict(
+            collections.deque
+        )
+        self._outbox = bytearray()
+        self._closing = False
+        self._stderr_task: asyncio.Task[None] | None = None
         self.info: dict[str, Any] = {}
 
-    @property
-    def alive(self) -> bool:
-        """Whether the runtime is up. Also looks at the zygote itself: a zygote that was just killed may not
-        have closed its pipe yet, and a job sent to it now would be lost."""
-        if self._alive and self._zygote_pid is not None and _dying(self._zygote_pid):
-            self._alive = False
-        return self._alive
-
-    @property
-    def pid(self) -> int | None:
-        """Host pid of the launcher (the zygote is its only child)."""
-        return self._proc.pid if self._proc is not None else None
-
+    # -- start and stop --------------------------------------------------------------------------------
     async def start(self) -> dict[str, Any]:
         """Spawn the runtime and wait for its ``ready`` message.
 
         Raises:
             SandboxStartError: it reported a fatal error, exited, or did not answer in time.
         """
-        self._proc = await asyncio.create_subprocess_exec(
-            *self._argv,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env={},
-            start_new_session=True,
-        )
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        argv = self._argv({**self._config, "control_fd": theirs.fileno()})
         try:
-            header, _ = await asyncio.wait_for(self._read_frame(), self._start_timeout)
-        except (asyncio.IncompleteReadError, TimeoutError) as exc:
-            stderr = await self._drain_stderr_quickly()
+            self._proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+                env={},
+                start_new_session=True,
+                pass_fds=(theirs.fileno(),),
+            )
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        self._sock = ours
+        self._ready = loop.create_future()
+        loop.add_reader(ours.fileno(), self._on_control)
+        self._stderr_task = asyncio.create_task(self._log_stderr(), name="sandbox-stderr")
+        try:
+            self.info = await asyncio.wait_for(asyncio.shield(self._ready), self._start_timeout)
+        except (TimeoutError, SandboxStartError) as exc:
             await self.close()
-            raise SandboxStartError(f"sandbox runtime did not start: {stderr or type(exc).__name__}") from exc
-        if header.get("op") != "ready":
-            await self.close()
-            raise SandboxStartError(f"sandbox runtime failed to start: {header.get('error', header)}")
-        self.info = header.get("info", {})
+            if isinstance(exc, SandboxStartError):
+                raise
+            raise SandboxStartError("sandbox runtime did not answer in time") from exc
         self._zygote_pid = self._find_zygote()
         self._alive = True
-        self._tasks = [
-            asyncio.create_task(self._read_results(), name="sandbox-results"),
-            asyncio.create_task(self._log_stderr(), name="sandbox-stderr"),
-        ]
         return self.info
 
     def _find_zygote(self) -> int | None:
@@ -122,49 +140,162 @@ class RuntimeProcess:
             return None
         return int(children[0]) if len(children) == 1 else launcher
 
-    async def _drain_stderr_quickly(self) -> str:
-        assert self._proc is not None and self._proc.stderr is not None
-        with contextlib.suppress(TimeoutError):
-            data = await asyncio.wait_for(self._proc.stderr.read(4096), 0.5)
-            return data.decode(errors="replace").strip()
-        return ""
+    async def close(self, timeout: float = 2.0) -> None:
+        """Close the control socket (the zygote kills every child and exits), then make sure it is gone."""
+        self._closing = True
+        self._on_death()
+        proc = self._proc
+        if proc is not None:
+            try:
+                await asyncio.wait_for(proc.wait(), timeout)
+            except TimeoutError:
+                self.kill()
+                await proc.wait()
+        if self._stderr_task is not None:
+            self._stderr_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._stderr_task
 
-    async def _read_frame(self) -> tuple[dict[str, Any], bytes]:
-        assert self._proc is not None and self._proc.stdout is not None
-        prefix = await self._proc.stdout.readexactly(framing.PREFIX_SIZE)
-        head_len, payload_len = framing.lengths(prefix)
-        data = await self._proc.stdout.readexactly(head_len + payload_len)
-        buffer = framing.FrameBuffer(len(prefix) + len(data))
-        ((header, payload),) = buffer.feed(prefix + data)
-        return header, payload
+    def kill(self) -> None:
+        """Kill the runtime at once. The zygote has PR_SET_PDEATHSIG(SIGKILL): killing the launcher takes
+        down the whole pid namespace."""
+        if self._proc is not None and self._proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.send_signal(signal.SIGKILL)
+        self._on_death()
 
-    async def _read_results(self) -> None:
-        try:
-            while True:
-                header, payload = await self._read_frame()
-                pending = self._pending.get(header.get("id", -1))
-                if pending is None:
-                    continue
-                if header.get("op") == "result":
-                    pending.outcomes.append(wire.outcome_from_frame(header, payload))
-                    pending.progress.set()
-                    if header.get("done"):
-                        self._finish(header["id"])
-        except (asyncio.IncompleteReadError, ConnectionError, framing.FrameError, ValueError, KeyError):
-            pass
-        finally:
-            self._alive = False
-            for job_id, pending in list(self._pending.items()):
-                pending.runtime_died = True
-                self._finish(job_id)
-            if self._proc is not None and self._proc.returncode is None:
-                self._kill()
+    @property
+    def alive(self) -> bool:
+        """Whether the runtime is up. Also looks at the zygote itself: a zygote that was just killed may not
+        have closed its socket yet, and a job given to one of its children now would be lost."""
+        if self._alive and self._zygote_pid is not None and _dying(self._zygote_pid):
+            self._on_death()
+        return self._alive
 
-    def _finish(self, job_id: int) -> None:
-        pending = self._pending.pop(job_id, None)
-        if pending is not None and not pending.done.done():
-            pending.done.set_result(None)
-            pending.progress.set()
+    @property
+    def pid(self) -> int | None:
+        """Host pid of the launcher (the zygote is its only child)."""
+        return self._proc.pid if self._proc is not None else None
+
+    def _on_death(self) -> None:
+        """Forget the runtime: close the socket and idle children, fail waiters, settle running jobs."""
+        was_alive, self._alive = self._alive, False
+        if self._sock is not None:
+            with contextlib.suppress(ValueError, RuntimeError):
+                asyncio.get_running_loop().remove_reader(self._sock.fileno())
+                asyncio.get_running_loop().remove_writer(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
+        for queue in self._idle.values():
+            while queue:
+                queue.popleft().close()
+        for waiters in self._waiters.values():
+            while waiters:
+                waiter = waiters.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)
+        for handle in self._running.values():
+            if not handle.exited.done():
+                handle.exited.set_result(RUNTIME_DIED)
+        self._running.clear()
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(SandboxStartError("sandbox runtime exited during start-up"))
+        if was_alive and not self._closing:
+            log.warning("sandbox.runtime_exited", launcher_pid=self.pid)
+
+    # -- control socket --------------------------------------------------------------------------------
+    def _on_control(self) -> None:
+        assert self._sock is not None
+        while self._sock is not None:
+            try:
+                message, fds, _, _ = socket.recv_fds(self._sock, 65536, 2)
+            except BlockingIOError:
+                return
+            except OSError:
+                message, fds = b"", []
+            if not message:
+                self._on_death()
+                return
+            try:
+                ((header, _),) = framing.FrameBuffer(len(message)).feed(message)
+            except (framing.FrameError, ValueError):
+                for fd in fds:
+                    os.close(fd)
+                continue
+            self._on_message(header, fds)
+
+    def _on_message(self, header: dict[str, Any], fds: list[int]) -> None:
+        op = header.get("op")
+        if op == "child" and len(fds) == 2:
+            for fd in fds:
+                os.set_blocking(fd, False)
+            handle = ChildHandle(cid=header["cid"], flavor=header["flavor"], job_w=fds[0], res_r=fds[1])
+            self._idle[handle.flavor].append(handle)
+            self._running[handle.cid] = handle  # known: its exit status must reach it
+            waiters = self._waiters[handle.flavor]
+            while waiters:
+                waiter = waiters.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)
+                    break
+        elif op == "exit":
+            exited = self._running.pop(int(header["cid"]), None)
+            if exited is not None:
+                if not exited.exited.done():
+                    exited.exited.set_result(int(header["status"]))
+                with contextlib.suppress(ValueError):
+                    self._idle[exited.flavor].remove(exited)
+                    exited.close()
+        elif op == "ready" and self._ready is not None and not self._ready.done():
+            self._ready.set_result(header.get("info", {}))
+        elif op == "fatal" and self._ready is not None and not self._ready.done():
+            self._ready.set_exception(SandboxStartError(f"sandbox runtime failed to start: {header.get('error')}"))
+        for fd in fds if op != "child" else ():
+            os.close(fd)
+
+    def send(self, header: dict[str, Any]) -> None:
+        """Queue a control message (synchronous: safe inside cancellation handling)."""
+        if self._sock is None:
+            return
+        self._outbox += framing.encode(header)
+        self._flush()
+
+    def _flush(self) -> None:
+        while self._outbox and self._sock is not None:
+            head_len, payload_len = framing.lengths(bytes(self._outbox[: framing.PREFIX_SIZE]))
+            size = framing.PREFIX_SIZE + head_len + payload_len
+            try:
+                self._sock.send(self._outbox[:size])
+            except BlockingIOError:
+                asyncio.get_running_loop().add_writer(self._sock.fileno(), self._flush)
+                return
+            except OSError:
+                self._on_death()
+                return
+            del self._outbox[:size]
+        if self._sock is not None:
+            asyncio.get_running_loop().remove_writer(self._sock.fileno())
+
+    # -- children --------------------------------------------------------------------------------------
+    async def take_child(self, flavor: str) -> ChildHandle:
+        """The next idle execution process of ``flavor`` (waits for the pool to refill if it is empty).
+
+        Raises:
+            RuntimeDiedError: the runtime exited.
+        """
+        while True:
+            if not self._alive:
+                raise RuntimeDiedError("the sandbox runtime exited")
+            queue = self._idle[flavor]
+            if queue:
+                return queue.popleft()
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters[flavor].append(waiter)
+            try:
+                await waiter
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._waiters[flavor].remove(waiter)
 
     async def _log_stderr(self) -> None:
         assert self._proc is not None and self._proc.stderr is not None
@@ -175,54 +306,3 @@ class RuntimeProcess:
             log.warning("sandbox.runtime_stderr", line=line.decode(errors="replace").rstrip()[:500])
         await self._proc.stderr.read()
 
-    async def submit(self, job_id: int, frame: bytes) -> PendingJob:
-        """Send a job frame; the caller must :meth:`cancel` it if it stops waiting."""
-        assert self._proc is not None and self._proc.stdin is not None
-        pending = PendingJob()
-        self._pending[job_id] = pending
-        if not self._alive:
-            pending.runtime_died = True
-            self._finish(job_id)
-            return pending
-        self._proc.stdin.write(frame)
-        with contextlib.suppress(ConnectionError):
-            await self._proc.stdin.drain()
-        return pending
-
-    def cancel(self, job_id: int) -> None:
-        """Tell the zygote to kill the job's processes now (synchronous: safe inside cancellation)."""
-        if self._pending.pop(job_id, None) is None or not self._alive:
-            return
-        assert self._proc is not None and self._proc.stdin is not None
-        with contextlib.suppress(ConnectionError, RuntimeError):
-            self._proc.stdin.write(wire.cancel_frame(job_id))
-
-    def _kill(self) -> None:
-        # The zygote has PR_SET_PDEATHSIG(SIGKILL): killing the launcher takes down the whole pid namespace.
-        if self._proc is not None and self._proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self._proc.send_signal(signal.SIGKILL)
-
-    def kill(self) -> None:
-        """Kill the runtime at once (used when it stops answering)."""
-        self._alive = False
-        self._kill()
-
-    async def close(self, timeout: float = 2.0) -> None:
-        """Close the control pipe (the zygote kills every child and exits), then make sure it is gone."""
-        self._alive = False
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.stdin is not None and not proc.stdin.is_closing():
-            proc.stdin.close()
-        try:
-            await asyncio.wait_for(proc.wait(), timeout)
-        except TimeoutError:
-            self._kill()
-            await proc.wait()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task

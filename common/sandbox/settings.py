@@ -22,7 +22,7 @@ class SandboxSettings(BaseSettings):
     backend: Literal["auto", "namespaces", "weak"] = "auto"
     allow_weak_isolation: bool = False
 
-    pool_size: int = Field(default=4, ge=0, le=256, description="pre-forked idle processes for sync agents")
+    pool_size: int = Field(default=4, ge=1, le=256, description="pre-forked idle processes for sync agents")
     async_pool_size: int = Field(default=1, ge=0, le=256, description="idle processes with asyncio loaded")
     max_concurrency: int = Field(default=16, ge=1, le=1024, description="executions running at once")
 

@@ -23,8 +23,13 @@ def max_result_frame(limits: Limits) -> int:
     return limits.max_output_bytes + 24 * limits.max_stdout_bytes + 64 * 1024
 
 
-def job_frame(job_id: int, job: Job) -> bytes:
-    """Encode ``job`` for the zygote.
+def flavor(job: Job) -> str:
+    """Which pool should run ``job``: ``async`` has asyncio preloaded."""
+    return "async" if _ASYNC_EXECUTE.search(job.code) else "sync"
+
+
+def job_frame(job: Job) -> bytes:
+    """Encode ``job`` for an execution process.
 
     Raises:
         ValueError: the inputs are not JSON-serialisable.
@@ -37,20 +42,7 @@ def job_frame(job_id: int, job: Job) -> bytes:
         ).encode()
     except (TypeError, ValueError) as exc:
         raise ValueError(f"sandbox inputs must be JSON values: {exc}") from exc
-    header = {
-        "op": "run",
-        "id": job_id,
-        "n": len(job.inputs),
-        "timeout": job.limits.timeout_seconds,
-        "sweep": job.limits.max_processes > 1,
-        "max_frame": max_result_frame(job.limits),
-        "flavor": "async" if _ASYNC_EXECUTE.search(job.code) else "sync",
-    }
-    return framing.encode(header, payload)
-
-
-def cancel_frame(job_id: int) -> bytes:
-    return framing.encode({"op": "cancel", "id": job_id})
+    return framing.encode({"t": "job"}, payload)
 
 
 def _text(value: Any, limit: int = _MAX_TEXT) -> str:
@@ -61,31 +53,12 @@ def _number(value: Any) -> float:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
 
 
-def outcome_from_frame(header: dict[str, Any], payload: bytes) -> Outcome:
-    """Build an :class:`Outcome` from a zygote result frame."""
-    duration = _number(header.get("duration"))
-    if header.get("source") == "runtime":
-        kind = OutcomeKind(header["kind"])
-        error = None
-        if kind is OutcomeKind.ERROR:
-            error = ErrorInfo(type=_text(header.get("error_type")) or "Error", message=_text(header.get("detail")))
-        signal = header.get("signal")
-        return Outcome(
-            kind=kind,
-            error=error,
-            signal=signal if isinstance(signal, int) else None,
-            detail=_text(header.get("detail"), _MAX_DETAIL),
-            duration_seconds=duration,
-            peak_memory_bytes=int(_number(header.get("peak_memory"))),
-        )
-    return _child_outcome(payload, duration)
-
-
 def _invalid(detail: str, duration: float) -> Outcome:
     return Outcome(kind=OutcomeKind.INVALID_OUTPUT, detail=detail, duration_seconds=duration)
 
 
-def _child_outcome(payload: bytes, duration: float) -> Outcome:
+def outcome_from_child(payload: bytes, duration: float) -> Outcome:
+    """Build an :class:`Outcome` from an execution process's answer (untrusted: validated field by field)."""
     try:
         body = json.loads(payload)
     except ValueError:

@@ -27,6 +27,9 @@ def serve(config: dict[str, Any], sock: socket.socket, flavor: str) -> NoReturn:
     The ``async`` flavor preloads asyncio, so async agents start fast; the ``sync`` flavor stays lean,
     since the cost of every fork, copy-on-write fault and exit grows with the forking process's memory.
     """
+    keep = sock.fileno()
+    os.closerange(3, keep)  # above all the zygote's control socket: only the zygote may hold it
+    os.closerange(keep + 1, 1 << 20)
     if flavor == "async":
         runner.import_asyncio()
         gc.collect()

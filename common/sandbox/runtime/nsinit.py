@@ -34,6 +34,9 @@ _DEVICES = ("null", "zero", "full", "random", "urandom")
 def main(raw_config: str) -> None:
     """Start the runtime described by ``raw_config`` (JSON); never returns."""
     config: dict[str, Any] = json.loads(raw_config)
+    if config["control_fd"] != zygote.CONTROL_FD:
+        os.dup2(config["control_fd"], zygote.CONTROL_FD)
+        os.close(config["control_fd"])
     try:
         if config["mode"] == "weak":
             zygote.main(config)
@@ -47,7 +50,7 @@ def main(raw_config: str) -> None:
 
 def _report_fatal(message: str) -> None:
     try:
-        os.write(1, framing.encode({"op": "fatal", "error": message}))
+        os.write(zygote.CONTROL_FD, framing.encode({"op": "fatal", "error": message}))
     except OSError:
         pass
 
@@ -68,10 +71,8 @@ def _launch_namespaced(config: dict[str, Any]) -> None:
             _report_fatal(f"{type(exc).__name__}: {exc}")
             os._exit(70)
         os._exit(0)
-    # The launcher only waits: it must not keep the control pipe's write end open.
-    devnull = os.open("/dev/null", os.O_RDWR)
-    os.dup2(devnull, 1)
-    os.close(devnull)
+    # The launcher only waits: it must not keep the control socket open (the service relies on its EOF).
+    os.close(zygote.CONTROL_FD)
     _, status = os.waitpid(pid, 0)
     os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
 

@@ -1,14 +1,18 @@
-"""The zygote: a small single-threaded dispatcher that hands jobs to pre-forked, isolated children.
+"""The zygote: a small single-threaded process that keeps the service supplied with isolated, idle children.
 
-It never runs agent code and never forks execution processes itself (the forker does, see forker.py).
-It reads jobs from fd 0 and writes results to fd 1 (both framed), gives each job to a fresh idle child,
-enforces the wall deadline of every input, kills a job's processes on timeout or cancellation, and reports
-how children died. In namespace mode it is pid 1 of the sandbox's pid namespace and reaps orphans.
+It never runs agent code and never forks execution processes itself (the forkers do, see forker.py). The
+service talks to each execution process directly, over two pipes whose ends the zygote hands over with
+SCM_RIGHTS when the child is ready, so jobs and results never pass through here. The zygote keeps the pool
+full, kills children (and what they forked) on request, reports exit statuses, enforces a backstop deadline in
+case the service stops doing so, and, as pid 1 of the sandbox's pid namespace, reaps orphans.
+
+Control socket (fd 3, SOCK_SEQPACKET, framed JSON headers):
+  zygote -> service: ready{info} | fatal{error} | child{cid, flavor} + fds [job_w, res_r] | exit{cid, status}
+  service -> zygote: start{cid, backstop} | kill{cid, sweep}
 """
 
 from __future__ import annotations
 
-import collections
 import gc
 import os
 import select
@@ -19,101 +23,34 @@ from typing import Any
 
 from . import child, forker, framing, syscalls
 
+CONTROL_FD = 3
 FLAVORS = ("sync", "async")
-
-_CONTROL_MAX_FRAME = 1 << 30
-_READ_CHUNK = 1 << 16
 _PR_SET_CHILD_SUBREAPER = 36
 
 
-class _Writer:
-    """Non-blocking buffered writer registered for EPOLLOUT only while it has pending bytes."""
-
-    def __init__(self, fd: int, poller: select.epoll) -> None:
-        self.fd = fd
-        self.poller = poller
-        self.pending = bytearray()
-        self.broken = False
-        os.set_blocking(fd, False)
-
-    def write(self, data: bytes) -> None:
-        if self.broken:
-            return
-        if not self.pending:
-            try:
-                sent = os.write(self.fd, data)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                self.broken = True
-                return
-            data = data[sent:]
-            if not data:
-                return
-            self.poller.register(self.fd, select.EPOLLOUT)
-        self.pending += data
-
-    def flush(self) -> None:
-        try:
-            sent = os.write(self.fd, self.pending)
-        except BlockingIOError:
-            return
-        except OSError:
-            sent = len(self.pending)
-            self.broken = True
-        del self.pending[:sent]
-        if not self.pending:
-            self.poller.unregister(self.fd)
-
-    def close(self) -> None:
-        if self.pending:
-            self.poller.unregister(self.fd)
-            self.pending.clear()
-        os.close(self.fd)
-
-
-class _Job:
-    def __init__(self, header: dict[str, Any], payload: bytes) -> None:
-        self.id: int = header["id"]
-        self.n_inputs: int = header["n"]
-        self.timeout: float = header["timeout"]
-        self.sweep: bool = header["sweep"]
-        self.max_frame: int = header["max_frame"]
-        self.flavor: str = header.get("flavor", "sync")
-        self.payload = payload
-        self.answered = 0
-        self.loaded = False
-        self.finished = False
-        self.started = 0.0
-        self.deadline = 0.0
-
-
 class _Child:
-    def __init__(self, uid: int, job_w: _Writer, res_r: int) -> None:
-        self.pid: int | None = None
+    def __init__(self, cid: int, uid: int, flavor: str) -> None:
+        self.cid = cid
         self.uid = uid
-        self.job_w = job_w
-        self.res_r = res_r
-        self.frames = framing.FrameBuffer(1 << 20)
-        self.job: _Job | None = None
-        self.eof = False
-        self.status: int | None = None
+        self.flavor = flavor
+        self.pid: int | None = None
+        self.fds: tuple[int, int] | None = None  # our copies of job_w/res_r until handed to the service
+        self.started = False
+        self.backstop: float | None = None
         self.kill_requested = False
+        self.sweep_requested = False
         self.swept = False
-        self.collected = False
-        self.forker: _Forker | None = None
 
 
 class _Forker:
-    """One forker process (of one flavor) and the idle children it made for us."""
+    """One forker process (of one flavor)."""
 
     def __init__(self, flavor: str, pool_size: int, sock: socket.socket, pid: int) -> None:
         self.flavor = flavor
         self.pool_size = pool_size
         self.sock = sock
         self.pid = pid
-        self.idle: collections.deque[_Child] = collections.deque()
-        self.starting: dict[int, _Child] = {}  # uid -> child requested, pid not known yet
+        self.spare = 0  # children requested or handed over that the service has not started yet
 
     def send(self, message: bytes, fds: list[int] | None = None) -> None:
         self.sock.setblocking(True)
@@ -127,21 +64,23 @@ class _Forker:
 
 
 class Zygote:
-    """Event loop over the control pipe, the forker sockets, the children's result pipes and SIGCHLD."""
+    """Event loop over the control socket, the forker sockets and SIGCHLD."""
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
         self.weak = config["mode"] == "weak"
+        self.control = socket.socket(fileno=CONTROL_FD)
+        self.control.setblocking(False)
         self.poller = select.epoll()
-        self.control_in = framing.FrameBuffer(_CONTROL_MAX_FRAME)
-        self.out = _Writer(1, self.poller)
-        self.by_fd: dict[int, _Child] = {}
+        self.children: dict[int, _Child] = {}  # cid -> child
+        self.by_uid: dict[int, _Child] = {}  # uid -> child, while the forker has not reported its pid
         self.by_pid: dict[int, _Child] = {}
-        self.jobs: dict[int, _Child] = {}
-        self.writers: dict[int, _Writer] = {self.out.fd: self.out}
+        self.forkers: dict[str, _Forker] = {}
+        self.forker_fds: dict[int, _Forker] = {}
         self.uid_first: int = config["exec_uid_first"]
         self.uid_count: int = config["exec_uid_count"]
         self.next_uid = 0
+        self.next_cid = 1
         self.wake_r, wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(wake_w, False)
@@ -151,11 +90,8 @@ class Zygote:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         if self.weak:  # orphans of executions come back to us, so they can be found and killed
             syscalls.prctl(_PR_SET_CHILD_SUBREAPER, 1)
-        os.set_blocking(0, False)
-        self.poller.register(0, select.EPOLLIN)
+        self.poller.register(CONTROL_FD, select.EPOLLIN)
         self.poller.register(self.wake_r, select.EPOLLIN)
-        self.forkers: dict[str, _Forker] = {}
-        self.forker_fds: dict[int, _Forker] = {}
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def start_forkers(self) -> None:
@@ -176,34 +112,29 @@ class Zygote:
             self.poller.register(ours.fileno(), select.EPOLLIN)
 
     def run(self) -> None:
-        self._fill_pool()
-        self.out.write(framing.encode({"op": "ready", "pid": os.getpid(), "info": child.describe(self.config)}))
+        self._send({"op": "ready", "pid": os.getpid(), "info": child.describe(self.config)})
+        self._fill_pools()
         while True:
-            for fd, mask in self.poller.poll(self._poll_timeout()):
-                if fd == 0:
-                    if not self._read_control():
-                        self._shutdown()
+            for fd, _ in self.poller.poll(self._poll_timeout()):
+                if fd == CONTROL_FD:
+                    self._read_control()
                 elif fd in self.forker_fds:
                     self._read_forker(self.forker_fds[fd])
                 elif fd == self.wake_r:
                     self._reap()
-                elif fd in self.by_fd and mask & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR):
-                    self._read_child(self.by_fd[fd])
-                elif fd in self.writers and mask & (select.EPOLLOUT | select.EPOLLERR | select.EPOLLHUP):
-                    self.writers[fd].flush()
-            self._check_deadlines()
-            self._fill_pool()
+            self._check_backstops()
+            self._fill_pools()
 
     def _poll_timeout(self) -> float:
-        deadlines = [c.job.deadline for c in self.jobs.values() if c.job is not None and not c.job.finished]
-        if not deadlines:
+        backstops = [c.backstop for c in self.children.values() if c.backstop is not None]
+        if not backstops:
             return -1
-        return max(0.0, min(deadlines) - time.monotonic())
+        return max(0.0, min(backstops) - time.monotonic())
 
     def _shutdown(self) -> None:
         """Kill everything and exit. In namespace mode our exit alone would do: we are the pid namespace's
-        init. In weak mode, the forker first works through the sweep requests, then sees EOF and exits."""
-        for c in list(self.by_pid.values()):
+        init. In weak mode, the forkers first work through the sweep requests, then see EOF and exit."""
+        for c in list(self.children.values()):
             self._kill(c, sweep=self.weak)
         for f in self.forkers.values():
             f.sock.shutdown(socket.SHUT_WR)
@@ -213,50 +144,45 @@ class Zygote:
                     os.waitpid(f.pid, 0)
         os._exit(0)
 
-    # -- control messages ------------------------------------------------------------------------------
-    def _read_control(self) -> bool:
+    def _send(self, header: dict[str, Any], fds: list[int] | None = None) -> None:
+        message = framing.encode(header)
+        self.control.setblocking(True)
         try:
-            data = os.read(0, _READ_CHUNK)
-        except BlockingIOError:
-            return True
-        if not data:
-            return False
-        for header, payload in self.control_in.feed(data):
-            if header.get("op") == "run":
-                self._start_job(_Job(header, payload))
-            elif header.get("op") == "cancel":
-                self._cancel(header["id"])
-        return True
+            if fds:
+                socket.send_fds(self.control, [message], fds)
+            else:
+                self.control.send(message)
+        except OSError:
+            self._shutdown()  # the service is gone
+        finally:
+            self.control.setblocking(False)
 
-    def _start_job(self, job: _Job) -> None:
-        c = self._take_idle(self.forkers.get(job.flavor) or self.forkers["sync"])
-        c.job = job
-        self.jobs[job.id] = c
-        c.frames = framing.FrameBuffer(job.max_frame)
-        job.started = time.monotonic()
-        job.deadline = job.started + job.timeout
-        c.job_w.write(framing.encode({"t": "job"}, job.payload))
-        job.payload = b""
-
-    def _take_idle(self, f: _Forker) -> _Child:
-        while f.idle:
-            c = f.idle.popleft()
-            if c.status is None and not c.eof:
-                return c
-        for c in f.starting.values():
-            if c.job is None:
-                return c
-        return self._request_child(f)
-
-    def _cancel(self, job_id: int) -> None:
-        c = self.jobs.get(job_id)
-        if c is not None and c.job is not None and not c.job.finished:
-            c.job.finished = True
-            self._kill(c, sweep=c.job.sweep)
+    # -- control messages ------------------------------------------------------------------------------
+    def _read_control(self) -> None:
+        while True:
+            try:
+                message = self.control.recv(65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                message = b""
+            if not message:
+                self._shutdown()
+            ((header, _),) = framing.FrameBuffer(len(message)).feed(message)
+            c = self.children.get(header.get("cid", -1))
+            if c is None:
+                continue
+            if header["op"] == "start":
+                c.started = True
+                c.backstop = time.monotonic() + float(header["backstop"])
+                forker_of = self.forkers[c.flavor]
+                forker_of.spare -= 1
+            elif header["op"] == "kill":
+                self._kill(c, sweep=bool(header.get("sweep")))
 
     # -- children --------------------------------------------------------------------------------------
     def _allocate_uid(self) -> int:
-        busy = {c.uid for c in self.by_fd.values()}
+        busy = {c.uid for c in self.children.values()}
         for _ in range(self.uid_count):
             uid = self.uid_first + self.next_uid
             self.next_uid = (self.next_uid + 1) % self.uid_count
@@ -264,13 +190,12 @@ class Zygote:
                 return uid
         raise RuntimeError("no free execution uid")
 
-    def _fill_pool(self) -> None:
+    def _fill_pools(self) -> None:
         for f in self.forkers.values():
-            spare = len(f.idle) + sum(1 for c in f.starting.values() if c.job is None)
-            for _ in range(f.pool_size - spare):
+            while f.spare < f.pool_size:
                 self._request_child(f)
 
-    def _request_child(self, f: _Forker) -> _Child:
+    def _request_child(self, f: _Forker) -> None:
         uid = self._allocate_uid()
         job_r, job_w = os.pipe()
         res_r, res_w = os.pipe()
@@ -279,14 +204,12 @@ class Zygote:
         finally:
             os.close(job_r)
             os.close(res_w)
-        os.set_blocking(res_r, False)
-        c = _Child(uid, _Writer(job_w, self.poller), res_r)
-        c.forker = f
-        f.starting[uid] = c
-        self.by_fd[res_r] = c
-        self.writers[job_w] = c.job_w
-        self.poller.register(res_r, select.EPOLLIN)
-        return c
+        c = _Child(self.next_cid, uid, f.flavor)
+        self.next_cid += 1
+        c.fds = (job_w, res_r)
+        self.children[c.cid] = c
+        self.by_uid[uid] = c
+        f.spare += 1
 
     def _read_forker(self, f: _Forker) -> None:
         while True:
@@ -298,127 +221,51 @@ class Zygote:
                 os._exit(70)  # a forker died: the service restarts the whole runtime
             kind, a, b = forker.EVENT.unpack(message)
             if kind == b"P":
-                c = f.starting.pop(a)
+                c = self.by_uid.pop(a)
                 c.pid = b
                 self.by_pid[b] = c
-                if c.job is None:
-                    f.idle.append(c)
-                elif c.kill_requested:
-                    self._kill(c, sweep=c.job.sweep)
+                assert c.fds is not None
+                self._send({"op": "child", "cid": c.cid, "flavor": c.flavor}, list(c.fds))
+                os.close(c.fds[0])
+                os.close(c.fds[1])
+                c.fds = None
+                if c.kill_requested:
+                    self._kill(c, sweep=c.sweep_requested)
             else:
-                exited = self.by_pid.get(a)
+                exited = self.by_pid.pop(a, None)
                 if exited is not None:
-                    exited.status = b
-                    self._read_child(exited)
-
-    def _read_child(self, c: _Child) -> None:
-        while not c.eof:
-            try:
-                data = os.read(c.res_r, _READ_CHUNK)
-            except BlockingIOError:
-                return
-            except OSError:
-                data = b""
-            if not data:
-                c.eof = True
-                self.poller.unregister(c.res_r)
-                break
-            if c.job is None or c.job.finished:
-                continue
-            try:
-                frames = c.frames.feed(data)
-            except framing.FrameTooLarge:
-                self._finish_input(c, "output_too_large", detail="result larger than the output limit")
-                self._end_job(c)
-                continue
-            except framing.FrameError:
-                self._finish_input(c, "invalid_output", detail="malformed message from the sandboxed process")
-                self._end_job(c)
-                continue
-            for header, payload in frames:
-                self._on_frame(c, header, payload)
-                if c.job is None or c.job.finished:
-                    break
-        self._maybe_collect(c)
-
-    def _on_frame(self, c: _Child, header: dict[str, Any], payload: bytes) -> None:
-        job = c.job
-        assert job is not None
-        kind = header.get("t")
-        if kind == "loaded":
-            job.loaded = True
-        elif kind == "result":
-            last = job.answered + 1 >= job.n_inputs
-            self._send_result(c, last=last, payload=payload)
-            if last:
-                self._end_job(c)
-        elif kind == "fatal":
-            while job.answered < job.n_inputs:
-                self._send_result(c, last=job.answered + 1 >= job.n_inputs, payload=payload)
-            self._end_job(c)
-        else:
-            self._finish_input(c, "invalid_output", detail="malformed message from the sandboxed process")
-            self._end_job(c)
-
-    def _send_result(self, c: _Child, *, last: bool, payload: bytes = b"", **runtime: Any) -> None:
-        """Forward one input's outcome; ``last`` marks the end of the job (the service stops waiting)."""
-        job = c.job
-        assert job is not None
-        now = time.monotonic()
-        header = {"op": "result", "id": job.id, "index": job.answered, "duration": now - job.started}
-        if last:
-            header["done"] = True
-        if runtime:  # an outcome the runtime observed (the process may still be alive: read its peak now)
-            header.update(source="runtime", peak_memory=_peak_memory(c.pid), **runtime)
-        else:
-            header["source"] = "child"
-        self.out.write(framing.encode(header, payload))
-        job.answered += 1
-        job.started = now
-        job.deadline = now + job.timeout
-
-    def _finish_input(self, c: _Child, kind: str, **fields: Any) -> None:
-        """Answer the current input with a runtime-made outcome and end the job; before the class was
-        loaded the same outcome answers every remaining input (they would all fail the same way)."""
-        job = c.job
-        assert job is not None
-        end = job.n_inputs if not job.loaded else job.answered + 1
-        while job.answered < end:
-            self._send_result(c, last=job.answered + 1 >= end, kind=kind, **fields)
-
-    def _end_job(self, c: _Child) -> None:
-        """Mark the job finished and kill its processes (a finished child must not keep running)."""
-        job = c.job
-        assert job is not None
-        job.finished = True
-        self._kill(c, sweep=job.sweep)
+                    self._send({"op": "exit", "cid": exited.cid, "status": b})
+                    self.children.pop(exited.cid, None)
+                    if not exited.started:
+                        self.forkers[exited.flavor].spare -= 1
+                    if self.weak:
+                        child.remove_work_dir(self.config, exited.uid)
 
     def _kill(self, c: _Child, *, sweep: bool) -> None:
         """SIGKILL the child; with ``sweep`` also every other process of its uid (what it forked)."""
+        c.backstop = None
         if c.pid is None:
             c.kill_requested = True
+            c.sweep_requested = c.sweep_requested or sweep
             return
-        if c.status is None:
-            try:
-                os.kill(c.pid, signal.SIGKILL)
-                if self.weak:
-                    os.killpg(c.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        if sweep and not c.swept and c.forker is not None:
+        try:
+            os.kill(c.pid, signal.SIGKILL)
+            if self.weak:
+                os.killpg(c.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        if sweep and not c.swept:
             c.swept = True
-            c.forker.send(forker.REQUEST.pack(b"K", c.uid))
+            self.forkers[c.flavor].send(forker.REQUEST.pack(b"K", c.uid))
 
-    def _check_deadlines(self) -> None:
+    def _check_backstops(self) -> None:
         now = time.monotonic()
-        for c in list(self.jobs.values()):
-            job = c.job
-            if job is not None and not job.finished and now >= job.deadline:
-                self._finish_input(c, "timeout", detail=f"wall-clock deadline of {job.timeout:g}s exceeded")
-                self._end_job(c)
+        for c in list(self.children.values()):
+            if c.backstop is not None and now >= c.backstop:
+                self._kill(c, sweep=True)
 
     def _reap(self) -> None:
-        """Reap orphans re-parented to us (and notice the forker's death)."""
+        """Reap orphans re-parented to us (and notice a forker's death)."""
         try:
             while os.read(self.wake_r, 4096):
                 pass
@@ -436,54 +283,9 @@ class Zygote:
                     f.pid = 0
                     self._shutdown()
 
-    def _maybe_collect(self, c: _Child) -> None:
-        """Once a child has exited and its pipe is drained, settle its job and free its resources."""
-        if c.status is None or not c.eof or c.collected:
-            return
-        c.collected = True
-        job = c.job
-        if job is not None and not job.finished:
-            self._finish_input(c, **_death_outcome(c.status))
-            self._end_job(c)
-        if job is not None:
-            self.jobs.pop(job.id, None)
-        del self.by_fd[c.res_r]
-        if c.pid is not None:
-            del self.by_pid[c.pid]
-        os.close(c.res_r)
-        del self.writers[c.job_w.fd]
-        c.job_w.close()
-        if self.weak:
-            child.remove_work_dir(self.config, c.uid)
-
-
-def _peak_memory(pid: int | None) -> int:
-    try:
-        with open(f"/proc/{pid}/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        pass
-    return 0
-
-
-def _death_outcome(status: int) -> dict[str, Any]:
-    if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
-        if sig == signal.SIGXCPU:
-            return {"kind": "timeout", "detail": "CPU time limit exceeded"}
-        try:
-            name = signal.Signals(sig).name
-        except ValueError:
-            name = str(sig)
-        return {"kind": "killed", "signal": sig, "detail": f"killed by {name}"}
-    code = os.waitstatus_to_exitcode(status)
-    return {"kind": "error", "error_type": "ProcessExit", "detail": f"exited with status {code} without a result"}
-
 
 def main(config: dict[str, Any]) -> None:
-    """Run the zygote loop until the control pipe closes."""
+    """Run the zygote loop until the control socket closes."""
     zygote = Zygote(config)
     gc.collect()
     gc.freeze()  # forked children never scan (and so never copy) the zygote's objects
