@@ -72,12 +72,14 @@ async def start_registry(stack: Stack, tmp_path: Path, *, namespace: str | None 
     namespace = namespace or f"tdev-test:{uuid.uuid4().hex[:10]}:"
     inspector = overrides.pop("inspector", None)
     analyzer = overrides.pop("analyzer", None)
+    embedder = overrides.pop("embedder", None)
     values: dict[str, Any] = {"database_url": stack.database_url, "analysis_poll_seconds": 0.2,
                               "cache_namespace": namespace}
     values.update(overrides)
     settings = RegistrySettings(**values)
     common = CommonSettings(data_dir=tmp_path / "data", redis_url=stack.redis_url, log_json=True)
-    handle = await create_server(settings, common, port=0, inspector=inspector, analyzer=analyzer)
+    handle = await create_server(settings, common, port=0, inspector=inspector, analyzer=analyzer,
+                                 embedder=embedder)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{handle.port}")
     return Registry(stack, tmp_path, handle, channel, pb2_grpc.RegistryServiceStub(channel), namespace)
 

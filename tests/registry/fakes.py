@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 from registry_svc.domain import AnalysisJob, AnalysisReport, Inspection
@@ -51,3 +52,17 @@ class FakeAnalyzer:
                           "dependencies": [], "estimated_performance": {}, "confidence": 0.5},
             model_quality=self.quality, models_used=("fake/analyzer",),
         )
+
+
+class FakeEmbedder:
+    """Bag-of-words vectors over a fixed vocabulary: similar texts get similar vectors."""
+
+    name = "fake-embeddings"
+    VOCABULARY = ("word", "count", "text", "number", "sort", "sum", "csv", "json", "record", "list")
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        self.calls += 1
+        return [[float(text.lower().count(term)) for term in self.VOCABULARY] for text in texts]

@@ -169,3 +169,22 @@ async def test_search_agents_blends_success_rate_into_the_score(registry: Regist
 async def test_search_agents_rejects_empty_query(registry: Registry) -> None:
     error = await rpc_error(registry.stub.SearchAgents(pb2.SearchAgentsRequest(query="  ")))
     assert (error.code(), error.details()) == (grpc.StatusCode.INVALID_ARGUMENT, "query: must not be empty")
+
+
+async def test_search_agents_uses_embeddings_when_a_provider_offers_them(stack, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.registry.conftest import start_registry
+    from tests.registry.fakes import FakeEmbedder
+
+    embedder = FakeEmbedder()
+    started = await start_registry(stack, tmp_path, embedder=embedder)
+    try:
+        for name in ("word_count", "sort_numbers", "csv_to_records"):
+            answer = await register(started.stub, name, example(name))
+            await analysed(started.stub, answer.agent.agent_id)
+        answer = await started.stub.SearchAgents(pb2.SearchAgentsRequest(query="count the words of a text"))
+        top = answer.results[0]
+        assert (top.agent.name, top.matcher) == ("word_count", "embeddings")
+        assert any(reason.startswith("meaning is similar (") for reason in top.reasons)
+        assert embedder.calls >= 4  # three analyses and the query
+    finally:
+        await started.close()
