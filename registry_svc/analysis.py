@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 import structlog
 
 from registry_svc import matching
-from registry_svc.domain import Analysis, AnalysisJob, AnalysisState
+from registry_svc.domain import Analysis, AnalysisJob, AnalysisReport, AnalysisState
 from registry_svc.ports import Analyzer, ChangeListener, Embedder, Repository
 from registry_svc.quality import quality_score, static_metrics
 
@@ -47,7 +47,9 @@ class AnalysisWorker:
         self._clock = clock
         self.owner = f"analysis-{uuid.uuid4().hex[:12]}"
         self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._analyses: set[asyncio.Task[AnalysisReport]] = set()
 
     def wake(self) -> None:
         """Asks the worker to look for work now (called after a registration)."""
@@ -58,12 +60,23 @@ class AnalysisWorker:
         if self._task is None:
             self._task = asyncio.create_task(self._loop(), name=f"registry-{self.owner}")
 
-    async def stop(self) -> None:
-        """Stops the loop and hands this worker's unfinished analyses back (PENDING) for a restart."""
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Stops the loop and hands this worker's unfinished analyses back (PENDING) for a restart.
+
+        Only model calls are cancelled: a database write is let finish, since cutting one off mid-transaction
+        can leave an SQLite connection holding the write lock.
+        """
+        self._stopping.set()
+        self._wake.set()
+        for analysis in list(self._analyses):
+            analysis.cancel()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
             self._task = None
         try:
             released = await self._repository.release_analyses(self.owner)
@@ -74,7 +87,7 @@ class AnalysisWorker:
             log.info("analysis_released", owner=self.owner, count=released)
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             try:
                 handled = await self.run_once()
             except asyncio.CancelledError:
@@ -82,7 +95,7 @@ class AnalysisWorker:
             except Exception as error:
                 log.warning("analysis_poll_failed", error=str(error))
                 handled = 0
-            if handled:
+            if handled or self._stopping.is_set():
                 continue
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
@@ -97,13 +110,17 @@ class AnalysisWorker:
         return len(jobs)
 
     async def _run(self, job: AnalysisJob) -> None:
+        if self._stopping.is_set():
+            return  # claimed as the stop began: released as PENDING by stop()
         started = time.perf_counter()
         await self._changes.agent_changed(job.ref.agent_id, [job.ref.version])  # now RUNNING
         metrics = static_metrics(job.code)
         capabilities_text = search_text = ""
         embedding: tuple[float, ...] | None = None
+        analysis_task: asyncio.Task[AnalysisReport] = asyncio.create_task(self._analyzer.analyze(job, metrics))
+        self._analyses.add(analysis_task)
         try:
-            report = await asyncio.wait_for(self._analyzer.analyze(job, metrics), self._timeout_seconds)
+            report = await asyncio.wait_for(analysis_task, self._timeout_seconds)
             capabilities_text = matching.capabilities_text(job.declared_capabilities, report.capabilities)
             search_text = matching.search_text(job.name, job.description, capabilities_text)
             embedding = report.embedding or await self._embedding(search_text)
@@ -114,6 +131,8 @@ class AnalysisWorker:
                 duration_ms=round((time.perf_counter() - started) * 1000, 3),
             )
         except asyncio.CancelledError:
+            if self._stopping.is_set():
+                return  # stopping: the lease is released below, another run finishes it
             raise
         except Exception as error:
             message = "analysis timed out" if isinstance(error, TimeoutError) else f"{type(error).__name__}: {error}"
@@ -122,6 +141,8 @@ class AnalysisWorker:
                 state=AnalysisState.FAILED, static_metrics=metrics, analysis_time=self._clock(),
                 duration_ms=round((time.perf_counter() - started) * 1000, 3), error=message[:2000],
             )
+        finally:
+            self._analyses.discard(analysis_task)
         stored = await self._repository.finish_analysis(job, analysis, self._clock(), capabilities_text,
                                                         search_text, embedding)
         if not stored:
