@@ -157,11 +157,8 @@ class ChildJob:
         with contextlib.suppress(ValueError, OSError):
             self.loop.remove_reader(self.handle.res_r)
             self.loop.remove_writer(self.handle.job_w)
-        if kill:  # a process that answered waits to be killed; one that did not is killed now
-            self.process.send(
-                {"op": "kill", "cid": self.handle.cid, "sweep": self.job.limits.max_processes > 1}
-            )
-        self.handle.close()
+        # A process that answered waits to be killed; one that did not is killed now.
+        self.process.release(self.handle, kill=kill, sweep=self.job.limits.max_processes > 1)
         if not self.done.done():
             self.done.set_result(None)
 

@@ -297,6 +297,14 @@ class RuntimeProcess:
                 with contextlib.suppress(ValueError):
                     self._waiters[flavor].remove(waiter)
 
+    def release(self, handle: ChildHandle, *, kill: bool, sweep: bool) -> None:
+        """Done with ``handle``: close our pipe ends and, with ``kill``, have the zygote kill the process
+        (and, with ``sweep``, everything of its uid); no exit report follows a kill."""
+        self._running.pop(handle.cid, None)
+        handle.close()
+        if kill:
+            self.send({"op": "kill", "cid": handle.cid, "sweep": sweep})
+
     async def _log_stderr(self) -> None:
         assert self._proc is not None and self._proc.stderr is not None
         for _ in range(_STDERR_LINES):

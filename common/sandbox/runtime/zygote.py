@@ -37,7 +37,8 @@ class _Child:
         self.fds: tuple[int, int] | None = None  # our copies of job_w/res_r until handed to the service
         self.started = False
         self.backstop: float | None = None
-        self.kill_requested = False
+        self.kill_requested = False  # by the service: it needs no exit report
+        self.kill_pending = False  # asked before the forker told us the pid
         self.sweep_requested = False
         self.swept = False
 
@@ -178,6 +179,7 @@ class Zygote:
                 forker_of = self.forkers[c.flavor]
                 forker_of.spare -= 1
             elif header["op"] == "kill":
+                c.kill_requested = True
                 self._kill(c, sweep=bool(header.get("sweep")))
 
     # -- children --------------------------------------------------------------------------------------
@@ -229,12 +231,13 @@ class Zygote:
                 os.close(c.fds[0])
                 os.close(c.fds[1])
                 c.fds = None
-                if c.kill_requested:
+                if c.kill_pending:
                     self._kill(c, sweep=c.sweep_requested)
             else:
                 exited = self.by_pid.pop(a, None)
                 if exited is not None:
-                    self._send({"op": "exit", "cid": exited.cid, "status": b})
+                    if not exited.kill_requested:  # the service killed it, so it already knows the end
+                        self._send({"op": "exit", "cid": exited.cid, "status": b})
                     self.children.pop(exited.cid, None)
                     if not exited.started:
                         self.forkers[exited.flavor].spare -= 1
@@ -245,7 +248,7 @@ class Zygote:
         """SIGKILL the child; with ``sweep`` also every other process of its uid (what it forked)."""
         c.backstop = None
         if c.pid is None:
-            c.kill_requested = True
+            c.kill_pending = True
             c.sweep_requested = c.sweep_requested or sweep
             return
         try:
