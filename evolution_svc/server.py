@@ -1,35 +1,163 @@
-"""Composition root of the evolution service: settings -> engine -> servicer -> server."""
+"""Composition root of the evolution service: settings -> engine, sandbox, LLM, registry, cache -> servicer."""
 
 from __future__ import annotations
 
+import os
+import secrets
+import socket
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from tdev.evolution.v1 import evolution_service_pb2 as pb2
 from tdev.evolution.v1 import evolution_service_pb2_grpc as pb2_grpc
 
+from common.cache import build_cache
 from common.config import CommonSettings, get_common_settings
 from common.db import create_engine, migrate
+from common.grpc_client import open_channel
 from common.grpc_server import ServiceBinding, build_server
+from common.llm import Budget, build_llm
 from common.runtime import ServiceHandle, serve_until_stopped, setup_process
+from common.sandbox import Limits, Sandbox, SandboxSettings
 from evolution_svc.config import SCHEMA, EvolutionSettings
+from evolution_svc.controller import EngineSettings
+from evolution_svc.domain import EvolutionConfig, OperatorSet
+from evolution_svc.executor import ExecutorSettings, ModelFactory, RunExecutor
+from evolution_svc.fitness_cache import SignedMeasurementCache
+from evolution_svc.llm_client import LlmModelClient
+from evolution_svc.notifier import Notifier
+from evolution_svc.ports import CandidateRunner, Registry
+from evolution_svc.registry_client import GrpcRegistry
+from evolution_svc.repository import SqlRunRepository
+from evolution_svc.sandbox_runner import SandboxRunner
+from evolution_svc.service import EvolutionService
 from evolution_svc.servicer import EvolutionServiceServicer
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+MIB = 1024 * 1024
+
+
+def run_defaults(settings: EvolutionSettings) -> EvolutionConfig:
+    """What a run gets for every setting its request leaves unset."""
+    operators = {
+        "auto": OperatorSet.UNSPECIFIED,
+        "program_transform": OperatorSet.PROGRAM_TRANSFORM,
+        "llm": OperatorSet.LLM,
+        "mixed": OperatorSet.MIXED,
+    }[settings.operators]
+    return EvolutionConfig(
+        population_size=settings.population_size,
+        generations=settings.generations,
+        mutation_rate=settings.mutation_rate,
+        crossover_rate=settings.crossover_rate,
+        elitism=settings.elitism,
+        tournament_size=settings.tournament_size,
+        islands=settings.islands,
+        migration_interval=settings.migration_interval,
+        migration_size=settings.migration_size,
+        operators=operators,
+        max_evaluations=settings.max_evaluations,
+        max_cost_usd=settings.max_cost_usd,
+        max_duration_seconds=settings.max_duration_seconds,
+        plateau_generations=settings.plateau_generations,
+        promotion_margin=settings.promotion_margin,
+        speed_weight=settings.speed_weight,
+        size_weight=settings.size_weight,
+        promote=settings.promote,
+    )
+
+
+def worker_id() -> str:
+    """This process's lease owner id."""
+    return f"{socket.gethostname()[:32]}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
 async def create_server(
-    settings: EvolutionSettings, common: CommonSettings, *, port: int | None = None
+    settings: EvolutionSettings,
+    common: CommonSettings,
+    *,
+    port: int | None = None,
+    runner: CandidateRunner | None = None,
+    registry: Registry | None = None,
+    model_factory: ModelFactory | None = None,
 ) -> ServiceHandle:
-    """Builds and starts the evolution service; ``port=0`` binds a free port (tests)."""
+    """Builds and starts the evolution service; ``port=0`` binds a free port (tests).
+
+    The sandbox, the registry client and the LLM layer default to the real ones; tests may pass their own
+    (a priced model to exercise the cost budget, for example).
+    """
+    closers: list[Callable[[], Awaitable[object]]] = []
     engine = create_engine(settings.resolved_database_url(common, SCHEMA), SCHEMA)
+    closers.append(engine.dispose)
     try:
         await migrate(engine, MIGRATIONS, SCHEMA)
-        servicer = EvolutionServiceServicer()
+        if runner is None:
+            sandbox_settings = SandboxSettings.for_embedded() if common.mode == "embedded" else SandboxSettings()
+            sandbox = await Sandbox.start(sandbox_settings)
+            closers.append(sandbox.close)
+            limits = Limits(
+                timeout_seconds=settings.case_timeout_seconds,
+                cpu_seconds=settings.case_timeout_seconds,
+                memory_bytes=settings.case_memory_mb * MIB,
+            )
+            runner = SandboxRunner(sandbox, limits)
+        if registry is None:
+            channel = open_channel(
+                common.registry_address,
+                deadline_seconds=settings.registry_deadline_seconds,
+                max_message_mb=common.grpc_max_message_mb,
+            )
+            closers.append(channel.close)
+            registry = GrpcRegistry(channel, settings.registry_deadline_seconds)
+        model_available = False
+        if model_factory is None:
+            llm = await build_llm(common=common)
+            closers.append(llm.close)
+            model_available = bool(llm.real_providers())
+
+            def model_factory(run_id: str, max_cost_usd: float) -> LlmModelClient:
+                return LlmModelClient(llm, Budget(f"evolution {run_id}", max_cost_usd=max_cost_usd))
+
+        else:
+            model_available = True
+        cache = build_cache(common.redis_url, settings.cache_namespace)
+        closers.append(cache.close)
+        signing_key = settings.cache_signing_key.get_secret_value().encode() if settings.cache_signing_key else None
+        notifier = Notifier()
+        executor = RunExecutor(
+            SqlRunRepository(engine),
+            registry,
+            runner,
+            notifier,
+            owner=worker_id(),
+            cache=SignedMeasurementCache(cache, signing_key, settings.cache_ttl_seconds),
+            model_factory=model_factory,
+            settings=ExecutorSettings(
+                lease_seconds=settings.lease_seconds,
+                claim_interval_seconds=settings.claim_interval_seconds,
+                max_concurrent_runs=settings.max_concurrent_runs,
+                evaluation_parallelism=settings.evaluation_parallelism,
+                engine=EngineSettings(
+                    archive_rate=settings.archive_rate,
+                    attempts_per_child=settings.attempts_per_child,
+                    llm_parallelism=settings.llm_parallelism,
+                ),
+            ),
+        )
+        service = EvolutionService(
+            SqlRunRepository(engine),
+            registry,
+            executor,
+            notifier,
+            run_defaults(settings),
+            model_available=model_available,
+            watch_poll_seconds=settings.watch_poll_seconds,
+        )
         running = await build_server(
             [
                 ServiceBinding(
                     pb2.DESCRIPTOR.services_by_name["EvolutionService"],
-                    servicer,
+                    EvolutionServiceServicer(service),
                     pb2_grpc.add_EvolutionServiceServicer_to_server,
                 )
             ],
@@ -37,10 +165,13 @@ async def create_server(
             port=settings.port if port is None else port,
             max_message_mb=common.grpc_max_message_mb,
         )
+        executor.start()
+        closers.append(executor.stop)
     except BaseException:
-        await engine.dispose()
+        for closer in reversed(closers):
+            await closer()
         raise
-    return ServiceHandle(running, closers=[engine.dispose])
+    return ServiceHandle(running, closers=closers)
 
 
 async def main() -> None:

@@ -8,43 +8,47 @@ import grpc
 from tdev.evolution.v1 import evolution_service_pb2 as pb2
 from tdev.evolution.v1 import evolution_service_pb2_grpc as pb2_grpc
 
-from common.errors import Unimplemented
-
-
-def _missing(rpc: str) -> Unimplemented:
-    return Unimplemented(f"{rpc} is not built yet: the evolution service's use-cases arrive with issue #8")
+from evolution_svc import convert
+from evolution_svc.service import EvolutionService
 
 
 class EvolutionServiceServicer(pb2_grpc.EvolutionServiceServicer):
     """Implements tdev.evolution.v1.EvolutionService."""
 
+    def __init__(self, service: EvolutionService) -> None:
+        self._service = service
+
     async def StartEvolution(
         self, request: pb2.StartEvolutionRequest, context: grpc.aio.ServicerContext
     ) -> pb2.StartEvolutionResponse:
         """Answers StartEvolution."""
-        raise _missing("StartEvolution")
+        run = await self._service.start(convert.start_request(request))
+        return pb2.StartEvolutionResponse(run=convert.run_to_proto(run))
 
     async def WatchEvolution(
         self, request: pb2.WatchEvolutionRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb2.WatchEvolutionResponse]:
         """Streams WatchEvolution responses."""
-        raise _missing("WatchEvolution")
-        yield pb2.WatchEvolutionResponse()  # pragma: no cover - makes this an async generator
+        async for event in self._service.watch(request.run_id, request.after_sequence):
+            yield pb2.WatchEvolutionResponse(event=convert.event_to_proto(event))
 
     async def GetEvolution(
         self, request: pb2.GetEvolutionRequest, context: grpc.aio.ServicerContext
     ) -> pb2.GetEvolutionResponse:
         """Answers GetEvolution."""
-        raise _missing("GetEvolution")
+        run = await self._service.get(request.run_id, include_code=not request.exclude_code)
+        return pb2.GetEvolutionResponse(run=convert.run_to_proto(run))
 
     async def ListEvolutions(
         self, request: pb2.ListEvolutionsRequest, context: grpc.aio.ServicerContext
     ) -> pb2.ListEvolutionsResponse:
         """Answers ListEvolutions."""
-        raise _missing("ListEvolutions")
+        page = await self._service.list(convert.list_query(request))
+        return convert.runs_response(page)
 
     async def CancelEvolution(
         self, request: pb2.CancelEvolutionRequest, context: grpc.aio.ServicerContext
     ) -> pb2.CancelEvolutionResponse:
         """Answers CancelEvolution."""
-        raise _missing("CancelEvolution")
+        run = await self._service.cancel(request.run_id, request.reason)
+        return pb2.CancelEvolutionResponse(run=convert.run_to_proto(run))

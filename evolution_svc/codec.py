@@ -1,0 +1,169 @@
+"""JSON forms of the domain values the repository stores, and the compressed checkpoint of an engine state."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import asdict
+from typing import Any
+
+from evolution_svc.archive import Archive
+from evolution_svc.domain import (
+    Candidate,
+    CaseFailure,
+    EvaluationCase,
+    EvaluationLimits,
+    EvaluationSuite,
+    EvolutionConfig,
+    GenerationReport,
+    JsonObject,
+    Measurement,
+    OperatorSet,
+    Promotion,
+    ScoringMode,
+)
+from evolution_svc.fitness import FitnessBasis
+from evolution_svc.population import EngineState, Totals
+
+CHECKPOINT_VERSION = 1
+
+
+def suite_to_json(suite: EvaluationSuite) -> JsonObject:
+    """The suite as JSON."""
+    data = asdict(suite)
+    data["scoring_mode"] = suite.scoring_mode.value
+    return data
+
+
+def suite_from_json(data: JsonObject) -> EvaluationSuite:
+    """The suite from :func:`suite_to_json`."""
+    return EvaluationSuite(
+        cases=tuple(EvaluationCase(**case) for case in data["cases"]),
+        scoring_mode=ScoringMode(data["scoring_mode"]),
+        tolerance=data["tolerance"],
+        scorer_agent_id=data["scorer_agent_id"],
+        scorer_agent_version=data["scorer_agent_version"],
+        held_out_fraction=data["held_out_fraction"],
+    )
+
+
+def config_to_json(config: EvolutionConfig) -> JsonObject:
+    """The configuration as JSON."""
+    data = asdict(config)
+    data["operators"] = config.operators.value
+    return data
+
+
+def config_from_json(data: JsonObject) -> EvolutionConfig:
+    """The configuration from :func:`config_to_json`."""
+    return EvolutionConfig(**{**data, "operators": OperatorSet(data["operators"])})
+
+
+def candidate_to_json(candidate: Candidate, *, include_code: bool = True) -> JsonObject:
+    """A candidate as JSON (optionally without its source)."""
+    data = asdict(candidate)
+    if not include_code:
+        data["code"] = ""
+    return data
+
+
+def candidate_from_json(data: JsonObject) -> Candidate:
+    """A candidate from :func:`candidate_to_json`."""
+    return Candidate(
+        **{
+            **data,
+            "parent_hashes": tuple(data["parent_hashes"]),
+            "failures": tuple(CaseFailure(**failure) for failure in data["failures"]),
+        }
+    )
+
+
+def report_to_json(report: GenerationReport) -> JsonObject:
+    """A generation report as JSON."""
+    return asdict(report)
+
+
+def report_from_json(data: JsonObject) -> GenerationReport:
+    """A generation report from :func:`report_to_json`."""
+    return GenerationReport(**data)
+
+
+def promotion_to_json(promotion: Promotion) -> JsonObject:
+    """A promotion decision as JSON."""
+    return asdict(promotion)
+
+
+def promotion_from_json(data: JsonObject) -> Promotion:
+    """A promotion decision from :func:`promotion_to_json`."""
+    return Promotion(**data)
+
+
+def measurement_to_json(measurement: Measurement) -> JsonObject:
+    """A measurement as JSON (the fitness cache's value)."""
+    return asdict(measurement)
+
+
+def measurement_from_json(data: JsonObject) -> Measurement:
+    """A measurement from :func:`measurement_to_json`."""
+    return Measurement(
+        case_scores=tuple(float(score) for score in data["case_scores"]),
+        mean_duration_ms=float(data["mean_duration_ms"]),
+        failure=str(data["failure"]),
+        failures=tuple(CaseFailure(**failure) for failure in data["failures"]),
+        max_duration_ms=float(data.get("max_duration_ms", 0.0)),
+    )
+
+
+def encode_state(state: EngineState) -> bytes:
+    """The checkpoint of a state: compressed JSON, candidates stored once and referenced by code hash."""
+    pool: dict[str, Any] = {}
+
+    def ref(candidate: Candidate) -> str:
+        pool.setdefault(candidate.code_hash, candidate_to_json(candidate))
+        return candidate.code_hash
+
+    body = {
+        "version": CHECKPOINT_VERSION,
+        "generation": state.generation,
+        "islands": [[ref(candidate) for candidate in island] for island in state.islands],
+        "archive": [[list(cell), ref(candidate)] for cell, candidate in state.archive.cells],
+        "seen": sorted(state.seen),
+        "seed": ref(state.seed),
+        "best": ref(state.best),
+        "history": list(state.history),
+        "stagnant": state.stagnant,
+        "totals": asdict(state.totals),
+        "rng_state": [state.rng_state[0], list(state.rng_state[1]), state.rng_state[2]],
+        "basis": {**asdict(state.basis), "weights": list(state.basis.weights)},
+        "limits": asdict(state.limits),
+        "candidates": pool,
+    }
+    return zlib.compress(json.dumps(body, separators=(",", ":")).encode(), 6)
+
+
+def decode_state(blob: bytes) -> EngineState:
+    """The state of a checkpoint.
+
+    Raises:
+        ValueError: for a checkpoint of another format version or a corrupt one.
+    """
+    body = json.loads(zlib.decompress(blob))
+    if body.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(f"checkpoint version {body.get('version')} is not {CHECKPOINT_VERSION}")
+    pool = {key: candidate_from_json(value) for key, value in body["candidates"].items()}
+    version, internal, gauss = body["rng_state"]
+    basis = body["basis"]
+    return EngineState(
+        generation=body["generation"],
+        islands=tuple(tuple(pool[key] for key in island) for island in body["islands"]),
+        archive=Archive(tuple(((cell[0], cell[1]), pool[key]) for cell, key in body["archive"])),
+        seen=frozenset(body["seen"]),
+        seed=pool[body["seed"]],
+        best=pool[body["best"]],
+        history=tuple(body["history"]),
+        stagnant=body["stagnant"],
+        totals=Totals(**body["totals"]),
+        rng_state=(version, tuple(internal), gauss),
+        basis=FitnessBasis(**{**basis, "weights": tuple(basis["weights"])}),
+        limits=EvaluationLimits(**body["limits"]),
+    )

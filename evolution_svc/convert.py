@@ -1,0 +1,317 @@
+"""Proto <-> domain for the evolution API and the registry calls; the only module besides the servicer and
+the registry client that touches generated code."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import fields
+from typing import Any
+
+from google.protobuf import json_format, struct_pb2
+from tdev.evolution.v1 import evolution_pb2 as evo_pb2
+from tdev.evolution.v1 import evolution_service_pb2 as pb2
+from tdev.registry.v1 import agent_pb2 as registry_agent_pb2
+from tdev.registry.v1 import registry_service_pb2 as registry_pb2
+from tdev.registry.v1 import registry_service_pb2_grpc as registry_pb2_grpc
+
+from common.errors import InvalidArgument
+from evolution_svc.domain import (
+    AgentSource,
+    Candidate,
+    ConfigOverrides,
+    EvaluationCase,
+    EvaluationSuite,
+    Event,
+    EventType,
+    EvolutionConfig,
+    EvolutionRun,
+    GenerationReport,
+    ListQuery,
+    OperatorSet,
+    Promotion,
+    RunPage,
+    RunState,
+    ScoringMode,
+    StartRequest,
+    StopReason,
+)
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+_SAFE_INTEGER = 2**53
+
+SCORING_TO_PROTO = {
+    ScoringMode.EXACT: evo_pb2.SCORING_MODE_EXACT,
+    ScoringMode.NUMERIC_TOLERANCE: evo_pb2.SCORING_MODE_NUMERIC_TOLERANCE,
+    ScoringMode.JSON_SUBSET: evo_pb2.SCORING_MODE_JSON_SUBSET,
+    ScoringMode.SCORER_AGENT: evo_pb2.SCORING_MODE_SCORER_AGENT,
+}
+SCORING_FROM_PROTO = {value: key for key, value in SCORING_TO_PROTO.items()}
+OPERATORS_TO_PROTO = {
+    OperatorSet.UNSPECIFIED: evo_pb2.OPERATOR_SET_UNSPECIFIED,
+    OperatorSet.PROGRAM_TRANSFORM: evo_pb2.OPERATOR_SET_PROGRAM_TRANSFORM,
+    OperatorSet.LLM: evo_pb2.OPERATOR_SET_LLM,
+    OperatorSet.MIXED: evo_pb2.OPERATOR_SET_MIXED,
+}
+OPERATORS_FROM_PROTO = {value: key for key, value in OPERATORS_TO_PROTO.items()}
+STATE_TO_PROTO = {
+    RunState.PENDING: evo_pb2.EvolutionRun.STATE_PENDING,
+    RunState.RUNNING: evo_pb2.EvolutionRun.STATE_RUNNING,
+    RunState.SUCCEEDED: evo_pb2.EvolutionRun.STATE_SUCCEEDED,
+    RunState.FAILED: evo_pb2.EvolutionRun.STATE_FAILED,
+    RunState.CANCELLED: evo_pb2.EvolutionRun.STATE_CANCELLED,
+}
+STATE_FROM_PROTO = {value: key for key, value in STATE_TO_PROTO.items()}
+STOP_TO_PROTO = {
+    StopReason.UNSPECIFIED: evo_pb2.STOP_REASON_UNSPECIFIED,
+    StopReason.GENERATIONS: evo_pb2.STOP_REASON_GENERATIONS,
+    StopReason.PLATEAU: evo_pb2.STOP_REASON_PLATEAU,
+    StopReason.EVALUATION_BUDGET: evo_pb2.STOP_REASON_EVALUATION_BUDGET,
+    StopReason.COST_BUDGET: evo_pb2.STOP_REASON_COST_BUDGET,
+    StopReason.TIME_BUDGET: evo_pb2.STOP_REASON_TIME_BUDGET,
+    StopReason.PERFECT: evo_pb2.STOP_REASON_PERFECT,
+    StopReason.CANCELLED: evo_pb2.STOP_REASON_CANCELLED,
+    StopReason.ERROR: evo_pb2.STOP_REASON_ERROR,
+}
+EVENT_TO_PROTO = {
+    EventType.RUN_STARTED: evo_pb2.EvolutionEvent.TYPE_RUN_STARTED,
+    EventType.GENERATION_COMPLETED: evo_pb2.EvolutionEvent.TYPE_GENERATION_COMPLETED,
+    EventType.PROMOTION_DECIDED: evo_pb2.EvolutionEvent.TYPE_PROMOTION_DECIDED,
+    EventType.RUN_SUCCEEDED: evo_pb2.EvolutionEvent.TYPE_RUN_SUCCEEDED,
+    EventType.RUN_FAILED: evo_pb2.EvolutionEvent.TYPE_RUN_FAILED,
+    EventType.RUN_CANCELLED: evo_pb2.EvolutionEvent.TYPE_RUN_CANCELLED,
+    EventType.RUN_RESUMED: evo_pb2.EvolutionEvent.TYPE_RUN_RESUMED,
+}
+
+
+# -- JSON values ------------------------------------------------------------------------------------------
+def _normalise(value: Any) -> Any:
+    """Struct numbers are doubles; whole ones become ints so agents see ``3`` rather than ``3.0``."""
+    if isinstance(value, float):
+        if math.isfinite(value) and value.is_integer() and abs(value) <= _SAFE_INTEGER:
+            return int(value)
+        return value
+    if isinstance(value, dict):
+        return {key: _normalise(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_normalise(item) for item in value]
+    return value
+
+
+def struct_to_dict(message: struct_pb2.Struct) -> dict[str, Any]:
+    """A Struct as a plain dict (whole numbers as ints)."""
+    return _normalise(json_format.MessageToDict(message))  # type: ignore[no-any-return]
+
+
+def dict_to_struct(value: Mapping[str, Any] | None) -> struct_pb2.Struct:
+    """A dict as a Struct (None gives an empty one)."""
+    message = struct_pb2.Struct()
+    if value:
+        message.update(value)
+    return message
+
+
+# -- requests ---------------------------------------------------------------------------------------------
+def suite_from_proto(message: evo_pb2.EvaluationSuite) -> EvaluationSuite:
+    """The suite as sent (validated later by the service)."""
+    if message.scoring_mode not in SCORING_FROM_PROTO and message.scoring_mode != evo_pb2.SCORING_MODE_UNSPECIFIED:
+        raise InvalidArgument(f"suite.scoring_mode: unknown value {message.scoring_mode}")
+    return EvaluationSuite(
+        cases=tuple(
+            EvaluationCase(
+                name=case.name,
+                inputs=struct_to_dict(case.inputs),
+                expected=struct_to_dict(case.expected) if case.HasField("expected") else None,
+                held_out=case.held_out,
+                weight=case.weight,
+            )
+            for case in message.cases
+        ),
+        scoring_mode=SCORING_FROM_PROTO.get(message.scoring_mode, ScoringMode.EXACT),
+        tolerance=message.tolerance,
+        scorer_agent_id=message.scorer_agent_id,
+        scorer_agent_version=message.scorer_agent_version,
+        held_out_fraction=message.held_out_fraction,
+    )
+
+
+def overrides_from_proto(message: evo_pb2.EvolutionConfig) -> ConfigOverrides:
+    """The fields the caller set (``optional`` presence), the rest None."""
+    given: dict[str, Any] = {}
+    for item in fields(ConfigOverrides):
+        if item.name == "operators":
+            continue
+        if message.HasField(item.name):
+            given[item.name] = getattr(message, item.name)
+    if message.operators not in OPERATORS_FROM_PROTO:
+        raise InvalidArgument(f"config.operators: unknown value {message.operators}")
+    return ConfigOverrides(**given, operators=OPERATORS_FROM_PROTO[message.operators])
+
+
+def start_request(message: pb2.StartEvolutionRequest) -> StartRequest:
+    """StartEvolution's arguments."""
+    return StartRequest(
+        agent=message.agent_id,
+        agent_version=message.agent_version,
+        suite=suite_from_proto(message.suite),
+        overrides=overrides_from_proto(message.config),
+        request_id=message.request_id,
+    )
+
+
+def list_query(message: pb2.ListEvolutionsRequest) -> ListQuery:
+    """ListEvolutions' filters and paging.
+
+    Raises:
+        InvalidArgument: a negative page size.
+    """
+    if message.page_size < 0:
+        raise InvalidArgument("page_size: must not be negative")
+    size = min(message.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+    state = STATE_FROM_PROTO.get(message.state) if message.state else None
+    if message.state and state is None:
+        raise InvalidArgument(f"state: unknown value {message.state}")
+    return ListQuery(page_size=size, page_token=message.page_token, agent_id=message.agent_id, state=state)
+
+
+# -- responses --------------------------------------------------------------------------------------------
+def suite_to_proto(suite: EvaluationSuite) -> evo_pb2.EvaluationSuite:
+    """The suite as stored (held-out marks after the split)."""
+    return evo_pb2.EvaluationSuite(
+        cases=[
+            evo_pb2.EvaluationCase(
+                name=case.name,
+                inputs=dict_to_struct(case.inputs),
+                expected=dict_to_struct(case.expected),
+                held_out=case.held_out,
+                weight=case.weight,
+            )
+            for case in suite.cases
+        ],
+        scoring_mode=SCORING_TO_PROTO[suite.scoring_mode],
+        tolerance=suite.tolerance,
+        scorer_agent_id=suite.scorer_agent_id,
+        scorer_agent_version=suite.scorer_agent_version,
+        held_out_fraction=suite.held_out_fraction,
+    )
+
+
+def config_to_proto(config: EvolutionConfig) -> evo_pb2.EvolutionConfig:
+    """The effective configuration, every field set."""
+    values = {item.name: getattr(config, item.name) for item in fields(EvolutionConfig) if item.name != "operators"}
+    return evo_pb2.EvolutionConfig(**values, operators=OPERATORS_TO_PROTO[config.operators])
+
+
+def candidate_to_proto(candidate: Candidate) -> evo_pb2.Candidate:
+    """A candidate (its code may be empty when the caller asked without code)."""
+    return evo_pb2.Candidate(
+        code_hash=candidate.code_hash,
+        code=candidate.code,
+        fitness=candidate.fitness,
+        correctness=candidate.correctness,
+        mean_duration_ms=candidate.mean_duration_ms,
+        size=candidate.size,
+        generation=candidate.generation,
+        operator=candidate.operator,
+        failure=candidate.failure,
+        parent_hashes=list(candidate.parent_hashes),
+    )
+
+
+def report_to_proto(report: GenerationReport) -> evo_pb2.GenerationReport:
+    """A generation report."""
+    return evo_pb2.GenerationReport(**{item.name: getattr(report, item.name) for item in fields(GenerationReport)})
+
+
+def promotion_to_proto(promotion: Promotion) -> evo_pb2.Promotion:
+    """A promotion decision."""
+    return evo_pb2.Promotion(**{item.name: getattr(promotion, item.name) for item in fields(Promotion)})
+
+
+def run_to_proto(run: EvolutionRun, *, with_reports: bool = True) -> evo_pb2.EvolutionRun:
+    """A run; list pages leave the reports out."""
+    message = evo_pb2.EvolutionRun(
+        run_id=run.run_id,
+        agent_id=run.agent_id,
+        agent_version=run.agent_version,
+        suite=suite_to_proto(run.suite),
+        config=config_to_proto(run.config),
+        state=STATE_TO_PROTO[run.state],
+        stop_reason=STOP_TO_PROTO[run.stop_reason],
+        stop_message=run.stop_message,
+        generations=[report_to_proto(report) for report in run.generations] if with_reports else [],
+        seed_fitness=run.seed_fitness,
+        error=run.error,
+        last_sequence=run.last_sequence,
+    )
+    if run.best is not None:
+        message.best.CopyFrom(candidate_to_proto(run.best))
+    if run.promotion is not None:
+        message.promotion.CopyFrom(promotion_to_proto(run.promotion))
+    message.create_time.FromDatetime(run.create_time)
+    message.update_time.FromDatetime(run.update_time)
+    return message
+
+
+def runs_response(page: RunPage) -> pb2.ListEvolutionsResponse:
+    """One page of ListEvolutions."""
+    return pb2.ListEvolutionsResponse(
+        runs=[run_to_proto(run, with_reports=False) for run in page.runs], next_page_token=page.next_page_token
+    )
+
+
+def event_to_proto(event: Event) -> evo_pb2.EvolutionEvent:
+    """One stored event."""
+    message = evo_pb2.EvolutionEvent(
+        sequence=event.sequence,
+        run_id=event.run_id,
+        type=EVENT_TO_PROTO[event.type],
+        message=event.message,
+        stop_reason=STOP_TO_PROTO[event.stop_reason],
+    )
+    message.time.FromDatetime(event.time)
+    if event.report is not None:
+        message.report.CopyFrom(report_to_proto(event.report))
+    if event.promotion is not None:
+        message.promotion.CopyFrom(promotion_to_proto(event.promotion))
+    return message
+
+
+# -- the registry -----------------------------------------------------------------------------------------
+def registry_stub(channel: Any) -> registry_pb2_grpc.RegistryServiceStub:
+    """The registry's generated client on ``channel``."""
+    return registry_pb2_grpc.RegistryServiceStub(channel)
+
+
+def get_agent_requests(agent: str, version: str) -> list[registry_pb2.GetAgentRequest]:
+    """GetAgent by id, then by name (callers may give either)."""
+    return [
+        registry_pb2.GetAgentRequest(agent_id=agent, version=version),
+        registry_pb2.GetAgentRequest(name=agent, version=version),
+    ]
+
+
+def agent_source(message: registry_agent_pb2.Agent) -> AgentSource:
+    """What the evolution service keeps of a registry agent."""
+    return AgentSource(
+        agent_id=message.agent_id,
+        name=message.name,
+        version=message.version,
+        code=message.code,
+        description=message.description,
+    )
+
+
+def register_request(
+    source: AgentSource, code: str, labels: Mapping[str, str], request_id: str
+) -> registry_pb2.RegisterAgentRequest:
+    """RegisterAgent of evolved code as a new version with the original as its parent."""
+    return registry_pb2.RegisterAgentRequest(
+        name=source.name,
+        code=code,
+        description=source.description,
+        parents=[registry_agent_pb2.AgentVersionRef(agent_id=source.agent_id, version=source.version)],
+        labels=dict(labels),
+        request_id=request_id,
+    )

@@ -1,0 +1,116 @@
+"""Programs as ASTs: code hash, normalised-AST hash (the duplicate check), size and static validity."""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+from dataclasses import dataclass
+
+# Methods the search never edits: changing them cannot change a score, only waste evaluations.
+FROZEN_FUNCTIONS = frozenset({"get_capabilities"})
+
+
+class InvalidProgram(ValueError):
+    """The source is not a loadable agent program; the message says why."""
+
+
+def code_hash(code: str) -> str:
+    """Hex sha256 of the source, as the registry computes it."""
+    return hashlib.sha256(code.encode()).hexdigest()
+
+
+def parse(code: str) -> ast.Module:
+    """Parses source; raises InvalidProgram with the syntax error's line."""
+    try:
+        return ast.parse(code)
+    except SyntaxError as error:
+        raise InvalidProgram(f"SyntaxError: {error.msg} (line {error.lineno})") from error
+    except ValueError as error:  # null bytes
+        raise InvalidProgram(f"ValueError: {error}") from error
+
+
+def _strip_docstrings(tree: ast.AST) -> None:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            body = node.body
+            if (
+                body
+                and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)
+            ):
+                node.body = body[1:] or [ast.Pass()]
+
+
+def normalised_dump(code: str) -> str:
+    """The program's AST without positions, comments, formatting or docstrings, as a string.
+
+    Raises:
+        InvalidProgram: when the source does not parse.
+    """
+    tree = parse(code)
+    _strip_docstrings(tree)
+    return ast.dump(tree, annotate_fields=False, include_attributes=False)
+
+
+def ast_hash(code: str) -> str:
+    """Hash of the normalised AST: programs with the same hash behave identically (the duplicate check)."""
+    return hashlib.sha256(normalised_dump(code).encode()).hexdigest()
+
+
+def size(tree: ast.AST) -> int:
+    """Number of AST nodes."""
+    return sum(1 for _ in ast.walk(tree))
+
+
+def agent_class(tree: ast.Module) -> ast.ClassDef:
+    """The one top-level class with an ``execute`` method; raises InvalidProgram otherwise."""
+    classes = [
+        node
+        for node in tree.body
+        if isinstance(node, ast.ClassDef)
+        and any(
+            isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef) and item.name == "execute"
+            for item in node.body
+        )
+    ]
+    if not classes:
+        raise InvalidProgram("no class with an execute method")
+    if len(classes) > 1:
+        raise InvalidProgram(f"more than one agent class: {', '.join(c.name for c in classes)}")
+    return classes[0]
+
+
+@dataclass(frozen=True)
+class Program:
+    """A parsed, statically valid agent program with its identities."""
+
+    code: str
+    tree: ast.Module
+    code_hash: str
+    ast_hash: str
+    size: int
+    class_name: str
+
+
+def load(code: str) -> Program:
+    """Parses and checks a program (syntax, one agent class, compiles); raises InvalidProgram."""
+    tree = parse(code)
+    cls = agent_class(tree)
+    try:
+        compile(tree, "<candidate>", "exec")
+    except (SyntaxError, ValueError) as error:
+        raise InvalidProgram(f"{type(error).__name__}: {error}") from error
+    return Program(
+        code=code,
+        tree=tree,
+        code_hash=code_hash(code),
+        ast_hash=ast_hash(code),
+        size=size(tree),
+        class_name=cls.name,
+    )
+
+
+def render(tree: ast.Module) -> str:
+    """Source of a (transformed) tree, ending with a newline."""
+    return ast.unparse(ast.fix_missing_locations(tree)) + "\n"

@@ -1,0 +1,303 @@
+"""The only code that reads and writes the ``evolution`` schema; returns domain objects.
+
+Every write of a worker is fenced by its lease (owner, attempt) and by the run being unfinished, in the
+same statement that takes the next event sequence number, so a stale worker's late write is rejected and
+sequence numbers have no gaps.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from common.db import session_factory
+from evolution_svc import codec
+from evolution_svc.domain import (
+    Event,
+    EventType,
+    EvolutionRun,
+    ListQuery,
+    RunPage,
+    RunState,
+    StopReason,
+)
+from evolution_svc.models import EventRow, RunRow
+from evolution_svc.ports import EventDraft, Lease, LostLease, NewRun, RunUpdate, WorkItem
+
+UNFINISHED = (RunState.PENDING.value, RunState.RUNNING.value)
+
+
+def utc_now() -> datetime:
+    """The current time in UTC."""
+    return datetime.now(UTC)
+
+
+def _event(row: EventRow) -> Event:
+    payload = row.payload
+    report = payload.get("report")
+    promotion = payload.get("promotion")
+    return Event(
+        sequence=row.sequence,
+        run_id=row.run_id,
+        type=EventType(row.type),
+        time=row.time,
+        report=codec.report_from_json(report) if report else None,
+        promotion=codec.promotion_from_json(promotion) if promotion else None,
+        message=payload.get("message", ""),
+        stop_reason=StopReason(payload.get("stop_reason", StopReason.UNSPECIFIED.value)),
+    )
+
+
+def _payload(draft: EventDraft) -> dict[str, object]:
+    payload: dict[str, object] = {"message": draft.message, "stop_reason": draft.stop_reason.value}
+    if draft.report is not None:
+        payload["report"] = codec.report_to_json(draft.report)
+    if draft.promotion is not None:
+        payload["promotion"] = codec.promotion_to_json(draft.promotion)
+    return payload
+
+
+def _run(row: RunRow, *, reports: tuple[Event, ...] = (), include_code: bool = True) -> EvolutionRun:
+    best = codec.candidate_from_json(row.best) if row.best else None
+    if best is not None and not include_code:
+        best = codec.candidate_from_json(codec.candidate_to_json(best, include_code=False))
+    return EvolutionRun(
+        run_id=row.run_id,
+        agent_id=row.agent_id,
+        agent_name=row.agent_name,
+        agent_version=row.agent_version,
+        suite=codec.suite_from_json(row.suite),
+        config=codec.config_from_json(row.config),
+        state=RunState(row.state),
+        create_time=row.create_time,
+        update_time=row.update_time,
+        stop_reason=StopReason(row.stop_reason),
+        stop_message=row.stop_message,
+        generations=tuple(event.report for event in reports if event.report is not None),
+        best=best,
+        seed_fitness=row.seed_fitness,
+        promotion=codec.promotion_from_json(row.promotion) if row.promotion else None,
+        error=row.error,
+        last_sequence=row.last_sequence,
+    )
+
+
+def _encode_token(row: RunRow) -> str:
+    raw = json.dumps([row.create_time.isoformat(), row.run_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def _decode_token(token: str) -> tuple[datetime, str]:
+    """Raises ValueError for a token this service did not make."""
+    try:
+        created, run_id = json.loads(base64.urlsafe_b64decode(token.encode()))
+        return datetime.fromisoformat(created), str(run_id)
+    except (ValueError, TypeError) as error:
+        raise ValueError("page_token is not a token of this service") from error
+
+
+class SqlRunRepository:
+    """RunRepository over SQLAlchemy (Postgres or SQLite)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._sessions: async_sessionmaker[AsyncSession] = session_factory(engine)
+
+    async def insert(self, new: NewRun, owner: str, lease_until: datetime) -> tuple[EvolutionRun, bool]:
+        run = new.run
+        row = RunRow(
+            run_id=run.run_id,
+            agent_id=run.agent_id,
+            agent_name=run.agent_name,
+            agent_version=run.agent_version,
+            request_id=new.request_id or None,
+            state=run.state.value,
+            stop_reason=StopReason.UNSPECIFIED.value,
+            stop_message="",
+            error="",
+            suite=codec.suite_to_json(run.suite),
+            config=codec.config_to_json(run.config),
+            seed_code=new.seed_code,
+            seed_fitness=0.0,
+            best=None,
+            promotion=None,
+            last_sequence=0,
+            checkpoint=None,
+            checkpoint_generation=0,
+            owner=owner,
+            lease_until=lease_until,
+            attempt=1,
+            create_time=run.create_time,
+            update_time=run.update_time,
+        )
+        try:
+            async with self._sessions.begin() as session:
+                session.add(row)
+        except IntegrityError:
+            if not new.request_id:
+                raise
+            async with self._sessions() as session:
+                existing = await session.scalar(sa.select(RunRow).where(RunRow.request_id == new.request_id))
+            if existing is None:
+                raise
+            return _run(existing), False
+        return _run(row), True
+
+    async def get(self, run_id: str, *, include_code: bool) -> EvolutionRun | None:
+        async with self._sessions() as session:
+            row = await session.get(RunRow, run_id)
+            if row is None:
+                return None
+            events = await session.scalars(
+                sa.select(EventRow)
+                .where(EventRow.run_id == run_id, EventRow.type == EventType.GENERATION_COMPLETED.value)
+                .order_by(EventRow.sequence)
+            )
+            reports = tuple(_event(event) for event in events)
+        return _run(row, reports=reports, include_code=include_code)
+
+    async def list_runs(self, query: ListQuery) -> RunPage:
+        """Raises ValueError for a malformed page token."""
+        statement = sa.select(RunRow).order_by(RunRow.create_time.desc(), RunRow.run_id.desc())
+        if query.agent_id:
+            statement = statement.where(RunRow.agent_id == query.agent_id)
+        if query.state is not None:
+            statement = statement.where(RunRow.state == query.state.value)
+        if query.page_token:
+            created, run_id = _decode_token(query.page_token)
+            statement = statement.where(
+                sa.or_(
+                    RunRow.create_time < created,
+                    sa.and_(RunRow.create_time == created, RunRow.run_id < run_id),
+                )
+            )
+        async with self._sessions() as session:
+            rows = list(await session.scalars(statement.limit(query.page_size + 1)))
+        more = len(rows) > query.page_size
+        rows = rows[: query.page_size]
+        return RunPage(
+            runs=tuple(_run(row, include_code=False) for row in rows),
+            next_page_token=_encode_token(rows[-1]) if more and rows else "",
+        )
+
+    async def events_after(self, run_id: str, after_sequence: int, limit: int) -> list[Event]:
+        async with self._sessions() as session:
+            rows = await session.scalars(
+                sa.select(EventRow)
+                .where(EventRow.run_id == run_id, EventRow.sequence > after_sequence)
+                .order_by(EventRow.sequence)
+                .limit(limit)
+            )
+            return [_event(row) for row in rows]
+
+    async def claim(self, owner: str, lease_until: datetime, now: datetime, limit: int) -> list[Lease]:
+        claimable = sa.and_(
+            RunRow.state.in_(UNFINISHED),
+            sa.or_(RunRow.owner.is_(None), RunRow.lease_until < now),
+        )
+        async with self._sessions() as session:
+            candidates = list(
+                await session.scalars(
+                    sa.select(RunRow.run_id).where(claimable).order_by(RunRow.create_time).limit(limit)
+                )
+            )
+        leases: list[Lease] = []
+        for run_id in candidates:
+            async with self._sessions.begin() as session:
+                attempt = await session.scalar(
+                    sa.update(RunRow)
+                    .where(RunRow.run_id == run_id, claimable)
+                    .values(owner=owner, lease_until=lease_until, attempt=RunRow.attempt + 1)
+                    .returning(RunRow.attempt)
+                )
+            if attempt is not None:
+                leases.append(Lease(run_id, owner, attempt))
+        return leases
+
+    def _fenced(self, lease: Lease) -> sa.ColumnElement[bool]:
+        return sa.and_(
+            RunRow.run_id == lease.run_id,
+            RunRow.owner == lease.owner,
+            RunRow.attempt == lease.attempt,
+            RunRow.state.in_(UNFINISHED),
+        )
+
+    async def renew(self, lease: Lease, lease_until: datetime) -> None:
+        async with self._sessions.begin() as session:
+            result = await session.execute(
+                sa.update(RunRow).where(self._fenced(lease)).values(lease_until=lease_until)
+            )
+        if result.rowcount == 0:  # type: ignore[attr-defined]
+            raise LostLease(lease.run_id)
+
+    async def load_work(self, run_id: str) -> WorkItem:
+        async with self._sessions() as session:
+            row = await session.get(RunRow, run_id)
+        if row is None:
+            raise LostLease(run_id)
+        return WorkItem(run=_run(row), seed_code=row.seed_code, checkpoint=row.checkpoint)
+
+    async def append(self, lease: Lease, draft: EventDraft, update: RunUpdate) -> Event:
+        now = utc_now()
+        values: dict[str, object] = {"last_sequence": RunRow.last_sequence + 1, "update_time": now}
+        if update.state is not None:
+            values["state"] = update.state.value
+            if update.state.is_terminal:
+                values["owner"] = None
+                values["lease_until"] = None
+        if update.stop_reason is not None:
+            values["stop_reason"] = update.stop_reason.value
+        if update.stop_message is not None:
+            values["stop_message"] = update.stop_message
+        if update.seed_fitness is not None:
+            values["seed_fitness"] = update.seed_fitness
+        if update.best_json is not None:
+            values["best"] = update.best_json
+        if update.promotion is not None:
+            values["promotion"] = codec.promotion_to_json(update.promotion)
+        if update.error is not None:
+            values["error"] = update.error
+        if update.checkpoint is not None:
+            values["checkpoint"] = update.checkpoint
+        if update.checkpoint_generation is not None:
+            values["checkpoint_generation"] = update.checkpoint_generation
+        async with self._sessions.begin() as session:
+            sequence = await session.scalar(
+                sa.update(RunRow).where(self._fenced(lease)).values(**values).returning(RunRow.last_sequence)
+            )
+            if sequence is None:
+                raise LostLease(lease.run_id)
+            row = EventRow(run_id=lease.run_id, sequence=sequence, type=draft.type.value, time=now,
+                           payload=_payload(draft))
+            session.add(row)
+        return _event(row)
+
+    async def cancel(self, run_id: str, reason: str) -> tuple[EvolutionRun | None, bool]:
+        """(run after the call, whether this call cancelled it); (None, False) for an unknown run."""
+        now = utc_now()
+        message = f"cancelled: {reason}" if reason else "cancelled by a caller"
+        async with self._sessions.begin() as session:
+            sequence = await session.scalar(
+                sa.update(RunRow)
+                .where(RunRow.run_id == run_id, RunRow.state.in_(UNFINISHED))
+                .values(
+                    state=RunState.CANCELLED.value,
+                    stop_reason=StopReason.CANCELLED.value,
+                    stop_message=message,
+                    last_sequence=RunRow.last_sequence + 1,
+                    owner=None,
+                    lease_until=None,
+                    update_time=now,
+                )
+                .returning(RunRow.last_sequence)
+            )
+            if sequence is not None:
+                draft = EventDraft(EventType.RUN_CANCELLED, message=message, stop_reason=StopReason.CANCELLED)
+                session.add(EventRow(run_id=run_id, sequence=sequence, type=draft.type.value, time=now,
+                                     payload=_payload(draft)))
+        run = await self.get(run_id, include_code=True)
+        return run, sequence is not None

@@ -1,0 +1,92 @@
+"""The sampler: decides, with the run's seeded ``random.Random``, how each child is made.
+
+A child plan names its parents (tournament winners, sometimes an archive elite), the operator steps
+(crossover with probability ``crossover_rate``, then mutation with probability ``mutation_rate``) and a
+seed for the operators' own randomness, so operators may run concurrently and the run stays reproducible.
+A draw with neither crossover nor mutation would be a plain copy, which the duplicate check would drop
+anyway, so the sampler says so (None) instead of planning it.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from evolution_svc.archive import Archive, sample
+from evolution_svc.domain import Candidate, EvolutionConfig
+from evolution_svc.selection import tournament
+from evolution_svc.transforms import CROSSOVER_SUBTREE, MUTATION_OPERATORS
+
+LLM_DIFF = "llm:diff"
+LLM_CROSSOVER = "llm:crossover"
+LLM_OPERATORS = frozenset({LLM_DIFF, LLM_CROSSOVER})
+# In a mixed run, the share of variation steps given to the model.
+LLM_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class ChildPlan:
+    """How to make one child."""
+
+    island: int
+    parents: tuple[Candidate, ...]
+    steps: tuple[str, ...]
+    donors: tuple[str, ...]
+    seed: int
+
+    @property
+    def operator(self) -> str:
+        """The operator label stored on the child, e.g. ``crossover:subtree+mutate:constant``."""
+        return "+".join(self.steps)
+
+    @property
+    def uses_llm(self) -> bool:
+        """Whether any step calls the model."""
+        return any(step in LLM_OPERATORS for step in self.steps)
+
+
+def _choose(ast_operator: str, llm_operator: str, config: EvolutionConfig, llm_allowed: bool,
+            rng: random.Random) -> str | None:
+    if config.uses_transforms and config.uses_llm:
+        use_llm = rng.random() < LLM_SHARE
+        return llm_operator if use_llm and llm_allowed else ast_operator
+    if config.uses_llm:
+        return llm_operator if llm_allowed else None
+    return ast_operator
+
+
+def plan_child(
+    island_index: int,
+    island: Sequence[Candidate],
+    archive: Archive,
+    config: EvolutionConfig,
+    rng: random.Random,
+    *,
+    archive_rate: float,
+    llm_allowed: bool,
+) -> ChildPlan | None:
+    """One child plan, or None for a draw that would copy its parent (or needs a model it may not call)."""
+    crossover = rng.random() < config.crossover_rate
+    mutation = rng.random() < config.mutation_rate
+    if not crossover and not mutation:
+        return None
+    elite = sample(archive, rng) if rng.random() < archive_rate else None
+    first = elite or tournament(island, config.tournament_size, rng)
+    parents: tuple[Candidate, ...] = (first,)
+    steps: list[str] = []
+    if crossover:
+        second = tournament(island, config.tournament_size, rng)
+        operator = _choose(CROSSOVER_SUBTREE, LLM_CROSSOVER, config, llm_allowed, rng)
+        if operator is None:
+            return None
+        parents = (first, second)
+        steps.append(operator)
+    if mutation:
+        operator = _choose(rng.choice(MUTATION_OPERATORS), LLM_DIFF, config, llm_allowed, rng)
+        if operator is None:
+            return None
+        steps.append(operator)
+    donor = island[rng.randrange(len(island))]
+    donors = tuple(dict.fromkeys(candidate.code for candidate in (*parents[1:], donor)))
+    return ChildPlan(island_index, parents, tuple(steps), donors, rng.getrandbits(64))

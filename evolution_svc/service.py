@@ -1,0 +1,190 @@
+"""Use-cases of the evolution service: start, watch, get, list and cancel runs."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+import structlog
+
+from common.errors import FailedPrecondition, InvalidArgument, NotFound
+from evolution_svc.domain import (
+    RUN_ID_PREFIX,
+    Event,
+    EvolutionConfig,
+    EvolutionRun,
+    ListQuery,
+    OperatorSet,
+    RunPage,
+    RunState,
+    ScoringMode,
+    StartRequest,
+)
+from evolution_svc.executor import RunExecutor
+from evolution_svc.notifier import Notifier
+from evolution_svc.ports import Lease, NewRun, Registry, RunRepository
+from evolution_svc.repository import utc_now
+from evolution_svc.validation import split_held_out, validate_config, validate_suite
+
+log = structlog.get_logger(__name__)
+WATCH_BATCH = 100
+MAX_SEED = 2**62
+
+
+def new_run_id() -> str:
+    """A fresh run id, e.g. ``evo_1a2b3c4d5e6f``."""
+    return RUN_ID_PREFIX + secrets.token_hex(6)
+
+
+class EvolutionService:
+    """The evolution use-cases over their ports."""
+
+    def __init__(
+        self,
+        repository: RunRepository,
+        registry: Registry,
+        executor: RunExecutor,
+        notifier: Notifier,
+        defaults: EvolutionConfig,
+        *,
+        model_available: bool,
+        watch_poll_seconds: float = 1.0,
+    ) -> None:
+        self._repository = repository
+        self._registry = registry
+        self._executor = executor
+        self._notifier = notifier
+        self._defaults = defaults
+        self._model_available = model_available
+        self._poll = watch_poll_seconds
+
+    def effective_config(self, request: StartRequest) -> EvolutionConfig:
+        """The request's settings over the defaults, with the operators and seed resolved.
+
+        Raises:
+            InvalidArgument: naming the first bad field.
+        """
+        config = request.overrides.over(self._defaults)
+        if config.operators is OperatorSet.UNSPECIFIED:
+            config = replace(
+                config, operators=OperatorSet.MIXED if self._model_available else OperatorSet.PROGRAM_TRANSFORM
+            )
+        if request.overrides.seed is None:
+            config = replace(config, seed=secrets.randbelow(MAX_SEED))
+        return validate_config(config)
+
+    async def start(self, request: StartRequest) -> EvolutionRun:
+        """Accepts a run and starts it in the background.
+
+        Raises:
+            InvalidArgument: an empty or malformed suite (naming the case) or a bad setting.
+            NotFound: the agent (or the scorer agent) is not in the registry.
+            common.errors.Unavailable: the registry cannot be reached.
+        """
+        if not request.agent:
+            raise InvalidArgument("agent_id: required")
+        suite = validate_suite(request.suite)
+        config = self.effective_config(request)
+        suite = split_held_out(suite, config.seed)
+        agent = await self._registry.get_agent(request.agent, request.agent_version)
+        if suite.scoring_mode is ScoringMode.SCORER_AGENT:
+            try:
+                scorer = await self._registry.get_agent(suite.scorer_agent_id, suite.scorer_agent_version)
+            except NotFound as error:
+                raise NotFound(f"suite.scorer_agent_id: {error.message}") from error
+            # Pin the scorer's version so that a resumed run scores exactly as before.
+            suite = replace(suite, scorer_agent_id=scorer.agent_id, scorer_agent_version=scorer.version)
+        now = utc_now()
+        run = EvolutionRun(
+            run_id=new_run_id(),
+            agent_id=agent.agent_id,
+            agent_name=agent.name,
+            agent_version=agent.version,
+            suite=suite,
+            config=config,
+            state=RunState.PENDING,
+            create_time=now,
+            update_time=now,
+        )
+        stored, created = await self._repository.insert(
+            NewRun(run=run, request_id=request.request_id, seed_code=agent.code),
+            self._executor.owner,
+            self._executor.lease_until(),
+        )
+        if created:
+            log.info("evolution_run_accepted", run_id=run.run_id, agent_id=agent.agent_id,
+                     version=agent.version, cases=len(suite.cases), seed=config.seed)
+            self._executor.submit(Lease(stored.run_id, self._executor.owner, 1))
+        return stored
+
+    async def get(self, run_id: str, *, include_code: bool = True) -> EvolutionRun:
+        """A run with its generation reports.
+
+        Raises:
+            NotFound: no such run.
+        """
+        run = await self._repository.get(run_id, include_code=include_code)
+        if run is None:
+            raise NotFound(f'unknown evolution run "{run_id}"')
+        return run
+
+    async def list(self, query: ListQuery) -> RunPage:
+        """A page of runs, newest first.
+
+        Raises:
+            InvalidArgument: a page token this service did not make.
+        """
+        try:
+            return await self._repository.list_runs(query)
+        except ValueError as error:
+            raise InvalidArgument(f"page_token: {error}") from error
+
+    async def cancel(self, run_id: str, reason: str) -> EvolutionRun:
+        """Cancels an unfinished run; its worker stops at once (or at its next write on another replica).
+
+        Raises:
+            NotFound: no such run.
+            FailedPrecondition: the run has already ended.
+        """
+        run, cancelled = await self._repository.cancel(run_id, reason)
+        if run is None:
+            raise NotFound(f'unknown evolution run "{run_id}"')
+        if not cancelled:
+            raise FailedPrecondition(
+                f'evolution run "{run_id}" has already ended ({run.state.value}); only unfinished runs can be cancelled'
+            )
+        self._executor.abort(run_id)
+        self._notifier.publish(run_id)
+        log.info("evolution_run_cancelled", run_id=run_id, reason=reason)
+        return run
+
+    async def watch(self, run_id: str, after_sequence: int) -> AsyncIterator[Event]:
+        """Stored events after ``after_sequence``, then live ones, until the run's last event.
+
+        Raises:
+            NotFound: no such run.
+            InvalidArgument: a negative sequence.
+        """
+        if after_sequence < 0:
+            raise InvalidArgument("after_sequence: must not be negative")
+        await self.get(run_id, include_code=False)
+        cursor = after_sequence
+        while True:
+            ticket = self._notifier.ticket(run_id)
+            events = await self._repository.events_after(run_id, cursor, WATCH_BATCH)
+            for event in events:
+                yield event
+                cursor = event.sequence
+                if event.type.is_terminal:
+                    return
+            if events:
+                continue
+            run = await self.get(run_id, include_code=False)
+            if run.state.is_terminal and run.last_sequence <= cursor:
+                return
+            try:
+                await asyncio.wait_for(ticket.wait(), self._poll)
+            except TimeoutError:
+                pass
