@@ -88,6 +88,9 @@ class LocalBackend(SandboxBackend, abc.ABC):
         flavor = wire.flavor(job) if self.settings.async_pool_size > 0 else "sync"
         for attempt in range(2):
             process = await self._ensure_process()
+            ready = process.try_take_child(flavor)
+            if ready is not None:
+                return process, ready
             try:
                 handle = await asyncio.wait_for(process.take_child(flavor), self.settings.start_timeout_seconds)
                 return process, handle

@@ -50,21 +50,17 @@ class ChildHandle:
 
 
 def _dying(pid: int) -> bool:
-    """True if ``pid`` is gone, a zombie, exiting, or has a SIGKILL pending."""
+    """True if ``pid`` is gone, a zombie, exiting, or has a SIGKILL pending (a fatal signal is queued on
+    every thread at once, so the per-task pending set in /proc/<pid>/stat shows it)."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-        with open(f"/proc/{pid}/status", "rb") as f:
-            status = f.read()
-    except OSError:
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
+        try:
+            fields = os.read(fd, 4096).rsplit(b")", 1)[1].split()
+        finally:
+            os.close(fd)
+    except (OSError, IndexError):
         return True
-    if fields[0] in (b"Z", b"X") or int(fields[6]) & _PF_EXITING:
-        return True
-    for key in (b"ShdPnd:", b"SigPnd:"):
-        start = status.find(key)
-        if start >= 0 and int(status[start + len(key) :].split(None, 1)[0], 16) & _SIGKILL_BIT:
-            return True
-    return False
+    return fields[0] in (b"Z", b"X") or bool(int(fields[6]) & _PF_EXITING) or bool(int(fields[28]) & _SIGKILL_BIT)
 
 
 class RuntimeProcess:
@@ -277,6 +273,11 @@ class RuntimeProcess:
             asyncio.get_running_loop().remove_writer(self._sock.fileno())
 
     # -- children --------------------------------------------------------------------------------------
+    def try_take_child(self, flavor: str) -> ChildHandle | None:
+        """An idle execution process of ``flavor`` if one is ready now."""
+        queue = self._idle[flavor]
+        return queue.popleft() if queue and self._alive else None
+
     async def take_child(self, flavor: str) -> ChildHandle:
         """The next idle execution process of ``flavor`` (waits for the pool to refill if it is empty).
 
