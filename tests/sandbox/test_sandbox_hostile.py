@@ -212,6 +212,7 @@ CASES = [
     Case("ignore_sigterm", OutcomeKind.TIMEOUT, limits={"timeout_seconds": 0.5}),
     Case("thread_bomb", OutcomeKind.ERROR, "RuntimeError"),
     Case("forged_frames", OutcomeKind.INVALID_OUTPUT),
+    Case("forged_huge_frame", OutcomeKind.OUTPUT_TOO_LARGE),
     Case("hard_exit", OutcomeKind.ERROR, "ProcessExit"),
     Case("escalate", OutcomeKind.OK, check=check_no_escalation),
 ]
