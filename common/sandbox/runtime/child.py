@@ -23,9 +23,8 @@ def serve(config: dict[str, Any], uid: int, job_r: int, res_w: int) -> NoReturn:
     _keep_only_fds(job_r, res_w)
     work_dir = _isolate(config, uid)
     os.setsid()
-    os.environ.clear()
-    os.environ.update(ENVIRONMENT)
-    os.environ["TMPDIR"] = os.environ["HOME"] = work_dir
+    if work_dir != WORK_DIR:  # weak mode: the zygote's environment names the namespace mode's work dir
+        os.environ["TMPDIR"] = os.environ["HOME"] = work_dir
     runner.rehearse()
     payload = _read_job(job_r)
     os.close(job_r)
@@ -79,11 +78,13 @@ def _isolate(config: dict[str, Any], uid: int) -> str:
 
 
 def _effective_caps() -> int:
-    with open("/proc/self/status", "rb") as f:
-        for line in f:
-            if line.startswith(b"CapEff:"):
-                return int(line.split()[1], 16)
-    return -1
+    fd = os.open("/proc/self/status", os.O_RDONLY)
+    try:
+        status = os.read(fd, 65536)
+    finally:
+        os.close(fd)
+    start = status.find(b"CapEff:")
+    return int(status[start + 7 :].split(None, 1)[0], 16) if start >= 0 else -1
 
 
 def _read_exact(fd: int, size: int) -> bytes:

@@ -151,6 +151,9 @@ def _build_root(config: dict[str, Any]) -> None:
     os.setgroups([])
     os.setresgid(0, 0, 0)
     os.setresuid(0, 0, 0)
+    # The uid change made us non-dumpable, so our /proc files would belong to the (unmapped) host root and
+    # even our own /proc/self/comm would be read-only to us and our children.
+    syscalls.prctl(syscalls.PR_SET_DUMPABLE, 1)
     syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
     syscalls.mount("tmpfs", _STAGE, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, "size=1m,mode=0755")
     stage = _STAGE
