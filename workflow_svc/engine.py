@@ -292,7 +292,8 @@ class Run:
         return event
 
     def _set(self, node_id: str, **changes: Any) -> NodeRun:
-        run = replace(self.runs[node_id], **changes)
+        # A new frozen snapshot per change: a queued batch keeps the state it was given.
+        run = NodeRun(**{**self.runs[node_id].__dict__, **changes})
         self.runs[node_id] = run
         self._batch.nodes[node_id] = run
         return run
