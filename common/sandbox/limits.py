@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,5 +51,10 @@ class Limits:
     def replace(self, **changes: Any) -> Limits:
         return dataclasses.replace(self, **changes)
 
-    def to_wire(self) -> dict[str, Any]:
+    @functools.cached_property
+    def _wire(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def to_wire(self) -> dict[str, Any]:
+        """The limits as a JSON object (computed once per instance; do not mutate)."""
+        return self._wire

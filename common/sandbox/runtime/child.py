@@ -18,8 +18,6 @@ def serve(config: dict[str, Any], uid: int, job_r: int, res_w: int) -> NoReturn:
     syscalls.set_process_name("tdev-idle")
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
     _keep_only_fds(job_r, res_w)
     work_dir = _isolate(config, uid)
     os.setsid()

@@ -39,6 +39,7 @@ def serve(config: dict[str, Any], sock: socket.socket, flavor: str) -> NoReturn:
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # children inherit it; they only reset SIGCHLD themselves
     poller = select.epoll()
     poller.register(sock.fileno(), select.EPOLLIN)
     poller.register(wake_r, select.EPOLLIN)
