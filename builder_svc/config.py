@@ -24,3 +24,35 @@ class BuilderSettings(ServiceSettings):
     max_cost_usd: float = Field(2.0, description="Default LLM cost budget per build, in US dollars.")
     max_tokens: int = Field(200_000, description="Default LLM token budget per build.")
     max_duration_seconds: float = Field(600.0, description="Default wall-time budget per build.")
+    max_fix_attempts_limit: int = Field(10, description="Most fix attempts a caller may ask for.")
+    max_sample_inputs: int = Field(20, description="Most extra sample inputs a caller may give.")
+    max_validation_rounds: int = Field(
+        2, description="Times validation may send the build back to fixing the responsible agent."
+    )
+    worker_id: str = Field(
+        "", description="Stable name of this replica; on restart it takes back its own builds at once."
+    )
+    lease_seconds: float = Field(
+        15.0, description="Lease of a running build; a crashed replica's builds move after it."
+    )
+    claim_interval_seconds: float = Field(1.0, description="How often a replica looks for builds to run or resume.")
+    max_active_builds: int = Field(8, description="Builds one replica runs at once; more wait.")
+    agent_concurrency: int = Field(4, description="Agents of one build selected or generated at once.")
+    validation_concurrency: int = Field(4, description="Validation executions of one build run at once.")
+    reuse_candidates: int = Field(3, description="Registry candidates tested per agent before generating one.")
+    search_top_k: int = Field(10, description="Registry search results offered to the planner.")
+    example_timeout_seconds: float = Field(5.0, description="Sandbox wall-clock limit per example run.")
+    node_timeout_seconds: float = Field(10.0, description="Per-attempt timeout of each composed workflow node.")
+    watch_poll_seconds: float = Field(1.0, description="Safety poll of the event table by quiet watchers.")
+    dependency_deadline_seconds: float = Field(30.0, description="Deadline of unary calls to registry and workflow.")
+    dependency_attempts: int = Field(3, description="Tries of an idempotent call to a service that is unavailable.")
+    validation_deadline_seconds: float = Field(120.0, description="Longest one validation execution may take.")
+    analysis_max_tokens: int = Field(4000, description="Output token cap of the analysis call.")
+    plan_max_tokens: int = Field(8000, description="Output token cap of the planning call.")
+    code_max_tokens: int = Field(4000, description="Output token cap of each code generation or repair call.")
+    model: str | None = Field(
+        None, description='Model for every builder call ("provider:model"); unset follows common.llm routing.'
+    )
+    public_workflow_address: str = Field(
+        "", description="Workflow address shown in generated READMEs; empty uses TDEV_WORKFLOW_ADDRESS."
+    )

@@ -1,35 +1,116 @@
-"""Composition root of the builder service: settings -> engine -> servicer -> server."""
+"""Composition root of the builder service: settings -> engine, clients, sandbox, LLM -> worker -> server."""
 
 from __future__ import annotations
 
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from tdev.builder.v1 import builder_service_pb2 as pb2
 from tdev.builder.v1 import builder_service_pb2_grpc as pb2_grpc
 
+from builder_svc.admission import Defaults
+from builder_svc.clients import GrpcRegistry, GrpcWorkflows
 from builder_svc.config import SCHEMA, BuilderSettings
+from builder_svc.notifier import EventNotifier
+from builder_svc.pipeline import Pipeline, PipelineSettings
+from builder_svc.ports import LanguageModel, Tester
+from builder_svc.repository import SqlRepository
+from builder_svc.service import BuilderService
 from builder_svc.servicer import BuilderServiceServicer
+from builder_svc.worker import BuildWorker, WorkerSettings
 from common.config import CommonSettings, get_common_settings
 from common.db import create_engine, migrate
+from common.grpc_client import open_channel
 from common.grpc_server import ServiceBinding, build_server
 from common.runtime import ServiceHandle, serve_until_stopped, setup_process
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
+def worker_id(settings: BuilderSettings) -> str:
+    """The configured replica name, else one unique to this process."""
+    return settings.worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def defaults(settings: BuilderSettings) -> Defaults:
+    """Constraint defaults and limits from the settings."""
+    return Defaults(
+        max_requirements_chars=settings.max_requirements_chars, max_tokens=settings.max_tokens,
+        max_cost_usd=settings.max_cost_usd, max_duration_seconds=settings.max_duration_seconds,
+        max_fix_attempts=settings.max_fix_attempts, max_fix_attempts_limit=settings.max_fix_attempts_limit,
+        max_sample_inputs=settings.max_sample_inputs)
+
+
+def pipeline_settings(settings: BuilderSettings, common: CommonSettings) -> PipelineSettings:
+    """Stage knobs from the settings."""
+    return PipelineSettings(
+        agent_concurrency=settings.agent_concurrency, validation_concurrency=settings.validation_concurrency,
+        reuse_candidates=settings.reuse_candidates, search_top_k=settings.search_top_k,
+        example_timeout_seconds=settings.example_timeout_seconds, node_timeout_seconds=settings.node_timeout_seconds,
+        validation_deadline_seconds=settings.validation_deadline_seconds,
+        max_validation_rounds=settings.max_validation_rounds, analysis_max_tokens=settings.analysis_max_tokens,
+        plan_max_tokens=settings.plan_max_tokens, code_max_tokens=settings.code_max_tokens, model=settings.model,
+        workflow_address=settings.public_workflow_address or common.workflow_address)
+
+
 async def create_server(
-    settings: BuilderSettings, common: CommonSettings, *, port: int | None = None
+    settings: BuilderSettings,
+    common: CommonSettings,
+    *,
+    port: int | None = None,
+    llm: LanguageModel | None = None,
+    tester: Tester | None = None,
 ) -> ServiceHandle:
-    """Builds and starts the builder service; ``port=0`` binds a free port (tests)."""
+    """Builds and starts the builder service; ``port=0`` binds a free port (tests).
+
+    The LLM client and the sandbox default to the real ones (common.llm configured from the environment,
+    common.sandbox); a caller passing its own keeps ownership of it and closes it.
+    """
+    closers: list[Callable[[], Awaitable[object]]] = []
     engine = create_engine(settings.resolved_database_url(common, SCHEMA), SCHEMA)
+    closers.append(engine.dispose)
     try:
         await migrate(engine, MIGRATIONS, SCHEMA)
-        servicer = BuilderServiceServicer()
+        repository = SqlRepository(engine)
+        registry_channel = open_channel(common.registry_address, deadline_seconds=settings.dependency_deadline_seconds,
+                                        max_message_mb=common.grpc_max_message_mb)
+        closers.append(registry_channel.close)
+        workflow_channel = open_channel(common.workflow_address, deadline_seconds=settings.dependency_deadline_seconds,
+                                        max_message_mb=common.grpc_max_message_mb)
+        closers.append(workflow_channel.close)
+        if tester is None:
+            from builder_svc.sandbox_tester import SandboxTester
+
+            sandbox = await SandboxTester.start(common)
+            closers.append(sandbox.close)
+            tester = sandbox
+        if llm is None:
+            from common.llm import build_llm
+
+            client = await build_llm(common=common)
+            closers.append(client.close)
+            llm = client
+        pipeline = Pipeline(
+            pipeline_settings(settings, common), llm,
+            GrpcRegistry(registry_channel, settings.dependency_deadline_seconds, settings.dependency_attempts),
+            GrpcWorkflows(workflow_channel, settings.dependency_deadline_seconds, settings.dependency_attempts),
+            tester, repository.states)
+        notifier = EventNotifier()
+        worker = BuildWorker(
+            WorkerSettings(worker_id=worker_id(settings), reclaim_own=bool(settings.worker_id),
+                           lease_seconds=settings.lease_seconds, claim_interval_seconds=settings.claim_interval_seconds,
+                           max_active_builds=settings.max_active_builds),
+            repository, pipeline, notifier)
+        service = BuilderService(repository, worker, notifier, defaults(settings),
+                                 watch_poll_seconds=settings.watch_poll_seconds)
         running = await build_server(
             [
                 ServiceBinding(
                     pb2.DESCRIPTOR.services_by_name["BuilderService"],
-                    servicer,
+                    BuilderServiceServicer(service),
                     pb2_grpc.add_BuilderServiceServicer_to_server,
                 )
             ],
@@ -37,10 +118,13 @@ async def create_server(
             port=settings.port if port is None else port,
             max_message_mb=common.grpc_max_message_mb,
         )
+        worker.start()
+        closers.append(worker.close)
     except BaseException:
-        await engine.dispose()
+        for closer in reversed(closers):
+            await closer()
         raise
-    return ServiceHandle(running, closers=[engine.dispose])
+    return ServiceHandle(running, closers=closers)
 
 
 async def main() -> None:

@@ -8,50 +8,51 @@ import grpc
 from tdev.builder.v1 import builder_service_pb2 as pb2
 from tdev.builder.v1 import builder_service_pb2_grpc as pb2_grpc
 
-from common.errors import Unimplemented
-
-
-def _missing(rpc: str) -> Unimplemented:
-    return Unimplemented(f"{rpc} is not built yet: the builder service's use-cases arrive with issue #7")
+from builder_svc import convert
+from builder_svc.service import BuilderService
 
 
 class BuilderServiceServicer(pb2_grpc.BuilderServiceServicer):
     """Implements tdev.builder.v1.BuilderService."""
 
+    def __init__(self, service: BuilderService) -> None:
+        self._service = service
+
     async def BuildService(
         self, request: pb2.BuildServiceRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb2.BuildServiceResponse]:
-        """Streams BuildService responses."""
-        raise _missing("BuildService")
-        yield pb2.BuildServiceResponse()  # pragma: no cover - makes this an async generator
+        """Starts a build and streams its events until it ends."""
+        async for event in self._service.build_and_watch(convert.start_command(request)):
+            yield convert.build_service_response(event)
 
     async def StartBuild(
         self, request: pb2.StartBuildRequest, context: grpc.aio.ServicerContext
     ) -> pb2.StartBuildResponse:
-        """Answers StartBuild."""
-        raise _missing("StartBuild")
+        """Starts a build and returns at once."""
+        build = await self._service.start(convert.start_command(request))
+        return convert.start_response(build)
 
     async def WatchBuild(
         self, request: pb2.WatchBuildRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb2.WatchBuildResponse]:
-        """Streams WatchBuild responses."""
-        raise _missing("WatchBuild")
-        yield pb2.WatchBuildResponse()  # pragma: no cover - makes this an async generator
+        """Streams a build's events after a sequence number, then live ones until it ends."""
+        async for event in self._service.watch(request.build_id, request.after_sequence):
+            yield convert.watch_response(event)
 
-    async def GetBuild(
-        self, request: pb2.GetBuildRequest, context: grpc.aio.ServicerContext
-    ) -> pb2.GetBuildResponse:
-        """Answers GetBuild."""
-        raise _missing("GetBuild")
+    async def GetBuild(self, request: pb2.GetBuildRequest, context: grpc.aio.ServicerContext) -> pb2.GetBuildResponse:
+        """Returns a build."""
+        return convert.get_response(await self._service.get(request.build_id))
 
     async def ListBuilds(
         self, request: pb2.ListBuildsRequest, context: grpc.aio.ServicerContext
     ) -> pb2.ListBuildsResponse:
-        """Answers ListBuilds."""
-        raise _missing("ListBuilds")
+        """Lists builds, newest first."""
+        query, page_size, page_token = convert.list_query(request)
+        page, next_token = await self._service.list(query, page_size, page_token)
+        return convert.list_response(page, next_token)
 
     async def CancelBuild(
         self, request: pb2.CancelBuildRequest, context: grpc.aio.ServicerContext
     ) -> pb2.CancelBuildResponse:
-        """Answers CancelBuild."""
-        raise _missing("CancelBuild")
+        """Cancels a running build."""
+        return convert.cancel_response(await self._service.cancel(request.build_id, request.reason))

@@ -1,0 +1,126 @@
+"""What a build request must satisfy before it is accepted; defaults applied to its constraints."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+from dataclasses import dataclass
+
+from builder_svc.domain import Constraints, RequestedConstraints
+from common.errors import FieldViolation, InvalidArgument
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+MAX_REQUEST_ID_CHARS = 128
+MAX_SAMPLE_BYTES = 256 * 1024
+Cursor = tuple[float, str]
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """Service defaults and upper limits of a build's constraints."""
+
+    max_requirements_chars: int
+    max_tokens: int
+    max_cost_usd: float
+    max_duration_seconds: float
+    max_fix_attempts: int
+    max_fix_attempts_limit: int
+    max_sample_inputs: int
+
+
+def _invalid(field: str, problem: str) -> InvalidArgument:
+    return InvalidArgument(f"{field}: {problem}", violations=[FieldViolation(field, problem)])
+
+
+def check_requirements(text: str, max_chars: int) -> str:
+    """The requirements, stripped.
+
+    Raises:
+        InvalidArgument: empty (or whitespace only) or longer than ``max_chars``.
+    """
+    stripped = text.strip()
+    if not stripped:
+        raise _invalid("requirements", "must not be empty")
+    if len(stripped) > max_chars:
+        raise _invalid("requirements", f"{len(stripped)} characters; the limit is {max_chars}")
+    return stripped
+
+
+def resolve_constraints(requested: RequestedConstraints, defaults: Defaults) -> Constraints:
+    """Applies defaults to zero values and checks the rest.
+
+    Raises:
+        InvalidArgument: a negative or non-finite limit, too many fix attempts or sample inputs, or a
+            sample input that is too large; every problem is listed.
+    """
+    problems: list[FieldViolation] = []
+    for name in ("max_tokens", "max_cost_usd", "max_duration_seconds", "max_fix_attempts"):
+        value = getattr(requested, name)
+        if value < 0 or (isinstance(value, float) and not math.isfinite(value)):
+            problems.append(FieldViolation(f"constraints.{name}", f"must be a positive number or 0, got {value}"))
+    if requested.max_fix_attempts > defaults.max_fix_attempts_limit:
+        problems.append(FieldViolation("constraints.max_fix_attempts",
+                                       f"at most {defaults.max_fix_attempts_limit}, got {requested.max_fix_attempts}"))
+    if len(requested.sample_inputs) > defaults.max_sample_inputs:
+        problems.append(FieldViolation("constraints.sample_inputs",
+                                       f"{len(requested.sample_inputs)} samples; at most {defaults.max_sample_inputs}"))
+    for index, sample in enumerate(requested.sample_inputs):
+        if len(json.dumps(sample, default=str)) > MAX_SAMPLE_BYTES:
+            problems.append(FieldViolation(f"constraints.sample_inputs[{index}]",
+                                           f"larger than {MAX_SAMPLE_BYTES // 1024} KiB"))
+    if problems:
+        raise InvalidArgument("; ".join(f"{p.field}: {p.description}" for p in problems), violations=problems)
+    return Constraints(
+        max_tokens=requested.max_tokens or defaults.max_tokens,
+        max_cost_usd=requested.max_cost_usd or defaults.max_cost_usd,
+        max_duration_seconds=requested.max_duration_seconds or defaults.max_duration_seconds,
+        max_fix_attempts=requested.max_fix_attempts or defaults.max_fix_attempts,
+        disable_reuse=requested.disable_reuse,
+        sample_inputs=tuple(dict(sample) for sample in requested.sample_inputs),
+    )
+
+
+def check_request_id(request_id: str) -> None:
+    """Raises InvalidArgument when the idempotency key is too long."""
+    if len(request_id) > MAX_REQUEST_ID_CHARS:
+        raise _invalid("request_id", f"{len(request_id)} characters; the limit is {MAX_REQUEST_ID_CHARS}")
+
+
+def check_build_id(build_id: str) -> None:
+    """Raises InvalidArgument for an empty id."""
+    if not build_id:
+        raise _invalid("build_id", "is required")
+
+
+def page_size(requested: int) -> int:
+    """The effective page size.
+
+    Raises:
+        InvalidArgument: for a negative size.
+    """
+    if requested < 0:
+        raise _invalid("page_size", "must not be negative")
+    return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+def encode_cursor(create_time: float, build_id: str) -> str:
+    """An opaque page token."""
+    return base64.urlsafe_b64encode(json.dumps([create_time, build_id]).encode()).decode()
+
+
+def decode_cursor(token: str) -> Cursor | None:
+    """The cursor of a page token (None for the first page).
+
+    Raises:
+        InvalidArgument: the token was not issued by this service.
+    """
+    if not token:
+        return None
+    try:
+        create_time, build_id = json.loads(base64.urlsafe_b64decode(token.encode()))
+        return float(create_time), str(build_id)
+    except (ValueError, TypeError, binascii.Error):
+        raise _invalid("page_token", "not issued by this service") from None

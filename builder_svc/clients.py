@@ -1,0 +1,144 @@
+"""The registry and workflow services as the builder's ports, over gRPC (their public APIs only)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+import grpc
+import structlog
+
+from builder_svc import convert
+from builder_svc.domain import AgentRegistration, AgentSummary, ExecutionResult, StoredWorkflow, WorkflowDefinition
+from common.errors import DeadlineExceeded, from_rpc_error
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+
+async def _retrying(call: Callable[[], Awaitable[T]], what: str, attempts: int) -> T:
+    """Runs an idempotent call, retrying UNAVAILABLE with a short backoff; other errors become DomainErrors."""
+    for attempt in range(attempts):
+        try:
+            return await call()
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.UNAVAILABLE and attempt + 1 < attempts:
+                await asyncio.sleep(0.2 * 2**attempt)
+                continue
+            raise from_rpc_error(error, context=what) from None
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+class GrpcRegistry:
+    """tdev.registry.v1.RegistryService on an open channel."""
+
+    def __init__(self, channel: grpc.aio.Channel, deadline_seconds: float, attempts: int) -> None:
+        self._stub = convert.registry_stub(channel)
+        self._deadline = deadline_seconds
+        self._attempts = attempts
+
+    async def search(self, query: str, top_k: int) -> list[AgentSummary]:
+        """Agents ranked by match (without code).
+
+        Raises:
+            common.errors.Unavailable: the registry cannot be reached.
+        """
+        response = await _retrying(
+            lambda: self._stub.SearchAgents(convert.search_request(query, top_k), timeout=self._deadline),
+            "registry SearchAgents", self._attempts)
+        return convert.search_results(response)
+
+    async def get(self, agent_id: str, version: str) -> AgentSummary:
+        """One version with its code.
+
+        Raises:
+            common.errors.NotFound: no such version; Unavailable: the registry cannot be reached.
+        """
+        response = await _retrying(
+            lambda: self._stub.GetAgent(convert.get_agent_request(agent_id, version), timeout=self._deadline),
+            "registry GetAgent", self._attempts)
+        return convert.agent_summary(response.agent)
+
+    async def register(self, registration: AgentRegistration) -> AgentSummary:
+        """Registers code (idempotent by name and code, and by request id).
+
+        Raises:
+            common.errors.InvalidArgument: the registry rejected the code (the message says where and why);
+            Unavailable: the registry cannot be reached.
+        """
+        response = await _retrying(
+            lambda: self._stub.RegisterAgent(convert.register_request(registration), timeout=self._deadline),
+            "registry RegisterAgent", self._attempts)
+        return convert.agent_summary(response.agent)
+
+
+class GrpcWorkflows:
+    """tdev.workflow.v1.WorkflowService on an open channel."""
+
+    def __init__(self, channel: grpc.aio.Channel, deadline_seconds: float, attempts: int) -> None:
+        self._stub = convert.workflow_stub(channel)
+        self._deadline = deadline_seconds
+        self._attempts = attempts
+
+    async def create(self, definition: WorkflowDefinition, request_id: str) -> StoredWorkflow:
+        """Validates and stores a definition; a replayed request id returns the first workflow.
+
+        Raises:
+            common.errors.InvalidArgument: the definition failed validation (every problem listed);
+            Unavailable: the workflow service cannot be reached.
+        """
+        request = convert.create_workflow_request(definition, request_id)
+        response = await _retrying(lambda: self._stub.CreateWorkflow(request, timeout=self._deadline),
+                                   "workflow CreateWorkflow", self._attempts)
+        return convert.stored_workflow(response)
+
+    async def run(self, workflow_id: str, inputs: Mapping[str, Any], request_id: str, deadline_seconds: float,
+                  started: Callable[[str], None] | None = None) -> ExecutionResult:
+        """Starts an execution (a replayed request id finds the first one), follows it to its end and reads it.
+
+        Raises:
+            common.errors.DeadlineExceeded: it did not end within ``deadline_seconds``;
+            Unavailable: the workflow service cannot be reached.
+        """
+        request = convert.start_execution_request(workflow_id, inputs, request_id)
+        response = await _retrying(lambda: self._stub.StartExecution(request, timeout=self._deadline),
+                                   "workflow StartExecution", self._attempts)
+        execution = convert.execution_id(response)
+        if started is not None:
+            started(execution)
+        try:
+            async with asyncio.timeout(deadline_seconds):
+                await self._follow(execution)
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"workflow execution {execution} did not end within {deadline_seconds:g} s") from None
+        finished = await _retrying(
+            lambda: self._stub.GetExecution(convert.get_execution_request(execution), timeout=self._deadline),
+            "workflow GetExecution", self._attempts)
+        return convert.execution_result(finished)
+
+    async def _follow(self, execution: str) -> None:
+        """Watches until the terminal event, resuming after the last seen sequence when the stream breaks."""
+        after = 0
+        failures = 0
+        while True:
+            try:
+                async for response in self._stub.WatchExecution(convert.watch_execution_request(execution, after)):
+                    after, terminal = convert.watched_event(response)
+                    if terminal:
+                        return
+                return  # the server ends the stream only after the terminal event
+            except grpc.aio.AioRpcError as error:
+                failures += 1
+                if error.code() != grpc.StatusCode.UNAVAILABLE or failures >= self._attempts:
+                    raise from_rpc_error(error, context="workflow WatchExecution") from None
+                await asyncio.sleep(0.2 * 2**failures)
+
+    async def cancel(self, execution_id: str, reason: str) -> None:
+        """Cancels an execution; failures are logged, never raised."""
+        try:
+            await self._stub.CancelExecution(convert.cancel_execution_request(execution_id, reason),
+                                             timeout=self._deadline)
+        except grpc.aio.AioRpcError as error:
+            log.info("execution_cancel_failed", execution_id=execution_id, code=error.code().name)

@@ -1,0 +1,299 @@
+"""Protobuf <-> domain: the builder's own messages and those of the registry and workflow services it calls."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import grpc
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from tdev.builder.v1 import build_pb2
+from tdev.builder.v1 import builder_service_pb2 as pb2
+from tdev.registry.v1 import agent_pb2 as registry_agent_pb2
+from tdev.registry.v1 import registry_service_pb2 as registry_pb2
+from tdev.registry.v1 import registry_service_pb2_grpc as registry_pb2_grpc
+from tdev.workflow.v1 import workflow_pb2 as wf_pb2
+from tdev.workflow.v1 import workflow_service_pb2 as wf_service_pb2
+from tdev.workflow.v1 import workflow_service_pb2_grpc as wf_service_pb2_grpc
+
+from builder_svc.domain import (
+    AgentRegistration,
+    AgentSummary,
+    Build,
+    BuildError,
+    BuildEvent,
+    BuildFilter,
+    BuildState,
+    ExecutionResult,
+    NodeResult,
+    PackagedAgent,
+    RequestedConstraints,
+    ServicePackage,
+    StageResult,
+    StartCommand,
+    StoredWorkflow,
+    Usage,
+    ValidationCase,
+    WorkflowDefinition,
+)
+from common.errors import FieldViolation, InvalidArgument
+
+
+# ---- JSON values ---------------------------------------------------------------------------------------------
+def _whole(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _whole(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_whole(item) for item in value]
+    return value
+
+
+def struct_to_dict(message: struct_pb2.Struct) -> dict[str, Any]:
+    """A Struct as plain JSON; whole numbers come back as ints (Struct keeps only doubles)."""
+    return dict(_whole(json_format.MessageToDict(message)))
+
+
+def struct(value: Mapping[str, Any] | None) -> struct_pb2.Struct:
+    """A Struct from JSON-ready values."""
+    message = struct_pb2.Struct()
+    if value:
+        message.update(dict(value))
+    return message
+
+
+def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromNanoseconds(int(seconds * 1e9))
+    return stamp
+
+
+# ---- builder requests ------------------------------------------------------------------------------------
+def _constraints(message: build_pb2.BuildConstraints) -> RequestedConstraints:
+    return RequestedConstraints(
+        max_tokens=message.max_tokens, max_cost_usd=message.max_cost_usd,
+        max_duration_seconds=message.max_duration_seconds, max_fix_attempts=message.max_fix_attempts,
+        disable_reuse=message.disable_reuse,
+        sample_inputs=tuple(struct_to_dict(sample) for sample in message.sample_inputs),
+    )
+
+
+def start_command(request: pb2.StartBuildRequest | pb2.BuildServiceRequest) -> StartCommand:
+    """StartBuild and BuildService requests carry the same fields."""
+    return StartCommand(request.requirements, _constraints(request.constraints), request.request_id)
+
+
+def list_query(request: pb2.ListBuildsRequest) -> tuple[BuildFilter, int, str]:
+    """Filter, page size and page token of ListBuilds."""
+    try:
+        state = BuildState(request.state) if request.state else None
+    except ValueError:
+        raise InvalidArgument(f"state: unknown build state {request.state}",
+                              violations=[FieldViolation("state", f"unknown build state {request.state}")]) from None
+    return BuildFilter(state=state), request.page_size, request.page_token
+
+
+# ---- builder messages ------------------------------------------------------------------------------------
+def usage_message(usage: Usage | None) -> build_pb2.Usage:
+    """Usage as a message."""
+    if usage is None:
+        return build_pb2.Usage()
+    return build_pb2.Usage(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+                           cost_usd=usage.cost_usd, calls=usage.calls, models=list(usage.models))
+
+
+def _error(error: BuildError | None) -> build_pb2.BuildError | None:
+    if error is None:
+        return None
+    return build_pb2.BuildError(code=error.code, message=error.message, stage=int(error.stage or 0))  # type: ignore[arg-type]
+
+
+def _stage(result: StageResult) -> build_pb2.StageResult:
+    return build_pb2.StageResult(
+        stage=int(result.stage), state=int(result.state), summary=result.summary,  # type: ignore[arg-type]
+        details=struct(result.details), duration_ms=result.duration_ms, usage=usage_message(result.usage),
+        attempt=result.attempt)
+
+
+def _agent(agent: PackagedAgent) -> build_pb2.PackagedAgent:
+    return build_pb2.PackagedAgent(spec_name=agent.spec_name, agent_id=agent.agent_id, version=agent.version,
+                                   reused=agent.reused, fix_attempts=agent.fix_attempts, node_id=agent.node_id)
+
+
+def _case(case: ValidationCase) -> build_pb2.ValidationCase:
+    return build_pb2.ValidationCase(inputs=struct(case.inputs), expected=struct(case.expected),
+                                    actual=struct(case.actual), passed=case.passed,
+                                    execution_id=case.execution_id, message=case.message)
+
+
+def _package(package: ServicePackage | None) -> build_pb2.ServicePackage | None:
+    if package is None:
+        return None
+    return build_pb2.ServicePackage(
+        service_id=package.service_id, workflow_id=package.workflow_id, workflow_version=package.workflow_version,
+        agents=[_agent(a) for a in package.agents], input_schema=struct(package.input_schema),
+        output_schema=struct(package.output_schema), readme=package.readme,
+        validation_report=[_case(c) for c in package.validation_report], usage=usage_message(package.usage),
+        build_seconds=package.build_seconds)
+
+
+def build_message(build: Build) -> build_pb2.Build:
+    """A build as a message."""
+    return build_pb2.Build(
+        build_id=build.build_id, requirements=build.requirements,
+        constraints=build_pb2.BuildConstraints(
+            max_tokens=build.constraints.max_tokens, max_cost_usd=build.constraints.max_cost_usd,
+            max_duration_seconds=build.constraints.max_duration_seconds,
+            max_fix_attempts=build.constraints.max_fix_attempts, disable_reuse=build.constraints.disable_reuse,
+            sample_inputs=[struct(s) for s in build.constraints.sample_inputs]),
+        state=int(build.state),  # type: ignore[arg-type]
+        stages=[_stage(s) for s in build.stages], package=_package(build.package), error=_error(build.error),
+        usage=usage_message(build.usage), last_sequence=build.last_sequence,
+        create_time=_timestamp(build.create_time), update_time=_timestamp(build.update_time),
+        registered_agents=[_agent(a) for a in build.registered_agents], elapsed_seconds=build.elapsed_seconds)
+
+
+def event_message(event: BuildEvent) -> build_pb2.BuildEvent:
+    """An event as a message."""
+    return build_pb2.BuildEvent(
+        sequence=event.sequence, build_id=event.build_id, type=int(event.type),  # type: ignore[arg-type]
+        time=_timestamp(event.time), stage=int(event.stage or 0),  # type: ignore[arg-type]
+        message=event.message, details=struct(event.details), duration_ms=event.duration_ms,
+        usage=usage_message(event.usage) if event.usage is not None else None, error=_error(event.error))
+
+
+def start_response(build: Build) -> pb2.StartBuildResponse:
+    """StartBuild's answer."""
+    return pb2.StartBuildResponse(build=build_message(build))
+
+
+def get_response(build: Build) -> pb2.GetBuildResponse:
+    """GetBuild's answer."""
+    return pb2.GetBuildResponse(build=build_message(build))
+
+
+def cancel_response(build: Build) -> pb2.CancelBuildResponse:
+    """CancelBuild's answer."""
+    return pb2.CancelBuildResponse(build=build_message(build))
+
+
+def list_response(page: list[Build], next_token: str) -> pb2.ListBuildsResponse:
+    """ListBuilds' answer."""
+    return pb2.ListBuildsResponse(builds=[build_message(b) for b in page], next_page_token=next_token)
+
+
+def build_service_response(event: BuildEvent) -> pb2.BuildServiceResponse:
+    """One BuildService stream message."""
+    return pb2.BuildServiceResponse(event=event_message(event))
+
+
+def watch_response(event: BuildEvent) -> pb2.WatchBuildResponse:
+    """One WatchBuild stream message."""
+    return pb2.WatchBuildResponse(event=event_message(event))
+
+
+# ---- the registry ----------------------------------------------------------------------------------------
+def registry_stub(channel: grpc.aio.Channel) -> registry_pb2_grpc.RegistryServiceStub:
+    """A registry stub on a channel."""
+    return registry_pb2_grpc.RegistryServiceStub(channel)
+
+
+def search_request(query: str, top_k: int) -> registry_pb2.SearchAgentsRequest:
+    """SearchAgents."""
+    return registry_pb2.SearchAgentsRequest(query=query, top_k=top_k)
+
+
+def get_agent_request(agent_id: str, version: str) -> registry_pb2.GetAgentRequest:
+    """GetAgent with code."""
+    return registry_pb2.GetAgentRequest(agent_id=agent_id, version=version)
+
+
+def register_request(registration: AgentRegistration) -> registry_pb2.RegisterAgentRequest:
+    """RegisterAgent."""
+    return registry_pb2.RegisterAgentRequest(
+        name=registration.name, code=registration.code, description=registration.description,
+        parents=[registry_agent_pb2.AgentVersionRef(agent_id=a, version=v) for a, v in registration.parents],
+        request_id=registration.request_id, labels=dict(registration.labels))
+
+
+def agent_summary(agent: registry_agent_pb2.Agent) -> AgentSummary:
+    """A registry agent version."""
+    return AgentSummary(
+        agent_id=agent.agent_id, name=agent.name, version=agent.version, class_name=agent.class_name,
+        description=agent.description, capabilities=struct_to_dict(agent.declared_capabilities),
+        labels=dict(agent.labels), code=agent.code, code_hash=agent.code_hash)
+
+
+def search_results(response: registry_pb2.SearchAgentsResponse) -> list[AgentSummary]:
+    """SearchAgents' hits, best first."""
+    return [agent_summary(result.agent) for result in response.results]
+
+
+# ---- the workflow service --------------------------------------------------------------------------------
+def workflow_stub(channel: grpc.aio.Channel) -> wf_service_pb2_grpc.WorkflowServiceStub:
+    """A workflow stub on a channel."""
+    return wf_service_pb2_grpc.WorkflowServiceStub(channel)
+
+
+def create_workflow_request(definition: WorkflowDefinition, request_id: str) -> wf_service_pb2.CreateWorkflowRequest:
+    """CreateWorkflow for a composed definition."""
+    workflow = json_format.ParseDict(definition.to_json(), wf_pb2.Workflow())
+    return wf_service_pb2.CreateWorkflowRequest(workflow=workflow, request_id=request_id)
+
+
+def stored_workflow(response: wf_service_pb2.CreateWorkflowResponse) -> StoredWorkflow:
+    """What CreateWorkflow stored."""
+    return StoredWorkflow(response.workflow.workflow_id, response.workflow.version)
+
+
+def start_execution_request(workflow_id: str, inputs: Mapping[str, Any],
+                            request_id: str) -> wf_service_pb2.StartExecutionRequest:
+    """StartExecution."""
+    return wf_service_pb2.StartExecutionRequest(workflow_id=workflow_id, inputs=struct(inputs), request_id=request_id)
+
+
+def execution_id(response: wf_service_pb2.StartExecutionResponse) -> str:
+    """The started execution's id."""
+    return response.execution.execution_id
+
+
+def watch_execution_request(execution: str, after: int) -> wf_service_pb2.WatchExecutionRequest:
+    """WatchExecution."""
+    return wf_service_pb2.WatchExecutionRequest(execution_id=execution, after_sequence=after)
+
+
+def get_execution_request(execution: str) -> wf_service_pb2.GetExecutionRequest:
+    """GetExecution."""
+    return wf_service_pb2.GetExecutionRequest(execution_id=execution)
+
+
+def cancel_execution_request(execution: str, reason: str) -> wf_service_pb2.CancelExecutionRequest:
+    """CancelExecution."""
+    return wf_service_pb2.CancelExecutionRequest(execution_id=execution, reason=reason)
+
+
+_TERMINAL_EVENTS = (wf_pb2.ExecutionEvent.TYPE_EXECUTION_SUCCEEDED, wf_pb2.ExecutionEvent.TYPE_EXECUTION_FAILED,
+                    wf_pb2.ExecutionEvent.TYPE_EXECUTION_CANCELLED)
+
+
+def watched_event(response: wf_service_pb2.WatchExecutionResponse) -> tuple[int, bool]:
+    """Sequence of a watched event and whether it ends the execution."""
+    return response.event.sequence, response.event.type in _TERMINAL_EVENTS
+
+
+def execution_result(response: wf_service_pb2.GetExecutionResponse) -> ExecutionResult:
+    """A finished execution with its per-node outputs and errors."""
+    execution = response.execution
+    nodes = {
+        node.node_id: NodeResult(
+            node_id=node.node_id, state=wf_pb2.NodeRun.State.Name(node.state).removeprefix("STATE_"),
+            output=struct_to_dict(node.output) if node.HasField("output") else None,
+            error_type=node.error.type, error_message=node.error.message, traceback=node.error.traceback)
+        for node in execution.nodes
+    }
+    return ExecutionResult(
+        execution_id=execution.execution_id,
+        state=wf_pb2.Execution.State.Name(execution.state).removeprefix("STATE_"),
+        outputs=struct_to_dict(execution.outputs) if execution.HasField("outputs") else None, nodes=nodes,
+        error_type=execution.error.type, error_message=execution.error.message, error_node=execution.error.node_id)

@@ -1,0 +1,146 @@
+"""Use-cases of the builder: accept, follow, read, list and cancel builds (the stages live in pipeline.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Protocol
+
+import structlog
+
+from builder_svc import admission
+from builder_svc.domain import BUILD_ID_PREFIX, Build, BuildEvent, BuildFilter, BuildState, StartCommand
+from builder_svc.notifier import EventNotifier
+from builder_svc.ports import Repository
+from common.errors import InvalidArgument, NotFound
+
+log = structlog.get_logger(__name__)
+WATCH_BATCH = 500
+
+
+class WorkerControl(Protocol):
+    """What the use-cases ask of the replica's build worker."""
+
+    def wake(self) -> None:
+        """Look for work now."""
+
+    def cancel_local(self, build_id: str) -> None:
+        """Stop this replica's run of a build."""
+
+
+def new_build_id() -> str:
+    """``build_`` and 12 hex digits."""
+    return BUILD_ID_PREFIX + uuid.uuid4().hex[:12]
+
+
+class BuilderService:
+    """The builder's use-cases over a repository, the local worker and the event notifier."""
+
+    def __init__(self, repository: Repository, worker: WorkerControl, notifier: EventNotifier,
+                 defaults: admission.Defaults, *, watch_poll_seconds: float = 1.0,
+                 clock: Callable[[], float] = time.time, new_id: Callable[[], str] = new_build_id) -> None:
+        self._repository = repository
+        self._worker = worker
+        self._notifier = notifier
+        self._defaults = defaults
+        self._poll = watch_poll_seconds
+        self._clock = clock
+        self._new_id = new_id
+
+    async def start(self, command: StartCommand) -> Build:
+        """Accepts a build; it runs in the background (a replayed request id returns the first build).
+
+        Raises:
+            InvalidArgument: empty or oversized requirements, bad constraints or request id.
+        """
+        requirements = admission.check_requirements(command.requirements, self._defaults.max_requirements_chars)
+        constraints = admission.resolve_constraints(command.constraints, self._defaults)
+        admission.check_request_id(command.request_id)
+        now = self._clock()
+        build = Build(build_id=self._new_id(), requirements=requirements, constraints=constraints,
+                      state=BuildState.PENDING, create_time=now, update_time=now)
+        stored, created = await self._repository.insert_build(build, command.request_id)
+        if created:
+            log.info("build_accepted", build_id=stored.build_id, characters=len(requirements))
+            self._worker.wake()
+        return stored
+
+    async def build_and_watch(self, command: StartCommand) -> AsyncIterator[BuildEvent]:
+        """Accepts a build and streams its events until it ends (the build goes on if the caller leaves).
+
+        Raises:
+            InvalidArgument: as :meth:`start`.
+        """
+        build = await self.start(command)
+        async for event in self.watch(build.build_id, 0):
+            yield event
+
+    async def get(self, build_id: str) -> Build:
+        """One build.
+
+        Raises:
+            InvalidArgument: no id. NotFound: no such build.
+        """
+        admission.check_build_id(build_id)
+        build = await self._repository.get_build(build_id)
+        if build is None:
+            raise NotFound(f'build "{build_id}" does not exist')
+        return build
+
+    async def list(self, query: BuildFilter, page_size: int, page_token: str) -> tuple[list[Build], str]:
+        """One page of builds, newest first, and the next page's token ("" on the last page).
+
+        Raises:
+            InvalidArgument: negative page size or a token this service did not issue.
+        """
+        size = admission.page_size(page_size)
+        page = await self._repository.list_builds(query, size + 1, admission.decode_cursor(page_token))
+        if len(page) <= size:
+            return page, ""
+        last = page[size - 1]
+        return page[:size], admission.encode_cursor(last.create_time, last.build_id)
+
+    async def cancel(self, build_id: str, reason: str) -> Build:
+        """Ends a pending or running build as CANCELLED at once; its worker is fenced out and stopped.
+
+        Raises:
+            NotFound: no such build. FailedPrecondition: the build has ended already.
+        """
+        admission.check_build_id(build_id)
+        build, _event = await self._repository.cancel(build_id, reason[:1000], self._clock())
+        self._notifier.notify(build_id)
+        self._worker.cancel_local(build_id)
+        log.info("build_cancelled", build_id=build_id)
+        return build
+
+    async def watch(self, build_id: str, after_sequence: int) -> AsyncIterator[BuildEvent]:
+        """Stored events after a sequence number, then live ones until the build ends; no gap, no duplicate.
+
+        Raises:
+            InvalidArgument: a negative sequence. NotFound: no such build.
+        """
+        if after_sequence < 0:
+            raise InvalidArgument("after_sequence must not be negative")
+        await self.get(build_id)
+        last = after_sequence
+        while True:
+            waiter = self._notifier.subscribe(build_id)
+            try:
+                batch = await self._repository.events_after(build_id, last, WATCH_BATCH)
+                for event in batch:
+                    yield event
+                    last = event.sequence
+                    if event.type.terminal:
+                        return
+                if batch:
+                    continue
+                current = await self._repository.get_build(build_id)
+                if current is None or (current.state.terminal and last >= current.last_sequence):
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(waiter.wait(), self._poll)
+            finally:
+                self._notifier.unsubscribe(build_id, waiter)
