@@ -137,6 +137,7 @@ async def main() -> None:
         rate = await sandbox_throughput(sandbox, 2, args.seconds)
 
     print()
+    print(f"load average during the run: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores (others share it)")
     fork_median, _ = line("floor: fork of a warm idle process + JSON", fork)
     interp_median, _ = line("floor: python -I -S -c pass", interp)
     noop_median, noop_p99 = line("sandbox: no-op agent through the warm pool", noop)

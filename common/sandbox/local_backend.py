@@ -116,9 +116,10 @@ class LocalBackend(SandboxBackend, abc.ABC):
 
 
 def probe_runtime(backend: LocalBackend) -> Probe:
-    """Start the runtime with an empty pool and no work, and report whether it came up (blocking)."""
+    """Start the runtime with a pool of one and report whether it came up and could make an isolated
+    execution process (blocking; about 100 ms)."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    config = {**backend.runtime_config(), "pool_size": 0, "async_pool_size": 0, "control_fd": theirs.fileno()}
+    config = {**backend.runtime_config(), "pool_size": 1, "async_pool_size": 0, "control_fd": theirs.fileno()}
     try:
         proc = subprocess.Popen(
             backend.argv(config),
@@ -133,10 +134,16 @@ def probe_runtime(backend: LocalBackend) -> Probe:
         return Probe(False, f"{type(exc).__name__}: {exc}")
     finally:
         theirs.close()
+    header: dict[str, Any] = {}
     try:
         ours.settimeout(15)
-        message = ours.recv(65536)
-        header = framing.FrameBuffer(len(message) or 1).feed(message)[0][0] if message else {}
+        for _ in range(2):  # "ready", then the first idle child (or its death)
+            message, fds, _, _ = socket.recv_fds(ours, 65536, 2)
+            for fd in fds:
+                os.close(fd)
+            header = framing.FrameBuffer(len(message) or 1).feed(message)[0][0] if message else {}
+            if header.get("op") != "ready":
+                break
     except (OSError, framing.FrameError, IndexError):
         header = {}
     finally:
@@ -146,8 +153,10 @@ def probe_runtime(backend: LocalBackend) -> Probe:
     except subprocess.TimeoutExpired:
         proc.kill()
         _, stderr = proc.communicate()
-    if header.get("op") == "ready":
+    if header.get("op") == "child":
         return Probe(True)
     if header.get("op") == "fatal":
         return Probe(False, str(header.get("error")))
+    if header.get("op") == "exit":
+        return Probe(False, f"an isolated execution process failed to start (wait status {header.get('status')})")
     return Probe(False, stderr.decode(errors="replace").strip()[:500] or f"exit status {proc.returncode}")
