@@ -70,8 +70,8 @@ def _isolate(config: dict[str, Any], uid: int) -> str:
         # setuid made us non-dumpable, which would hide us even from the zygote (our mm belongs to the
         # host user namespace); dumpable again, we stay invisible to other executions (hidepid=2, own uid).
         syscalls.prctl(syscalls.PR_SET_DUMPABLE, 1)
-    syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
-    syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
+    if config["mode"] == "weak":  # in namespace mode the pid namespace dies with the zygote anyway
+        syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
     return work_dir
 
 

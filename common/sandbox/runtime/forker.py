@@ -15,7 +15,7 @@ import socket
 import struct
 from typing import Any, NoReturn
 
-from . import child, runner
+from . import child, runner, syscalls
 
 REQUEST = struct.Struct("<cI")  # b"F", uid: fork an execution process (2 fds attached) | b"K", uid: kill a uid
 EVENT = struct.Struct("<cII")  # b"P", uid, pid (forked) | b"X", pid, wait status (exited)
@@ -27,6 +27,8 @@ def serve(config: dict[str, Any], sock: socket.socket, flavor: str) -> NoReturn:
     The ``async`` flavor preloads asyncio, so async agents start fast; the ``sync`` flavor stays lean,
     since the cost of every fork, copy-on-write fault and exit grows with the forking process's memory.
     """
+    # Inherited by every execution process and irrevocable: no exec can ever grant privileges again.
+    syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
     keep = sock.fileno()
     os.closerange(3, keep)  # above all the zygote's control socket: only the zygote may hold it
     os.closerange(keep + 1, 1 << 20)
