@@ -40,11 +40,12 @@ class ChildJob:
     async def run(self) -> list[Outcome]:
         limits = self.job.limits
         backstop = limits.timeout_seconds * (len(self.job.inputs) + 1) + self.grace
-        self.process.send({"op": "start", "cid": self.handle.cid, "backstop": backstop})
+        frame = wire.job_frame(self.job)
         self.started = time.monotonic()
         self.timer = self.loop.call_later(limits.timeout_seconds, self._on_timeout)
         self.loop.add_reader(self.handle.res_r, self._on_readable)
-        self._write(wire.job_frame(self.job))
+        self._write(frame)
+        self.process.send({"op": "start", "cid": self.handle.cid, "backstop": backstop})
         self.handle.exited.add_done_callback(self._on_exit)
         try:
             await self.done
@@ -157,10 +158,10 @@ class ChildJob:
         with contextlib.suppress(ValueError, OSError):
             self.loop.remove_reader(self.handle.res_r)
             self.loop.remove_writer(self.handle.job_w)
+        if not self.done.done():
+            self.done.set_result(None)  # first, so the caller resumes before the kill message leaves
         # A process that answered waits to be killed; one that did not is killed now.
         self.process.release(self.handle, kill=kill, sweep=self.job.limits.max_processes > 1)
-        if not self.done.done():
-            self.done.set_result(None)
 
 
 def death_outcome(status: int) -> dict[str, Any]:

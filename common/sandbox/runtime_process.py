@@ -83,6 +83,7 @@ class RuntimeProcess:
             collections.deque
         )
         self._outbox = bytearray()
+        self._flush_scheduled = False
         self._closing = False
         self._stderr_task: asyncio.Task[None] | None = None
         self.info: dict[str, Any] = {}
@@ -250,13 +251,17 @@ class RuntimeProcess:
             os.close(fd)
 
     def send(self, header: dict[str, Any]) -> None:
-        """Queue a control message (synchronous: safe inside cancellation handling)."""
+        """Queue a control message; it leaves at the end of this event-loop iteration, after the caller's
+        own work (waking the zygote earlier would only take the CPU from the job or from the answer)."""
         if self._sock is None:
             return
         self._outbox += framing.encode(header)
-        self._flush()
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
+        self._flush_scheduled = False
         while self._outbox and self._sock is not None:
             head_len, payload_len = framing.lengths(bytes(self._outbox[: framing.PREFIX_SIZE]))
             size = framing.PREFIX_SIZE + head_len + payload_len

@@ -8,8 +8,7 @@ import os
 import secrets
 import signal
 import socket
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,7 +102,7 @@ class Case:
     kind: OutcomeKind
     error_type: str | None = None
     limits: dict[str, Any] = field(default_factory=dict)
-    check: Callable[[Outcome, Host], None] | None = None
+    check: Callable[[Outcome, Host], Awaitable[None] | None] | None = None
     id: str = ""
 
 
@@ -164,12 +163,10 @@ def check_kill_parent(o: Outcome, h: Host) -> None:
     assert "sent" not in _output(o)["results"].values()
 
 
-def check_double_fork(o: Outcome, h: Host) -> None:
+async def check_double_fork(o: Outcome, h: Host) -> None:
     uid = TEST_UID_BASE + _output(o)["uid"]
-    deadline = time.monotonic() + 2.0  # the sweep runs in another process: give it a moment
-    while [p for p in host_processes() if p.uid == uid] and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert not [p for p in host_processes() if p.uid == uid]
+    # the sweep runs in other processes: give it a moment (with the event loop running)
+    assert await wait_for(lambda: not [p for p in host_processes() if p.uid == uid], timeout=2.0)
 
 
 def check_no_escalation(o: Outcome, h: Host) -> None:
@@ -228,7 +225,9 @@ async def test_hostile_agent_is_contained(sandbox: Sandbox, host: Host, case: Ca
     if case.error_type is not None:
         assert outcome.error is not None and outcome.error.type == case.error_type, outcome
     if case.check is not None:
-        case.check(outcome, host)
+        checked = case.check(outcome, host)
+        if checked is not None:
+            await checked
     dumped = repr(outcome)
     assert host.secret not in dumped and host.canary not in dumped
     assert await wait_for(lambda: not job_processes()), f"left behind: {job_processes()}"
