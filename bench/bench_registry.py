@@ -114,7 +114,13 @@ async def _latencies(call: Callable[[], Awaitable[Any]], calls: int, warmup: boo
     return samples
 
 
-async def _throughput(call: Callable[[], Awaitable[Any]], concurrency: int, seconds: float) -> float:
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _throughput(call: Callable[[], Awaitable[Any]], concurrency: int, seconds: float) -> tuple[int, float]:
     done = 0
     stop = time.perf_counter() + seconds
 
@@ -126,7 +132,7 @@ async def _throughput(call: Callable[[], Awaitable[Any]], concurrency: int, seco
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return done / (time.perf_counter() - started)
+    return done, time.perf_counter() - started
 
 
 def _percentile(samples: list[float], q: float) -> float:
@@ -147,24 +153,34 @@ def _echo_call(channel: grpc.aio.Channel, request: bytes) -> Callable[[], Awaita
     return call
 
 
-async def _measure_all(calls: dict[str, Callable[[], Awaitable[Any]]],
+async def _measure_all(calls: dict[str, Callable[[], Awaitable[Any]]], pids: dict[str, int],
                        args: argparse.Namespace) -> dict[str, dict[str, float]]:
-    """Interleaves the servers round by round, so load from elsewhere on the machine hits them alike."""
+    """Interleaves the servers round by round, so load from elsewhere on the machine hits them alike.
+
+    Besides wall-clock figures, reports each server's own CPU time per request during the throughput
+    phases: the figure least disturbed by other load on the machine.
+    """
     samples: dict[str, list[float]] = {name: [] for name in calls}
     served: dict[str, list[float]] = {name: [] for name in calls}
+    cpu: dict[str, list[float]] = {name: [0.0, 0.0] for name in calls}
     for call in calls.values():
         await _latencies(call, 300)
     for _ in range(args.rounds):
         for name, call in calls.items():
             samples[name] += await _latencies(call, args.calls // args.rounds, warmup=False)
-            served[name].append(await _throughput(call, args.concurrency, args.seconds / args.rounds))
+            before = _cpu_seconds(pids[name])
+            done, elapsed = await _throughput(call, args.concurrency, args.seconds / args.rounds)
+            cpu[name][0] += _cpu_seconds(pids[name]) - before
+            cpu[name][1] += done
+            served[name].append(done / elapsed)
     results = {}
     for name in calls:
         rps = statistics.median(served[name])
+        cpu_us = cpu[name][0] / max(1.0, cpu[name][1]) * 1e6
         results[name] = {"p50": statistics.median(samples[name]), "p99": _percentile(samples[name], 0.99),
-                         "throughput": rps}
+                         "throughput": rps, "cpu_us": cpu_us}
         print(f"{name:<26} p50 {results[name]['p50']:8.1f} us   p99 {results[name]['p99']:8.1f} us   "
-              f"{rps:9.0f} req/s")
+              f"{rps:7.0f} req/s   server CPU {cpu_us:6.1f} us/req")
     return results
 
 
@@ -189,6 +205,7 @@ async def _bench(args: argparse.Namespace) -> int:
         processes = [registry_process]
         channels: list[grpc.aio.Channel] = []
         calls: dict[str, Callable[[], Awaitable[Any]]] = {}
+        pids: dict[str, int] = {}
         try:
             registry_channel = grpc.aio.insecure_channel(f"127.0.0.1:{registry_port}")
             channels.append(registry_channel)
@@ -200,16 +217,18 @@ async def _bench(args: argparse.Namespace) -> int:
                 channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
                 channels.append(channel)
                 calls[ECHO_NAMES[stack]] = _echo_call(channel, b"r" * request_size)
+                pids[ECHO_NAMES[stack]] = process.pid
             get_agent = pb2_grpc.RegistryServiceStub(registry_channel).GetAgent
 
             async def registry_call() -> Any:
                 return await get_agent(request)
 
             calls["GetAgent (cache hit)"] = registry_call
+            pids["GetAgent (cache hit)"] = registry_process.pid
             print(f"payload: request {request_size} B, response {response_size} B; {args.calls} sequential "
                   f"calls, then {args.concurrency} in flight for {args.seconds:g} s, in {args.rounds} "
                   "interleaved rounds")
-            results = await _measure_all(calls, args)
+            results = await _measure_all(calls, pids, args)
             for channel in channels:
                 await channel.close()
         finally:
@@ -227,6 +246,7 @@ async def _bench(args: argparse.Namespace) -> int:
     print(f"ratios: p50 {ratios['p50']:.2f}x (target <= {TARGETS['p50']}x), "
           f"p99 {ratios['p99']:.2f}x (target <= {TARGETS['p99']}x), "
           f"throughput {ratios['throughput']:.2f}x (target >= {TARGETS['throughput']}x)")
+    print(f"server CPU per request: {registry['cpu_us'] / baseline['cpu_us']:.2f}x the echo server's")
     print("PASS" if passed else "FAIL")
     return 0 if passed else 1
 

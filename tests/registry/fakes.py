@@ -1,13 +1,11 @@
-"""Fakes of the registry's ports for tests of the service layer (never for the gRPC suite)."""
+"""Fakes of the registry's ports: the sandbox for unit tests, and embeddings (no offline provider has them)."""
 
 from __future__ import annotations
 
 import ast
-import asyncio
 from collections.abc import Sequence
-from typing import Any
 
-from registry_svc.domain import AnalysisJob, AnalysisReport, Inspection
+from registry_svc.domain import Inspection
 from registry_svc.ports import InspectionFailed
 
 
@@ -30,28 +28,6 @@ class FakeInspector:
                         except ValueError:
                             break
         return Inspection(class_name, {})
-
-
-class FakeAnalyzer:
-    """Answers from the description; ``gate`` (when set) holds every analysis until released."""
-
-    def __init__(self, quality: float = 0.8, fail: bool = False) -> None:
-        self.quality = quality
-        self.fail = fail
-        self.gate: asyncio.Event | None = None
-        self.calls = 0
-
-    async def analyze(self, job: AnalysisJob, static_metrics: dict[str, Any]) -> AnalysisReport:
-        self.calls += 1
-        if self.gate is not None:
-            await self.gate.wait()
-        if self.fail:
-            raise RuntimeError("model unavailable")
-        return AnalysisReport(
-            capabilities={"summary": job.description or job.name, "input_schema": {}, "output_schema": {},
-                          "dependencies": [], "estimated_performance": {}, "confidence": 0.5},
-            model_quality=self.quality, models_used=("fake/analyzer",),
-        )
 
 
 class FakeEmbedder:
