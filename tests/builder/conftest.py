@@ -145,7 +145,8 @@ class Mesh:
 
     async def start_builder(self, *, database_url: str | None = None, llm: LLMClient | None = None,
                             common: CommonSettings | None = None, **overrides: Any) -> Builder:
-        """A builder server on its own port; ``llm`` defaults to the offline provider (closed with it)."""
+        """A builder server on its own port; ``llm`` defaults to the offline provider (closed with the builder;
+        a given client stays the caller's)."""
         url = database_url or await self.new_database()
         client = llm or await offline_llm()
         values: dict[str, Any] = {"database_url": url, "claim_interval_seconds": 0.2, "lease_seconds": 5.0,
@@ -154,7 +155,8 @@ class Mesh:
         handle = await create_builder(BuilderSettings(**values), common or self.common(), port=0, llm=client,
                                       tester=self.tester)
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{handle.port}")
-        builder = Builder(handle, channel, pb2_grpc.BuilderServiceStub(channel), url, client)
+        owned = None if llm is not None else client
+        builder = Builder(handle, channel, pb2_grpc.BuilderServiceStub(channel), url, owned)
         self.builders.append(builder)
         return builder
 

@@ -77,6 +77,7 @@ class ModelStandIn:
         self.script = script or Script()
         self.requests: list[tuple[str, JSON]] = []
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
         stand_in = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -118,6 +119,7 @@ class ModelStandIn:
         with self._lock:
             index = sum(1 for p, _ in self.requests if p == purpose)
             self.requests.append((purpose, payload))
+            self._arrived.notify_all()
         delay = self.script.delays.get(purpose, 0.0)
         if delay:
             time.sleep(delay)
@@ -131,6 +133,11 @@ class ModelStandIn:
         """Requests received for a purpose."""
         with self._lock:
             return sum(1 for p, _ in self.requests if p == purpose)
+
+    def wait_for(self, purpose: str, count: int = 1, timeout: float = 10.0) -> bool:
+        """Blocks until ``count`` requests for a purpose arrived; False on timeout."""
+        with self._arrived:
+            return self._arrived.wait_for(lambda: sum(1 for p, _ in self.requests if p == purpose) >= count, timeout)
 
     @property
     def url(self) -> str:

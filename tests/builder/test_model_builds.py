@@ -1,0 +1,318 @@
+"""Builds against a model stand-in (the real openai SDK over HTTP): fixes, budgets, cancel, restart, outages."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import grpc
+import pytest
+import pytest_asyncio
+from tdev.builder.v1 import build_pb2
+from tdev.builder.v1 import builder_service_pb2 as pb2
+from tdev.registry.v1 import registry_service_pb2 as reg_pb2
+
+from common.llm import LLMClient
+from common.llm.offline.codegen import generate
+from tests.builder.conftest import (
+    STAND_IN_KEY,
+    Builder,
+    BuildState,
+    Event,
+    Mesh,
+    Stage,
+    assert_gapless,
+    build,
+    get_build,
+    of_type,
+    plain,
+    run_workflow,
+    stage_events,
+    stand_in_llm,
+    watch,
+)
+from tests.builder.model_standin import ModelStandIn, Script, broken, offline_answer
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+SORT_DESCENDING = "Sort the numbers in descending order"
+CALL_COST = (100 * 1.0 + 50 * 2.0) / 1_000_000  # default stand-in usage at the test price
+
+TRUNCATING_SORTER = '''"""Sorts numbers: a draft that keeps only the first eight."""
+
+
+class NumberSorter:
+    """Sorts a list of numbers in ascending order."""
+
+    def execute(self, inputs: dict) -> dict:
+        """The sorted numbers."""
+        return {"numbers": sorted(inputs["numbers"])[:8]}
+
+    def get_capabilities(self) -> dict:
+        """Name and schemas."""
+        schema = {"type": "object", "required": ["numbers"], "properties": {"numbers": {"type": "array"}}}
+        return {"name": "NumberSorter", "description": "Sorts numbers.", "input_schema": schema,
+                "output_schema": schema}
+'''
+
+
+@pytest.fixture
+def stand_in() -> Iterator[ModelStandIn]:
+    """A started model stand-in; tests set its script."""
+    server = ModelStandIn().start()
+    yield server
+    server.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def model(stand_in: ModelStandIn, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LLMClient]:
+    """common.llm with the OpenAI provider at the stand-in's base URL and a dummy key (no offline fallback)."""
+    monkeypatch.setenv("OPENAI_API_KEY", STAND_IN_KEY)
+    client = await stand_in_llm(stand_in.url)
+    yield client
+    await client.close()
+
+
+def codegen_broken(payload: dict[str, Any], index: int) -> dict[str, Any]:
+    """Code generation answering code whose execute raises."""
+    answer = generate(payload["spec"])
+    return {**answer, "code": broken(answer["code"], 1)}
+
+
+def repair_fixing_on(attempt: int) -> Any:
+    """Repairs that stay broken until the given (1-based) attempt, which returns working code."""
+    def answer(payload: dict[str, Any], index: int) -> dict[str, Any]:
+        correct = generate(payload["spec"])["code"]
+        if index + 1 >= attempt:
+            return {"code": correct, "changed": True, "diagnosis": "execute raised; implemented it", "fixes": [
+                {"kind": "implementation", "description": "implemented execute"}]}
+        return {"code": broken(correct, index + 2), "changed": True, "diagnosis": "tried again",
+                "fixes": [{"kind": "edit", "description": "rewrote execute"}]}
+    return answer
+
+
+async def test_fix_loop_converges_and_each_fix_keeps_its_lineage(
+        mesh: Mesh, stand_in: ModelStandIn, model: LLMClient) -> None:
+    stand_in.script = Script(answers={"codegen": codegen_broken, "repair": repair_fixing_on(2)})
+    builder = await mesh.start_builder(llm=model)
+    events = await build(builder.stub, SORT_DESCENDING, disable_reuse=True)
+    assert events[-1].type == Event.TYPE_BUILD_SUCCEEDED
+    done = await get_build(builder.stub, events[-1].build_id)
+    (agent,) = done.package.agents
+    assert (agent.version, agent.fix_attempts, agent.reused) == ("1.2.0", 2, False)
+    assert [(a.agent_id, a.version, a.fix_attempts) for a in done.registered_agents] == [
+        (agent.agent_id, "1.0.0", 0), (agent.agent_id, "1.1.0", 1), (agent.agent_id, "1.2.0", 2)]
+    lineage = await mesh.registry_stub.GetAgentLineage(
+        reg_pb2.GetAgentLineageRequest(agent_id=agent.agent_id, version="1.2.0"))
+    assert sorted((e.child.version, e.parent.version) for e in lineage.edges) == [("1.1.0", "1.0.0"),
+                                                                                ("1.2.0", "1.1.0")]
+    progress = [e.message for e in of_type(events, Event.TYPE_STAGE_PROGRESS)]
+    name = f"sort_items.{done.build_id.removeprefix('build_')}"
+    assert progress == [
+        "sort_items: generated NumberSorter with openai/test-model",
+        f"sort_items: registered {name} 1.0.0",
+        f"sort_items: {name} 1.0.0 failed its examples (0/3 passed): RuntimeError: draft 1: execute is not "
+        "implemented",
+        "sort_items: asking for a fix (attempt 1 of 3)",
+        "sort_items: openai/test-model proposed a fix: tried again",
+        f"sort_items: registered {name} 1.1.0 (parent {agent.agent_id} 1.0.0)",
+        f"sort_items: {name} 1.1.0 failed its examples (0/3 passed): RuntimeError: draft 2: execute is not "
+        "implemented",
+        "sort_items: asking for a fix (attempt 2 of 3)",
+        "sort_items: openai/test-model proposed a fix: execute raised; implemented it",
+        f"sort_items: registered {name} 1.2.0 (parent {agent.agent_id} 1.1.0)",
+        f"sort_items: {name} 1.2.0 passed 3/3 examples in the sandbox",
+        f"sort_items: ready {name} 1.2.0",
+    ]
+    first_repair = next(payload for purpose, payload in stand_in.requests if purpose == "repair")
+    assert first_repair["failure"]["kind"] == "exception"
+    assert first_repair["failure"]["exception_type"] == "RuntimeError"
+    assert first_repair["failure"]["input"] == {"numbers": [3, 1, 4, 1, 5, 9, 2, 6]}
+    assert 'raise RuntimeError("draft 1: execute is not implemented")' in first_repair["failure"]["traceback"]
+    assert [purpose for purpose, _ in stand_in.requests] == ["analyse", "plan", "codegen", "repair", "repair"]
+    usage = done.usage
+    assert (usage.calls, usage.input_tokens, usage.output_tokens) == (5, 500, 250)
+    assert usage.cost_usd == pytest.approx(5 * CALL_COST, rel=1e-9)
+    assert list(usage.models) == ["openai/test-model"]
+    select = next(s for s in done.stages if s.stage == Stage.STAGE_SELECT_OR_CREATE)
+    assert (select.usage.calls, select.usage.input_tokens) == (3, 300)
+    last = await run_workflow(mesh.workflow_stub, done.package.workflow_id, {"numbers": [0.5, 3, -1]})
+    assert plain(last.output) == {"numbers": [3, 0.5, -1]}
+
+
+async def test_agent_never_fixed_fails_the_build_within_its_attempt_budget(
+        mesh: Mesh, stand_in: ModelStandIn, model: LLMClient) -> None:
+    stand_in.script = Script(answers={"codegen": codegen_broken, "repair": repair_fixing_on(99)})
+    builder = await mesh.start_builder(llm=model)
+    events = await build(builder.stub, SORT_DESCENDING, disable_reuse=True, max_fix_attempts=2)
+    assert_gapless(events)
+    assert events[-1].type == Event.TYPE_BUILD_FAILED
+    error = events[-1].error
+    assert (error.code, error.stage) == ("FAILED_PRECONDITION", Stage.STAGE_SELECT_OR_CREATE)
+    assert error.message == "agent sort_items still fails after 2 fix attempts: RuntimeError: draft 3: execute is " \
+                            "not implemented"
+    assert stand_in.count("repair") == 2
+    done = await get_build(builder.stub, events[-1].build_id)
+    assert done.state == BuildState.STATE_FAILED
+    assert [a.version for a in done.registered_agents] == ["1.0.0", "1.1.0", "1.2.0"]
+    assert [a["version"] for a in plain(events[-1].details)["registered_agents"]] == ["1.0.0", "1.1.0", "1.2.0"]
+    assert stage_events(events, Event.TYPE_STAGE_FAILED) == [(Stage.STAGE_SELECT_OR_CREATE, 1)]
+    assert done.stages[-1].state == build_pb2.StageResult.STATE_FAILED
+    assert not done.HasField("package")
+
+
+async def test_token_budget_exhaustion_fails_the_build_and_lists_what_it_registered(
+        mesh: Mesh, stand_in: ModelStandIn, model: LLMClient) -> None:
+    # The code generation reports 15,000 tokens, so the repair that follows cannot be reserved in 20,000.
+    stand_in.script = Script(answers={"codegen": codegen_broken}, usage={"codegen": (1000, 14_000)})
+    builder = await mesh.start_builder(llm=model)
+    events = await build(builder.stub, SORT_DESCENDING, disable_reuse=True, max_tokens=20_000)
+    assert events[-1].type == Event.TYPE_BUILD_FAILED
+    error = events[-1].error
+    assert (error.code, error.stage) == ("RESOURCE_EXHAUSTED", Stage.STAGE_SELECT_OR_CREATE)
+    assert error.message.startswith(f"select or create: LLM budget 'build {events[-1].build_id}' exhausted: "
+                                    "a openai/test-model call for code_repair (max_tokens=4000) may use up to ")
+    assert error.message.endswith("tokens but only 4700 of 20000 are left")
+    assert [purpose for purpose, _ in stand_in.requests] == ["analyse", "plan", "codegen"]
+    done = await get_build(builder.stub, events[-1].build_id)
+    assert (done.usage.calls, done.usage.input_tokens, done.usage.output_tokens) == (3, 1200, 14_100)
+    (registered,) = done.registered_agents
+    details = plain(events[-1].details)
+    assert details["registered_agents"] == [{"spec_name": "NumberSorter", "agent_id": registered.agent_id,
+                                             "version": "1.0.0", "reused": False, "fix_attempts": 0,
+                                             "node_id": "sort_items"}]
+    assert details["note"] == (f"These agent versions were registered by this failed build (registry label "
+                               f"build_id={done.build_id}); they were not validated as a service.")
+    stored = (await mesh.registry_stub.GetAgent(reg_pb2.GetAgentRequest(agent_id=registered.agent_id))).agent
+    assert (stored.labels["build_id"], stored.labels["build_state"]) == (done.build_id, "unvalidated")
+
+
+async def _events_until(stub: Any, build_id: str, stop: Any) -> list[build_pb2.BuildEvent]:
+    """Watches until an event matches ``stop``, then leaves the stream."""
+    seen = []
+    call = stub.WatchBuild(pb2.WatchBuildRequest(build_id=build_id))
+    async for response in call:
+        seen.append(response.event)
+        if stop(response.event):
+            call.cancel()
+            break
+    return seen
+
+
+def _select_started(event: build_pb2.BuildEvent) -> bool:
+    return event.type == Event.TYPE_STAGE_STARTED and event.stage == Stage.STAGE_SELECT_OR_CREATE
+
+
+async def test_cancel_ends_a_running_build_at_once_and_for_good(
+        mesh: Mesh, stand_in: ModelStandIn, model: LLMClient) -> None:
+    stand_in.script = Script(delays={"codegen": 5.0})
+    builder = await mesh.start_builder(llm=model)
+    started = (await builder.stub.StartBuild(pb2.StartBuildRequest(
+        requirements=SORT_DESCENDING, constraints=build_pb2.BuildConstraints(disable_reuse=True)))).build
+    watcher = asyncio.create_task(watch(builder.stub, started.build_id))
+    await _events_until(builder.stub, started.build_id, _select_started)
+    assert await asyncio.to_thread(stand_in.wait_for, "codegen")  # cancel while that call is in flight
+    cancelled = (await builder.stub.CancelBuild(
+        pb2.CancelBuildRequest(build_id=started.build_id, reason="changed my mind"))).build
+    assert cancelled.state == BuildState.STATE_CANCELLED
+    assert (cancelled.error.code, cancelled.error.message, cancelled.error.stage) == (
+        "CANCELLED", "cancelled: changed my mind", Stage.STAGE_SELECT_OR_CREATE)
+    events = await asyncio.wait_for(watcher, 5)
+    assert_gapless(events)
+    assert events[-1].type == Event.TYPE_BUILD_CANCELLED and events[-1].sequence == cancelled.last_sequence
+    assert stage_events(events, Event.TYPE_STAGE_SUCCEEDED) == [(Stage.STAGE_ANALYSE, 1),
+                                                                (Stage.STAGE_IDENTIFY_AGENTS, 1)]
+    await asyncio.sleep(0.5)
+    after = await get_build(builder.stub, started.build_id)
+    assert after.last_sequence == cancelled.last_sequence and after.state == BuildState.STATE_CANCELLED
+    assert [(s.stage, s.state) for s in after.stages][-1] == (Stage.STAGE_SELECT_OR_CREATE,
+                                                              build_pb2.StageResult.STATE_FAILED)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await builder.stub.CancelBuild(pb2.CancelBuildRequest(build_id=started.build_id))
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert stand_in.count("codegen") == 1 and stand_in.count("repair") == 0
+
+
+async def test_restart_mid_build_resumes_without_redoing_finished_stages(
+        mesh: Mesh, stand_in: ModelStandIn, model: LLMClient) -> None:
+    stand_in.script = Script(delays={"codegen": 1.5})
+    first = await mesh.start_builder(llm=model)
+    started = (await first.stub.StartBuild(pb2.StartBuildRequest(
+        requirements=SORT_DESCENDING, constraints=build_pb2.BuildConstraints(disable_reuse=True)))).build
+    before = await _events_until(first.stub, started.build_id, _select_started)
+    await first.close()  # cancels the run mid code generation and gives the build back
+    second = await mesh.start_builder(database_url=first.database_url, llm=model)
+    after = await watch(second.stub, started.build_id, before[-1].sequence)
+    events = before + after
+    assert_gapless(events)
+    assert events[-1].type == Event.TYPE_BUILD_SUCCEEDED
+    assert [e.type for e in after][:2] == [Event.TYPE_BUILD_RESUMED, Event.TYPE_STAGE_STARTED]
+    assert after[0].message == "build resumed after a restart; finished stages are not run again " \
+                               "(analyse:1, identify_agents:1)"
+    assert after[1].message == "select or create started again: it had not finished before the restart"
+    assert stage_events(events, Event.TYPE_STAGE_SUCCEEDED) == [
+        (stage, 1) for stage in (Stage.STAGE_ANALYSE, Stage.STAGE_IDENTIFY_AGENTS, Stage.STAGE_SELECT_OR_CREATE,
+                                 Stage.STAGE_COMPOSE, Stage.STAGE_VALIDATE, Stage.STAGE_PACKAGE)]
+    assert [purpose for purpose, _ in stand_in.requests] == ["analyse", "plan", "codegen", "codegen"]
+    done = await get_build(second.stub, started.build_id)
+    assert [(s.stage, s.attempt) for s in done.stages] == [(stage, 1) for stage in range(1, 7)]
+    assert done.usage.calls == 3  # the interrupted call was never answered, so it is not counted
+    assert len(done.registered_agents) == 1
+    last = await run_workflow(mesh.workflow_stub, done.package.workflow_id, {"numbers": [1, 2, 3]})
+    assert plain(last.output) == {"numbers": [3, 2, 1]}
+
+
+async def test_validation_failure_sends_the_responsible_agent_back_to_fixing(
+        mesh: Mesh, stand_in: ModelStandIn, model: LLMClient) -> None:
+    requirements = "Sort the numbers in ascending order"
+
+    def plan_with_a_long_list(payload: dict[str, Any], index: int) -> dict[str, Any]:
+        answer = offline_answer("plan", payload)
+        answer["examples"].append({"input": {"numbers": list(range(9, -1, -1))},
+                                   "expected_output": {"numbers": list(range(10))}})
+        return answer
+
+    stand_in.script = Script(answers={
+        "plan": plan_with_a_long_list,
+        "codegen": lambda payload, index: {"code": TRUNCATING_SORTER, "class_name": "NumberSorter"},
+        "repair": repair_fixing_on(1)})
+    builder = await mesh.start_builder(llm=model)
+    events = await build(builder.stub, requirements, disable_reuse=True)
+    assert events[-1].type == Event.TYPE_BUILD_SUCCEEDED
+    assert stage_events(events, Event.TYPE_STAGE_FAILED) == [(Stage.STAGE_VALIDATE, 1)]
+    assert stage_events(events, Event.TYPE_STAGE_SUCCEEDED) == [
+        (Stage.STAGE_ANALYSE, 1), (Stage.STAGE_IDENTIFY_AGENTS, 1), (Stage.STAGE_SELECT_OR_CREATE, 1),
+        (Stage.STAGE_COMPOSE, 1), (Stage.STAGE_SELECT_OR_CREATE, 2), (Stage.STAGE_COMPOSE, 2),
+        (Stage.STAGE_VALIDATE, 2), (Stage.STAGE_PACKAGE, 1)]
+    failed = of_type(events, Event.TYPE_STAGE_FAILED)[0]
+    assert failed.message == ('1/4 cases failed (case 4: output "numbers": expected [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], '
+                              'got [0, 1, 2, 3, 4, 5, 6, 7]); going back to fix sort_items')
+    repair = next(payload for purpose, payload in stand_in.requests if purpose == "repair")
+    assert repair["code"] == TRUNCATING_SORTER
+    assert repair["failure"] == {"kind": "wrong_output", "message": 'output "numbers": expected [0, 1, 2, 3, 4, '
+                                 '5, 6, 7, 8, 9], got [0, 1, 2, 3, 4, 5, 6, 7]',
+                                 "input": {"numbers": [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]},
+                                 "expected_output": {"numbers": list(range(10))},
+                                 "actual_output": {"numbers": list(range(8))}}
+    done = await get_build(builder.stub, events[-1].build_id)
+    (agent,) = done.package.agents
+    assert (done.package.workflow_version, agent.version, agent.fix_attempts) == ("1.1.0", "1.1.0", 1)
+    assert [case.passed for case in done.package.validation_report] == [True] * 4
+    last = await run_workflow(mesh.workflow_stub, done.package.workflow_id, {"numbers": [5, 3, 9, 1, 7, 2, 8, 6, 4]})
+    assert plain(last.output) == {"numbers": [1, 2, 3, 4, 5, 6, 7, 8, 9]}
+
+
+@pytest.mark.parametrize("down", ["registry", "workflow"])
+async def test_a_dependency_down_fails_the_build_unavailable_at_the_stage_needing_it(
+        mesh: Mesh, down: str) -> None:
+    common = mesh.common(**{f"{down}_address": "127.0.0.1:1"})
+    builder: Builder = await mesh.start_builder(common=common)
+    events = await build(builder.stub, "Double each number")
+    assert events[-1].type == Event.TYPE_BUILD_FAILED
+    error = events[-1].error
+    stage = Stage.STAGE_IDENTIFY_AGENTS if down == "registry" else Stage.STAGE_COMPOSE
+    prefix = ("identify agents: registry SearchAgents" if down == "registry" else "compose: workflow CreateWorkflow")
+    assert (error.code, error.stage) == ("UNAVAILABLE", stage)
+    assert error.message.startswith(f"{prefix}: dependency unavailable (UNAVAILABLE): ")
+    done = await get_build(builder.stub, events[-1].build_id)
+    assert len(done.registered_agents) == (0 if down == "registry" else 1)
