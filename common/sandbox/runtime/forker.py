@@ -1,8 +1,8 @@
 """The forker: forks execution processes on request and reports their pids and exit statuses.
 
-It is split from the zygote's dispatch loop because every fork makes the forking process's pages
-copy-on-write again: a process that forks pays hundreds of microseconds of page faults on its next
-requests. The dispatcher never forks, so jobs and results pass through it without that cost.
+It is split from the zygote's loop because every fork makes the forking process's pages copy-on-write
+again: a process that forks pays hundreds of microseconds of page faults on its next requests. The zygote
+never forks per job, so its answers to the service (kills, exit statuses, new children) never wait on that.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ EVENT = struct.Struct("<cII")  # b"P", uid, pid (forked) | b"X", pid, wait statu
 
 
 def serve(config: dict[str, Any], sock: socket.socket, flavor: str) -> NoReturn:
-    """Fork one child per request (with the pipe ends passed along); exits when the dispatcher goes away.
+    """Fork one child per request (with the pipe ends passed along); exits when the zygote goes away.
 
     The ``async`` flavor preloads asyncio, so async agents start fast; the ``sync`` flavor stays lean,
     since the cost of every fork, copy-on-write fault and exit grows with the forking process's memory.

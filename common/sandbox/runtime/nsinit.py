@@ -5,7 +5,8 @@ In namespace mode the process unshares user/mount/pid/net/ipc/uts namespaces, ha
 (still root in the host namespace) write a uid/gid map covering a whole range of host ids, and forks the
 zygote as pid 1 of the new pid namespace. The zygote builds a minimal read-only root (interpreter,
 system libraries, a few device nodes, /proc with hidepid=2, an empty /tmp mount point), pivots into it,
-becomes uid 0 of the namespace (an unprivileged host uid) and serves jobs.
+becomes uid 0 of the namespace (an unprivileged host uid) and keeps the service supplied with isolated
+execution processes. The control socket arrives as ``config["control_fd"]`` and is moved to fd 3.
 """
 
 from __future__ import annotations
