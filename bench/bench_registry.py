@@ -157,17 +157,18 @@ async def _measure_all(calls: dict[str, Callable[[], Awaitable[Any]]], pids: dic
                        args: argparse.Namespace) -> dict[str, dict[str, float]]:
     """Interleaves the servers round by round, so load from elsewhere on the machine hits them alike.
 
-    Besides wall-clock figures, reports each server's own CPU time per request during the throughput
-    phases: the figure least disturbed by other load on the machine.
+    Latency percentiles and throughput are medians over the rounds of each round's figure. Besides
+    wall-clock figures, reports each server's own CPU time per request during the throughput phases: the
+    figure least disturbed by other load on the machine.
     """
-    samples: dict[str, list[float]] = {name: [] for name in calls}
+    samples: dict[str, list[list[float]]] = {name: [] for name in calls}
     served: dict[str, list[float]] = {name: [] for name in calls}
     cpu: dict[str, list[float]] = {name: [0.0, 0.0] for name in calls}
     for call in calls.values():
         await _latencies(call, 300)
     for _ in range(args.rounds):
         for name, call in calls.items():
-            samples[name] += await _latencies(call, args.calls // args.rounds, warmup=False)
+            samples[name].append(await _latencies(call, args.calls // args.rounds, warmup=False))
             before = _cpu_seconds(pids[name])
             done, elapsed = await _throughput(call, args.concurrency, args.seconds / args.rounds)
             cpu[name][0] += _cpu_seconds(pids[name]) - before
@@ -177,7 +178,10 @@ async def _measure_all(calls: dict[str, Callable[[], Awaitable[Any]]], pids: dic
     for name in calls:
         rps = statistics.median(served[name])
         cpu_us = cpu[name][0] / max(1.0, cpu[name][1]) * 1e6
-        results[name] = {"p50": statistics.median(samples[name]), "p99": _percentile(samples[name], 0.99),
+        # Median over rounds of each round's percentile: one round hit by a burst elsewhere on the machine
+        # does not decide the result.
+        results[name] = {"p50": statistics.median(_percentile(r, 0.5) for r in samples[name]),
+                         "p99": statistics.median(_percentile(r, 0.99) for r in samples[name]),
                          "throughput": rps, "cpu_us": cpu_us}
         print(f"{name:<26} p50 {results[name]['p50']:8.1f} us   p99 {results[name]['p99']:8.1f} us   "
               f"{rps:7.0f} req/s   server CPU {cpu_us:6.1f} us/req")
