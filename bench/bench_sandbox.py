@@ -50,48 +50,64 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def fork_floor(runs: int) -> list[float]:
-    req_r, req_w = os.pipe()
-    res_r, res_w = os.pipe()
-    server = subprocess.Popen(
-        [sys.executable, "-I", "-S", "-c", FORK_SERVER, str(req_r), str(res_w)], pass_fds=(req_r, res_w)
-    )
-    os.close(req_r)
-    os.close(res_w)
-    samples = []
+class ForkServer:
+    """The fork floor: a warm idle process that forks one child per request."""
+
+    def __init__(self) -> None:
+        req_r, self.req_w = os.pipe()
+        self.res_r, res_w = os.pipe()
+        self.server = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", FORK_SERVER, str(req_r), str(res_w)], pass_fds=(req_r, res_w)
+        )
+        os.close(req_r)
+        os.close(res_w)
+
+    def sample(self) -> float:
+        start = time.perf_counter()
+        os.write(self.req_w, b"x")
+        os.read(self.res_r, 4096)
+        return time.perf_counter() - start
+
+    def close(self) -> None:
+        os.close(self.req_w)
+        self.server.wait()
+        os.close(self.res_r)
+
+
+def interpreter_sample() -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-I", "-S", "-c", "pass"], check=True)
+    return time.perf_counter() - start
+
+
+async def sandbox_sample(sandbox: Sandbox) -> float:
+    start = time.perf_counter()
+    outcome = await sandbox.run(NOOP_AGENT, {})
+    elapsed = time.perf_counter() - start
+    if not outcome.ok:
+        raise SystemExit(f"no-op agent failed: {outcome}")
+    return elapsed
+
+
+async def latencies(sandbox: Sandbox, runs: int, block: int = 50) -> tuple[list[float], list[float], list[float]]:
+    """Samples of the three in alternating blocks, so that load from other processes on this shared machine
+    hits them alike; a pause after each sandbox block lets its pool refill settle before the floors run."""
+    server = ForkServer()
+    fork: list[float] = []
+    noop: list[float] = []
+    interp: list[float] = []
     try:
-        for i in range(runs + 20):
-            start = time.perf_counter()
-            os.write(req_w, b"x")
-            os.read(res_r, 4096)
-            if i >= 20:
-                samples.append(time.perf_counter() - start)
+        for _ in range(5):  # warm-up
+            server.sample()
+            await sandbox_sample(sandbox)
+        while len(noop) < runs:
+            await asyncio.sleep(0.05)
+            fork += [server.sample() for _ in range(block)]
+            interp += [interpreter_sample() for _ in range(max(1, block // 10))]
+            noop += [await sandbox_sample(sandbox) for _ in range(block)]
     finally:
-        os.close(req_w)
-        server.wait()
-        os.close(res_r)
-    return samples
-
-
-def interpreter_floor(runs: int) -> list[float]:
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        subprocess.run([sys.executable, "-I", "-S", "-c", "pass"], check=True)
-        samples.append(time.perf_counter() - start)
-    return samples
-
-
-async def sandbox_latency(sandbox: Sandbox, runs: int) -> list[float]:
-    samples = []
-    for i in range(runs + 20):
-        start = time.perf_counter()
-        outcome = await sandbox.run(NOOP_AGENT, {})
-        if not outcome.ok:
-            raise SystemExit(f"no-op agent failed: {outcome}")
-        if i >= 20:
-            samples.append(time.perf_counter() - start)
-    return samples
+        server.close()
+    return fork, noop, interp
 
 
 async def sandbox_throughput(sandbox: Sandbox, concurrency: int, seconds: float) -> float:
@@ -131,13 +147,15 @@ async def main() -> None:
     async with await Sandbox.start(settings) as sandbox:
         print(f"isolation: {sandbox.isolation['summary']}")
         await asyncio.sleep(0.5)
-        fork = fork_floor(args.runs)
-        interp = interpreter_floor(max(50, args.runs // 10))
-        noop = await sandbox_latency(sandbox, args.runs)
+        load_before = os.getloadavg()[0]
+        fork, noop, interp = await latencies(sandbox, args.runs)
         rate = await sandbox_throughput(sandbox, 2, args.seconds)
 
     print()
-    print(f"load average during the run: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores (others share it)")
+    print(
+        f"load average {load_before:.2f} -> {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores "
+        "(other processes share the machine; latencies are sampled in alternating blocks)"
+    )
     fork_median, _ = line("floor: fork of a warm idle process + JSON", fork)
     interp_median, _ = line("floor: python -I -S -c pass", interp)
     noop_median, noop_p99 = line("sandbox: no-op agent through the warm pool", noop)
