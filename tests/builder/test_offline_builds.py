@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import sys
 from typing import Any
 
 import grpc
 import pytest
+import structlog
 from tdev.builder.v1 import builder_service_pb2 as pb2
 from tdev.registry.v1 import registry_service_pb2 as reg_pb2
 from tdev.workflow.v1 import workflow_pb2 as wf_pb2
 from tdev.workflow.v1 import workflow_service_pb2 as wf_service_pb2
+from typer.testing import CliRunner
 
 from common.llm.offline.codegen import generate
 from common.llm.offline.planner import plan
+from tdev_cli.main import app
 from tests.builder.conftest import (
     EXAMPLE_AGENTS,
     REQUIREMENTS,
@@ -282,3 +287,41 @@ async def test_concurrent_builds_each_succeed(builder: Builder) -> None:
     assert [events[-1].type for events in results] == [Event.TYPE_BUILD_SUCCEEDED] * 3
     for events in results:
         assert_gapless(events)
+
+
+async def _tdev(builder: Builder, *args: str) -> tuple[int, str]:
+    """Runs the CLI in a thread (it runs its own event loop) while the servers keep serving on ours; server logs
+    go to stderr meanwhile so that they stay out of the CLI's output."""
+    saved = structlog.get_config()
+    structlog.configure(processors=[structlog.dev.ConsoleRenderer(colors=False)],
+                        logger_factory=structlog.PrintLoggerFactory(file=sys.__stderr__),
+                        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+                        cache_logger_on_first_use=False)
+    try:
+        address = ["--address", f"127.0.0.1:{builder.handle.port}"]
+        result = await asyncio.to_thread(CliRunner().invoke, app, [*args, *address], env={"COLUMNS": "250"})
+    finally:
+        structlog.configure(**saved)
+    return result.exit_code, result.stdout
+
+
+async def test_cli_build_follow_then_show_list_and_readme(builder: Builder) -> None:
+    code, out = await _tdev(builder, "build", "Compute the median of the numbers", "--follow", "--no-reuse")
+    assert code == 0, out
+    build_id = out.split()[1]
+    assert out.startswith(f"build {build_id} accepted\n")
+    for stage in ("analyse", "identify agents", "select or create", "compose", "validate", "package"):
+        assert stage in out
+    assert f"succeeded service svc_{build_id.removeprefix('build_')}: workflow wf_" in out
+    assert "validation: 3/3 cases passed" in out
+    assert f"README: tdev builds show {build_id} --readme" in out
+    code, shown = await _tdev(builder, "builds", "show", build_id)
+    assert code == 0 and shown.startswith(f"build {build_id} succeeded: Compute the median of the numbers")
+    code, readme = await _tdev(builder, "builds", "show", build_id, "--readme")
+    assert code == 0 and "grpcurl -plaintext -d" in readme and "tdev workflows run wf_" in readme
+    code, listed = await _tdev(builder, "builds", "list", "--limit", "3")
+    assert code == 0 and build_id in listed
+    code, raw = await _tdev(builder, "builds", "watch", build_id, "--after", "10")
+    assert code == 0 and "build_succeeded [package] build succeeded" in raw
+    code, missing = await _tdev(builder, "builds", "show", "build_000000000000")
+    assert (code, missing.strip()) == (1, 'error NOT_FOUND: build "build_000000000000" does not exist')
