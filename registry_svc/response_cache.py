@@ -180,6 +180,7 @@ class ResponseCache(Generic[M]):
                 raise
             except Exception as error:
                 log.warning("cache_listener_reconnecting", error=str(error))
+                ready.set()  # serve from the database meanwhile rather than hold up start-up
                 self._clear_local()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)

@@ -220,3 +220,17 @@ async def test_database_down_is_unavailable_and_recovers(stack: Stack, tmp_path:
             assert [a.name for a in listed.agents] == ["tiny"]
         finally:
             await registry.close()
+
+
+async def test_redis_down_degrades_get_agent_to_the_database(stack: Stack, tmp_path: Path) -> None:
+    if stack.kind != "postgres":
+        pytest.skip("the embedded mode has no Redis")
+    registry = await start_registry(Stack("postgres", stack.database_url, "redis://127.0.0.1:1/0"), tmp_path)
+    try:
+        agent = (await register(registry.stub, "tiny", tiny_agent("a"))).agent
+        request = pb2.GetAgentRequest(agent_id=agent.agent_id, exclude_code=True)
+        assert (await registry.stub.GetAgent(request)).agent.version == "1.0.0"
+        await registry.stub.RecordExecutions(pb2.RecordExecutionsRequest(records=[_record("r1", agent.agent_id)]))
+        assert (await registry.stub.GetAgent(request)).agent.metrics.execution_count == 1
+    finally:
+        await registry.close()

@@ -227,3 +227,19 @@ async def test_concurrent_registrations_get_distinct_versions_or_the_same_one(re
     same = await asyncio.gather(*(register(registry.stub, "same", tiny_agent("s")) for _ in range(8)))
     assert sum(answer.created for answer in same) == 1
     assert {(answer.agent.agent_id, answer.agent.version) for answer in same} == {(same[0].agent.agent_id, "1.0.0")}
+
+
+async def test_register_beyond_max_agents_is_resource_exhausted(stack, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.registry.conftest import start_registry
+
+    started = await start_registry(stack, tmp_path, max_agents=2)
+    try:
+        await register(started.stub, "one", tiny_agent("1"))
+        await register(started.stub, "two", tiny_agent("2"))
+        error = await rpc_error(register(started.stub, "three", tiny_agent("3")))
+        assert (error.code(), error.details()) == (grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                                   "the registry holds its limit of 2 agents")
+        newer = await register(started.stub, "one", tiny_agent("1b"))
+        assert (newer.created, newer.agent.version) == (True, "1.1.0")
+    finally:
+        await started.close()
