@@ -11,6 +11,7 @@ from rich.table import Table
 from common.config import get_common_settings
 from tdev_cli.agents import agents_app
 from tdev_cli.builds import build_command, builds_app
+from tdev_cli.evolution import evolution_app, evolve_command
 from tdev_cli.mesh import SERVICES, health_of_all
 from tdev_cli.workflows import executions_app, workflows_app
 
@@ -20,6 +21,8 @@ app.add_typer(workflows_app, name="workflows")
 app.add_typer(executions_app, name="executions")
 app.add_typer(builds_app, name="builds")
 app.command("build")(build_command)
+app.add_typer(evolution_app, name="evolution")
+app.command("evolve")(evolve_command)
 console = Console()
 
 

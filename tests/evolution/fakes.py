@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Sequence
 
+from evolution_svc import transforms
 from evolution_svc.domain import Measurement
 from evolution_svc.llm_operators import child_code
 from evolution_svc.ports import FailingCase, ModelAnswer, ModelError
@@ -49,3 +51,24 @@ class ScriptedModel:
 
     async def crossover(self, code: str, other_code: str, *, seed: int) -> ModelAnswer:
         return self._answer(code, other_code)
+
+
+class TransformModel:
+    """A priced stand-in for a model: answers with the AST transforms (deterministic for a seed)."""
+
+    def __init__(self, price: float) -> None:
+        self.price = price
+        self.calls = 0
+
+    @property
+    def is_model(self) -> bool:
+        return True
+
+    async def mutate(self, code: str, failing: Sequence[FailingCase], *, correctness: float, seed: int) -> ModelAnswer:
+        self.calls += 1
+        operator = transforms.MUTATION_OPERATORS[seed % len(transforms.MUTATION_OPERATORS)]
+        return ModelAnswer(code=transforms.mutate(code, operator, random.Random(seed)), cost_usd=self.price)
+
+    async def crossover(self, code: str, other_code: str, *, seed: int) -> ModelAnswer:
+        self.calls += 1
+        return ModelAnswer(code=transforms.crossover(code, other_code, random.Random(seed)), cost_usd=self.price)
