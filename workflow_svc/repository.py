@@ -70,34 +70,44 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
-_PG_FENCE = """
-UPDATE workflow.executions SET
-  update_time = $1, lease_expires = $2, last_sequence = GREATEST(last_sequence, $3),
-  lease_owner = CASE WHEN $7 THEN NULL ELSE lease_owner END,
-  state = COALESCE($8, state), outputs = COALESCE($9::text::json, outputs),
-  error = COALESCE($10::text::json, error), start_time = COALESCE($11, start_time),
-  end_time = COALESCE($12, end_time)
-WHERE execution_id = $4 AND lease_owner = $5 AND lease_epoch = $6
+# One statement per batch (one round trip, atomic without BEGIN/COMMIT): the fenced UPDATE of the
+# execution row, and the node, event and outbox rows as arrays, written only if the fence matched.
+_PG_WRITE = """
+WITH fence AS (
+  UPDATE workflow.executions SET
+    update_time = $1, lease_expires = $2, last_sequence = GREATEST(last_sequence, $3),
+    lease_owner = CASE WHEN $7 THEN NULL ELSE lease_owner END,
+    state = COALESCE($8, state), outputs = COALESCE($9::text::json, outputs),
+    error = COALESCE($10::text::json, error), start_time = COALESCE($11, start_time),
+    end_time = COALESCE($12, end_time)
+  WHERE execution_id = $4 AND lease_owner = $5 AND lease_epoch = $6
+  RETURNING 1
+), nodes AS (
+  INSERT INTO workflow.node_runs (execution_id, node_id, state, attempt, failures, output, output_ref, error,
+    start_time, end_time, duration_ms, agent_version)
+  SELECT $4, n, s, a, f, o::json, r, e::json, st, et, d, v
+  FROM unnest($13::text[], $14::smallint[], $15::int[], $16::int[], $17::text[], $18::text[], $19::text[],
+    $20::float8[], $21::float8[], $22::float8[], $23::text[]) AS u(n, s, a, f, o, r, e, st, et, d, v)
+  WHERE EXISTS (SELECT 1 FROM fence)
+  ON CONFLICT (execution_id, node_id) DO UPDATE SET state = excluded.state, attempt = excluded.attempt,
+    failures = excluded.failures, output = excluded.output, output_ref = excluded.output_ref,
+    error = excluded.error, start_time = excluded.start_time, end_time = excluded.end_time,
+    duration_ms = excluded.duration_ms, agent_version = excluded.agent_version
+), events AS (
+  INSERT INTO workflow.events (execution_id, sequence, type, time, node_id, attempt, duration_ms, output,
+    output_ref, error, backoff_seconds, message, worker_id)
+  SELECT $4, q, t, tm, n, a, d, o::json, r, e::json, b, m, w
+  FROM unnest($24::bigint[], $25::smallint[], $26::float8[], $27::text[], $28::int[], $29::float8[],
+    $30::text[], $31::text[], $32::text[], $33::float8[], $34::text[], $35::text[])
+    AS u(q, t, tm, n, a, d, o, r, e, b, m, w)
+  WHERE EXISTS (SELECT 1 FROM fence)
+), outbox AS (
+  INSERT INTO workflow.registry_outbox (record)
+  SELECT r::json FROM unnest($36::text[]) AS u(r) WHERE EXISTS (SELECT 1 FROM fence)
+)
+SELECT count(*) FROM fence
 """
-_PG_NODES = """
-INSERT INTO workflow.node_runs (execution_id, node_id, state, attempt, failures, output, output_ref, error,
-  start_time, end_time, duration_ms, agent_version)
-SELECT $1, n, s, a, f, o::json, r, e::json, st, et, d, v
-FROM unnest($2::text[], $3::smallint[], $4::int[], $5::int[], $6::text[], $7::text[], $8::text[],
-  $9::float8[], $10::float8[], $11::float8[], $12::text[]) AS u(n, s, a, f, o, r, e, st, et, d, v)
-ON CONFLICT (execution_id, node_id) DO UPDATE SET state = excluded.state, attempt = excluded.attempt,
-  failures = excluded.failures, output = excluded.output, output_ref = excluded.output_ref,
-  error = excluded.error, start_time = excluded.start_time, end_time = excluded.end_time,
-  duration_ms = excluded.duration_ms, agent_version = excluded.agent_version
-"""
-_PG_EVENTS = """
-INSERT INTO workflow.events (execution_id, sequence, type, time, node_id, attempt, duration_ms, output,
-  output_ref, error, backoff_seconds, message, worker_id)
-SELECT $1, q, t, tm, n, a, d, o::json, r, e::json, b, m, w
-FROM unnest($2::bigint[], $3::smallint[], $4::float8[], $5::text[], $6::int[], $7::float8[], $8::text[],
-  $9::text[], $10::text[], $11::float8[], $12::text[], $13::text[]) AS u(q, t, tm, n, a, d, o, r, e, b, m, w)
-"""
-_PG_OUTBOX = "INSERT INTO workflow.registry_outbox (record) SELECT r::json FROM unnest($1::text[]) AS u(r)"
+HOT_CONNECTIONS = 4
 
 
 class LeaseLost(Exception):
@@ -271,6 +281,27 @@ _NODE_UPDATE_COLUMNS = (
 )
 
 
+class _HotConnection:
+    """A pooled connection kept checked out for the batch writes."""
+
+    def __init__(self, owner: SqlRepository, connection: AsyncConnection, driver: Any) -> None:
+        self._owner = owner
+        self._connection = connection
+        self.driver = driver
+
+    @classmethod
+    async def open(cls, engine: AsyncEngine, owner: SqlRepository) -> _HotConnection:
+        connection = await engine.connect()
+        raw = await connection.get_raw_connection()
+        return cls(owner, connection, raw.driver_connection)
+
+    async def discard(self) -> None:
+        """Gives the connection back to the pool (which resets or drops it)."""
+        self._owner._hot_count -= 1
+        with contextlib.suppress(Exception):
+            await self._connection.close()
+
+
 class SqlRepository:
     """Workflow tables on Postgres or SQLite through one async engine."""
 
@@ -287,6 +318,8 @@ class SqlRepository:
         )
         self._insert_events = events.insert()
         self._insert_outbox = outbox.insert()
+        self._hot: asyncio.Queue[_HotConnection] = asyncio.Queue()
+        self._hot_count = 0
 
     @property
     def supports_skip_locked(self) -> bool:
@@ -592,13 +625,15 @@ class SqlRepository:
                 await connection.execute(self._insert_outbox, [{"record": _record_json(r)} for r in batch.outbox])
 
     async def _write_postgres(self, claim: Claim, batch: Batch, now: float, lease_seconds: float) -> None:
-        # The hot path: a handful of prepared statements on the driver connection, rows passed as
-        # arrays (one statement per table, whatever the batch size).
+        # The hot path: one prepared statement, rows as arrays, on a connection kept checked out (no pool
+        # checkout and no liveness ping per batch). A failed connection is dropped; the caller retries.
         update = batch.execution
-        fence_args = (
+        runs = list(batch.nodes.values())
+        evs = batch.events
+        args = (
             now,
             None if batch.release else now + lease_seconds,
-            batch.events[-1].sequence if batch.events else 0,
+            evs[-1].sequence if evs else 0,
             claim.execution_id,
             claim.owner,
             claim.epoch,
@@ -608,51 +643,59 @@ class SqlRepository:
             _dumps(update.error.to_json()) if update and update.error is not None else None,
             update.start_time if update else None,
             update.end_time if update else None,
+            [r.node_id for r in runs],
+            [int(r.state) for r in runs],
+            [r.attempt for r in runs],
+            [r.failures for r in runs],
+            [_dumps(r.output) if r.output is not None else None for r in runs],
+            [r.output_ref for r in runs],
+            [_dumps(r.error.to_json()) if r.error is not None else None for r in runs],
+            [r.start_time for r in runs],
+            [r.end_time for r in runs],
+            [r.duration_ms for r in runs],
+            [r.agent_version for r in runs],
+            [e.sequence for e in evs],
+            [int(e.type) for e in evs],
+            [e.time for e in evs],
+            [e.node_id for e in evs],
+            [e.attempt for e in evs],
+            [e.duration_ms for e in evs],
+            [_dumps(e.output) if e.output is not None else None for e in evs],
+            [e.output_ref for e in evs],
+            [_dumps(e.error.to_json()) if e.error is not None else None for e in evs],
+            [e.backoff_seconds for e in evs],
+            [e.message for e in evs],
+            [e.worker_id for e in evs],
+            [_dumps(_record_json(r)) for r in batch.outbox],
         )
-        async with self._engine.connect() as connection:
-            raw = (await connection.get_raw_connection()).driver_connection
-            assert raw is not None
-            async with raw.transaction():
-                status = await raw.execute(_PG_FENCE, *fence_args)
-                if status != "UPDATE 1":
-                    raise LeaseLost(claim.execution_id)
-                if batch.nodes:
-                    runs = list(batch.nodes.values())
-                    await raw.execute(
-                        _PG_NODES,
-                        claim.execution_id,
-                        [r.node_id for r in runs],
-                        [int(r.state) for r in runs],
-                        [r.attempt for r in runs],
-                        [r.failures for r in runs],
-                        [_dumps(r.output) if r.output is not None else None for r in runs],
-                        [r.output_ref for r in runs],
-                        [_dumps(r.error.to_json()) if r.error is not None else None for r in runs],
-                        [r.start_time for r in runs],
-                        [r.end_time for r in runs],
-                        [r.duration_ms for r in runs],
-                        [r.agent_version for r in runs],
-                    )
-                if batch.events:
-                    evs = batch.events
-                    await raw.execute(
-                        _PG_EVENTS,
-                        claim.execution_id,
-                        [e.sequence for e in evs],
-                        [int(e.type) for e in evs],
-                        [e.time for e in evs],
-                        [e.node_id for e in evs],
-                        [e.attempt for e in evs],
-                        [e.duration_ms for e in evs],
-                        [_dumps(e.output) if e.output is not None else None for e in evs],
-                        [e.output_ref for e in evs],
-                        [_dumps(e.error.to_json()) if e.error is not None else None for e in evs],
-                        [e.backoff_seconds for e in evs],
-                        [e.message for e in evs],
-                        [e.worker_id for e in evs],
-                    )
-                if batch.outbox:
-                    await raw.execute(_PG_OUTBOX, [_dumps(_record_json(r)) for r in batch.outbox])
+        connection = await self._hot_connection()
+        try:
+            fenced = await connection.driver.fetchval(_PG_WRITE, *args)
+        except BaseException:
+            await connection.discard()
+            raise
+        self._hot.put_nowait(connection)
+        if fenced != 1:
+            raise LeaseLost(claim.execution_id)
+
+    async def _hot_connection(self) -> _HotConnection:
+        try:
+            return self._hot.get_nowait()
+        except asyncio.QueueEmpty:
+            pass
+        if self._hot_count < HOT_CONNECTIONS:
+            self._hot_count += 1
+            try:
+                return await _HotConnection.open(self._engine, self)
+            except BaseException:
+                self._hot_count -= 1
+                raise
+        return await self._hot.get()
+
+    async def close(self) -> None:
+        """Returns the kept connections to the pool."""
+        while not self._hot.empty():
+            await self._hot.get_nowait().discard()
 
     # -- registry outbox ------------------------------------------------------------------------------------
     async def drain_outbox(

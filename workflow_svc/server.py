@@ -59,6 +59,7 @@ async def create_server(
     try:
         await migrate(database, MIGRATIONS, SCHEMA)
         repo = SqlRepository(database)
+        closers.append(repo.close)
         channel = open_channel(
             common.registry_address,
             deadline_seconds=settings.registry_deadline_seconds,

@@ -230,4 +230,5 @@ async def test_a_stale_workers_late_write_is_rejected(mesh: Mesh) -> None:
         with pytest.raises(LeaseLost):
             await repo.write(Claim(execution_id, "fresh", stale.epoch), batch(fresh, last + 2), now, 5.0)
     finally:
+        await repo.close()
         await engine.dispose()
