@@ -216,3 +216,19 @@ class Attacker:
     assert victim_outcome.kind is OutcomeKind.OK and victim_outcome.output is not None
     assert victim_outcome.output["uid"] != out["uid"]
     assert "victim-secret" not in repr(attack)
+
+
+async def test_pool_stays_at_its_configured_size(settings: SandboxSettings) -> None:
+    async with await Sandbox.start(settings) as sandbox:
+        outcomes = await asyncio.gather(*(sandbox.run(NORMAL_AGENT, {"x": i}) for i in range(30)))
+        await sandbox.run(hostile("segfault"), {})
+        expected = settings.pool_size + settings.async_pool_size
+
+        def idle() -> int:
+            return sum(1 for p in host_processes() if p.comm == "tdev-idle")
+
+        settled = await wait_for(lambda: idle() == expected and not job_processes(), timeout=5)
+        await asyncio.sleep(0.2)
+
+        assert all(o.ok for o in outcomes)
+        assert settled and idle() == expected, (idle(), expected)
