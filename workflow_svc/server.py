@@ -12,7 +12,7 @@ from tdev.workflow.v1 import workflow_service_pb2 as pb2
 from tdev.workflow.v1 import workflow_service_pb2_grpc as pb2_grpc
 
 from common.config import CommonSettings, get_common_settings
-from common.db import create_engine, migrate
+from common.db import create_engine, is_sqlite, migrate
 from common.grpc_client import open_channel
 from common.grpc_server import ServiceBinding, build_server
 from common.runtime import ServiceHandle, serve_until_stopped, setup_process
@@ -31,9 +31,17 @@ from workflow_svc.validation import Limits
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def worker_id(settings: WorkflowSettings) -> str:
-    """The configured replica name, else one unique to this process."""
-    return settings.worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+def worker_id(settings: WorkflowSettings, database_url: str) -> tuple[str, bool]:
+    """(this replica's name, whether it takes back its own leases at start-up).
+
+    A configured name is stable across restarts. On SQLite only one process may use the file, so it
+    gets a stable name too and resumes its unfinished executions at once after a restart.
+    """
+    if settings.worker_id:
+        return settings.worker_id, True
+    if is_sqlite(database_url):
+        return f"embedded-{socket.gethostname()}", True
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}", False
 
 
 def sandbox_settings(common: CommonSettings) -> SandboxSettings:
@@ -54,7 +62,8 @@ async def create_server(
     runs in this process, since the default is the real sandbox.
     """
     closers: list[Callable[[], Awaitable[object]]] = []
-    database = create_engine(settings.resolved_database_url(common, SCHEMA), SCHEMA, pool_size=settings.db_pool_size)
+    database_url = settings.resolved_database_url(common, SCHEMA)
+    database = create_engine(database_url, SCHEMA, pool_size=settings.db_pool_size)
     closers.append(database.dispose)
     try:
         await migrate(database, MIGRATIONS, SCHEMA)
@@ -73,10 +82,11 @@ async def create_server(
         bus = EventBus(common.redis_url, settings.redis_channel, settings.watch_buffer_events)
         await bus.start()
         closers.append(bus.close)
+        worker, reclaim_own = worker_id(settings, database_url)
         engine = Engine(
             EngineSettings(
-                worker_id=worker_id(settings),
-                reclaim_own=bool(settings.worker_id),
+                worker_id=worker,
+                reclaim_own=reclaim_own,
                 lease_seconds=settings.lease_seconds,
                 claim_interval_seconds=settings.claim_interval_seconds,
                 max_active_executions=settings.max_active_executions,

@@ -66,7 +66,7 @@ class Service:
         self.process = self.mesh.spawn_workflows(
             self.port, {"TDEV_WORKFLOW_WORKER_ID": worker_id, "TDEV_WORKFLOW_LEASE_SECONDS": "1.5",
                         "TDEV_WORKFLOW_CLAIM_INTERVAL_SECONDS": "0.2"})
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while True:
             try:
                 await self.stub.GetWorkflow(pb2.GetWorkflowRequest(workflow_id="wf_probe"), timeout=1)
