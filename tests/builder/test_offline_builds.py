@@ -325,3 +325,18 @@ async def test_cli_build_follow_then_show_list_and_readme(builder: Builder) -> N
     assert code == 0 and "build_succeeded [package] build succeeded" in raw
     code, missing = await _tdev(builder, "builds", "show", "build_000000000000")
     assert (code, missing.strip()) == (1, 'error NOT_FOUND: build "build_000000000000" does not exist')
+
+
+async def test_embedded_builder_on_sqlite_builds_concurrently(mesh: Mesh) -> None:
+    sqlite = await mesh.start_builder(database_url=f"sqlite+aiosqlite:///{mesh.tmp_path / 'builder.sqlite'}")
+    texts = ["Keep only the even numbers, then compute the sum", "Slugify the text"]
+    results = await asyncio.gather(*(build(sqlite.stub, text, disable_reuse=True) for text in texts))
+    for events in results:
+        assert_gapless(events)
+        assert events[-1].type == Event.TYPE_BUILD_SUCCEEDED
+    evens = await get_build(sqlite.stub, results[0][-1].build_id)
+    last = await run_workflow(mesh.workflow_stub, evens.package.workflow_id, {"numbers": [1, 2, 3, 4, 10]})
+    assert plain(last.output) == {"sum": 16}
+    slug = await get_build(sqlite.stub, results[1][-1].build_id)
+    last = await run_workflow(mesh.workflow_stub, slug.package.workflow_id, {"text": "Hello, World: T-Developer!"})
+    assert plain(last.output) == {"slug": "hello-world-t-developer"}
