@@ -46,8 +46,7 @@ from workflow_svc.domain import (
     OutcomeRecord,
     Workflow,
 )
-from workflow_svc.ports import AgentNotFound, AgentRunner, Registry
-from workflow_svc.repository import LeaseLost, SqlRepository
+from workflow_svc.ports import AgentNotFound, AgentRunner, LeaseLost, Registry, Repository
 from workflow_svc.scheduler import Scheduler
 
 log = structlog.get_logger(__name__)
@@ -537,7 +536,7 @@ class Engine:
     def __init__(
         self,
         settings: EngineSettings,
-        repo: SqlRepository,
+        repo: Repository,
         registry: Registry,
         runner: AgentRunner,
         bus: EventBus,

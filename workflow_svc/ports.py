@@ -2,10 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
-from workflow_svc.domain import AgentInfo, AgentRef, AttemptResult, JsonObject, OutcomeRecord
+from workflow_svc.domain import (
+    AgentInfo,
+    AgentRef,
+    AttemptResult,
+    Batch,
+    Claim,
+    Event,
+    Execution,
+    ExecutionFilter,
+    ExecutionState,
+    JsonObject,
+    OutcomeRecord,
+    Workflow,
+)
+
+Cursor = tuple[float, str]
+
+
+class LeaseLost(Exception):
+    """A fenced write found another owner or epoch: this worker must stop the execution."""
 
 
 class AgentNotFound(Exception):
@@ -40,4 +59,79 @@ class AgentRunner(Protocol):
 
     async def close(self) -> None:
         """Stops every child."""
+        ...
+
+
+class Repository(Protocol):
+    """The workflow tables; every write of a lease holder is fenced by (owner, epoch)."""
+
+    async def insert_workflow(self, workflow: Workflow, request_id: str) -> Workflow:
+        """Stores a workflow; a request id seen before returns the first workflow."""
+        ...
+
+    async def find_workflow_by_request(self, request_id: str) -> Workflow | None:
+        """The workflow a request id created, or None."""
+        ...
+
+    async def get_workflow(self, workflow_id: str) -> Workflow | None:
+        """A workflow, or None."""
+        ...
+
+    async def list_workflows(self, page_size: int, after: Cursor | None, name_contains: str) -> list[Workflow]:
+        """Workflows, newest first, after the cursor."""
+        ...
+
+    async def insert_execution(
+        self, execution: Execution, owner: str | None, lease_expires: float | None
+    ) -> tuple[Execution, Claim | None]:
+        """Stores a new execution (leased to ``owner`` when given); a replayed request id returns the first."""
+        ...
+
+    async def find_execution_by_request(self, request_id: str) -> Execution | None:
+        """The execution a request id started, or None."""
+        ...
+
+    async def get_execution(self, execution_id: str, *, with_nodes: bool = True) -> Execution | None:
+        """An execution (with its stored node runs), or None."""
+        ...
+
+    async def list_executions(self, query: ExecutionFilter, page_size: int, after: Cursor | None) -> list[Execution]:
+        """Executions, newest first, after the cursor."""
+        ...
+
+    async def events_after(self, execution_id: str, after_sequence: int, limit: int) -> list[Event]:
+        """Stored events after a sequence number, in order."""
+        ...
+
+    async def request_cancel(
+        self, execution_id: str, reason: str, now: float
+    ) -> tuple[ExecutionState, str | None, float | None] | None:
+        """Flags an active execution for cancellation; (state, owner, expiry) as found, or None."""
+        ...
+
+    async def cancel_reason(self, execution_id: str) -> str:
+        """The stored reason of a cancellation request."""
+        ...
+
+    async def claim(
+        self, owner: str, now: float, lease_seconds: float, limit: int, *, reclaim_own: bool = False,
+        execution_id: str | None = None,
+    ) -> list[Claim]:
+        """Leases unowned or expired active executions."""
+        ...
+
+    async def renew(self, claims: Sequence[Claim], now: float, lease_seconds: float) -> tuple[set[str], set[str]]:
+        """(ids still held, ids with a cancellation request)."""
+        ...
+
+    async def release(self, claim: Claim) -> None:
+        """Gives a lease back."""
+        ...
+
+    async def write(self, claim: Claim, batch: Batch, now: float, lease_seconds: float) -> None:
+        """Writes one batch atomically. Raises LeaseLost when the fence does not match."""
+        ...
+
+    async def drain_outbox(self, limit: int, send: Callable[[list[OutcomeRecord]], Awaitable[None]]) -> int:
+        """Sends stored outcomes and deletes them once ``send`` returns."""
         ...

@@ -42,6 +42,7 @@ from workflow_svc.domain import (
     WorkflowSpec,
 )
 from workflow_svc.models import EventRow, ExecutionRow, NodeRunRow, OutboxRow, WorkflowRow
+from workflow_svc.ports import Cursor, LeaseLost
 
 workflows: sa.Table = WorkflowRow.__table__  # type: ignore[assignment]
 executions: sa.Table = ExecutionRow.__table__  # type: ignore[assignment]
@@ -49,7 +50,7 @@ node_runs: sa.Table = NodeRunRow.__table__  # type: ignore[assignment]
 events: sa.Table = EventRow.__table__  # type: ignore[assignment]
 outbox: sa.Table = OutboxRow.__table__  # type: ignore[assignment]
 
-Cursor = tuple[float, str]
+__all__ = ["Cursor", "LeaseLost", "SqlRepository"]
 ACTIVE_STATES = (int(ExecutionState.PENDING), int(ExecutionState.RUNNING))
 
 
@@ -108,10 +109,6 @@ WITH fence AS (
 SELECT count(*) FROM fence
 """
 HOT_CONNECTIONS = 4
-
-
-class LeaseLost(Exception):
-    """The fenced write found another owner or epoch: this worker must stop the execution."""
 
 
 # -- definitions <-> JSON -------------------------------------------------------------------------------------

@@ -31,8 +31,7 @@ from workflow_svc.domain import (
 from workflow_svc.engine import Engine
 from workflow_svc.paging import Cursor, encode_cursor
 from workflow_svc.planning import plan
-from workflow_svc.ports import AgentNotFound, Registry
-from workflow_svc.repository import SqlRepository
+from workflow_svc.ports import AgentNotFound, Registry, Repository
 
 log = structlog.get_logger(__name__)
 EVENT_PAGE = 1000
@@ -52,7 +51,7 @@ class WorkflowService:
     """What the servicer calls; raises DomainError subclasses only."""
 
     def __init__(
-        self, settings: ServiceSettings, repo: SqlRepository, registry: Registry, engine: Engine, bus: EventBus
+        self, settings: ServiceSettings, repo: Repository, registry: Registry, engine: Engine, bus: EventBus
     ) -> None:
         self._settings = settings
         self._repo = repo
