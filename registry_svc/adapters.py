@@ -20,9 +20,14 @@ log = structlog.get_logger(__name__)
 REQUIRED_METHODS = ("execute", "get_capabilities")
 
 
-def sandbox_settings(common: CommonSettings) -> SandboxSettings:
-    """Embedded mode accepts weak isolation (with the sandbox's warning); production requires namespaces."""
-    return SandboxSettings.for_embedded() if common.mode == "embedded" else SandboxSettings()
+def sandbox_settings(common: CommonSettings, pool_size: int) -> SandboxSettings:
+    """Embedded mode accepts weak isolation (with the sandbox's warning); production requires namespaces.
+
+    The registry only loads a class per registration, so it keeps a small pool of warm processes.
+    """
+    if common.mode == "embedded":
+        return SandboxSettings.for_embedded(pool_size=pool_size)
+    return SandboxSettings(pool_size=pool_size)
 
 
 def describe_failure(result: InspectResult, timeout_seconds: float) -> str:
@@ -46,13 +51,13 @@ class SandboxInspector:
                                                       cpu_seconds=timeout_seconds)
 
     @classmethod
-    async def start(cls, common: CommonSettings, timeout_seconds: float) -> SandboxInspector:
+    async def start(cls, common: CommonSettings, timeout_seconds: float, pool_size: int = 1) -> SandboxInspector:
         """Starts a sandbox for inspections.
 
         Raises:
             common.sandbox.SandboxError: the sandbox cannot start here.
         """
-        return cls(await Sandbox.start(sandbox_settings(common)), timeout_seconds)
+        return cls(await Sandbox.start(sandbox_settings(common, pool_size)), timeout_seconds)
 
     async def inspect(self, code: str, class_name: str) -> Inspection:
         """Raises InspectionFailed with the sandbox's message on a crash, timeout or bad answer."""

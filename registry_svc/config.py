@@ -32,3 +32,4 @@ class RegistrySettings(ServiceSettings):
     cache_max_entries: int = Field(10_000, description="Most GetAgent answers kept in process.")
     p95_window: int = Field(1000, description="Recent executions per version the p95 duration is taken over.")
     inspect_timeout_seconds: float = Field(10.0, description="Wall-clock limit of loading a class in the sandbox.")
+    sandbox_pool_size: int = Field(1, ge=1, description="Warm sandbox processes kept for loading classes.")

@@ -47,7 +47,8 @@ async def create_server(
             from registry_svc import adapters
 
             if inspector is None:
-                sandbox_inspector = await adapters.SandboxInspector.start(common, settings.inspect_timeout_seconds)
+                sandbox_inspector = await adapters.SandboxInspector.start(
+                    common, settings.inspect_timeout_seconds, settings.sandbox_pool_size)
                 closers.append(sandbox_inspector.close)
                 inspector = sandbox_inspector
             if analyzer is None:
