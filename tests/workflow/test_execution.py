@@ -347,3 +347,28 @@ async def test_unknown_ids_and_missing_inputs_get_exact_codes(workflows: Workflo
 async def _drain(call: object) -> None:
     async for _ in call:  # type: ignore[attr-defined]
         pass
+
+
+async def test_a_slow_watcher_neither_slows_the_engine_nor_loses_events(mesh: Mesh) -> None:
+    small = await mesh.start_workflows(watch_buffer_events=20)
+    # 600+ events: more than the watcher's buffer (20) and than HTTP/2 flow control lets through unread.
+    middle = [node(f"m{i:03d}", "wf_noop", {}, ["root"]) for i in range(200)]
+    stored = await create(small.stub, definition("slow-watcher", [
+        node("root", "wf_noop"), *middle, node("sink", "wf_noop", {}, [f"m{i:03d}" for i in range(200)])],
+        max_concurrency=32))
+    started = await small.stub.StartExecution(pb2.StartExecutionRequest(workflow_id=stored.workflow_id))
+    execution_id = started.execution.execution_id
+    call = small.stub.WatchExecution(pb2.WatchExecutionRequest(execution_id=execution_id))
+    reader = call.__aiter__()
+    first = [(await reader.__anext__()).event]
+
+    async def finished() -> bool:
+        answer = await small.stub.GetExecution(pb2.GetExecutionRequest(execution_id=execution_id))
+        return answer.execution.state == State.STATE_SUCCEEDED
+
+    await eventually(finished, timeout=30)  # the engine finished while the watcher read nothing
+    rest = [answer.event async for answer in reader]
+    events = first + rest
+    assert_gapless(events)
+    assert len(of_type(events, Event.TYPE_NODE_SUCCEEDED)) == 202
+    assert events[-1].type == Event.TYPE_EXECUTION_SUCCEEDED

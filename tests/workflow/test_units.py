@@ -154,3 +154,15 @@ def test_batches_merge_in_order_with_later_values_winning() -> None:
     first.merge(Batch(execution=ExecutionUpdate(state=ExecutionState.SUCCEEDED, end_time=2.0), release=True))
     assert first.execution == ExecutionUpdate(state=ExecutionState.SUCCEEDED, start_time=1.0, end_time=2.0)
     assert first.release
+
+
+def test_a_full_watcher_buffer_switches_to_storage_instead_of_growing() -> None:
+    from workflow_svc.bus import Subscription
+    from workflow_svc.domain import Event, EventType
+
+    subscription = Subscription("ex_1", max_buffer=3)
+    events = [Event("ex_1", i, EventType.NODE_STARTED, 0.0) for i in range(1, 6)]
+    subscription.push(events[:2])
+    assert [e.sequence for e in subscription.buffer] == [1, 2] and not subscription.stale
+    subscription.push(events[2:])
+    assert not subscription.buffer and subscription.stale and subscription.wake.is_set()
