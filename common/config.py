@@ -141,6 +141,7 @@ class CommonSettings(LayeredSettings):
         "none", description="Trace exporter: none, console, or otlp (X-Ray through the ADOT collector)."
     )
     otlp_endpoint: str | None = Field(None, description="OTLP gRPC endpoint, e.g. http://127.0.0.1:4317.")
+    otel_sample_ratio: float = Field(1.0, ge=0.0, le=1.0, description="Fraction of new traces recorded.")
     registry_address: str = Field("127.0.0.1:50051", description="Address of the registry service.")
     workflow_address: str = Field("127.0.0.1:50052", description="Address of the workflow service.")
     builder_address: str = Field("127.0.0.1:50053", description="Address of the builder service.")

@@ -48,7 +48,8 @@ def setup_process(service: str, common: CommonSettings) -> None:
         AuthConfigError: in production mode without bearer tokens (the mesh refuses to run open).
     """
     configure_logging(service, common.log_level, common.log_json)
-    configure_tracing(f"tdev-{service}", common.otel_exporter, otlp_endpoint=common.otlp_endpoint)
+    configure_tracing(f"tdev-{service}", common.otel_exporter, otlp_endpoint=common.otlp_endpoint,
+                      sample_ratio=common.otel_sample_ratio)
     configure_security(load_server_security(common))
     token = _secret_value(common.service_token, common, "auth/service-token")
     configure_client_security(token, common.tls_ca_file.read_bytes() if common.tls_ca_file else None)

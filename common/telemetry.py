@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace.export import (
     SimpleSpanProcessor,
     SpanExporter,
 )
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, Sampler, SamplingResult, TraceIdRatioBased
 
 from common.redaction import redact, redact_processor
 
@@ -86,12 +87,36 @@ def configure_logging(service: str, level: str = "INFO", json_lines: bool = True
     structlog.contextvars.bind_contextvars(service=service)
 
 
+class _SwitchableSampler(Sampler):
+    """Records nothing until an exporter is attached; then samples by ratio, following the caller's choice.
+
+    Unrecorded spans still carry valid trace ids, so logs correlate and traceparent propagates, while a
+    process without an exporter does not pay for building spans that nobody would ever read.
+    """
+
+    def __init__(self) -> None:
+        self._delegate: Sampler = ParentBased(ALWAYS_OFF)
+
+    def record(self, ratio: float) -> None:
+        self._delegate = ParentBased(TraceIdRatioBased(ratio))
+
+    def should_sample(self, *args: Any, **kwargs: Any) -> SamplingResult:
+        return self._delegate.should_sample(*args, **kwargs)
+
+    def get_description(self) -> str:
+        return f"Switchable({self._delegate.get_description()})"
+
+
+_sampler = _SwitchableSampler()
+
+
 def configure_tracing(
     service: str,
     exporter: str = "none",
     *,
     otlp_endpoint: str | None = None,
     span_exporter: SpanExporter | None = None,
+    sample_ratio: float = 1.0,
 ) -> TracerProvider:
     """Creates (once per process) the tracer provider and attaches the configured exporter.
 
@@ -100,10 +125,11 @@ def configure_tracing(
         exporter: ``none``, ``console`` or ``otlp``.
         otlp_endpoint: collector address for ``otlp``.
         span_exporter: an explicit exporter (tests pass an in-memory one); exported synchronously.
+        sample_ratio: fraction of new traces recorded once an exporter is attached.
     """
     global _tracer_provider
     if _tracer_provider is None:
-        _tracer_provider = TracerProvider(resource=Resource.create({"service.name": service}))
+        _tracer_provider = TracerProvider(resource=Resource.create({"service.name": service}), sampler=_sampler)
         trace.set_tracer_provider(_tracer_provider)
     if span_exporter is not None:
         _tracer_provider.add_span_processor(SimpleSpanProcessor(span_exporter))
@@ -113,6 +139,9 @@ def configure_tracing(
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
         _tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_endpoint)))
+    else:
+        return _tracer_provider
+    _sampler.record(sample_ratio)
     return _tracer_provider
 
 
