@@ -32,6 +32,9 @@ class WorkflowSettings(ServiceSettings):
     )
     lease_seconds: float = Field(15.0, description="Lease length; a crashed replica's work moves after it.")
     claim_interval_seconds: float = Field(1.0, description="How often idle replicas look for unowned work.")
+    flush_interval_seconds: float = Field(
+        0.01, description="Least time between two commits of one execution's changes (group commit)."
+    )
     inline_output_bytes: int = Field(
         65536, description="Outputs larger than this are sent in events as a reference."
     )

@@ -67,6 +67,7 @@ class EngineSettings:
     report_interval_seconds: float
     report_batch_size: int
     agent_cache_size: int
+    flush_interval_seconds: float = 0.01
 
 
 def backoff_seconds(node: NodeSpec, failures: int, rng: random.Random) -> float:
@@ -81,10 +82,16 @@ def _json_size(value: Any) -> int:
 
 
 class Writer:
-    """Commits a run's batches in order, merging whatever piles up while a commit is in flight."""
+    """Commits a run's batches in order, merging whatever piles up while a commit is in flight.
+
+    Commits start at most every ``flush_interval_seconds`` (group commit): the first change after a
+    quiet spell is written at once, a busy run's changes are merged into fewer, larger transactions.
+    The last batch of a run is written without waiting.
+    """
 
     def __init__(self, run: Run) -> None:
         self._run = run
+        self._last_start = 0.0
         self._queued: Batch | None = None
         self._task: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
@@ -110,9 +117,14 @@ class Writer:
         run = self._run
         engine = run.engine
         delay = 0.05
+        interval = engine.settings.flush_interval_seconds
         try:
             while self._queued is not None:
+                pause = self._last_start + interval - time.monotonic()
+                if pause > 0 and not self._queued.release:
+                    await asyncio.sleep(pause)
                 batch, self._queued = self._queued, None
+                self._last_start = time.monotonic()
                 while True:
                     try:
                         await engine.repo.write(run.claim, batch, time.time(), engine.settings.lease_seconds)

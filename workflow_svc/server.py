@@ -96,6 +96,7 @@ async def create_server(
                 report_interval_seconds=settings.report_interval_seconds,
                 report_batch_size=settings.report_batch_size,
                 agent_cache_size=settings.agent_cache_size,
+                flush_interval_seconds=settings.flush_interval_seconds,
             ),
             repo,
             registry,
