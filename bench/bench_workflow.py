@@ -345,7 +345,7 @@ def main() -> int:
         if isinstance(message, str):
             verdicts.append(f"baseline missing: {message}")
             failed = True
-    for name in shapes:
+    for name in ("deep",):  # wide attempts also queue for sandbox slots, so only the chain is read this way
         costs = info.get(name)
         if isinstance(costs, dict):
             verdicts.append(

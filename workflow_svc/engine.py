@@ -328,16 +328,37 @@ class Run:
             now = time.time()
             self._set(node_id, state=NodeState.RUNNING, attempt=attempt, start_time=now, end_time=None)
             self._emit(EventType.NODE_STARTED, node_id=node_id, attempt=attempt)
-            task = asyncio.create_task(self._attempt(node_id, attempt))
+            task = asyncio.create_task(self._attempt_and_report(node_id, attempt))
             self._tasks[node_id] = task
             task.add_done_callback(self._attempt_done(node_id, attempt))
 
+    async def _attempt_and_report(self, node_id: str, attempt: int) -> AttemptResult:
+        try:
+            result = await self._attempt(node_id, attempt)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # a bug, not an agent failure: fail the attempt, keep the run going
+            log.exception("attempt_crashed", execution_id=self.execution_id, node_id=node_id)
+            result = AttemptResult(ok=False, error=ErrorInfo("internal", str(error), node_id=node_id))
+        if self._tasks.get(node_id) is asyncio.current_task():
+            del self._tasks[node_id]
+        self._done.append((node_id, attempt, result))
+        if not self.aborted and self._cancel_reason is None:
+            # On the critical path: handle the result and start what it unblocked right here, without
+            # the extra event-loop hops of waking the run's loop first.
+            self._tick()
+            self._start_ready()
+            self._flush()
+        self._wake.set()
+        return result
+
     def _attempt_done(self, node_id: str, attempt: int) -> Callable[[asyncio.Task[AttemptResult]], None]:
         def done(task: asyncio.Task[AttemptResult]) -> None:
+            if not task.cancelled():
+                return  # reported by the task itself
             if self._tasks.get(node_id) is task:
                 del self._tasks[node_id]
-            result = None if task.cancelled() else task.result()
-            self._done.append((node_id, attempt, result))
+            self._done.append((node_id, attempt, None))
             self._wake.set()
 
         return done
