@@ -161,26 +161,39 @@ async def test_example_files_parse_in_the_seed_plan_shape() -> None:
     assert parsed.nodes[0].timeout_seconds == 30
 
 
-async def test_registry_down_at_create_time_is_unavailable(mesh: Mesh, tmp_path: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        dead = f"127.0.0.1:{probe.getsockname()[1]}"
+async def test_registry_down_is_unavailable_at_create_time_and_retried_at_run_time(
+    mesh: Mesh, workflows: Workflows
+) -> None:
+    from tdev.workflow.v1 import workflow_service_pb2_grpc as pb2_grpc
+
+    from tests.workflow.conftest import Event, execute, of_type
     from workflow_svc.config import WorkflowSettings
     from workflow_svc.server import create_server
 
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{probe.getsockname()[1]}"
+    # Created while the registry is up (agents checked and pinned) ...
+    stored = await create(workflows.stub, definition("registry-outage", [
+        node("a", "wf_noop", retry_policy={"max_retries": 1, "initial_backoff": 0.05})]))
     common = mesh.common().model_copy(update={"registry_address": dead})
     handle = await create_server(
         WorkflowSettings(database_url=mesh.database_url, registry_deadline_seconds=1.0), common, port=0)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{handle.port}") as channel:
-            from tdev.workflow.v1 import workflow_service_pb2_grpc as pb2_grpc
-
             stub = pb2_grpc.WorkflowServiceStub(channel)
             began = time.monotonic()
             error = await rpc_error(create(stub, definition("down", [node("a", "wf_noop")])))
             assert error.code() == grpc.StatusCode.UNAVAILABLE
             assert "registry GetAgent" in error.details()
             assert time.monotonic() - began < 10
+            # ... and run by a replica that cannot reach the registry: the attempt fails and is retried.
+            events = await execute(stub, stored.workflow_id)
+            assert [(e.type, e.attempt, e.error.type) for e in events if e.type in (
+                Event.TYPE_NODE_RETRYING, Event.TYPE_NODE_FAILED)] == [
+                (Event.TYPE_NODE_RETRYING, 1, "registry_unavailable"),
+                (Event.TYPE_NODE_FAILED, 2, "registry_unavailable")]
+            assert of_type(events, Event.TYPE_EXECUTION_FAILED)[0].error.type == "registry_unavailable"
     finally:
         await handle.close(grace=1.0)
 
