@@ -11,7 +11,8 @@ Shapes: wide (1 -> 998 parallel -> 1) and deep (a chain of 1000). Printed per no
 Targets: engine overhead (workflow - sandbox) <= 1 ms per node, and workflow <= 0.75x Prefect per node.
 
 Needs Postgres (TDEV_BENCH_DATABASE_URL, default postgresql://postgres@127.0.0.1:5432/postgres; a
-scratch database is created and dropped) and, when reachable, Redis. Run: ``python bench/bench_workflow.py``.
+scratch database is created and dropped) and, when reachable, Redis. Run: ``python bench/bench_workflow.py``
+(``--strict``: exit status 1 when a target is missed).
 """
 
 from __future__ import annotations
@@ -307,7 +308,8 @@ def bench_prefect(shapes: dict[str, Shape]) -> dict[str, float] | str:
 
 # -- report -------------------------------------------------------------------------------------------------
 def main() -> int:
-    """Runs everything and prints a table with ratios and PASS/FAIL; exit status 1 on a FAIL."""
+    """Runs everything and prints a table with ratios and PASS/FAIL; with ``--strict``, exit status 1 on a
+    FAIL (by default 0, so ``make bench`` goes on to the other benchmarks)."""
     configure_logging("bench", "WARNING", json_lines=False)
     logging.getLogger().setLevel(logging.WARNING)
     shapes = {name: make() for name, make in SHAPES.items()}
@@ -356,7 +358,7 @@ def main() -> int:
     for line in verdicts:
         print(line)
     print("RESULT:", "FAIL" if failed else "PASS")
-    return 1 if failed else 0
+    return 1 if failed and "--strict" in sys.argv else 0
 
 
 if __name__ == "__main__":
