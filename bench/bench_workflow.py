@@ -5,7 +5,7 @@ Shapes: wide (1 -> 998 parallel -> 1) and deep (a chain of 1000). Printed per no
                   process and every event and result is committed to Postgres;
   * sandbox    -- the sandbox's own per-execution cost for the same shape (the floor): the same no-op
                   agent run 1000 times straight through common.sandbox, one at a time (deep) or with the
-                  workflow's concurrency (wide);
+                  workflow's concurrency (wide), alternating with the workflow runs (best of 3 each);
   * dask       -- dask's local threaded scheduler on the same DAG of no-op Python functions;
   * prefect    -- Prefect 3 (local ephemeral mode) running the same DAG of no-op tasks in one flow.
 Targets: engine overhead (workflow - sandbox) <= 1 ms per node, and workflow <= 0.75x Prefect per node.
@@ -125,18 +125,25 @@ async def _ready(address: str, process: subprocess.Popen[bytes], log: Path) -> N
             await asyncio.sleep(0.1)
 
 
-async def bench_workflow(shapes: dict[str, Shape], runs: int = 2) -> tuple[dict[str, float], dict[str, Any]]:
-    """Per-node milliseconds of each shape through the real services, each its own process as deployed:
-    ``python -m registry_svc`` and ``python -m workflow_svc`` on Postgres (and Redis when reachable);
-    this process is only the gRPC client. Best of ``runs`` measured runs after one warm-up."""
+async def bench_workflow(shapes: dict[str, Shape], rounds: int = 3) -> tuple[dict[str, float], dict[str, float],
+                                                                           dict[str, Any]]:
+    """(workflow ms per node, sandbox floor ms per node, info), each the best of ``rounds``.
+
+    The services run as deployed, each its own process (``python -m registry_svc``, ``python -m
+    workflow_svc``) on Postgres (and Redis when reachable); this process is only the gRPC client, and runs
+    the floor through its own sandbox. Floor and workflow runs alternate within each round, so drifting
+    load on the machine hits both alike.
+    """
     name = f"tdev_bench_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(ADMIN_URL)
     await admin.execute(f'CREATE DATABASE "{name}"')
     database_url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     redis_url = REDIS_URL if _reachable("127.0.0.1", 6379) else None
-    results: dict[str, float] = {}
+    workflow: dict[str, list[float]] = {shape: [] for shape in shapes}
+    floor: dict[str, list[float]] = {shape: [] for shape in shapes}
     info: dict[str, Any] = {"redis": bool(redis_url)}
     processes: list[subprocess.Popen[bytes]] = []
+    sandbox: Sandbox | None = None
     with tempfile.TemporaryDirectory() as data:
         base = {"TDEV_DATA_DIR": data, "TDEV_LOG_LEVEL": "WARNING"}
         if redis_url:
@@ -155,12 +162,14 @@ async def bench_workflow(shapes: dict[str, Shape], runs: int = 2) -> tuple[dict[
                 "TDEV_WORKFLOW_MAX_CONCURRENCY": str(CONCURRENCY), "TDEV_WORKFLOW_MAX_NODES": str(NODES)},
                 workflow_log))
             await _ready(f"127.0.0.1:{workflow_port}", processes[-1], workflow_log)
+            sandbox = await Sandbox.start(SandboxSettings.for_embedded())
             async with grpc.aio.insecure_channel(f"127.0.0.1:{registry_port}") as channel:
                 agent = await reg_pb2_grpc.RegistryServiceStub(channel).RegisterAgent(
                     reg_pb2.RegisterAgentRequest(name="bench_noop", code=NOOP_AGENT)
                 )
             async with grpc.aio.insecure_channel(f"127.0.0.1:{workflow_port}") as channel:
                 stub = pb2_grpc.WorkflowServiceStub(channel)
+                workflow_ids = {}
                 for shape_name, shape in shapes.items():
                     definition = json_format.ParseDict(
                         {
@@ -174,25 +183,20 @@ async def bench_workflow(shapes: dict[str, Shape], runs: int = 2) -> tuple[dict[
                         wf_pb2.Workflow(),
                     )
                     created = await stub.CreateWorkflow(pb2.CreateWorkflowRequest(workflow=definition))
-                    # One warm-up run (agent code cached, connections open), then the measured runs.
-                    timings = []
-                    for run in range(runs + 1):
-                        started = time.perf_counter()
-                        events = [
-                            answer.event
-                            async for answer in stub.ExecuteWorkflow(
-                                pb2.ExecuteWorkflowRequest(workflow_id=created.workflow.workflow_id)
-                            )
-                        ]
-                        elapsed = time.perf_counter() - started
-                        last = events[-1]
-                        assert last.type == wf_pb2.ExecutionEvent.TYPE_EXECUTION_SUCCEEDED, last
-                        if run and (not timings or elapsed < min(timings)):
+                    workflow_ids[shape_name] = created.workflow.workflow_id
+                    await _run_workflow(stub, workflow_ids[shape_name])  # warm-up: code cached, connections open
+                    await _run_floor(sandbox, shape_name, 50)
+                for _ in range(rounds):
+                    for shape_name, shape in shapes.items():
+                        floor[shape_name].append(await _run_floor(sandbox, shape_name, NODES) / NODES)
+                        elapsed, events = await _run_workflow(stub, workflow_ids[shape_name])
+                        per_node = elapsed / len(shape)
+                        if not workflow[shape_name] or per_node < min(workflow[shape_name]):
                             info[shape_name] = in_run_costs(events, shape)
-                        if run:
-                            timings.append(elapsed)
-                    results[shape_name] = min(timings) * 1000 / len(shape)
+                        workflow[shape_name].append(per_node)
         finally:
+            if sandbox is not None:
+                await sandbox.close()
             for process in reversed(processes):
                 process.terminate()
                 with contextlib.suppress(subprocess.TimeoutExpired):
@@ -201,7 +205,39 @@ async def bench_workflow(shapes: dict[str, Shape], runs: int = 2) -> tuple[dict[
                     process.kill()
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             await admin.close()
-    return results, info
+    best = {shape: min(values) for shape, values in workflow.items()}
+    return best, {shape: min(values) for shape, values in floor.items()}, info
+
+
+async def _run_workflow(stub: pb2_grpc.WorkflowServiceStub, workflow_id: str) -> tuple[float, list[Any]]:
+    """ExecuteWorkflow to the last event; (elapsed ms, events)."""
+    started = time.perf_counter()
+    request = pb2.ExecuteWorkflowRequest(workflow_id=workflow_id)
+    events = [answer.event async for answer in stub.ExecuteWorkflow(request)]
+    elapsed = (time.perf_counter() - started) * 1000
+    assert events[-1].type == wf_pb2.ExecutionEvent.TYPE_EXECUTION_SUCCEEDED, events[-1]
+    return elapsed, events
+
+
+async def _run_floor(sandbox: Sandbox, shape_name: str, count: int) -> float:
+    """The sandbox alone, ``count`` no-op executions: one at a time (deep) or with the workflow's
+    concurrency (wide); elapsed ms."""
+    slots = asyncio.Semaphore(CONCURRENCY)
+
+    async def one() -> None:
+        async with slots:
+            outcome = await sandbox.run(NOOP_AGENT, {})
+            assert outcome.ok, outcome
+
+    started = time.perf_counter()
+    if shape_name == "deep":
+        for _ in range(count):
+            await one()
+    else:
+        await one()
+        await asyncio.gather(*(one() for _ in range(count - 2)))
+        await one()
+    return (time.perf_counter() - started) * 1000
 
 
 def in_run_costs(events: list[wf_pb2.ExecutionEvent], shape: Shape) -> dict[str, float]:
@@ -217,37 +253,6 @@ def in_run_costs(events: list[wf_pb2.ExecutionEvent], shape: Shape) -> dict[str,
     sandbox = sum(done[n][1] for n in ids) / len(ids)
     gaps = [started[n] - max(done[d][0] for d in shape[n]) for n in ids if shape[n]]
     return {"attempt": attempt, "sandbox": sandbox, "gap": sum(gaps) / len(gaps) if gaps else 0.0}
-
-
-# -- the floor: the sandbox alone ---------------------------------------------------------------------------
-async def bench_sandbox(runs: int = 2) -> dict[str, float]:
-    """Per-execution milliseconds of the sandbox itself, best of ``runs``: sequential (deep) and with the
-    workflow's concurrency (wide), through the same settings the workflow service uses."""
-    sandbox = await Sandbox.start(SandboxSettings.for_embedded())
-    slots = asyncio.Semaphore(CONCURRENCY)
-
-    async def one() -> None:
-        async with slots:
-            outcome = await sandbox.run(NOOP_AGENT, {})
-            assert outcome.ok, outcome
-
-    sequential, concurrent = [], []
-    try:
-        for _ in range(50):
-            await one()
-        for _ in range(runs):
-            started = time.perf_counter()
-            for _ in range(NODES):
-                await one()
-            sequential.append((time.perf_counter() - started) * 1000 / NODES)
-            started = time.perf_counter()
-            await one()
-            await asyncio.gather(*(one() for _ in range(NODES - 2)))
-            await one()
-            concurrent.append((time.perf_counter() - started) * 1000 / NODES)
-    finally:
-        await sandbox.close()
-    return {"wide": min(concurrent), "deep": min(sequential)}
 
 
 # -- baselines ----------------------------------------------------------------------------------------------
@@ -283,10 +288,12 @@ def bench_prefect(shapes: dict[str, Shape]) -> dict[str, float] | str:
         from prefect.task_runners import ThreadPoolTaskRunner
     except ImportError:
         return "prefect is not installed (pip install '.[bench]')"
-    prefect_noop = task(noop, name="noop", persist_result=False)
+    prefect_noop = task(noop, name="noop", persist_result=False)  # type: ignore[call-overload]
 
     def make_flow(shape: Shape) -> Any:
-        @flow(name="bench", task_runner=ThreadPoolTaskRunner(max_workers=CONCURRENCY), persist_result=False)
+        runner: Any = ThreadPoolTaskRunner(max_workers=CONCURRENCY)
+
+        @flow(name="bench", task_runner=runner, persist_result=False)
         def run() -> None:
             futures: dict[str, Any] = {}
             for node_id, deps in shape.items():
@@ -316,8 +323,7 @@ def main() -> int:
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     print(f"workflow benchmark: {NODES}-node no-op DAGs, concurrency {CONCURRENCY}, {os.cpu_count()} CPUs, "
           f"load average {load} (other work on the machine skews every column)")
-    workflow, info = asyncio.run(bench_workflow(shapes))
-    floor = asyncio.run(bench_sandbox())
+    workflow, floor, info = asyncio.run(bench_workflow(shapes))
     dask_result = bench_dask(shapes)
     prefect_result = bench_prefect(shapes)
     print(f"durability: Postgres (every event and node result committed); redis pub/sub: {info['redis']}")
