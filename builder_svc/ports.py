@@ -55,8 +55,8 @@ class Repository(Protocol):
         """Ends an active build as cancelled (fencing out its worker); returns it and the event stored."""
 
     async def claim(self, owner: str, now: float, lease_seconds: float, limit: int, *, reclaim_own: bool,
-                    build_id: str | None = None) -> list[Claimed]:
-        """Leases active builds that are unowned or expired."""
+                    build_id: str | None = None, exclude: Sequence[str] = ()) -> list[Claimed]:
+        """Leases active builds that are unowned or expired, except those in ``exclude``."""
 
     async def renew(self, leases: Sequence[Lease], now: float, lease_seconds: float) -> set[str]:
         """Extends leases still held; returns the ids still held."""

@@ -230,9 +230,9 @@ class SqlRepository:
 
     # -- leases -----------------------------------------------------------------------------------------------
     async def claim(self, owner: str, now: float, lease_seconds: float, limit: int, *, reclaim_own: bool,
-                    build_id: str | None = None) -> list[Claimed]:
+                    build_id: str | None = None, exclude: Sequence[str] = ()) -> list[Claimed]:
         """Leases up to ``limit`` active builds that are unowned or expired (or, with ``reclaim_own``, held by
-        ``owner`` from before a restart); bumps their epochs."""
+        ``owner`` from before a restart), except those in ``exclude`` (running here); bumps their epochs."""
         if limit <= 0:
             return []
         free = sa.or_(builds.c.lease_owner.is_(None), builds.c.lease_expires < now)
@@ -241,6 +241,8 @@ class SqlRepository:
         query = sa.select(builds.c.build_id).where(builds.c.state.in_(_ACTIVE), free)
         if build_id is not None:
             query = query.where(builds.c.build_id == build_id)
+        if exclude:
+            query = query.where(builds.c.build_id.not_in(list(exclude)))
         query = query.order_by(builds.c.create_time).limit(limit)
         if self._postgres:
             query = query.with_for_update(skip_locked=True)

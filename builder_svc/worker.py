@@ -50,6 +50,8 @@ class BuildWorker:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
+        # Own leases from before a restart are taken back once, at start; later they are this run's own.
+        self._reclaim_own = settings.reclaim_own
 
     @property
     def worker_id(self) -> str:
@@ -103,7 +105,8 @@ class BuildWorker:
         if capacity <= 0:
             return
         claimed = await self._repository.claim(self.worker_id, self._clock(), self._settings.lease_seconds, capacity,
-                                               reclaim_own=self._settings.reclaim_own)
+                                               reclaim_own=self._reclaim_own, exclude=list(self._running))
+        self._reclaim_own = False
         for item in claimed:
             if item.build.build_id in self._running:
                 continue

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -11,12 +16,15 @@ import pytest
 import pytest_asyncio
 from tdev.builder.v1 import build_pb2
 from tdev.builder.v1 import builder_service_pb2 as pb2
+from tdev.builder.v1 import builder_service_pb2_grpc as pb2_grpc
 from tdev.registry.v1 import registry_service_pb2 as reg_pb2
 
 from common.llm import LLMClient
 from common.llm.offline.codegen import generate
 from tests.builder.conftest import (
+    ROOT,
     STAND_IN_KEY,
+    STAND_IN_PRICE,
     Builder,
     BuildState,
     Event,
@@ -316,3 +324,88 @@ async def test_a_dependency_down_fails_the_build_unavailable_at_the_stage_needin
     assert error.message.startswith(f"{prefix}: dependency unavailable (UNAVAILABLE): ")
     done = await get_build(builder.stub, events[-1].build_id)
     assert len(done.registered_agents) == (0 if down == "registry" else 1)
+
+
+class BuilderProcess:
+    """``python -m builder_svc`` configured through the environment, on a fixed port, killable with -9."""
+
+    def __init__(self, mesh: Mesh, stand_in: ModelStandIn, database_url: str) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        common = mesh.common()
+        self.env = {key: value for key, value in os.environ.items() if not key.startswith(("TDEV_", "OPENAI_"))}
+        self.env.update({
+            "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'gen'}", "TDEV_DATA_DIR": str(mesh.tmp_path / "data"),
+            "TDEV_LOG_LEVEL": "INFO", "TDEV_REGISTRY_ADDRESS": common.registry_address,
+            "TDEV_WORKFLOW_ADDRESS": common.workflow_address, "TDEV_BUILDER_PORT": str(self.port),
+            "TDEV_BUILDER_DATABASE_URL": database_url, "TDEV_BUILDER_WORKER_ID": "builder-crash-test",
+            "TDEV_BUILDER_CLAIM_INTERVAL_SECONDS": "0.2", "TDEV_BUILDER_LEASE_SECONDS": "30",
+            "OPENAI_API_KEY": STAND_IN_KEY, "TDEV_LLM_OPENAI_BASE_URL": stand_in.url,
+            "TDEV_LLM_OPENAI_MODEL": "test-model", "TDEV_LLM_ANTHROPIC_ENABLED": "false", "TDEV_LLM_ROUTES": "{}",
+            "TDEV_LLM_DEFAULT_ROUTE": '["openai"]', "TDEV_LLM_CACHE_ENABLED": "false", "TDEV_LLM_MAX_ATTEMPTS": "1",
+            "TDEV_LLM_PRICES": json.dumps({"openai:test-model": STAND_IN_PRICE.model_dump()}),
+        })
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_dir = mesh.tmp_path
+        self.logs: list[Any] = []
+        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.port}")
+        self.stub = pb2_grpc.BuilderServiceStub(self.channel)
+
+    def spawn(self) -> None:
+        """Starts the process, its output going to a log file next to the mesh's data."""
+        self.log = (self.log_dir / f"builder-{self.port}-{len(self.logs)}.log").open("wb")
+        self.logs.append(self.log)
+        self.process = subprocess.Popen([sys.executable, "-m", "builder_svc"], cwd=ROOT, env=self.env,
+                                        stdout=self.log, stderr=subprocess.STDOUT)
+
+    async def start(self) -> None:
+        """Starts the process and waits until it answers."""
+        self.spawn()
+        for _ in range(300):
+            try:
+                await self.stub.GetBuild(pb2.GetBuildRequest(build_id="build_probe"), timeout=1)
+            except grpc.aio.AioRpcError as error:
+                if error.code() == grpc.StatusCode.NOT_FOUND:
+                    return
+            await asyncio.sleep(0.1)
+        raise AssertionError("the builder process did not start")
+
+    def kill(self) -> None:
+        """kill -9."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(10)
+
+    async def close(self) -> None:
+        """Stops the process if it runs."""
+        await self.channel.close()
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            await asyncio.to_thread(self.process.wait, 10)
+        for log in self.logs:
+            log.close()
+
+
+async def test_kill_9_mid_build_then_restart_resumes_from_the_last_finished_stage(
+        mesh: Mesh, stand_in: ModelStandIn) -> None:
+    stand_in.script = Script(delays={"codegen": 1.0})
+    service = BuilderProcess(mesh, stand_in, await mesh.new_database())
+    try:
+        await service.start()
+        started = (await service.stub.StartBuild(pb2.StartBuildRequest(
+            requirements=SORT_DESCENDING, constraints=build_pb2.BuildConstraints(disable_reuse=True)))).build
+        before = await _events_until(service.stub, started.build_id, _select_started)
+        assert await asyncio.to_thread(stand_in.wait_for, "codegen")
+        service.kill()  # mid code generation: no lease is given back
+        await service.start()  # the same worker id takes its build back at once (the lease has 30 s left)
+        after = await watch(service.stub, started.build_id, before[-1].sequence)
+    finally:
+        await service.close()
+    events = before + after
+    assert_gapless(events)
+    assert events[-1].type == Event.TYPE_BUILD_SUCCEEDED
+    assert [e.type for e in after][:2] == [Event.TYPE_BUILD_RESUMED, Event.TYPE_STAGE_STARTED]
+    assert stage_events(events, Event.TYPE_STAGE_SUCCEEDED) == [(stage, 1) for stage in range(1, 7)]
+    assert [purpose for purpose, _ in stand_in.requests] == ["analyse", "plan", "codegen", "codegen"]
+    assert len(of_type(events, Event.TYPE_BUILD_RESUMED)) == 1  # resumed once, then never fenced out again

@@ -135,6 +135,7 @@ async def test_leases_renew_release_and_come_back_to_their_owner(repository: Sql
     assert await repository.claim("w2", 101.0, 5.0, 1, reclaim_own=False, build_id="build_a") == []
     assert await repository.renew([claimed[0].lease], 104.0, 5.0) == {"build_a"}
     assert await repository.claim("w2", 106.0, 5.0, 5, reclaim_own=False, build_id="build_a") == []  # renewed
+    assert await repository.claim("w1", 107.0, 5.0, 5, reclaim_own=True, exclude=["build_a", "build_b"]) == []
     (again,) = await repository.claim("w1", 107.0, 5.0, 5, reclaim_own=True, build_id="build_a")
     assert again.lease.epoch == 2  # a restarted replica with a stable id takes its own build back at once
     await repository.release(again.lease)
