@@ -256,6 +256,9 @@ def _ast_identity(code: str) -> str:
 
 def _size(code: str) -> int:
     try:
-        return programs.size(programs.parse(code))
+        return programs.load(code).size
     except programs.InvalidProgram:
-        return 0
+        try:
+            return programs.size(programs.parse(code))
+        except programs.InvalidProgram:
+            return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import hashlib
 from dataclasses import dataclass
+from functools import lru_cache
 
 # Methods the search never edits: changing them cannot change a score, only waste evaluations.
 FROZEN_FUNCTIONS = frozenset({"get_capabilities"})
@@ -14,6 +15,7 @@ class InvalidProgram(ValueError):
     """The source is not a loadable agent program; the message says why."""
 
 
+@lru_cache(maxsize=8192)
 def code_hash(code: str) -> str:
     """Hex sha256 of the source, as the registry computes it."""
     return hashlib.sha256(code.encode()).hexdigest()
@@ -29,17 +31,22 @@ def parse(code: str) -> ast.Module:
         raise InvalidProgram(f"ValueError: {error}") from error
 
 
-def _strip_docstrings(tree: ast.AST) -> None:
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
-            body = node.body
-            if (
-                body
-                and isinstance(body[0], ast.Expr)
-                and isinstance(body[0].value, ast.Constant)
-                and isinstance(body[0].value.value, str)
-            ):
-                node.body = body[1:] or [ast.Pass()]
+def _strip_docstrings(node: ast.AST) -> None:
+    """Drops docstrings of the module, classes and functions (which only nest inside each other's bodies)."""
+    body = getattr(node, "body", None)
+    if not isinstance(body, list):
+        return
+    if (
+        isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and body
+        and isinstance(body[0], ast.Expr)
+        and isinstance(body[0].value, ast.Constant)
+        and isinstance(body[0].value.value, str)
+    ):
+        node.body = body = body[1:] or [ast.Pass()]  # type: ignore[attr-defined]
+    for child in body:
+        if isinstance(child, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            _strip_docstrings(child)
 
 
 def normalised_dump(code: str) -> str:
@@ -53,6 +60,7 @@ def normalised_dump(code: str) -> str:
     return ast.dump(tree, annotate_fields=False, include_attributes=False)
 
 
+@lru_cache(maxsize=8192)
 def ast_hash(code: str) -> str:
     """Hash of the normalised AST: programs with the same hash behave identically (the duplicate check)."""
     return hashlib.sha256(normalised_dump(code).encode()).hexdigest()
@@ -93,8 +101,12 @@ class Program:
     class_name: str
 
 
+@lru_cache(maxsize=4096)
 def load(code: str) -> Program:
-    """Parses and checks a program (syntax, one agent class, compiles); raises InvalidProgram."""
+    """Parses and checks a program (syntax, one agent class, compiles); raises InvalidProgram.
+
+    Cached by source: callers must not modify the returned tree.
+    """
     tree = parse(code)
     cls = agent_class(tree)
     try:
@@ -113,4 +125,4 @@ def load(code: str) -> Program:
 
 def render(tree: ast.Module) -> str:
     """Source of a (transformed) tree, ending with a newline."""
-    return ast.unparse(ast.fix_missing_locations(tree)) + "\n"
+    return ast.unparse(tree) + "\n"

@@ -12,6 +12,7 @@ import copy
 import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from evolution_svc.programs import FROZEN_FUNCTIONS, InvalidProgram, load, render
 
@@ -295,6 +296,12 @@ def _finish(tree: ast.Module, original: str) -> str | None:
     return None if code == original else code
 
 
+@lru_cache(maxsize=1024)
+def _read_only_tree(code: str) -> ast.Module:
+    """A parsed donor; operators only read donors (borrowed statements are deep-copied)."""
+    return ast.parse(code)
+
+
 def mutate(code: str, operator: str, rng: random.Random, donors: Sequence[str] = ()) -> str | None:
     """Applies one named mutation to ``code``; ``donors`` supply borrowed statements and constants.
 
@@ -303,7 +310,7 @@ def mutate(code: str, operator: str, rng: random.Random, donors: Sequence[str] =
     """
     mutation = MUTATIONS[operator]
     tree = ast.parse(code)
-    donor_trees = [ast.parse(donor) for donor in donors]
+    donor_trees = [_read_only_tree(donor) for donor in donors]
     if not mutation(tree, rng, donor_trees):
         return None
     return _finish(tree, code)
