@@ -110,6 +110,7 @@ class BuildRun:
         self.progress = progress
         self._record = record
         self._lock = asyncio.Lock()
+        self._writes: set[asyncio.Future[None]] = set()
         self._clock = clock
         self._segment_start = clock()
         self._base_elapsed = progress.elapsed_seconds
@@ -141,14 +142,31 @@ class BuildRun:
     async def emit(self, event: NewEvent, change: Callable[[Progress], Progress] | None = None) -> None:
         """Stores an event with the build's progress (changed by ``change``), one writer at a time.
 
+        A write that has started completes even if the caller is cancelled meanwhile (a time budget, a stop),
+        so the progress in memory never falls behind what is stored; :meth:`settle` waits for such writes.
+
         Raises:
             LeaseLost: the build is no longer this run's to write.
         """
+        write = asyncio.ensure_future(self._emit(event, change))
+        self._writes.add(write)
+        write.add_done_callback(self._writes.discard)
+        await asyncio.shield(write)
+
+    async def _emit(self, event: NewEvent, change: Callable[[Progress], Progress] | None) -> None:
         async with self._lock:
             progress = change(self.progress) if change else self.progress
             progress = replace(progress, usage=self.meter.total, elapsed_seconds=round(self.elapsed(), 6))
             await self._record(event, progress)
             self.progress = progress
+
+    async def settle(self) -> None:
+        """Waits for writes a cancelled caller left running (their errors were the caller's to see)."""
+        if self._writes:
+            done, _ = await asyncio.wait(list(self._writes))
+            for write in done:
+                if not write.cancelled():
+                    write.exception()  # retrieved: a LeaseLost here ends the run anyway
 
 
 async def _all(coroutines: Sequence[Coroutine[Any, Any, T]]) -> list[T]:
@@ -216,6 +234,7 @@ class Pipeline:
                     "RESOURCE_EXHAUSTED", f"time budget of {run.build.constraints.max_duration_seconds:g} s used up "
                     f"during {stage}", run.current)) from None
         except asyncio.CancelledError:
+            await run.settle()
             if run.cancelled:
                 await self._cancel_executions(run)
             raise
@@ -238,6 +257,7 @@ class Pipeline:
         return BuildError(error.code.name, prefix + error.message, stage)
 
     async def _fail(self, run: BuildRun, error: BuildError) -> None:
+        await run.settle()
         stage = error.stage or run.current
         running = next((s for s in reversed(run.progress.stages) if s.state == StageState.RUNNING), None)
         if running is not None:

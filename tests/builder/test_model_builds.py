@@ -195,6 +195,37 @@ async def test_token_budget_exhaustion_fails_the_build_and_lists_what_it_registe
     assert (stored.labels["build_id"], stored.labels["build_state"]) == (done.build_id, "unvalidated")
 
 
+async def test_cost_budget_too_small_for_the_first_call_fails_before_anything_is_sent(
+        mesh: Mesh, stand_in: ModelStandIn, model: LLMClient) -> None:
+    builder = await mesh.start_builder(llm=model)
+    events = await build(builder.stub, SORT_DESCENDING, max_cost_usd=0.001)
+    error = events[-1].error
+    assert (events[-1].type, error.code, error.stage) == (Event.TYPE_BUILD_FAILED, "RESOURCE_EXHAUSTED",
+                                                          Stage.STAGE_ANALYSE)
+    assert error.message.startswith(f"analyse: LLM budget 'build {events[-1].build_id}' exhausted: a "
+                                    "openai/test-model call for requirements (max_tokens=4000) may cost up to $")
+    assert error.message.endswith("but only $0.001000 of $0.0010 is left")
+    assert stand_in.requests == []
+    done = await get_build(builder.stub, events[-1].build_id)
+    assert (done.usage.calls, done.usage.cost_usd, list(done.registered_agents)) == (0, 0.0, [])
+
+
+async def test_time_budget_ends_the_build_failed_with_resource_exhausted(
+        mesh: Mesh, stand_in: ModelStandIn, model: LLMClient) -> None:
+    stand_in.script = Script(delays={"plan": 5.0})
+    builder = await mesh.start_builder(llm=model)
+    events = await build(builder.stub, SORT_DESCENDING, max_duration_seconds=1.5)
+    assert_gapless(events)
+    error = events[-1].error
+    assert (events[-1].type, error.code, error.stage, error.message) == (
+        Event.TYPE_BUILD_FAILED, "RESOURCE_EXHAUSTED", Stage.STAGE_IDENTIFY_AGENTS,
+        "time budget of 1.5 s used up during identify agents")
+    assert stage_events(events, Event.TYPE_STAGE_FAILED) == [(Stage.STAGE_IDENTIFY_AGENTS, 1)]
+    done = await get_build(builder.stub, events[-1].build_id)
+    assert done.state == BuildState.STATE_FAILED and 1.5 <= done.elapsed_seconds < 2.5
+    assert done.usage.calls == 1  # the analysis; the plan call was abandoned unanswered
+
+
 async def _events_until(stub: Any, build_id: str, stop: Any) -> list[build_pb2.BuildEvent]:
     """Watches until an event matches ``stop``, then leaves the stream."""
     seen = []
