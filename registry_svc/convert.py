@@ -20,6 +20,7 @@ from registry_svc.domain import (
     Analysis,
     AnalysisState,
     ExecutionRecord,
+    LabelUpdate,
     Lineage,
     ListQuery,
     Metrics,
@@ -155,6 +156,20 @@ def register_command(request: pb2.RegisterAgentRequest) -> RegisterCommand:
 def register_response(value: Registration) -> pb2.RegisterAgentResponse:
     """Registration -> RegisterAgentResponse."""
     return pb2.RegisterAgentResponse(agent=agent(value.agent), created=value.created)
+
+
+# ---- UpdateAgentLabels ------------------------------------------------------------------------------
+
+
+def label_update(request: pb2.UpdateAgentLabelsRequest) -> LabelUpdate:
+    """UpdateAgentLabelsRequest -> change."""
+    return LabelUpdate(ref=VersionRef(request.agent_id, request.version), set_labels=dict(request.set_labels),
+                       remove_labels=tuple(request.remove_labels), request_id=request.request_id)
+
+
+def update_labels_response(value: AgentVersion) -> pb2.UpdateAgentLabelsResponse:
+    """AgentVersion -> UpdateAgentLabelsResponse."""
+    return pb2.UpdateAgentLabelsResponse(agent=agent(value))
 
 
 # ---- GetAgent ---------------------------------------------------------------------------------------

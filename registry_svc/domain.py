@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+import hashlib
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -163,6 +165,32 @@ class NewVersion:
     static_metrics: Mapping[str, Any]
     create_time: datetime
     previous_latest: str = ""
+
+
+@dataclass(frozen=True)
+class LabelUpdate:
+    """UpdateAgentLabels: labels to set and keys to remove on one existing version."""
+
+    ref: VersionRef
+    set_labels: Mapping[str, str] = field(default_factory=dict)
+    remove_labels: tuple[str, ...] = ()
+    request_id: str = ""
+
+    @property
+    def fingerprint(self) -> str:
+        """What the change is, independent of map and list order (a replayed request id must match it)."""
+        body = json.dumps([self.ref.agent_id, self.ref.version, sorted(self.set_labels.items()),
+                           sorted(set(self.remove_labels))], separators=(",", ":"))
+        return hashlib.sha256(body.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class LabelsUpdated:
+    """What UpdateAgentLabels did: the version as it is now, whether its labels changed, whether it was a replay."""
+
+    agent: AgentVersion
+    changed: bool
+    replayed: bool = False
 
 
 @dataclass(frozen=True)

@@ -138,6 +138,18 @@ class RegisterRequestRow(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
+class LabelRequestRow(Base):
+    """AIP-155 idempotency keys of UpdateAgentLabels: the version each changed and what the change was."""
+
+    __tablename__ = "label_requests"
+
+    request_id: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
+    agent_id: Mapped[str] = mapped_column(sa.String(40))
+    version: Mapped[str] = mapped_column(sa.String(32))
+    fingerprint: Mapped[str] = mapped_column(sa.String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
 class ExecutionRow(Base):
     """One recorded execution; its id makes RecordExecutions idempotent, its duration feeds p95."""
 

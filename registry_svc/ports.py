@@ -14,6 +14,8 @@ from registry_svc.domain import (
     AnalysisReport,
     ExecutionRecord,
     Inspection,
+    LabelsUpdated,
+    LabelUpdate,
     ListQuery,
     NewVersion,
     Page,
@@ -38,6 +40,18 @@ class UnknownVersions(Exception):
     def __init__(self, refs: Sequence[tuple[int, VersionRef]]) -> None:
         super().__init__(", ".join(f"records[{i}]: {ref}" for i, ref in refs))
         self.refs = list(refs)
+
+
+class RequestMismatch(Exception):
+    """A request id was used before for a different change."""
+
+
+class TooManyLabels(Exception):
+    """The change would leave the version with more labels than allowed; ``count`` is how many."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(f"{count} labels")
+        self.count = count
 
 
 class CodeInspector(Protocol):
@@ -107,6 +121,15 @@ class Repository(Protocol):
 
     async def insert_version(self, new: NewVersion) -> AgentVersion:
         """Stores a version atomically; raises VersionConflict when a racing writer got there first."""
+        ...
+
+    async def update_labels(self, update: LabelUpdate, now: datetime, max_labels: int) -> LabelsUpdated | None:
+        """Applies a label change atomically (None: no such version); a replayed request id changes nothing.
+
+        Raises:
+            RequestMismatch: the request id was used for a different change.
+            TooManyLabels: the version would carry more than ``max_labels`` labels (nothing is written).
+        """
         ...
 
     async def list_agents(self, query: ListQuery) -> Page[AgentVersion]:

@@ -22,6 +22,8 @@ from registry_svc.domain import (
     AnalysisJob,
     AnalysisState,
     ExecutionRecord,
+    LabelsUpdated,
+    LabelUpdate,
     ListQuery,
     Metrics,
     NewVersion,
@@ -32,14 +34,22 @@ from registry_svc.domain import (
     Selector,
     VersionRef,
 )
-from registry_svc.models import AgentRow, AgentVersionRow, ExecutionRow, LineageRow, RegisterRequestRow
-from registry_svc.ports import UnknownVersions, VersionConflict
+from registry_svc.models import (
+    AgentRow,
+    AgentVersionRow,
+    ExecutionRow,
+    LabelRequestRow,
+    LineageRow,
+    RegisterRequestRow,
+)
+from registry_svc.ports import RequestMismatch, TooManyLabels, UnknownVersions, VersionConflict
 
 agents = cast(sa.Table, AgentRow.__table__)
 versions = cast(sa.Table, AgentVersionRow.__table__)
 lineage = cast(sa.Table, LineageRow.__table__)
 requests = cast(sa.Table, RegisterRequestRow.__table__)
 executions = cast(sa.Table, ExecutionRow.__table__)
+label_requests = cast(sa.Table, LabelRequestRow.__table__)
 
 _WITHOUT_CODE = [column for column in versions.c if column.name != "code"]
 _MAX_SCAN = 10_000
@@ -256,6 +266,62 @@ class SqlRepository:
             analysis=Analysis(static_metrics=dict(new.static_metrics)), metrics=Metrics(),
             create_time=now, update_time=now, code_size_bytes=len(new.code.encode()),
         )
+
+    # ---- labels -------------------------------------------------------------------------------------
+
+    async def update_labels(self, update: LabelUpdate, now: datetime, max_labels: int) -> LabelsUpdated | None:
+        """Sets and removes labels of one version in one transaction (None: no such version).
+
+        The version row is locked (Postgres) while its labels are read and written, so concurrent changes of one
+        version apply one after the other; a replayed request id returns the version as it is, unchanged.
+
+        Raises:
+            RequestMismatch: the request id was used for a different change.
+            TooManyLabels: the version would carry more than ``max_labels`` labels (nothing is written).
+        """
+        fingerprint = update.fingerprint
+        for _ in range(2):
+            try:
+                async with self._writing() as connection:
+                    return await self._update_labels(connection, update, fingerprint, now, max_labels)
+            except sa_exc.IntegrityError:
+                continue  # a concurrent call with the same request id stored it first: now it is a replay
+        raise VersionConflict(f"request_id {update.request_id} kept racing")
+
+    async def _update_labels(self, connection: AsyncConnection, update: LabelUpdate, fingerprint: str,
+                             now: datetime, max_labels: int) -> LabelsUpdated | None:
+        where = (versions.c.agent_id == update.ref.agent_id, versions.c.version == update.ref.version)
+        if update.request_id:
+            seen = (await connection.execute(sa.select(label_requests.c.fingerprint).where(
+                label_requests.c.request_id == update.request_id))).scalar_one_or_none()
+            if seen is not None:
+                if seen != fingerprint:
+                    raise RequestMismatch(update.request_id)
+                row = (await connection.execute(sa.select(*self._columns(True)).where(*where))).first()
+                return None if row is None else LabelsUpdated(
+                    (await self._to_domain(connection, [row]))[0], changed=False, replayed=True)
+        locked = sa.select(versions.c.id, versions.c.labels).where(*where)
+        if self._postgres:
+            locked = locked.with_for_update()
+        current = (await connection.execute(locked)).first()
+        if current is None:
+            return None
+        before = dict(current.labels or {})
+        after = {key: value for key, value in before.items() if key not in update.remove_labels}
+        after.update(update.set_labels)
+        if len(after) > max_labels:
+            raise TooManyLabels(len(after))
+        changed = after != before
+        if changed:
+            await connection.execute(versions.update().where(versions.c.id == current.id)
+                                     .values(labels=after, updated_at=now))
+        if update.request_id:
+            # A plain insert: a racing call with the same request id makes it fail, rolling this one back.
+            await connection.execute(label_requests.insert().values(
+                request_id=update.request_id, agent_id=update.ref.agent_id, version=update.ref.version,
+                fingerprint=fingerprint, created_at=now))
+        row = (await connection.execute(sa.select(*self._columns(True)).where(versions.c.id == current.id))).one()
+        return LabelsUpdated((await self._to_domain(connection, [row]))[0], changed=changed)
 
     # ---- listing ------------------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from registry_svc.domain import (
     AgentIdentity,
     AgentVersion,
     ExecutionRecord,
+    LabelUpdate,
     Lineage,
     LineageEdge,
     ListQuery,
@@ -45,6 +46,8 @@ from registry_svc.ports import (
     Embedder,
     InspectionFailed,
     Repository,
+    RequestMismatch,
+    TooManyLabels,
     UnknownVersions,
     VersionConflict,
 )
@@ -198,6 +201,43 @@ class RegistryService:
             raise _invalid("version", f"{command.version} is not higher than the latest version "
                                       f"{identity.latest} of {command.name}")
         return command.version
+
+    # ---- UpdateAgentLabels --------------------------------------------------------------------------
+
+    async def update_labels(self, update: LabelUpdate) -> AgentVersion:
+        """Sets and removes labels of one version atomically; nothing else of the version changes.
+
+        ``update_time`` moves and cached GetAgent answers are dropped (here, in Redis and on the other replicas)
+        only when the labels really changed; a replayed request id changes nothing and returns the version as
+        it is now.
+
+        Raises:
+            InvalidArgument: a missing or malformed agent_id or version, a bad label key or value (named), more
+                than 64 labels afterwards, nothing to change, or a request id reused for a different change.
+            NotFound: no such agent or version.
+            Aborted: calls with the same request id kept racing (retry).
+        """
+        validation.check_label_update(update)
+        try:
+            result = await self._repository.update_labels(update, self._clock(), validation.MAX_LABELS_PER_VERSION)
+        except TooManyLabels as error:
+            raise _invalid("set_labels", f"the version would carry {error.count} labels; the limit is "
+                                         f"{validation.MAX_LABELS_PER_VERSION}") from None
+        except RequestMismatch:
+            raise _invalid("request_id", "was used before for a different label change; use a new request id "
+                                         "for a new change") from None
+        except VersionConflict as conflict:
+            raise Aborted(f"label changes with request id {update.request_id} kept racing; retry") from conflict
+        if result is None:
+            ref = update.ref
+            if await self._repository.identity(agent_id=ref.agent_id) is None:
+                raise self._not_found(Selector(agent_id=ref.agent_id))
+            raise self._not_found(Selector(agent_id=ref.agent_id, version=ref.version))
+        if result.changed:
+            await self._changes.agent_changed(update.ref.agent_id, [update.ref.version])
+            log.info("agent_labels_updated", agent_id=update.ref.agent_id, version=update.ref.version,
+                     set=sorted(update.set_labels), removed=sorted(update.remove_labels))
+        return result.agent
 
     # ---- reads --------------------------------------------------------------------------------------
 

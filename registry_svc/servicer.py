@@ -74,3 +74,10 @@ class RegistryServiceServicer(pb2_grpc.RegistryServiceServicer):
         """Records a batch of execution outcomes, idempotent per execution_id."""
         result = await self._service.record_executions(convert.execution_records(request))
         return convert.record_response(result)
+
+    async def UpdateAgentLabels(
+        self, request: pb2.UpdateAgentLabelsRequest, context: grpc.aio.ServicerContext
+    ) -> pb2.UpdateAgentLabelsResponse:
+        """Sets and removes labels of one version, idempotent per request_id."""
+        agent = await self._service.update_labels(convert.label_update(request))
+        return convert.update_labels_response(agent)

@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 
 from common.errors import FieldViolation, InvalidArgument
-from registry_svc.domain import NAME_PATTERN, CodeFacts, VersionRef
+from registry_svc.domain import NAME_PATTERN, CodeFacts, LabelUpdate, VersionRef
 
 SEMVER = re.compile(r"^(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})$")
 MAX_DESCRIPTION_CHARS = 4000
@@ -15,6 +15,8 @@ MAX_LABELS = 32
 MAX_LABEL_CHARS = 256
 MAX_PARENTS = 16
 MAX_REQUEST_ID_CHARS = 128
+LABEL_KEY = re.compile(r"^[a-z0-9_.-]{1,63}$")
+MAX_LABELS_PER_VERSION = 64
 
 
 def _invalid(field: str, problem: str) -> InvalidArgument:
@@ -74,6 +76,39 @@ def check_request_fields(description: str, labels: Mapping[str, str], parents: t
         parse_version_at(parent.version, f"parents[{index}].version")
     if len(request_id) > MAX_REQUEST_ID_CHARS:
         raise _invalid("request_id", f"{len(request_id)} characters; the limit is {MAX_REQUEST_ID_CHARS}")
+
+
+def check_label_update(update: LabelUpdate) -> None:
+    """Checks an UpdateAgentLabels request before anything is read or written.
+
+    Keys set are 1-63 of ``a-z 0-9 _ . -`` (stricter than RegisterAgent's labels, which predate this rule;
+    such older keys can still be removed), values at most 256 characters.
+
+    Raises:
+        InvalidArgument: naming the field and, for labels, the key.
+    """
+    if not update.ref.agent_id:
+        raise _invalid("agent_id", "is required")
+    if not update.ref.version:
+        raise _invalid("version", "is required: an exact version such as 1.2.0")
+    parse_version_at(update.ref.version, "version")
+    if not update.set_labels and not update.remove_labels:
+        raise _invalid("set_labels", "nothing to change: give set_labels or remove_labels")
+    if len(update.set_labels) > MAX_LABELS_PER_VERSION:
+        raise _invalid("set_labels", f"{len(update.set_labels)} labels; the limit is {MAX_LABELS_PER_VERSION}")
+    for key, value in sorted(update.set_labels.items()):
+        if not LABEL_KEY.match(key):
+            raise _invalid(f"set_labels[{key[:63]}]",
+                           'keys are 1 to 63 characters of a-z, 0-9, "_", "." and "-"')
+        if len(value) > MAX_LABEL_CHARS:
+            raise _invalid(f"set_labels[{key}]", f"value is {len(value)} characters; the limit is {MAX_LABEL_CHARS}")
+    for index, key in enumerate(update.remove_labels):
+        if not key or len(key) > 63:
+            raise _invalid(f"remove_labels[{index}]", "keys are 1 to 63 characters")
+        if key in update.set_labels:
+            raise _invalid(f"remove_labels[{index}]", f'"{key}" is also in set_labels; set or remove a key, not both')
+    if len(update.request_id) > MAX_REQUEST_ID_CHARS:
+        raise _invalid("request_id", f"{len(update.request_id)} characters; the limit is {MAX_REQUEST_ID_CHARS}")
 
 
 def parse_version_at(version: str, field: str) -> tuple[int, int, int]:
