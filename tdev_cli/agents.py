@@ -1,4 +1,4 @@
-"""``tdev agents``: register, list, show, search and trace agents in the registry (over gRPC)."""
+"""``tdev agents``: register, list, show, search, label and trace agents in the registry (over gRPC)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -29,7 +30,7 @@ STATES = {"pending": agent_pb2.AgentAnalysis.STATE_PENDING, "running": agent_pb2
 ORDERS = {"updated": pb2.ListAgentsRequest.ORDER_BY_UNSPECIFIED, "quality": pb2.ListAgentsRequest.ORDER_BY_QUALITY,
           "executions": pb2.ListAgentsRequest.ORDER_BY_EXECUTIONS, "recent": pb2.ListAgentsRequest.ORDER_BY_RECENT}
 
-agents_app = typer.Typer(help="Register, list, show and search agents.", no_args_is_help=True)
+agents_app = typer.Typer(help="Register, list, show, search and label agents.", no_args_is_help=True)
 console = Console()
 
 
@@ -199,6 +200,36 @@ def show(
         return answer.agent
 
     _show(_call(ctx, work), code=code)
+
+
+@agents_app.command()
+def label(
+    ctx: typer.Context,
+    agent: Annotated[str, typer.Argument(help="Agent name or id.")],
+    version: Annotated[str, typer.Option("--version", help="The exact version to change (required).")] = "",
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Label to set as KEY=VALUE (repeatable).")] = None,
+    remove: Annotated[list[str] | None, typer.Option("--remove", help="Label key to remove (repeatable).")] = None,
+    request_id: Annotated[str, typer.Option("--request-id", help="Idempotency key (default: a fresh one).")] = "",
+) -> None:
+    """Set and remove labels of one version (its code and version never change)."""
+    pairs = [item.partition("=") for item in set_ or []]
+    if not version or any(not sep for _, sep, _ in pairs):
+        console.print("[red]error[/red] --version is required and --set takes KEY=VALUE")
+        raise typer.Exit(2)
+
+    async def work(stub: pb2_grpc.RegistryServiceStub) -> agent_pb2.Agent:
+        agent_id = agent
+        if not AGENT_ID.match(agent):
+            agent_id = (await stub.GetAgent(pb2.GetAgentRequest(name=agent, version=version,
+                                                                exclude_code=True))).agent.agent_id
+        answer = await stub.UpdateAgentLabels(pb2.UpdateAgentLabelsRequest(
+            agent_id=agent_id, version=version, set_labels={key: value for key, _, value in pairs},
+            remove_labels=remove or [], request_id=request_id or f"cli-{uuid.uuid4().hex}"))
+        return answer.agent
+
+    changed = _call(ctx, work)
+    labels = ", ".join(f"{k}={v}" for k, v in sorted(changed.labels.items())) or "(none)"
+    console.print(f"labels of {changed.name} {changed.version} ({changed.agent_id}): {labels}", markup=False)
 
 
 @agents_app.command()

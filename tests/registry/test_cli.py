@@ -70,3 +70,20 @@ async def test_cli_reports_status_codes_and_exits_1(sqlite_registry: Registry, t
     assert (code, out.strip()) == (1, "error INVALID_ARGUMENT: code: line 2, column 30: syntax error: expected ':'")
     code, out = await _tdev(sqlite_registry, "show", "nobody")
     assert (code, out.strip()) == (1, "error NOT_FOUND: no agent with name nobody")
+
+
+async def test_cli_label_sets_and_removes_labels_by_name_or_id(sqlite_registry: Registry) -> None:
+    code, out = await _tdev(sqlite_registry, "register", str(EXAMPLES / "word_count.py"), "--label", "origin=cli",
+                            "--label", "team=search")
+    assert code == 0, out
+    agent_id = out.split("(")[1].split(")")[0]
+    code, out = await _tdev(sqlite_registry, "label", "word_count", "--version", "1.0.0", "--set", "stage=prod",
+                            "--remove", "origin")
+    assert (code, out.strip()) == (0, f"labels of word_count 1.0.0 ({agent_id}): stage=prod, team=search")
+    code, out = await _tdev(sqlite_registry, "label", agent_id, "--version", "1.0.0", "--remove", "team")
+    assert (code, out.strip()) == (0, f"labels of word_count 1.0.0 ({agent_id}): stage=prod")
+    code, out = await _tdev(sqlite_registry, "label", "word_count", "--version", "1.0.0", "--set", "Bad=x")
+    assert (code, out.strip()) == (
+        1, 'error INVALID_ARGUMENT: set_labels[Bad]: keys are 1 to 63 characters of a-z, 0-9, "_", "." and "-"')
+    code, out = await _tdev(sqlite_registry, "label", "word_count", "--set", "stage=prod")
+    assert (code, out.strip()) == (2, "error --version is required and --set takes KEY=VALUE")
