@@ -92,6 +92,7 @@ class RunExecutor:
         self._settings = settings or ExecutorSettings()
         self._clock = clock
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._leases: dict[str, Lease] = {}
         self._claimer: asyncio.Task[None] | None = None
 
     @property
@@ -109,12 +110,20 @@ class RunExecutor:
             self._claimer = asyncio.create_task(self._claim_loop(), name="evolution-claim")
 
     async def stop(self) -> None:
-        """Stops every run task; their runs stay unfinished and are resumed after the lease expires."""
+        """Stops every run task and gives their leases up: the runs stay unfinished and the next replica to
+        look (or this service after a restart) resumes them from their last checkpoint at once."""
+        leases = list(self._leases.values())
         tasks = [task for task in (self._claimer, *self._tasks.values()) if task is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for lease in leases:
+            try:
+                await self._repository.release(lease)
+            except Exception:
+                log.warning("evolution_lease_release_failed", run_id=lease.run_id, exc_info=True)
         self._tasks.clear()
+        self._leases.clear()
         self._claimer = None
 
     def submit(self, lease: Lease) -> None:
@@ -123,7 +132,13 @@ class RunExecutor:
             return
         task = asyncio.create_task(self._drive(lease), name=f"evolution-{lease.run_id}")
         self._tasks[lease.run_id] = task
-        task.add_done_callback(lambda _: self._tasks.pop(lease.run_id, None))
+        self._leases[lease.run_id] = lease
+
+        def forget(_: asyncio.Task[None]) -> None:
+            self._tasks.pop(lease.run_id, None)
+            self._leases.pop(lease.run_id, None)
+
+        task.add_done_callback(forget)
 
     def abort(self, run_id: str) -> None:
         """Stops work on a run at once (it was cancelled)."""

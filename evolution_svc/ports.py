@@ -204,6 +204,10 @@ class RunRepository(Protocol):
         """Extends a lease; raises LostLease when it is no longer ours or the run ended."""
         ...
 
+    async def release(self, lease: Lease) -> None:
+        """Gives a lease up (graceful stop) so that another replica, or a restart, resumes the run at once."""
+        ...
+
     async def load_work(self, run_id: str) -> WorkItem:
         """The run, its seed code and its last checkpoint."""
         ...

@@ -234,6 +234,10 @@ class SqlRunRepository:
         if result.rowcount == 0:  # type: ignore[attr-defined]
             raise LostLease(lease.run_id)
 
+    async def release(self, lease: Lease) -> None:
+        async with self._sessions.begin() as session:
+            await session.execute(sa.update(RunRow).where(self._fenced(lease)).values(owner=None, lease_until=None))
+
     async def load_work(self, run_id: str) -> WorkItem:
         async with self._sessions() as session:
             row = await session.get(RunRow, run_id)

@@ -207,3 +207,21 @@ async def mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
         yield started
     finally:
         await started.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def db_mesh(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Mesh]:
+    """Registry + evolution on SQLite, then on one Postgres database (a schema each) with Redis."""
+    if request.param == "sqlite":
+        started = await start_mesh(tmp_path)
+    else:
+        started = await start_mesh(
+            tmp_path,
+            database="postgres",
+            postgres=request.getfixturevalue("make_postgres_database"),
+            redis_url=request.getfixturevalue("redis_url"),
+        )
+    try:
+        yield started
+    finally:
+        await started.close()

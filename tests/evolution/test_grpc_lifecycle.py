@@ -285,7 +285,8 @@ async def test_not_beating_the_margin_or_promotion_off_registers_nothing(mesh: M
     assert [v.version for v in versions.versions] == ["1.0.0"]
 
 
-async def test_request_id_replay_paging_filters_and_watch_from_a_sequence(mesh: Mesh) -> None:
+async def test_request_id_replay_paging_filters_and_watch_from_a_sequence(db_mesh: Mesh) -> None:
+    mesh = db_mesh
     await mesh.register("scaler", SCALER)
     await mesh.register("constant", CONSTANT)
     first = await mesh.start(
@@ -319,3 +320,57 @@ async def test_request_id_replay_paging_filters_and_watch_from_a_sequence(mesh: 
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await mesh.evolution.ListEvolutions(pb2.ListEvolutionsRequest(page_token="garbage"))
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_llm_operators_run_through_the_llm_layer_offline(mesh: Mesh) -> None:
+    """No key here: common.llm answers with its offline provider (seeded transforms, not a model, cost 0)."""
+    await mesh.register("scaler", SCALER)
+    run = await mesh.start(
+        "scaler",
+        suite_message(SCALER_SUITE),
+        population_size=6,
+        islands=1,
+        elitism=1,
+        generations=2,
+        mutation_rate=1.0,
+        crossover_rate=0.5,
+        seed=4,
+        plateau_generations=0,
+        operators=evolution_pb2.OPERATOR_SET_LLM,
+    )
+    await mesh.events(run.run_id)
+    final = await mesh.get(run.run_id)
+    assert (final.state, final.stop_reason) == (RUN.STATE_SUCCEEDED, evolution_pb2.STOP_REASON_GENERATIONS)
+    assert [g.cost_usd for g in final.generations] == [0.0, 0.0]
+    assert [g.evaluations for g in final.generations] == [5, 5]
+    assert (final.seed_fitness, final.best.fitness, final.best.operator) == (0.15, 0.29, "llm:crossover+llm:diff")
+
+
+async def test_a_graceful_restart_gives_the_lease_up_and_resumes_at_once(tmp_path: Path) -> None:
+    # A 60 s lease: only a lease given up at the stop lets the restarted service resume within the timeout.
+    mesh = await start_mesh(tmp_path, lease_seconds=60.0)
+    try:
+        await mesh.register("sleepy", SLEEPY)
+        run = await mesh.start(
+            "sleepy",
+            suite_message(SCALER_SUITE),
+            population_size=6,
+            islands=1,
+            generations=5,
+            seed=2,
+            plateau_generations=0,
+        )
+        stream = mesh.evolution.WatchEvolution(pb2.WatchEvolutionRequest(run_id=run.run_id))
+        async for message in stream:
+            if message.event.report.generation == 1:
+                break
+        stream.cancel()
+        await mesh.restart_evolution()
+        events = await asyncio.wait_for(mesh.events(run.run_id), timeout=40)
+        resumed = [e for e in events if e.type == E.TYPE_RUN_RESUMED]
+        assert len(resumed) == 1 and resumed[0].message.startswith("resumed from the checkpoint of generation ")
+        final = await mesh.get(run.run_id)
+        assert [g.generation for g in final.generations] == [1, 2, 3, 4, 5]
+        assert final.state == RUN.STATE_SUCCEEDED
+    finally:
+        await mesh.close()
