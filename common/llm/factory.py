@@ -12,14 +12,12 @@ from pydantic import SecretStr
 from common.cache import Cache, build_cache
 from common.config import CommonSettings, get_common_settings
 from common.errors import Unavailable
-from common.llm.anthropic import AnthropicProvider
 from common.llm.base import Provider
 from common.llm.budget import DailyBudget
 from common.llm.cache import ResponseCache
 from common.llm.client import LLMClient
 from common.llm.errors import NoProviderConfigured
 from common.llm.offline import OfflineProvider
-from common.llm.openai import OpenAIProvider
 from common.llm.retry import Sleep
 from common.llm.settings import LLMSettings
 from common.llm.wire import safe_url
@@ -84,6 +82,9 @@ async def build_llm(settings: LLMSettings | None = None, *, common: CommonSettin
         if required is None:
             required = settings.openai_base_url is None
         if key is not None or not required:
+            # SDKs are imported only when used: together they add ~1.5 s to every service's start-up.
+            from common.llm.openai import OpenAIProvider
+
             providers["openai"] = OpenAIProvider(
                 api_key=key, model=settings.openai_model, embedding_model=settings.openai_embedding_model,
                 base_url=settings.openai_base_url, json_mode=settings.openai_json_mode,
@@ -92,6 +93,8 @@ async def build_llm(settings: LLMSettings | None = None, *, common: CommonSettin
     if settings.anthropic_enabled:
         key = await _key(secrets, settings.anthropic_secret_name, "ANTHROPIC_API_KEY", settings.secret_key_field)
         if key is not None:
+            from common.llm.anthropic import AnthropicProvider
+
             providers["anthropic"] = AnthropicProvider(
                 api_key=key, model=settings.anthropic_model, base_url=settings.anthropic_base_url,
                 native_json=settings.anthropic_native_json, timeout_seconds=settings.timeout_seconds)
