@@ -19,30 +19,34 @@ class SandboxSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="TDEV_SANDBOX_", frozen=True, extra="ignore")
 
-    backend: Literal["auto", "namespaces", "weak"] = "auto"
-    allow_weak_isolation: bool = False
+    backend: Literal["auto", "namespaces", "weak"] = Field(
+        default="auto", description="auto picks namespaces when the kernel allows them, else weak (if allowed)"
+    )
+    allow_weak_isolation: bool = Field(
+        default=False, description="run without namespaces (rlimits and audit hooks only) instead of refusing"
+    )
 
     pool_size: int = Field(default=4, ge=1, le=256, description="pre-forked idle processes for sync agents")
     async_pool_size: int = Field(default=1, ge=0, le=256, description="idle processes with asyncio loaded")
     max_concurrency: int = Field(default=16, ge=1, le=1024, description="executions running at once")
 
-    timeout_seconds: float = Field(default=10.0, gt=0, le=3600)
-    cpu_seconds: float = Field(default=10.0, gt=0, le=3600)
-    memory_bytes: int = Field(default=512 * MIB, ge=64 * MIB)
-    max_output_bytes: int = Field(default=1 * MIB, ge=1024)
-    max_stdout_bytes: int = Field(default=64 * 1024, ge=0)
-    max_file_bytes: int = Field(default=16 * MIB, ge=0)
-    max_open_files: int = Field(default=64, ge=8, le=65536)
+    timeout_seconds: float = Field(default=10.0, gt=0, le=3600, description="wall-clock limit per execution")
+    cpu_seconds: float = Field(default=10.0, gt=0, le=3600, description="CPU-time limit per execution")
+    memory_bytes: int = Field(default=512 * MIB, ge=64 * MIB, description="address-space limit per process")
+    max_output_bytes: int = Field(default=1 * MIB, ge=1024, description="largest JSON result accepted")
+    max_stdout_bytes: int = Field(default=64 * 1024, ge=0, description="stdout/stderr kept per execution")
+    max_file_bytes: int = Field(default=16 * MIB, ge=0, description="largest file an execution may write")
+    max_open_files: int = Field(default=64, ge=8, le=65536, description="open file descriptors per execution")
     max_processes: int = Field(default=1, ge=1, le=4096, description="processes+threads per execution")
 
     work_dir_bytes: int = Field(default=32 * MIB, ge=MIB, description="tmpfs size of each work directory")
-    work_dir_inodes: int = Field(default=4096, ge=16)
+    work_dir_inodes: int = Field(default=4096, ge=16, description="inodes of each work directory")
 
     uid_base: int = Field(default=2_000_000_000, ge=65536, le=4_000_000_000, description="host uid of ns root")
-    uid_count: int = Field(default=65536, ge=2048, le=1 << 20)
+    uid_count: int = Field(default=65536, ge=2048, le=1 << 20, description="host uids mapped into the sandbox")
     python_executable: str | None = Field(default=None, description="interpreter for the runtime")
-    extra_read_only_paths: tuple[str, ...] = ()
-    start_timeout_seconds: float = Field(default=15.0, gt=0)
+    extra_read_only_paths: tuple[str, ...] = Field(default=(), description="more host paths visible read-only")
+    start_timeout_seconds: float = Field(default=15.0, gt=0, description="longest wait for the zygote to start")
     grace_seconds: float = Field(default=2.0, gt=0, description="service-side backstop beyond a deadline")
 
     @classmethod
