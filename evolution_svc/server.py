@@ -92,8 +92,7 @@ async def create_server(
     try:
         await migrate(engine, MIGRATIONS, SCHEMA)
         if runner is None:
-            sandbox_settings = SandboxSettings.for_embedded() if common.mode == "embedded" else SandboxSettings()
-            sandbox = await Sandbox.start(sandbox_settings)
+            sandbox = await Sandbox.start(SandboxSettings.for_mode(common.mode))
             closers.append(sandbox.close)
             limits = Limits(
                 timeout_seconds=settings.case_timeout_seconds,

@@ -46,7 +46,7 @@ def worker_id(settings: WorkflowSettings, database_url: str) -> tuple[str, bool]
 
 def sandbox_settings(common: CommonSettings) -> SandboxSettings:
     """Embedded mode may fall back to weak isolation (with a warning); production may not."""
-    return SandboxSettings.for_embedded() if common.mode == "embedded" else SandboxSettings()
+    return SandboxSettings.for_mode(common.mode)
 
 
 async def create_server(

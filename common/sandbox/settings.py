@@ -50,6 +50,11 @@ class SandboxSettings(BaseSettings):
     grace_seconds: float = Field(default=2.0, gt=0, description="service-side backstop beyond a deadline")
 
     @classmethod
+    def for_mode(cls, mode: str, **overrides: object) -> SandboxSettings:
+        """The settings a service in ``mode`` uses: weak isolation may be a fallback only when embedded."""
+        return cls.for_embedded(**overrides) if mode == "embedded" else cls(**overrides)  # type: ignore[arg-type]
+
+    @classmethod
     def for_embedded(cls, **overrides: object) -> SandboxSettings:
         """Settings for the embedded local mode, where weak isolation is allowed (with a warning)."""
         values: dict[str, object] = {"allow_weak_isolation": True, **overrides}
