@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
@@ -71,6 +72,46 @@ class GrpcRegistry:
             lambda: self._stub.RegisterAgent(convert.register_request(registration), timeout=self._deadline),
             "registry RegisterAgent", self._attempts)
         return convert.agent_summary(response.agent)
+
+    async def update_labels(self, agent_id: str, version: str, labels: Mapping[str, str], request_id: str) -> None:
+        """Sets labels of one version; retried on UNAVAILABLE with the same request id (so applied once).
+
+        Raises:
+            common.errors.NotFound: no such version; InvalidArgument: a label the registry refuses;
+            Unimplemented: a registry without UpdateAgentLabels; Unavailable: the registry cannot be reached.
+        """
+        request = convert.update_labels_request(agent_id, version, labels, request_id)
+        await _retrying(lambda: self._stub.UpdateAgentLabels(request, timeout=self._deadline),
+                        "registry UpdateAgentLabels", self._attempts)
+
+    async def versions_labelled(self, name_contains: str, label: str, value: str) -> list[tuple[str, str]]:
+        """(agent_id, version) of every version carrying ``label=value`` among agents named like ``name_contains``.
+
+        Raises:
+            common.errors.Unavailable: the registry cannot be reached.
+        """
+        agent_ids: list[str] = []
+        token = ""
+        while True:
+            page = await _retrying(functools.partial(
+                self._stub.ListAgents, convert.list_agents_request(name_contains, token), timeout=self._deadline),
+                "registry ListAgents", self._attempts)
+            agent_ids += [agent.agent_id for agent in page.agents]
+            token = page.next_page_token
+            if not token:
+                break
+        found: list[tuple[str, str]] = []
+        for agent_id in agent_ids:
+            token = ""
+            while True:
+                versions = await _retrying(functools.partial(
+                    self._stub.ListAgentVersions, convert.list_versions_request(agent_id, token),
+                    timeout=self._deadline), "registry ListAgentVersions", self._attempts)
+                found += [(v.agent_id, v.version) for v in versions.versions if v.labels.get(label) == value]
+                token = versions.next_page_token
+                if not token:
+                    break
+        return found
 
 
 class GrpcWorkflows:

@@ -46,6 +46,9 @@ class BuilderSettings(ServiceSettings):
     watch_poll_seconds: float = Field(1.0, description="Safety poll of the event table by quiet watchers.")
     dependency_deadline_seconds: float = Field(30.0, description="Deadline of unary calls to registry and workflow.")
     dependency_attempts: int = Field(3, description="Tries of an idempotent call to a service that is unavailable.")
+    label_retry_max_seconds: float = Field(
+        60.0, description="Longest wait between tries of labelling an ended build's agent versions in the registry."
+    )
     validation_deadline_seconds: float = Field(120.0, description="Longest one validation execution may take.")
     analysis_max_tokens: int = Field(4000, description="Output token cap of the analysis call.")
     plan_max_tokens: int = Field(8000, description="Output token cap of the planning call.")

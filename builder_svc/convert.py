@@ -217,6 +217,24 @@ def register_request(registration: AgentRegistration) -> registry_pb2.RegisterAg
         request_id=registration.request_id, labels=dict(registration.labels))
 
 
+def update_labels_request(agent_id: str, version: str, labels: Mapping[str, str],
+                          request_id: str) -> registry_pb2.UpdateAgentLabelsRequest:
+    """UpdateAgentLabels setting labels."""
+    return registry_pb2.UpdateAgentLabelsRequest(agent_id=agent_id, version=version, set_labels=dict(labels),
+                                                 request_id=request_id)
+
+
+def list_agents_request(name_contains: str, page_token: str) -> registry_pb2.ListAgentsRequest:
+    """ListAgents by name, without code, in a stable order."""
+    return registry_pb2.ListAgentsRequest(name_contains=name_contains, page_size=500, page_token=page_token,
+                                          order_by=registry_pb2.ListAgentsRequest.ORDER_BY_RECENT, exclude_code=True)
+
+
+def list_versions_request(agent_id: str, page_token: str) -> registry_pb2.ListAgentVersionsRequest:
+    """ListAgentVersions of one agent."""
+    return registry_pb2.ListAgentVersionsRequest(agent_id=agent_id, page_size=500, page_token=page_token)
+
+
 def agent_summary(agent: registry_agent_pb2.Agent) -> AgentSummary:
     """A registry agent version."""
     return AgentSummary(

@@ -302,6 +302,25 @@ class Build:
     update_time: float = 0.0
     registered_agents: tuple[PackagedAgent, ...] = ()
     elapsed_seconds: float = 0.0
+    marking: str = ""  # registry labels of its versions once ended: "", "pending", "done" or "failed"
+
+
+class Marking:
+    """States of the registry marking of an ended build's agent versions (``builds.marks_state``)."""
+
+    PENDING = "pending"
+    DONE = "done"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class MarkJob:
+    """An ended build whose versions a replica is marking now; ``epoch`` fences its result (a later request to
+    mark the build again is not overwritten by this job's "done")."""
+
+    build: Build
+    epoch: int
+    attempts: int = 0
 
 
 @dataclass(frozen=True)

@@ -46,10 +46,17 @@ class BuildRow(Base):
     lease_owner: Mapped[str | None] = mapped_column(sa.String(100))
     lease_epoch: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     lease_expires: Mapped[float | None] = mapped_column(Seconds)
+    # Registry labels of the versions an ended build registered: an outbox retried until the registry took them.
+    marks_state: Mapped[str | None] = mapped_column(sa.String(16))
+    marks_due: Mapped[float | None] = mapped_column(Seconds)
+    marks_attempts: Mapped[int] = mapped_column(sa.Integer, default=0)
+    marks_epoch: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    marks_error: Mapped[str | None] = mapped_column(sa.Text)
 
     __table_args__ = (
         sa.Index("ix_builds_create_time", "create_time", "build_id"),
         sa.Index("ix_builds_state", "state", "lease_expires"),
+        sa.Index("ix_builds_marks", "marks_state", "marks_due"),
     )
 
 

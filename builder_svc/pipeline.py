@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import jsonschema
 import structlog
 
-from builder_svc import blame, composition, packaging, specs
+from builder_svc import blame, composition, marking, packaging, specs
 from builder_svc.domain import (
     SERVICE_ID_PREFIX,
     AgentRegistration,
@@ -269,7 +269,8 @@ class Pipeline:
                            lambda p: p.with_stage(failed))
         registered = [a.to_json() for a in run.progress.registered_agents]
         note = ("These agent versions were registered by this failed build (registry label build_id="
-                f"{run.build.build_id}); they were not validated as a service.") if registered else ""
+                f"{run.build.build_id}); they were not validated as a service and are labelled "
+                f"build_state=failed, build_error={error.code} in the registry.") if registered else ""
         await run.emit(NewEvent(EventType.BUILD_FAILED, stage, f"build failed: {error.message}",
                                 {"registered_agents": registered, "note": note}, run.elapsed() * 1000,
                                 run.meter.total, error),
@@ -382,16 +383,21 @@ class Pipeline:
         return StageOutcome(summary, details, {"plan": plan})
 
     async def _reusable(self, run: BuildRun, hits: Sequence[AgentSummary]) -> list[AgentSummary]:
-        """Registry agents a build may reuse: not made by this build, nor by a build that failed."""
-        made_by = {hit.labels.get("build_id", "") for hit in hits if hit.labels.get("origin") == "builder"}
-        made_by.discard("")
-        states = await self._build_states(sorted(made_by)) if made_by else {}
+        """Registry agents a build may reuse: not made by this build, not labelled failed, cancelled or superseded,
+        and not from a build that has ended without labelling them validated (yet): a build still running may
+        offer its versions (they are tested on the spec's examples like any candidate)."""
+        unsure = {hit.labels.get("build_id", "") for hit in hits
+                  if hit.labels.get("origin") == "builder" and hit.labels.get(marking.STATE_LABEL) != marking.VALIDATED}
+        unsure.discard("")
+        states = await self._build_states(sorted(unsure)) if unsure else {}
         usable = []
         for hit in hits:
             origin = hit.labels.get("build_id", "")
-            if origin == run.build.build_id or hit.labels.get("build_state") == "failed":
+            if origin == run.build.build_id or not marking.reusable_label(hit.labels):
                 continue
-            if origin and states.get(origin) in (BuildState.FAILED, BuildState.CANCELLED):
+            label = hit.labels.get(marking.STATE_LABEL)
+            state = states.get(origin) if origin in unsure and label != marking.VALIDATED else None
+            if state is not None and state.terminal:
                 continue
             usable.append(hit)
         return usable
@@ -453,12 +459,19 @@ class Pipeline:
         suggestion = spec.get("reuse") or {}
         if suggestion.get("agent_id"):
             try:
-                found.append(await self._registry.get(str(suggestion["agent_id"]), str(suggestion.get("version", ""))))
+                suggested = await self._registry.get(str(suggestion["agent_id"]), str(suggestion.get("version", "")))
             except DomainError as error:
                 if error.code.name == "UNAVAILABLE":
                     raise
                 await self._progress(run, f"{spec['id']}: suggested agent {suggestion['agent_id']} is unusable: "
                                           f"{error.message}")
+            else:
+                if await self._reusable(run, [suggested]):
+                    found.append(suggested)
+                else:
+                    await self._progress(run, f"{spec['id']}: suggested agent {suggested.name} {suggested.version} "
+                                              f"is not reused: build {suggested.labels.get('build_id', '')} did not "
+                                              "validate it")
         hits = await self._registry.search(specs.search_query(spec), max(5, self._settings.reuse_candidates))
         for hit in await self._reusable(run, hits):
             if specs.fits(hit, spec) and all(hit.agent_id != f.agent_id for f in found):

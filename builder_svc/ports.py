@@ -16,6 +16,7 @@ from builder_svc.domain import (
     ExampleOutcome,
     ExecutionResult,
     Lease,
+    MarkJob,
     NewEvent,
     Progress,
     StoredWorkflow,
@@ -67,6 +68,15 @@ class Repository(Protocol):
     async def states(self, build_ids: Sequence[str]) -> dict[str, BuildState]:
         """The state of each known build."""
 
+    async def claim_marks(self, now: float, hold_seconds: float, limit: int) -> list[MarkJob]:
+        """Ended builds whose versions are due to be marked, each held for ``hold_seconds``."""
+
+    async def finish_marks(self, job: MarkJob, *, error: str = "", retry_at: float | None = None) -> bool:
+        """Records a marking job's end (done, due again, or given up); False when fenced by a newer request."""
+
+    async def mark_again(self, build_id: str, now: float) -> bool:
+        """Queues an ended build's versions to be marked once more; False when the build has not ended."""
+
 
 class Registry(Protocol):
     """The registry service, over gRPC."""
@@ -79,6 +89,13 @@ class Registry(Protocol):
 
     async def register(self, registration: AgentRegistration) -> AgentSummary:
         """Validates, loads and stores code; the same name and code returns the existing version."""
+
+    async def update_labels(self, agent_id: str, version: str, labels: Mapping[str, str], request_id: str) -> None:
+        """Sets labels of one version (idempotent per request id)."""
+
+    async def versions_labelled(self, name_contains: str, label: str, value: str) -> list[tuple[str, str]]:
+        """(agent_id, version) of every version of the agents whose name contains ``name_contains`` that carries
+        the label ``label=value``."""
 
 
 class Workflows(Protocol):

@@ -22,6 +22,8 @@ from builder_svc.domain import (
     Constraints,
     EventType,
     Lease,
+    Marking,
+    MarkJob,
     NewEvent,
     PackagedAgent,
     Progress,
@@ -48,8 +50,14 @@ def _build(row: Any) -> Build:
         usage=Usage.from_json(row.usage), last_sequence=int(row.last_sequence), create_time=float(row.create_time),
         update_time=float(row.update_time),
         registered_agents=tuple(PackagedAgent.from_json(a) for a in row.registered_agents or ()),
-        elapsed_seconds=float(row.elapsed_seconds or 0.0),
+        elapsed_seconds=float(row.elapsed_seconds or 0.0), marking=row.marks_state or "",
     )
+
+
+def _mark_values(now: float) -> dict[str, Any]:
+    """The build just ended: its versions are to be marked, at once (a new epoch fences older marking jobs)."""
+    return {"marks_state": Marking.PENDING, "marks_due": now, "marks_attempts": 0,
+            "marks_epoch": builds.c.marks_epoch + 1, "marks_error": None}
 
 
 def _event(row: Any) -> BuildEvent:
@@ -113,6 +121,7 @@ class SqlRepository:
             "registered_agents": [], "elapsed_seconds": 0.0, "last_sequence": 0,
             "create_time": build.create_time, "update_time": build.update_time,
             "lease_owner": None, "lease_epoch": 0, "lease_expires": None,
+            "marks_state": None, "marks_due": None, "marks_attempts": 0, "marks_epoch": 0, "marks_error": None,
         }
         try:
             async with self._write() as connection:
@@ -173,6 +182,8 @@ class SqlRepository:
         """
         values = _progress_values(progress)
         values.update(last_sequence=builds.c.last_sequence + 1, update_time=now, lease_expires=now + lease_seconds)
+        if progress.state.terminal:
+            values.update(_mark_values(now))  # in the same transaction as the end: the marking cannot be lost
         async with self._write() as connection:
             result = await connection.execute(
                 builds.update()
@@ -219,7 +230,8 @@ class SqlRepository:
             await connection.execute(
                 builds.update().where(builds.c.build_id == build_id).values(
                     state=int(BuildState.CANCELLED), error=error.to_json(), stages=stages, last_sequence=sequence,
-                    lease_epoch=builds.c.lease_epoch + 1, lease_owner=None, lease_expires=None, update_time=now))
+                    lease_epoch=builds.c.lease_epoch + 1, lease_owner=None, lease_expires=None, update_time=now,
+                    **_mark_values(now)))
             event_row = _event_row(build_id, sequence, NewEvent(
                 EventType.BUILD_CANCELLED, stage, message, {"registered_agents": [
                     a.to_json() for a in build.registered_agents]}, build.elapsed_seconds * 1000, build.usage, error),
@@ -227,6 +239,53 @@ class SqlRepository:
             await connection.execute(events.insert().values(**event_row))
             updated = (await connection.execute(builds.select().where(builds.c.build_id == build_id))).one()
         return _build(updated), _event(_Plain(event_row))
+
+    # -- marking the registry versions of ended builds -----------------------------------------------------------
+    async def claim_marks(self, now: float, hold_seconds: float, limit: int) -> list[MarkJob]:
+        """Ended builds whose versions are due to be marked; each is held for ``hold_seconds`` (another replica
+        takes it over only after that), and comes with the epoch that fences the job's result."""
+        if limit <= 0:
+            return []
+        query = (sa.select(builds.c.build_id)
+                 .where(builds.c.marks_state == Marking.PENDING, builds.c.marks_due <= now)
+                 .order_by(builds.c.marks_due).limit(limit))
+        if self._postgres:
+            query = query.with_for_update(skip_locked=True)
+        async with self._write() as connection:
+            ids = [row.build_id for row in await connection.execute(query)]
+            if not ids:
+                return []
+            await connection.execute(builds.update().where(builds.c.build_id.in_(ids))
+                                     .values(marks_due=now + hold_seconds))
+            rows = await connection.execute(builds.select().where(builds.c.build_id.in_(ids)))
+            return [MarkJob(_build(row), int(row.marks_epoch), int(row.marks_attempts)) for row in rows]
+
+    async def finish_marks(self, job: MarkJob, *, error: str = "", retry_at: float | None = None) -> bool:
+        """Records a marking job's end: done (no error), due again at ``retry_at``, or given up (an error and no
+        retry). False when the build was asked to be marked again meanwhile (the newer request stays pending)."""
+        if not error:
+            values: dict[str, Any] = {"marks_state": Marking.DONE, "marks_due": None, "marks_error": None}
+        elif retry_at is not None:
+            values = {"marks_due": retry_at, "marks_error": error[:2000],
+                      "marks_attempts": builds.c.marks_attempts + 1}
+        else:
+            values = {"marks_state": Marking.FAILED, "marks_due": None, "marks_error": error[:2000],
+                      "marks_attempts": builds.c.marks_attempts + 1}
+        async with self._write() as connection:
+            result = await connection.execute(
+                builds.update().where(builds.c.build_id == job.build.build_id, builds.c.marks_epoch == job.epoch,
+                                      builds.c.marks_state == Marking.PENDING).values(**values))
+        return bool(result.rowcount == 1)
+
+    async def mark_again(self, build_id: str, now: float) -> bool:
+        """Queues an ended build's versions to be marked once more (its fenced-out run may have registered one
+        after the first marking); False when the build has not ended."""
+        async with self._write() as connection:
+            result = await connection.execute(
+                builds.update().where(builds.c.build_id == build_id,
+                                      builds.c.state.in_([int(s) for s in BuildState if s.terminal]))
+                .values(**_mark_values(now)))
+        return bool(result.rowcount == 1)
 
     # -- leases -----------------------------------------------------------------------------------------------
     async def claim(self, owner: str, now: float, lease_seconds: float, limit: int, *, reclaim_own: bool,

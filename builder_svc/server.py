@@ -14,6 +14,7 @@ from tdev.builder.v1 import builder_service_pb2_grpc as pb2_grpc
 from builder_svc.admission import Defaults
 from builder_svc.clients import GrpcRegistry, GrpcWorkflows
 from builder_svc.config import SCHEMA, BuilderSettings
+from builder_svc.marking import LabelMarker
 from builder_svc.notifier import EventNotifier
 from builder_svc.pipeline import Pipeline, PipelineSettings
 from builder_svc.ports import LanguageModel, Tester
@@ -93,17 +94,22 @@ async def create_server(
             client = await build_llm(common=common)
             closers.append(client.close)
             llm = client
+        registry = GrpcRegistry(registry_channel, settings.dependency_deadline_seconds, settings.dependency_attempts)
         pipeline = Pipeline(
-            pipeline_settings(settings, common), llm,
-            GrpcRegistry(registry_channel, settings.dependency_deadline_seconds, settings.dependency_attempts),
+            pipeline_settings(settings, common), llm, registry,
             GrpcWorkflows(workflow_channel, settings.dependency_deadline_seconds, settings.dependency_attempts),
             tester, repository.states)
         notifier = EventNotifier()
+        # A marking job is held for longer than its registry calls can take (deadline x tries, plus slack).
+        marker = LabelMarker(
+            repository, registry, poll_seconds=settings.claim_interval_seconds,
+            hold_seconds=settings.dependency_deadline_seconds * settings.dependency_attempts + 30.0,
+            max_delay_seconds=settings.label_retry_max_seconds)
         worker = BuildWorker(
             WorkerSettings(worker_id=worker_id(settings), reclaim_own=bool(settings.worker_id),
                            lease_seconds=settings.lease_seconds, claim_interval_seconds=settings.claim_interval_seconds,
                            max_active_builds=settings.max_active_builds),
-            repository, pipeline, notifier)
+            repository, pipeline, notifier, marker)
         service = BuilderService(repository, worker, notifier, defaults(settings),
                                  watch_poll_seconds=settings.watch_poll_seconds)
         running = await build_server(
@@ -118,8 +124,10 @@ async def create_server(
             port=settings.port if port is None else port,
             max_message_mb=common.grpc_max_message_mb,
         )
+        marker.start()
+        closers.append(marker.close)
         worker.start()
-        closers.append(worker.close)
+        closers.append(worker.close)  # closed first: a run it stops may still ask the marker for a pass
     except BaseException:
         for closer in reversed(closers):
             await closer()

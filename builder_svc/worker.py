@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import structlog
 
 from builder_svc.domain import BuildState, Claimed, Lease, NewEvent, Progress
+from builder_svc.marking import LabelMarker
 from builder_svc.notifier import EventNotifier
 from builder_svc.pipeline import BuildRun, Pipeline
 from builder_svc.ports import LeaseLost, Repository
@@ -40,11 +41,12 @@ class BuildWorker:
     """Claims builds (new ones at once, orphaned ones on its interval) and runs each in a task."""
 
     def __init__(self, settings: WorkerSettings, repository: Repository, pipeline: Pipeline,
-                 notifier: EventNotifier, *, clock: Callable[[], float] = time.time) -> None:
+                 notifier: EventNotifier, marker: LabelMarker, *, clock: Callable[[], float] = time.time) -> None:
         self._settings = settings
         self._repository = repository
         self._pipeline = pipeline
         self._notifier = notifier
+        self._marker = marker
         self._clock = clock
         self._running: dict[str, _Running] = {}
         self._wake = asyncio.Event()
@@ -68,12 +70,14 @@ class BuildWorker:
         self._wake.set()
 
     def cancel_local(self, build_id: str) -> None:
-        """Stops this replica's run of a build a caller cancelled (its writes are fenced out already)."""
+        """Stops this replica's run of a build a caller cancelled (its writes are fenced out already) and has the
+        versions it registered marked cancelled now."""
         running = self._running.get(build_id)
         if running is not None:
             if running.run is not None:
                 running.run.cancelled = True
             running.task.cancel()
+        self._marker.wake()
 
     async def close(self) -> None:
         """Stops every run and gives its lease back, so a restarted or other replica resumes it at once."""
@@ -127,11 +131,14 @@ class BuildWorker:
         run = BuildRun(build, progress, record)
         self._running[build.build_id].run = run
         log.info("build_run_started", build_id=build.build_id, worker_id=self.worker_id, epoch=lease.epoch)
+        fenced = False
         try:
             await self._pipeline.run(run)
         except LeaseLost:
+            fenced = True
             log.info("build_lease_lost", build_id=build.build_id, worker_id=self.worker_id)
         except asyncio.CancelledError:
+            fenced = run.cancelled
             log.info("build_run_stopped", build_id=build.build_id, cancelled=run.cancelled)
         except Exception:
             log.exception("build_run_crashed", build_id=build.build_id)
@@ -140,6 +147,15 @@ class BuildWorker:
             self._notifier.notify(build.build_id)
             if not self._closing:
                 self._wake.set()
+        if fenced:
+            # Fenced out (cancelled, maybe elsewhere): a version this run registered after the build ended was
+            # not recorded with it, so mark the build's versions once more now that the run has stopped.
+            try:
+                await self._marker.again(build.build_id)
+            except Exception:
+                log.exception("build_marking_request_failed", build_id=build.build_id)
+        else:
+            self._marker.wake()
 
     async def _renew_loop(self) -> None:
         interval = self._settings.lease_seconds / 3

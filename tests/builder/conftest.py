@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -280,3 +283,62 @@ def of_type(events: Sequence[build_pb2.BuildEvent], kind: int) -> list[build_pb2
 def stage_events(events: Sequence[build_pb2.BuildEvent], kind: int) -> list[tuple[int, int]]:
     """(stage, attempt) of the stage events of one type, in order."""
     return [(event.stage, int(plain(event.details).get("attempt", 0))) for event in events if event.type == kind]
+
+
+async def labels_once(stub: reg_pb2_grpc.RegistryServiceStub, agent_id: str, version: str,
+                      expected: Mapping[str, str], timeout: float = 10.0) -> dict[str, str]:
+    """A version's registry labels once it exists and its labels include ``expected`` (a build's versions are
+    marked just after it ends); fails with the labels last seen when they do not in time."""
+    deadline = time.monotonic() + timeout
+    labels: dict[str, str] | None = None
+    while True:
+        try:
+            answer = await stub.GetAgent(reg_pb2.GetAgentRequest(agent_id=agent_id, version=version,
+                                                                 exclude_code=True))
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.NOT_FOUND:  # not registered yet
+                raise
+        else:
+            labels = dict(answer.agent.labels)
+            if all(labels.get(key) == value for key, value in expected.items()):
+                return labels
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{agent_id}@{version} has labels {labels}, not {dict(expected)}")
+        await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def tcp_proxy(target_port: int) -> AsyncIterator[tuple[int, asyncio.Event]]:
+    """A loopback TCP proxy to a service; setting the event cuts every connection and refuses new ones (the service
+    is down for whoever calls it through the proxy), clearing it lets connections through again."""
+    cut = asyncio.Event()
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(Exception):
+            while not cut.is_set() and (data := await reader.read(65536)):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def handle(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        if cut.is_set():
+            client_writer.transport.abort()
+            return
+        server_reader, server_writer = await asyncio.open_connection("127.0.0.1", target_port)
+        both = [asyncio.create_task(pipe(client_reader, server_writer)),
+                asyncio.create_task(pipe(server_reader, client_writer))]
+        tasks.update(both)
+        await cut.wait()
+        for writer in (client_writer, server_writer):
+            writer.transport.abort()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield port, cut
+    finally:
+        cut.set()
+        server.close()
+        for task in tasks:
+            task.cancel()

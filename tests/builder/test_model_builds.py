@@ -19,6 +19,8 @@ from tdev.builder.v1 import builder_service_pb2 as pb2
 from tdev.builder.v1 import builder_service_pb2_grpc as pb2_grpc
 from tdev.registry.v1 import registry_service_pb2 as reg_pb2
 
+from builder_svc.repository import SqlRepository
+from common.db import create_engine
 from common.llm import LLMClient
 from common.llm.offline.codegen import generate
 from tests.builder.conftest import (
@@ -33,11 +35,13 @@ from tests.builder.conftest import (
     assert_gapless,
     build,
     get_build,
+    labels_once,
     of_type,
     plain,
     run_workflow,
     stage_events,
     stand_in_llm,
+    tcp_proxy,
     watch,
 )
 from tests.builder.model_standin import ModelStandIn, Script, broken, offline_answer
@@ -110,6 +114,10 @@ async def test_fix_loop_converges_and_each_fix_keeps_its_lineage(
     assert (agent.version, agent.fix_attempts, agent.reused) == ("1.2.0", 2, False)
     assert [(a.agent_id, a.version, a.fix_attempts) for a in done.registered_agents] == [
         (agent.agent_id, "1.0.0", 0), (agent.agent_id, "1.1.0", 1), (agent.agent_id, "1.2.0", 2)]
+    # The packaged version is labelled validated; the drafts its fixes replaced, superseded (never reused).
+    marks = [await labels_once(mesh.registry_stub, agent.agent_id, version, {"build_state": state})
+             for version, state in (("1.0.0", "superseded"), ("1.1.0", "superseded"), ("1.2.0", "validated"))]
+    assert [m["build_fix_attempt"] for m in marks] == ["0", "1", "2"]
     lineage = await mesh.registry_stub.GetAgentLineage(
         reg_pb2.GetAgentLineageRequest(agent_id=agent.agent_id, version="1.2.0"))
     assert sorted((e.child.version, e.parent.version) for e in lineage.edges) == [("1.1.0", "1.0.0"),
@@ -167,6 +175,10 @@ async def test_agent_never_fixed_fails_the_build_within_its_attempt_budget(
     assert stage_events(events, Event.TYPE_STAGE_FAILED) == [(Stage.STAGE_SELECT_OR_CREATE, 1)]
     assert done.stages[-1].state == build_pb2.StageResult.STATE_FAILED
     assert not done.HasField("package")
+    for registered in done.registered_agents:
+        labels = await labels_once(mesh.registry_stub, registered.agent_id, registered.version,
+                                   {"build_state": "failed"})
+        assert (labels["build_error"], labels["build_error_stage"]) == ("FAILED_PRECONDITION", "select_or_create")
 
 
 async def test_token_budget_exhaustion_fails_the_build_and_lists_what_it_registered(
@@ -190,9 +202,12 @@ async def test_token_budget_exhaustion_fails_the_build_and_lists_what_it_registe
                                              "version": "1.0.0", "reused": False, "fix_attempts": 0,
                                              "node_id": "sort_items"}]
     assert details["note"] == (f"These agent versions were registered by this failed build (registry label "
-                               f"build_id={done.build_id}); they were not validated as a service.")
-    stored = (await mesh.registry_stub.GetAgent(reg_pb2.GetAgentRequest(agent_id=registered.agent_id))).agent
-    assert (stored.labels["build_id"], stored.labels["build_state"]) == (done.build_id, "unvalidated")
+                               f"build_id={done.build_id}); they were not validated as a service and are labelled "
+                               "build_state=failed, build_error=RESOURCE_EXHAUSTED in the registry.")
+    labels = await labels_once(mesh.registry_stub, registered.agent_id, "1.0.0", {"build_state": "failed"})
+    assert labels == {"origin": "builder", "build_id": done.build_id, "build_spec": "sort_items",
+                      "build_fix_attempt": "0", "build_state": "failed", "build_error": "RESOURCE_EXHAUSTED",
+                      "build_error_stage": "select_or_create"}
 
 
 async def test_cost_budget_too_small_for_the_first_call_fails_before_anything_is_sent(
@@ -272,6 +287,92 @@ async def test_cancel_ends_a_running_build_at_once_and_for_good(
     assert stand_in.count("codegen") == 1 and stand_in.count("repair") == 0
 
 
+async def test_cancel_labels_every_version_the_build_registered_cancelled(
+        mesh: Mesh, stand_in: ModelStandIn, model: LLMClient) -> None:
+    stand_in.script = Script(answers={"codegen": codegen_broken}, delays={"repair": 5.0})
+    builder = await mesh.start_builder(llm=model)
+    started = (await builder.stub.StartBuild(pb2.StartBuildRequest(
+        requirements=SORT_DESCENDING, constraints=build_pb2.BuildConstraints(disable_reuse=True)))).build
+    assert await asyncio.to_thread(stand_in.wait_for, "repair")  # 1.0.0 is registered and failed its examples
+    suffix = started.build_id.removeprefix("build_")
+    # As if the run had registered a version and been stopped before recording it: found by its build_id label.
+    late = (await mesh.registry_stub.RegisterAgent(reg_pb2.RegisterAgentRequest(
+        name=f"late.{suffix}", code=TRUNCATING_SORTER, labels={
+            "origin": "builder", "build_id": started.build_id, "build_state": "unvalidated"}))).agent
+    # A name that merely contains the suffix, without this build's label, is someone else's and stays as it is.
+    other = (await mesh.registry_stub.RegisterAgent(reg_pb2.RegisterAgentRequest(
+        name=f"other.{suffix}", code=TRUNCATING_SORTER, labels={"origin": "team"}))).agent
+    cancelled = (await builder.stub.CancelBuild(pb2.CancelBuildRequest(build_id=started.build_id))).build
+    assert cancelled.state == BuildState.STATE_CANCELLED
+    (registered,) = cancelled.registered_agents
+    expected = {"build_state": "cancelled", "build_error": "CANCELLED", "build_error_stage": "select_or_create"}
+    labels = await labels_once(mesh.registry_stub, registered.agent_id, "1.0.0", expected)
+    assert labels == {"origin": "builder", "build_id": started.build_id, "build_spec": "sort_items",
+                      "build_fix_attempt": "0", **expected}
+    assert await labels_once(mesh.registry_stub, late.agent_id, "1.0.0", expected) == {
+        "origin": "builder", "build_id": started.build_id, **expected}
+    stored = await mesh.registry_stub.GetAgent(reg_pb2.GetAgentRequest(agent_id=other.agent_id, exclude_code=True))
+    assert dict(stored.agent.labels) == {"origin": "team"}
+
+
+async def test_a_version_registered_after_a_cancel_is_labelled_once_the_fenced_run_stops(
+        mesh: Mesh, stand_in: ModelStandIn, model: LLMClient) -> None:
+    stand_in.script = Script(answers={"codegen": codegen_broken}, delays={"repair": 2.0})
+    # The running replica renews its lease rarely, so it learns of the cancel only at its next write.
+    runner = await mesh.start_builder(llm=model, lease_seconds=30.0)
+    started = (await runner.stub.StartBuild(pb2.StartBuildRequest(
+        requirements=SORT_DESCENDING, constraints=build_pb2.BuildConstraints(disable_reuse=True)))).build
+    assert await asyncio.to_thread(stand_in.wait_for, "repair")
+    other = await mesh.start_builder(database_url=runner.database_url, llm=model)
+    cancelled = (await other.stub.CancelBuild(pb2.CancelBuildRequest(build_id=started.build_id))).build
+    (first,) = cancelled.registered_agents
+    expected = {"build_state": "cancelled", "build_error": "CANCELLED", "build_error_stage": "select_or_create"}
+    await labels_once(mesh.registry_stub, first.agent_id, "1.0.0", expected)  # the first pass, by the other replica
+    # What a run still going elsewhere may do before its next write is refused: register a version, unrecorded.
+    late = (await mesh.registry_stub.RegisterAgent(reg_pb2.RegisterAgentRequest(
+        name=f"late.{started.build_id.removeprefix('build_')}", code=TRUNCATING_SORTER,
+        labels={"origin": "builder", "build_id": started.build_id, "build_state": "unvalidated"}))).agent
+    # When the repair answers, the run's write is refused; its replica has the build's versions marked once more.
+    labels = await labels_once(mesh.registry_stub, late.agent_id, "1.0.0", expected, timeout=15.0)
+    assert labels["build_id"] == started.build_id
+    after = await get_build(other.stub, started.build_id)
+    assert [a.version for a in after.registered_agents] == ["1.0.0"]
+    assert after.last_sequence == cancelled.last_sequence
+
+
+async def test_registry_down_when_a_build_ends_keeps_it_failed_and_labels_its_versions_once_back(
+        mesh: Mesh, stand_in: ModelStandIn, model: LLMClient) -> None:
+    stand_in.script = Script(answers={"codegen": codegen_broken}, delays={"repair": 2.0})
+    async with tcp_proxy(mesh.registry.port) as (port, cut):
+        builder = await mesh.start_builder(llm=model, common=mesh.common(registry_address=f"127.0.0.1:{port}"),
+                                           label_retry_max_seconds=0.5)
+        started = (await builder.stub.StartBuild(pb2.StartBuildRequest(
+            requirements=SORT_DESCENDING, constraints=build_pb2.BuildConstraints(disable_reuse=True)))).build
+        assert await asyncio.to_thread(stand_in.wait_for, "repair")
+        cut.set()  # the registry goes down while the repair is being written: registering it fails the build
+        events = await watch(builder.stub, started.build_id)
+        error = events[-1].error
+        assert (events[-1].type, error.code, error.stage) == (Event.TYPE_BUILD_FAILED, "UNAVAILABLE",
+                                                              Stage.STAGE_SELECT_OR_CREATE)
+        (registered,) = (await get_build(builder.stub, started.build_id)).registered_agents
+        engine = create_engine(builder.database_url, "builder")
+        repository = SqlRepository(engine)
+        await asyncio.sleep(1.5)  # several marking attempts fail meanwhile
+        during = await repository.get_build(started.build_id)
+        assert during is not None and (during.state, during.marking) == (BuildState.STATE_FAILED, "pending")
+        stored = await mesh.registry_stub.GetAgent(reg_pb2.GetAgentRequest(
+            agent_id=registered.agent_id, version="1.0.0", exclude_code=True))
+        assert stored.agent.labels["build_state"] == "unvalidated"
+        cut.clear()  # the registry is back: the next attempt labels the version
+        labels = await labels_once(mesh.registry_stub, registered.agent_id, "1.0.0", {"build_state": "failed"},
+                                   timeout=30.0)
+        assert (labels["build_error"], labels["build_error_stage"]) == ("UNAVAILABLE", "select_or_create")
+        after = await repository.get_build(started.build_id)
+        assert after is not None and (after.state, after.marking) == (BuildState.STATE_FAILED, "done")
+        assert (await get_build(builder.stub, started.build_id)).last_sequence == events[-1].sequence
+        await engine.dispose()
+
+
 async def test_restart_mid_build_resumes_without_redoing_finished_stages(
         mesh: Mesh, stand_in: ModelStandIn, model: LLMClient) -> None:
     stand_in.script = Script(delays={"codegen": 1.5})
@@ -297,6 +398,8 @@ async def test_restart_mid_build_resumes_without_redoing_finished_stages(
     assert [(s.stage, s.attempt) for s in done.stages] == [(stage, 1) for stage in range(1, 7)]
     assert done.usage.calls == 3  # the interrupted call was never answered, so it is not counted
     assert len(done.registered_agents) == 1
+    (agent,) = done.package.agents
+    await labels_once(mesh.registry_stub, agent.agent_id, agent.version, {"build_state": "validated"})
     last = await run_workflow(mesh.workflow_stub, done.package.workflow_id, {"numbers": [1, 2, 3]})
     assert plain(last.output) == {"numbers": [3, 2, 1]}
 
@@ -431,6 +534,8 @@ async def test_kill_9_mid_build_then_restart_resumes_from_the_last_finished_stag
         service.kill()  # mid code generation: no lease is given back
         await service.start()  # the same worker id takes its build back at once (the lease has 30 s left)
         after = await watch(service.stub, started.build_id, before[-1].sequence)
+        (agent,) = (await get_build(service.stub, started.build_id)).package.agents
+        await labels_once(mesh.registry_stub, agent.agent_id, agent.version, {"build_state": "validated"})
     finally:
         await service.close()
     events = before + after

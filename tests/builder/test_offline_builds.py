@@ -30,6 +30,7 @@ from tests.builder.conftest import (
     assert_gapless,
     build,
     get_build,
+    labels_once,
     of_type,
     plain,
     run_workflow,
@@ -135,8 +136,10 @@ async def test_registered_agents_carry_builder_labels_and_the_workflow_pins_them
     (agent,) = done.package.agents
     stored = (await mesh.registry_stub.GetAgent(reg_pb2.GetAgentRequest(agent_id=agent.agent_id))).agent
     assert stored.name == f"transform_numbers.{done.build_id.removeprefix('build_')}"
-    assert dict(stored.labels) == {"origin": "builder", "build_id": done.build_id, "build_spec": "transform_numbers",
-                                   "build_fix_attempt": "0", "build_state": "unvalidated"}
+    # Registered as unvalidated; labelled validated once the build has succeeded.
+    assert await labels_once(mesh.registry_stub, agent.agent_id, "1.0.0", {"build_state": "validated"}) == {
+        "origin": "builder", "build_id": done.build_id, "build_spec": "transform_numbers", "build_fix_attempt": "0",
+        "build_state": "validated"}
     workflow = (await mesh.workflow_stub.GetWorkflow(
         wf_service_pb2.GetWorkflowRequest(workflow_id=done.package.workflow_id))).workflow
     assert [(n.id, n.agent_id, n.agent_version) for n in workflow.nodes] == [
@@ -172,6 +175,28 @@ async def test_build_reuses_registry_agents_that_pass_the_spec_examples(mesh: Me
     assert list(mine.agents) == []
     last = await run_workflow(mesh.workflow_stub, done.package.workflow_id, {"numbers": [40, 3, 11, 10, 25.5]})
     assert plain(last.output) == {"numbers": [11, 25.5, 40]}
+
+
+async def test_only_versions_labelled_validated_by_their_build_are_reused(mesh: Mesh, builder: Builder) -> None:
+    requirements = "Halve each number"
+    first = await build(builder.stub, requirements, disable_reuse=True)
+    done = await get_build(builder.stub, first[-1].build_id)
+    (made,) = done.package.agents
+    await labels_once(mesh.registry_stub, made.agent_id, made.version, {"build_state": "validated"})
+    again = await build(builder.stub, requirements)
+    reused = await get_build(builder.stub, again[-1].build_id)
+    assert [(a.agent_id, a.version, a.reused) for a in reused.package.agents] == [(made.agent_id, "1.0.0", True)]
+    assert list(reused.registered_agents) == []
+    candidate = made
+    for state in ("superseded", "failed", "cancelled"):
+        # Label the only fitting agent as its build would have, once its own build's marking is done.
+        await labels_once(mesh.registry_stub, candidate.agent_id, candidate.version, {"build_state": "validated"})
+        await mesh.registry_stub.UpdateAgentLabels(reg_pb2.UpdateAgentLabelsRequest(
+            agent_id=candidate.agent_id, version=candidate.version, set_labels={"build_state": state}))
+        other = await get_build(builder.stub, (await build(builder.stub, requirements))[-1].build_id)
+        (agent,) = other.package.agents
+        assert not agent.reused and agent.agent_id != candidate.agent_id, state
+        candidate = agent
 
 
 async def test_watch_replays_from_any_sequence_without_gap_or_duplicate(builder: Builder) -> None:

@@ -47,7 +47,7 @@ async def migrated(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
         url = await create_database()
     engine = create_engine(url, "builder")
     try:
-        assert await migrate(engine, MIGRATIONS, "builder") == "0002"
+        assert await migrate(engine, MIGRATIONS, "builder") == "0003"
         yield engine
     finally:
         await engine.dispose()
@@ -157,3 +157,39 @@ async def test_builds_list_newest_first_with_a_state_filter(repository: SqlRepos
     assert [b.build_id for b in failed] == ["build_0"]
     assert await repository.states(["build_0", "build_1", "nope"]) == {"build_0": BuildState.FAILED,
                                                                        "build_1": BuildState.PENDING}
+
+
+async def test_an_ending_build_queues_its_versions_to_be_marked_with_fenced_retries(
+        repository: SqlRepository) -> None:
+    await repository.insert_build(_build("build_a", 10.0), "")
+    await repository.insert_build(_build("build_b", 11.0), "")
+    claimed = await repository.claim("w1", 100.0, 5.0, 10, reclaim_own=False)
+    running = Progress(state=BuildState.RUNNING)
+    for item in claimed:
+        await repository.append(item.lease, NewEvent(EventType.BUILD_STARTED), running, 101.0, 5.0)
+    assert await repository.claim_marks(102.0, 60.0, 10) == []  # nothing has ended
+    assert not await repository.mark_again("build_a", 102.0)
+    await repository.append(claimed[0].lease, NewEvent(EventType.BUILD_FAILED), Progress(state=BuildState.FAILED),
+                            103.0, 5.0)
+    await repository.cancel("build_b", "", 104.0)
+    jobs = await repository.claim_marks(105.0, 60.0, 10)
+    assert sorted((job.build.build_id, job.build.state, job.build.marking, job.attempts) for job in jobs) == [
+        ("build_a", BuildState.FAILED, "pending", 0), ("build_b", BuildState.CANCELLED, "pending", 0)]
+    assert await repository.claim_marks(106.0, 60.0, 10) == []  # held by the first claim for 60 s
+    first, second = sorted(jobs, key=lambda job: job.build.build_id)
+    assert await repository.finish_marks(first, error="UNAVAILABLE: down", retry_at=110.0)
+    assert await repository.claim_marks(109.0, 60.0, 10) == []
+    (retry,) = await repository.claim_marks(110.0, 60.0, 10)
+    assert (retry.build.build_id, retry.attempts, retry.epoch) == ("build_a", 1, first.epoch)
+    assert await repository.finish_marks(retry)
+    stored = await repository.get_build("build_a")
+    assert stored is not None and stored.marking == "done"
+    # Asked to mark again while a job runs: that job's "done" does not swallow the newer request.
+    assert await repository.mark_again("build_b", 111.0)
+    assert not await repository.finish_marks(second)
+    (newer,) = await repository.claim_marks(112.0, 60.0, 10)
+    assert (newer.build.build_id, newer.epoch) == ("build_b", second.epoch + 1)
+    assert await repository.finish_marks(newer, error="INVALID_ARGUMENT: bad label")  # no retry: given up
+    stored = await repository.get_build("build_b")
+    assert stored is not None and stored.marking == "failed"
+    assert await repository.claim_marks(1000.0, 60.0, 10) == []
