@@ -32,8 +32,7 @@ class SandboxTester:
         Raises:
             common.sandbox.SandboxError: the sandbox cannot start here.
         """
-        settings = SandboxSettings.for_embedded() if common.mode == "embedded" else SandboxSettings()
-        return cls(await Sandbox.start(settings))
+        return cls(await Sandbox.start(SandboxSettings.for_mode(common.mode)))
 
     async def run(self, code: str, inputs: Sequence[Mapping[str, Any]], timeout_seconds: float) -> list[ExampleOutcome]:
         """One outcome per input, in order (the class is loaded once per process)."""

@@ -23,6 +23,7 @@ IDEMPOTENT_METHODS: dict[str, Sequence[str]] = {
         "GetAgentLineage",
         "RecordExecutions",
         "RegisterAgent",
+        "UpdateAgentLabels",
     ),
     "tdev.workflow.v1.WorkflowService": (
         "GetWorkflow",

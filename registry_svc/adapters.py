@@ -20,16 +20,6 @@ log = structlog.get_logger(__name__)
 REQUIRED_METHODS = ("execute", "get_capabilities")
 
 
-def sandbox_settings(common: CommonSettings, pool_size: int) -> SandboxSettings:
-    """Embedded mode accepts weak isolation (with the sandbox's warning); production requires namespaces.
-
-    The registry only loads a class per registration, so it keeps a small pool of warm processes.
-    """
-    if common.mode == "embedded":
-        return SandboxSettings.for_embedded(pool_size=pool_size)
-    return SandboxSettings(pool_size=pool_size)
-
-
 def describe_failure(result: InspectResult, timeout_seconds: float) -> str:
     """The sandbox's own account of a failed load, e.g. ``ImportError: No module named 'x'``."""
     outcome = result.outcome
@@ -57,7 +47,7 @@ class SandboxInspector:
         Raises:
             common.sandbox.SandboxError: the sandbox cannot start here.
         """
-        return cls(await Sandbox.start(sandbox_settings(common, pool_size)), timeout_seconds)
+        return cls(await Sandbox.start(SandboxSettings.for_mode(common.mode, pool_size=pool_size)), timeout_seconds)
 
     async def inspect(self, code: str, class_name: str) -> Inspection:
         """Raises InspectionFailed with the sandbox's message on a crash, timeout or bad answer."""
