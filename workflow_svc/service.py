@@ -306,10 +306,11 @@ class WorkflowService:
                     self._engine.adopt(claim)
             deadline = time.monotonic() + self._settings.cancel_wait_seconds
             while time.monotonic() < deadline:
+                # Clear before reading: a wake-up that lands during the read must not be lost.
+                subscription.wake.clear()
                 current = await self._repo.get_execution(execution_id, with_nodes=False)
                 if current is not None and current.state.terminal:
                     break
-                subscription.wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(subscription.wake.wait(), timeout=max(0.0, deadline - time.monotonic()))
         finally:
