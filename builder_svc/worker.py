@@ -94,13 +94,14 @@ class BuildWorker:
 
     async def _claim_loop(self) -> None:
         while not self._closing:
+            # Cleared before the claim, so a build started during it wakes the next wait at once.
+            self._wake.clear()
             try:
                 await self._claim()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("build_claim_failed", worker_id=self.worker_id)
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._settings.claim_interval_seconds)
 

@@ -88,6 +88,8 @@ class AnalysisWorker:
 
     async def _loop(self) -> None:
         while not self._stopping.is_set():
+            # Cleared before the claim, so a registration during it wakes the next wait at once.
+            self._wake.clear()
             try:
                 handled = await self.run_once()
             except asyncio.CancelledError:
@@ -97,7 +99,6 @@ class AnalysisWorker:
                 handled = 0
             if handled or self._stopping.is_set():
                 continue
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._poll_seconds)
 
