@@ -124,9 +124,8 @@ async def test_update_agent_labels_invalidates_every_cached_get_agent_answer(reg
         assert (await registry.stub.GetAgent(request)).agent.labels["build_state"] == "validated"
 
 
+@pytest.mark.parametrize("stack", ["postgres"], indirect=True)  # replicas, outages: Postgres + Redis only
 async def test_update_agent_labels_invalidates_get_agent_on_another_replica(registry: Registry) -> None:
-    if registry.stack.kind != "postgres":
-        pytest.skip("replicas share state through Postgres and Redis")
     replica = await registry.start_another()
     agent = (await register(registry.stub, "tiny", tiny_agent("a"), labels={"build_state": "unvalidated"})).agent
     requests = [pb2.GetAgentRequest(agent_id=agent.agent_id, version="1.0.0", exclude_code=True),

@@ -129,9 +129,8 @@ async def test_get_agent_cache_is_invalidated_by_executions_versions_and_analysi
     assert final.analysis.state == agent_pb2.AgentAnalysis.STATE_SUCCEEDED
 
 
+@pytest.mark.parametrize("stack", ["postgres"], indirect=True)  # replicas, outages: Postgres + Redis only
 async def test_get_agent_cache_is_invalidated_across_replicas(registry: Registry) -> None:
-    if registry.stack.kind != "postgres":
-        pytest.skip("replicas share state through Postgres and Redis")
     replica = await registry.start_another()
     agent = (await register(registry.stub, "tiny", tiny_agent("a"))).agent
     request = pb2.GetAgentRequest(agent_id=agent.agent_id, version="1.0.0", exclude_code=True)
@@ -190,9 +189,8 @@ async def _tcp_proxy(target_port: int) -> AsyncIterator[tuple[int, asyncio.Event
             task.cancel()
 
 
+@pytest.mark.parametrize("stack", ["postgres"], indirect=True)  # replicas, outages: Postgres + Redis only
 async def test_database_down_is_unavailable_and_recovers(stack: Stack, tmp_path: Path) -> None:
-    if stack.kind != "postgres":
-        pytest.skip("an embedded SQLite file cannot go down")
     from urllib.parse import urlsplit
 
     parts = urlsplit(stack.database_url)
@@ -222,9 +220,8 @@ async def test_database_down_is_unavailable_and_recovers(stack: Stack, tmp_path:
             await registry.close()
 
 
+@pytest.mark.parametrize("stack", ["postgres"], indirect=True)  # replicas, outages: Postgres + Redis only
 async def test_redis_down_degrades_get_agent_to_the_database(stack: Stack, tmp_path: Path) -> None:
-    if stack.kind != "postgres":
-        pytest.skip("the embedded mode has no Redis")
     registry = await start_registry(Stack("postgres", stack.database_url, "redis://127.0.0.1:1/0"), tmp_path)
     try:
         agent = (await register(registry.stub, "tiny", tiny_agent("a"))).agent
