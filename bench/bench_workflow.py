@@ -281,7 +281,10 @@ def bench_dask(shapes: dict[str, Shape]) -> dict[str, float] | str:
 def bench_prefect(shapes: dict[str, Shape]) -> dict[str, float] | str:
     """Per-node milliseconds with Prefect 3 in its local ephemeral mode: one flow, one task per node."""
     os.environ.setdefault("PREFECT_SERVER_ALLOW_EPHEMERAL_MODE", "true")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
+    # No network here: no telemetry, no update checks (they only fail and log).
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="prefect-bench-"))
     try:
         from prefect import flow, task
