@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import grpc
-from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.protobuf import json_format, timestamp_pb2
 from tdev.builder.v1 import build_pb2
 from tdev.builder.v1 import builder_service_pb2 as pb2
 from tdev.registry.v1 import agent_pb2 as registry_agent_pb2
@@ -37,32 +37,11 @@ from builder_svc.domain import (
     WorkflowDefinition,
 )
 from common.errors import FieldViolation, InvalidArgument
+from common.protojson import dict_to_struct as struct
+from common.protojson import struct_to_dict
 
 
 # ---- JSON values ---------------------------------------------------------------------------------------------
-def _whole(value: Any) -> Any:
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return int(value)
-    if isinstance(value, dict):
-        return {key: _whole(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_whole(item) for item in value]
-    return value
-
-
-def struct_to_dict(message: struct_pb2.Struct) -> dict[str, Any]:
-    """A Struct as plain JSON; whole numbers come back as ints (Struct keeps only doubles)."""
-    return dict(_whole(json_format.MessageToDict(message)))
-
-
-def struct(value: Mapping[str, Any] | None) -> struct_pb2.Struct:
-    """A Struct from JSON-ready values."""
-    message = struct_pb2.Struct()
-    if value:
-        message.update(dict(value))
-    return message
-
-
 def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
     stamp = timestamp_pb2.Timestamp()
     stamp.FromNanoseconds(int(seconds * 1e9))

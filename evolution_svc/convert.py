@@ -3,12 +3,10 @@ the registry client that touches generated code."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any
 
-from google.protobuf import json_format, struct_pb2
 from tdev.evolution.v1 import evolution_pb2 as evo_pb2
 from tdev.evolution.v1 import evolution_service_pb2 as pb2
 from tdev.registry.v1 import agent_pb2 as registry_agent_pb2
@@ -16,6 +14,7 @@ from tdev.registry.v1 import registry_service_pb2 as registry_pb2
 from tdev.registry.v1 import registry_service_pb2_grpc as registry_pb2_grpc
 
 from common.errors import InvalidArgument
+from common.protojson import dict_to_struct, struct_to_dict
 from evolution_svc.domain import (
     AgentSource,
     Candidate,
@@ -39,7 +38,6 @@ from evolution_svc.domain import (
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
-_SAFE_INTEGER = 2**53
 
 SCORING_TO_PROTO = {
     ScoringMode.EXACT: evo_pb2.SCORING_MODE_EXACT,
@@ -86,32 +84,6 @@ EVENT_TO_PROTO = {
 
 
 # -- JSON values ------------------------------------------------------------------------------------------
-def _normalise(value: Any) -> Any:
-    """Struct numbers are doubles; whole ones become ints so agents see ``3`` rather than ``3.0``."""
-    if isinstance(value, float):
-        if math.isfinite(value) and value.is_integer() and abs(value) <= _SAFE_INTEGER:
-            return int(value)
-        return value
-    if isinstance(value, dict):
-        return {key: _normalise(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_normalise(item) for item in value]
-    return value
-
-
-def struct_to_dict(message: struct_pb2.Struct) -> dict[str, Any]:
-    """A Struct as a plain dict (whole numbers as ints)."""
-    return _normalise(json_format.MessageToDict(message))  # type: ignore[no-any-return]
-
-
-def dict_to_struct(value: Mapping[str, Any] | None) -> struct_pb2.Struct:
-    """A dict as a Struct (None gives an empty one)."""
-    message = struct_pb2.Struct()
-    if value:
-        message.update(value)
-    return message
-
-
 # -- requests ---------------------------------------------------------------------------------------------
 def suite_from_proto(message: evo_pb2.EvaluationSuite) -> EvaluationSuite:
     """The suite as sent (validated later by the service)."""

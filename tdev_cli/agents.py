@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-import grpc
 import typer
 from google.protobuf import json_format
 from rich.console import Console
@@ -21,7 +20,7 @@ from tdev.registry.v1 import registry_service_pb2 as pb2
 from tdev.registry.v1 import registry_service_pb2_grpc as pb2_grpc
 
 from common.config import get_common_settings
-from common.grpc_client import open_channel
+from tdev_cli.calls import call_service
 
 T = TypeVar("T")
 AGENT_ID = re.compile(r"^agent_[0-9a-f]{12}$")
@@ -45,20 +44,7 @@ def _options(
 
 def _call(ctx: typer.Context, work: Callable[[pb2_grpc.RegistryServiceStub], Awaitable[T]]) -> T:
     """Runs ``work`` against the registry; a failed call prints its status and exits 1."""
-    common = get_common_settings()
-
-    async def run() -> T:
-        channel = open_channel(ctx.obj, deadline_seconds=common.client_deadline_seconds, tracing=False)
-        try:
-            return await work(pb2_grpc.RegistryServiceStub(channel))
-        finally:
-            await channel.close()
-
-    try:
-        return asyncio.run(run())
-    except grpc.aio.AioRpcError as error:
-        console.print(f"[red]error[/red] {error.code().name}: {error.details()}")
-        raise typer.Exit(1) from None
+    return call_service(ctx.obj, pb2_grpc.RegistryServiceStub, work)
 
 
 def _selector(agent: str) -> dict[str, str]:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-import grpc
 import typer
 from google.protobuf import json_format, struct_pb2
 from rich.console import Console, Group
@@ -23,7 +21,8 @@ from tdev.builder.v1 import builder_service_pb2 as pb2
 from tdev.builder.v1 import builder_service_pb2_grpc as pb2_grpc
 
 from common.config import get_common_settings
-from common.grpc_client import open_channel
+from common.protojson import struct_to_dict
+from tdev_cli.calls import call_service, resumable_events
 
 T = TypeVar("T")
 Event = build_pb2.BuildEvent
@@ -43,35 +42,12 @@ def stage_name(stage: int) -> str:
 
 
 def _plain(message: struct_pb2.Struct) -> Any:
-    def whole(item: Any) -> Any:
-        if isinstance(item, float) and item.is_integer():
-            return int(item)
-        if isinstance(item, dict):
-            return {k: whole(v) for k, v in item.items()}
-        if isinstance(item, list):
-            return [whole(v) for v in item]
-        return item
-
-    return whole(json_format.MessageToDict(message))
+    return struct_to_dict(message)
 
 
 def _run(address: str, work: Callable[[pb2_grpc.BuilderServiceStub], Awaitable[T]]) -> T:
     """Runs ``work`` against the builder; a failed call prints its status and exits 1."""
-    common = get_common_settings()
-
-    async def run() -> T:
-        channel = open_channel(address or common.builder_address, deadline_seconds=common.client_deadline_seconds,
-                               tracing=False)
-        try:
-            return await work(pb2_grpc.BuilderServiceStub(channel))
-        finally:
-            await channel.close()
-
-    try:
-        return asyncio.run(run())
-    except grpc.aio.AioRpcError as error:
-        console.print(f"[red]error[/red] {error.code().name}: {escape(error.details() or '')}")
-        raise typer.Exit(1) from None
+    return call_service(address or get_common_settings().builder_address, pb2_grpc.BuilderServiceStub, work)
 
 
 # -- live progress ------------------------------------------------------------------------------------------
@@ -122,23 +98,11 @@ class Progress:
         return Group(table, status)
 
 
-async def events(stub: pb2_grpc.BuilderServiceStub, build_id: str, after: int) -> AsyncIterator[build_pb2.BuildEvent]:
+def events(stub: pb2_grpc.BuilderServiceStub, build_id: str, after: int) -> AsyncIterator[build_pb2.BuildEvent]:
     """WatchBuild, resumed after the last event when the stream drops (no gap, no duplicate)."""
-    last = after
-    failures = 0
-    while True:
-        call = stub.WatchBuild(pb2.WatchBuildRequest(build_id=build_id, after_sequence=last))
-        try:
-            async for answer in call:
-                failures = 0
-                last = answer.event.sequence
-                yield answer.event
-            return
-        except grpc.aio.AioRpcError as error:
-            if error.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) or failures > 30:
-                raise
-            failures += 1
-            await asyncio.sleep(min(0.2 * failures, 2.0))
+    return resumable_events(
+        lambda last: stub.WatchBuild(pb2.WatchBuildRequest(build_id=build_id, after_sequence=last)), after
+    )
 
 
 async def follow(stub: pb2_grpc.BuilderServiceStub, build_id: str) -> int:

@@ -23,6 +23,7 @@ from tdev.registry.v1 import registry_service_pb2_grpc as registry_pb2_grpc
 
 from common.config import get_common_settings
 from common.grpc_client import open_channel
+from tdev_cli.calls import call_service
 
 T = TypeVar("T")
 Event = evolution_pb2.EvolutionEvent
@@ -75,21 +76,7 @@ def suite_from_file(path: Path) -> evolution_pb2.EvaluationSuite:
 
 def _run(address: str, work: Callable[[pb2_grpc.EvolutionServiceStub], Awaitable[T]]) -> T:
     """Runs ``work`` against the evolution service; a failed call prints its status and exits 1."""
-    common = get_common_settings()
-
-    async def run() -> T:
-        channel = open_channel(address or common.evolution_address, deadline_seconds=common.client_deadline_seconds,
-                               tracing=False)
-        try:
-            return await work(pb2_grpc.EvolutionServiceStub(channel))
-        finally:
-            await channel.close()
-
-    try:
-        return asyncio.run(run())
-    except grpc.aio.AioRpcError as error:
-        console.print(f"[red]error[/red] {error.code().name}: {escape(error.details() or '')}")
-        raise typer.Exit(1) from None
+    return call_service(address or get_common_settings().evolution_address, pb2_grpc.EvolutionServiceStub, work)
 
 
 # -- live table ---------------------------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,7 +20,8 @@ from tdev.workflow.v1 import workflow_service_pb2 as pb2
 from tdev.workflow.v1 import workflow_service_pb2_grpc as pb2_grpc
 
 from common.config import get_common_settings
-from common.grpc_client import open_channel
+from common.protojson import struct_to_dict
+from tdev_cli.calls import call_service, resumable_events
 
 T = TypeVar("T")
 Event = wf_pb2.ExecutionEvent
@@ -64,20 +64,7 @@ def _execution_options(
 
 def _call(ctx: typer.Context, work: Callable[[pb2_grpc.WorkflowServiceStub], Awaitable[T]]) -> T:
     """Runs ``work`` against the workflow service; a failed call prints its status and exits 1."""
-    common = get_common_settings()
-
-    async def run() -> T:
-        channel = open_channel(ctx.obj, deadline_seconds=common.client_deadline_seconds, tracing=False)
-        try:
-            return await work(pb2_grpc.WorkflowServiceStub(channel))
-        finally:
-            await channel.close()
-
-    try:
-        return asyncio.run(run())
-    except grpc.aio.AioRpcError as error:
-        _print_error(error)
-        raise typer.Exit(1) from None
+    return call_service(ctx.obj, pb2_grpc.WorkflowServiceStub, work, on_error=_print_error)
 
 
 def _print_error(error: grpc.aio.AioRpcError) -> None:
@@ -121,18 +108,7 @@ def load_definition(path: Path) -> wf_pb2.Workflow:
 
 
 def _plain(message: struct_pb2.Struct) -> Any:
-    value = json_format.MessageToDict(message)
-
-    def whole(item: Any) -> Any:
-        if isinstance(item, float) and item.is_integer():
-            return int(item)
-        if isinstance(item, dict):
-            return {k: whole(v) for k, v in item.items()}
-        if isinstance(item, list):
-            return [whole(v) for v in item]
-        return item
-
-    return whole(value)
+    return struct_to_dict(message)
 
 
 def _workflow_table(workflow: wf_pb2.Workflow) -> Table:
@@ -274,23 +250,12 @@ class Progress:
         return Group(table, summary)
 
 
-async def _events(stub: pb2_grpc.WorkflowServiceStub, execution_id: str, after: int) -> AsyncIterator[Event]:
+def _events(stub: pb2_grpc.WorkflowServiceStub, execution_id: str, after: int) -> AsyncIterator[Event]:
     """WatchExecution, resumed from the last event when the stream drops (no gap, no duplicate)."""
-    last = after
-    failures = 0
-    while True:
-        call = stub.WatchExecution(pb2.WatchExecutionRequest(execution_id=execution_id, after_sequence=last))
-        try:
-            async for answer in call:
-                failures = 0
-                last = answer.event.sequence
-                yield answer.event
-            return
-        except grpc.aio.AioRpcError as error:
-            if error.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) or failures > 30:
-                raise
-            failures += 1
-            await asyncio.sleep(min(0.2 * failures, 2.0))
+    return resumable_events(
+        lambda last: stub.WatchExecution(pb2.WatchExecutionRequest(execution_id=execution_id, after_sequence=last)),
+        after,
+    )
 
 
 async def follow_execution(stub: pb2_grpc.WorkflowServiceStub, execution_id: str, node_ids: list[str]) -> int:

@@ -10,7 +10,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.protobuf import json_format, timestamp_pb2
 from tdev.registry.v1 import agent_pb2 as registry_agent_pb2
 from tdev.registry.v1 import registry_service_pb2 as registry_pb2
 from tdev.registry.v1 import registry_service_pb2_grpc as registry_pb2_grpc
@@ -18,6 +18,7 @@ from tdev.workflow.v1 import workflow_pb2 as wf_pb2
 from tdev.workflow.v1 import workflow_service_pb2 as pb2
 
 from common.errors import InvalidArgument
+from common.protojson import dict_to_struct, struct_to_dict
 from workflow_svc.domain import (
     AgentInfo,
     AgentRef,
@@ -38,35 +39,8 @@ from workflow_svc.domain import (
     WorkflowSpec,
 )
 
-_SAFE_INTEGER = 2**53
-
 
 # -- JSON values ------------------------------------------------------------------------------------------
-def _normalise(value: Any) -> Any:
-    if isinstance(value, float):
-        if math.isfinite(value) and value.is_integer() and abs(value) <= _SAFE_INTEGER:
-            return int(value)
-        return value
-    if isinstance(value, dict):
-        return {key: _normalise(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_normalise(item) for item in value]
-    return value
-
-
-def struct_to_dict(message: struct_pb2.Struct) -> dict[str, Any]:
-    """A Struct as a plain dict (whole numbers as ints)."""
-    return _normalise(json_format.MessageToDict(message))  # type: ignore[no-any-return]
-
-
-def dict_to_struct(value: dict[str, Any] | None) -> struct_pb2.Struct:
-    """A dict as a Struct (None gives an empty one)."""
-    message = struct_pb2.Struct()
-    if value:
-        message.update(value)
-    return message
-
-
 def _timestamp(seconds: float | None) -> timestamp_pb2.Timestamp | None:
     if seconds is None:
         return None
