@@ -33,7 +33,7 @@ proto: $(GEN_STAMP) ## Generate Python code from protos/ into gen/
 run: setup ## Start the whole mesh on embedded defaults (Ctrl-C stops it)
 	$(BIN)/tdev up
 
-test: setup ## Run lint and every test (CI=true: Postgres and Redis must be up)
+test: setup ## buf lint and every test (CI=true: Postgres and Redis must be up)
 	$(BIN)/buf lint
 	$(BIN)/python -m pytest -q
 
