@@ -41,10 +41,10 @@ from tests.builder.conftest import (
     run_workflow,
     stage_events,
     stand_in_llm,
-    tcp_proxy,
     watch,
 )
 from tests.builder.model_standin import ModelStandIn, Script, broken, offline_answer
+from tests.support.netproxy import tcp_proxy
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 SORT_DESCENDING = "Sort the numbers in descending order"

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -23,6 +21,7 @@ from tests.registry.conftest import (
     start_registry,
     tiny_agent,
 )
+from tests.support.netproxy import tcp_proxy
 
 
 def _record(execution_id: str, agent_id: str, version: str = "1.0.0", *, success: bool = True,
@@ -153,48 +152,12 @@ async def test_get_agent_cache_is_invalidated_across_replicas(registry: Registry
 # ---- database down ------------------------------------------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def _tcp_proxy(target_port: int) -> AsyncIterator[tuple[int, asyncio.Event]]:
-    """A loopback TCP proxy to Postgres; setting the event cuts every connection and refuses new ones."""
-    cut = asyncio.Event()
-    tasks: set[asyncio.Task[None]] = set()
-
-    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(Exception):
-            while not cut.is_set() and (data := await reader.read(65536)):
-                writer.write(data)
-                await writer.drain()
-        writer.close()
-
-    async def handle(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-        if cut.is_set():
-            client_writer.close()
-            return
-        server_reader, server_writer = await asyncio.open_connection("127.0.0.1", target_port)
-        both = [asyncio.create_task(pipe(client_reader, server_writer)),
-                asyncio.create_task(pipe(server_reader, client_writer))]
-        tasks.update(both)
-        await cut.wait()
-        for writer in (client_writer, server_writer):
-            writer.transport.abort()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        yield port, cut
-    finally:
-        cut.set()
-        server.close()
-        for task in tasks:
-            task.cancel()
-
-
 @pytest.mark.parametrize("stack", ["postgres"], indirect=True)  # replicas, outages: Postgres + Redis only
 async def test_database_down_is_unavailable_and_recovers(stack: Stack, tmp_path: Path) -> None:
     from urllib.parse import urlsplit
 
     parts = urlsplit(stack.database_url)
-    async with _tcp_proxy(parts.port or 5432) as (port, cut):
+    async with tcp_proxy(parts.port or 5432) as (port, cut):
         proxied = Stack("postgres", stack.database_url.replace(f":{parts.port}/", f":{port}/"), stack.redis_url)
         registry = await start_registry(proxied, tmp_path)
         try:
