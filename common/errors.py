@@ -180,12 +180,42 @@ def translate(error: BaseException) -> DomainError | None:
         from sqlalchemy import exc as sa_exc
     except ImportError:  # pragma: no cover - sqlalchemy is a runtime dependency
         return None
-    if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
-        return Unavailable("database unavailable; retry later")
-    if isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError):
-        return Unavailable("database unavailable; retry later")
+    if isinstance(error, sa_exc.DBAPIError) and (
+        error.connection_invalidated
+        or isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError)
+        or is_transient_sqlstate(_sqlstate(error))
+    ):
+        return Unavailable("database unavailable; retry later", reason="DATABASE_UNAVAILABLE")
+    if isinstance(error, sa_exc.TimeoutError):  # the connection pool had nothing free in time
+        return Unavailable("database busy; retry later", reason="DATABASE_UNAVAILABLE")
     if isinstance(error, OSError):
         return Unavailable("a dependency is unavailable; retry later")
+    return None
+
+
+# SQLSTATE classes and codes that mean "the database cannot serve this right now" rather than "this request is
+# wrong": connection exceptions (08), insufficient resources (53: too many clients, disk full), operator
+# intervention (57: admin/crash shutdown, cannot connect now, query cancelled), system errors (58), a
+# serialization failure or deadlock (40001, 40P01), a lock not available (55P03), and a read-only transaction
+# (25006, what a writer demoted during an RDS failover answers). Each is worth retrying later.
+_TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57", "58")
+_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03", "25006"})
+
+
+def is_transient_sqlstate(sqlstate: str | None) -> bool:
+    """True for a Postgres SQLSTATE that means the database is (briefly) unable to serve, not a bad request."""
+    if not sqlstate:
+        return False
+    return sqlstate in _TRANSIENT_SQLSTATES or sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES
+
+
+def _sqlstate(error: BaseException) -> str | None:
+    # SQLAlchemy's asyncpg adapter copies the server's SQLSTATE onto the wrapped driver error.
+    orig = getattr(error, "orig", None)
+    for candidate in (orig, getattr(orig, "__cause__", None), error):
+        code = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+        if isinstance(code, str):
+            return code
     return None
 
 
@@ -238,16 +268,17 @@ class ErrorToStatusInterceptor(grpc.aio.ServerInterceptor):
         return wrapped
 
     def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        deserializer = _tolerant(handler.request_deserializer)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._wrap_unary(handler.unary_unary, method),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
                 self._wrap_stream(handler.unary_stream, method),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         return handler
@@ -258,6 +289,7 @@ class ErrorToStatusInterceptor(grpc.aio.ServerInterceptor):
             started = time.perf_counter()
             with structlog.contextvars.bound_contextvars(request_id=request_id, rpc=method):
                 try:
+                    _admit(request, method)
                     response = await behaviour(request, context)
                 except BaseException as error:
                     await _abort(error, context, method, request_id, started)
@@ -272,6 +304,7 @@ class ErrorToStatusInterceptor(grpc.aio.ServerInterceptor):
             started = time.perf_counter()
             with structlog.contextvars.bound_contextvars(request_id=request_id, rpc=method):
                 try:
+                    _admit(request, method)
                     result = behaviour(request, context)
                     if hasattr(result, "__aiter__"):
                         async for item in result:
@@ -285,6 +318,59 @@ class ErrorToStatusInterceptor(grpc.aio.ServerInterceptor):
         return stream
 
 
+@dataclass(frozen=True)
+class _Undecodable:
+    """Stands in for a request whose bytes did not decode, so the handler wrapper can answer INVALID_ARGUMENT
+    (grpc itself answers a deserializer's exception with UNKNOWN "Unexpected DecodeError")."""
+
+    problem: str
+
+
+def _tolerant(deserializer: Callable[[bytes], object] | None) -> Callable[[bytes], object] | None:
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> object:
+        try:
+            return deserializer(data)
+        except Exception as error:
+            return _Undecodable(str(error) or type(error).__name__)
+
+    return deserialize
+
+
+def _admit(request: object, method: str) -> None:
+    """Rejects undecodable requests and those breaking the rules every RPC shares (common.request_guard)."""
+    if isinstance(request, _Undecodable):
+        raise InvalidArgument(
+            f"the request to {method} could not be decoded ({request.problem}): every string must be valid "
+            "UTF-8, Structs may nest at most 32 levels, and the message must be complete and match the "
+            "service's current protos",
+            reason="UNDECODABLE_REQUEST",
+        )
+    request_guard.check_request(request)  # type: ignore[arg-type]
+
+
+# Bounds on what an error carries back, so echoed values never overflow a caller's metadata limit (8 KiB).
+MAX_MESSAGE_CHARS = 1000
+MAX_DETAIL_CHARS = 300
+
+
+def _bounded(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more characters)"
+
+
+def _bound_error(error: DomainError) -> None:
+    error.message = _bounded(error.message, MAX_MESSAGE_CHARS)
+    error.violations = tuple(
+        FieldViolation(field=_bounded(v.field, MAX_DETAIL_CHARS), description=_bounded(v.description, MAX_DETAIL_CHARS))
+        for v in error.violations[:50]
+    )
+    error.metadata = {
+        _bounded(key, 64): _bounded(value, MAX_DETAIL_CHARS) for key, value in list(error.metadata.items())[:20]
+    }
+
+
 async def _abort(
     error: BaseException, context: grpc.aio.ServicerContext, method: str, request_id: str, started: float
 ) -> None:
@@ -296,9 +382,14 @@ async def _abort(
         log.error("rpc_internal_error", method=method, elapsed_ms=elapsed_ms, exc_info=error)
         domain = DomainError(f"internal error; quote request id {request_id} to the operator")
     else:
+        _bound_error(domain)
         log.info(
             "rpc_failed", method=method, code=domain.code.name, message=domain.message, elapsed_ms=elapsed_ms
         )
     domain.metadata.setdefault("request_id", request_id)
     status = rpc_status.to_status(domain.to_status())
     await context.abort(status.code, status.details, status.trailing_metadata)
+
+
+# At the end: request_guard builds on the error types above (an import cycle that attribute access resolves).
+from common import request_guard  # noqa: E402

@@ -70,9 +70,7 @@ def _admin_execute(statement: str) -> None:
         raise errors[0]
 
 
-@pytest.fixture
-def make_postgres_database() -> Iterator[Callable[[], str]]:
-    """Factory of fresh, empty Postgres databases (dropped afterwards); returns their DSNs."""
+def _postgres_databases() -> Iterator[Callable[[], str]]:
     require_service("Postgres", POSTGRES_HOST, POSTGRES_PORT)
     created: list[str] = []
 
@@ -85,6 +83,18 @@ def make_postgres_database() -> Iterator[Callable[[], str]]:
     yield make
     for name in created:
         _admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def make_postgres_database() -> Iterator[Callable[[], str]]:
+    """Factory of fresh, empty Postgres databases (dropped afterwards); returns their DSNs."""
+    yield from _postgres_databases()
+
+
+@pytest.fixture(scope="module")
+def make_module_postgres() -> Iterator[Callable[[], str]]:
+    """Like ``make_postgres_database``, for databases shared by the tests of one module."""
+    yield from _postgres_databases()
 
 
 @pytest.fixture

@@ -105,8 +105,9 @@ class PostgresServer:
                         f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.directory}"
                         " -c fsync=off -c max_connections=60", "start"])
 
-    def stop(self, mode: str = "fast") -> None:
-        self._as_owner([str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"])
+    def stop(self, mode: str = "fast", wait: bool = True) -> None:
+        """``pg_ctl stop``: fast (sessions terminated), smart (waits for them), immediate (no clean shutdown)."""
+        self._as_owner([str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w" if wait else "-W", "stop"])
 
     def create_database(self, name: str) -> str:
         self._as_owner([str(self.bin / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
