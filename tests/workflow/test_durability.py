@@ -20,6 +20,7 @@ from tests.workflow.conftest import (
     State,
     assert_gapless,
     create,
+    create_database,
     definition,
     node,
     of_type,
@@ -62,9 +63,9 @@ class Service:
         self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.port}")
         self.stub = pb2_grpc.WorkflowServiceStub(self.channel)
 
-    async def start(self, worker_id: str) -> None:
+    async def start(self, worker_id: str, lease_seconds: float = 1.5) -> None:
         self.process = self.mesh.spawn_workflows(
-            self.port, {"TDEV_WORKFLOW_WORKER_ID": worker_id, "TDEV_WORKFLOW_LEASE_SECONDS": "1.5",
+            self.port, {"TDEV_WORKFLOW_WORKER_ID": worker_id, "TDEV_WORKFLOW_LEASE_SECONDS": str(lease_seconds),
                         "TDEV_WORKFLOW_CLAIM_INTERVAL_SECONDS": "0.2"})
         deadline = time.monotonic() + 60
         while True:
@@ -250,8 +251,11 @@ async def test_a_database_outage_longer_than_the_lease_does_not_fence_out_the_re
     from tests.conftest import POSTGRES_PORT
     from tests.support.netproxy import tcp_proxy
 
+    # A database of its own: the module's other replicas would rightly take over the expired lease.
+    database_url = await create_database()
+    mesh.extra_databases.append(database_url)
     async with tcp_proxy(POSTGRES_PORT) as (port, cut):
-        through_proxy = mesh.database_url.replace(f":{POSTGRES_PORT}/", f":{port}/")
+        through_proxy = database_url.replace(f":{POSTGRES_PORT}/", f":{port}/")
         # Claims are looked for far more often than leases are renewed, so after the outage the claim loop
         # reaches the database first: the case where a replica used to claim (and fence out) its own run.
         workflows = await mesh.start_workflows(
@@ -270,14 +274,14 @@ async def test_a_database_outage_longer_than_the_lease_does_not_fence_out_the_re
         began = time.monotonic()
         events = await asyncio.wait_for(watch(workflows.stub, execution_id), 30)
         finished_after = time.monotonic() - began
+        await workflows.close()
+        mesh.started.remove(workflows)
     assert_gapless(events)
     assert events[-1].type == Event.TYPE_EXECUTION_SUCCEEDED
     assert plain(events[-1].output) == {"after": {"value": 7}}
     # The run went on under its first lease: never resumed, no node started twice, no epoch taken again.
     assert of_type(events, Event.TYPE_EXECUTION_RESUMED) == []
     assert Counter(e.node_id for e in of_type(events, Event.TYPE_NODE_STARTED)) == Counter(["slow", "after"])
-    assert await _lease_epoch(mesh.database_url, execution_id) == 1
+    assert await _lease_epoch(database_url, execution_id) == 1
     # The node had about 1 s left; a fenced-out run would have waited another lease period and re-run it.
     assert finished_after < 3.0
-    await workflows.close()
-    mesh.started.remove(workflows)
