@@ -33,7 +33,7 @@ class BuilderSettings(ServiceSettings):
         "", description="Stable name of this replica; on restart it takes back its own builds at once."
     )
     lease_seconds: float = Field(
-        15.0, description="Lease of a running build; a crashed replica's builds move after it."
+        15.0, description="Lease of a running build; a crashed replica's builds move after lease + claim interval."
     )
     claim_interval_seconds: float = Field(1.0, description="How often a replica looks for builds to run or resume.")
     max_active_builds: int = Field(8, description="Builds one replica runs at once; more wait.")

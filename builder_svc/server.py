@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -27,13 +24,9 @@ from common.db import create_engine, migrate
 from common.grpc_client import open_channel
 from common.grpc_server import ServiceBinding, build_server
 from common.runtime import ServiceHandle, serve_until_stopped, setup_process
+from common.workers import worker_identity
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-
-
-def worker_id(settings: BuilderSettings) -> str:
-    """The configured replica name, else one unique to this process."""
-    return settings.worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
 def defaults(settings: BuilderSettings) -> Defaults:
@@ -71,7 +64,8 @@ async def create_server(
     common.sandbox); a caller passing its own keeps ownership of it and closes it.
     """
     closers: list[Callable[[], Awaitable[object]]] = []
-    engine = create_engine(settings.resolved_database_url(common, SCHEMA), SCHEMA)
+    database_url = settings.resolved_database_url(common, SCHEMA)
+    engine = create_engine(database_url, SCHEMA)
     closers.append(engine.dispose)
     try:
         await migrate(engine, MIGRATIONS, SCHEMA)
@@ -105,8 +99,9 @@ async def create_server(
             repository, registry, poll_seconds=settings.claim_interval_seconds,
             hold_seconds=settings.dependency_deadline_seconds * settings.dependency_attempts + 30.0,
             max_delay_seconds=settings.label_retry_max_seconds)
+        identity = worker_identity(settings.worker_id, database_url)
         worker = BuildWorker(
-            WorkerSettings(worker_id=worker_id(settings), reclaim_own=bool(settings.worker_id),
+            WorkerSettings(worker_id=identity.name, reclaim_own=identity.reclaim_own,
                            lease_seconds=settings.lease_seconds, claim_interval_seconds=settings.claim_interval_seconds,
                            max_active_builds=settings.max_active_builds),
             repository, pipeline, notifier, marker)

@@ -54,8 +54,13 @@ class EvolutionSettings(ServiceSettings):
     archive_rate: float = Field(0.1, description="Share of parents drawn from the MAP-Elites archive.")
     attempts_per_child: int = Field(20, description="Operator attempts per open slot before filling with survivors.")
     llm_parallelism: int = Field(4, description="Model calls of one run at once.")
-    lease_seconds: float = Field(15.0, description="A run's lease; another replica resumes it after expiry.")
-    claim_interval_seconds: float = Field(2.0, description="How often idle capacity looks for runs to resume.")
+    worker_id: str = Field(
+        "", description="Stable name of this replica; on restart it takes back its own runs at once."
+    )
+    lease_seconds: float = Field(
+        15.0, description="Lease of a running run; a crashed replica's runs move after lease + claim interval."
+    )
+    claim_interval_seconds: float = Field(2.0, description="How often a replica looks for runs to start or resume.")
     watch_poll_seconds: float = Field(1.0, description="How often watchers poll for events of other replicas.")
     cache_namespace: str = Field("tdev:evolution:", description="Prefix of the fitness cache's keys.")
     cache_ttl_seconds: float = Field(7 * 24 * 3600.0, description="Lifetime of a cached measurement.")

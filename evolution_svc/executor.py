@@ -77,6 +77,7 @@ class RunExecutor:
         notifier: Notifier,
         *,
         owner: str,
+        reclaim_own: bool = False,
         cache: MeasurementCache | None = None,
         model_factory: ModelFactory | None = None,
         settings: ExecutorSettings | None = None,
@@ -94,6 +95,9 @@ class RunExecutor:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._leases: dict[str, Lease] = {}
         self._claimer: asyncio.Task[None] | None = None
+        # Leases held under this (stable) name before a restart are taken back once, at the first claim; later
+        # ones are this process's own and are renewed, never claimed again.
+        self._reclaim_own = reclaim_own
 
     @property
     def owner(self) -> str:
@@ -156,7 +160,13 @@ class RunExecutor:
             free = self._settings.max_concurrent_runs - len(self._tasks)
             if free > 0:
                 try:
-                    leases = await self._repository.claim(self._owner, self.lease_until(), utc_now(), free)
+                    # Never the runs worked on here: after an outage longer than the lease their lease has
+                    # expired, but a new attempt would fence out the live work (the heartbeat renews it).
+                    leases = await self._repository.claim(
+                        self._owner, self.lease_until(), utc_now(), free,
+                        reclaim_own=self._reclaim_own, exclude=list(self._tasks),
+                    )
+                    self._reclaim_own = False
                 except Exception:
                     log.exception("evolution_claim_failed")
                     leases = []

@@ -196,8 +196,13 @@ class RunRepository(Protocol):
         """Stored events with a greater sequence, in order."""
         ...
 
-    async def claim(self, owner: str, lease_until: datetime, now: datetime, limit: int) -> list[Lease]:
-        """Takes unfinished runs whose lease expired (or that have no owner)."""
+    async def claim(
+        self, owner: str, lease_until: datetime, now: datetime, limit: int, *, reclaim_own: bool = False,
+        exclude: Sequence[str] = (),
+    ) -> list[Lease]:
+        """Takes unfinished runs whose lease expired (or that have no owner, or, with ``reclaim_own``, that
+        ``owner`` held before a restart), except those in ``exclude`` (worked on by the caller); bumps their
+        attempt."""
         ...
 
     async def renew(self, lease: Lease, lease_until: datetime) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -194,11 +195,18 @@ class SqlRunRepository:
             )
             return [_event(row) for row in rows]
 
-    async def claim(self, owner: str, lease_until: datetime, now: datetime, limit: int) -> list[Lease]:
-        claimable = sa.and_(
-            RunRow.state.in_(UNFINISHED),
-            sa.or_(RunRow.owner.is_(None), RunRow.lease_until < now),
-        )
+    async def claim(
+        self, owner: str, lease_until: datetime, now: datetime, limit: int, *, reclaim_own: bool = False,
+        exclude: Sequence[str] = (),
+    ) -> list[Lease]:
+        free = sa.or_(RunRow.owner.is_(None), RunRow.lease_until < now)
+        if reclaim_own:
+            free = sa.or_(free, RunRow.owner == owner)
+        claimable = sa.and_(RunRow.state.in_(UNFINISHED), free)
+        if exclude:
+            # Runs the caller works on: their lease may have expired (an outage kept it from renewing), but a
+            # new attempt would fence out the caller's own live work.
+            claimable = sa.and_(claimable, RunRow.run_id.not_in(list(exclude)))
         async with self._sessions() as session:
             candidates = list(
                 await session.scalars(

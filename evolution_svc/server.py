@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import secrets
-import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -19,6 +16,7 @@ from common.grpc_server import ServiceBinding, build_server
 from common.llm import Budget, build_llm
 from common.runtime import ServiceHandle, serve_until_stopped, setup_process
 from common.sandbox import Limits, Sandbox, SandboxSettings
+from common.workers import worker_identity
 from evolution_svc.config import SCHEMA, EvolutionSettings
 from evolution_svc.controller import EngineSettings
 from evolution_svc.domain import EvolutionConfig, OperatorSet
@@ -67,11 +65,6 @@ def run_defaults(settings: EvolutionSettings) -> EvolutionConfig:
     )
 
 
-def worker_id() -> str:
-    """This process's lease owner id."""
-    return f"{socket.gethostname()[:32]}-{os.getpid()}-{secrets.token_hex(3)}"
-
-
 async def create_server(
     settings: EvolutionSettings,
     common: CommonSettings,
@@ -87,7 +80,8 @@ async def create_server(
     (a priced model to exercise the cost budget, for example).
     """
     closers: list[Callable[[], Awaitable[object]]] = []
-    engine = create_engine(settings.resolved_database_url(common, SCHEMA), SCHEMA)
+    database_url = settings.resolved_database_url(common, SCHEMA)
+    engine = create_engine(database_url, SCHEMA)
     closers.append(engine.dispose)
     try:
         await migrate(engine, MIGRATIONS, SCHEMA)
@@ -123,12 +117,14 @@ async def create_server(
         closers.append(cache.close)
         signing_key = settings.cache_signing_key.get_secret_value().encode() if settings.cache_signing_key else None
         notifier = Notifier()
+        identity = worker_identity(settings.worker_id, database_url)
         executor = RunExecutor(
             SqlRunRepository(engine),
             registry,
             runner,
             notifier,
-            owner=worker_id(),
+            owner=identity.name,
+            reclaim_own=identity.reclaim_own,
             cache=SignedMeasurementCache(cache, signing_key, settings.cache_ttl_seconds),
             model_factory=model_factory,
             settings=ExecutorSettings(

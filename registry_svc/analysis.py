@@ -34,7 +34,7 @@ class AnalysisWorker:
     def __init__(self, repository: Repository, analyzer: Analyzer, changes: ChangeListener, *,
                  concurrency: int = 2, lease_seconds: float = 120.0, timeout_seconds: float = 60.0,
                  poll_seconds: float = 2.0, embedder: Embedder | None = None,
-                 clock: Callable[[], datetime] = _utcnow) -> None:
+                 clock: Callable[[], datetime] = _utcnow, owner: str = "", reclaim_own: bool = False) -> None:
         self._repository = repository
         self._analyzer = analyzer
         self._changes = changes
@@ -45,7 +45,10 @@ class AnalysisWorker:
         self._poll_seconds = poll_seconds
         self._embedder = embedder
         self._clock = clock
-        self.owner = f"analysis-{uuid.uuid4().hex[:12]}"
+        self.owner = owner or f"analysis-{uuid.uuid4().hex[:12]}"
+        # Analyses held under a stable name before a restart are taken back at the first claim. Later claims
+        # happen only once this worker's batch has finished, so they never meet analyses running here.
+        self._reclaim_own = reclaim_own
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -105,7 +108,8 @@ class AnalysisWorker:
     async def run_once(self) -> int:
         """Claims and runs one batch of analyses; returns how many it handled."""
         jobs = await self._repository.claim_analyses(self.owner, self._clock(), self._lease_seconds,
-                                                     self._concurrency)
+                                                     self._concurrency, reclaim_own=self._reclaim_own)
+        self._reclaim_own = False
         if jobs:
             await asyncio.gather(*(self._run(job) for job in jobs))
         return len(jobs)

@@ -22,6 +22,9 @@ class RegistrySettings(ServiceSettings):
     max_code_bytes: int = Field(64 * 1024, description="Largest agent source accepted, in bytes.")
     max_agents: int = Field(10_000, description="Most distinct agents the registry holds.")
     analysis_workers: int = Field(2, description="Analyses run at once by this replica; 0 turns analysis off.")
+    worker_id: str = Field(
+        "", description="Stable name of this replica; on restart it takes back its own analyses at once."
+    )
     analysis_lease_seconds: float = Field(
         120.0, description="How long a claimed analysis stays with its replica before another may take it."
     )

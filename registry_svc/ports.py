@@ -159,8 +159,8 @@ class Repository(Protocol):
         ...
 
     async def claim_analyses(self, owner: str, now: datetime, lease_seconds: float,
-                             limit: int) -> list[AnalysisJob]:
-        """Claims pending (or lease-expired running) analyses for ``owner``."""
+                             limit: int, *, reclaim_own: bool = False) -> list[AnalysisJob]:
+        """Claims pending (or lease-expired running, or with ``reclaim_own`` ``owner``'s own running) analyses."""
         ...
 
     async def finish_analysis(self, job: AnalysisJob, analysis: Analysis, now: datetime,

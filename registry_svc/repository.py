@@ -482,12 +482,15 @@ class SqlRepository:
     # ---- analysis -----------------------------------------------------------------------------------
 
     async def claim_analyses(self, owner: str, now: datetime, lease_seconds: float,
-                             limit: int) -> list[AnalysisJob]:
-        """Claims pending analyses, and running ones whose lease expired (their worker died)."""
+                             limit: int, *, reclaim_own: bool = False) -> list[AnalysisJob]:
+        """Claims pending analyses, and running ones whose lease expired (their worker died) or, with
+        ``reclaim_own``, that ``owner`` held before a restart."""
+        taken_over = versions.c.analysis_lease_expires_at < now
+        if reclaim_own:
+            taken_over = sa.or_(taken_over, versions.c.analysis_owner == owner)
         claimable = sa.or_(
             versions.c.analysis_state == AnalysisState.PENDING.value,
-            sa.and_(versions.c.analysis_state == AnalysisState.RUNNING.value,
-                    versions.c.analysis_lease_expires_at < now),
+            sa.and_(versions.c.analysis_state == AnalysisState.RUNNING.value, taken_over),
         )
         async with self._engine.connect() as connection:
             ids = (await connection.execute(sa.select(versions.c.id).where(claimable)

@@ -12,6 +12,7 @@ from common.config import CommonSettings, get_common_settings
 from common.db import create_engine, migrate
 from common.grpc_server import ServiceBinding, build_server
 from common.runtime import ServiceHandle, serve_until_stopped, setup_process
+from common.workers import worker_identity
 from registry_svc import convert
 from registry_svc.analysis import AnalysisWorker
 from registry_svc.config import SCHEMA, RegistrySettings
@@ -39,7 +40,8 @@ async def create_server(
     tests of the service layer may pass fakes.
     """
     closers: list[Callable[[], Awaitable[object]]] = []
-    engine = create_engine(settings.resolved_database_url(common, SCHEMA), SCHEMA)
+    database_url = settings.resolved_database_url(common, SCHEMA)
+    engine = create_engine(database_url, SCHEMA)
     closers.append(engine.dispose)
     try:
         await migrate(engine, MIGRATIONS, SCHEMA)
@@ -63,10 +65,12 @@ async def create_server(
         )
         await responses.start()
         closers.append(responses.close)
+        identity = worker_identity(settings.worker_id, database_url)
         worker = AnalysisWorker(
             repository, analyzer, responses, concurrency=settings.analysis_workers,
             lease_seconds=settings.analysis_lease_seconds, timeout_seconds=settings.analysis_timeout_seconds,
             poll_seconds=settings.analysis_poll_seconds, embedder=embedder,
+            owner=f"analysis-{identity.name}", reclaim_own=identity.reclaim_own,
         )
         service = RegistryService(
             repository, inspector, responses, embedder=embedder,

@@ -28,10 +28,13 @@ class WorkflowSettings(ServiceSettings):
         64, description="Most executions one replica runs at once; the rest wait for another replica."
     )
     worker_id: str = Field(
-        "", description="Stable name of this replica; on restart it takes back its own leases at once."
+        "", description="Stable name of this replica; on restart it takes back its own executions at once."
     )
-    lease_seconds: float = Field(15.0, description="Lease length; a crashed replica's work moves after it.")
-    claim_interval_seconds: float = Field(1.0, description="How often idle replicas look for unowned work.")
+    lease_seconds: float = Field(
+        15.0,
+        description="Lease of a running execution; a crashed replica's executions move after lease + claim interval.",
+    )
+    claim_interval_seconds: float = Field(1.0, description="How often a replica looks for executions to run or resume.")
     flush_interval_seconds: float = Field(
         0.01, description="Least time between two commits of one execution's changes (group commit)."
     )

@@ -623,6 +623,23 @@ class Engine:
         """True when this replica may take another execution now."""
         return not self._closing and len(self.runs) < self.settings.max_active_executions
 
+    async def claim(self, limit: int, *, execution_id: str | None = None, reclaim_own: bool = False) -> list[Claim]:
+        """Leases up to ``limit`` executions nobody holds (or whose holder's lease expired) and runs them.
+
+        Never claims what this replica runs itself: after an outage longer than the lease, that lease has
+        expired but nobody else took it, and a new epoch would fence out the live run (which then waited a
+        lease period for its orphaned claim to expire). The lease loop renews such a lease instead: renewal
+        and writes are fenced by (owner, epoch), not by the expiry, so the run goes on unharmed.
+        """
+        claims = await self.repo.claim(
+            self.settings.worker_id, time.time(), self.settings.lease_seconds, limit,
+            reclaim_own=reclaim_own, execution_id=execution_id, exclude=list(self.runs),
+        )
+        for claim in claims:
+            log.info("execution_claimed", execution_id=claim.execution_id, epoch=claim.epoch)
+            self.adopt(claim)
+        return claims
+
     def adopt(self, claim: Claim) -> None:
         """Starts running an execution this worker has just leased."""
         if claim.execution_id in self.runs or self._closing:
@@ -695,14 +712,8 @@ class Engine:
             try:
                 free = self.settings.max_active_executions - len(self.runs)
                 if free > 0 and not self._closing:
-                    claims = await self.repo.claim(
-                        self.settings.worker_id, time.time(), self.settings.lease_seconds, free,
-                        reclaim_own=reclaim_own,
-                    )
+                    await self.claim(free, reclaim_own=reclaim_own)
                     reclaim_own = False
-                    for claim in claims:
-                        log.info("execution_claimed", execution_id=claim.execution_id, epoch=claim.epoch)
-                        self.adopt(claim)
             except asyncio.CancelledError:
                 raise
             except Exception as error:

@@ -115,9 +115,9 @@ class Repository(Protocol):
 
     async def claim(
         self, owner: str, now: float, lease_seconds: float, limit: int, *, reclaim_own: bool = False,
-        execution_id: str | None = None,
+        execution_id: str | None = None, exclude: Sequence[str] = (),
     ) -> list[Claim]:
-        """Leases unowned or expired active executions."""
+        """Leases unowned or expired active executions, except those in ``exclude`` (running here)."""
         ...
 
     async def renew(self, claims: Sequence[Claim], now: float, lease_seconds: float) -> tuple[set[str], set[str]]:

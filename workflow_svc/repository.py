@@ -512,10 +512,15 @@ class SqlRepository:
     # -- leases ---------------------------------------------------------------------------------------------
     async def claim(
         self, owner: str, now: float, lease_seconds: float, limit: int, *, reclaim_own: bool = False,
-        execution_id: str | None = None,
+        execution_id: str | None = None, exclude: Sequence[str] = (),
     ) -> list[Claim]:
         """Leases up to ``limit`` active executions that are unowned or expired (or, with
-        ``reclaim_own``, held by ``owner`` from before a restart); bumps their epochs."""
+        ``reclaim_own``, held by ``owner`` from before a restart), except those in ``exclude``; bumps
+        their epochs.
+
+        ``exclude`` is what the caller runs right now: its lease may have expired (a database outage
+        kept it from renewing) but a new epoch would fence out the caller's own live run.
+        """
         if limit <= 0:
             return []
         free = sa.or_(executions.c.lease_owner.is_(None), executions.c.lease_expires < now)
@@ -524,6 +529,8 @@ class SqlRepository:
         query = sa.select(executions.c.execution_id).where(executions.c.state.in_(ACTIVE_STATES), free)
         if execution_id is not None:
             query = query.where(executions.c.execution_id == execution_id)
+        if exclude:
+            query = query.where(executions.c.execution_id.not_in(list(exclude)))
         query = query.order_by(executions.c.create_time).limit(limit)
         if self._postgres:
             query = query.with_for_update(skip_locked=True)

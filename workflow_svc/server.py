@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -12,11 +9,12 @@ from tdev.workflow.v1 import workflow_service_pb2 as pb2
 from tdev.workflow.v1 import workflow_service_pb2_grpc as pb2_grpc
 
 from common.config import CommonSettings, get_common_settings
-from common.db import create_engine, is_sqlite, migrate
+from common.db import create_engine, migrate
 from common.grpc_client import open_channel
 from common.grpc_server import ServiceBinding, build_server
 from common.runtime import ServiceHandle, serve_until_stopped, setup_process
 from common.sandbox import SandboxSettings
+from common.workers import worker_identity
 from workflow_svc.bus import EventBus
 from workflow_svc.config import SCHEMA, WorkflowSettings
 from workflow_svc.engine import Engine, EngineSettings
@@ -29,19 +27,6 @@ from workflow_svc.servicer import WorkflowServiceServicer
 from workflow_svc.validation import Limits
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-
-
-def worker_id(settings: WorkflowSettings, database_url: str) -> tuple[str, bool]:
-    """(this replica's name, whether it takes back its own leases at start-up).
-
-    A configured name is stable across restarts. On SQLite only one process may use the file, so it
-    gets a stable name too and resumes its unfinished executions at once after a restart.
-    """
-    if settings.worker_id:
-        return settings.worker_id, True
-    if is_sqlite(database_url):
-        return f"embedded-{socket.gethostname()}", True
-    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}", False
 
 
 def sandbox_settings(common: CommonSettings) -> SandboxSettings:
@@ -82,11 +67,11 @@ async def create_server(
         bus = EventBus(common.redis_url, settings.redis_channel, settings.watch_buffer_events)
         await bus.start()
         closers.append(bus.close)
-        worker, reclaim_own = worker_id(settings, database_url)
+        identity = worker_identity(settings.worker_id, database_url)
         engine = Engine(
             EngineSettings(
-                worker_id=worker,
-                reclaim_own=reclaim_own,
+                worker_id=identity.name,
+                reclaim_own=identity.reclaim_own,
                 lease_seconds=settings.lease_seconds,
                 claim_interval_seconds=settings.claim_interval_seconds,
                 max_active_executions=settings.max_active_executions,

@@ -299,11 +299,7 @@ class WorkflowService:
             await self._bus.cancel(execution_id, reason)
             if owner is None or (expires is not None and expires < time.time()):
                 # Nobody runs it: take it here; the run sees the request and ends at once.
-                for claim in await self._repo.claim(
-                    self._engine.settings.worker_id, time.time(), self._settings.lease_seconds, 1,
-                    execution_id=execution_id,
-                ):
-                    self._engine.adopt(claim)
+                await self._engine.claim(1, execution_id=execution_id)
             deadline = time.monotonic() + self._settings.cancel_wait_seconds
             while time.monotonic() < deadline:
                 # Clear before reading: a wake-up that lands during the read must not be lost.

@@ -20,6 +20,7 @@ from tests.workflow.conftest import (
     State,
     assert_gapless,
     create,
+    create_database,
     definition,
     node,
     of_type,
@@ -62,9 +63,9 @@ class Service:
         self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.port}")
         self.stub = pb2_grpc.WorkflowServiceStub(self.channel)
 
-    async def start(self, worker_id: str) -> None:
+    async def start(self, worker_id: str, lease_seconds: float = 1.5) -> None:
         self.process = self.mesh.spawn_workflows(
-            self.port, {"TDEV_WORKFLOW_WORKER_ID": worker_id, "TDEV_WORKFLOW_LEASE_SECONDS": "1.5",
+            self.port, {"TDEV_WORKFLOW_WORKER_ID": worker_id, "TDEV_WORKFLOW_LEASE_SECONDS": str(lease_seconds),
                         "TDEV_WORKFLOW_CLAIM_INTERVAL_SECONDS": "0.2"})
         deadline = time.monotonic() + 60
         while True:
@@ -232,3 +233,55 @@ async def test_a_stale_workers_late_write_is_rejected(mesh: Mesh) -> None:
     finally:
         await repo.close()
         await engine.dispose()
+
+
+async def _lease_epoch(database_url: str, execution_id: str) -> int:
+    import asyncpg
+
+    connection = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        return int(await connection.fetchval(
+            "SELECT lease_epoch FROM workflow.executions WHERE execution_id = $1", execution_id))
+    finally:
+        await connection.close()
+
+
+async def test_a_database_outage_longer_than_the_lease_does_not_fence_out_the_replica_running_it(
+        mesh: Mesh) -> None:
+    from tests.conftest import POSTGRES_PORT
+    from tests.support.netproxy import tcp_proxy
+
+    # A database of its own: the module's other replicas would rightly take over the expired lease.
+    database_url = await create_database()
+    mesh.extra_databases.append(database_url)
+    async with tcp_proxy(POSTGRES_PORT) as (port, cut):
+        through_proxy = database_url.replace(f":{POSTGRES_PORT}/", f":{port}/")
+        # Claims are looked for far more often than leases are renewed, so after the outage the claim loop
+        # reaches the database first: the case where a replica used to claim (and fence out) its own run.
+        workflows = await mesh.start_workflows(
+            through_proxy, worker_id=f"outage-{uuid.uuid4().hex[:4]}", lease_seconds=1.5,
+            claim_interval_seconds=0.05)
+        stored = await create(workflows.stub, definition("outage", [
+            node("slow", "wf_sleep", {"seconds": 4.0, "value": 7}),
+            node("after", "wf_echo", {"value": {"$ref": "nodes.slow.output.value"}}, ["slow"]),
+        ]))
+        started = await workflows.stub.StartExecution(pb2.StartExecutionRequest(workflow_id=stored.workflow_id))
+        execution_id = started.execution.execution_id
+        await asyncio.sleep(0.5)  # the node runs in the sandbox now
+        cut.set()
+        await asyncio.sleep(2.5)  # longer than the lease: it has expired when the database comes back
+        cut.clear()
+        began = time.monotonic()
+        events = await asyncio.wait_for(watch(workflows.stub, execution_id), 30)
+        finished_after = time.monotonic() - began
+        await workflows.close()
+        mesh.started.remove(workflows)
+    assert_gapless(events)
+    assert events[-1].type == Event.TYPE_EXECUTION_SUCCEEDED
+    assert plain(events[-1].output) == {"after": {"value": 7}}
+    # The run went on under its first lease: never resumed, no node started twice, no epoch taken again.
+    assert of_type(events, Event.TYPE_EXECUTION_RESUMED) == []
+    assert Counter(e.node_id for e in of_type(events, Event.TYPE_NODE_STARTED)) == Counter(["slow", "after"])
+    assert await _lease_epoch(database_url, execution_id) == 1
+    # The node had about 1 s left; a fenced-out run would have waited another lease period and re-run it.
+    assert finished_after < 3.0
