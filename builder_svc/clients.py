@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import grpc
@@ -13,31 +13,18 @@ import structlog
 from builder_svc import convert
 from builder_svc.domain import AgentRegistration, AgentSummary, ExecutionResult, StoredWorkflow, WorkflowDefinition
 from common.errors import DeadlineExceeded, from_rpc_error
+from common.retry import call_once, retry_keyed_write
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 
-async def _retrying(call: Callable[[], Awaitable[T]], what: str, attempts: int) -> T:
-    """Runs an idempotent call, retrying UNAVAILABLE with a short backoff; other errors become DomainErrors."""
-    for attempt in range(attempts):
-        try:
-            return await call()
-        except grpc.aio.AioRpcError as error:
-            if error.code() == grpc.StatusCode.UNAVAILABLE and attempt + 1 < attempts:
-                await asyncio.sleep(0.2 * 2**attempt)
-                continue
-            raise from_rpc_error(error, context=what) from None
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
 class GrpcRegistry:
     """tdev.registry.v1.RegistryService on an open channel."""
 
-    def __init__(self, channel: grpc.aio.Channel, deadline_seconds: float, attempts: int) -> None:
+    def __init__(self, channel: grpc.aio.Channel, deadline_seconds: float) -> None:
         self._stub = convert.registry_stub(channel)
         self._deadline = deadline_seconds
-        self._attempts = attempts
 
     async def search(self, query: str, top_k: int) -> list[AgentSummary]:
         """Agents ranked by match (without code).
@@ -45,9 +32,9 @@ class GrpcRegistry:
         Raises:
             common.errors.Unavailable: the registry cannot be reached.
         """
-        response = await _retrying(
+        response = await call_once(
             lambda: self._stub.SearchAgents(convert.search_request(query, top_k), timeout=self._deadline),
-            "registry SearchAgents", self._attempts)
+            "registry SearchAgents")
         return convert.search_results(response)
 
     async def get(self, agent_id: str, version: str) -> AgentSummary:
@@ -56,9 +43,9 @@ class GrpcRegistry:
         Raises:
             common.errors.NotFound: no such version; Unavailable: the registry cannot be reached.
         """
-        response = await _retrying(
+        response = await call_once(
             lambda: self._stub.GetAgent(convert.get_agent_request(agent_id, version), timeout=self._deadline),
-            "registry GetAgent", self._attempts)
+            "registry GetAgent")
         return convert.agent_summary(response.agent)
 
     async def register(self, registration: AgentRegistration) -> AgentSummary:
@@ -68,21 +55,21 @@ class GrpcRegistry:
             common.errors.InvalidArgument: the registry rejected the code (the message says where and why);
             Unavailable: the registry cannot be reached.
         """
-        response = await _retrying(
+        response = await call_once(
             lambda: self._stub.RegisterAgent(convert.register_request(registration), timeout=self._deadline),
-            "registry RegisterAgent", self._attempts)
+            "registry RegisterAgent")
         return convert.agent_summary(response.agent)
 
     async def update_labels(self, agent_id: str, version: str, labels: Mapping[str, str], request_id: str) -> None:
-        """Sets labels of one version; retried on UNAVAILABLE with the same request id (so applied once).
+        """Sets labels of one version; the channel retries it on UNAVAILABLE (idempotent per request id).
 
         Raises:
             common.errors.NotFound: no such version; InvalidArgument: a label the registry refuses;
             Unimplemented: a registry without UpdateAgentLabels; Unavailable: the registry cannot be reached.
         """
         request = convert.update_labels_request(agent_id, version, labels, request_id)
-        await _retrying(lambda: self._stub.UpdateAgentLabels(request, timeout=self._deadline),
-                        "registry UpdateAgentLabels", self._attempts)
+        await call_once(lambda: self._stub.UpdateAgentLabels(request, timeout=self._deadline),
+                        "registry UpdateAgentLabels")
 
     async def versions_labelled(self, name_contains: str, label: str, value: str) -> list[tuple[str, str]]:
         """(agent_id, version) of every version carrying ``label=value`` among agents named like ``name_contains``.
@@ -93,9 +80,9 @@ class GrpcRegistry:
         agent_ids: list[str] = []
         token = ""
         while True:
-            page = await _retrying(functools.partial(
+            page = await call_once(functools.partial(
                 self._stub.ListAgents, convert.list_agents_request(name_contains, token), timeout=self._deadline),
-                "registry ListAgents", self._attempts)
+                "registry ListAgents")
             agent_ids += [agent.agent_id for agent in page.agents]
             token = page.next_page_token
             if not token:
@@ -104,9 +91,9 @@ class GrpcRegistry:
         for agent_id in agent_ids:
             token = ""
             while True:
-                versions = await _retrying(functools.partial(
+                versions = await call_once(functools.partial(
                     self._stub.ListAgentVersions, convert.list_versions_request(agent_id, token),
-                    timeout=self._deadline), "registry ListAgentVersions", self._attempts)
+                    timeout=self._deadline), "registry ListAgentVersions")
                 found += [(v.agent_id, v.version) for v in versions.versions if v.labels.get(label) == value]
                 token = versions.next_page_token
                 if not token:
@@ -130,8 +117,8 @@ class GrpcWorkflows:
             Unavailable: the workflow service cannot be reached.
         """
         request = convert.create_workflow_request(definition, request_id)
-        response = await _retrying(lambda: self._stub.CreateWorkflow(request, timeout=self._deadline),
-                                   "workflow CreateWorkflow", self._attempts)
+        response = await retry_keyed_write(lambda: self._stub.CreateWorkflow(request, timeout=self._deadline),
+                                           "workflow CreateWorkflow", self._attempts)
         return convert.stored_workflow(response)
 
     async def run(self, workflow_id: str, inputs: Mapping[str, Any], request_id: str, deadline_seconds: float,
@@ -143,8 +130,8 @@ class GrpcWorkflows:
             Unavailable: the workflow service cannot be reached.
         """
         request = convert.start_execution_request(workflow_id, inputs, request_id)
-        response = await _retrying(lambda: self._stub.StartExecution(request, timeout=self._deadline),
-                                   "workflow StartExecution", self._attempts)
+        response = await retry_keyed_write(lambda: self._stub.StartExecution(request, timeout=self._deadline),
+                                           "workflow StartExecution", self._attempts)
         execution = convert.execution_id(response)
         if started is not None:
             started(execution)
@@ -154,9 +141,9 @@ class GrpcWorkflows:
         except TimeoutError:
             raise DeadlineExceeded(
                 f"workflow execution {execution} did not end within {deadline_seconds:g} s") from None
-        finished = await _retrying(
+        finished = await call_once(
             lambda: self._stub.GetExecution(convert.get_execution_request(execution), timeout=self._deadline),
-            "workflow GetExecution", self._attempts)
+            "workflow GetExecution")
         return convert.execution_result(finished)
 
     async def _follow(self, execution: str) -> None:

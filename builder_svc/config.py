@@ -45,7 +45,9 @@ class BuilderSettings(ServiceSettings):
     node_timeout_seconds: float = Field(10.0, description="Per-attempt timeout of each composed workflow node.")
     watch_poll_seconds: float = Field(1.0, description="Safety poll of the event table by quiet watchers.")
     dependency_deadline_seconds: float = Field(30.0, description="Deadline of unary calls to registry and workflow.")
-    dependency_attempts: int = Field(3, description="Tries of an idempotent call to a service that is unavailable.")
+    dependency_attempts: int = Field(3, description=(
+        "Tries of a request-id keyed write (CreateWorkflow, StartExecution) and of resuming a broken watch while the "
+        "workflow service is unavailable; reads are retried by the channel's retry policy."))
     label_retry_max_seconds: float = Field(
         60.0, description="Longest wait between tries of labelling an ended build's agent versions in the registry."
     )

@@ -88,7 +88,7 @@ async def create_server(
             client = await build_llm(common=common)
             closers.append(client.close)
             llm = client
-        registry = GrpcRegistry(registry_channel, settings.dependency_deadline_seconds, settings.dependency_attempts)
+        registry = GrpcRegistry(registry_channel, settings.dependency_deadline_seconds)
         pipeline = Pipeline(
             pipeline_settings(settings, common), llm, registry,
             GrpcWorkflows(workflow_channel, settings.dependency_deadline_seconds, settings.dependency_attempts),

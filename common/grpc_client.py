@@ -1,41 +1,64 @@
 """Channels to other services by configured address, with default deadlines, retries and tracing.
 
 Addresses are ``127.0.0.1:PORT`` locally and Cloud Map DNS names such as ``registry.tdev.local:50051``
-on ECS. Retries use gRPC's own retry policy (service config), declared only for idempotent methods:
-reads, watches, and writes that carry an idempotency key the server honours.
+on ECS. Retries use gRPC's own retry policy (service config), declared only for the methods whose proto
+says ``option idempotency_level`` (reads, watches, and writes the server deduplicates by themselves).
+Writes that are idempotent only through a caller's ``request_id`` are retried by ``common.retry``.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
+from google.protobuf import descriptor_pb2
+from google.protobuf.descriptor import ServiceDescriptor
 
-# Per service: the methods safe to retry on UNAVAILABLE.
-IDEMPOTENT_METHODS: dict[str, Sequence[str]] = {
-    "tdev.registry.v1.RegistryService": (
-        "GetAgent",
-        "ListAgents",
-        "SearchAgents",
-        "ListAgentVersions",
-        "GetAgentLineage",
-        "RecordExecutions",
-        "RegisterAgent",
-        "UpdateAgentLabels",
-    ),
-    "tdev.workflow.v1.WorkflowService": (
-        "GetWorkflow",
-        "ListWorkflows",
-        "GetExecution",
-        "ListExecutions",
-        "WatchExecution",
-    ),
-    "tdev.builder.v1.BuilderService": ("GetBuild", "ListBuilds", "WatchBuild"),
-    "tdev.evolution.v1.EvolutionService": ("GetEvolution", "ListEvolutions", "WatchEvolution"),
-    "grpc.health.v1.Health": ("Check",),
-}
+_RETRYABLE_LEVELS = (
+    descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS,
+    descriptor_pb2.MethodOptions.IDEMPOTENT,
+)
+
+
+def idempotent_methods(services: Sequence[ServiceDescriptor]) -> dict[str, tuple[str, ...]]:
+    """Per service, the methods whose proto declares ``option idempotency_level`` (safe to retry).
+
+    The contract says which calls may be repeated, so a new RPC is retried exactly when its proto says so,
+    never because someone remembered to add it to a list.
+    """
+    return {
+        service.full_name: tuple(
+            method.name for method in service.methods if method.GetOptions().idempotency_level in _RETRYABLE_LEVELS
+        )
+        for service in services
+    }
+
+
+def _mesh_services() -> list[ServiceDescriptor]:
+    from grpc_health.v1 import health_pb2
+    from tdev.builder.v1 import builder_service_pb2
+    from tdev.evolution.v1 import evolution_service_pb2
+    from tdev.registry.v1 import registry_service_pb2
+    from tdev.workflow.v1 import workflow_service_pb2
+
+    return [
+        registry_service_pb2.DESCRIPTOR.services_by_name["RegistryService"],
+        workflow_service_pb2.DESCRIPTOR.services_by_name["WorkflowService"],
+        builder_service_pb2.DESCRIPTOR.services_by_name["BuilderService"],
+        evolution_service_pb2.DESCRIPTOR.services_by_name["EvolutionService"],
+        health_pb2.DESCRIPTOR.services_by_name["Health"],
+    ]
+
+
+@functools.cache
+def _idempotent_mesh_methods() -> dict[str, tuple[str, ...]]:
+    methods = idempotent_methods(_mesh_services())
+    # grpc.health.v1 predates idempotency options; Check only reads.
+    methods["grpc.health.v1.Health"] = ("Check",)
+    return methods
 
 
 def service_config(max_attempts: int = 4) -> str:
@@ -46,7 +69,7 @@ def service_config(max_attempts: int = 4) -> str:
                 {
                     "name": [
                         {"service": service, "method": method}
-                        for service, methods in IDEMPOTENT_METHODS.items()
+                        for service, methods in _idempotent_mesh_methods().items()
                         for method in methods
                     ],
                     "retryPolicy": {
