@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -14,7 +10,9 @@ from google.protobuf import struct_pb2, timestamp_pb2
 from tdev.registry.v1 import agent_pb2
 from tdev.registry.v1 import registry_service_pb2 as pb2
 
-from common.errors import FieldViolation, InvalidArgument
+from common import paging
+from common.errors import InvalidArgument
+from common.paging import Page
 from registry_svc.domain import (
     AgentVersion,
     Analysis,
@@ -25,7 +23,6 @@ from registry_svc.domain import (
     ListQuery,
     Metrics,
     OrderBy,
-    Page,
     RecordResult,
     RegisterCommand,
     Registration,
@@ -47,43 +44,6 @@ _ORDER_FROM_PB = {
     pb2.ListAgentsRequest.ORDER_BY_EXECUTIONS: OrderBy.EXECUTIONS,
     pb2.ListAgentsRequest.ORDER_BY_RECENT: OrderBy.RECENT,
 }
-
-# ---- page tokens ------------------------------------------------------------------------------------
-
-
-def _fingerprint(parts: Mapping[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def encode_token(query: Mapping[str, Any], after: Any) -> str:
-    """An opaque token: where to continue, bound to the query that produced it."""
-    if after is None:
-        return ""
-    raw = json.dumps({"q": _fingerprint(query), "a": after}, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_token(token: str, query: Mapping[str, Any]) -> Any:
-    """The position a token encodes.
-
-    Raises:
-        InvalidArgument: a malformed token, or one issued for a different query.
-    """
-    if not token:
-        return None
-    try:
-        decoded = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        fingerprint, after = decoded["q"], decoded["a"]
-    except (ValueError, KeyError, TypeError, binascii.Error):
-        raise _bad_token("is malformed") from None
-    if fingerprint != _fingerprint(query):
-        raise _bad_token("was issued for a different query; keep filters and order when paging")
-    return after
-
-
-def _bad_token(problem: str) -> InvalidArgument:
-    return InvalidArgument(f"page_token: {problem}", violations=[FieldViolation("page_token", problem)])
-
 
 # ---- domain -> proto --------------------------------------------------------------------------------
 
@@ -194,20 +154,14 @@ def get_agent_response(value: AgentVersion) -> pb2.GetAgentResponse:
 # ---- ListAgents / ListAgentVersions -----------------------------------------------------------------
 
 
-def _list_fingerprint(request: pb2.ListAgentsRequest) -> dict[str, Any]:
-    return {"n": request.name_contains, "c": request.capability, "s": request.analysis_state,
-            "q": request.min_quality_score, "o": request.order_by}
-
-
 def list_query(request: pb2.ListAgentsRequest) -> ListQuery:
     """ListAgentsRequest -> query, decoding and checking the page token.
 
     Raises:
         InvalidArgument: a bad page token, analysis state or order.
     """
-    after = decode_token(request.page_token, _list_fingerprint(request))
-    if after is not None and not (isinstance(after, list) and len(after) == 2 and isinstance(after[1], str)):
-        raise _bad_token("is malformed")
+    after = paging.decode_token(
+        request, lambda value: isinstance(value, list) and len(value) == 2 and isinstance(value[1], str))
     if request.analysis_state and request.analysis_state not in _STATE_FROM_PB:
         raise InvalidArgument(f"analysis_state: unknown state {request.analysis_state}")
     if request.order_by not in _ORDER_FROM_PB:
@@ -223,11 +177,7 @@ def list_query(request: pb2.ListAgentsRequest) -> ListQuery:
 def list_response(request: pb2.ListAgentsRequest, page: Page[AgentVersion]) -> pb2.ListAgentsResponse:
     """A page -> ListAgentsResponse with a token bound to the request's filters."""
     return pb2.ListAgentsResponse(agents=[agent(a) for a in page.items],
-                                  next_page_token=encode_token(_list_fingerprint(request), page.after))
-
-
-def _versions_fingerprint(request: pb2.ListAgentVersionsRequest) -> dict[str, Any]:
-    return {"i": request.agent_id, "n": request.name}
+                                  next_page_token=paging.encode_token(request, page.after))
 
 
 def versions_after(request: pb2.ListAgentVersionsRequest) -> int | None:
@@ -236,9 +186,7 @@ def versions_after(request: pb2.ListAgentVersionsRequest) -> int | None:
     Raises:
         InvalidArgument: a bad token.
     """
-    after = decode_token(request.page_token, _versions_fingerprint(request))
-    if after is not None and not isinstance(after, int):
-        raise _bad_token("is malformed")
+    after: int | None = paging.decode_token(request, lambda value: isinstance(value, int))
     return after
 
 
@@ -246,7 +194,7 @@ def versions_response(request: pb2.ListAgentVersionsRequest,
                       page: Page[AgentVersion]) -> pb2.ListAgentVersionsResponse:
     """A page of versions -> ListAgentVersionsResponse."""
     return pb2.ListAgentVersionsResponse(versions=[agent(a) for a in page.items],
-                                         next_page_token=encode_token(_versions_fingerprint(request), page.after))
+                                         next_page_token=paging.encode_token(request, page.after))
 
 
 # ---- lineage, search, executions --------------------------------------------------------------------

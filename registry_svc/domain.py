@@ -6,12 +6,10 @@ import enum
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Generic, TypeVar
-
-T = TypeVar("T")
+from typing import Any
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 AGENT_ID_PREFIX = "agent_"
@@ -230,12 +228,6 @@ class ListQuery:
     include_code: bool = True
 
 
-@dataclass(frozen=True)
-class Page(Generic[T]):
-    """One page of results; ``after`` is the position to continue from, None on the last page."""
-
-    items: Sequence[T]
-    after: Any = None
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
+from common.paging import Page
 from registry_svc.domain import (
     AgentIdentity,
     AgentVersion,
@@ -18,7 +19,6 @@ from registry_svc.domain import (
     LabelUpdate,
     ListQuery,
     NewVersion,
-    Page,
     RecordResult,
     SearchCandidate,
     Selector,

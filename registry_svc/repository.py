@@ -15,6 +15,8 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from common import paging
+from common.paging import Page
 from registry_svc.domain import (
     AgentIdentity,
     AgentVersion,
@@ -28,7 +30,6 @@ from registry_svc.domain import (
     Metrics,
     NewVersion,
     OrderBy,
-    Page,
     RecordResult,
     SearchCandidate,
     Selector,
@@ -352,13 +353,10 @@ class SqlRepository:
         statement = statement.order_by(key.desc(), agents.c.agent_id.desc()).limit(query.page_size + 1)
         async with self._engine.connect() as connection:
             rows = (await connection.execute(statement)).all()
-            items = await self._to_domain(connection, rows[: query.page_size])
-        after = None
-        if len(rows) > query.page_size:
-            last = rows[query.page_size - 1]
-            value = last.sort_key
-            after = (value.isoformat() if isinstance(value, datetime) else value, last.agent_id)
-        return Page(items, after)
+            page = paging.take(rows, query.page_size, lambda last: (
+                last.sort_key.isoformat() if isinstance(last.sort_key, datetime) else last.sort_key, last.agent_id))
+            items = await self._to_domain(connection, page.items)
+        return Page(items, page.after)
 
     async def list_versions(self, agent_id: str, page_size: int, after: int | None) -> Page[AgentVersion]:
         """One page of an agent's versions, newest first, without code; ``after`` is a row id."""
@@ -368,8 +366,9 @@ class SqlRepository:
         statement = statement.order_by(versions.c.id.desc()).limit(page_size + 1)
         async with self._engine.connect() as connection:
             rows = (await connection.execute(statement)).all()
-            items = await self._to_domain(connection, rows[:page_size])
-        return Page(items, rows[page_size - 1].id if len(rows) > page_size else None)
+            page = paging.take(rows, page_size, lambda last: last.id)
+            items = await self._to_domain(connection, page.items)
+        return Page(items, page.after)
 
     async def parents_of(self, refs: Sequence[VersionRef]) -> list[tuple[VersionRef, VersionRef]]:
         """(child, parent) edges of ``refs``."""

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 import structlog
 
+from common import paging
 from common.errors import (
     Aborted,
     AlreadyExists,
@@ -20,6 +21,7 @@ from common.errors import (
     NotFound,
     ResourceExhausted,
 )
+from common.paging import Page
 from registry_svc import matching, validation
 from registry_svc.domain import (
     AGENT_ID_PREFIX,
@@ -31,7 +33,6 @@ from registry_svc.domain import (
     LineageEdge,
     ListQuery,
     NewVersion,
-    Page,
     RecordResult,
     RegisterCommand,
     Registration,
@@ -55,7 +56,6 @@ from registry_svc.quality import static_metrics
 
 log = structlog.get_logger(__name__)
 
-DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 50, 500
 DEFAULT_TOP_K, MAX_TOP_K = 10, 100
 DEFAULT_LINEAGE_DEPTH, MAX_LINEAGE_DEPTH = 10, 100
 MAX_RECORDS_PER_CALL = 1000
@@ -79,13 +79,6 @@ def _utcnow() -> datetime:
 
 def _invalid(field: str, problem: str) -> InvalidArgument:
     return InvalidArgument(f"{field}: {problem}", violations=[FieldViolation(field, problem)])
-
-
-def page_size(requested: int, field: str = "page_size") -> int:
-    """AIP-158: 0 means the default, more than the maximum is coerced down, negative is an error."""
-    if requested < 0:
-        raise _invalid(field, f"must not be negative (got {requested})")
-    return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
 
 def new_agent_id() -> str:
@@ -276,7 +269,7 @@ class RegistryService:
         """
         if not 0 <= query.min_quality <= 1:
             raise _invalid("min_quality_score", f"must be in [0, 1] (got {query.min_quality})")
-        return await self._repository.list_agents(replace(query, page_size=page_size(query.page_size)))
+        return await self._repository.list_agents(replace(query, page_size=paging.page_size(query.page_size)))
 
     async def list_versions(self, selector: Selector, size: int, after: int | None) -> Page[AgentVersion]:
         """One page of an agent's versions, newest first.
@@ -286,7 +279,7 @@ class RegistryService:
             NotFound: no such agent.
         """
         identity = await self._identity(selector)
-        return await self._repository.list_versions(identity.agent_id, page_size(size), after)
+        return await self._repository.list_versions(identity.agent_id, paging.page_size(size), after)
 
     async def _identity(self, selector: Selector) -> AgentIdentity:
         self._check_selector(Selector(selector.agent_id, selector.name))

@@ -113,7 +113,8 @@ async def test_list_agents_rejects_tokens_of_another_query_and_bad_arguments(reg
         grpc.StatusCode.INVALID_ARGUMENT,
         "page_token: was issued for a different query; keep filters and order when paging")
     garbage = await rpc_error(registry.stub.ListAgents(pb2.ListAgentsRequest(page_token="garbage")))
-    assert (garbage.code(), garbage.details()) == (grpc.StatusCode.INVALID_ARGUMENT, "page_token: is malformed")
+    assert (garbage.code(), garbage.details()) == (
+        grpc.StatusCode.INVALID_ARGUMENT, "page_token: is malformed; pass a next_page_token exactly as received")
     negative = await rpc_error(registry.stub.ListAgents(pb2.ListAgentsRequest(page_size=-1)))
     assert negative.details() == "page_size: must not be negative (got -1)"
     quality = await rpc_error(registry.stub.ListAgents(pb2.ListAgentsRequest(min_quality_score=1.5)))

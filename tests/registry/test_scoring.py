@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from common.errors import InvalidArgument
-from registry_svc import convert, matching
+from registry_svc import matching
 from registry_svc.quality import cyclomatic_complexity, lint_findings, quality_score, static_metrics
 from registry_svc.repository import p95
 
@@ -70,12 +69,3 @@ def test_p95_uses_nearest_rank() -> None:
     assert p95([float(v) for v in range(1, 101)]) == 95.0
     assert p95([3.0]) == 3.0
     assert p95([]) == 0.0
-
-
-def test_page_token_round_trips_and_is_bound_to_its_query() -> None:
-    token = convert.encode_token({"n": "a"}, [0.5, "agent_x"])
-    assert convert.decode_token(token, {"n": "a"}) == [0.5, "agent_x"]
-    with pytest.raises(InvalidArgument, match="issued for a different query"):
-        convert.decode_token(token, {"n": "b"})
-    with pytest.raises(InvalidArgument, match="page_token: is malformed"):
-        convert.decode_token("not-a-token!", {"n": "a"})
