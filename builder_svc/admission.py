@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import math
 from dataclasses import dataclass
@@ -11,8 +9,6 @@ from dataclasses import dataclass
 from builder_svc.domain import Constraints, RequestedConstraints
 from common.errors import FieldViolation, InvalidArgument
 
-DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 500
 MAX_REQUEST_ID_CHARS = 128
 MAX_SAMPLE_BYTES = 256 * 1024
 Cursor = tuple[float, str]
@@ -93,34 +89,3 @@ def check_build_id(build_id: str) -> None:
     """Raises InvalidArgument for an empty id."""
     if not build_id:
         raise _invalid("build_id", "is required")
-
-
-def page_size(requested: int) -> int:
-    """The effective page size.
-
-    Raises:
-        InvalidArgument: for a negative size.
-    """
-    if requested < 0:
-        raise _invalid("page_size", "must not be negative")
-    return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-
-
-def encode_cursor(create_time: float, build_id: str) -> str:
-    """An opaque page token."""
-    return base64.urlsafe_b64encode(json.dumps([create_time, build_id]).encode()).decode()
-
-
-def decode_cursor(token: str) -> Cursor | None:
-    """The cursor of a page token (None for the first page).
-
-    Raises:
-        InvalidArgument: the token was not issued by this service.
-    """
-    if not token:
-        return None
-    try:
-        create_time, build_id = json.loads(base64.urlsafe_b64decode(token.encode()))
-        return float(create_time), str(build_id)
-    except (ValueError, TypeError, binascii.Error):
-        raise _invalid("page_token", "not issued by this service") from None

@@ -16,6 +16,7 @@ from tdev.workflow.v1 import workflow_pb2 as wf_pb2
 from tdev.workflow.v1 import workflow_service_pb2 as wf_service_pb2
 from tdev.workflow.v1 import workflow_service_pb2_grpc as wf_service_pb2_grpc
 
+from builder_svc.admission import Cursor
 from builder_svc.domain import (
     AgentRegistration,
     AgentSummary,
@@ -36,7 +37,9 @@ from builder_svc.domain import (
     ValidationCase,
     WorkflowDefinition,
 )
+from common import paging
 from common.errors import FieldViolation, InvalidArgument
+from common.paging import Page
 from common.protojson import dict_to_struct as struct
 from common.protojson import struct_to_dict
 
@@ -63,14 +66,20 @@ def start_command(request: pb2.StartBuildRequest | pb2.BuildServiceRequest) -> S
     return StartCommand(request.requirements, _constraints(request.constraints), request.request_id)
 
 
-def list_query(request: pb2.ListBuildsRequest) -> tuple[BuildFilter, int, str]:
-    """Filter, page size and page token of ListBuilds."""
+def list_query(request: pb2.ListBuildsRequest) -> tuple[BuildFilter, int, Cursor | None]:
+    """Filter, page size and the (create time, id) position of ListBuilds.
+
+    Raises:
+        InvalidArgument: an unknown state, a negative page size or a token not issued for this query.
+    """
     try:
         state = BuildState(request.state) if request.state else None
     except ValueError:
         raise InvalidArgument(f"state: unknown build state {request.state}",
                               violations=[FieldViolation("state", f"unknown build state {request.state}")]) from None
-    return BuildFilter(state=state), request.page_size, request.page_token
+    after = paging.decode_token(request, paging.is_keyset)
+    cursor = (float(after[0]), str(after[1])) if after is not None else None
+    return BuildFilter(state=state), paging.page_size(request.page_size), cursor
 
 
 # ---- builder messages ------------------------------------------------------------------------------------
@@ -157,9 +166,10 @@ def cancel_response(build: Build) -> pb2.CancelBuildResponse:
     return pb2.CancelBuildResponse(build=build_message(build))
 
 
-def list_response(page: list[Build], next_token: str) -> pb2.ListBuildsResponse:
-    """ListBuilds' answer."""
-    return pb2.ListBuildsResponse(builds=[build_message(b) for b in page], next_page_token=next_token)
+def list_response(request: pb2.ListBuildsRequest, page: Page[Build]) -> pb2.ListBuildsResponse:
+    """ListBuilds' answer, its next page token bound to the request's filters."""
+    return pb2.ListBuildsResponse(builds=[build_message(b) for b in page.items],
+                                  next_page_token=paging.encode_token(request, page.after))
 
 
 def build_service_response(event: BuildEvent) -> pb2.BuildServiceResponse:

@@ -12,10 +12,13 @@ from typing import Protocol
 import structlog
 
 from builder_svc import admission
+from builder_svc.admission import Cursor
 from builder_svc.domain import BUILD_ID_PREFIX, Build, BuildEvent, BuildFilter, BuildState, StartCommand
 from builder_svc.notifier import EventNotifier
 from builder_svc.ports import Repository
+from common import paging
 from common.errors import InvalidArgument, NotFound
+from common.paging import Page
 
 log = structlog.get_logger(__name__)
 WATCH_BATCH = 500
@@ -90,18 +93,10 @@ class BuilderService:
             raise NotFound(f'build "{build_id}" does not exist')
         return build
 
-    async def list(self, query: BuildFilter, page_size: int, page_token: str) -> tuple[list[Build], str]:
-        """One page of builds, newest first, and the next page's token ("" on the last page).
-
-        Raises:
-            InvalidArgument: negative page size or a token this service did not issue.
-        """
-        size = admission.page_size(page_size)
-        page = await self._repository.list_builds(query, size + 1, admission.decode_cursor(page_token))
-        if len(page) <= size:
-            return page, ""
-        last = page[size - 1]
-        return page[:size], admission.encode_cursor(last.create_time, last.build_id)
+    async def list(self, query: BuildFilter, page_size: int, after: Cursor | None) -> Page[Build]:
+        """One page of builds, newest first, after the (create time, id) position."""
+        rows = await self._repository.list_builds(query, page_size + 1, after)
+        return paging.take(rows, page_size, lambda last: [last.create_time, last.build_id])
 
     async def cancel(self, build_id: str, reason: str) -> Build:
         """Ends a pending or running build as CANCELLED at once; its worker is fenced out and stopped.

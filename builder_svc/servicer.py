@@ -47,9 +47,9 @@ class BuilderServiceServicer(pb2_grpc.BuilderServiceServicer):
         self, request: pb2.ListBuildsRequest, context: grpc.aio.ServicerContext
     ) -> pb2.ListBuildsResponse:
         """Lists builds, newest first."""
-        query, page_size, page_token = convert.list_query(request)
-        page, next_token = await self._service.list(query, page_size, page_token)
-        return convert.list_response(page, next_token)
+        query, page_size, after = convert.list_query(request)
+        page = await self._service.list(query, page_size, after)
+        return convert.list_response(request, page)
 
     async def CancelBuild(
         self, request: pb2.CancelBuildRequest, context: grpc.aio.ServicerContext

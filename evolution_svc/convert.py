@@ -13,7 +13,9 @@ from tdev.registry.v1 import agent_pb2 as registry_agent_pb2
 from tdev.registry.v1 import registry_service_pb2 as registry_pb2
 from tdev.registry.v1 import registry_service_pb2_grpc as registry_pb2_grpc
 
-from common.errors import InvalidArgument
+from common import paging
+from common.errors import FieldViolation, InvalidArgument
+from common.paging import Page
 from common.protojson import dict_to_struct, struct_to_dict
 from evolution_svc.domain import (
     AgentSource,
@@ -29,15 +31,11 @@ from evolution_svc.domain import (
     ListQuery,
     OperatorSet,
     Promotion,
-    RunPage,
     RunState,
     ScoringMode,
     StartRequest,
     StopReason,
 )
-
-DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 500
 
 SCORING_TO_PROTO = {
     ScoringMode.EXACT: evo_pb2.SCORING_MODE_EXACT,
@@ -136,15 +134,17 @@ def list_query(message: pb2.ListEvolutionsRequest) -> ListQuery:
     """ListEvolutions' filters and paging.
 
     Raises:
-        InvalidArgument: a negative page size.
+        InvalidArgument: a negative page size, an unknown state, or a token not issued for this query.
     """
-    if message.page_size < 0:
-        raise InvalidArgument("page_size: must not be negative")
-    size = min(message.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+    size = paging.page_size(message.page_size)
     state = STATE_FROM_PROTO.get(message.state) if message.state else None
     if message.state and state is None:
-        raise InvalidArgument(f"state: unknown value {message.state}")
-    return ListQuery(page_size=size, page_token=message.page_token, agent_id=message.agent_id, state=state)
+        raise InvalidArgument(f"state: unknown value {message.state}",
+                              violations=[FieldViolation("state", f"unknown value {message.state}")])
+    after = paging.decode_token(message, lambda value: isinstance(value, list) and len(value) == 2
+                                and all(isinstance(part, str) for part in value))
+    return ListQuery(page_size=size, after=(after[0], after[1]) if after is not None else None,
+                     agent_id=message.agent_id, state=state)
 
 
 # -- responses --------------------------------------------------------------------------------------------
@@ -226,10 +226,11 @@ def run_to_proto(run: EvolutionRun, *, with_reports: bool = True) -> evo_pb2.Evo
     return message
 
 
-def runs_response(page: RunPage) -> pb2.ListEvolutionsResponse:
+def runs_response(request: pb2.ListEvolutionsRequest, page: Page[EvolutionRun]) -> pb2.ListEvolutionsResponse:
     """One page of ListEvolutions."""
     return pb2.ListEvolutionsResponse(
-        runs=[run_to_proto(run, with_reports=False) for run in page.runs], next_page_token=page.next_page_token
+        runs=[run_to_proto(run, with_reports=False) for run in page.items],
+        next_page_token=paging.encode_token(request, page.after),
     )
 
 

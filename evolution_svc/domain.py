@@ -310,19 +310,11 @@ class EvolutionRun:
 
 
 @dataclass(frozen=True)
-class RunPage:
-    """One page of ListEvolutions."""
-
-    runs: tuple[EvolutionRun, ...]
-    next_page_token: str = ""
-
-
-@dataclass(frozen=True)
 class ListQuery:
     """Filters and paging of ListEvolutions."""
 
     page_size: int = 50
-    page_token: str = ""
+    after: tuple[str, str] | None = None  # (create time ISO 8601, run_id) of the last run of the previous page
     agent_id: str = ""
     state: RunState | None = None
 

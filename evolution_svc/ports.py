@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from common.paging import Page
 from evolution_svc.domain import (
     AgentSource,
     EvaluationLimits,
@@ -19,7 +20,6 @@ from evolution_svc.domain import (
     ListQuery,
     Measurement,
     Promotion,
-    RunPage,
     RunState,
     StopReason,
 )
@@ -188,7 +188,7 @@ class RunRepository(Protocol):
         """A run with its generation reports."""
         ...
 
-    async def list_runs(self, query: ListQuery) -> RunPage:
+    async def list_runs(self, query: ListQuery) -> Page[EvolutionRun]:
         """A page of runs, newest first, without reports or code."""
         ...
 

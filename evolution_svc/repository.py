@@ -7,8 +7,6 @@ sequence numbers have no gaps.
 
 from __future__ import annotations
 
-import base64
-import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -16,14 +14,15 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from common import paging
 from common.db import session_factory
+from common.paging import Page
 from evolution_svc import codec
 from evolution_svc.domain import (
     Event,
     EventType,
     EvolutionRun,
     ListQuery,
-    RunPage,
     RunState,
     StopReason,
 )
@@ -88,20 +87,6 @@ def _run(row: RunRow, *, reports: tuple[Event, ...] = (), include_code: bool = T
     )
 
 
-def _encode_token(row: RunRow) -> str:
-    raw = json.dumps([row.create_time.isoformat(), row.run_id]).encode()
-    return base64.urlsafe_b64encode(raw).decode()
-
-
-def _decode_token(token: str) -> tuple[datetime, str]:
-    """Raises ValueError for a token this service did not make."""
-    try:
-        created, run_id = json.loads(base64.urlsafe_b64decode(token.encode()))
-        return datetime.fromisoformat(created), str(run_id)
-    except (ValueError, TypeError) as error:
-        raise ValueError("page_token is not a token of this service") from error
-
-
 class SqlRunRepository:
     """RunRepository over SQLAlchemy (Postgres or SQLite)."""
 
@@ -161,15 +146,15 @@ class SqlRunRepository:
             reports = tuple(_event(event) for event in events)
         return _run(row, reports=reports, include_code=include_code)
 
-    async def list_runs(self, query: ListQuery) -> RunPage:
-        """Raises ValueError for a malformed page token."""
+    async def list_runs(self, query: ListQuery) -> Page[EvolutionRun]:
+        """A page of runs, newest first, without reports or code, after ``query.after``."""
         statement = sa.select(RunRow).order_by(RunRow.create_time.desc(), RunRow.run_id.desc())
         if query.agent_id:
             statement = statement.where(RunRow.agent_id == query.agent_id)
         if query.state is not None:
             statement = statement.where(RunRow.state == query.state.value)
-        if query.page_token:
-            created, run_id = _decode_token(query.page_token)
+        if query.after is not None:
+            created, run_id = datetime.fromisoformat(query.after[0]), query.after[1]
             statement = statement.where(
                 sa.or_(
                     RunRow.create_time < created,
@@ -178,12 +163,8 @@ class SqlRunRepository:
             )
         async with self._sessions() as session:
             rows = list(await session.scalars(statement.limit(query.page_size + 1)))
-        more = len(rows) > query.page_size
-        rows = rows[: query.page_size]
-        return RunPage(
-            runs=tuple(_run(row, include_code=False) for row in rows),
-            next_page_token=_encode_token(rows[-1]) if more and rows else "",
-        )
+        page = paging.take(rows, query.page_size, lambda last: [last.create_time.isoformat(), last.run_id])
+        return Page([_run(row, include_code=False) for row in page.items], page.after)
 
     async def events_after(self, run_id: str, after_sequence: int, limit: int) -> list[Event]:
         async with self._sessions() as session:

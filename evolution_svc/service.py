@@ -10,6 +10,7 @@ from dataclasses import replace
 import structlog
 
 from common.errors import FailedPrecondition, InvalidArgument, NotFound
+from common.paging import Page
 from evolution_svc.domain import (
     RUN_ID_PREFIX,
     Event,
@@ -17,7 +18,6 @@ from evolution_svc.domain import (
     EvolutionRun,
     ListQuery,
     OperatorSet,
-    RunPage,
     RunState,
     ScoringMode,
     StartRequest,
@@ -130,16 +130,9 @@ class EvolutionService:
             raise NotFound(f'unknown evolution run "{run_id}"')
         return run
 
-    async def list(self, query: ListQuery) -> RunPage:
-        """A page of runs, newest first.
-
-        Raises:
-            InvalidArgument: a page token this service did not make.
-        """
-        try:
-            return await self._repository.list_runs(query)
-        except ValueError as error:
-            raise InvalidArgument(f"page_token: {error}") from error
+    async def list(self, query: ListQuery) -> Page[EvolutionRun]:
+        """A page of runs, newest first."""
+        return await self._repository.list_runs(query)
 
     async def cancel(self, run_id: str, reason: str) -> EvolutionRun:
         """Cancels an unfinished run; its worker stops at once (or at its next write on another replica).

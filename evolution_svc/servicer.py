@@ -44,7 +44,7 @@ class EvolutionServiceServicer(pb2_grpc.EvolutionServiceServicer):
     ) -> pb2.ListEvolutionsResponse:
         """Answers ListEvolutions."""
         page = await self._service.list(convert.list_query(request))
-        return convert.runs_response(page)
+        return convert.runs_response(request, page)
 
     async def CancelEvolution(
         self, request: pb2.CancelEvolutionRequest, context: grpc.aio.ServicerContext

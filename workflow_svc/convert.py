@@ -17,7 +17,9 @@ from tdev.registry.v1 import registry_service_pb2_grpc as registry_pb2_grpc
 from tdev.workflow.v1 import workflow_pb2 as wf_pb2
 from tdev.workflow.v1 import workflow_service_pb2 as pb2
 
+from common import paging
 from common.errors import InvalidArgument
+from common.paging import Page
 from common.protojson import dict_to_struct, struct_to_dict
 from workflow_svc.domain import (
     AgentInfo,
@@ -32,12 +34,12 @@ from workflow_svc.domain import (
     NodeRun,
     NodeSpec,
     OutcomeRecord,
-    Page,
     RetryPolicy,
     StartRequest,
     Workflow,
     WorkflowSpec,
 )
+from workflow_svc.ports import Cursor
 
 
 # -- JSON values ------------------------------------------------------------------------------------------
@@ -145,10 +147,20 @@ def workflow_from_json(text: str) -> wf_pb2.Workflow:
         raise InvalidArgument(f"not a workflow definition: {error}") from error
 
 
-def workflows_response(page: Page[Workflow]) -> pb2.ListWorkflowsResponse:
-    """ListWorkflows' answer."""
+def page_of(request: pb2.ListWorkflowsRequest | pb2.ListExecutionsRequest) -> tuple[int, Cursor | None]:
+    """The page size and the (create time, id) position a List request asks for.
+
+    Raises:
+        InvalidArgument: a negative page size, or a token not issued for this query.
+    """
+    after = paging.decode_token(request, paging.is_keyset)
+    return paging.page_size(request.page_size), (float(after[0]), str(after[1])) if after is not None else None
+
+
+def workflows_response(request: pb2.ListWorkflowsRequest, page: Page[Workflow]) -> pb2.ListWorkflowsResponse:
+    """ListWorkflows' answer, its next page token bound to the request's filters."""
     return pb2.ListWorkflowsResponse(
-        workflows=[workflow_to_proto(w) for w in page.items], next_page_token=page.next_page_token
+        workflows=[workflow_to_proto(w) for w in page.items], next_page_token=paging.encode_token(request, page.after)
     )
 
 
@@ -213,10 +225,10 @@ def execution_to_proto(execution: Execution) -> wf_pb2.Execution:
     )
 
 
-def executions_response(page: Page[Execution]) -> pb2.ListExecutionsResponse:
-    """ListExecutions' answer."""
+def executions_response(request: pb2.ListExecutionsRequest, page: Page[Execution]) -> pb2.ListExecutionsResponse:
+    """ListExecutions' answer, its next page token bound to the request's filters."""
     return pb2.ListExecutionsResponse(
-        executions=[execution_to_proto(e) for e in page.items], next_page_token=page.next_page_token
+        executions=[execution_to_proto(e) for e in page.items], next_page_token=paging.encode_token(request, page.after)
     )
 
 

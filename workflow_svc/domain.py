@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 JsonObject = dict[str, Any]
-T = TypeVar("T")
 
 
 class FailurePolicy(enum.IntEnum):
@@ -252,14 +251,6 @@ class Execution:
     nodes: tuple[NodeRun, ...] = ()
     cancel_requested: bool = False
     request_id: str = ""
-
-
-@dataclass(frozen=True)
-class Page(Generic[T]):
-    """One page of results and the token of the next."""
-
-    items: list[T]
-    next_page_token: str = ""
 
 
 @dataclass(frozen=True)

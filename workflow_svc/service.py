@@ -11,7 +11,9 @@ from dataclasses import dataclass, replace
 
 import structlog
 
+from common import paging
 from common.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound, Unavailable
+from common.paging import Page
 from workflow_svc import refs, validation
 from workflow_svc.bus import EventBus
 from workflow_svc.domain import (
@@ -23,15 +25,13 @@ from workflow_svc.domain import (
     ExecutionState,
     FailurePolicy,
     NodeRun,
-    Page,
     StartRequest,
     Workflow,
     WorkflowSpec,
 )
 from workflow_svc.engine import Engine
-from workflow_svc.paging import Cursor, encode_cursor
 from workflow_svc.planning import plan
-from workflow_svc.ports import AgentNotFound, Registry, Repository
+from workflow_svc.ports import AgentNotFound, Cursor, Registry, Repository
 
 log = structlog.get_logger(__name__)
 EVENT_PAGE = 1000
@@ -136,12 +136,8 @@ class WorkflowService:
 
     async def list_workflows(self, page_size: int, after: Cursor | None, name_contains: str) -> Page[Workflow]:
         """One page of workflows, newest first."""
-        items = await self._repo.list_workflows(page_size + 1, after, name_contains)
-        token = ""
-        if len(items) > page_size:
-            items = items[:page_size]
-            token = encode_cursor(items[-1].create_time, items[-1].workflow_id)
-        return Page(items, token)
+        rows = await self._repo.list_workflows(page_size + 1, after, name_contains)
+        return paging.take(rows, page_size, lambda last: [last.create_time, last.workflow_id])
 
     # -- executions ------------------------------------------------------------------------------------------
     async def start_execution(self, request: StartRequest) -> Execution:
@@ -270,12 +266,8 @@ class WorkflowService:
 
     async def list_executions(self, query: ExecutionFilter, page_size: int, after: Cursor | None) -> Page[Execution]:
         """One page of executions, newest first, without node runs."""
-        items = await self._repo.list_executions(query, page_size + 1, after)
-        token = ""
-        if len(items) > page_size:
-            items = items[:page_size]
-            token = encode_cursor(items[-1].create_time, items[-1].execution_id)
-        return Page(items, token)
+        rows = await self._repo.list_executions(query, page_size + 1, after)
+        return paging.take(rows, page_size, lambda last: [last.create_time, last.execution_id])
 
     async def cancel(self, execution_id: str, reason: str) -> Execution:
         """Cancels an execution wherever it runs and waits (briefly) until it has stopped.

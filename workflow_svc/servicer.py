@@ -8,7 +8,7 @@ import grpc
 from tdev.workflow.v1 import workflow_service_pb2 as pb2
 from tdev.workflow.v1 import workflow_service_pb2_grpc as pb2_grpc
 
-from workflow_svc import convert, paging
+from workflow_svc import convert
 from workflow_svc.service import WorkflowService
 
 
@@ -37,9 +37,9 @@ class WorkflowServiceServicer(pb2_grpc.WorkflowServiceServicer):
         self, request: pb2.ListWorkflowsRequest, context: grpc.aio.ServicerContext
     ) -> pb2.ListWorkflowsResponse:
         """Lists workflows, newest first."""
-        size, after = paging.page_size(request.page_size), paging.decode_cursor(request.page_token)
+        size, after = convert.page_of(request)
         page = await self._service.list_workflows(size, after, request.name_contains)
-        return convert.workflows_response(page)
+        return convert.workflows_response(request, page)
 
     async def ExecuteWorkflow(
         self, request: pb2.ExecuteWorkflowRequest, context: grpc.aio.ServicerContext
@@ -73,9 +73,9 @@ class WorkflowServiceServicer(pb2_grpc.WorkflowServiceServicer):
         self, request: pb2.ListExecutionsRequest, context: grpc.aio.ServicerContext
     ) -> pb2.ListExecutionsResponse:
         """Lists executions, newest first."""
-        size, after = paging.page_size(request.page_size), paging.decode_cursor(request.page_token)
+        size, after = convert.page_of(request)
         page = await self._service.list_executions(convert.execution_filter(request), size, after)
-        return convert.executions_response(page)
+        return convert.executions_response(request, page)
 
     async def CancelExecution(
         self, request: pb2.CancelExecutionRequest, context: grpc.aio.ServicerContext

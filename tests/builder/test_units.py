@@ -49,13 +49,18 @@ def test_constraints_get_defaults_and_every_problem_is_reported() -> None:
         "constraints.sample_inputs"]
 
 
-def test_page_tokens_round_trip_and_foreign_tokens_are_rejected() -> None:
-    token = admission.encode_cursor(1700000000.25, "build_abc")
-    assert admission.decode_cursor(token) == (1700000000.25, "build_abc")
-    assert admission.decode_cursor("") is None
+def test_list_builds_tokens_round_trip_and_foreign_tokens_are_rejected() -> None:
+    from tdev.builder.v1 import builder_service_pb2 as pb2
+
+    from builder_svc import convert
+    from common import paging
+
+    request = pb2.ListBuildsRequest(page_size=900)
+    token = paging.encode_token(request, [1700000000.25, "build_abc"])
+    assert convert.list_query(pb2.ListBuildsRequest(page_token=token))[1:] == (50, (1700000000.25, "build_abc"))
+    assert convert.list_query(request)[1:] == (500, None)
     with pytest.raises(InvalidArgument):
-        admission.decode_cursor("nope")
-    assert admission.page_size(0) == 50 and admission.page_size(900) == 500
+        convert.list_query(pb2.ListBuildsRequest(page_token="nope"))
 
 
 def _spec(spec_id: str, inputs: dict[str, str], depends_on: list[str] | None = None, **extra: Any) -> dict[str, Any]:
