@@ -1,53 +1,32 @@
-"""The execution engine: leases executions, runs their nodes in the sandbox, stores every change.
+"""The execution engine of one replica: the parts that lease executions and the runs they drive.
 
-One :class:`Engine` per replica claims executions (its own new ones at once, unowned or expired ones
-by polling), keeps its leases alive and reports node outcomes to the registry from a durable outbox.
-One :class:`Run` per execution drives the scheduler: a node starts as soon as its dependencies have
-succeeded and a slot is free. Each tick's changes (events, node rows, outbox records) go to a
-write-behind writer that commits them in order, one fenced transaction per flush; events reach
-watchers only after their commit. The stored state is therefore always a prefix of the run's history,
-which is what a restarted replica resumes from: finished nodes keep their outputs, nodes that were
-running start again (nodes are at-least-once).
+:class:`Engine` composes a :class:`~workflow_svc.claimer.Claimer` (leases executions nobody holds: this
+replica's own new ones at once, unowned or expired ones by polling), a
+:class:`~workflow_svc.lease_keeper.LeaseKeeper` (keeps the leases of running executions alive), a
+:class:`~workflow_svc.reporter.Reporter` (sends node outcomes to the registry from the durable outbox) and the
+:class:`~workflow_svc.agent_cache.AgentCache`; each execution is a :class:`~workflow_svc.run.Run`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
-import time
-from collections import OrderedDict, deque
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
-from common.errors import DomainError
-from workflow_svc import refs
+from workflow_svc.agent_cache import AgentCache, WorkflowCache
 from workflow_svc.bus import EventBus
-from workflow_svc.domain import (
-    AgentInfo,
-    AgentRef,
-    AttemptResult,
-    Batch,
-    Claim,
-    ErrorInfo,
-    Event,
-    EventType,
-    ExecutionState,
-    ExecutionUpdate,
-    FailurePolicy,
-    JsonObject,
-    NodeRun,
-    NodeSpec,
-    NodeState,
-    OutcomeRecord,
-    Workflow,
-)
-from workflow_svc.ports import AgentNotFound, AgentRunner, LeaseLost, Registry, Repository
-from workflow_svc.scheduler import Scheduler
+from workflow_svc.claimer import Claimer
+from workflow_svc.domain import AgentInfo, Claim, NodeSpec, Workflow
+from workflow_svc.lease_keeper import LeaseKeeper
+from workflow_svc.ports import AgentRunner, Registry, Repository
+from workflow_svc.reporter import Reporter
+from workflow_svc.run import Run, backoff_seconds
+
+__all__ = ["Engine", "EngineSettings", "backoff_seconds"]
 
 log = structlog.get_logger(__name__)
 
@@ -70,499 +49,6 @@ class EngineSettings:
     flush_interval_seconds: float = 0.01
 
 
-def backoff_seconds(node: NodeSpec, failures: int, rng: random.Random) -> float:
-    """Exponential backoff with jitter: base * multiplier^(failures-1), capped, times [0.5, 1)."""
-    policy = node.retry_policy
-    base = min(policy.ceiling, policy.initial * policy.multiplier ** max(failures - 1, 0))
-    return base * (0.5 + rng.random() / 2)
-
-
-def _json_size(value: Any) -> int:
-    return len(json.dumps(value, separators=(",", ":"), default=str))
-
-
-class Writer:
-    """Commits a run's batches in order, merging whatever piles up while a commit is in flight.
-
-    Commits start at most every ``flush_interval_seconds`` (group commit): the first change after a
-    quiet spell is written at once, a busy run's changes are merged into fewer, larger transactions.
-    The last batch of a run is written without waiting.
-    """
-
-    def __init__(self, run: Run) -> None:
-        self._run = run
-        self._last_start = 0.0
-        self._queued: Batch | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    def submit(self, batch: Batch) -> None:
-        """Queues a batch; never waits."""
-        if batch.empty:
-            return
-        if self._queued is None:
-            self._queued = batch
-        else:
-            self._queued.merge(batch)
-        if self._task is None or self._task.done():
-            self._idle.clear()
-            self._task = asyncio.create_task(self._flush())
-
-    async def drain(self) -> None:
-        """Waits until everything submitted is committed (or the lease is lost)."""
-        await self._idle.wait()
-
-    async def _flush(self) -> None:
-        run = self._run
-        engine = run.engine
-        delay = 0.05
-        interval = engine.settings.flush_interval_seconds
-        try:
-            while self._queued is not None:
-                pause = self._last_start + interval - time.monotonic()
-                if pause > 0 and not self._queued.release:
-                    await asyncio.sleep(pause)
-                batch, self._queued = self._queued, None
-                self._last_start = time.monotonic()
-                while True:
-                    try:
-                        await engine.repo.write(run.claim, batch, time.time(), engine.settings.lease_seconds)
-                        break
-                    except LeaseLost:
-                        run.lease_lost()
-                        return
-                    except Exception as error:
-                        if run.aborted:
-                            return
-                        # Storage trouble: keep the batch (and what piles up behind it) and retry; if the
-                        # lease expires meanwhile, the fenced write is rejected and the run stops.
-                        log.warning("batch_write_failed", execution_id=run.execution_id, error=str(error))
-                        await asyncio.sleep(delay)
-                        delay = min(delay * 2, 2.0)
-                        if self._queued is not None:
-                            batch.merge(self._queued)
-                            self._queued = None
-                delay = 0.05
-                if batch.events:
-                    await engine.bus.published(run.execution_id, batch.events)
-        finally:
-            self._queued = None if run.aborted else self._queued
-            if self._queued is None:
-                self._idle.set()
-
-
-class Run:
-    """Drives one execution on this replica while it holds the lease."""
-
-    def __init__(self, engine: Engine, claim: Claim) -> None:
-        self.engine = engine
-        self.claim = claim
-        self.execution_id = claim.execution_id
-        self.writer = Writer(self)
-        self.aborted = False
-        self._wake = asyncio.Event()
-        self._done: deque[tuple[str, int, AttemptResult | None]] = deque()
-        self._due: deque[str] = deque()
-        self._tasks: dict[str, asyncio.Task[AttemptResult]] = {}
-        self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._cancel_reason: str | None = None
-        self._batch = Batch()
-        self._seq = 0
-        self._cancelled_tasks: list[asyncio.Task[AttemptResult]] = []
-        self.task: asyncio.Task[None] | None = None
-
-    # -- signals from outside ----------------------------------------------------------------------------------
-    def request_cancel(self, reason: str) -> None:
-        """Cancels the execution at the next tick."""
-        if self._cancel_reason is None:
-            self._cancel_reason = reason or "cancelled"
-            self._wake.set()
-
-    def lease_lost(self) -> None:
-        """Another worker owns the execution now: stop at once, write nothing more."""
-        if not self.aborted:
-            log.warning("lease_lost", execution_id=self.execution_id, worker_id=self.claim.owner)
-        self.abort()
-
-    def abort(self) -> None:
-        """Stops the run without writing (shutdown, lost lease)."""
-        self.aborted = True
-        self._wake.set()
-
-    # -- the loop -------------------------------------------------------------------------------------------
-    async def run(self) -> None:
-        try:
-            await self._run()
-        except asyncio.CancelledError:
-            self.aborted = True
-        except Exception:
-            log.exception("run_crashed", execution_id=self.execution_id)
-            self.aborted = True
-        finally:
-            for task in self._tasks.values():
-                task.cancel()
-            for timer in self._timers.values():
-                timer.cancel()
-            if self._tasks:
-                await asyncio.gather(*self._tasks.values(), return_exceptions=True)
-            self.engine.forget(self)
-
-    async def _run(self) -> None:
-        engine = self.engine
-        execution = await engine.repo.get_execution(self.execution_id)
-        if execution is None or execution.state.terminal:
-            return
-        workflow = await engine.workflow(execution.workflow_id)
-        self.execution = execution
-        self.workflow = workflow
-        self.nodes = workflow.nodes_by_id
-        self._seq = execution.last_sequence
-        stored = {run.node_id: run for run in execution.nodes}
-        self.runs: dict[str, NodeRun] = {
-            node_id: stored.get(node_id, NodeRun(node_id=node_id)) for node_id in self.nodes
-        }
-        self.outputs: dict[str, JsonObject] = {
-            node_id: run.output or {} for node_id, run in self.runs.items() if run.state == NodeState.SUCCEEDED
-        }
-        spec = workflow.spec
-        policy = execution.failure_policy
-        self.scheduler = Scheduler(spec.nodes, workflow.plan.priorities, policy)
-        self.scheduler.restore({node_id: run.state for node_id, run in self.runs.items()})
-        self.limit = spec.max_concurrency or engine.settings.default_concurrency
-        now = time.time()
-        self.start_time = execution.start_time or now
-        resumed = execution.last_sequence > 0
-        worker = engine.settings.worker_id
-        if resumed:
-            self._emit(EventType.EXECUTION_RESUMED, message=f"resumed by worker {worker}")
-            # Nodes that were running when the previous owner stopped start again (at-least-once).
-            for node_id, run in self.runs.items():
-                if not run.state.terminal and run.state != NodeState.PENDING:
-                    self._set(node_id, state=NodeState.PENDING)
-        else:
-            self._emit(EventType.EXECUTION_STARTED, message=f"started by worker {worker}")
-        self._batch.execution = ExecutionUpdate(state=ExecutionState.RUNNING, start_time=self.start_time)
-        if execution.cancel_requested:
-            self._cancel_reason = await engine.cancel_reason(self.execution_id)
-        for node_id in self.scheduler.settle_restored():
-            self._skip(node_id, "a dependency failed")
-        for node_id in self.scheduler.initial():
-            self._scheduled(node_id)
-        engine.prefetch(self.nodes.values())
-        while not self.aborted:
-            if self._cancel_reason is not None:
-                await self._stop_all(self._cancel_reason)
-                await self._finish(now=time.time())
-                return
-            self._start_ready()
-            if self.scheduler.done and not self._tasks:
-                await self._finish(now=time.time())
-                return
-            self._flush()
-            await self._wake.wait()
-            self._wake.clear()
-            self._tick()
-        await self.writer.drain()
-
-    def _tick(self) -> None:
-        while self._done:
-            node_id, attempt, result = self._done.popleft()
-            if self.scheduler.state[node_id] != NodeState.RUNNING or self.runs[node_id].attempt != attempt:
-                continue  # cancelled meanwhile
-            if result is None:
-                result = AttemptResult(ok=False, error=ErrorInfo("cancelled", "the attempt was cancelled"))
-            if result.ok:
-                self._succeeded(node_id, result)
-            else:
-                self._failed(node_id, result)
-        while self._due:
-            node_id = self._due.popleft()
-            self._timers.pop(node_id, None)
-            if self.scheduler.state[node_id] == NodeState.RETRYING:
-                self.scheduler.retry_due(node_id)
-                self._scheduled(node_id)
-
-    def _flush(self) -> None:
-        if not self._batch.empty:
-            self.writer.submit(self._batch)
-            self._batch = Batch()
-
-    # -- events and node rows -------------------------------------------------------------------------------
-    def _emit(self, type_: EventType, **fields: Any) -> Event:
-        self._seq += 1
-        event = Event(
-            execution_id=self.execution_id,
-            sequence=self._seq,
-            type=type_,
-            time=time.time(),
-            worker_id=self.claim.owner,
-            **fields,
-        )
-        self._batch.events.append(event)
-        return event
-
-    def _set(self, node_id: str, **changes: Any) -> NodeRun:
-        # A new frozen snapshot per change: a queued batch keeps the state it was given.
-        run = NodeRun(**{**self.runs[node_id].__dict__, **changes})
-        self.runs[node_id] = run
-        self._batch.nodes[node_id] = run
-        return run
-
-    def _scheduled(self, node_id: str) -> None:
-        run = self.runs[node_id]
-        self._set(node_id, state=NodeState.SCHEDULED)
-        self._emit(EventType.NODE_SCHEDULED, node_id=node_id, attempt=run.attempt + 1)
-
-    def _skip(self, node_id: str, why: str) -> None:
-        self._set(node_id, state=NodeState.SKIPPED, end_time=time.time())
-        self._emit(EventType.NODE_SKIPPED, node_id=node_id, message=why)
-
-    # -- node attempts ----------------------------------------------------------------------------------------
-    def _start_ready(self) -> None:
-        free = self.limit - len(self._tasks)
-        if free <= 0 or not self.scheduler.has_ready:
-            return
-        for node_id in self.scheduler.pop_ready(free):
-            attempt = self.runs[node_id].attempt + 1
-            now = time.time()
-            self._set(node_id, state=NodeState.RUNNING, attempt=attempt, start_time=now, end_time=None)
-            self._emit(EventType.NODE_STARTED, node_id=node_id, attempt=attempt)
-            task = asyncio.create_task(self._attempt_and_report(node_id, attempt))
-            self._tasks[node_id] = task
-            task.add_done_callback(self._attempt_done(node_id, attempt))
-
-    async def _attempt_and_report(self, node_id: str, attempt: int) -> AttemptResult:
-        try:
-            result = await self._attempt(node_id, attempt)
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:  # a bug, not an agent failure: fail the attempt, keep the run going
-            log.exception("attempt_crashed", execution_id=self.execution_id, node_id=node_id)
-            result = AttemptResult(ok=False, error=ErrorInfo("internal", str(error), node_id=node_id))
-        if self._tasks.get(node_id) is asyncio.current_task():
-            del self._tasks[node_id]
-        self._done.append((node_id, attempt, result))
-        if not self.aborted and self._cancel_reason is None:
-            # On the critical path: handle the result and start what it unblocked right here, without
-            # the extra event-loop hops of waking the run's loop first.
-            self._tick()
-            self._start_ready()
-            self._flush()
-        self._wake.set()
-        return result
-
-    def _attempt_done(self, node_id: str, attempt: int) -> Callable[[asyncio.Task[AttemptResult]], None]:
-        def done(task: asyncio.Task[AttemptResult]) -> None:
-            if not task.cancelled():
-                return  # reported by the task itself
-            if self._tasks.get(node_id) is task:
-                del self._tasks[node_id]
-            self._done.append((node_id, attempt, None))
-            self._wake.set()
-
-        return done
-
-    async def _attempt(self, node_id: str, attempt: int) -> AttemptResult:
-        node = self.nodes[node_id]
-        engine = self.engine
-        try:
-            agent = await engine.agent(node)
-        except AgentNotFound as error:
-            return AttemptResult(ok=False, error=ErrorInfo("agent_not_found", str(error), node_id=node_id))
-        except DomainError as error:
-            return AttemptResult(ok=False, error=ErrorInfo("registry_unavailable", error.message, node_id=node_id))
-        try:
-            inputs = refs.resolve(
-                node.inputs,
-                self.execution.inputs,
-                self.outputs,
-                {
-                    "attempt": attempt,
-                    "execution_id": self.execution_id,
-                    "node_id": node_id,
-                    "workflow_id": self.workflow.workflow_id,
-                },
-            ) if node.inputs else {}
-        except refs.RefError as error:
-            return AttemptResult(
-                ok=False, error=ErrorInfo("ref_error", str(error), node_id=node_id), retryable=False
-            )
-        timeout = node.timeout_seconds or engine.settings.default_timeout_seconds
-        result = await engine.runner.run(agent.code, inputs, timeout, node.required_resources)
-        if result.error is not None and not result.error.node_id:
-            result = replace(result, error=replace(result.error, node_id=node_id))
-        return result
-
-    def _succeeded(self, node_id: str, result: AttemptResult) -> None:
-        now = time.time()
-        output = result.output or {}
-        self.outputs[node_id] = output
-        run = self.runs[node_id]
-        large = self.engine.settings.inline_output_bytes < _json_size(output)
-        ref = f"outputs/{self.execution_id}/{node_id}" if large else ""
-        self._set(
-            node_id,
-            state=NodeState.SUCCEEDED,
-            output=output,
-            output_ref=ref,
-            error=None,
-            end_time=now,
-            duration_ms=result.duration_ms,
-            agent_version=self.nodes[node_id].agent_version,
-        )
-        self._emit(
-            EventType.NODE_SUCCEEDED,
-            node_id=node_id,
-            attempt=run.attempt,
-            duration_ms=result.duration_ms,
-            output=None if large else output,
-            output_ref=ref,
-        )
-        self._record(node_id, run.attempt, True, result.duration_ms, now, "")
-        for child in self.scheduler.succeeded(node_id):
-            self._scheduled(child)
-
-    def _failed(self, node_id: str, result: AttemptResult) -> None:
-        now = time.time()
-        node = self.nodes[node_id]
-        run = self.runs[node_id]
-        failures = run.failures + 1
-        error = result.error or ErrorInfo("error", "the attempt failed", node_id=node_id)
-        self._record(node_id, run.attempt, False, result.duration_ms, now, error.type)
-        common = {"failures": failures, "error": error, "end_time": now, "duration_ms": result.duration_ms}
-        if result.retryable and failures <= node.retry_policy.max_retries and self._cancel_reason is None:
-            delay = backoff_seconds(node, failures, self.engine.rng)
-            self.scheduler.retrying(node_id)
-            self._set(node_id, state=NodeState.RETRYING, **common)
-            self._emit(
-                EventType.NODE_RETRYING,
-                node_id=node_id,
-                attempt=run.attempt,
-                duration_ms=result.duration_ms,
-                error=error,
-                backoff_seconds=delay,
-                message=f"attempt {run.attempt} failed ({error.type}); retry {failures} of "
-                f"{node.retry_policy.max_retries} in {delay:.3f}s",
-            )
-            self._timers[node_id] = asyncio.get_running_loop().call_later(delay, self._retry_due, node_id)
-            return
-        self._set(node_id, state=NodeState.FAILED, **common)
-        self._emit(
-            EventType.NODE_FAILED,
-            node_id=node_id,
-            attempt=run.attempt,
-            duration_ms=result.duration_ms,
-            error=error,
-            message=f"failed for good after {run.attempt} attempt(s)",
-        )
-        cancel, skip = self.scheduler.failed_for_good(node_id)
-        why = f'fail-fast: node "{node_id}" failed'
-        if self.scheduler.policy != FailurePolicy.FAIL_FAST:
-            why = f'dependency "{node_id}" failed'
-        self._cancel_nodes(cancel, why)
-        for other in skip:
-            self._skip(other, why)
-
-    def _retry_due(self, node_id: str) -> None:
-        self._due.append(node_id)
-        self._wake.set()
-
-    def _record(self, node_id: str, attempt: int, success: bool, duration_ms: float, now: float, error: str) -> None:
-        node = self.nodes[node_id]
-        self._batch.outbox.append(
-            OutcomeRecord(
-                record_id=f"{self.execution_id}/{node_id}/{attempt}",
-                agent_id=node.agent_id,
-                version=node.agent_version,
-                success=success,
-                duration_ms=duration_ms,
-                finish_time=now,
-                error_type=error,
-            )
-        )
-
-    def _cancel_nodes(self, node_ids: list[str], why: str) -> None:
-        now = time.time()
-        for node_id in node_ids:
-            task = self._tasks.pop(node_id, None)
-            if task is not None:
-                task.cancel()
-                self._cancelled_tasks.append(task)
-            timer = self._timers.pop(node_id, None)
-            if timer is not None:
-                timer.cancel()
-            run = self.runs[node_id]
-            self._set(node_id, state=NodeState.CANCELLED, end_time=now)
-            self._emit(EventType.NODE_CANCELLED, node_id=node_id, attempt=run.attempt, message=why)
-
-    async def _stop_all(self, reason: str) -> None:
-        cancel, skip = self.scheduler.stop(NodeState.SKIPPED)
-        self._cancel_nodes(cancel, f"execution cancelled: {reason}")
-        for node_id in skip:
-            self._skip(node_id, f"execution cancelled: {reason}")
-
-    # -- the end --------------------------------------------------------------------------------------------
-    async def _finish(self, now: float) -> None:
-        # Sandboxes of cancelled attempts are stopped before the end is announced.
-        pending = [task for task in self._cancelled_tasks if not task.done()]
-        if pending:
-            await asyncio.wait(pending, timeout=2.0)
-        duration_ms = (now - self.start_time) * 1000
-        update = ExecutionUpdate(end_time=now)
-        if self._cancel_reason is not None:
-            update.state = ExecutionState.CANCELLED
-            update.error = ErrorInfo("cancelled", self._cancel_reason)
-            self._emit(EventType.EXECUTION_CANCELLED, duration_ms=duration_ms, error=update.error,
-                       message=self._cancel_reason)
-        elif self.scheduler.failed:
-            first = self.scheduler.failed[0]
-            cause = self.runs[first].error or ErrorInfo("error", "failed")
-            names = ", ".join(f'"{n}"' for n in self.scheduler.failed)
-            update.state = ExecutionState.FAILED
-            update.error = ErrorInfo(cause.type, f"node {names} failed: {cause.message}", cause.traceback, first)
-            self._emit(EventType.EXECUTION_FAILED, duration_ms=duration_ms, error=update.error,
-                       message=update.error.message)
-        else:
-            try:
-                outputs = self._outputs()
-            except refs.RefError as error:
-                update.state = ExecutionState.FAILED
-                update.error = ErrorInfo("output_error", str(error))
-                self._emit(EventType.EXECUTION_FAILED, duration_ms=duration_ms, error=update.error,
-                           message=update.error.message)
-            else:
-                update.state = ExecutionState.SUCCEEDED
-                update.outputs = outputs
-                large = self.engine.settings.inline_output_bytes < _json_size(outputs)
-                self._emit(
-                    EventType.EXECUTION_SUCCEEDED,
-                    duration_ms=duration_ms,
-                    output=None if large else outputs,
-                    output_ref=f"outputs/{self.execution_id}" if large else "",
-                )
-        self._batch.execution = update if self._batch.execution is None else self._merge_update(update)
-        self._batch.release = True
-        self._flush()
-        await self.writer.drain()
-
-    def _merge_update(self, update: ExecutionUpdate) -> ExecutionUpdate:
-        batch = Batch(execution=self._batch.execution)
-        batch.merge(Batch(execution=update))
-        assert batch.execution is not None
-        return batch.execution
-
-    def _outputs(self) -> JsonObject:
-        mapping = self.workflow.spec.outputs
-        if not mapping:
-            return {node_id: self.outputs.get(node_id, {}) for node_id in self.scheduler.sinks()}
-        context: dict[str, Any] = {}
-        return {
-            name: refs.resolve({"$ref": text}, self.execution.inputs, self.outputs, context)
-            for name, text in mapping.items()
-        }
-
-
 class Engine:
     """Runs the executions this replica leases."""
 
@@ -580,22 +66,27 @@ class Engine:
         self.runner = runner
         self.bus = bus
         self.rng = random.Random()
-        self._workflows: dict[str, Workflow] = {}
-        self._agents: OrderedDict[tuple[str, str], asyncio.Future[AgentInfo]] = OrderedDict()
         self.runs: dict[str, Run] = {}
-        self._loops: list[asyncio.Task[None]] = []
-        self._claim_wake = asyncio.Event()
         self._closing = False
+        self._agents = AgentCache(registry, settings.agent_cache_size)
+        self._workflows = WorkflowCache(repo)
+        self._claimer = Claimer(
+            repo, settings.worker_id, settings.lease_seconds, settings.claim_interval_seconds,
+            reclaim_own=settings.reclaim_own, running=self.runs, free_slots=self._free_slots, adopt=self.adopt,
+        )
+        self._lease_keeper = LeaseKeeper(repo, settings.lease_seconds, running=self.runs)
+        self._reporter = Reporter(repo, registry, settings.report_interval_seconds, settings.report_batch_size)
+        self._loops: list[asyncio.Task[None]] = []
         bus.on_cancel = self.cancel
-        bus.on_work = self._claim_wake.set
+        bus.on_work = self._claimer.wake
 
     # -- lifecycle ------------------------------------------------------------------------------------------
     async def start(self) -> None:
         """Starts the claim, lease and report loops."""
         self._loops = [
-            asyncio.create_task(self._claim_loop(), name="workflow-claim"),
-            asyncio.create_task(self._lease_loop(), name="workflow-lease"),
-            asyncio.create_task(self._report_loop(), name="workflow-report"),
+            asyncio.create_task(self._claimer.loop(), name="workflow-claim"),
+            asyncio.create_task(self._lease_keeper.loop(), name="workflow-lease"),
+            asyncio.create_task(self._reporter.loop(), name="workflow-report"),
         ]
 
     async def close(self) -> None:
@@ -623,22 +114,12 @@ class Engine:
         """True when this replica may take another execution now."""
         return not self._closing and len(self.runs) < self.settings.max_active_executions
 
-    async def claim(self, limit: int, *, execution_id: str | None = None, reclaim_own: bool = False) -> list[Claim]:
-        """Leases up to ``limit`` executions nobody holds (or whose holder's lease expired) and runs them.
+    def _free_slots(self) -> int:
+        return 0 if self._closing else self.settings.max_active_executions - len(self.runs)
 
-        Never claims what this replica runs itself: after an outage longer than the lease, that lease has
-        expired but nobody else took it, and a new epoch would fence out the live run (which then waited a
-        lease period for its orphaned claim to expire). The lease loop renews such a lease instead: renewal
-        and writes are fenced by (owner, epoch), not by the expiry, so the run goes on unharmed.
-        """
-        claims = await self.repo.claim(
-            self.settings.worker_id, time.time(), self.settings.lease_seconds, limit,
-            reclaim_own=reclaim_own, execution_id=execution_id, exclude=list(self.runs),
-        )
-        for claim in claims:
-            log.info("execution_claimed", execution_id=claim.execution_id, epoch=claim.epoch)
-            self.adopt(claim)
-        return claims
+    async def claim(self, limit: int, *, execution_id: str | None = None, reclaim_own: bool = False) -> list[Claim]:
+        """Leases up to ``limit`` executions nobody holds (or whose holder's lease expired) and runs them."""
+        return await self._claimer.claim(limit, execution_id=execution_id, reclaim_own=reclaim_own)
 
     def adopt(self, claim: Claim) -> None:
         """Starts running an execution this worker has just leased."""
@@ -652,7 +133,7 @@ class Engine:
         """Called by a run when it ends."""
         if self.runs.get(run.execution_id) is run:
             del self.runs[run.execution_id]
-            self._claim_wake.set()
+            self._claimer.wake()
 
     def cancel(self, execution_id: str, reason: str) -> None:
         """Cancels a locally running execution (no-op when another replica runs it)."""
@@ -667,97 +148,16 @@ class Engine:
     # -- caches -----------------------------------------------------------------------------------------------
     async def workflow_or_none(self, workflow_id: str) -> Workflow | None:
         """A stored workflow (immutable, so cached), or None."""
-        cached = self._workflows.get(workflow_id)
-        if cached is None and workflow_id:
-            cached = await self.repo.get_workflow(workflow_id)
-            if cached is not None:
-                self._workflows[workflow_id] = cached
-        return cached
+        return await self._workflows.get_or_none(workflow_id)
 
     async def workflow(self, workflow_id: str) -> Workflow:
         """A stored workflow; KeyError when it does not exist."""
-        workflow = await self.workflow_or_none(workflow_id)
-        if workflow is None:
-            raise KeyError(workflow_id)
-        return workflow
+        return await self._workflows.get(workflow_id)
 
     def prefetch(self, nodes: Any) -> None:
         """Starts fetching every agent a run needs, once per version."""
-        for node in nodes:
-            self._agent_future(node)
-
-    def _agent_future(self, node: NodeSpec) -> asyncio.Future[AgentInfo]:
-        key = (node.agent_id, node.agent_version)
-        future = self._agents.get(key)
-        if future is None or (future.done() and future.exception() is not None):
-            future = asyncio.ensure_future(
-                self.registry.get_agent(AgentRef(node.agent_id, node.agent_version), with_code=True)
-            )
-            future.add_done_callback(lambda f: f.exception() if not f.cancelled() else None)
-            self._agents[key] = future
-            while len(self._agents) > self.settings.agent_cache_size:
-                self._agents.popitem(last=False)
-        else:
-            self._agents.move_to_end(key)
-        return future
+        self._agents.prefetch(nodes)
 
     async def agent(self, node: NodeSpec) -> AgentInfo:
         """The pinned agent version with its code (fetched from the registry once per version)."""
-        return await asyncio.shield(self._agent_future(node))
-
-    # -- loops ------------------------------------------------------------------------------------------------
-    async def _claim_loop(self) -> None:
-        reclaim_own = self.settings.reclaim_own
-        while True:
-            try:
-                free = self.settings.max_active_executions - len(self.runs)
-                if free > 0 and not self._closing:
-                    await self.claim(free, reclaim_own=reclaim_own)
-                    reclaim_own = False
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                log.warning("claim_failed", error=str(error))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._claim_wake.wait(), timeout=self.settings.claim_interval_seconds)
-            self._claim_wake.clear()
-
-    async def _lease_loop(self) -> None:
-        interval = self.settings.lease_seconds / 3
-        while True:
-            await asyncio.sleep(interval)
-            runs = list(self.runs.values())
-            if not runs:
-                continue
-            try:
-                held, cancelled = await self.repo.renew(
-                    [run.claim for run in runs], time.time(), self.settings.lease_seconds
-                )
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                log.warning("lease_renew_failed", error=str(error))
-                continue
-            for run in runs:
-                if run.execution_id not in held and self.runs.get(run.execution_id) is run:
-                    run.lease_lost()
-                elif run.execution_id in cancelled:
-                    run.request_cancel(await self.repo.cancel_reason(run.execution_id))
-
-    async def _report_loop(self) -> None:
-        delay = self.settings.report_interval_seconds
-        while True:
-            await asyncio.sleep(delay)
-            try:
-                while await self.repo.drain_outbox(self.settings.report_batch_size, self.registry.record) == (
-                    self.settings.report_batch_size
-                ):
-                    pass
-                delay = self.settings.report_interval_seconds
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                # The outcomes stay in the outbox; retried with backoff (the registry ignores repeats).
-                delay = min(delay * 2, 30.0)
-                log.warning("report_failed", error=str(error), retry_seconds=delay)
-
+        return await self._agents.get(node)

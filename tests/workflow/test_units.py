@@ -8,8 +8,8 @@ import pytest
 
 from workflow_svc import refs
 from workflow_svc.domain import Batch, FailurePolicy, NodeSpec, NodeState, RetryPolicy, WorkflowSpec
-from workflow_svc.engine import backoff_seconds
 from workflow_svc.planning import plan
+from workflow_svc.run import backoff_seconds
 from workflow_svc.scheduler import Scheduler
 from workflow_svc.validation import Limits, structural_violations
 
