@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextlib
 from pathlib import Path
 
 from tdev.builder.v1 import builder_service_pb2 as pb2
@@ -23,7 +23,7 @@ from common.config import CommonSettings, get_common_settings
 from common.db import create_engine, migrate
 from common.grpc_client import open_channel
 from common.grpc_server import ServiceBinding, build_server
-from common.runtime import ServiceHandle, serve_until_stopped, setup_process
+from common.runtime import ServiceHandle, load_security, on_close, serve_until_stopped, setup_process
 from common.workers import worker_identity
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -63,30 +63,30 @@ async def create_server(
     The LLM client and the sandbox default to the real ones (common.llm configured from the environment,
     common.sandbox); a caller passing its own keeps ownership of it and closes it.
     """
-    closers: list[Callable[[], Awaitable[object]]] = []
-    database_url = settings.resolved_database_url(common, SCHEMA)
-    engine = create_engine(database_url, SCHEMA)
-    closers.append(engine.dispose)
-    try:
+    security = await load_security(common)
+    async with contextlib.AsyncExitStack() as stack:
+        database_url = settings.resolved_database_url(common, SCHEMA)
+        engine = create_engine(database_url, SCHEMA)
+        on_close(stack, engine.dispose)
         await migrate(engine, MIGRATIONS, SCHEMA)
         repository = SqlRepository(engine)
         registry_channel = open_channel(common.registry_address, deadline_seconds=settings.dependency_deadline_seconds,
-                                        max_message_mb=common.grpc_max_message_mb)
-        closers.append(registry_channel.close)
+                                        max_message_mb=common.grpc_max_message_mb, security=security.client)
+        on_close(stack, registry_channel.close)
         workflow_channel = open_channel(common.workflow_address, deadline_seconds=settings.dependency_deadline_seconds,
-                                        max_message_mb=common.grpc_max_message_mb)
-        closers.append(workflow_channel.close)
+                                        max_message_mb=common.grpc_max_message_mb, security=security.client)
+        on_close(stack, workflow_channel.close)
         if tester is None:
             from builder_svc.sandbox_tester import SandboxTester
 
             sandbox = await SandboxTester.start(common)
-            closers.append(sandbox.close)
+            on_close(stack, sandbox.close)
             tester = sandbox
         if llm is None:
             from common.llm import build_llm
 
             client = await build_llm(common=common)
-            closers.append(client.close)
+            on_close(stack, client.close)
             llm = client
         registry = GrpcRegistry(registry_channel, settings.dependency_deadline_seconds)
         pipeline = Pipeline(
@@ -118,16 +118,14 @@ async def create_server(
             host=common.host,
             port=settings.port if port is None else port,
             max_message_mb=common.grpc_max_message_mb,
+            security=security.server,
         )
         marker.start()
-        closers.append(marker.close)
+        on_close(stack, marker.close)
         worker.start()
-        closers.append(worker.close)  # closed first: a run it stops may still ask the marker for a pass
-    except BaseException:
-        for closer in reversed(closers):
-            await closer()
-        raise
-    return ServiceHandle(running, closers=closers)
+        on_close(stack, worker.close)  # closed first: a run it stops may still ask the marker for a pass
+        handle = ServiceHandle(running, stack.pop_all())
+    return handle
 
 
 async def main() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -99,14 +100,15 @@ class DefaultDeadline(grpc.aio.UnaryUnaryClientInterceptor):
         return await continuation(client_call_details, request)
 
 
-_service_token: str | None = None
-_tls_ca: bytes | None = None
+@dataclass(frozen=True)
+class ClientSecurity:
+    """What a channel to another service presents: this service's bearer token and the CA to trust for TLS.
 
+    Passed to each channel (common.runtime loads it from the settings), never set process-wide.
+    """
 
-def configure_client_security(service_token: str | None, tls_ca: bytes | None) -> None:
-    """Sets the token and CA bundle every channel this process opens from now on uses."""
-    global _service_token, _tls_ca
-    _service_token, _tls_ca = service_token, tls_ca
+    service_token: str | None = None
+    tls_ca: bytes | None = None
 
 
 def open_channel(
@@ -116,6 +118,7 @@ def open_channel(
     max_message_mb: int = 32,
     tracing: bool = True,
     retries: bool = True,
+    security: ClientSecurity | None = None,
 ) -> grpc.aio.Channel:
     """An insecure aio channel to ``address`` with deadlines, retry policy and trace propagation."""
     limit = max_message_mb * 1024 * 1024
@@ -135,12 +138,14 @@ def open_channel(
         from common.telemetry import tracer_provider
 
         interceptors = [*aio_client_interceptors(tracer_provider=tracer_provider()), *interceptors]
-    if _service_token:
+    security = security or ClientSecurity()
+    if security.service_token:
         from common.auth import BearerToken
 
-        interceptors.append(BearerToken(_service_token))
-    if _tls_ca:
+        interceptors.append(BearerToken(security.service_token))
+    if security.tls_ca:
         return grpc.aio.secure_channel(
-            address, grpc.ssl_channel_credentials(root_certificates=_tls_ca), options=options, interceptors=interceptors
+            address, grpc.ssl_channel_credentials(root_certificates=security.tls_ca), options=options,
+            interceptors=interceptors,
         )
     return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)

@@ -23,20 +23,15 @@ log = structlog.get_logger(__name__)
 
 @dataclass(frozen=True)
 class ServerSecurity:
-    """Process-wide server security: bearer tokens and TLS material (both optional when embedded)."""
+    """A server's security: bearer tokens and TLS material (both optional when embedded).
+
+    Passed to each server it applies to (common.runtime loads it from the settings), never set
+    process-wide: two servers in one process (tests, an embedded mesh) may differ.
+    """
 
     tokens: TokenTable | None = None
     tls_cert: bytes | None = None
     tls_key: bytes | None = None
-
-
-_security = ServerSecurity()
-
-
-def configure_security(security: ServerSecurity) -> None:
-    """Sets the security every server this process builds from now on uses (see common.runtime)."""
-    global _security
-    _security = security
 
 
 @dataclass(frozen=True)
@@ -104,19 +99,21 @@ async def build_server(
     max_message_mb: int = 32,
     tracing: bool = True,
     extra_interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    security: ServerSecurity | None = None,
 ) -> RunningServer:
     """Builds, binds and starts a server; returns it with the bound port.
 
     Raises:
         OSError: when the port cannot be bound (taken, or not allowed).
     """
+    security = security or ServerSecurity()
     interceptors: list[grpc.aio.ServerInterceptor] = []
     if tracing:
         from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
         interceptors.append(aio_server_interceptor(tracer_provider=tracer_provider()))
-    if _security.tokens is not None:
-        interceptors.append(AuthInterceptor(_security.tokens))
+    if security.tokens is not None:
+        interceptors.append(AuthInterceptor(security.tokens))
     interceptors.extend(extra_interceptors)
     interceptors.append(ErrorToStatusInterceptor())
     server = grpc.aio.server(interceptors=interceptors, options=server_options(max_message_mb))
@@ -129,8 +126,8 @@ async def build_server(
         [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
     )
     try:
-        if _security.tls_cert and _security.tls_key:
-            credentials = grpc.ssl_server_credentials([(_security.tls_key, _security.tls_cert)])
+        if security.tls_cert and security.tls_key:
+            credentials = grpc.ssl_server_credentials([(security.tls_key, security.tls_cert)])
             bound = server.add_secure_port(f"{host}:{port}", credentials)
         else:
             bound = server.add_insecure_port(f"{host}:{port}")

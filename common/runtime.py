@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import structlog
@@ -11,8 +12,8 @@ from pydantic import SecretStr
 
 from common.auth import AuthConfigError, TokenTable
 from common.config import CommonSettings
-from common.grpc_client import configure_client_security
-from common.grpc_server import RunningServer, ServerSecurity, configure_security, install_stop_signals
+from common.grpc_client import ClientSecurity
+from common.grpc_server import RunningServer, ServerSecurity, install_stop_signals
 from common.secrets import SecretStore
 from common.telemetry import configure_logging, configure_tracing, shutdown_tracing
 
@@ -21,10 +22,10 @@ log = structlog.get_logger(__name__)
 
 @dataclass
 class ServiceHandle:
-    """A started service: its server plus what must be closed after the server has drained."""
+    """A started service: its server plus the resources to release after the server has drained."""
 
     running: RunningServer
-    closers: Sequence[Callable[[], Awaitable[object]]] = field(default_factory=list)
+    resources: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
 
     @property
     def port(self) -> int:
@@ -34,25 +35,55 @@ class ServiceHandle:
     async def close(self, grace: float = 5.0) -> None:
         """Stops the server gracefully, then releases resources in reverse order of creation."""
         await self.running.stop(grace)
-        for closer in reversed(self.closers):
-            try:
-                await closer()
-            except Exception:
-                log.exception("close_failed", closer=getattr(closer, "__qualname__", repr(closer)))
+        await self.resources.aclose()
 
 
-def setup_process(service: str, common: CommonSettings) -> None:
-    """Configures logging, tracing and security for a service process.
+def on_close(stack: contextlib.AsyncExitStack, closer: Callable[[], Awaitable[object]]) -> None:
+    """Releases a resource when ``stack`` closes; a failing release is logged and the others still run."""
+
+    async def release() -> None:
+        try:
+            await closer()
+        except Exception:
+            log.exception("close_failed", closer=getattr(closer, "__qualname__", repr(closer)))
+
+    stack.push_async_callback(release)
+
+
+@dataclass(frozen=True)
+class MeshSecurity:
+    """A service's own server security and what its channels to the other services present."""
+
+    server: ServerSecurity
+    client: ClientSecurity
+
+
+async def load_security(common: CommonSettings) -> MeshSecurity:
+    """Tokens, service token and TLS files from the settings (Secrets Manager read off the event loop).
 
     Raises:
         AuthConfigError: in production mode without bearer tokens (the mesh refuses to run open).
     """
+    return await asyncio.to_thread(_load_security, common)
+
+
+def _load_security(common: CommonSettings) -> MeshSecurity:
+    token = _secret_value(common.service_token, common, "auth/service-token")
+    client = ClientSecurity(token, common.tls_ca_file.read_bytes() if common.tls_ca_file else None)
+    return MeshSecurity(load_server_security(common), client)
+
+
+def setup_process(service: str, common: CommonSettings) -> None:
+    """Configures logging and tracing for a service process (security goes to each server and channel).
+
+    Raises:
+        AuthConfigError: in production mode without bearer tokens (the mesh refuses to run open), checked
+        here too so a misconfigured process fails before it opens anything.
+    """
     configure_logging(service, common.log_level, common.log_json)
     configure_tracing(f"tdev-{service}", common.otel_exporter, otlp_endpoint=common.otlp_endpoint,
                       sample_ratio=common.otel_sample_ratio)
-    configure_security(load_server_security(common))
-    token = _secret_value(common.service_token, common, "auth/service-token")
-    configure_client_security(token, common.tls_ca_file.read_bytes() if common.tls_ca_file else None)
+    load_server_security(common)
 
 
 def _secret_value(value: SecretStr | None, common: CommonSettings, name: str) -> str | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextlib
 from pathlib import Path
 
 from tdev.evolution.v1 import evolution_service_pb2 as pb2
@@ -14,7 +14,7 @@ from common.db import create_engine, migrate
 from common.grpc_client import open_channel
 from common.grpc_server import ServiceBinding, build_server
 from common.llm import Budget, build_llm
-from common.runtime import ServiceHandle, serve_until_stopped, setup_process
+from common.runtime import ServiceHandle, load_security, on_close, serve_until_stopped, setup_process
 from common.sandbox import Limits, Sandbox, SandboxSettings
 from common.workers import worker_identity
 from evolution_svc.config import SCHEMA, EvolutionSettings
@@ -79,15 +79,15 @@ async def create_server(
     The sandbox, the registry client and the LLM layer default to the real ones; tests may pass their own
     (a priced model to exercise the cost budget, for example).
     """
-    closers: list[Callable[[], Awaitable[object]]] = []
-    database_url = settings.resolved_database_url(common, SCHEMA)
-    engine = create_engine(database_url, SCHEMA)
-    closers.append(engine.dispose)
-    try:
+    security = await load_security(common)
+    async with contextlib.AsyncExitStack() as stack:
+        database_url = settings.resolved_database_url(common, SCHEMA)
+        engine = create_engine(database_url, SCHEMA)
+        on_close(stack, engine.dispose)
         await migrate(engine, MIGRATIONS, SCHEMA)
         if runner is None:
             sandbox = await Sandbox.start(SandboxSettings.for_mode(common.mode))
-            closers.append(sandbox.close)
+            on_close(stack, sandbox.close)
             limits = Limits(
                 timeout_seconds=settings.case_timeout_seconds,
                 cpu_seconds=settings.case_timeout_seconds,
@@ -98,14 +98,13 @@ async def create_server(
             channel = open_channel(
                 common.registry_address,
                 deadline_seconds=settings.registry_deadline_seconds,
-                max_message_mb=common.grpc_max_message_mb,
-            )
-            closers.append(channel.close)
+                max_message_mb=common.grpc_max_message_mb, security=security.client)
+            on_close(stack, channel.close)
             registry = GrpcRegistry(channel, settings.registry_deadline_seconds)
         model_available = False
         if model_factory is None:
             llm = await build_llm(common=common)
-            closers.append(llm.close)
+            on_close(stack, llm.close)
             model_available = bool(llm.real_providers())
 
             def model_factory(run_id: str, max_cost_usd: float) -> LlmModelClient:
@@ -114,7 +113,7 @@ async def create_server(
         else:
             model_available = True
         cache = build_cache(common.redis_url, settings.cache_namespace)
-        closers.append(cache.close)
+        on_close(stack, cache.close)
         signing_key = settings.cache_signing_key.get_secret_value().encode() if settings.cache_signing_key else None
         notifier = Notifier()
         identity = worker_identity(settings.worker_id, database_url)
@@ -159,14 +158,12 @@ async def create_server(
             host=common.host,
             port=settings.port if port is None else port,
             max_message_mb=common.grpc_max_message_mb,
+            security=security.server,
         )
         executor.start()
-        closers.append(executor.stop)
-    except BaseException:
-        for closer in reversed(closers):
-            await closer()
-        raise
-    return ServiceHandle(running, closers=closers)
+        on_close(stack, executor.stop)
+        handle = ServiceHandle(running, stack.pop_all())
+    return handle
 
 
 async def main() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextlib
 from pathlib import Path
 
 from tdev.registry.v1 import registry_service_pb2 as pb2
@@ -11,7 +11,7 @@ from tdev.registry.v1 import registry_service_pb2_grpc as pb2_grpc
 from common.config import CommonSettings, get_common_settings
 from common.db import create_engine, migrate
 from common.grpc_server import ServiceBinding, build_server
-from common.runtime import ServiceHandle, serve_until_stopped, setup_process
+from common.runtime import ServiceHandle, load_security, on_close, serve_until_stopped, setup_process
 from common.workers import worker_identity
 from registry_svc import convert
 from registry_svc.analysis import AnalysisWorker
@@ -39,11 +39,11 @@ async def create_server(
     The sandbox inspector and the LLM analyzer default to the real ones (common.sandbox, common.llm);
     tests of the service layer may pass fakes.
     """
-    closers: list[Callable[[], Awaitable[object]]] = []
-    database_url = settings.resolved_database_url(common, SCHEMA)
-    engine = create_engine(database_url, SCHEMA)
-    closers.append(engine.dispose)
-    try:
+    security = await load_security(common)
+    async with contextlib.AsyncExitStack() as stack:
+        database_url = settings.resolved_database_url(common, SCHEMA)
+        engine = create_engine(database_url, SCHEMA)
+        on_close(stack, engine.dispose)
         await migrate(engine, MIGRATIONS, SCHEMA)
         if inspector is None or analyzer is None:
             from registry_svc import adapters
@@ -51,11 +51,11 @@ async def create_server(
             if inspector is None:
                 sandbox_inspector = await adapters.SandboxInspector.start(
                     common, settings.inspect_timeout_seconds, settings.sandbox_pool_size)
-                closers.append(sandbox_inspector.close)
+                on_close(stack, sandbox_inspector.close)
                 inspector = sandbox_inspector
             if analyzer is None:
                 llm_analyzer = await adapters.LlmAnalyzer.open(common)
-                closers.append(llm_analyzer.close)
+                on_close(stack, llm_analyzer.close)
                 analyzer, embedder = llm_analyzer, embedder or llm_analyzer.embedder()
         repository = SqlRepository(engine)
         responses: ResponseCache[pb2.GetAgentResponse] = ResponseCache(
@@ -64,7 +64,7 @@ async def create_server(
             max_entries=settings.cache_max_entries, ttl_seconds=settings.cache_ttl_seconds,
         )
         await responses.start()
-        closers.append(responses.close)
+        on_close(stack, responses.close)
         identity = worker_identity(settings.worker_id, database_url)
         worker = AnalysisWorker(
             repository, analyzer, responses, concurrency=settings.analysis_workers,
@@ -89,15 +89,13 @@ async def create_server(
             host=common.host,
             port=settings.port if port is None else port,
             max_message_mb=common.grpc_max_message_mb,
+            security=security.server,
         )
         if settings.analysis_workers > 0:
             worker.start()
-            closers.append(worker.stop)
-    except BaseException:
-        for closer in reversed(closers):
-            await closer()
-        raise
-    return ServiceHandle(running, closers=closers)
+            on_close(stack, worker.stop)
+        handle = ServiceHandle(running, stack.pop_all())
+    return handle
 
 
 async def main() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextlib
 from pathlib import Path
 
 from tdev.workflow.v1 import workflow_service_pb2 as pb2
@@ -12,7 +12,7 @@ from common.config import CommonSettings, get_common_settings
 from common.db import create_engine, migrate
 from common.grpc_client import open_channel
 from common.grpc_server import ServiceBinding, build_server
-from common.runtime import ServiceHandle, serve_until_stopped, setup_process
+from common.runtime import ServiceHandle, load_security, on_close, serve_until_stopped, setup_process
 from common.sandbox import SandboxSettings
 from common.workers import worker_identity
 from workflow_svc.bus import EventBus
@@ -46,27 +46,26 @@ async def create_server(
     ``runner`` replaces the sandbox (benchmarks measuring the engine alone); agent code still never
     runs in this process, since the default is the real sandbox.
     """
-    closers: list[Callable[[], Awaitable[object]]] = []
-    database_url = settings.resolved_database_url(common, SCHEMA)
-    database = create_engine(database_url, SCHEMA, pool_size=settings.db_pool_size)
-    closers.append(database.dispose)
-    try:
+    security = await load_security(common)
+    async with contextlib.AsyncExitStack() as stack:
+        database_url = settings.resolved_database_url(common, SCHEMA)
+        database = create_engine(database_url, SCHEMA, pool_size=settings.db_pool_size)
+        on_close(stack, database.dispose)
         await migrate(database, MIGRATIONS, SCHEMA)
         repo = SqlRepository(database)
-        closers.append(repo.close)
+        on_close(stack, repo.close)
         channel = open_channel(
             common.registry_address,
             deadline_seconds=settings.registry_deadline_seconds,
-            max_message_mb=common.grpc_max_message_mb,
-        )
-        closers.append(channel.close)
+            max_message_mb=common.grpc_max_message_mb, security=security.client)
+        on_close(stack, channel.close)
         registry = GrpcRegistry(channel, settings.registry_deadline_seconds)
         if runner is None:
             runner = await SandboxRunner.start(sandbox_settings(common))
-        closers.append(runner.close)
+        on_close(stack, runner.close)
         bus = EventBus(common.redis_url, settings.redis_channel, settings.watch_buffer_events)
         await bus.start()
-        closers.append(bus.close)
+        on_close(stack, bus.close)
         identity = worker_identity(settings.worker_id, database_url)
         engine = Engine(
             EngineSettings(
@@ -89,7 +88,7 @@ async def create_server(
             bus,
         )
         await engine.start()
-        closers.append(engine.close)
+        on_close(stack, engine.close)
         service = WorkflowService(
             ServiceSettings(
                 limits=Limits(settings.max_nodes, settings.max_timeout_seconds, settings.max_concurrency_limit),
@@ -113,12 +112,10 @@ async def create_server(
             host=common.host,
             port=settings.port if port is None else port,
             max_message_mb=common.grpc_max_message_mb,
+            security=security.server,
         )
-    except BaseException:
-        for closer in reversed(closers):
-            await closer()
-        raise
-    return ServiceHandle(running, closers=closers)
+        handle = ServiceHandle(running, stack.pop_all())
+    return handle
 
 
 async def main() -> None:

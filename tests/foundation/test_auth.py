@@ -16,8 +16,8 @@ from tdev.registry.v1 import registry_service_pb2_grpc as pb2_grpc
 from common.auth import AuthConfigError, TokenTable, required_permission
 from common.config import CommonSettings
 from common.errors import NotFound
-from common.grpc_client import configure_client_security, open_channel
-from common.grpc_server import RunningServer, ServerSecurity, ServiceBinding, build_server, configure_security
+from common.grpc_client import ClientSecurity, open_channel
+from common.grpc_server import RunningServer, ServerSecurity, ServiceBinding, build_server
 from common.runtime import load_server_security
 
 READER = "reader-token-0123456789abcdef"
@@ -40,12 +40,9 @@ class Registry(pb2_grpc.RegistryServiceServicer):
 
 @pytest.fixture
 async def secured() -> AsyncIterator[RunningServer]:
-    configure_security(ServerSecurity(tokens=TokenTable.from_json(TOKENS)))
-    try:
-        server = await build_server([ServiceBinding(pb2.DESCRIPTOR.services_by_name["RegistryService"], Registry(),
-                                                    pb2_grpc.add_RegistryServiceServicer_to_server)])
-    finally:
-        configure_security(ServerSecurity())
+    server = await build_server([ServiceBinding(pb2.DESCRIPTOR.services_by_name["RegistryService"], Registry(),
+                                                pb2_grpc.add_RegistryServiceServicer_to_server)],
+                                security=ServerSecurity(tokens=TokenTable.from_json(TOKENS)))
     yield server
     await server.stop(0)
 
@@ -84,13 +81,26 @@ async def test_health_stays_open_for_load_balancers(secured: RunningServer) -> N
 
 
 async def test_service_token_is_sent_by_channels(secured: RunningServer) -> None:
-    configure_client_security(WRITER, None)
+    channel = open_channel(f"127.0.0.1:{secured.port}", tracing=False, security=ClientSecurity(WRITER, None))
     try:
-        channel = open_channel(f"127.0.0.1:{secured.port}", tracing=False)
         await pb2_grpc.RegistryServiceStub(channel).GetAgent(pb2.GetAgentRequest(agent_id="a"))
-        await channel.close()
     finally:
-        configure_client_security(None, None)
+        await channel.close()
+
+
+async def test_a_server_built_next_to_a_secured_one_keeps_its_own_security(secured: RunningServer) -> None:
+    # No process-wide security state: an open server in the same process stays open.
+    open_server = await build_server([ServiceBinding(pb2.DESCRIPTOR.services_by_name["RegistryService"], Registry(),
+                                                     pb2_grpc.add_RegistryServiceServicer_to_server)])
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{open_server.port}") as channel:
+            await pb2_grpc.RegistryServiceStub(channel).GetAgent(pb2.GetAgentRequest(agent_id="a"))
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{secured.port}") as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await pb2_grpc.RegistryServiceStub(channel).GetAgent(pb2.GetAgentRequest(agent_id="a"))
+            assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        await open_server.stop(0)
 
 
 def test_required_permission_by_method_name() -> None:
