@@ -25,6 +25,7 @@ from typing import Any
 import structlog
 
 from common.errors import DomainError
+from common.tasks import watch
 from workflow_svc import refs
 from workflow_svc.bus import EventBus
 from workflow_svc.domain import (
@@ -107,7 +108,9 @@ class Writer:
             self._queued.merge(batch)
         if self._task is None or self._task.done():
             self._idle.clear()
-            self._task = asyncio.create_task(self._flush())
+            # A write that fails outside its own retries (publishing to the bus, say) is logged, not lost.
+            self._task = watch(asyncio.create_task(self._flush()), event="batch_flush_failed",
+                               execution_id=self._run.execution_id)
 
     async def drain(self) -> None:
         """Waits until everything submitted is committed (or the lease is lost)."""
@@ -593,9 +596,9 @@ class Engine:
     async def start(self) -> None:
         """Starts the claim, lease and report loops."""
         self._loops = [
-            asyncio.create_task(self._claim_loop(), name="workflow-claim"),
-            asyncio.create_task(self._lease_loop(), name="workflow-lease"),
-            asyncio.create_task(self._report_loop(), name="workflow-report"),
+            watch(asyncio.create_task(loop(), name=name), event="workflow_loop_failed", loop=name)
+            for loop, name in ((self._claim_loop, "workflow-claim"), (self._lease_loop, "workflow-lease"),
+                               (self._report_loop, "workflow-report"))
         ]
 
     async def close(self) -> None:
@@ -646,7 +649,8 @@ class Engine:
             return
         run = Run(self, claim)
         self.runs[claim.execution_id] = run
-        run.task = asyncio.create_task(run.run(), name=f"run-{claim.execution_id}")
+        run.task = watch(asyncio.create_task(run.run(), name=f"run-{claim.execution_id}"),
+                         event="execution_run_failed", execution_id=claim.execution_id)
 
     def forget(self, run: Run) -> None:
         """Called by a run when it ends."""
