@@ -44,8 +44,9 @@ async def test_unwatched_failed_task_is_reported_never_retrieved() -> None:
     loop = asyncio.get_running_loop()
     reported: list[dict[str, Any]] = []
     loop.set_exception_handler(lambda _loop, context: reported.append(context))
-    asyncio.create_task(_fail(RuntimeError("boom")))
+    task = asyncio.create_task(_fail(RuntimeError("boom")))
     await asyncio.sleep(0.01)
+    del task  # the last reference: collecting the task is what makes asyncio report it
     gc.collect()
     await asyncio.sleep(0)
     assert [context["message"] for context in reported] == ["Task exception was never retrieved"]
