@@ -19,6 +19,7 @@ import structlog
 from builder_svc.domain import Build, BuildState, MarkJob, Stage
 from builder_svc.ports import Registry, Repository
 from common.errors import DomainError
+from common.tasks import watch
 
 log = structlog.get_logger(__name__)
 
@@ -81,7 +82,8 @@ class LabelMarker:
 
     def start(self) -> None:
         """Starts the loop."""
-        self._task = asyncio.create_task(self._loop(), name="builder-label-marker")
+        self._task = watch(asyncio.create_task(self._loop(), name="builder-label-marker"),
+                           event="builder_loop_failed", loop="builder-label-marker")
 
     def wake(self) -> None:
         """Looks for builds to mark now (one just ended here)."""

@@ -41,6 +41,7 @@ from builder_svc.ports import LanguageModel, LeaseLost, Registry, Tester, Workfl
 from common.errors import DomainError, InvalidArgument
 from common.llm import Budget, Completion, Purpose, prompts, schemas
 from common.llm.schemas import Failure
+from common.tasks import watch
 
 log = structlog.get_logger(__name__)
 JSON = dict[str, Any]
@@ -151,7 +152,14 @@ class BuildRun:
         write = asyncio.ensure_future(self._emit(event, change))
         self._writes.add(write)
         write.add_done_callback(self._writes.discard)
-        await asyncio.shield(write)
+        try:
+            await asyncio.shield(write)
+        except asyncio.CancelledError:
+            if not write.done():
+                # The caller is gone and shield drops its own callback with it, so nobody would retrieve the
+                # write's outcome: a CancelBuild right after StartBuild fences it out (LeaseLost, expected).
+                watch(write, event="build_write_failed", expected=(LeaseLost,), build_id=self.build.build_id)
+            raise
 
     async def _emit(self, event: NewEvent, change: Callable[[Progress], Progress] | None) -> None:
         async with self._lock:

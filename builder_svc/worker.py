@@ -15,6 +15,7 @@ from builder_svc.marking import LabelMarker
 from builder_svc.notifier import EventNotifier
 from builder_svc.pipeline import BuildRun, Pipeline
 from builder_svc.ports import LeaseLost, Repository
+from common.tasks import watch
 
 log = structlog.get_logger(__name__)
 
@@ -62,8 +63,9 @@ class BuildWorker:
 
     def start(self) -> None:
         """Starts the claim and renewal loops."""
-        self._tasks = [asyncio.create_task(self._claim_loop(), name="builder-claims"),
-                       asyncio.create_task(self._renew_loop(), name="builder-leases")]
+        # Each loop's failure is logged when it happens, not only noticed (or not) when close() gathers them.
+        self._tasks = [watch(asyncio.create_task(loop(), name=name), event="builder_loop_failed", loop=name)
+                       for loop, name in ((self._claim_loop, "builder-claims"), (self._renew_loop, "builder-leases"))]
 
     def wake(self) -> None:
         """Looks for work now (a build was just accepted)."""
@@ -115,7 +117,9 @@ class BuildWorker:
         for item in claimed:
             if item.build.build_id in self._running:
                 continue
-            task = asyncio.create_task(self._run(item), name=f"build-{item.build.build_id}")
+            # _run leaves _running before it ends, so once it has nobody else would retrieve its failure.
+            task = watch(asyncio.create_task(self._run(item), name=f"build-{item.build.build_id}"),
+                         event="build_run_failed", expected=(LeaseLost,), build_id=item.build.build_id)
             self._running[item.build.build_id] = _Running(item.lease, None, task)
 
     async def _run(self, claimed: Claimed) -> None:

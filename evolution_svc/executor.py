@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 import structlog
 
 from common.errors import DomainError, Unavailable
+from common.tasks import watch
 from evolution_svc import codec, programs
 from evolution_svc.budgets import Stop, stop_decision
 from evolution_svc.controller import Controller, EngineSettings
@@ -111,7 +112,8 @@ class RunExecutor:
     def start(self) -> None:
         """Starts looking for runs to resume (runs whose lease expired: their worker died)."""
         if self._claimer is None:
-            self._claimer = asyncio.create_task(self._claim_loop(), name="evolution-claim")
+            self._claimer = watch(asyncio.create_task(self._claim_loop(), name="evolution-claim"),
+                                  event="evolution_loop_failed", loop="evolution-claim")
 
     async def stop(self) -> None:
         """Stops every run task and gives their leases up: the runs stay unfinished and the next replica to
@@ -134,7 +136,8 @@ class RunExecutor:
         """Works on a run this replica holds the lease of."""
         if lease.run_id in self._tasks:
             return
-        task = asyncio.create_task(self._drive(lease), name=f"evolution-{lease.run_id}")
+        task = watch(asyncio.create_task(self._drive(lease), name=f"evolution-{lease.run_id}"),
+                     event="evolution_drive_failed", expected=(LostLease,), run_id=lease.run_id)
         self._tasks[lease.run_id] = task
         self._leases[lease.run_id] = lease
 
@@ -193,7 +196,9 @@ class RunExecutor:
         structlog.contextvars.bind_contextvars(run_id=lease.run_id)
         current = asyncio.current_task()
         assert current is not None
-        heartbeat = asyncio.create_task(self._heartbeat(lease, current))
+        # Cancelled in the finally below and never awaited: its failure is retrieved and logged by watch.
+        heartbeat = watch(asyncio.create_task(self._heartbeat(lease, current)), event="evolution_heartbeat_failed",
+                          run_id=lease.run_id)
         try:
             await self._execute(lease)
         except LostLease:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 import structlog
 
+from common.tasks import watch
 from registry_svc import matching
 from registry_svc.domain import Analysis, AnalysisJob, AnalysisReport, AnalysisState
 from registry_svc.ports import Analyzer, ChangeListener, Embedder, Repository
@@ -61,7 +62,8 @@ class AnalysisWorker:
     def start(self) -> None:
         """Starts the background loop."""
         if self._task is None:
-            self._task = asyncio.create_task(self._loop(), name=f"registry-{self.owner}")
+            self._task = watch(asyncio.create_task(self._loop(), name=f"registry-{self.owner}"),
+                               event="registry_analysis_loop_failed", owner=self.owner)
 
     async def stop(self, timeout: float = 10.0) -> None:
         """Stops the loop and hands this worker's unfinished analyses back (PENDING) for a restart.

@@ -14,12 +14,14 @@ from typing import Annotated, Any, TypeVar
 import typer
 from google.protobuf import json_format
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from tdev.registry.v1 import agent_pb2
 from tdev.registry.v1 import registry_service_pb2 as pb2
 from tdev.registry.v1 import registry_service_pb2_grpc as pb2_grpc
 
 from common.config import get_common_settings
+from tdev_cli.agent_files import NAME_HELP, NEW_VERSION_OF_HELP, RegistrationRefused, registration_name
 from tdev_cli.calls import call_service
 
 T = TypeVar("T")
@@ -103,7 +105,8 @@ def _show(agent: agent_pb2.Agent, *, code: bool = False) -> None:
 def register(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="Python file of the agent.")],
-    name: Annotated[str, typer.Option("--name", help="Agent name (default: the file's stem).")] = "",
+    name: Annotated[str, typer.Option("--name", help=NAME_HELP)] = "",
+    new_version_of: Annotated[str, typer.Option("--new-version-of", help=NEW_VERSION_OF_HELP)] = "",
     description: Annotated[str, typer.Option("--description", "-d", help="What the agent is for.")] = "",
     version: Annotated[str, typer.Option("--version", help="Explicit semver (default: next minor version).")] = "",
     parent: Annotated[list[str] | None, typer.Option("--parent", help="Parent AGENT_ID@VERSION (repeatable).")] = None,
@@ -111,17 +114,26 @@ def register(
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the analysis to finish and show it.")] = False,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds --wait waits at most.")] = 60.0,
 ) -> None:
-    """Validate, load in the sandbox and store an agent (the same code again returns the same version)."""
+    """Validate, load in the sandbox and store an agent (the same code again returns the same version).
+
+    The name defaults to the agent's own (see --name), never the file's stem: files called agent.py are not
+    one agent. A name already taken by an agent of another class is refused (exit 1, FAILED_PRECONDITION)
+    unless --new-version-of names it.
+    """
+    if name and new_version_of:
+        console.print("[red]error[/red] --name and --new-version-of exclude each other")
+        raise typer.Exit(2)
+    code = file.read_text()
     parents = []
     for text in parent or []:
         agent_id, _, parent_version = text.partition("@")
         parents.append(agent_pb2.AgentVersionRef(agent_id=agent_id, version=parent_version))
     labels = dict(item.partition("=")[::2] for item in label or [])
-    request = pb2.RegisterAgentRequest(name=name or file.stem, code=file.read_text(), description=description,
-                                       version=version, parents=parents, labels=labels)
 
     async def work(stub: pb2_grpc.RegistryServiceStub) -> agent_pb2.Agent:
-        answer = await stub.RegisterAgent(request)
+        target = await registration_name(stub, file, code, name=name, new_version_of=new_version_of)
+        answer = await stub.RegisterAgent(pb2.RegisterAgentRequest(
+            name=target, code=code, description=description, version=version, parents=parents, labels=labels))
         verb = "registered" if answer.created else "already registered as"
         console.print(f"{verb} {answer.agent.name} {answer.agent.version} ({answer.agent.agent_id})")
         agent = answer.agent
@@ -133,7 +145,11 @@ def register(
                 agent_id=agent.agent_id, version=agent.version, exclude_code=True))).agent
         return agent
 
-    agent = _call(ctx, work)
+    try:
+        agent = _call(ctx, work)
+    except RegistrationRefused as refused:
+        console.print(f"[red]error[/red] FAILED_PRECONDITION: {escape(str(refused))}")
+        raise typer.Exit(1) from None
     if wait:
         _show(agent)
         if agent.analysis.state != agent_pb2.AgentAnalysis.STATE_SUCCEEDED:

@@ -23,6 +23,7 @@ from tdev.registry.v1 import registry_service_pb2_grpc as registry_pb2_grpc
 
 from common.config import get_common_settings
 from common.grpc_client import open_channel
+from tdev_cli.agent_files import NAME_HELP, NEW_VERSION_OF_HELP, RegistrationRefused, registration_name
 from tdev_cli.calls import call_service
 
 T = TypeVar("T")
@@ -132,8 +133,12 @@ def _exit_code(table: GenerationTable) -> int:
 
 
 # -- tdev evolve --------------------------------------------------------------------------------------------
-def _register_file(path: Path, name: str, registry_address: str) -> str:
-    """Registers an agent file and returns its id (the same code twice is the same version)."""
+def _register_file(path: Path, name: str, new_version_of: str, registry_address: str) -> str:
+    """Registers an agent file and returns its id (the same code twice is the same version).
+
+    The name is chosen and checked as by ``tdev agents register`` (tdev_cli/agent_files.py): a file is never
+    filed under an agent of another class unless ``new_version_of`` says so.
+    """
     common = get_common_settings()
     code = path.read_text()
 
@@ -141,8 +146,10 @@ def _register_file(path: Path, name: str, registry_address: str) -> str:
         channel = open_channel(registry_address or common.registry_address,
                                deadline_seconds=common.client_deadline_seconds, tracing=False)
         try:
-            response = await registry_pb2_grpc.RegistryServiceStub(channel).RegisterAgent(
-                registry_pb2.RegisterAgentRequest(name=name or path.stem, code=code,
+            stub = registry_pb2_grpc.RegistryServiceStub(channel)
+            target = await registration_name(stub, path, code, name=name, new_version_of=new_version_of)
+            response = await stub.RegisterAgent(
+                registry_pb2.RegisterAgentRequest(name=target, code=code,
                                                   description=f"registered by tdev evolve from {path.name}"))
             return str(response.agent.agent_id)
         finally:
@@ -150,6 +157,9 @@ def _register_file(path: Path, name: str, registry_address: str) -> str:
 
     try:
         return asyncio.run(register())
+    except RegistrationRefused as refused:
+        console.print(f"[red]error[/red] FAILED_PRECONDITION: {escape(str(refused))}")
+        raise typer.Exit(1) from None
     except grpc.aio.AioRpcError as error:
         console.print(f"[red]error[/red] registering {path}: {error.code().name}: {escape(error.details() or '')}")
         raise typer.Exit(1) from None
@@ -171,18 +181,25 @@ def evolve_command(
     plateau: Annotated[int | None, typer.Option(help="Stop after this many generations without improvement.")] = None,
     margin: Annotated[float | None, typer.Option(help="Held-out margin needed for promotion.")] = None,
     promote: Annotated[bool, typer.Option(help="Register the winner when it beats the original.")] = True,
-    name: Annotated[str, typer.Option(help="Name when AGENT is a file (default: the file's stem).")] = "",
+    name: Annotated[str, typer.Option(help="When AGENT is a file: " + NAME_HELP)] = "",
+    new_version_of: Annotated[str, typer.Option(help="When AGENT is a file: " + NEW_VERSION_OF_HELP)] = "",
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Follow the run with a live table.")] = False,
     address: Annotated[str, typer.Option(help=ADDRESS_HELP)] = "",
     registry_address: Annotated[str, typer.Option(help="Registry address (default: TDEV_REGISTRY_ADDRESS).")] = "",
 ) -> None:
-    """Evolve AGENT against a suite; with --follow, show one row per generation as it finishes."""
+    """Evolve AGENT against a suite; with --follow, show one row per generation as it finishes.
+
+    A file is registered first under the agent's own name (not the file's stem), and refused when that name is
+    an agent of another class unless --new-version-of names it (see tdev agents register).
+    """
+    if name and new_version_of:
+        raise typer.BadParameter("--name and --new-version-of exclude each other")
     if operators not in ("auto", *OPERATORS):
         raise typer.BadParameter(f"--operators: one of auto, {', '.join(k for k in OPERATORS if k != 'unspecified')}")
     message = suite_from_file(suite)
     path = Path(agent)
     if agent.endswith(".py") and path.is_file():
-        agent = _register_file(path, name, registry_address)
+        agent = _register_file(path, name, new_version_of, registry_address)
     config = evolution_pb2.EvolutionConfig(
         operators=OPERATORS.get(operators, evolution_pb2.OPERATOR_SET_UNSPECIFIED),  # type: ignore[arg-type]
         promote=promote,

@@ -28,7 +28,12 @@ console = Console()
 
 @app.command()
 def up() -> None:
-    """Start the four services on loopback (SQLite, in-process cache, offline LLM); Ctrl-C stops them."""
+    """Start the four services on loopback; Ctrl-C stops them.
+
+    SQLite files and the in-process cache unless TDEV_DATABASE_URL / TDEV_REDIS_URL say otherwise (the banner
+    says which); a configured Postgres or Redis that does not answer stops it before any service starts (exit
+    2), and a service that dies stops the mesh with the tail of its log (exit 1).
+    """
     from tdev_cli.up import run_mesh
 
     raise typer.Exit(asyncio.run(run_mesh(get_common_settings(), console)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import importlib
 import os
 import signal
 import socket
@@ -15,9 +16,17 @@ from pathlib import Path
 from typing import TextIO
 
 from rich.console import Console
+from rich.markup import escape
+from sqlalchemy.engine import URL, make_url
 
-from common.config import CommonSettings
+from common.config import CommonSettings, ServiceSettings
 from tdev_cli.mesh import SERVICES, MeshService, check_health
+
+LOG_TAIL_LINES = 20
+DEPENDENCY_TIMEOUT_SECONDS = 3.0
+# The settings class of each service, read the way the service reads it (its own DSN wins over the shared one).
+_SETTINGS = {"registry": "registry_svc.config:RegistrySettings", "workflow": "workflow_svc.config:WorkflowSettings",
+             "builder": "builder_svc.config:BuilderSettings", "evolution": "evolution_svc.config:EvolutionSettings"}
 
 
 class MeshStartError(RuntimeError):
@@ -80,7 +89,7 @@ async def _start_child(service: MeshService, port: int, env: dict[str, str], log
     return Child(service, port, process, log_path, log_file)
 
 
-def _tail(path: Path, lines: int = 15) -> str:
+def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     try:
         return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
     except OSError:
@@ -125,15 +134,123 @@ async def stop_children(children: list[Child], grace: float) -> None:
         child.log_file.close()
 
 
-def banner(host: str, ports: dict[str, int], data_dir: Path) -> str:
-    """What a person needs to start calling the mesh."""
+@dataclass(frozen=True)
+class Database:
+    """The database one service will use, and the setting that chose it."""
+
+    url: str
+    setting: str
+
+    @property
+    def is_postgres(self) -> bool:
+        """True for a Postgres DSN (else it is a SQLite file)."""
+        return make_url(self.url).get_backend_name() == "postgresql"
+
+    def describe(self) -> str:
+        """``Postgres 127.0.0.1:5432/tdev`` or ``SQLite /path/registry.sqlite``; never a password."""
+        url = make_url(self.url)
+        if not self.is_postgres:
+            return f"SQLite {url.database}"
+        return f"Postgres {url.host or 'localhost'}:{url.port or 5432}/{url.database or ''}"
+
+
+def planned_databases(common: CommonSettings) -> dict[str, Database]:
+    """The database of each service: its TDEV_<SVC>_DATABASE_URL, else TDEV_DATABASE_URL, else its SQLite file."""
+    found = {}
+    for service in SERVICES:
+        module, _, name = _SETTINGS[service.name].partition(":")
+        settings: ServiceSettings = getattr(importlib.import_module(module), name)()
+        prefix = f"TDEV_{service.name.upper()}_"
+        setting = f"{prefix}DATABASE_URL" if settings.database_url else (
+            "TDEV_DATABASE_URL" if common.database_url else "TDEV_DATA_DIR")
+        found[service.name] = Database(settings.resolved_database_url(common, service.name), setting)
+    return found
+
+
+def describe_redis(url: str) -> str:
+    """``Redis 127.0.0.1:6379/0``; never a password."""
+    parsed = make_url(url) if "://" in url else URL.create("redis", host=url)
+    return f"Redis {parsed.host or 'localhost'}:{parsed.port or 6379}/{parsed.database or '0'}"
+
+
+async def _postgres_answers(url: str) -> str | None:
+    """None when the Postgres of ``url`` accepts a connection, else why not."""
+    import asyncpg
+
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    try:
+        connection = await asyncpg.connect(dsn, timeout=DEPENDENCY_TIMEOUT_SECONDS)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        return f"{type(error).__name__}: {error}".strip().rstrip(":")
+    await connection.close()
+    return None
+
+
+async def _redis_answers(url: str) -> str | None:
+    """None when the Redis of ``url`` answers PING, else why not."""
+    from redis.asyncio import Redis
+    from redis.exceptions import RedisError
+
+    client = Redis.from_url(url, socket_connect_timeout=DEPENDENCY_TIMEOUT_SECONDS,
+                            socket_timeout=DEPENDENCY_TIMEOUT_SECONDS)
+    try:
+        await client.ping()
+    except (OSError, RedisError) as error:
+        return f"{type(error).__name__}: {error}"
+    finally:
+        await client.aclose()
+    return None
+
+
+async def dependencies_down(common: CommonSettings, databases: dict[str, Database]) -> list[str]:
+    """One line per configured dependency that does not answer: what, where, why, and what to do.
+
+    Checked before any service starts, because each would otherwise die at start-up with a traceback in its
+    own log and the mesh would report only that a service exited.
+    """
+    problems = []
+    checked: set[str] = set()
+    for database in databases.values():
+        if not database.is_postgres or database.url in checked:
+            continue
+        checked.add(database.url)
+        why = await _postgres_answers(database.url)
+        if why is not None:
+            users = ", ".join(name for name, item in databases.items() if item.url == database.url)
+            problems.append(
+                f"{database.describe()} ({database.setting}, used by {users}) is not usable ({why}). "
+                f"Start it, or fix or unset {database.setting} (unset, services use SQLite files under the data dir)."
+            )
+    if common.redis_url:
+        why = await _redis_answers(common.redis_url)
+        if why is not None:
+            problems.append(
+                f"{describe_redis(common.redis_url)} (TDEV_REDIS_URL) is not usable ({why}). "
+                "Start it, or fix or unset TDEV_REDIS_URL (unset, services use the in-process cache)."
+            )
+    return problems
+
+
+def banner(host: str, ports: dict[str, int], data_dir: Path, *, databases: dict[str, Database] | None = None,
+           redis_url: str | None = None) -> str:
+    """What a person needs to start calling the mesh, and what it really runs on (from the settings)."""
     registry = f"{host}:{ports['registry']}"
     workflow = f"{host}:{ports['workflow']}"
-    lines = ["T-Developer mesh is up (embedded mode: SQLite, in-process cache, offline LLM provider)", ""]
+    lines = ["T-Developer mesh is up", ""]
     for service in SERVICES:
         lines.append(f"  {service.name:<10} {host}:{ports[service.name]:<6} {service.grpc_service}")
+    lines.append("")
+    databases = databases or {}
+    described = {name: database.describe() for name, database in databases.items()}
+    if databases and not any(database.is_postgres for database in databases.values()):
+        lines.append(f"  database: SQLite, a file per service under {data_dir}")
+    elif len(set(described.values())) == 1:
+        lines.append(f"  database: {next(iter(described.values()))} (a schema per service)")
+    else:
+        lines += [f"  database: {name} on {text}" for name, text in described.items()]
+    lines.append(f"  cache:    {describe_redis(redis_url)} (shared)" if redis_url
+                 else "  cache:    in-process (TDEV_REDIS_URL unset)")
     lines += [
-        "",
         f"  data: {data_dir}   logs: {data_dir / 'logs'}",
         "",
         "Try:",
@@ -165,6 +282,12 @@ async def run_mesh(
             "(e.g. TDEV_REGISTRY_PORT=60051)."
         )
         return 2
+    databases = planned_databases(common)
+    down = await dependencies_down(common, databases)
+    if down:
+        for line in down:
+            console.print(f"[red]cannot start:[/red] {escape(line)}", soft_wrap=True)
+        return 2
     data_dir = common.data_dir.resolve()
     logs = data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -190,7 +313,7 @@ async def run_mesh(
         except MeshStartError as error:
             console.print(f"[red]{error}[/red]")
             return 1
-        print(banner(common.host, ports, data_dir), flush=True)
+        print(banner(common.host, ports, data_dir, databases=databases, redis_url=common.redis_url), flush=True)
         if ready is not None:
             ready.set()
         died = [asyncio.create_task(child.process.wait()) for child in children]
@@ -199,8 +322,13 @@ async def run_mesh(
         for task in (*died, stopping):
             task.cancel()
         if stopping not in done:
-            dead = [c.service.name for c in children if c.process.returncode is not None]
-            console.print(f"[red]{', '.join(dead)} stopped unexpectedly; stopping the mesh[/red]")
+            for child in children:
+                if child.process.returncode is not None:
+                    console.print(
+                        f"[red]the {child.service.name} service stopped unexpectedly (exit code "
+                        f"{child.process.returncode}); stopping the mesh.[/red] Last {LOG_TAIL_LINES} lines of "
+                        f"{child.log_path}:", soft_wrap=True)
+                    console.print(_tail(child.log_path), markup=False, highlight=False, soft_wrap=True)
             return 1
         console.print("stopping the mesh...")
         return 0

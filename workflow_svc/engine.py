@@ -17,6 +17,7 @@ from typing import Any
 
 import structlog
 
+from common.tasks import watch
 from workflow_svc.agent_cache import AgentCache, WorkflowCache
 from workflow_svc.bus import EventBus
 from workflow_svc.claimer import Claimer
@@ -84,9 +85,9 @@ class Engine:
     async def start(self) -> None:
         """Starts the claim, lease and report loops."""
         self._loops = [
-            asyncio.create_task(self._claimer.loop(), name="workflow-claim"),
-            asyncio.create_task(self._lease_keeper.loop(), name="workflow-lease"),
-            asyncio.create_task(self._reporter.loop(), name="workflow-report"),
+            watch(asyncio.create_task(loop(), name=name), event="workflow_loop_failed", loop=name)
+            for loop, name in ((self._claimer.loop, "workflow-claim"), (self._lease_keeper.loop, "workflow-lease"),
+                               (self._reporter.loop, "workflow-report"))
         ]
 
     async def close(self) -> None:
@@ -127,7 +128,8 @@ class Engine:
             return
         run = Run(self, claim)
         self.runs[claim.execution_id] = run
-        run.task = asyncio.create_task(run.run(), name=f"run-{claim.execution_id}")
+        run.task = watch(asyncio.create_task(run.run(), name=f"run-{claim.execution_id}"),
+                         event="execution_run_failed", execution_id=claim.execution_id)
 
     def forget(self, run: Run) -> None:
         """Called by a run when it ends."""

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from common.errors import DomainError
+from common.tasks import watch
 from workflow_svc import refs
 from workflow_svc.domain import (
     AttemptResult,
@@ -84,7 +85,9 @@ class Writer:
             self._queued.merge(batch)
         if self._task is None or self._task.done():
             self._idle.clear()
-            self._task = asyncio.create_task(self._flush())
+            # A write that fails outside its own retries (publishing to the bus, say) is logged, not lost.
+            self._task = watch(asyncio.create_task(self._flush()), event="batch_flush_failed",
+                               execution_id=self._run.execution_id)
 
     async def drain(self) -> None:
         """Waits until everything submitted is committed (or the lease is lost)."""

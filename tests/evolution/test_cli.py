@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from tdev.registry.v1 import registry_service_pb2 as registry_pb2
 from typer.testing import CliRunner
 
 from tdev_cli.main import app
@@ -53,3 +54,30 @@ async def test_evolve_follow_then_show_with_a_plot(mesh: Mesh, tmp_path: Path) -
     assert code == 0 and run_id in output
     code, output = await invoke("evolution", "cancel", run_id, "--address", address)
     assert code == 1 and "FAILED_PRECONDITION" in output
+
+
+async def test_evolve_files_each_agent_py_under_its_own_agent(mesh: Mesh) -> None:
+    """The three examples are all ``agent.py``: each is its own agent, and a file of another class is refused
+    under a taken name unless ``--new-version-of`` asks for it."""
+    address = f"127.0.0.1:{mesh.evolution_handle.port}"
+    registry = f"127.0.0.1:{mesh.registry_handle.port}"
+    common = ("--generations", "1", "--population", "6", "--islands", "1", "--seed", "1", "--operators",
+              "program_transform", "--no-promote", "--address", address, "--registry-address", registry)
+    ids = {}
+    for example in ("dispatcher", "slugify"):
+        code, output = await invoke("evolve", str(EXAMPLES / example / "agent.py"), "--suite",
+                                    str(EXAMPLES / example / "suite.json"), *common)
+        assert code == 0, output
+        agent = (await mesh.registry.GetAgent(registry_pb2.GetAgentRequest(name=example, exclude_code=True))).agent
+        assert (agent.version, agent.class_name) == ("1.0.0", example.capitalize())
+        assert f": {agent.agent_id} 1.0.0, population 6" in output
+        ids[example] = agent.agent_id
+    slugify = EXAMPLES / "slugify" / "agent.py"
+    code, output = await invoke("evolve", str(slugify), "--name", "dispatcher", "--suite",
+                                str(EXAMPLES / "slugify" / "suite.json"), *common)
+    assert code == 1 and " ".join(output.split()).startswith(
+        f"error FAILED_PRECONDITION: {slugify} is not a version of agent dispatcher: dispatcher 1.0.0 is class "
+        "Dispatcher, the file defines class Slugify."), output
+    code, output = await invoke("evolve", str(slugify), "--new-version-of", "dispatcher", "--suite",
+                                str(EXAMPLES / "slugify" / "suite.json"), *common)
+    assert code == 0 and f": {ids['dispatcher']} 1.1.0, population 6" in output, output

@@ -203,3 +203,89 @@ def test_protos_pass_buf_lint() -> None:
     assert buf, "buf is installed by the dev extra (buf-bin)"
     result = subprocess.run([buf, "lint"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("setting, url, what", [
+    ("TDEV_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:{port}/tdev", "Postgres 127.0.0.1:{port}/tdev"),
+    ("TDEV_REDIS_URL", "redis://127.0.0.1:{port}/0", "Redis 127.0.0.1:{port}/0"),
+])
+def test_tdev_up_with_a_dependency_down_says_what_in_one_line(tmp_path: Path, setting: str, url: str,
+                                                             what: str) -> None:
+    (closed,) = free_ports(1)
+    env = mesh_env(tmp_path, free_ports(4))
+    env[setting] = url.format(port=closed)
+    env["COLUMNS"] = "400"  # the line is checked whole
+    started = time.monotonic()
+    result = subprocess.run([str(BIN / "tdev"), "up"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    (line,) = result.stdout.splitlines()
+    assert line.startswith(f"cannot start: {what.format(port=closed)} ({setting}") and "is not usable" in line
+    assert f"Start it, or fix or unset {setting}" in line
+    assert not (tmp_path / "data" / "logs").exists(), "no service was started"
+    assert time.monotonic() - started < 20
+
+
+def test_banner_tells_which_database_and_cache_are_in_use(tmp_path: Path) -> None:
+    from tdev_cli.up import Database, banner
+
+    ports = dict(zip((s.name for s in SERVICES), free_ports(4), strict=True))
+    shared = {s.name: Database("postgresql+asyncpg://u:secret@db.internal:6543/tdev", "TDEV_DATABASE_URL")
+              for s in SERVICES}
+    text = banner("127.0.0.1", ports, tmp_path, databases=shared, redis_url="redis://:secret@cache:6380/1")
+    assert "  database: Postgres db.internal:6543/tdev (a schema per service)" in text
+    assert "  cache:    Redis cache:6380/1 (shared)" in text and "secret" not in text
+    mixed = {**{s.name: Database(f"sqlite+aiosqlite:///{tmp_path}/{s.name}.sqlite", "TDEV_DATA_DIR")
+                for s in SERVICES}, "workflow": shared["workflow"]}
+    text = banner("127.0.0.1", ports, tmp_path, databases=mixed)
+    assert f"  database: registry on SQLite {tmp_path}/registry.sqlite" in text
+    assert "  database: workflow on Postgres db.internal:6543/tdev" in text
+    assert "  cache:    in-process (TDEV_REDIS_URL unset)" in text
+
+
+def _child_running(pid: int, module: str) -> int:
+    """The pid of ``pid``'s child process running ``python -m module``."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            if module in Path(f"/proc/{child}/cmdline").read_text():
+                return int(child)
+    raise AssertionError(f"no child of {pid} runs {module}")
+
+
+async def test_tdev_up_on_redis_says_so_and_a_crashed_service_stops_the_mesh_with_its_log(tmp_path: Path) -> None:
+    conftest.require_service("Redis", "127.0.0.1", 6379)
+    ports = free_ports(4)
+    env = mesh_env(tmp_path, ports)
+    env["TDEV_REDIS_URL"] = conftest.REDIS_URL
+    process = await asyncio.create_subprocess_exec(
+        str(BIN / "tdev"), "up", env=env, cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        assert process.stdout is not None
+        banner = b""
+        while b"Ctrl-C stops all four" not in banner:
+            line = await asyncio.wait_for(process.stdout.readline(), timeout=60)
+            assert line, f"tdev up ended early:\n{banner.decode()}"
+            banner += line
+        text = banner.decode()
+        assert f"cache:    Redis {conftest.REDIS_URL.removeprefix('redis://')} (shared)" in text
+        assert f"database: SQLite, a file per service under {tmp_path / 'data'}" in text
+        assert "in-process cache" not in text
+        os.kill(await asyncio.to_thread(_child_running, process.pid, "workflow_svc"), signal.SIGKILL)
+        rest = (await asyncio.wait_for(process.stdout.read(), timeout=30)).decode()
+        code = await asyncio.wait_for(process.wait(), timeout=30)
+        assert code == 1, rest
+        flat = " ".join(rest.split())
+        log_path = tmp_path / "data" / "logs" / "workflow.log"
+        assert (f"the workflow service stopped unexpectedly (exit code -9); stopping the mesh. Last 20 lines of "
+                f"{log_path}:") in flat
+        tail = (await asyncio.to_thread(log_path.read_text)).splitlines()[-20:]
+        assert tail and all(line.strip() in rest for line in tail[-3:])
+        for port in ports:
+            with socket.socket() as probe:
+                assert probe.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still served"
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

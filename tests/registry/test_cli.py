@@ -87,3 +87,37 @@ async def test_cli_label_sets_and_removes_labels_by_name_or_id(sqlite_registry: 
         1, 'error INVALID_ARGUMENT: set_labels[Bad]: keys are 1 to 63 characters of a-z, 0-9, "_", "." and "-"')
     code, out = await _tdev(sqlite_registry, "label", "word_count", "--set", "stage=prod")
     assert (code, out.strip()) == (2, "error --version is required and --set takes KEY=VALUE")
+
+
+async def test_cli_register_names_agents_by_their_class_not_the_files_stem(sqlite_registry: Registry,
+                                                                          tmp_path: Path) -> None:
+    evolution = EXAMPLES.parent / "evolution"
+    for example in ("dispatcher", "slugify", "shipping_cost"):
+        code, out = await _tdev(sqlite_registry, "register", str(evolution / example / "agent.py"))
+        assert (code, out.split(" (")[0]) == (0, f"registered {example} 1.0.0"), out
+    computed = tmp_path / "agent.py"
+    computed.write_text("class HTTPFetchAgent:\n    def get_capabilities(self):\n        return dict(name='x')\n\n"
+                        "    def execute(self, inputs):\n        return {}\n")
+    code, out = await _tdev(sqlite_registry, "register", str(computed))
+    assert (code, out.split(" (")[0]) == (0, "registered http_fetch_agent 1.0.0"), out
+
+
+async def test_cli_register_refuses_another_class_under_a_taken_name_unless_asked(sqlite_registry: Registry) -> None:
+    evolution = EXAMPLES.parent / "evolution"
+    dispatcher, slugify = evolution / "dispatcher" / "agent.py", evolution / "slugify" / "agent.py"
+    code, out = await _tdev(sqlite_registry, "register", str(dispatcher))
+    assert code == 0, out
+    agent_id = out.split("(")[1].split(")")[0]
+    code, out = await _tdev(sqlite_registry, "register", str(slugify), "--name", "dispatcher")
+    assert (code, " ".join(out.split())) == (1, (
+        f"error FAILED_PRECONDITION: {slugify} is not a version of agent dispatcher: dispatcher 1.0.0 is class "
+        "Dispatcher, the file defines class Slugify. Register it under its own --name, or pass --new-version-of "
+        "dispatcher to file it as the next version of dispatcher anyway."))
+    code, out = await _tdev(sqlite_registry, "versions", "dispatcher")
+    assert code == 0 and "1.1.0" not in out
+    code, out = await _tdev(sqlite_registry, "register", str(slugify), "--new-version-of", agent_id)
+    assert (code, out.strip()) == (0, f"registered dispatcher 1.1.0 ({agent_id})")
+    code, out = await _tdev(sqlite_registry, "register", str(dispatcher), "--new-version-of", "nobody")
+    assert (code, out.strip()) == (1, "error NOT_FOUND: no agent with name nobody")
+    code, out = await _tdev(sqlite_registry, "register", str(dispatcher), "--name", "a", "--new-version-of", "b")
+    assert (code, out.strip()) == (2, "error --name and --new-version-of exclude each other")

@@ -204,10 +204,15 @@ async def test_two_replicas_share_executions_and_watchers_see_every_event_on_eit
 async def test_a_stale_workers_late_write_is_rejected(mesh: Mesh) -> None:
     from common.db import create_engine
 
-    engine = create_engine(mesh.database_url, "workflow")
+    # A database of its own: the replicas earlier tests of this module leave running on mesh.database_url
+    # would resume the execution once it is released below, and a claim skips a row such a replica holds
+    # locked mid-write (SKIP LOCKED), so "stale" could find nothing to claim. Here nothing else runs.
+    database_url = await create_database()
+    mesh.extra_databases.append(database_url)
+    engine = create_engine(database_url, "workflow")
     repo = SqlRepository(engine)
     try:
-        workflows = await mesh.start_workflows()
+        workflows = await mesh.start_workflows(database_url)
         stored = await create(workflows.stub, definition("lease", [node("only", "wf_sleep", {"seconds": 5})]))
         started = await workflows.stub.StartExecution(pb2.StartExecutionRequest(workflow_id=stored.workflow_id))
         execution_id = started.execution.execution_id
