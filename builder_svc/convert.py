@@ -36,7 +36,8 @@ from builder_svc.domain import (
     ValidationCase,
     WorkflowDefinition,
 )
-from common.errors import FieldViolation, InvalidArgument
+from common import idempotency
+from common.errors import invalid_field
 from common.protojson import dict_to_struct as struct
 from common.protojson import struct_to_dict
 
@@ -59,8 +60,9 @@ def _constraints(message: build_pb2.BuildConstraints) -> RequestedConstraints:
 
 
 def start_command(request: pb2.StartBuildRequest | pb2.BuildServiceRequest) -> StartCommand:
-    """StartBuild and BuildService requests carry the same fields."""
-    return StartCommand(request.requirements, _constraints(request.constraints), request.request_id)
+    """StartBuild and BuildService requests carry the same fields (so a request id replays through either)."""
+    return StartCommand(request.requirements, _constraints(request.constraints), request.request_id,
+                        fingerprint=idempotency.fingerprint(request))
 
 
 def list_query(request: pb2.ListBuildsRequest) -> tuple[BuildFilter, int, str]:
@@ -68,8 +70,7 @@ def list_query(request: pb2.ListBuildsRequest) -> tuple[BuildFilter, int, str]:
     try:
         state = BuildState(request.state) if request.state else None
     except ValueError:
-        raise InvalidArgument(f"state: unknown build state {request.state}",
-                              violations=[FieldViolation("state", f"unknown build state {request.state}")]) from None
+        raise invalid_field("state", f"unknown build state {request.state}") from None
     return BuildFilter(state=state), request.page_size, request.page_token
 
 

@@ -13,7 +13,8 @@ from tdev.registry.v1 import agent_pb2 as registry_agent_pb2
 from tdev.registry.v1 import registry_service_pb2 as registry_pb2
 from tdev.registry.v1 import registry_service_pb2_grpc as registry_pb2_grpc
 
-from common.errors import InvalidArgument
+from common import idempotency
+from common.errors import invalid_field
 from common.protojson import dict_to_struct, struct_to_dict
 from evolution_svc.domain import (
     AgentSource,
@@ -88,7 +89,7 @@ EVENT_TO_PROTO = {
 def suite_from_proto(message: evo_pb2.EvaluationSuite) -> EvaluationSuite:
     """The suite as sent (validated later by the service)."""
     if message.scoring_mode not in SCORING_FROM_PROTO and message.scoring_mode != evo_pb2.SCORING_MODE_UNSPECIFIED:
-        raise InvalidArgument(f"suite.scoring_mode: unknown value {message.scoring_mode}")
+        raise invalid_field("suite.scoring_mode", f"unknown value {message.scoring_mode}")
     return EvaluationSuite(
         cases=tuple(
             EvaluationCase(
@@ -117,7 +118,7 @@ def overrides_from_proto(message: evo_pb2.EvolutionConfig) -> ConfigOverrides:
         if message.HasField(item.name):
             given[item.name] = getattr(message, item.name)
     if message.operators not in OPERATORS_FROM_PROTO:
-        raise InvalidArgument(f"config.operators: unknown value {message.operators}")
+        raise invalid_field("config.operators", f"unknown value {message.operators}")
     return ConfigOverrides(**given, operators=OPERATORS_FROM_PROTO[message.operators])
 
 
@@ -129,6 +130,7 @@ def start_request(message: pb2.StartEvolutionRequest) -> StartRequest:
         suite=suite_from_proto(message.suite),
         overrides=overrides_from_proto(message.config),
         request_id=message.request_id,
+        fingerprint=idempotency.fingerprint(message),
     )
 
 
@@ -139,11 +141,11 @@ def list_query(message: pb2.ListEvolutionsRequest) -> ListQuery:
         InvalidArgument: a negative page size.
     """
     if message.page_size < 0:
-        raise InvalidArgument("page_size: must not be negative")
+        raise invalid_field("page_size", "must not be negative")
     size = min(message.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
     state = STATE_FROM_PROTO.get(message.state) if message.state else None
     if message.state and state is None:
-        raise InvalidArgument(f"state: unknown value {message.state}")
+        raise invalid_field("state", f"unknown value {message.state}")
     return ListQuery(page_size=size, page_token=message.page_token, agent_id=message.agent_id, state=state)
 
 

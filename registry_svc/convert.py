@@ -14,7 +14,8 @@ from google.protobuf import struct_pb2, timestamp_pb2
 from tdev.registry.v1 import agent_pb2
 from tdev.registry.v1 import registry_service_pb2 as pb2
 
-from common.errors import FieldViolation, InvalidArgument
+from common import idempotency
+from common.errors import InvalidArgument, invalid_field
 from registry_svc.domain import (
     AgentVersion,
     Analysis,
@@ -82,7 +83,7 @@ def decode_token(token: str, query: Mapping[str, Any]) -> Any:
 
 
 def _bad_token(problem: str) -> InvalidArgument:
-    return InvalidArgument(f"page_token: {problem}", violations=[FieldViolation("page_token", problem)])
+    return invalid_field("page_token", problem, reason="INVALID_PAGE_TOKEN")
 
 
 # ---- domain -> proto --------------------------------------------------------------------------------
@@ -150,6 +151,7 @@ def register_command(request: pb2.RegisterAgentRequest) -> RegisterCommand:
         name=request.name, code=request.code, description=request.description,
         parents=tuple(VersionRef(p.agent_id, p.version) for p in request.parents),
         version=request.version, request_id=request.request_id, labels=dict(request.labels),
+        fingerprint=idempotency.fingerprint(request),
     )
 
 
@@ -209,9 +211,9 @@ def list_query(request: pb2.ListAgentsRequest) -> ListQuery:
     if after is not None and not (isinstance(after, list) and len(after) == 2 and isinstance(after[1], str)):
         raise _bad_token("is malformed")
     if request.analysis_state and request.analysis_state not in _STATE_FROM_PB:
-        raise InvalidArgument(f"analysis_state: unknown state {request.analysis_state}")
+        raise invalid_field("analysis_state", f"unknown state {request.analysis_state}")
     if request.order_by not in _ORDER_FROM_PB:
-        raise InvalidArgument(f"order_by: unknown order {request.order_by}")
+        raise invalid_field("order_by", f"unknown order {request.order_by}")
     return ListQuery(
         name_contains=request.name_contains, capability=request.capability,
         state=_STATE_FROM_PB.get(request.analysis_state), min_quality=request.min_quality_score,

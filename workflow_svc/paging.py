@@ -6,7 +6,7 @@ import base64
 import binascii
 import json
 
-from common.errors import FieldViolation, InvalidArgument
+from common.errors import invalid_field
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
@@ -20,9 +20,7 @@ def page_size(requested: int) -> int:
         InvalidArgument: for a negative size.
     """
     if requested < 0:
-        raise InvalidArgument(
-            "page_size must not be negative", violations=[FieldViolation("page_size", "must not be negative")]
-        )
+        raise invalid_field("page_size", "must not be negative")
     return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
 
@@ -43,6 +41,4 @@ def decode_cursor(token: str) -> Cursor | None:
         create_time, item_id = json.loads(base64.urlsafe_b64decode(token.encode()))
         return float(create_time), str(item_id)
     except (ValueError, TypeError, binascii.Error) as error:
-        raise InvalidArgument(
-            "page_token is not valid", violations=[FieldViolation("page_token", "not issued by this service")]
-        ) from error
+        raise invalid_field("page_token", "not issued by this service", reason="INVALID_PAGE_TOKEN") from error
