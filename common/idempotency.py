@@ -45,8 +45,8 @@ class RequestIdReused(InvalidArgument):
 
     def __init__(self, request_id: str, what: str) -> None:
         """``what`` names the first request, e.g. 'workflow "wf_1"'."""
-        problem = (f"was used before for a different request (it created {what}); send the same request to "
-                   "replay it, or a new request id for a new request")
+        problem = (f"was used before for a different request (the one that made {what}); send the same request "
+                   "to replay it, or a new request id for a new request")
         super().__init__(f"request_id {request_id[:128]!r} {problem}",
                          violations=[FieldViolation(REQUEST_ID_FIELD, problem)])
 
