@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 
 from builder_svc.domain import Constraints, RequestedConstraints
-from common.errors import FieldViolation, InvalidArgument
+from common.errors import FieldViolation, InvalidArgument, invalid_field, invalid_fields, require
 
 MAX_REQUEST_ID_CHARS = 128
 MAX_SAMPLE_BYTES = 256 * 1024
@@ -28,7 +28,7 @@ class Defaults:
 
 
 def _invalid(field: str, problem: str) -> InvalidArgument:
-    return InvalidArgument(f"{field}: {problem}", violations=[FieldViolation(field, problem)])
+    return invalid_field(field, problem)
 
 
 def check_requirements(text: str, max_chars: int) -> str:
@@ -68,7 +68,7 @@ def resolve_constraints(requested: RequestedConstraints, defaults: Defaults) -> 
             problems.append(FieldViolation(f"constraints.sample_inputs[{index}]",
                                            f"larger than {MAX_SAMPLE_BYTES // 1024} KiB"))
     if problems:
-        raise InvalidArgument("; ".join(f"{p.field}: {p.description}" for p in problems), violations=problems)
+        raise invalid_fields(problems)
     return Constraints(
         max_tokens=requested.max_tokens or defaults.max_tokens,
         max_cost_usd=requested.max_cost_usd or defaults.max_cost_usd,
@@ -86,6 +86,5 @@ def check_request_id(request_id: str) -> None:
 
 
 def check_build_id(build_id: str) -> None:
-    """Raises InvalidArgument for an empty id."""
-    if not build_id:
-        raise _invalid("build_id", "is required")
+    """Raises InvalidArgument (reason FIELD_REQUIRED) for an empty id."""
+    require("build_id", build_id)

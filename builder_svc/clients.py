@@ -140,7 +140,8 @@ class GrpcWorkflows:
                 await self._follow(execution)
         except TimeoutError:
             raise DeadlineExceeded(
-                f"workflow execution {execution} did not end within {deadline_seconds:g} s") from None
+                f"workflow execution {execution} did not end within {deadline_seconds:g} s",
+                reason="EXECUTION_DEADLINE_EXCEEDED") from None
         finished = await call_once(
             lambda: self._stub.GetExecution(convert.get_execution_request(execution), timeout=self._deadline),
             "workflow GetExecution")

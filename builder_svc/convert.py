@@ -37,8 +37,8 @@ from builder_svc.domain import (
     ValidationCase,
     WorkflowDefinition,
 )
-from common import paging
-from common.errors import FieldViolation, InvalidArgument
+from common import idempotency, paging
+from common.errors import invalid_field
 from common.paging import Page
 from common.protojson import dict_to_struct as struct
 from common.protojson import struct_to_dict
@@ -62,8 +62,9 @@ def _constraints(message: build_pb2.BuildConstraints) -> RequestedConstraints:
 
 
 def start_command(request: pb2.StartBuildRequest | pb2.BuildServiceRequest) -> StartCommand:
-    """StartBuild and BuildService requests carry the same fields."""
-    return StartCommand(request.requirements, _constraints(request.constraints), request.request_id)
+    """StartBuild and BuildService requests carry the same fields (so a request id replays through either)."""
+    return StartCommand(request.requirements, _constraints(request.constraints), request.request_id,
+                        fingerprint=idempotency.fingerprint(request))
 
 
 def list_query(request: pb2.ListBuildsRequest) -> tuple[BuildFilter, int, Cursor | None]:
@@ -75,8 +76,7 @@ def list_query(request: pb2.ListBuildsRequest) -> tuple[BuildFilter, int, Cursor
     try:
         state = BuildState(request.state) if request.state else None
     except ValueError:
-        raise InvalidArgument(f"state: unknown build state {request.state}",
-                              violations=[FieldViolation("state", f"unknown build state {request.state}")]) from None
+        raise invalid_field("state", f"unknown build state {request.state}") from None
     after = paging.decode_token(request, paging.is_keyset)
     cursor = (float(after[0]), str(after[1])) if after is not None else None
     return BuildFilter(state=state), paging.page_size(request.page_size), cursor

@@ -417,6 +417,8 @@ class StartCommand:
     requirements: str
     constraints: RequestedConstraints
     request_id: str = ""
+    # What the request was (common.idempotency.fingerprint): a replayed request_id must come with the same one.
+    fingerprint: str = ""
 
 
 # ---- what the builder learns from and sends to the other services -------------------------------------------

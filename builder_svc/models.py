@@ -33,6 +33,8 @@ class BuildRow(Base):
     constraints: Mapped[dict[str, Any]] = mapped_column(Json)
     state: Mapped[int] = mapped_column(sa.SmallInteger)
     request_id: Mapped[str | None] = mapped_column(sa.String(128), unique=True)
+    # sha256 of the request without its id; NULL for rows stored before migration 0004 (they match any replay).
+    request_fingerprint: Mapped[str | None] = mapped_column(sa.String(64))
     stages: Mapped[list[dict[str, Any]]] = mapped_column(Json)
     checkpoint: Mapped[dict[str, Any]] = mapped_column(Json)
     usage: Mapped[dict[str, Any]] = mapped_column(Json)

@@ -32,7 +32,7 @@ class LeaseLost(Exception):
 class Repository(Protocol):
     """The ``builder`` schema."""
 
-    async def insert_build(self, build: Build, request_id: str) -> tuple[Build, bool]:
+    async def insert_build(self, build: Build, request_id: str, fingerprint: str = "") -> tuple[Build, bool]:
         """Stores a new build; a request id seen before returns the first build and False."""
 
     async def get_build(self, build_id: str) -> Build | None:

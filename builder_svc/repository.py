@@ -36,6 +36,7 @@ from builder_svc.domain import (
 from builder_svc.models import BuildEventRow, BuildRow
 from builder_svc.ports import LeaseLost
 from common.errors import FailedPrecondition, NotFound
+from common.idempotency import check_same_request
 
 builds: sa.Table = BuildRow.__table__  # type: ignore[assignment]
 events: sa.Table = BuildEventRow.__table__  # type: ignore[assignment]
@@ -108,15 +109,20 @@ class SqlRepository:
                 yield connection
 
     # -- builds -----------------------------------------------------------------------------------------------
-    async def insert_build(self, build: Build, request_id: str) -> tuple[Build, bool]:
-        """Stores a new build; a request id seen before returns the first build and False."""
+    async def insert_build(self, build: Build, request_id: str, fingerprint: str = "") -> tuple[Build, bool]:
+        """Stores a new build; a request id seen before returns the first build and False.
+
+        Raises:
+            RequestIdReused: the request id was stored with another request's fingerprint.
+        """
         if request_id:
-            existing = await self._by_request(request_id)
+            existing = await self._by_request(request_id, fingerprint)
             if existing is not None:
                 return existing, False
         row = {
             "build_id": build.build_id, "requirements": build.requirements,
             "constraints": build.constraints.to_json(), "state": int(build.state), "request_id": request_id or None,
+            "request_fingerprint": (fingerprint or None) if request_id else None,
             "stages": [], "checkpoint": {}, "usage": Usage().to_json(), "error": None, "package": None,
             "registered_agents": [], "elapsed_seconds": 0.0, "last_sequence": 0,
             "create_time": build.create_time, "update_time": build.update_time,
@@ -127,16 +133,19 @@ class SqlRepository:
             async with self._write() as connection:
                 await connection.execute(builds.insert().values(**row))
         except sa_exc.IntegrityError:
-            existing = await self._by_request(request_id) if request_id else None
+            existing = await self._by_request(request_id, fingerprint) if request_id else None
             if existing is None:
                 raise
             return existing, False
         return build, True
 
-    async def _by_request(self, request_id: str) -> Build | None:
+    async def _by_request(self, request_id: str, fingerprint: str) -> Build | None:
         async with self._engine.connect() as connection:
             row = (await connection.execute(builds.select().where(builds.c.request_id == request_id))).first()
-        return _build(row) if row else None
+        if row is None:
+            return None
+        check_same_request(request_id, row.request_fingerprint, fingerprint, f'build "{row.build_id}"')
+        return _build(row)
 
     async def get_build(self, build_id: str) -> Build | None:
         """One build, or None."""
@@ -212,11 +221,13 @@ class SqlRepository:
         async with self._write() as connection:
             row = (await connection.execute(select)).first()
             if row is None:
-                raise NotFound(f'build "{build_id}" does not exist')
+                raise NotFound(f'build "{build_id}" does not exist', reason="BUILD_NOT_FOUND",
+                               metadata={"build_id": build_id})
             build = _build(row)
             if build.state.terminal:
                 raise FailedPrecondition(
-                    f"build {build_id} is {build.state.name} already; only pending or running builds can be cancelled")
+                    f"build {build_id} is {build.state.name} already; only pending or running builds can be cancelled",
+                    reason="BUILD_ENDED", metadata={"build_id": build_id, "state": build.state.name})
             running = next((s for s in reversed(build.stages) if s.state == StageState.RUNNING), None)
             stage = running.stage if running else None
             message = f"cancelled: {reason}" if reason else "cancelled by a caller"

@@ -17,7 +17,7 @@ from builder_svc.domain import BUILD_ID_PREFIX, Build, BuildEvent, BuildFilter, 
 from builder_svc.notifier import EventNotifier
 from builder_svc.ports import Repository
 from common import paging
-from common.errors import InvalidArgument, NotFound
+from common.errors import NotFound, invalid_field
 from common.paging import Page
 
 log = structlog.get_logger(__name__)
@@ -57,7 +57,8 @@ class BuilderService:
         """Accepts a build; it runs in the background (a replayed request id returns the first build).
 
         Raises:
-            InvalidArgument: empty or oversized requirements, bad constraints or request id.
+            InvalidArgument: empty or oversized requirements, bad constraints (every problem listed), a request id
+                too long, or one used before for a different request (REQUEST_ID_REUSED).
         """
         requirements = admission.check_requirements(command.requirements, self._defaults.max_requirements_chars)
         constraints = admission.resolve_constraints(command.constraints, self._defaults)
@@ -65,7 +66,7 @@ class BuilderService:
         now = self._clock()
         build = Build(build_id=self._new_id(), requirements=requirements, constraints=constraints,
                       state=BuildState.PENDING, create_time=now, update_time=now)
-        stored, created = await self._repository.insert_build(build, command.request_id)
+        stored, created = await self._repository.insert_build(build, command.request_id, command.fingerprint)
         if created:
             log.info("build_accepted", build_id=stored.build_id, characters=len(requirements))
             self._worker.wake()
@@ -90,7 +91,8 @@ class BuilderService:
         admission.check_build_id(build_id)
         build = await self._repository.get_build(build_id)
         if build is None:
-            raise NotFound(f'build "{build_id}" does not exist')
+            raise NotFound(f'build "{build_id}" does not exist', reason="BUILD_NOT_FOUND",
+                           metadata={"build_id": build_id})
         return build
 
     async def list(self, query: BuildFilter, page_size: int, after: Cursor | None) -> Page[Build]:
@@ -118,7 +120,7 @@ class BuilderService:
             InvalidArgument: a negative sequence. NotFound: no such build.
         """
         if after_sequence < 0:
-            raise InvalidArgument("after_sequence must not be negative")
+            raise invalid_field("after_sequence", "must not be negative")
         await self.get(build_id)
         last = after_sequence
         while True:

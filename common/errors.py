@@ -137,6 +137,36 @@ class Cancelled(DomainError):
     reason = "CANCELLED"
 
 
+# Reasons shared by every service for field-level problems. Everything else names its own reason at the raise
+# site (WORKFLOW_NOT_FOUND, REQUEST_ID_REUSED, ...): callers branch on ErrorInfo.reason, so it must say what
+# went wrong; the class-level reasons above (the code's name) are only a fallback for errors from elsewhere.
+INVALID_FIELD = "INVALID_FIELD"
+FIELD_REQUIRED = "FIELD_REQUIRED"
+
+
+def invalid_field(field: str, problem: str, *, reason: str = INVALID_FIELD) -> InvalidArgument:
+    """An INVALID_ARGUMENT naming one field, with it as the BadRequest field violation."""
+    return InvalidArgument(f"{field}: {problem}", reason=reason, violations=[FieldViolation(field, problem)])
+
+
+def invalid_fields(violations: Sequence[FieldViolation], *, reason: str = INVALID_FIELD) -> InvalidArgument:
+    """An INVALID_ARGUMENT listing every problem found (the message names the first and counts the rest)."""
+    if not violations:
+        raise ValueError("invalid_fields needs at least one violation")
+    first = violations[0]
+    more = f" (and {len(violations) - 1} more problems)" if len(violations) > 1 else ""
+    return InvalidArgument(f"{first.field}: {first.description}{more}", reason=reason, violations=violations)
+
+
+def require(field: str, value: str) -> None:
+    """Raises INVALID_ARGUMENT (reason FIELD_REQUIRED, a violation on ``field``) for an empty required value.
+
+    A required id left empty is a malformed request, never a lookup of a resource called "".
+    """
+    if not value:
+        raise invalid_field(field, "is required", reason=FIELD_REQUIRED)
+
+
 _CODE_TO_ERROR: dict[grpc.StatusCode, type[DomainError]] = {
     cls.code: cls
     for cls in (
@@ -162,9 +192,35 @@ def from_rpc_error(error: grpc.RpcError, *, context: str) -> DomainError:
     code = error.code() if isinstance(error, grpc.aio.AioRpcError | grpc.Call) else grpc.StatusCode.UNKNOWN
     details = error.details() if isinstance(error, grpc.aio.AioRpcError | grpc.Call) else str(error)
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-        return Unavailable(f"{context}: dependency unavailable ({code.name}): {details}")
+        return Unavailable(f"{context}: dependency unavailable ({code.name}): {details}",
+                           reason="DEPENDENCY_UNAVAILABLE")
     cls = _CODE_TO_ERROR.get(code, DomainError)
-    return cls(f"{context}: {details}")
+    reason, violations = _details_of(error)
+    return cls(f"{context}: {details}", reason=reason, violations=violations)
+
+
+def _details_of(error: grpc.RpcError) -> tuple[str | None, list[FieldViolation]]:
+    """The ErrorInfo reason and BadRequest violations a dependency answered with, so they reach our caller."""
+    if not isinstance(error, grpc.aio.AioRpcError | grpc.Call):
+        return None, []
+    try:
+        status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    except ValueError:  # a status that contradicts its details: keep the code, drop the details
+        return None, []
+    if status is None:
+        return None, []
+    reason: str | None = None
+    violations: list[FieldViolation] = []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reason = info.reason or None
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            violations.extend(FieldViolation(v.field, v.description) for v in bad.field_violations)
+    return reason, violations
 
 
 def translate(error: BaseException) -> DomainError | None:
@@ -175,7 +231,7 @@ def translate(error: BaseException) -> DomainError | None:
         # A call to another service failed and the caller did not say which: keep its meaning.
         return from_rpc_error(error, context="a dependency call failed")
     if isinstance(error, ConnectionError | TimeoutError):
-        return Unavailable("a dependency is unavailable; retry later")
+        return Unavailable("a dependency is unavailable; retry later", reason="DEPENDENCY_UNAVAILABLE")
     try:
         from sqlalchemy import exc as sa_exc
     except ImportError:  # pragma: no cover - sqlalchemy is a runtime dependency
@@ -189,7 +245,7 @@ def translate(error: BaseException) -> DomainError | None:
     if isinstance(error, sa_exc.TimeoutError):  # the connection pool had nothing free in time
         return Unavailable("database busy; retry later", reason="DATABASE_UNAVAILABLE")
     if isinstance(error, OSError):
-        return Unavailable("a dependency is unavailable; retry later")
+        return Unavailable("a dependency is unavailable; retry later", reason="DEPENDENCY_UNAVAILABLE")
     return None
 
 
@@ -347,6 +403,8 @@ def _admit(request: object, method: str) -> None:
             "UTF-8, Structs may nest at most 32 levels, and the message must be complete and match the "
             "service's current protos",
             reason="UNDECODABLE_REQUEST",
+            # No field can be named in bytes that did not decode: the violation is on the request as a whole.
+            violations=[FieldViolation("request", f"could not be decoded ({request.problem})")],
         )
     request_guard.check_request(request)  # type: ignore[arg-type]
 

@@ -13,8 +13,8 @@ from tdev.registry.v1 import agent_pb2 as registry_agent_pb2
 from tdev.registry.v1 import registry_service_pb2 as registry_pb2
 from tdev.registry.v1 import registry_service_pb2_grpc as registry_pb2_grpc
 
-from common import paging
-from common.errors import FieldViolation, InvalidArgument
+from common import idempotency, paging
+from common.errors import invalid_field
 from common.paging import Page
 from common.protojson import dict_to_struct, struct_to_dict
 from evolution_svc.domain import (
@@ -86,7 +86,7 @@ EVENT_TO_PROTO = {
 def suite_from_proto(message: evo_pb2.EvaluationSuite) -> EvaluationSuite:
     """The suite as sent (validated later by the service)."""
     if message.scoring_mode not in SCORING_FROM_PROTO and message.scoring_mode != evo_pb2.SCORING_MODE_UNSPECIFIED:
-        raise InvalidArgument(f"suite.scoring_mode: unknown value {message.scoring_mode}")
+        raise invalid_field("suite.scoring_mode", f"unknown value {message.scoring_mode}")
     return EvaluationSuite(
         cases=tuple(
             EvaluationCase(
@@ -115,7 +115,7 @@ def overrides_from_proto(message: evo_pb2.EvolutionConfig) -> ConfigOverrides:
         if message.HasField(item.name):
             given[item.name] = getattr(message, item.name)
     if message.operators not in OPERATORS_FROM_PROTO:
-        raise InvalidArgument(f"config.operators: unknown value {message.operators}")
+        raise invalid_field("config.operators", f"unknown value {message.operators}")
     return ConfigOverrides(**given, operators=OPERATORS_FROM_PROTO[message.operators])
 
 
@@ -127,6 +127,7 @@ def start_request(message: pb2.StartEvolutionRequest) -> StartRequest:
         suite=suite_from_proto(message.suite),
         overrides=overrides_from_proto(message.config),
         request_id=message.request_id,
+        fingerprint=idempotency.fingerprint(message),
     )
 
 
@@ -139,8 +140,7 @@ def list_query(message: pb2.ListEvolutionsRequest) -> ListQuery:
     size = paging.page_size(message.page_size)
     state = STATE_FROM_PROTO.get(message.state) if message.state else None
     if message.state and state is None:
-        raise InvalidArgument(f"state: unknown value {message.state}",
-                              violations=[FieldViolation("state", f"unknown value {message.state}")])
+        raise invalid_field("state", f"unknown value {message.state}")
     after = paging.decode_token(message, lambda value: isinstance(value, list) and len(value) == 2
                                 and all(isinstance(part, str) for part in value))
     return ListQuery(page_size=size, after=(after[0], after[1]) if after is not None else None,

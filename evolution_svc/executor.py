@@ -241,7 +241,8 @@ class RunExecutor:
         model = None
         if config.uses_llm:
             if self._model_factory is None:
-                raise Unavailable("the run uses LLM operators but no LLM layer is configured")
+                raise Unavailable("the run uses LLM operators but no LLM layer is configured",
+                                  reason="LLM_NOT_CONFIGURED")
             model = self._model_factory(run.run_id, config.max_cost_usd)
         controller = Controller(
             config,
@@ -291,7 +292,7 @@ class RunExecutor:
         try:
             state = await controller.start(work.seed_code)
         except programs.InvalidProgram as error:
-            raise Unavailable(f"the agent's code cannot be evolved: {error}") from error
+            raise Unavailable(f"the agent's code cannot be evolved: {error}", reason="INVALID_SEED_CODE") from error
         seed = state.seed
         await self._append(
             lease,

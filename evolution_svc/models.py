@@ -45,6 +45,8 @@ class RunRow(Base):
     agent_name: Mapped[str] = mapped_column(sa.String(100))
     agent_version: Mapped[str] = mapped_column(sa.String(64))
     request_id: Mapped[str | None] = mapped_column(sa.String(128), unique=True)
+    # sha256 of the request without its id; NULL for rows stored before migration 0003 (they match any replay).
+    request_fingerprint: Mapped[str | None] = mapped_column(sa.String(64))
     state: Mapped[str] = mapped_column(sa.String(16))
     stop_reason: Mapped[str] = mapped_column(sa.String(32), default="unspecified")
     stop_message: Mapped[str] = mapped_column(sa.Text, default="")

@@ -139,6 +139,8 @@ class NewRun:
     run: EvolutionRun
     request_id: str
     seed_code: str
+    # What the request was (common.idempotency.fingerprint): a replayed request_id must come with the same one.
+    fingerprint: str = ""
 
 
 @dataclass(frozen=True)

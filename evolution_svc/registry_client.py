@@ -34,8 +34,10 @@ class GrpcRegistry:
                 raise from_rpc_error(error, context="registry GetAgent") from error
             return convert.agent_source(response.agent)
         if version:
-            raise NotFound(f'agent "{agent}" has no version "{version}" in the registry')
-        raise NotFound(f'unknown agent "{agent}": no registry agent has this id or name')
+            raise NotFound(f'agent "{agent}" has no version "{version}" in the registry',
+                           reason="AGENT_VERSION_NOT_FOUND", metadata={"agent": agent, "version": version})
+        raise NotFound(f'unknown agent "{agent}": no registry agent has this id or name', reason="AGENT_NOT_FOUND",
+                       metadata={"agent": agent})
 
     async def register_version(
         self, source: AgentSource, code: str, *, labels: Mapping[str, str], request_id: str

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from common import paging
 from common.db import session_factory
+from common.idempotency import check_same_request
 from common.paging import Page
 from evolution_svc import codec
 from evolution_svc.domain import (
@@ -101,6 +102,7 @@ class SqlRunRepository:
             agent_name=run.agent_name,
             agent_version=run.agent_version,
             request_id=new.request_id or None,
+            request_fingerprint=(new.fingerprint or None) if new.request_id else None,
             state=run.state.value,
             stop_reason=StopReason.UNSPECIFIED.value,
             stop_message="",
@@ -130,6 +132,8 @@ class SqlRunRepository:
                 existing = await session.scalar(sa.select(RunRow).where(RunRow.request_id == new.request_id))
             if existing is None:
                 raise
+            check_same_request(new.request_id, existing.request_fingerprint, new.fingerprint,
+                               f'evolution run "{existing.run_id}"')
             return _run(existing), False
         return _run(row), True
 

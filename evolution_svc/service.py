@@ -9,10 +9,20 @@ from dataclasses import replace
 
 import structlog
 
-from common.errors import FailedPrecondition, InvalidArgument, NotFound
+from common.errors import (
+    FIELD_REQUIRED,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    invalid_field,
+    invalid_fields,
+    require,
+)
 from common.paging import Page
 from evolution_svc.domain import (
     RUN_ID_PREFIX,
+    EvaluationSuite,
     Event,
     EvolutionConfig,
     EvolutionRun,
@@ -26,11 +36,15 @@ from evolution_svc.executor import RunExecutor
 from evolution_svc.notifier import Notifier
 from evolution_svc.ports import Lease, NewRun, Registry, RunRepository
 from evolution_svc.repository import utc_now
-from evolution_svc.validation import split_held_out, validate_config, validate_suite
+from evolution_svc.validation import INVALID_SUITE, split_held_out, validate_config, validate_suite
 
 log = structlog.get_logger(__name__)
 WATCH_BATCH = 100
 MAX_SEED = 2**62
+
+
+def _run_not_found(run_id: str) -> NotFound:
+    return NotFound(f'unknown evolution run "{run_id}"', reason="RUN_NOT_FOUND", metadata={"run_id": run_id})
 
 
 def new_run_id() -> str:
@@ -79,21 +93,21 @@ class EvolutionService:
         """Accepts a run and starts it in the background.
 
         Raises:
-            InvalidArgument: an empty or malformed suite (naming the case) or a bad setting.
+            InvalidArgument: no agent_id, an empty or malformed suite (naming the case) or bad settings, every
+                problem of the three in one error; a request id used before for a different request
+                (REQUEST_ID_REUSED).
             NotFound: the agent (or the scorer agent) is not in the registry.
             common.errors.Unavailable: the registry cannot be reached.
         """
-        if not request.agent:
-            raise InvalidArgument("agent_id: required")
-        suite = validate_suite(request.suite)
-        config = self.effective_config(request)
+        suite, config = self._validated(request)
         suite = split_held_out(suite, config.seed)
         agent = await self._registry.get_agent(request.agent, request.agent_version)
         if suite.scoring_mode is ScoringMode.SCORER_AGENT:
             try:
                 scorer = await self._registry.get_agent(suite.scorer_agent_id, suite.scorer_agent_version)
             except NotFound as error:
-                raise NotFound(f"suite.scorer_agent_id: {error.message}") from error
+                raise NotFound(f"suite.scorer_agent_id: {error.message}", reason=error.reason,
+                               metadata=error.metadata) from error
             # Pin the scorer's version so that a resumed run scores exactly as before.
             suite = replace(suite, scorer_agent_id=scorer.agent_id, scorer_agent_version=scorer.version)
         now = utc_now()
@@ -109,7 +123,7 @@ class EvolutionService:
             update_time=now,
         )
         stored, created = await self._repository.insert(
-            NewRun(run=run, request_id=request.request_id, seed_code=agent.code),
+            NewRun(run=run, request_id=request.request_id, seed_code=agent.code, fingerprint=request.fingerprint),
             self._executor.owner,
             self._executor.lease_until(),
         )
@@ -119,15 +133,42 @@ class EvolutionService:
             self._executor.submit(Lease(stored.run_id, self._executor.owner, 1))
         return stored
 
+    def _validated(self, request: StartRequest) -> tuple[EvaluationSuite, EvolutionConfig]:
+        """The checked suite and effective config; every problem of agent_id, suite and config in one error."""
+        violations: list[FieldViolation] = []
+        reasons: list[str] = []
+        if not request.agent:
+            violations.append(FieldViolation("agent_id", "is required"))
+            reasons.append(FIELD_REQUIRED)
+        suite: EvaluationSuite | None = None
+        config: EvolutionConfig | None = None
+        try:
+            suite = validate_suite(request.suite)
+        except InvalidArgument as error:
+            violations.extend(error.violations)
+            reasons.append(error.reason)
+        try:
+            config = self.effective_config(request)
+        except InvalidArgument as error:
+            violations.extend(error.violations)
+            reasons.append(error.reason)
+        if violations or suite is None or config is None:
+            # One reason for the whole answer: the first problem's, so a lone missing agent_id reads
+            # FIELD_REQUIRED and a lone bad suite INVALID_SUITE; every problem is a field violation.
+            raise invalid_fields(violations, reason=reasons[0] if reasons else INVALID_SUITE)
+        return suite, config
+
     async def get(self, run_id: str, *, include_code: bool = True) -> EvolutionRun:
         """A run with its generation reports.
 
         Raises:
-            NotFound: no such run.
+            InvalidArgument: no run_id (FIELD_REQUIRED).
+            NotFound: no such run (RUN_NOT_FOUND).
         """
+        require("run_id", run_id)
         run = await self._repository.get(run_id, include_code=include_code)
         if run is None:
-            raise NotFound(f'unknown evolution run "{run_id}"')
+            raise _run_not_found(run_id)
         return run
 
     async def list(self, query: ListQuery) -> Page[EvolutionRun]:
@@ -138,15 +179,19 @@ class EvolutionService:
         """Cancels an unfinished run; its worker stops at once (or at its next write on another replica).
 
         Raises:
-            NotFound: no such run.
-            FailedPrecondition: the run has already ended.
+            InvalidArgument: no run_id (FIELD_REQUIRED).
+            NotFound: no such run (RUN_NOT_FOUND).
+            FailedPrecondition: the run has already ended (RUN_ENDED).
         """
+        require("run_id", run_id)
         run, cancelled = await self._repository.cancel(run_id, reason)
         if run is None:
-            raise NotFound(f'unknown evolution run "{run_id}"')
+            raise _run_not_found(run_id)
         if not cancelled:
             raise FailedPrecondition(
-                f'evolution run "{run_id}" has already ended ({run.state.value}); only unfinished runs can be cancelled'
+                f'evolution run "{run_id}" has already ended ({run.state.value}); '
+                "only unfinished runs can be cancelled",
+                reason="RUN_ENDED", metadata={"run_id": run_id, "state": run.state.value},
             )
         self._executor.abort(run_id)
         self._notifier.publish(run_id)
@@ -158,10 +203,11 @@ class EvolutionService:
 
         Raises:
             NotFound: no such run.
-            InvalidArgument: a negative sequence.
+            InvalidArgument: no run_id (FIELD_REQUIRED), a negative sequence.
         """
+        require("run_id", run_id)
         if after_sequence < 0:
-            raise InvalidArgument("after_sequence: must not be negative")
+            raise invalid_field("after_sequence", "must not be negative")
         await self.get(run_id, include_code=False)
         cursor = after_sequence
         while True:

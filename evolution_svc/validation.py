@@ -7,7 +7,7 @@ import random
 from collections.abc import Mapping
 from dataclasses import replace
 
-from common.errors import FieldViolation, InvalidArgument
+from common.errors import FieldViolation, invalid_field, invalid_fields
 from evolution_svc.domain import (
     MAX_CASES,
     EvaluationCase,
@@ -18,6 +18,8 @@ from evolution_svc.domain import (
     ScoringMode,
 )
 
+INVALID_SUITE = "INVALID_SUITE"
+INVALID_CONFIG = "INVALID_CONFIG"
 MAX_POPULATION = 1000
 MAX_GENERATIONS = 10_000
 DEFAULT_TOLERANCE = 1e-6
@@ -39,9 +41,7 @@ def validate_suite(suite: EvaluationSuite) -> EvaluationSuite:
     """
     violations: list[FieldViolation] = []
     if not suite.cases:
-        raise InvalidArgument(
-            "suite.cases: the suite has no cases", violations=[FieldViolation("suite.cases", "no cases")]
-        )
+        raise invalid_field("suite.cases", "the suite has no cases", reason=INVALID_SUITE)
     if len(suite.cases) > MAX_CASES:
         violations.append(FieldViolation("suite.cases", f"{len(suite.cases)} cases; at most {MAX_CASES}"))
     names: dict[str, int] = {}
@@ -74,8 +74,7 @@ def validate_suite(suite: EvaluationSuite) -> EvaluationSuite:
     if cases and all(case.held_out for case in cases):
         violations.append(FieldViolation("suite.cases", "every case is held out; at least one training case is needed"))
     if violations:
-        first = violations[0]
-        raise InvalidArgument(f"{first.field}: {first.description}", violations=violations)
+        raise invalid_fields(violations, reason=INVALID_SUITE)
     return replace(suite, cases=tuple(cases), tolerance=tolerance)
 
 
@@ -134,7 +133,7 @@ def validate_config(config: EvolutionConfig) -> EvolutionConfig:
         _check(v, _finite(value) and 0 <= value < 0.5, name, "must be in [0, 0.5)")
     _check(v, config.operators is not OperatorSet.UNSPECIFIED, "operators", "must be resolved")
     if v:
-        raise InvalidArgument(f"{v[0].field}: {v[0].description}", violations=v)
+        raise invalid_fields(v, reason=INVALID_CONFIG)
     return config
 
 
@@ -152,14 +151,14 @@ def suite_from_json(data: Mapping[str, JsonValue]) -> EvaluationSuite:
     """
     raw_cases = data.get("cases")
     if not isinstance(raw_cases, list):
-        raise InvalidArgument("suite.cases: must be a list of cases")
+        raise invalid_field("suite.cases", "must be a list of cases", reason=INVALID_SUITE)
     mode_name = str(data.get("scoring_mode") or "exact")
     if mode_name not in SCORING_NAMES:
-        raise InvalidArgument(f"suite.scoring_mode: unknown mode {mode_name!r}")
+        raise invalid_field("suite.scoring_mode", f"unknown mode {mode_name!r}", reason=INVALID_SUITE)
     cases: list[EvaluationCase] = []
     for index, raw in enumerate(raw_cases):
         if not isinstance(raw, dict):
-            raise InvalidArgument(f"suite.cases[{index}]: must be an object")
+            raise invalid_field(f"suite.cases[{index}]", "must be an object", reason=INVALID_SUITE)
         cases.append(
             EvaluationCase(
                 name=str(raw.get("name", "")),

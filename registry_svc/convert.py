@@ -10,8 +10,8 @@ from google.protobuf import struct_pb2, timestamp_pb2
 from tdev.registry.v1 import agent_pb2
 from tdev.registry.v1 import registry_service_pb2 as pb2
 
-from common import paging
-from common.errors import InvalidArgument
+from common import idempotency, paging
+from common.errors import invalid_field
 from common.paging import Page
 from registry_svc.domain import (
     AgentVersion,
@@ -110,6 +110,7 @@ def register_command(request: pb2.RegisterAgentRequest) -> RegisterCommand:
         name=request.name, code=request.code, description=request.description,
         parents=tuple(VersionRef(p.agent_id, p.version) for p in request.parents),
         version=request.version, request_id=request.request_id, labels=dict(request.labels),
+        fingerprint=idempotency.fingerprint(request),
     )
 
 
@@ -163,9 +164,9 @@ def list_query(request: pb2.ListAgentsRequest) -> ListQuery:
     after = paging.decode_token(
         request, lambda value: isinstance(value, list) and len(value) == 2 and isinstance(value[1], str))
     if request.analysis_state and request.analysis_state not in _STATE_FROM_PB:
-        raise InvalidArgument(f"analysis_state: unknown state {request.analysis_state}")
+        raise invalid_field("analysis_state", f"unknown state {request.analysis_state}")
     if request.order_by not in _ORDER_FROM_PB:
-        raise InvalidArgument(f"order_by: unknown order {request.order_by}")
+        raise invalid_field("order_by", f"unknown order {request.order_by}")
     return ListQuery(
         name_contains=request.name_contains, capability=request.capability,
         state=_STATE_FROM_PB.get(request.analysis_state), min_quality=request.min_quality_score,

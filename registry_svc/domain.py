@@ -131,6 +131,8 @@ class RegisterCommand:
     version: str = ""
     request_id: str = ""
     labels: Mapping[str, str] = field(default_factory=dict)
+    # What the request was (common.idempotency.fingerprint): a replayed request_id must come with the same one.
+    fingerprint: str = ""
 
 
 @dataclass(frozen=True)
@@ -163,6 +165,7 @@ class NewVersion:
     static_metrics: Mapping[str, Any]
     create_time: datetime
     previous_latest: str = ""
+    request_fingerprint: str = ""
 
 
 @dataclass(frozen=True)

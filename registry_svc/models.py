@@ -135,6 +135,8 @@ class RegisterRequestRow(Base):
     request_id: Mapped[str] = mapped_column(sa.String(128), primary_key=True)
     agent_id: Mapped[str] = mapped_column(sa.String(40))
     version: Mapped[str] = mapped_column(sa.String(32))
+    # sha256 of the request without its id; NULL for rows stored before 0004 (they match any replay).
+    fingerprint: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 

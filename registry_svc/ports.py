@@ -103,11 +103,11 @@ class Repository(Protocol):
         """The version of agent ``name`` with this code, or None."""
         ...
 
-    async def find_request(self, request_id: str) -> VersionRef | None:
-        """What a request id registered before, or None."""
+    async def find_request(self, request_id: str) -> tuple[VersionRef, str | None] | None:
+        """What a request id registered before and that request's fingerprint (None for old rows), or None."""
         ...
 
-    async def remember_request(self, request_id: str, ref: VersionRef) -> None:
+    async def remember_request(self, request_id: str, ref: VersionRef, fingerprint: str) -> None:
         """Stores a request id's result (first one wins)."""
         ...
 

@@ -173,19 +173,20 @@ class SqlRepository:
                 return None
             return (await self._to_domain(connection, [row]))[0]
 
-    async def find_request(self, request_id: str) -> VersionRef | None:
-        """What a request id registered before, or None."""
+    async def find_request(self, request_id: str) -> tuple[VersionRef, str | None] | None:
+        """What a request id registered before and the fingerprint of that request (None before 0004), or None."""
         async with self._engine.connect() as connection:
             row = (await connection.execute(
-                sa.select(requests.c.agent_id, requests.c.version).where(requests.c.request_id == request_id)
+                sa.select(requests.c.agent_id, requests.c.version, requests.c.fingerprint)
+                .where(requests.c.request_id == request_id)
             )).first()
-        return VersionRef(row.agent_id, row.version) if row else None
+        return (VersionRef(row.agent_id, row.version), row.fingerprint) if row else None
 
-    async def remember_request(self, request_id: str, ref: VersionRef) -> None:
-        """Stores a request id's result; the first one stored wins."""
+    async def remember_request(self, request_id: str, ref: VersionRef, fingerprint: str) -> None:
+        """Stores a request id's result and request fingerprint; the first one stored wins."""
         async with self._writing() as connection:
             await connection.execute(self._insert(requests).values(
-                request_id=request_id, agent_id=ref.agent_id, version=ref.version,
+                request_id=request_id, agent_id=ref.agent_id, version=ref.version, fingerprint=fingerprint or None,
                 created_at=datetime.now().astimezone(),
             ).on_conflict_do_nothing())
 
@@ -256,6 +257,7 @@ class SqlRepository:
                 if new.request_id:
                     await connection.execute(self._insert(requests).values(
                         request_id=new.request_id, agent_id=new.agent_id, version=new.version, created_at=now,
+                        fingerprint=new.request_fingerprint or None,
                     ).on_conflict_do_nothing())
         except sa_exc.IntegrityError as error:
             raise VersionConflict(str(error.orig)) from error

@@ -16,11 +16,13 @@ from common import paging
 from common.errors import (
     Aborted,
     AlreadyExists,
-    FieldViolation,
     InvalidArgument,
     NotFound,
     ResourceExhausted,
+    invalid_field,
+    require,
 )
+from common.idempotency import RequestIdReused, check_same_request
 from common.paging import Page
 from registry_svc import matching, validation
 from registry_svc.domain import (
@@ -77,8 +79,11 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+AGENT_NOT_FOUND = "AGENT_NOT_FOUND"
+
+
 def _invalid(field: str, problem: str) -> InvalidArgument:
-    return InvalidArgument(f"{field}: {problem}", violations=[FieldViolation(field, problem)])
+    return invalid_field(field, problem)
 
 
 def new_agent_id() -> str:
@@ -118,7 +123,7 @@ class RegistryService:
         if command.version:
             validation.parse_version(command.version)
         if command.request_id:
-            replayed = await self._replayed(command.request_id)
+            replayed = await self._replayed(command)
             if replayed is not None:
                 return Registration(replayed, created=False)
         facts = validation.validate_code(command.code, self._limits.max_code_bytes)
@@ -130,7 +135,8 @@ class RegistryService:
         try:
             inspection = await self._inspector.inspect(command.code, facts.class_name)
         except InspectionFailed as error:
-            raise _invalid("code", f"loading {facts.class_name} in the sandbox failed: {error}") from None
+            raise invalid_field("code", f"loading {facts.class_name} in the sandbox failed: {error}",
+                                reason=validation.INVALID_CODE) from None
         metrics = static_metrics(command.code)
         capabilities = matching.capabilities_text(inspection.declared_capabilities)
         for _ in range(self._limits.register_attempts):
@@ -145,7 +151,7 @@ class RegistryService:
                 code_hash=code_hash, class_name=facts.class_name,
                 declared_capabilities=inspection.declared_capabilities,
                 execute_is_async=facts.execute_is_async, parents=command.parents, labels=command.labels,
-                request_id=command.request_id,
+                request_id=command.request_id, request_fingerprint=command.fingerprint,
                 search_text=matching.search_text(command.name, command.description, capabilities),
                 capabilities_text=capabilities, static_metrics=metrics, create_time=self._clock(),
                 previous_latest=identity.latest if identity else "",
@@ -159,19 +165,24 @@ class RegistryService:
             self._on_registered()
             log.info("agent_registered", agent_id=stored.agent_id, name=stored.name, version=stored.version)
             return Registration(stored, created=True)
-        raise Aborted(f"registrations of {command.name} kept racing; retry the request")
+        raise Aborted(f"registrations of {command.name} kept racing; retry the request", reason="CONCURRENT_UPDATE")
 
-    async def _replayed(self, request_id: str) -> AgentVersion | None:
-        ref = await self._repository.find_request(request_id)
-        if ref is None:
+    async def _replayed(self, command: RegisterCommand) -> AgentVersion | None:
+        """The version a replayed request id registered; RequestIdReused when it came with another request."""
+        found = await self._repository.find_request(command.request_id)
+        if found is None:
             return None
+        ref, stored_fingerprint = found
+        check_same_request(command.request_id, stored_fingerprint, command.fingerprint, f"agent version {ref}")
         return await self._repository.get_version(Selector(agent_id=ref.agent_id, version=ref.version),
                                                   include_code=True)
 
     async def _same_code(self, command: RegisterCommand, code_hash: str) -> AgentVersion | None:
         existing = await self._repository.find_by_hash(command.name, code_hash)
         if existing is not None and command.request_id:
-            await self._repository.remember_request(command.request_id, existing.ref)
+            await self._repository.remember_request(command.request_id, existing.ref, command.fingerprint)
+            # The first request stored under the id wins: a racing different request with it is refused.
+            await self._replayed(command)
         return existing
 
     async def _check_parents(self, parents: Sequence[VersionRef]) -> None:
@@ -183,13 +194,15 @@ class RegistryService:
     async def _next_version(self, command: RegisterCommand, identity: AgentIdentity | None) -> str:
         if identity is None:
             if await self._repository.count_agents() >= self._limits.max_agents:
-                raise ResourceExhausted(f"the registry holds its limit of {self._limits.max_agents} agents")
+                raise ResourceExhausted(f"the registry holds its limit of {self._limits.max_agents} agents",
+                                        reason="AGENT_LIMIT_REACHED")
             return command.version or "1.0.0"
         if not command.version:
             return validation.next_minor(identity.latest)
         if command.version in identity.versions:
             raise AlreadyExists(f"{command.name} {command.version} exists with different code; "
-                                "leave version empty for the next minor version")
+                                "leave version empty for the next minor version", reason="VERSION_EXISTS",
+                                metadata={"name": command.name, "version": command.version})
         if validation.parse_version(command.version) <= validation.parse_version(identity.latest):
             raise _invalid("version", f"{command.version} is not higher than the latest version "
                                       f"{identity.latest} of {command.name}")
@@ -217,10 +230,10 @@ class RegistryService:
             raise _invalid("set_labels", f"the version would carry {error.count} labels; the limit is "
                                          f"{validation.MAX_LABELS_PER_VERSION}") from None
         except RequestMismatch:
-            raise _invalid("request_id", "was used before for a different label change; use a new request id "
-                                         "for a new change") from None
+            raise RequestIdReused(update.request_id, f"a label change of {update.ref}") from None
         except VersionConflict as conflict:
-            raise Aborted(f"label changes with request id {update.request_id} kept racing; retry") from conflict
+            raise Aborted(f"label changes with request id {update.request_id} kept racing; retry",
+                          reason="CONCURRENT_UPDATE") from conflict
         if result is None:
             ref = update.ref
             if await self._repository.identity(agent_id=ref.agent_id) is None:
@@ -250,16 +263,18 @@ class RegistryService:
     @staticmethod
     def _check_selector(selector: Selector) -> None:
         if not selector.agent_id and not selector.name:
-            raise _invalid("agent", "set agent_id or name")
+            raise invalid_field("agent_id", "is required (or give name instead)", reason="FIELD_REQUIRED")
         if selector.version:
             validation.parse_version(selector.version)
 
     @staticmethod
     def _not_found(selector: Selector) -> NotFound:
         who = f"agent_id {selector.agent_id}" if selector.agent_id else f"name {selector.name}"
+        metadata = {"agent_id": selector.agent_id} if selector.agent_id else {"name": selector.name}
         if selector.version:
-            return NotFound(f"agent with {who} has no version {selector.version}")
-        return NotFound(f"no agent with {who}")
+            return NotFound(f"agent with {who} has no version {selector.version}", reason="AGENT_VERSION_NOT_FOUND",
+                            metadata={**metadata, "version": selector.version})
+        return NotFound(f"no agent with {who}", reason=AGENT_NOT_FOUND, metadata=metadata)
 
     async def list_agents(self, query: ListQuery) -> Page[AgentVersion]:
         """One page of latest versions.
@@ -295,8 +310,7 @@ class RegistryService:
             InvalidArgument: missing agent_id, bad version or negative depth.
             NotFound: no such agent or version.
         """
-        if not agent_id:
-            raise _invalid("agent_id", "is required")
+        require("agent_id", agent_id)
         if max_depth < 0:
             raise _invalid("max_depth", f"must not be negative (got {max_depth})")
         depth = min(max_depth or DEFAULT_LINEAGE_DEPTH, MAX_LINEAGE_DEPTH)
@@ -404,7 +418,7 @@ class RegistryService:
             result = await self._repository.record_executions(list(unique.values()), self._clock(),
                                                               self._limits.p95_window)
         except UnknownVersions as error:
-            raise NotFound(f"unknown agent versions: {error}") from None
+            raise NotFound(f"unknown agent versions: {error}", reason="AGENT_VERSION_NOT_FOUND") from None
         by_agent: dict[str, list[str]] = defaultdict(list)
         for ref in result.touched:
             by_agent[ref.agent_id].append(ref.version)
@@ -418,8 +432,7 @@ class RegistryService:
         field = f"records[{index}]"
         if not record.execution_id or len(record.execution_id) > MAX_EXECUTION_ID_CHARS:
             raise _invalid(f"{field}.execution_id", f"1 to {MAX_EXECUTION_ID_CHARS} characters required")
-        if not record.agent_id:
-            raise _invalid(f"{field}.agent_id", "is required")
+        require(f"{field}.agent_id", record.agent_id)
         validation.parse_version_at(record.version, f"{field}.version")
         if not math.isfinite(record.duration_ms) or record.duration_ms < 0:
             raise _invalid(f"{field}.duration_ms", f"must be a finite number >= 0 (got {record.duration_ms})")

@@ -6,7 +6,7 @@ import ast
 import re
 from collections.abc import Mapping
 
-from common.errors import FieldViolation, InvalidArgument
+from common.errors import FIELD_REQUIRED, InvalidArgument, invalid_field, require
 from registry_svc.domain import NAME_PATTERN, CodeFacts, LabelUpdate, VersionRef
 
 SEMVER = re.compile(r"^(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})$")
@@ -19,14 +19,22 @@ LABEL_KEY = re.compile(r"^[a-z0-9_.-]{1,63}$")
 MAX_LABELS_PER_VERSION = 64
 
 
+INVALID_CODE = "INVALID_CODE"
+
+
 def _invalid(field: str, problem: str) -> InvalidArgument:
-    return InvalidArgument(f"{field}: {problem}", violations=[FieldViolation(field, problem)])
+    return invalid_field(field, problem)
+
+
+def _bad_code(problem: str) -> InvalidArgument:
+    """The agent source breaks the contract (does not parse, wrong shape, too large): reason INVALID_CODE."""
+    return invalid_field("code", problem, reason=INVALID_CODE)
 
 
 def _at(node: ast.AST, problem: str) -> InvalidArgument:
     line = getattr(node, "lineno", 0)
     column = getattr(node, "col_offset", -1) + 1
-    return _invalid("code", f"line {line}, column {column}: {problem}")
+    return _bad_code(f"line {line}, column {column}: {problem}")
 
 
 def parse_version(version: str) -> tuple[int, int, int]:
@@ -87,10 +95,9 @@ def check_label_update(update: LabelUpdate) -> None:
     Raises:
         InvalidArgument: naming the field and, for labels, the key.
     """
-    if not update.ref.agent_id:
-        raise _invalid("agent_id", "is required")
+    require("agent_id", update.ref.agent_id)
     if not update.ref.version:
-        raise _invalid("version", "is required: an exact version such as 1.2.0")
+        raise invalid_field("version", "is required: an exact version such as 1.2.0", reason=FIELD_REQUIRED)
     parse_version_at(update.ref.version, "version")
     if not update.set_labels and not update.remove_labels:
         raise _invalid("set_labels", "nothing to change: give set_labels or remove_labels")
@@ -195,21 +202,21 @@ def validate_code(code: str, max_bytes: int) -> CodeFacts:
     """
     size = len(code.encode("utf-8"))
     if size > max_bytes:
-        raise _invalid("code", f"source is {size} bytes; the limit is {max_bytes} bytes")
+        raise _bad_code(f"source is {size} bytes; the limit is {max_bytes} bytes")
     if not code.strip():
-        raise _invalid("code", "source is empty")
+        raise _bad_code("source is empty")
     try:
         tree = ast.parse(code, filename="<agent>")
         compile(tree, "<agent>", "exec", dont_inherit=True)
     except SyntaxError as error:
         line, column = error.lineno or 0, error.offset or 0
-        raise _invalid("code", f"line {line}, column {column}: syntax error: {error.msg}") from None
+        raise _bad_code(f"line {line}, column {column}: syntax error: {error.msg}") from None
     except (ValueError, RecursionError, MemoryError) as error:
-        raise _invalid("code", f"cannot be parsed: {error}") from None
+        raise _bad_code(f"cannot be parsed: {error}") from None
     classes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
     agents = [cls for cls in classes.values() if "execute" in _methods(cls, classes)]
     if not agents:
-        raise _invalid("code", "line 1, column 1: no agent class: define one class with execute(self, inputs)")
+        raise _bad_code("line 1, column 1: no agent class: define one class with execute(self, inputs)")
     if len(agents) > 1:
         first, second = agents[0], agents[1]
         raise _at(second, f"more than one agent class: {first.name} (line {first.lineno}) and {second.name} "

@@ -17,8 +17,8 @@ from tdev.registry.v1 import registry_service_pb2_grpc as registry_pb2_grpc
 from tdev.workflow.v1 import workflow_pb2 as wf_pb2
 from tdev.workflow.v1 import workflow_service_pb2 as pb2
 
-from common import paging
-from common.errors import InvalidArgument
+from common import idempotency, paging
+from common.errors import invalid_field
 from common.paging import Page
 from common.protojson import dict_to_struct, struct_to_dict
 from workflow_svc.domain import (
@@ -144,7 +144,7 @@ def workflow_from_json(text: str) -> wf_pb2.Workflow:
     try:
         return json_format.Parse(text, wf_pb2.Workflow())
     except json_format.ParseError as error:
-        raise InvalidArgument(f"not a workflow definition: {error}") from error
+        raise invalid_field("workflow", f"not a workflow definition: {error}", reason="INVALID_DEFINITION") from error
 
 
 def page_of(request: pb2.ListWorkflowsRequest | pb2.ListExecutionsRequest) -> tuple[int, Cursor | None]:
@@ -173,6 +173,8 @@ def start_request(message: pb2.StartExecutionRequest | pb2.ExecuteWorkflowReques
         inputs=struct_to_dict(message.inputs),
         request_id=message.request_id,
         failure_policy=FailurePolicy(policy),
+        # Both request types share one field layout, so a request id replays through either of them.
+        fingerprint=idempotency.fingerprint(message),
     )
 
 

@@ -37,6 +37,8 @@ class WorkflowRow(Base):
     definition: Mapped[dict[str, Any]] = mapped_column(Json)
     plan: Mapped[dict[str, Any]] = mapped_column(Json)
     request_id: Mapped[str | None] = mapped_column(sa.String(128), unique=True)
+    # sha256 of the request without its id; NULL for rows stored before migration 0003 (they match any replay).
+    request_fingerprint: Mapped[str | None] = mapped_column(sa.String(64))
     create_time: Mapped[float] = mapped_column(Seconds)
     update_time: Mapped[float] = mapped_column(Seconds)
 
@@ -56,6 +58,7 @@ class ExecutionRow(Base):
     error: Mapped[dict[str, Any] | None] = mapped_column(Json)
     failure_policy: Mapped[int] = mapped_column(sa.SmallInteger)
     request_id: Mapped[str | None] = mapped_column(sa.String(128), unique=True)
+    request_fingerprint: Mapped[str | None] = mapped_column(sa.String(64))
     last_sequence: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     create_time: Mapped[float] = mapped_column(Seconds)
     update_time: Mapped[float] = mapped_column(Seconds)

@@ -65,12 +65,20 @@ class AgentRunner(Protocol):
 class Repository(Protocol):
     """The workflow tables; every write of a lease holder is fenced by (owner, epoch)."""
 
-    async def insert_workflow(self, workflow: Workflow, request_id: str) -> Workflow:
-        """Stores a workflow; a request id seen before returns the first workflow."""
+    async def insert_workflow(self, workflow: Workflow, request_id: str, fingerprint: str = "") -> Workflow:
+        """Stores a workflow; a request id seen before returns the first workflow.
+
+        Raises:
+            common.idempotency.RequestIdReused: the request id was stored with another fingerprint.
+        """
         ...
 
-    async def find_workflow_by_request(self, request_id: str) -> Workflow | None:
-        """The workflow a request id created, or None."""
+    async def find_workflow_by_request(self, request_id: str, fingerprint: str = "") -> Workflow | None:
+        """The workflow a request id created, or None.
+
+        Raises:
+            common.idempotency.RequestIdReused: the request id was stored with another fingerprint.
+        """
         ...
 
     async def get_workflow(self, workflow_id: str) -> Workflow | None:
@@ -82,13 +90,21 @@ class Repository(Protocol):
         ...
 
     async def insert_execution(
-        self, execution: Execution, owner: str | None, lease_expires: float | None
+        self, execution: Execution, owner: str | None, lease_expires: float | None, fingerprint: str = ""
     ) -> tuple[Execution, Claim | None]:
-        """Stores a new execution (leased to ``owner`` when given); a replayed request id returns the first."""
+        """Stores a new execution (leased to ``owner`` when given); a replayed request id returns the first.
+
+        Raises:
+            common.idempotency.RequestIdReused: the request id was stored with another fingerprint.
+        """
         ...
 
-    async def find_execution_by_request(self, request_id: str) -> Execution | None:
-        """The execution a request id started, or None."""
+    async def find_execution_by_request(self, request_id: str, fingerprint: str = "") -> Execution | None:
+        """The execution a request id started, or None.
+
+        Raises:
+            common.idempotency.RequestIdReused: the request id was stored with another fingerprint.
+        """
         ...
 
     async def get_execution(self, execution_id: str, *, with_nodes: bool = True) -> Execution | None:

@@ -21,6 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from common.idempotency import check_same_request
 from workflow_svc.domain import (
     Batch,
     Claim,
@@ -333,8 +334,12 @@ class SqlRepository:
                 yield connection
 
     # -- workflows ------------------------------------------------------------------------------------------
-    async def insert_workflow(self, workflow: Workflow, request_id: str) -> Workflow:
-        """Stores a workflow; with a request id seen before, returns the first workflow instead."""
+    async def insert_workflow(self, workflow: Workflow, request_id: str, fingerprint: str = "") -> Workflow:
+        """Stores a workflow; with a request id seen before, returns the first workflow instead.
+
+        Raises:
+            RequestIdReused: the request id was stored with another request's fingerprint.
+        """
         row = {
             "workflow_id": workflow.workflow_id,
             "name": workflow.spec.name,
@@ -343,6 +348,7 @@ class SqlRepository:
             "definition": spec_to_json(workflow.spec),
             "plan": plan_to_json(workflow.plan),
             "request_id": request_id or None,
+            "request_fingerprint": (fingerprint or None) if request_id else None,
             "create_time": workflow.create_time,
             "update_time": workflow.update_time,
         }
@@ -350,19 +356,26 @@ class SqlRepository:
             async with self._write() as connection:
                 await connection.execute(workflows.insert(), row)
         except IntegrityError:
-            existing = await self.find_workflow_by_request(request_id) if request_id else None
+            existing = await self.find_workflow_by_request(request_id, fingerprint) if request_id else None
             if existing is None:
                 raise
             return existing
         return workflow
 
-    async def find_workflow_by_request(self, request_id: str) -> Workflow | None:
-        """The workflow a request id created, or None."""
+    async def find_workflow_by_request(self, request_id: str, fingerprint: str = "") -> Workflow | None:
+        """The workflow a request id created, or None.
+
+        Raises:
+            RequestIdReused: the request id was stored with another request's fingerprint.
+        """
         async with self._engine.connect() as connection:
             row = (
                 await connection.execute(workflows.select().where(workflows.c.request_id == request_id))
             ).first()
-        return _workflow(row) if row else None
+        if row is None:
+            return None
+        check_same_request(request_id, row.request_fingerprint, fingerprint, f'workflow "{row.workflow_id}"')
+        return _workflow(row)
 
     async def get_workflow(self, workflow_id: str) -> Workflow | None:
         """A workflow, or None."""
@@ -386,11 +399,14 @@ class SqlRepository:
 
     # -- executions -----------------------------------------------------------------------------------------
     async def insert_execution(
-        self, execution: Execution, owner: str | None, lease_expires: float | None
+        self, execution: Execution, owner: str | None, lease_expires: float | None, fingerprint: str = ""
     ) -> tuple[Execution, Claim | None]:
         """Stores a new execution, leased to ``owner`` when given.
 
         With a request id seen before, returns the first execution and no claim.
+
+        Raises:
+            RequestIdReused: the request id was stored with another request's fingerprint.
         """
         row = {
             "execution_id": execution.execution_id,
@@ -401,6 +417,7 @@ class SqlRepository:
             "error": None,
             "failure_policy": int(execution.failure_policy),
             "request_id": execution.request_id or None,
+            "request_fingerprint": (fingerprint or None) if execution.request_id else None,
             "last_sequence": 0,
             "create_time": execution.create_time,
             "update_time": execution.update_time,
@@ -416,19 +433,27 @@ class SqlRepository:
             async with self._write() as connection:
                 await connection.execute(executions.insert(), row)
         except IntegrityError:
-            existing = await self.find_execution_by_request(execution.request_id) if execution.request_id else None
+            existing = (await self.find_execution_by_request(execution.request_id, fingerprint)
+                        if execution.request_id else None)
             if existing is None:
                 raise
             return existing, None
         return execution, (Claim(execution.execution_id, owner, 1) if owner else None)
 
-    async def find_execution_by_request(self, request_id: str) -> Execution | None:
-        """The execution a request id started, or None."""
+    async def find_execution_by_request(self, request_id: str, fingerprint: str = "") -> Execution | None:
+        """The execution a request id started, or None.
+
+        Raises:
+            RequestIdReused: the request id was stored with another request's fingerprint.
+        """
         async with self._engine.connect() as connection:
             row = (
                 await connection.execute(executions.select().where(executions.c.request_id == request_id))
             ).first()
-        return _execution(row) if row else None
+        if row is None:
+            return None
+        check_same_request(request_id, row.request_fingerprint, fingerprint, f'execution "{row.execution_id}"')
+        return _execution(row)
 
     async def get_execution(self, execution_id: str, *, with_nodes: bool = True) -> Execution | None:
         """An execution with its stored node runs, or None."""

@@ -12,7 +12,15 @@ from dataclasses import dataclass, replace
 import structlog
 
 from common import paging
-from common.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound, Unavailable
+from common.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+    invalid_field,
+    require,
+)
 from common.paging import Page
 from workflow_svc import refs, validation
 from workflow_svc.bus import EventBus
@@ -35,6 +43,17 @@ from workflow_svc.ports import AgentNotFound, Cursor, Registry, Repository
 
 log = structlog.get_logger(__name__)
 EVENT_PAGE = 1000
+INVALID_DEFINITION = "INVALID_DEFINITION"
+
+
+def _workflow_not_found(workflow_id: str) -> NotFound:
+    return NotFound(f'workflow "{workflow_id}" not found', reason="WORKFLOW_NOT_FOUND",
+                    metadata={"workflow_id": workflow_id})
+
+
+def _execution_not_found(execution_id: str) -> NotFound:
+    return NotFound(f'execution "{execution_id}" not found', reason="EXECUTION_NOT_FOUND",
+                    metadata={"execution_id": execution_id})
 
 
 @dataclass(frozen=True)
@@ -60,15 +79,20 @@ class WorkflowService:
         self._bus = bus
 
     # -- definitions ----------------------------------------------------------------------------------------
-    async def create_workflow(self, spec: WorkflowSpec, request_id: str, validate_only: bool) -> Workflow:
+    async def create_workflow(
+        self, spec: WorkflowSpec, request_id: str, validate_only: bool, fingerprint: str = ""
+    ) -> Workflow:
         """Validates a definition (every problem at once), pins its agents and stores it.
 
+        ``fingerprint`` says what the request was: a replayed request id must come with the same one.
+
         Raises:
-            InvalidArgument: the definition has problems; each is a field violation.
+            InvalidArgument: the definition has problems, each a field violation (reason INVALID_DEFINITION);
+                the request id was used before for a different request (REQUEST_ID_REUSED).
             Unavailable: the registry cannot be reached to check the agents.
         """
         if request_id and not validate_only:
-            existing = await self._repo.find_workflow_by_request(request_id)
+            existing = await self._repo.find_workflow_by_request(request_id, fingerprint)
             if existing is not None:
                 return existing
         problems = validation.structural_violations(spec, self._settings.limits)
@@ -78,10 +102,11 @@ class WorkflowService:
             if not problems:
                 raise
             problems.append(FieldViolation("nodes", f"agents not checked: {error.message}"))
-            raise InvalidArgument(validation.summary(problems), violations=problems) from error
+            raise InvalidArgument(validation.summary(problems), reason=INVALID_DEFINITION,
+                                  violations=problems) from error
         problems.extend(validation.agent_violations(spec, validation.AgentLookup(found, missing)))
         if problems:
-            raise InvalidArgument(validation.summary(problems), violations=problems)
+            raise InvalidArgument(validation.summary(problems), reason=INVALID_DEFINITION, violations=problems)
         pinned = []
         for node in spec.nodes:
             info = found[AgentRef(node.agent_id, node.agent_version)]
@@ -99,7 +124,7 @@ class WorkflowService:
         )
         if validate_only:
             return replace(workflow, workflow_id="")
-        stored = await self._repo.insert_workflow(workflow, request_id)
+        stored = await self._repo.insert_workflow(workflow, request_id, fingerprint)
         log.info("workflow_created", workflow_id=stored.workflow_id, nodes=len(spec.nodes))
         return stored
 
@@ -127,11 +152,13 @@ class WorkflowService:
         """A stored workflow with its plan.
 
         Raises:
+            InvalidArgument: no workflow_id (FIELD_REQUIRED).
             NotFound: no such workflow.
         """
-        workflow = await self._repo.get_workflow(workflow_id) if workflow_id else None
+        require("workflow_id", workflow_id)
+        workflow = await self._repo.get_workflow(workflow_id)
         if workflow is None:
-            raise NotFound(f'workflow "{workflow_id}" not found', metadata={"workflow_id": workflow_id})
+            raise _workflow_not_found(workflow_id)
         return workflow
 
     async def list_workflows(self, page_size: int, after: Cursor | None, name_contains: str) -> Page[Workflow]:
@@ -145,19 +172,22 @@ class WorkflowService:
 
         Raises:
             NotFound: no such workflow.
-            InvalidArgument: inputs the definition references are missing.
+            InvalidArgument: no workflow_id (FIELD_REQUIRED); inputs the definition references are missing
+                (MISSING_INPUTS); the request id was used before for a different request (REQUEST_ID_REUSED).
         """
+        require("workflow_id", request.workflow_id)
         if request.request_id:
-            existing = await self._repo.find_execution_by_request(request.request_id)
+            existing = await self._repo.find_execution_by_request(request.request_id, request.fingerprint)
             if existing is not None:
                 return existing
         workflow = await self._engine.workflow_or_none(request.workflow_id)
         if workflow is None:
-            raise NotFound(f'workflow "{request.workflow_id}" not found', metadata={"workflow_id": request.workflow_id})
+            raise _workflow_not_found(request.workflow_id)
         missing = sorted(_required_inputs(workflow) - set(request.inputs))
         if missing:
             raise InvalidArgument(
                 f"missing workflow inputs: {', '.join(missing)}",
+                reason="MISSING_INPUTS",
                 violations=[FieldViolation(f"inputs.{name}", "required by the workflow") for name in missing],
             )
         policy = request.failure_policy or workflow.spec.failure_policy or FailurePolicy.FAIL_FAST
@@ -173,7 +203,8 @@ class WorkflowService:
             request_id=request.request_id,
         )
         owner = self._engine.settings.worker_id if self._engine.has_capacity else None
-        stored, claim = await self._repo.insert_execution(execution, owner, now + self._settings.lease_seconds)
+        stored, claim = await self._repo.insert_execution(execution, owner, now + self._settings.lease_seconds,
+                                                          request.fingerprint)
         if claim is not None:
             self._engine.adopt(claim)
         elif stored is execution:
@@ -195,18 +226,16 @@ class WorkflowService:
 
         Raises:
             NotFound: no such execution.
-            InvalidArgument: a negative sequence.
+            InvalidArgument: no execution_id (FIELD_REQUIRED), a negative sequence.
         """
+        require("execution_id", execution_id)
         if after_sequence < 0:
-            raise InvalidArgument(
-                "after_sequence must not be negative",
-                violations=[FieldViolation("after_sequence", "must not be negative")],
-            )
+            raise invalid_field("after_sequence", "must not be negative")
         subscription = self._bus.subscribe(execution_id)
         try:
             execution = await self._repo.get_execution(execution_id, with_nodes=False)
             if execution is None:
-                raise NotFound(f'execution "{execution_id}" not found', metadata={"execution_id": execution_id})
+                raise _execution_not_found(execution_id)
             last = after_sequence
             if execution.state.terminal and last >= execution.last_sequence:
                 return
@@ -254,11 +283,13 @@ class WorkflowService:
         """An execution with the state of every node (in definition order).
 
         Raises:
+            InvalidArgument: no execution_id (FIELD_REQUIRED).
             NotFound: no such execution.
         """
-        execution = await self._repo.get_execution(execution_id) if execution_id else None
+        require("execution_id", execution_id)
+        execution = await self._repo.get_execution(execution_id)
         if execution is None:
-            raise NotFound(f'execution "{execution_id}" not found', metadata={"execution_id": execution_id})
+            raise _execution_not_found(execution_id)
         workflow = await self._engine.workflow_or_none(execution.workflow_id)
         if workflow is None:
             return execution
@@ -273,17 +304,20 @@ class WorkflowService:
         """Cancels an execution wherever it runs and waits (briefly) until it has stopped.
 
         Raises:
+            InvalidArgument: no execution_id (FIELD_REQUIRED).
             NotFound: no such execution.
-            FailedPrecondition: the execution has already ended.
+            FailedPrecondition: the execution has already ended (EXECUTION_ENDED).
         """
+        require("execution_id", execution_id)
         reason = reason or "cancelled by a caller"
         found = await self._repo.request_cancel(execution_id, reason, time.time())
         if found is None:
-            raise NotFound(f'execution "{execution_id}" not found', metadata={"execution_id": execution_id})
+            raise _execution_not_found(execution_id)
         state, owner, expires = found
         if state.terminal:
             raise FailedPrecondition(
                 f'execution "{execution_id}" has already ended ({state.name.lower()})',
+                reason="EXECUTION_ENDED",
                 metadata={"execution_id": execution_id, "state": state.name},
             )
         subscription = self._bus.subscribe(execution_id)

@@ -8,6 +8,7 @@ import grpc
 from tdev.workflow.v1 import workflow_service_pb2 as pb2
 from tdev.workflow.v1 import workflow_service_pb2_grpc as pb2_grpc
 
+from common import idempotency
 from workflow_svc import convert
 from workflow_svc.service import WorkflowService
 
@@ -23,7 +24,8 @@ class WorkflowServiceServicer(pb2_grpc.WorkflowServiceServicer):
     ) -> pb2.CreateWorkflowResponse:
         """Validates and stores a definition."""
         spec = convert.spec_from_proto(request.workflow)
-        workflow = await self._service.create_workflow(spec, request.request_id, request.validate_only)
+        workflow = await self._service.create_workflow(spec, request.request_id, request.validate_only,
+                                                       idempotency.fingerprint(request))
         return pb2.CreateWorkflowResponse(workflow=convert.workflow_to_proto(workflow))
 
     async def GetWorkflow(

@@ -236,7 +236,7 @@ async def test_upgrading_queues_the_builds_that_ended_before_for_marking(tmp_pat
                 "(:id, 'r', :constraints, :state, '[]', '{}', '{}', '[]', 0, 1, 1, 1, 0)"),
                 {"id": build_id, "state": state, "constraints": json.dumps(CONSTRAINTS.to_json())})
     try:
-        assert await migrate(engine, MIGRATIONS, "builder") == "0003"
+        assert await migrate(engine, MIGRATIONS, "builder") == "0004"
         jobs = await SqlRepository(engine).claim_marks(10.0, 60.0, 10)
         assert sorted(job.build.build_id for job in jobs) == ["build_old_done", "build_old_failed"]
     finally:

@@ -47,7 +47,7 @@ async def migrated(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
         url = await create_database()
     engine = create_engine(url, "builder")
     try:
-        assert await migrate(engine, MIGRATIONS, "builder") == "0003"
+        assert await migrate(engine, MIGRATIONS, "builder") == "0004"
         yield engine
     finally:
         await engine.dispose()

@@ -292,8 +292,14 @@ async def test_request_id_replay_paging_filters_and_watch_from_a_sequence(db_mes
     first = await mesh.start(
         "scaler", suite_message(SCALER_SUITE), generations=2, population_size=6, request_id="req-1"
     )
-    again = await mesh.start("scaler", suite_message(SCALER_SUITE), generations=9, request_id="req-1")
+    again = await mesh.start(
+        "scaler", suite_message(SCALER_SUITE), generations=2, population_size=6, request_id="req-1"
+    )
     assert again.run_id == first.run_id and again.config.generations == 2
+    with pytest.raises(grpc.aio.AioRpcError) as reused:
+        await mesh.start("scaler", suite_message(SCALER_SUITE), generations=9, request_id="req-1")
+    assert reused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "request_id" in (reused.value.details() or "")
     other = await mesh.start("constant", suite_message(CONSTANT_SUITE), generations=1, population_size=4, islands=1)
     third = await mesh.start("scaler", suite_message(SCALER_SUITE), generations=1, population_size=4, islands=1)
     for run in (first, other, third):

@@ -43,7 +43,8 @@ def test_malformed_case_is_named_with_every_violation_listed() -> None:
     suite = EvaluationSuite(cases=(case("ok"), case("bad", expected=None), case("", inputs=[1]), case("ok")))
     with pytest.raises(InvalidArgument) as raised:
         validate_suite(suite)
-    assert raised.value.message == 'suite.cases[1] ("bad").expected: is missing'
+    # The message names the first problem and counts the rest; the violations list every one.
+    assert raised.value.message == 'suite.cases[1] ("bad").expected: is missing (and 2 more problems)'
     assert [v.field for v in raised.value.violations] == [
         'suite.cases[1] ("bad").expected',
         "suite.cases[2].inputs",
@@ -72,7 +73,8 @@ def test_held_out_split_is_seeded_and_keeps_training_cases() -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"population_size": 1}, "config.population_size: must be 2..1000"),
+        # A population of 1 also leaves no room for the default islands, elitism and migration size.
+        ({"population_size": 1}, "config.population_size: must be 2..1000 (and 3 more problems)"),
         ({"mutation_rate": 1.5}, "config.mutation_rate: must be in [0, 1]"),
         ({"elitism": 25}, "config.elitism: must be 0..24 (below the island size)"),
         ({"speed_weight": 0.7}, "config.speed_weight: must be in [0, 0.5)"),

@@ -9,6 +9,7 @@ fail.
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -68,6 +69,14 @@ def _path(method: MethodDescriptor) -> str:
 
 async def call_raw(channel: grpc.aio.Channel, method: MethodDescriptor, payload: bytes) -> grpc.StatusCode:
     """Sends raw request bytes; returns the status code (streams are read to their end or a short deadline)."""
+    error = await call_raw_error(channel, method, payload)
+    return grpc.StatusCode.OK if error is None else error.code()
+
+
+async def call_raw_error(
+    channel: grpc.aio.Channel, method: MethodDescriptor, payload: bytes
+) -> grpc.aio.AioRpcError | None:
+    """Like :func:`call_raw`, answering the error itself (None for OK)."""
     try:
         if method.server_streaming:
             stream = channel.unary_stream(_path(method))(payload, timeout=3)
@@ -76,8 +85,41 @@ async def call_raw(channel: grpc.aio.Channel, method: MethodDescriptor, payload:
         else:
             await channel.unary_unary(_path(method))(payload, timeout=10)
     except grpc.aio.AioRpcError as error:
-        return error.code()
-    return grpc.StatusCode.OK
+        return error
+    return None
+
+
+def detail_problems(error: grpc.aio.AioRpcError) -> list[str]:
+    """What is wrong with the details of an answer the services made (empty when nothing is).
+
+    Every INVALID_ARGUMENT carries ErrorInfo and a BadRequest with at least one field violation, and no
+    ErrorInfo.reason is the bare code name (reasons say what went wrong; INTERNAL is the one generic answer).
+    """
+    code = error.code()
+    status = rpc_status.from_call(error)
+    if status is None:
+        # Only the client's own deadline (a stream read until the short test deadline) comes without details.
+        return [] if code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED) else [
+            f"{code.name} without google.rpc.Status details"]
+    problems = []
+    reasons = []
+    violations = 0
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reasons.append(info.reason)
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            violations += len(bad.field_violations)
+    if len(reasons) != 1:
+        problems.append(f"{code.name} with {len(reasons)} ErrorInfo details")
+    if any(reason == code.name and code != grpc.StatusCode.INTERNAL for reason in reasons):
+        problems.append(f"{code.name} with the bare reason {code.name}: {error.details()}")
+    if code == grpc.StatusCode.INVALID_ARGUMENT and violations == 0:
+        problems.append(f"INVALID_ARGUMENT ({reasons}) without a BadRequest field violation: {error.details()}")
+    return problems
 
 
 def _request_class(method: MethodDescriptor) -> type[Message]:
@@ -238,9 +280,12 @@ async def test_no_request_makes_an_rpc_answer_unknown_or_internal(
     ]
     failures = []
     for kind, payload in payloads:
-        code = await call_raw(channel, method, payload)
-        if code in FORBIDDEN:
-            failures.append(f"{kind} {payload[:60]!r} -> {code.name}")
+        error = await call_raw_error(channel, method, payload)
+        if error is None:
+            continue
+        if error.code() in FORBIDDEN:
+            failures.append(f"{kind} {payload[:60]!r} -> {error.code().name}")
+        failures.extend(f"{kind} {payload[:60]!r} -> {problem}" for problem in detail_problems(error))
     assert not failures, "\n".join(failures)
 
 
@@ -357,3 +402,228 @@ async def test_an_unknown_enum_number_is_invalid_argument(channels: dict[str, gr
     setattr(request, enum_fields[0].name, 7_777)
     error = await _invalid_argument(channels["registry"], method, request)
     assert enum_fields[0].name in _violations(error)
+
+
+# ----- required ids ---------------------------------------------------------------------------------------------
+
+REQUIRED_IDS = [
+    ("registry", "GetAgent", "agent_id"),
+    ("registry", "ListAgentVersions", "agent_id"),
+    ("registry", "GetAgentLineage", "agent_id"),
+    ("registry", "UpdateAgentLabels", "agent_id"),
+    ("workflow", "GetWorkflow", "workflow_id"),
+    ("workflow", "StartExecution", "workflow_id"),
+    ("workflow", "ExecuteWorkflow", "workflow_id"),
+    ("workflow", "GetExecution", "execution_id"),
+    ("workflow", "WatchExecution", "execution_id"),
+    ("workflow", "CancelExecution", "execution_id"),
+    ("builder", "GetBuild", "build_id"),
+    ("builder", "WatchBuild", "build_id"),
+    ("builder", "CancelBuild", "build_id"),
+    ("evolution", "StartEvolution", "agent_id"),
+    ("evolution", "GetEvolution", "run_id"),
+    ("evolution", "WatchEvolution", "run_id"),
+    ("evolution", "CancelEvolution", "run_id"),
+]
+
+
+def test_every_rpc_naming_one_resource_is_in_the_required_id_list() -> None:
+    """Get/Watch/Cancel/Start RPCs whose request names a resource by id must be covered below."""
+    covered = {(service, name) for service, name, _ in REQUIRED_IDS}
+    expected = {
+        (service, method.name) for service, method in METHODS
+        if method.name.startswith(("Get", "Watch", "Cancel", "Start", "Execute", "Update"))
+        and any(f.name.endswith("_id") and f.name != "request_id" for f in method.input_type.fields)
+    }
+    assert expected <= covered, sorted(expected - covered)
+
+
+@pytest.mark.parametrize(("service", "name", "field"), REQUIRED_IDS, ids=[f"{s}.{n}" for s, n, _ in REQUIRED_IDS])
+async def test_an_empty_required_id_is_invalid_argument_naming_the_field(
+    channels: dict[str, grpc.aio.Channel], service: str, name: str, field: str
+) -> None:
+    method = _method(service, name)
+    error = await _invalid_argument(channels[service], method, _request_class(method)())
+    assert _reason(error) == "FIELD_REQUIRED", error.details()
+    assert field in _violations(error)
+
+
+def _reason(error: grpc.aio.AioRpcError) -> str:
+    status = rpc_status.from_call(error)
+    assert status is not None
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info.reason
+    raise AssertionError("no ErrorInfo detail")
+
+
+# ----- request ids: the same request replays, a different one is refused -----------------------------------------
+
+AGENT_CODE = (Path(__file__).resolve().parents[2] / "examples" / "agents" / "sum_numbers.py").read_text()
+REQUIREMENTS = "Given a list of numbers, compute the mean, median, min, max and standard deviation."
+
+
+async def _unary(channel: grpc.aio.Channel, service: str, name: str, request: Message) -> Any:
+    method = _method(service, name)
+    response_class = GetMessageClass(method.output_type)
+    call = channel.unary_unary(_path(method), request_serializer=lambda m: m.SerializeToString(),
+                               response_deserializer=response_class.FromString)
+    return await call(request, timeout=30)
+
+
+async def _first_event(channel: grpc.aio.Channel, service: str, name: str, request: Message) -> Any:
+    """The first streamed message; the stream is cancelled after it (the work goes on)."""
+    method = _method(service, name)
+    response_class = GetMessageClass(method.output_type)
+    stream = channel.unary_stream(_path(method), request_serializer=lambda m: m.SerializeToString(),
+                                  response_deserializer=response_class.FromString)(request, timeout=30)
+    try:
+        async for message in stream:
+            return message
+    finally:
+        stream.cancel()
+    raise AssertionError(f"{name} streamed nothing")
+
+
+async def _reused(channel: grpc.aio.Channel, service: str, name: str, request: Message) -> None:
+    """Asserts the exact answer to a request id reused with a different request."""
+    error = await _invalid_argument(channel, _method(service, name), request)
+    assert _reason(error) == "REQUEST_ID_REUSED", error.details()
+    assert list(_violations(error)) == ["request_id"]
+
+
+async def _registered(channels: dict[str, grpc.aio.Channel], name: str) -> Any:
+    answer = await _unary(channels["registry"], "registry", "RegisterAgent",
+                          registry_service_pb2.RegisterAgentRequest(name=name, code=AGENT_CODE))
+    return answer.agent
+
+
+async def test_register_agent_replays_a_request_id_and_refuses_it_for_another_request(
+    channels: dict[str, grpc.aio.Channel],
+) -> None:
+    request = registry_service_pb2.RegisterAgentRequest(
+        name="edges_sum", code=AGENT_CODE, description="adds", request_id="edges-register-1", labels={"a": "1"})
+    first = await _unary(channels["registry"], "registry", "RegisterAgent", request)
+    again = await _unary(channels["registry"], "registry", "RegisterAgent", request)
+    assert (again.agent.agent_id, again.agent.version, again.created) == (first.agent.agent_id, "1.0.0", False)
+    other = registry_service_pb2.RegisterAgentRequest()
+    other.CopyFrom(request)
+    other.description = "adds numbers"
+    await _reused(channels["registry"], "registry", "RegisterAgent", other)
+    # The same name and code under a fresh id stays the idempotent same-code answer, and binds that id.
+    other.request_id = "edges-register-2"
+    same_code = await _unary(channels["registry"], "registry", "RegisterAgent", other)
+    assert (same_code.agent.version, same_code.created) == ("1.0.0", False)
+    other.description = "adds, again"
+    await _reused(channels["registry"], "registry", "RegisterAgent", other)
+
+
+async def test_update_agent_labels_replays_a_request_id_and_refuses_it_for_another_request(
+    channels: dict[str, grpc.aio.Channel],
+) -> None:
+    agent = await _registered(channels, "edges_labels")
+    request = registry_service_pb2.UpdateAgentLabelsRequest(
+        agent_id=agent.agent_id, version=agent.version, set_labels={"team": "edges"}, request_id="edges-labels-1")
+    first = await _unary(channels["registry"], "registry", "UpdateAgentLabels", request)
+    again = await _unary(channels["registry"], "registry", "UpdateAgentLabels", request)
+    assert dict(again.agent.labels) == dict(first.agent.labels) == {"team": "edges"}
+    request.set_labels["team"] = "other"
+    await _reused(channels["registry"], "registry", "UpdateAgentLabels", request)
+
+
+def _definition(agent_id: str, name: str) -> Any:
+    from tdev.workflow.v1 import workflow_pb2
+
+    workflow = workflow_pb2.Workflow(name=name, version="1.0.0")
+    node = workflow.nodes.add(id="sum", agent_id=agent_id)
+    node.inputs.update({"numbers": {"$ref": "inputs.numbers"}})
+    workflow.outputs["total"] = "nodes.sum.output.total"
+    return workflow
+
+
+async def test_create_workflow_replays_a_request_id_and_refuses_it_for_another_request(
+    channels: dict[str, grpc.aio.Channel],
+) -> None:
+    agent = await _registered(channels, "edges_wf_sum")
+    request = workflow_service_pb2.CreateWorkflowRequest(
+        workflow=_definition(agent.agent_id, "edges-one"), request_id="edges-create-1")
+    first = await _unary(channels["workflow"], "workflow", "CreateWorkflow", request)
+    again = await _unary(channels["workflow"], "workflow", "CreateWorkflow", request)
+    assert again.workflow.workflow_id == first.workflow.workflow_id != ""
+    request.workflow.name = "edges-two"
+    await _reused(channels["workflow"], "workflow", "CreateWorkflow", request)
+
+
+async def test_start_execution_and_execute_workflow_replay_a_request_id_and_refuse_it_for_another_request(
+    channels: dict[str, grpc.aio.Channel],
+) -> None:
+    agent = await _registered(channels, "edges_ex_sum")
+    create = workflow_service_pb2.CreateWorkflowRequest(workflow=_definition(agent.agent_id, "edges-exec"))
+    created = await _unary(channels["workflow"], "workflow", "CreateWorkflow", create)
+    workflow_id = created.workflow.workflow_id
+    request = workflow_service_pb2.StartExecutionRequest(workflow_id=workflow_id, request_id="edges-exec-1")
+    request.inputs.update({"numbers": [1, 2]})
+    first = await _unary(channels["workflow"], "workflow", "StartExecution", request)
+    again = await _unary(channels["workflow"], "workflow", "StartExecution", request)
+    assert again.execution.execution_id == first.execution.execution_id
+    # ExecuteWorkflow has the same field layout: the same request through it streams the same execution.
+    execute = workflow_service_pb2.ExecuteWorkflowRequest.FromString(request.SerializeToString())
+    event = await _first_event(channels["workflow"], "workflow", "ExecuteWorkflow", execute)
+    assert event.event.execution_id == first.execution.execution_id
+    request.inputs.update({"numbers": [1, 2, 3]})
+    await _reused(channels["workflow"], "workflow", "StartExecution", request)
+    execute.inputs.update({"numbers": [5]})
+    await _reused(channels["workflow"], "workflow", "ExecuteWorkflow", execute)
+
+
+async def test_start_build_and_build_service_replay_a_request_id_and_refuse_it_for_another_request(
+    channels: dict[str, grpc.aio.Channel],
+) -> None:
+    request = builder_service_pb2.StartBuildRequest(requirements=REQUIREMENTS, request_id="edges-build-1")
+    first = await _unary(channels["builder"], "builder", "StartBuild", request)
+    try:
+        again = await _unary(channels["builder"], "builder", "StartBuild", request)
+        assert again.build.build_id == first.build.build_id
+        streamed = builder_service_pb2.BuildServiceRequest.FromString(request.SerializeToString())
+        event = await _first_event(channels["builder"], "builder", "BuildService", streamed)
+        assert event.event.build_id == first.build.build_id
+        request.requirements = REQUIREMENTS + " Round to two decimals."
+        await _reused(channels["builder"], "builder", "StartBuild", request)
+        streamed.constraints.max_fix_attempts = 1
+        await _reused(channels["builder"], "builder", "BuildService", streamed)
+    finally:
+        # Nothing here needs the build to finish: stop it so that it does not compete for the CPU.
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            await _unary(channels["builder"], "builder", "CancelBuild",
+                         builder_service_pb2.CancelBuildRequest(build_id=first.build.build_id))
+
+
+async def test_start_evolution_replays_a_request_id_and_refuses_it_for_another_request(
+    channels: dict[str, grpc.aio.Channel],
+) -> None:
+    from tdev.evolution.v1 import evolution_pb2
+
+    agent = await _registered(channels, "edges_evo_sum")
+    request = evolution_service_pb2.StartEvolutionRequest(agent_id=agent.agent_id, request_id="edges-evo-1")
+    for numbers, total in (([1, 2], 3), ([4], 4)):
+        case = request.suite.cases.add()
+        case.inputs.update({"numbers": numbers})
+        case.expected.update({"total": total})
+    request.suite.scoring_mode = evolution_pb2.SCORING_MODE_EXACT
+    request.config.population_size = 4
+    request.config.islands = 1
+    request.config.elitism = 0
+    request.config.generations = 1
+    request.config.operators = evolution_pb2.OPERATOR_SET_PROGRAM_TRANSFORM
+    first = await _unary(channels["evolution"], "evolution", "StartEvolution", request)
+    try:
+        again = await _unary(channels["evolution"], "evolution", "StartEvolution", request)
+        assert again.run.run_id == first.run.run_id
+        request.config.generations = 2
+        await _reused(channels["evolution"], "evolution", "StartEvolution", request)
+    finally:
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            await _unary(channels["evolution"], "evolution", "CancelEvolution",
+                         evolution_service_pb2.CancelEvolutionRequest(run_id=first.run.run_id))

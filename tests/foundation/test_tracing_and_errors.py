@@ -33,6 +33,8 @@ class Downstream(pb2_grpc.RegistryServiceServicer):
             raise NotFound('agent "missing" not found')
         if request.agent_id == "bad":
             raise InvalidArgument("code is invalid", violations=[FieldViolation("code", "line 3: no class")])
+        if request.agent_id == "gone":
+            raise NotFound('agent "gone" not found', reason="AGENT_NOT_FOUND")
         if request.agent_id == "crash":
             raise RuntimeError("secret internals")
         response = pb2.GetAgentResponse()
@@ -110,6 +112,36 @@ async def test_domain_error_maps_to_its_code_with_error_info(
     info = error_details_pb2.ErrorInfo()
     assert status.details[0].Unpack(info)
     assert info.reason == "NOT_FOUND" and info.domain == "tdev.dev" and info.metadata["request_id"]
+
+
+def _reason_and_violations(error: grpc.aio.AioRpcError) -> tuple[str, list[tuple[str, str]]]:
+    status = rpc_status.from_call(error)
+    assert status is not None
+    reason, violations = "", []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reason = info.reason
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            violations.extend((v.field, v.description) for v in bad.field_violations)
+    return reason, violations
+
+
+@pytest.mark.parametrize(("agent_id", "code", "reason", "violations"), [
+    ("gone", grpc.StatusCode.NOT_FOUND, "AGENT_NOT_FOUND", []),
+    ("bad", grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT", [("code", "line 3: no class")]),
+])
+async def test_a_dependency_error_reaches_the_caller_with_its_reason_and_violations(
+    mesh: tuple[RunningServer, RunningServer], agent_id: str, code: grpc.StatusCode, reason: str,
+    violations: list[tuple[str, str]],
+) -> None:
+    upstream, _ = mesh
+    error = await call_downstream(upstream, agent_id)
+    assert error.code() == code
+    assert _reason_and_violations(error) == (reason, violations)
 
 
 async def test_field_violations_travel_as_bad_request(mesh: tuple[RunningServer, RunningServer]) -> None:

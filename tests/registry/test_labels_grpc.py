@@ -57,7 +57,9 @@ async def test_update_agent_labels_replayed_request_id_changes_nothing_again(reg
                                                                     state="three")))
     assert (error.code(), error.details()) == (
         grpc.StatusCode.INVALID_ARGUMENT,
-        "request_id: was used before for a different label change; use a new request id for a new change")
+        f"request_id 'mark-1' was used before for a different request (the one that made a label change of "
+        f"{agent.agent_id}@{agent.version}); send the same request to replay it, or a new request id for a new "
+        "request")
     assert await _labels(registry, agent.agent_id) == {"state": "two"}
 
 

@@ -72,8 +72,12 @@ async def test_register_existing_or_lower_version_with_new_code_is_rejected(regi
 
 async def test_register_replayed_request_id_returns_first_result(registry: Registry) -> None:
     first = await register(registry.stub, "tiny", tiny_agent("a"), request_id="req-1")
-    replay = await register(registry.stub, "tiny", tiny_agent("changed"), request_id="req-1")
+    replay = await register(registry.stub, "tiny", tiny_agent("a"), request_id="req-1")
     assert (replay.created, replay.agent.version, replay.agent.code) == (False, "1.0.0", first.agent.code)
+    # The same request id with different code is a caller's mistake, not a replay: nothing is registered.
+    reused = await rpc_error(register(registry.stub, "tiny", tiny_agent("changed"), request_id="req-1"))
+    assert reused.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (reused.details() or "").startswith("request_id 'req-1' was used before for a different request")
     versions = await registry.stub.ListAgentVersions(pb2.ListAgentVersionsRequest(agent_id=first.agent.agent_id))
     assert [v.version for v in versions.versions] == ["1.0.0"]
 
@@ -166,7 +170,8 @@ async def test_get_agent_unknown_is_not_found(registry: Registry) -> None:
         error = await rpc_error(registry.stub.GetAgent(request))
         assert (error.code(), error.details()) == (grpc.StatusCode.NOT_FOUND, message)
     empty = await rpc_error(registry.stub.GetAgent(pb2.GetAgentRequest()))
-    assert (empty.code(), empty.details()) == (grpc.StatusCode.INVALID_ARGUMENT, "agent: set agent_id or name")
+    assert (empty.code(), empty.details()) == (
+        grpc.StatusCode.INVALID_ARGUMENT, "agent_id: is required (or give name instead)")
 
 
 async def test_list_agent_versions_pages_newest_first(registry: Registry) -> None:
