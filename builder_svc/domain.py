@@ -22,7 +22,7 @@ class BuildState(enum.IntEnum):
     CANCELLED = 5
 
     @property
-    def terminal(self) -> bool:
+    def is_terminal(self) -> bool:
         """True once the build can change no more."""
         return self in (BuildState.SUCCEEDED, BuildState.FAILED, BuildState.CANCELLED)
 
@@ -73,7 +73,7 @@ class EventType(enum.IntEnum):
     BUILD_RESUMED = 9
 
     @property
-    def terminal(self) -> bool:
+    def is_terminal(self) -> bool:
         """True for the event that ends a build's stream."""
         return self in (EventType.BUILD_SUCCEEDED, EventType.BUILD_FAILED, EventType.BUILD_CANCELLED)
 

@@ -405,7 +405,7 @@ class Pipeline:
                 continue
             label = hit.labels.get(marking.STATE_LABEL)
             state = states.get(origin) if origin in unsure and label != marking.VALIDATED else None
-            if state is not None and state.terminal:
+            if state is not None and state.is_terminal:
                 continue
             usable.append(hit)
         return usable

@@ -191,7 +191,7 @@ class SqlRepository:
         """
         values = _progress_values(progress)
         values.update(last_sequence=builds.c.last_sequence + 1, update_time=now, lease_expires=now + lease_seconds)
-        if progress.state.terminal:
+        if progress.state.is_terminal:
             values.update(_mark_values(now))  # in the same transaction as the end: the marking cannot be lost
         async with self._write() as connection:
             result = await connection.execute(
@@ -224,7 +224,7 @@ class SqlRepository:
                 raise NotFound(f'build "{build_id}" does not exist', reason="BUILD_NOT_FOUND",
                                metadata={"build_id": build_id})
             build = _build(row)
-            if build.state.terminal:
+            if build.state.is_terminal:
                 raise FailedPrecondition(
                     f"build {build_id} is {build.state.name} already; only pending or running builds can be cancelled",
                     reason="BUILD_ENDED", metadata={"build_id": build_id, "state": build.state.name})
@@ -294,7 +294,7 @@ class SqlRepository:
         async with self._write() as connection:
             result = await connection.execute(
                 builds.update().where(builds.c.build_id == build_id,
-                                      builds.c.state.in_([int(s) for s in BuildState if s.terminal]))
+                                      builds.c.state.in_([int(s) for s in BuildState if s.is_terminal]))
                 .values(**_mark_values(now)))
         return bool(result.rowcount == 1)
 

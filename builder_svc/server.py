@@ -77,9 +77,9 @@ async def create_server(
                                         max_message_mb=common.grpc_max_message_mb, security=security.client)
         on_close(stack, workflow_channel.close)
         if tester is None:
-            from builder_svc.sandbox_tester import SandboxTester
+            from builder_svc.sandbox_runner import SandboxRunner
 
-            sandbox = await SandboxTester.start(common)
+            sandbox = await SandboxRunner.start(common)
             on_close(stack, sandbox.close)
             tester = sandbox
         if llm is None:

@@ -130,12 +130,12 @@ class BuilderService:
                 for event in batch:
                     yield event
                     last = event.sequence
-                    if event.type.terminal:
+                    if event.type.is_terminal:
                         return
                 if batch:
                     continue
                 current = await self._repository.get_build(build_id)
-                if current is None or (current.state.terminal and last >= current.last_sequence):
+                if current is None or (current.state.is_terminal and last >= current.last_sequence):
                     return
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(waiter.wait(), self._poll)

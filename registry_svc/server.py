@@ -49,7 +49,9 @@ async def create_server(
             from registry_svc import adapters
 
             if inspector is None:
-                sandbox_inspector = await adapters.SandboxInspector.start(
+                from registry_svc.sandbox_runner import SandboxRunner
+
+                sandbox_inspector = await SandboxRunner.start(
                     common, settings.inspect_timeout_seconds, settings.sandbox_pool_size)
                 on_close(stack, sandbox_inspector.close)
                 inspector = sandbox_inspector

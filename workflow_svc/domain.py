@@ -28,7 +28,7 @@ class ExecutionState(enum.IntEnum):
     CANCELLED = 5
 
     @property
-    def terminal(self) -> bool:
+    def is_terminal(self) -> bool:
         """True once the execution has ended."""
         return self in (ExecutionState.SUCCEEDED, ExecutionState.FAILED, ExecutionState.CANCELLED)
 
@@ -47,7 +47,7 @@ class NodeState(enum.IntEnum):
     CANCELLED = 8
 
     @property
-    def terminal(self) -> bool:
+    def is_terminal(self) -> bool:
         """True once the node will not change any more within this execution."""
         return self in (NodeState.SUCCEEDED, NodeState.FAILED, NodeState.SKIPPED, NodeState.CANCELLED)
 

@@ -518,7 +518,7 @@ class SqlRepository:
             if row is None:
                 return None
             state = ExecutionState(row.state)
-            if not state.terminal:
+            if not state.is_terminal:
                 await connection.execute(
                     executions.update()
                     .where(executions.c.execution_id == execution_id)

@@ -191,7 +191,7 @@ class Run:
     async def _run(self) -> None:
         engine = self.engine
         execution = await engine.repo.get_execution(self.execution_id)
-        if execution is None or execution.state.terminal:
+        if execution is None or execution.state.is_terminal:
             return
         workflow = await engine.workflow(execution.workflow_id)
         self.execution = execution
@@ -218,7 +218,7 @@ class Run:
             self._emit(EventType.EXECUTION_RESUMED, message=f"resumed by worker {worker}")
             # Nodes that were running when the previous owner stopped start again (at-least-once).
             for node_id, run in self.runs.items():
-                if not run.state.terminal and run.state != NodeState.PENDING:
+                if not run.state.is_terminal and run.state != NodeState.PENDING:
                     self._set(node_id, state=NodeState.PENDING)
         else:
             self._emit(EventType.EXECUTION_STARTED, message=f"started by worker {worker}")

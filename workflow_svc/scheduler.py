@@ -64,7 +64,7 @@ class Scheduler:
             stack = list(self.children[node_id])
             while stack:
                 child = stack.pop()
-                if not self.state[child].terminal:
+                if not self.state[child].is_terminal:
                     self._finish(child, NodeState.SKIPPED)
                     skipped.append(child)
                     stack.extend(self.children[child])
@@ -89,7 +89,7 @@ class Scheduler:
         heapq.heappush(self._ready, (self.priority[node_id], node_id))
 
     def _finish(self, node_id: str, state: NodeState) -> None:
-        if not self.state[node_id].terminal:
+        if not self.state[node_id].is_terminal:
             self.open -= 1
         self.state[node_id] = state
 
@@ -142,7 +142,7 @@ class Scheduler:
         stack = list(self.children[node_id])
         while stack:
             child = stack.pop()
-            if self.state[child].terminal:
+            if self.state[child].is_terminal:
                 continue
             self._finish(child, NodeState.SKIPPED)
             skipped.append(child)
@@ -157,7 +157,7 @@ class Scheduler:
         cancel, skip = [], []
         for node_id in self.order:
             state = self.state[node_id]
-            if state.terminal:
+            if state.is_terminal:
                 continue
             if state in (NodeState.RUNNING, NodeState.RETRYING):
                 cancel.append(node_id)

@@ -237,7 +237,7 @@ class WorkflowService:
             if execution is None:
                 raise _execution_not_found(execution_id)
             last = after_sequence
-            if execution.state.terminal and last >= execution.last_sequence:
+            if execution.state.is_terminal and last >= execution.last_sequence:
                 return
             from_storage = True
             while True:
@@ -274,7 +274,7 @@ class WorkflowService:
                     # Quiet for a while: check storage (a replica may have died, Redis may be down).
                     from_storage = True
                     current = await self._repo.get_execution(execution_id, with_nodes=False)
-                    if current is not None and current.state.terminal and last >= current.last_sequence:
+                    if current is not None and current.state.is_terminal and last >= current.last_sequence:
                         return
         finally:
             self._bus.unsubscribe(subscription)
@@ -314,7 +314,7 @@ class WorkflowService:
         if found is None:
             raise _execution_not_found(execution_id)
         state, owner, expires = found
-        if state.terminal:
+        if state.is_terminal:
             raise FailedPrecondition(
                 f'execution "{execution_id}" has already ended ({state.name.lower()})',
                 reason="EXECUTION_ENDED",
@@ -331,7 +331,7 @@ class WorkflowService:
                 # Clear before reading: a wake-up that lands during the read must not be lost.
                 subscription.wake.clear()
                 current = await self._repo.get_execution(execution_id, with_nodes=False)
-                if current is not None and current.state.terminal:
+                if current is not None and current.state.is_terminal:
                     break
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(subscription.wake.wait(), timeout=max(0.0, deadline - time.monotonic()))

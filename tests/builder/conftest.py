@@ -25,7 +25,7 @@ from tdev.workflow.v1 import workflow_service_pb2 as wf_service_pb2
 from tdev.workflow.v1 import workflow_service_pb2_grpc as wf_service_pb2_grpc
 
 from builder_svc.config import BuilderSettings
-from builder_svc.sandbox_tester import SandboxTester
+from builder_svc.sandbox_runner import SandboxRunner
 from builder_svc.server import create_server as create_builder
 from common.cache import LocalCache
 from common.config import CommonSettings
@@ -126,7 +126,7 @@ class Mesh:
     workflow: ServiceHandle
     workflow_channel: grpc.aio.Channel
     workflow_stub: wf_service_pb2_grpc.WorkflowServiceStub
-    tester: SandboxTester
+    tester: SandboxRunner
     databases: list[str] = field(default_factory=list)
     builders: list[Builder] = field(default_factory=list)
 
@@ -194,7 +194,7 @@ async def start_mesh(tmp_path: Path) -> Mesh:
         CommonSettings(data_dir=tmp_path / "data", log_level="WARNING", registry_address=f"127.0.0.1:{registry.port}"),
         port=0)
     workflow_channel = grpc.aio.insecure_channel(f"127.0.0.1:{workflow.port}")
-    tester = await SandboxTester.start(common)
+    tester = await SandboxRunner.start(common)
     return Mesh(tmp_path, registry, registry_channel, reg_pb2_grpc.RegistryServiceStub(registry_channel), workflow,
                 workflow_channel, wf_service_pb2_grpc.WorkflowServiceStub(workflow_channel), tester)
 

@@ -19,14 +19,14 @@ def _outcome(outcome: Outcome) -> ExampleOutcome:
     return ExampleOutcome(str(outcome.kind), message=outcome.detail)
 
 
-class SandboxTester:
+class SandboxRunner:
     """The builder's sandbox: one warm runtime per process, shared by every build."""
 
     def __init__(self, sandbox: Sandbox) -> None:
         self._sandbox = sandbox
 
     @classmethod
-    async def start(cls, common: CommonSettings) -> SandboxTester:
+    async def start(cls, common: CommonSettings) -> SandboxRunner:
         """Embedded mode may fall back to weak isolation (with a warning); production may not.
 
         Raises:
