@@ -28,10 +28,9 @@ def serve(config: dict[str, Any], uid: int, job_r: int, res_w: int) -> NoReturn:
     os.close(job_r)
     syscalls.set_process_name("tdev-job")
     runner.run_job(payload, res_w, weak=config["mode"] == "weak", work_dir=work_dir)
-    # Do not exit: tearing this process down now would delay the zygote reading the result on this CPU.
-    # The zygote SIGKILLs us as soon as it has the last answer.
-    while True:
-        signal.pause()
+    # The exit is the end of the job: the service accepts the answers only once it has the exit status,
+    # so an agent that wrote a result itself and then raised cannot win a race against our own frame.
+    os._exit(0)
 
 
 def _keep_only_fds(*keep: int) -> None:
