@@ -298,6 +298,7 @@ def main(config: dict[str, Any]) -> None:
     """Run the zygote loop until the control socket closes."""
     os.environ.clear()  # set once here, inherited by every fork: nothing of the service's environment
     os.environ.update(child.ENVIRONMENT)
+    config["seccomp_status"] = child.prepare_seccomp(config)
     zygote = Zygote(config)
     gc.collect()
     gc.freeze()  # forked children never scan (and so never copy) the zygote's objects
