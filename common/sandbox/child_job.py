@@ -16,6 +16,7 @@ from .runtime import framing
 from .runtime_process import RUNTIME_DIED, ChildHandle, RuntimeProcess
 
 _READ_CHUNK = 1 << 16
+_EXIT_WAIT = 0.5  # seconds a process that has answered everything gets to exit (it takes well under 1 ms)
 
 
 class ChildJob:
@@ -36,6 +37,8 @@ class ChildJob:
         self.pending_write = b""
         self.finished = False
         self.eof = False
+        self.complete = False  # every input answered, waiting for the process to exit
+        self.fatal = False  # the answers come from one load failure
 
     async def run(self) -> list[Outcome]:
         limits = self.job.limits
@@ -45,7 +48,8 @@ class ChildJob:
         self.timer = self.loop.call_later(limits.timeout_seconds, self._on_timeout)
         self.loop.add_reader(self.handle.res_r, self._on_readable)
         self._write(frame)
-        self.process.send({"op": "start", "cid": self.handle.cid, "backstop": backstop})
+        sweep = limits.max_processes > 1
+        self.process.send({"op": "start", "cid": self.handle.cid, "backstop": backstop, "sweep": sweep})
         self.handle.exited.add_done_callback(self._on_exit)
         try:
             await self.done
@@ -87,10 +91,10 @@ class ChildJob:
             try:
                 frames = self.frames.feed(data)
             except framing.FrameTooLarge:
-                self._answer_rest(OutcomeKind.OUTPUT_TOO_LARGE, detail="result larger than the output limit")
+                self._end(OutcomeKind.OUTPUT_TOO_LARGE, "result larger than the output limit")
                 return
             except framing.FrameError:
-                self._answer_rest(OutcomeKind.INVALID_OUTPUT, detail="malformed message from the sandboxed process")
+                self._end(OutcomeKind.INVALID_OUTPUT, "malformed message from the sandboxed process")
                 return
             for header, payload in frames:
                 self._on_frame(header, payload)
@@ -98,17 +102,36 @@ class ChildJob:
                     return
 
     def _on_frame(self, header: dict[str, Any], payload: bytes) -> None:
+        """Check one frame against the protocol: ``loaded`` first when there are several inputs, then
+        exactly one ``result`` per input with its index, in order; or a single ``fatal`` before any result.
+        Agent code can write on the pipe too, so anything else is the agent's invalid output."""
         kind = header.get("t")
-        if kind == "loaded":
-            self.loaded = True
+        n = len(self.job.inputs)
+        expected = len(self.outcomes)
+        if self.complete:
+            self._violation(n - 1, "the sandboxed process sent more messages than it had inputs")
+        elif kind == "loaded":
+            if self.loaded or expected or n < 2:
+                self._violation(expected, "the sandboxed process sent an unexpected load message")
+            else:
+                self.loaded = True
         elif kind == "result":
-            self._answer(wire.outcome_from_child(payload, self._elapsed()))
-        elif kind == "fatal":
-            outcome = wire.outcome_from_child(payload, self._elapsed())
-            while not self.finished:
-                self._answer(outcome)
+            index = header.get("i")
+            if type(index) is not int or index != expected:
+                suspect = index if type(index) is int and 0 <= index < expected else expected
+                self._violation(suspect, f"the sandboxed process sent a result for input {index!r} "
+                                f"where the result for input {expected} was due")
+            elif n > 1 and not self.loaded:
+                self._violation(expected, "the sandboxed process sent a result before loading the agent")
+            else:
+                self._answer(wire.outcome_from_child(payload, self._elapsed(), self.job.limits.max_output_bytes))
+        elif kind == "fatal" and not expected:
+            outcome = wire.outcome_from_child(payload, self._elapsed(), self.job.limits.max_output_bytes, fatal=True)
+            self.fatal = True
+            self.outcomes.extend([outcome] * n)
+            self._await_exit()
         else:
-            self._answer_rest(OutcomeKind.INVALID_OUTPUT, detail="malformed message from the sandboxed process")
+            self._violation(expected, "malformed message from the sandboxed process")
 
     def _elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -116,12 +139,40 @@ class ChildJob:
     def _answer(self, outcome: Outcome) -> None:
         self.outcomes.append(outcome)
         if len(self.outcomes) >= len(self.job.inputs):
-            self._finish(kill=True)
+            self._await_exit()
             return
         self.started = time.monotonic()
         if self.timer is not None:
             self.timer.cancel()
         self.timer = self.loop.call_later(self.job.limits.timeout_seconds, self._on_timeout)
+
+    def _await_exit(self) -> None:
+        """Every input is answered; the answers count once the process has exited cleanly (until then agent
+        code could still be running and write more). The input's deadline still holds, but a process that
+        answered just before it gets a moment to exit."""
+        self.complete = True
+        remaining = self.timer.when() - self.loop.time() if self.timer is not None else 0.0
+        if remaining < _EXIT_WAIT:
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer = self.loop.call_later(_EXIT_WAIT, self._on_timeout)
+
+    def _violation(self, suspect: int, detail: str) -> None:
+        """End the job: input ``suspect`` (and every later one) loses its answer and is invalid_output."""
+        del self.outcomes[min(suspect, len(self.job.inputs) - 1) :]
+        self.complete = False
+        self._answer_rest(OutcomeKind.INVALID_OUTPUT, detail=detail)
+
+    def _reopen_last(self) -> None:
+        """Withdraw the answers a process gave before ending badly: the last one (all after a fatal one)."""
+        del self.outcomes[0 if self.fatal else len(self.outcomes) - 1 :]
+        self.complete = False
+
+    def _end(self, kind: OutcomeKind, detail: str) -> None:
+        """End the job with ``kind`` for the current input (for the last one if all were answered)."""
+        if self.complete:
+            self._reopen_last()
+        self._answer_rest(kind, detail=detail)
 
     def _answer_rest(self, kind: OutcomeKind, **fields: Any) -> None:
         """Answer the current input with ``kind`` and end the job; before the class was loaded the same
@@ -133,9 +184,13 @@ class ChildJob:
 
     # -- deadlines and deaths --------------------------------------------------------------------------
     def _on_timeout(self) -> None:
-        if not self.finished:
-            timeout = self.job.limits.timeout_seconds
-            self._answer_rest(OutcomeKind.TIMEOUT, detail=f"wall-clock deadline of {timeout:g}s exceeded")
+        if self.finished:
+            return
+        if self.complete:
+            self._end(OutcomeKind.TIMEOUT, "the sandboxed process did not exit after its last answer")
+            return
+        timeout = self.job.limits.timeout_seconds
+        self._answer_rest(OutcomeKind.TIMEOUT, detail=f"wall-clock deadline of {timeout:g}s exceeded")
 
     def _on_exit(self, exited: asyncio.Future[int]) -> None:
         if self.finished:
@@ -145,8 +200,12 @@ class ChildJob:
             return
         status = exited.result()
         if status == RUNTIME_DIED:
-            self._answer_rest(OutcomeKind.KILLED, detail="the sandbox runtime exited during the execution")
+            self._end(OutcomeKind.KILLED, "the sandbox runtime exited during the execution")
+        elif self.complete and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+            self._finish(kill=False)
         else:
+            if self.complete:  # the runtime's own verdict (the exit status) wins over the answers
+                self._reopen_last()
             self._answer_rest(**death_outcome(status))
 
     def _finish(self, *, kill: bool) -> None:
@@ -160,7 +219,7 @@ class ChildJob:
             self.loop.remove_writer(self.handle.job_w)
         if not self.done.done():
             self.done.set_result(None)  # first, so the caller resumes before the kill message leaves
-        # A process that answered waits to be killed; one that did not is killed now.
+        # A process that exited needs no kill (the zygote sweeps what it forked, as asked on start).
         self.process.release(self.handle, kill=kill, sweep=self.job.limits.max_processes > 1)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import structlog
 
-from . import wire
+from . import seccomp, wire
 from .backend import Job, Probe, SandboxBackend
 from .child_job import ChildJob
 from .errors import SandboxClosedError, SandboxError
@@ -47,7 +47,33 @@ class LocalBackend(SandboxBackend, abc.ABC):
 
     @abc.abstractmethod
     def runtime_config(self) -> dict[str, Any]:
-        """The JSON configuration handed to the runtime's ``nsinit.main``."""
+        """The JSON configuration handed to the runtime's ``nsinit.main`` (see :meth:`seccomp_config`)."""
+
+    def seccomp_config(self) -> dict[str, Any]:
+        """The filter part of the runtime configuration: mode, the compiled program or why there is none."""
+        mode = self.settings.seccomp
+        if mode == "off":
+            return {"seccomp_mode": "off"}
+        try:
+            program = seccomp.compile_filter()
+        except seccomp.SeccompUnavailableError as exc:
+            return {"seccomp_mode": mode, "seccomp_error": str(exc)}
+        return {"seccomp_mode": mode, "seccomp_bpf": program.bpf.hex()}
+
+    def seccomp_status(self) -> str:
+        """``on (...)``, ``off`` or ``unavailable: reason``, as the running runtime reported it (before it
+        runs: what the service could compile)."""
+        if self._process is not None and self._process.info.get("seccomp"):
+            status = str(self._process.info["seccomp"])
+        elif self.settings.seccomp == "off":
+            status = "off"
+        else:
+            try:
+                seccomp.compile_filter()
+                status = "on"
+            except seccomp.SeccompUnavailableError as exc:
+                status = f"unavailable: {exc}"
+        return f"on ({seccomp.compile_filter().summary})" if status == "on" else status
 
     def argv(self, config: dict[str, Any]) -> list[str]:
         exe = python_executable(self.settings)
@@ -66,6 +92,8 @@ class LocalBackend(SandboxBackend, abc.ABC):
         process = RuntimeProcess(self.argv, self.runtime_config(), start_timeout=self.settings.start_timeout_seconds)
         info = await process.start()
         log.info("sandbox.runtime_started", backend=self.name, launcher_pid=process.pid, **info)
+        if str(info.get("seccomp", "")).startswith("unavailable"):
+            log.warning("sandbox.seccomp_unavailable", reason=info["seccomp"], message="no syscall filter")
         return process
 
     async def _ensure_process(self) -> RuntimeProcess:

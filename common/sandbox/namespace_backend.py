@@ -43,17 +43,21 @@ class NamespaceBackend(LocalBackend):
             "work_dir_inodes": s.work_dir_inodes,
             "runtime_path": str(RUNTIME_DIR),
             "read_only_paths": [prefix, *_SYSTEM_PATHS, *s.extra_read_only_paths],
+            **self.seccomp_config(),
         }
 
     def describe(self) -> dict[str, Any]:
         s = self.settings
+        seccomp_status = self.seccomp_status()
         return {
             "backend": self.name,
             "level": self.level.value,
             "summary": (
                 "user+mount+pid+net+ipc+uts namespaces via unshare(2); per execution: own uid, mount and "
-                "ipc namespace, 0700 tmpfs work dir; no network, no capabilities, no_new_privs, rlimits"
+                "ipc namespace, 0700 tmpfs work dir; no network, no capabilities, no_new_privs, rlimits; "
+                f"seccomp {seccomp_status}"
             ),
+            "seccomp": seccomp_status,
             "namespaces": ["user", "mount", "pid", "network", "ipc", "uts"],
             "launcher": "unshare(2)",
             "filesystem": "read-only interpreter and system libraries; /proc hidepid=2; empty tmpfs /tmp",
@@ -69,7 +73,10 @@ _PROBES: dict[tuple[Any, ...], Probe] = {}
 
 def _probe(settings: SandboxSettings) -> Probe:
     """Probe once per configuration: really start the runtime (about 50 ms) and cache the answer."""
-    key = (python_executable(settings), settings.uid_base, settings.uid_count, settings.extra_read_only_paths)
+    key = (
+        python_executable(settings), settings.uid_base, settings.uid_count, settings.extra_read_only_paths,
+        settings.seccomp,
+    )
     if key not in _PROBES:
         if not sys.platform.startswith("linux"):
             _PROBES[key] = Probe(False, "Linux namespaces are only available on Linux")

@@ -26,6 +26,14 @@ class SandboxSettings(BaseSettings):
         default=False, description="run without namespaces (rlimits and audit hooks only) instead of refusing"
     )
 
+    seccomp: Literal["auto", "strict", "off"] = Field(
+        default="auto",
+        description=(
+            "syscall filter of execution processes: auto uses it when libseccomp is available, strict refuses "
+            "to start without it, off disables it"
+        ),
+    )
+
     pool_size: int = Field(default=4, ge=1, le=256, description="pre-forked idle processes for sync agents")
     async_pool_size: int = Field(default=1, ge=0, le=256, description="idle processes with asyncio loaded")
     max_concurrency: int = Field(default=16, ge=1, le=1024, description="executions running at once")

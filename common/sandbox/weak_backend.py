@@ -58,6 +58,7 @@ class WeakBackend(LocalBackend):
             "pool_size": s.pool_size,
             "async_pool_size": s.async_pool_size,
             "weak_work_root": self._work_root,
+            **self.seccomp_config(),
         }
 
     async def start(self) -> None:
@@ -78,14 +79,17 @@ class WeakBackend(LocalBackend):
 
     def describe(self) -> dict[str, Any]:
         separate_uid = os.geteuid() == 0
+        seccomp_status = self.seccomp_status()
         return {
             "backend": self.name,
             "level": self.level.value,
             "summary": (
                 "WEAK: no namespaces; rlimits, empty environment, own session, "
                 + ("own uid per execution, " if separate_uid else "same uid as the service, ")
-                + "audit-hook denials of network/processes/files (bypassable by native code)"
+                + "audit-hook denials of network/processes/files (bypassable by native code); "
+                + f"seccomp {seccomp_status}"
             ),
+            "seccomp": seccomp_status,
             "namespaces": [],
             "network": "audit-hook denial only",
             "per_execution": ["session", "work dir"] + (["uid"] if separate_uid else []),

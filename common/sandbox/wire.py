@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -45,8 +46,124 @@ def job_frame(job: Job) -> bytes:
     return framing.encode({"t": "job"}, payload)
 
 
+# An output must survive every layer after the sandbox: Postgres jsonb (no \u0000, valid UTF-8), protobuf
+# Struct (finite doubles, bounded nesting) and the JSON of `tdev`. Same depth as common.request_guard.
+MAX_OUTPUT_DEPTH = 32
+_ESCAPE_NUL = b"\\u0000"
+_ESCAPE_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATES = re.compile("[\ud800-\udfff]")
+_LONGEST_INT_BITS = 1023  # larger integers do not fit a double (protobuf Struct numbers are doubles)
+
+
+class _Rejected(ValueError):
+    """A value in a child's answer that no later layer could store or serve."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise _Rejected(f"{name} is not a finite number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _Rejected(f"number {text[:40]} is out of range")
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    value = int(text)
+    if value.bit_length() > _LONGEST_INT_BITS:
+        raise _Rejected(f"integer of {len(text)} digits is out of range")
+    return value
+
+
+def parse_untrusted(payload: bytes) -> Any:
+    """Parse JSON from a child: NaN, Infinity and numbers beyond a double are rejected.
+
+    Raises:
+        ValueError: malformed JSON (also invalid UTF-8) or a rejected number (``_Rejected``, with a reason).
+        RecursionError: nesting deeper than the parser allows.
+    """
+    return json.loads(
+        payload, parse_constant=_reject_constant, parse_float=_finite_float, parse_int=_bounded_int
+    )
+
+
+def output_problem(output: Any, payload: bytes, max_output_bytes: int) -> tuple[OutcomeKind, str] | None:
+    """Why ``output`` (parsed from ``payload``) cannot be accepted as an agent's result (the outcome kind
+    and a message), or None.
+
+    The expensive checks run only when the raw payload says they could fail: a NUL or a lone surrogate can
+    only arrive as a ``\\u`` escape (raw control characters and invalid UTF-8 fail parsing), nesting needs
+    brackets, and a payload shorter than the cap cannot hold a longer output."""
+    if not isinstance(output, dict):
+        return OutcomeKind.INVALID_OUTPUT, f"execute returned {_json_type(output)}, expected an object"
+    nul = _ESCAPE_NUL in payload
+    surrogate = _ESCAPE_SURROGATE.search(payload) is not None
+    deep = payload.count(b"[") + payload.count(b"{") > MAX_OUTPUT_DEPTH
+    if nul or surrogate or deep:
+        found = _walk(output, "output", 1, nul, surrogate)
+        if found is not None:
+            return OutcomeKind.INVALID_OUTPUT, found
+    if len(payload) * 6 > max_output_bytes:  # \uXXXX escapes make a re-encoding up to 6 times longer
+        size = len(json.dumps(output, separators=(",", ":")))
+        if size > max_output_bytes:
+            return OutcomeKind.OUTPUT_TOO_LARGE, f"output of {size} bytes exceeds the limit of {max_output_bytes}"
+    return None
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    return "a number"
+
+
+def _string_problem(text: str, nul: bool, surrogate: bool) -> str | None:
+    if nul and "\x00" in text:
+        return "contains the NUL character (\\u0000), which the database cannot store"
+    if surrogate and _SURROGATES.search(text):
+        return "contains a lone UTF-16 surrogate (not valid Unicode)"
+    return None
+
+
+def _walk(value: Any, path: str, depth: int, nul: bool, surrogate: bool) -> str | None:
+    if isinstance(value, dict | list) and depth > MAX_OUTPUT_DEPTH:
+        return f"{path} is nested more than {MAX_OUTPUT_DEPTH} levels deep"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            problem = _string_problem(key, nul, surrogate)
+            if problem is not None:
+                return f"a key of {path} {problem}"
+            found = _walk(item, f"{path}.{key[:40]}", depth + 1, nul, surrogate)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _walk(item, f"{path}[{index}]", depth + 1, nul, surrogate)
+            if found is not None:
+                return found
+    elif isinstance(value, str):
+        problem = _string_problem(value, nul, surrogate)
+        if problem is not None:
+            return f"{path} {problem}"
+    return None
+
+
 def _text(value: Any, limit: int = _MAX_TEXT) -> str:
-    return value[:limit] if isinstance(value, str) else ""
+    """A diagnostic string from a child, made storable: NULs and lone surrogates become U+FFFD (these texts
+    are logs, not results, so they are kept rather than rejected)."""
+    if not isinstance(value, str):
+        return ""
+    text = value[:limit]
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    return _SURROGATES.sub("\ufffd", text)
 
 
 def _number(value: Any) -> float:
@@ -57,11 +174,22 @@ def _invalid(detail: str, duration: float) -> Outcome:
     return Outcome(kind=OutcomeKind.INVALID_OUTPUT, detail=detail, duration_seconds=duration)
 
 
-def outcome_from_child(payload: bytes, duration: float) -> Outcome:
-    """Build an :class:`Outcome` from an execution process's answer (untrusted: validated field by field)."""
+_FATAL_KINDS = (OutcomeKind.ERROR, OutcomeKind.MEMORY_EXCEEDED)
+
+
+def outcome_from_child(payload: bytes, duration: float, max_output_bytes: int, *, fatal: bool = False) -> Outcome:
+    """Build an :class:`Outcome` from an execution process's answer.
+
+    The answer is agent output (agent code can write to the pipe): it is validated field by field, and an
+    ``ok`` output must be a JSON object of finite numbers within the size and depth caps whose strings the
+    database can store; anything else is ``invalid_output``. ``fatal`` answers (the class failed to load)
+    may only be errors.
+    """
     try:
-        body = json.loads(payload)
-    except ValueError:
+        body = parse_untrusted(payload)
+    except _Rejected as exc:
+        return _invalid(f"invalid result from the sandboxed process: {exc}", duration)
+    except (ValueError, RecursionError):
         return _invalid("malformed result from the sandboxed process", duration)
     if not isinstance(body, dict):
         return _invalid("malformed result from the sandboxed process", duration)
@@ -69,9 +197,13 @@ def outcome_from_child(payload: bytes, duration: float) -> Outcome:
         kind = OutcomeKind(str(body.get("kind")))
     except ValueError:
         return _invalid("malformed result from the sandboxed process", duration)
+    if fatal and kind not in _FATAL_KINDS:
+        return _invalid(f"malformed result from the sandboxed process: a load failure of kind {kind}", duration)
     output = body.get("output")
-    if kind is OutcomeKind.OK and not isinstance(output, dict):
-        return _invalid("execute did not return a dict", duration)
+    if kind is OutcomeKind.OK:
+        problem = output_problem(output, payload, max_output_bytes)
+        if problem is not None:
+            return Outcome(kind=problem[0], detail=problem[1], duration_seconds=duration)
     error = None
     if kind is OutcomeKind.ERROR:
         raw_error = body.get("error")

@@ -104,6 +104,7 @@ class Case:
     limits: dict[str, Any] = field(default_factory=dict)
     check: Callable[[Outcome, Host], Awaitable[None] | None] | None = None
     id: str = ""
+    inputs: dict[str, Any] = field(default_factory=dict)
 
 
 def _output(outcome: Outcome) -> dict[str, Any]:
@@ -169,6 +170,18 @@ async def check_double_fork(o: Outcome, h: Host) -> None:
     assert await wait_for(lambda: not [p for p in host_processes() if p.uid == uid], timeout=2.0)
 
 
+def check_not_forged(o: Outcome, h: Host) -> None:
+    assert o.output is None, o
+
+
+def check_not_finite(o: Outcome, h: Host) -> None:
+    assert o.output is None and ("finite" in o.detail or "out of range" in o.detail), o
+
+
+def check_unstorable(o: Outcome, h: Host) -> None:
+    assert o.output is None and o.detail.startswith(("output", "a key of output", "execute returned")), o
+
+
 def check_no_escalation(o: Outcome, h: Host) -> None:
     out = _output(o)
     assert "succeeded" not in out["results"].values(), out
@@ -212,6 +225,23 @@ CASES = [
     Case("forged_huge_frame", OutcomeKind.OUTPUT_TOO_LARGE),
     Case("hard_exit", OutcomeKind.ERROR, "ProcessExit"),
     Case("escalate", OutcomeKind.OK, check=check_no_escalation),
+    Case("forged_success_then_raise", OutcomeKind.INVALID_OUTPUT, check=check_not_forged),
+    Case("forged_two_frames", OutcomeKind.INVALID_OUTPUT, check=check_not_forged),
+    Case("forged_wrong_index", OutcomeKind.INVALID_OUTPUT, check=check_not_forged, inputs={"forge_index": 1}),
+    Case("forged_then_hide_pipe", OutcomeKind.ERROR, "ProcessExit", check=check_not_forged),
+    Case("forged_then_exit_nonzero", OutcomeKind.ERROR, "ProcessExit", check=check_not_forged),
+    *(
+        Case("forged_nan_frame", OutcomeKind.INVALID_OUTPUT, None, {}, check_not_finite, f"forged_{v}", {"value": v})
+        for v in ("nan", "inf", "overflow", "bigint")
+    ),
+    *(
+        Case("forged_unstorable_frame", OutcomeKind.INVALID_OUTPUT, check=check_unstorable, id=v, inputs={"variant": v})
+        for v in ("nul_value", "nul_key", "surrogate", "deep", "list")
+    ),
+    *(
+        Case("nan_return", OutcomeKind.INVALID_OUTPUT, check=check_not_forged, id=f"return_{v}", inputs={"value": v})
+        for v in ("nan", "inf", "-inf")
+    ),
 ]
 
 
@@ -219,7 +249,7 @@ CASES = [
 async def test_hostile_agent_is_contained(sandbox: Sandbox, host: Host, case: Case) -> None:
     limits = Limits(**{"timeout_seconds": 5.0, **case.limits})
 
-    outcome = await sandbox.run(hostile(case.agent), host.inputs(), limits)
+    outcome = await sandbox.run(hostile(case.agent), {**host.inputs(), **case.inputs}, limits)
 
     assert outcome.kind is case.kind, outcome
     if case.error_type is not None:
@@ -249,3 +279,29 @@ class Looker:
 
     assert filled.kind is OutcomeKind.ERROR and filled.error is not None and "space" in filled.error.message
     assert seen.output == {"cwd": "/tmp", "files": [], "tmp": []}
+
+
+async def test_forged_result_for_another_input_of_a_batch_is_invalid_and_the_rest_still_run(sandbox: Sandbox) -> None:
+    code = hostile("forged_wrong_index")
+
+    outcomes = await sandbox.run_batch(code, [{"x": 1}, {"x": 2, "forge_index": 2}, {"x": 3}, {"x": 4}])
+
+    assert [o.kind for o in outcomes] == [OutcomeKind.OK, OutcomeKind.INVALID_OUTPUT, OutcomeKind.OK, OutcomeKind.OK]
+    assert [o.output for o in outcomes] == [{"real": 1}, None, {"real": 3}, {"real": 4}]
+    assert "input 2" in outcomes[1].detail and "input 1" in outcomes[1].detail
+
+
+async def test_a_result_forged_for_an_earlier_input_of_a_batch_voids_that_input_too(sandbox: Sandbox) -> None:
+    # Input 0 got two results (its own, then the forged one): neither can be trusted. Input 1 reruns alone
+    # in a fresh process, where its forged result for "input 0" is a second result for itself.
+    outcomes = await sandbox.run_batch(hostile("forged_wrong_index"), [{"x": 1}, {"x": 2, "forge_index": 0}])
+
+    assert [o.kind for o in outcomes] == [OutcomeKind.INVALID_OUTPUT, OutcomeKind.INVALID_OUTPUT]
+    assert outcomes[0].output is None and outcomes[1].output is None
+
+
+async def test_forged_success_then_raise_in_a_batch_is_never_reported_as_success(sandbox: Sandbox) -> None:
+    outcomes = await sandbox.run_batch(hostile("forged_success_then_raise"), [{}, {}])
+
+    assert [o.kind for o in outcomes] == [OutcomeKind.INVALID_OUTPUT] * 2
+    assert all(o.output is None for o in outcomes)

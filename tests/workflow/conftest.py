@@ -65,6 +65,21 @@ AGENTS = {
     ),
     "wf_fail": _agent("Fail", 'raise ValueError("boom: " + str(inputs.get("why", "always")))'),
     "wf_big": _agent("Big", 'return {"data": "x" * inputs["size"]}'),
+    "wf_nan": _agent("Nan", 'return {"value": {"nested": [1.0, float(inputs.get("value", "nan"))]}}'),
+    # Writes a well-framed success holding NaN on the sandbox's result pipe itself and exits at once.
+    "wf_forged_nan": _agent(
+        "ForgedNan",
+        "header = b'{\"t\":\"result\",\"i\":0}'\n"
+        "payload = b'{\"kind\":\"ok\",\"output\":{\"value\":{\"nested\":[NaN]}}}'\n"
+        "frame = struct.pack('<II', len(header), len(payload)) + header + payload\n"
+        "for fd in range(3, 64):\n"
+        "    try:\n"
+        "        os.write(fd, frame)\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "os._exit(0)",
+        "import os\nimport struct",
+    ),
 }
 
 

@@ -11,7 +11,9 @@ import grpc
 import pytest
 from tdev.registry.v1 import registry_service_pb2 as reg_pb2
 from tdev.workflow.v1 import workflow_service_pb2 as pb2
+from typer.testing import CliRunner
 
+from tdev_cli.main import app
 from tests.workflow.conftest import (
     Event,
     Mesh,
@@ -219,6 +221,29 @@ async def test_node_timeout_fails_the_attempt_with_type_timeout(workflows: Workf
     assert [(e.node_id, e.error.type) for e in failed] == [("sleepy", "timeout")]
     assert events[-1].type == Event.TYPE_EXECUTION_FAILED
     assert events[-1].error.type == "timeout"
+
+
+@pytest.mark.parametrize("agent", ["wf_nan", "wf_forged_nan"])
+async def test_a_nan_output_fails_the_node_with_invalid_output_and_the_execution_stays_readable(
+    workflows: Workflows, agent: str
+) -> None:
+    stored = await create(workflows.stub, definition(f"nan-{agent}", [node("n", agent, {})]))
+
+    events = await execute(workflows.stub, stored.workflow_id)
+    answer = await workflows.stub.GetExecution(pb2.GetExecutionRequest(execution_id=events[-1].execution_id))
+    result = await asyncio.to_thread(
+        CliRunner().invoke, app, ["executions", "--address", workflows.address, "get", events[-1].execution_id],
+        env={"COLUMNS": "200"},
+    )
+
+    assert [(e.node_id, e.error.type) for e in of_type(events, Event.TYPE_NODE_FAILED)] == [("n", "invalid_output")]
+    assert events[-1].type == Event.TYPE_EXECUTION_FAILED
+    assert answer.execution.state == State.STATE_FAILED
+    assert [(n.node_id, n.state, n.error.type) for n in answer.execution.nodes] == [
+        ("n", NodeState.STATE_FAILED, "invalid_output")]
+    assert not answer.execution.nodes[0].HasField("output")
+    assert result.exit_code == 0, result.output
+    assert "failed" in result.output and "invalid_output" in result.output and "nested" not in result.output
 
 
 async def test_cancel_stops_the_running_sandbox_within_a_second(workflows: Workflows) -> None:

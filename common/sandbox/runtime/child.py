@@ -21,6 +21,8 @@ def serve(config: dict[str, Any], uid: int, job_r: int, res_w: int) -> NoReturn:
     _keep_only_fds(job_r, res_w)
     work_dir = _isolate(config, uid)
     os.setsid()
+    # Last, after the mounts and uid change that need the syscalls it denies, and before any agent code.
+    _install_seccomp(config)
     if work_dir != WORK_DIR:  # weak mode: the zygote's environment names the namespace mode's work dir
         os.environ["TMPDIR"] = os.environ["HOME"] = work_dir
     runner.rehearse()
@@ -28,10 +30,67 @@ def serve(config: dict[str, Any], uid: int, job_r: int, res_w: int) -> NoReturn:
     os.close(job_r)
     syscalls.set_process_name("tdev-job")
     runner.run_job(payload, res_w, weak=config["mode"] == "weak", work_dir=work_dir)
-    # Do not exit: tearing this process down now would delay the zygote reading the result on this CPU.
-    # The zygote SIGKILLs us as soon as it has the last answer.
-    while True:
-        signal.pause()
+    # The exit is the end of the job: the service accepts the answers only once it has the exit status,
+    # so an agent that wrote a result itself and then raised cannot win a race against our own frame.
+    os._exit(0)
+
+
+_SECCOMP: syscalls.SeccompFilter | None = None
+_EXIT_NO_SECCOMP = 73
+
+
+def prepare_seccomp(config: dict[str, Any]) -> str:
+    """Build the filter once in the zygote, check that this kernel accepts it (in a throw-away process),
+    and return the status to report: ``on``, ``off`` or why it is unavailable.
+
+    Raises:
+        RuntimeError: the mode is ``strict`` and the filter cannot be installed (fail closed).
+    """
+    global _SECCOMP
+    mode, bpf = config.get("seccomp_mode", "off"), str(config.get("seccomp_bpf") or "")
+    if mode == "off":
+        return "off"
+    problem = config.get("seccomp_error") or ("no filter was provided" if not bpf else "")
+    if not problem:
+        try:
+            candidate = syscalls.SeccompFilter(bytes.fromhex(bpf))
+            problem = _try_install(candidate)
+        except ValueError as exc:
+            problem = str(exc)
+        if not problem:
+            _SECCOMP = candidate
+            return "on"
+    if mode == "strict":
+        raise RuntimeError(f"seccomp is required (strict) but unavailable: {problem}")
+    return f"unavailable: {problem}"
+
+
+def _try_install(candidate: syscalls.SeccompFilter) -> str:
+    pid = os.fork()
+    if pid == 0:
+        try:
+            syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
+            candidate.install()
+            code = 0
+        except OSError as exc:
+            code = exc.errno or 1
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    return "" if code == 0 else f"the kernel refused the filter ({os.strerror(code) if code > 0 else code})"
+
+
+def _install_seccomp(config: dict[str, Any]) -> None:
+    """Install the filter the zygote prepared; a process that cannot never runs agent code (the runtime
+    reported the filter as on, and in strict mode it must be)."""
+    if _SECCOMP is None:
+        if config.get("seccomp_mode") == "strict":
+            os._exit(_EXIT_NO_SECCOMP)  # not reached: a strict runtime does not start without a filter
+        return
+    try:
+        _SECCOMP.install()
+    except OSError:
+        os._exit(_EXIT_NO_SECCOMP)
 
 
 def _keep_only_fds(*keep: int) -> None:
@@ -145,6 +204,7 @@ def describe(config: dict[str, Any]) -> dict[str, Any]:
     """What the runtime reports about itself at start-up."""
     return {
         "mode": config["mode"],
+        "seccomp": config.get("seccomp_status", "off"),
         "uid": os.getuid(),
         "pid": os.getpid(),
         "hostname": os.uname().nodename,

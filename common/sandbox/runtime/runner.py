@@ -22,6 +22,8 @@ _MAX_MESSAGE = 2000
 _MAX_TRACEBACK = 4000
 _MAX_FRAMES = 12
 _CO_COROUTINE = 0x80
+_MEMORY_BODY = b'{"kind":"memory_exceeded"}'
+_EXIT_PIPE_LOST = 72  # the result descriptor was closed or replaced by agent code
 
 
 class AgentLoadError(Exception):
@@ -60,16 +62,30 @@ class _Capture(io.TextIOBase):
 
 
 class _Reporter:
+    """Writes the runtime's frames. Each result names its input's index: the service takes exactly one
+    result per input, in order, and treats anything else on the pipe as the agent's invalid output."""
+
     def __init__(self, fd: int, limits: dict[str, Any]) -> None:
         self.fd = fd
         self.limits = limits
         self.out = _Capture(limits["max_stdout_bytes"])
         self.err = _Capture(limits["max_stdout_bytes"])
-        self.memory_frame = framing.encode({"t": "result"}, b'{"kind":"memory_exceeded"}')
-        self.memory_fatal = framing.encode({"t": "fatal"}, b'{"kind":"memory_exceeded"}')
+        self.memory_fatal = framing.encode({"t": "fatal"}, _MEMORY_BODY)
+        self.pipe = _identity(fd)
 
-    def send(self, kind: str, body: bytes) -> None:
-        frame = framing.encode({"t": kind}, body)
+    def memory_frame(self, index: int) -> bytes:
+        """Built before the input runs: once MemoryError is raised there may be no memory to build it."""
+        return framing.encode({"t": "result", "i": index}, _MEMORY_BODY)
+
+    def send(self, kind: str, body: bytes, index: int | None = None) -> None:
+        header: dict[str, Any] = {"t": kind} if index is None else {"t": kind, "i": index}
+        self.write(framing.encode(header, body))
+
+    def write(self, frame: bytes) -> None:
+        """Write ``frame`` to the result pipe, or exit if agent code swapped the descriptor for another file
+        (its own frames would then stand alone; a non-zero exit makes the service discard them)."""
+        if _identity(self.fd) != self.pipe:
+            os._exit(_EXIT_PIPE_LOST)
         view = memoryview(frame)
         while view:
             view = view[os.write(self.fd, view) :]
@@ -104,6 +120,14 @@ class _Reporter:
 
     def error_body(self, exc: BaseException) -> bytes:
         return self.body("error", error=_describe_error(exc))
+
+
+def _identity(fd: int) -> tuple[int, int] | None:
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _safe_str(exc: BaseException) -> str:
@@ -190,7 +214,8 @@ def _inspection(cls: type, instance: Any) -> dict[str, Any]:
 
 
 def run_job(payload: bytes, res_fd: int, *, weak: bool, work_dir: str) -> None:
-    """Run the job described by ``payload`` and write one frame per input to ``res_fd``."""
+    """Run the job described by ``payload`` and write one frame per input to ``res_fd`` (or one ``fatal``
+    frame if the class cannot be loaded); the caller then exits, which tells the service the job is over."""
     job = json.loads(payload)
     limits: dict[str, Any] = job["limits"]
     inputs: list[Any] = job["inputs"]
@@ -210,11 +235,11 @@ def run_job(payload: bytes, res_fd: int, *, weak: bool, work_dir: str) -> None:
         if job["mode"] == "inspect":
             body = reporter.output_body(_inspection(cls, instance))
             _check_pid(me)
-            reporter.send("result", body)
+            reporter.send("result", body, 0)
             return
     except MemoryError:
         _check_pid(me)
-        os.write(res_fd, reporter.memory_fatal)
+        reporter.write(reporter.memory_fatal)
         return
     except BaseException as exc:
         _check_pid(me)
@@ -223,8 +248,9 @@ def run_job(payload: bytes, res_fd: int, *, weak: bool, work_dir: str) -> None:
     _check_pid(me)
     if len(inputs) > 1:  # tells the zygote a later crash concerns one input, not the whole batch
         reporter.send("loaded", b"")
-    for value in inputs:
+    for index, value in enumerate(inputs):
         next_stage()
+        memory_frame = reporter.memory_frame(index)
         try:
             result = instance.execute(value)
             if isinstance(result, types.CoroutineType) or hasattr(result, "__await__"):
@@ -235,12 +261,12 @@ def run_job(payload: bytes, res_fd: int, *, weak: bool, work_dir: str) -> None:
             del result
         except MemoryError:
             _check_pid(me)
-            os.write(res_fd, reporter.memory_frame)
+            reporter.write(memory_frame)
             continue
         except BaseException as exc:
             body = reporter.error_body(exc)
         _check_pid(me)
-        reporter.send("result", body)
+        reporter.send("result", body, index)
 
 
 _REHEARSAL_CODE = """
@@ -262,7 +288,8 @@ def rehearse() -> None:
     cls = load_agent(job["code"])
     result = cls().execute(job["inputs"][0])
     isinstance(result, types.CoroutineType) or hasattr(result, "__await__")
-    framing.encode({"t": "result"}, reporter.output_body(result))
+    framing.encode({"t": "result", "i": 0}, reporter.output_body(result))
+    reporter.memory_frame(0)
     sys.modules.pop(AGENT_MODULE, None)
     linecache.cache.pop(AGENT_FILE, None)
 

@@ -8,7 +8,9 @@ case the service stops doing so, and, as pid 1 of the sandbox's pid namespace, r
 
 Control socket (fd 3, SOCK_SEQPACKET, framed JSON headers):
   zygote -> service: ready{info} | fatal{error} | child{cid, flavor} + fds [job_w, res_r] | exit{cid, status}
-  service -> zygote: start{cid, backstop} | kill{cid, sweep}
+  service -> zygote: start{cid, backstop, sweep} | kill{cid, sweep}
+Execution processes exit by themselves when their job is done (the service waits for that exit status);
+``sweep`` on start asks for every process of the job's uid to be killed after that exit.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class _Child:
         self.kill_requested = False  # by the service: it needs no exit report
         self.kill_pending = False  # asked before the forker told us the pid
         self.sweep_requested = False
+        self.sweep_on_exit = False  # the job may fork: what it left behind dies with it
         self.swept = False
 
 
@@ -176,6 +179,7 @@ class Zygote:
             if header["op"] == "start":
                 c.started = True
                 c.backstop = time.monotonic() + float(header["backstop"])
+                c.sweep_on_exit = bool(header.get("sweep"))
                 forker_of = self.forkers[c.flavor]
                 forker_of.spare -= 1
             elif header["op"] == "kill":
@@ -241,6 +245,9 @@ class Zygote:
                     self.children.pop(exited.cid, None)
                     if not exited.started:
                         self.forkers[exited.flavor].spare -= 1
+                    elif exited.sweep_on_exit and not exited.swept:
+                        exited.swept = True
+                        self.forkers[exited.flavor].send(forker.REQUEST.pack(b"K", exited.uid))
                     if self.weak:
                         child.remove_work_dir(self.config, exited.uid)
 
@@ -291,6 +298,7 @@ def main(config: dict[str, Any]) -> None:
     """Run the zygote loop until the control socket closes."""
     os.environ.clear()  # set once here, inherited by every fork: nothing of the service's environment
     os.environ.update(child.ENVIRONMENT)
+    config["seccomp_status"] = child.prepare_seccomp(config)
     zygote = Zygote(config)
     gc.collect()
     gc.freeze()  # forked children never scan (and so never copy) the zygote's objects
