@@ -12,7 +12,7 @@ from evolution_svc.evaluator import Evaluator
 from evolution_svc.population import EngineState
 from evolution_svc.sandbox_runner import SandboxRunner
 from tests.evolution.conftest import example_code, example_suite
-from tests.evolution.fakes import MemoryCache, ScriptedModel
+from tests.unit.fakes.evolution import MemoryCache, ScriptedModel
 
 CONFIG = EvolutionConfig(
     population_size=12,

@@ -174,7 +174,7 @@ async def test_search_agents_rejects_empty_query(registry: Registry) -> None:
 
 async def test_search_agents_uses_embeddings_when_a_provider_offers_them(stack, tmp_path) -> None:  # type: ignore[no-untyped-def]
     from tests.registry.conftest import start_registry
-    from tests.registry.fakes import FakeEmbedder
+    from tests.unit.fakes.registry import FakeEmbedder
 
     embedder = FakeEmbedder()
     started = await start_registry(stack, tmp_path, embedder=embedder)
