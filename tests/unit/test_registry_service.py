@@ -7,8 +7,15 @@ from datetime import UTC, datetime, timedelta
 import grpc
 import pytest
 
-from common.errors import Aborted, AlreadyExists, DomainError, FieldViolation, InvalidArgument, NotFound
-from common.errors import ResourceExhausted
+from common.errors import (
+    Aborted,
+    AlreadyExists,
+    DomainError,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+)
 from registry_svc.domain import (
     ExecutionRecord,
     LabelUpdate,
@@ -173,7 +180,8 @@ async def test_register_sandbox_failure_is_invalid_argument_and_stores_nothing(
     with pytest.raises(InvalidArgument) as caught:
         await service.register(RegisterCommand(name="tiny", code=tiny_agent("a") + "# crash-in-sandbox\n"))
     assert caught.value.message == "code: loading Tiny in the sandbox failed: RuntimeError: boom"
-    assert caught.value.violations == (FieldViolation("code", "loading Tiny in the sandbox failed: RuntimeError: boom"),)
+    assert caught.value.violations == (
+        FieldViolation("code", "loading Tiny in the sandbox failed: RuntimeError: boom"),)
     assert await repository.count_agents() == 0
 
 

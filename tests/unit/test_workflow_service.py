@@ -9,6 +9,7 @@ import grpc
 import pytest
 
 from common.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from tests.unit.fakes.workflow import FakeRegistry, FakeRepository, FakeRunner
 from workflow_svc import validation
 from workflow_svc.bus import EventBus
 from workflow_svc.domain import (
@@ -26,7 +27,6 @@ from workflow_svc.domain import (
 )
 from workflow_svc.engine import Engine, EngineSettings
 from workflow_svc.service import ServiceSettings, WorkflowService
-from tests.unit.fakes.workflow import FakeRegistry, FakeRepository, FakeRunner
 
 DOUBLE = AgentInfo("agent_double00000", "double", "1.0.0", code="DOUBLE", class_name="Double", average_duration_ms=5)
 DOUBLE_2 = AgentInfo("agent_double00000", "double", "2.0.0", code="DOUBLE", class_name="Double")

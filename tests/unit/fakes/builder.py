@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 
 from builder_svc.domain import (
     ACTIVE_STATES,
+    JSON,
     Build,
     BuildError,
     BuildEvent,
@@ -20,7 +21,6 @@ from builder_svc.domain import (
     BuildState,
     Claimed,
     EventType,
-    JSON,
     Lease,
     Marking,
     MarkJob,
@@ -179,7 +179,7 @@ class FakeRepository:
                     build_id: str | None = None, exclude: Sequence[str] = ()) -> list[Claimed]:
         if limit <= 0:
             return []
-        claimed = []
+        claimed: list[Claimed] = []
         for row in sorted(self.rows.values(), key=lambda r: r.build.create_time):
             if len(claimed) == limit:
                 break

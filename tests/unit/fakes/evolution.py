@@ -14,6 +14,7 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Any
 
 from common import paging
 from common.errors import NotFound
@@ -109,7 +110,7 @@ class FakeRunRepository:
         self, owner: str, lease_until: datetime, now: datetime, limit: int, *, reclaim_own: bool = False,
         exclude: Sequence[str] = (),
     ) -> list[Lease]:
-        leases = []
+        leases: list[Lease] = []
         for row in sorted(self.rows.values(), key=lambda r: r.run.create_time):
             if len(leases) == limit:
                 break
@@ -224,11 +225,11 @@ class InProcessRunner:
 
     async def run_cases(self, code: str, inputs: Sequence[JsonObject], limits: EvaluationLimits) -> list[CaseRun]:
         self.batches += 1
-        namespace: dict[str, object] = {}
+        namespace: dict[str, Any] = {}
         try:
             exec(compile(code, "<candidate>", "exec"), namespace)
             agent_class = next(v for v in namespace.values() if inspect.isclass(v) and hasattr(v, "execute"))
-            agent = agent_class()
+            agent: Any = agent_class()
         except Exception as error:  # a program that cannot load fails every case, like the sandbox runner
             return [CaseRun(ok=False, error=f"{type(error).__name__}: {error}") for _ in inputs]
         results = []

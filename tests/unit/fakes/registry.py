@@ -283,7 +283,7 @@ class FakeRepository:
         return Page([self._view(r, False) for r in page.items], page.after)
 
     async def parents_of(self, refs: Sequence[VersionRef]) -> list[tuple[VersionRef, VersionRef]]:
-        edges = []
+        edges: list[tuple[VersionRef, VersionRef]] = []
         for child in refs:
             row = self._row(child)
             if row is not None:
@@ -350,7 +350,7 @@ class FakeRepository:
 
     async def claim_analyses(self, owner: str, now: datetime, lease_seconds: float,
                              limit: int, *, reclaim_own: bool = False) -> list[AnalysisJob]:
-        jobs = []
+        jobs: list[AnalysisJob] = []
         for _, row in sorted(self.rows.items()):
             if len(jobs) == limit:
                 break

@@ -141,7 +141,7 @@ class FakeRepository:
     ) -> list[Claim]:
         if limit <= 0:
             return []
-        claims = []
+        claims: list[Claim] = []
         for row in sorted(self.executions.values(), key=lambda r: r.execution.create_time):
             if len(claims) == limit:
                 break
