@@ -6,10 +6,13 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from tdev_cli.main import app
 from tests.evolution.conftest import EXAMPLES, Mesh
+
+pytestmark = pytest.mark.mesh  # real servers or subprocesses
 
 
 async def invoke(*args: str) -> tuple[int, str]:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 
 import grpc
+import pytest
 from tdev.registry.v1 import agent_pb2
 from tdev.registry.v1 import registry_service_pb2 as pb2
 
 from tests.registry.conftest import Registry, analysed, example, register, rpc_error, tiny_agent
+
+pytestmark = pytest.mark.mesh  # real servers or subprocesses
 
 EXAMPLE_NAMES = ("word_count", "text_normalize", "keyword_extract", "json_select_fields", "json_flatten",
                  "list_stats", "sum_numbers", "sort_numbers", "csv_to_records", "records_filter")
