@@ -1,4 +1,5 @@
-# T-Developer: `make run` starts the whole mesh; `make test` runs every test. Both set up what they need.
+# T-Developer: `make run` starts the whole mesh; `make test` runs every test, `make test-unit` the unit tests.
+# All set up what they need.
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
@@ -8,7 +9,7 @@ GEN_STAMP := gen/.stamp
 PROTOS := $(shell find protos -name '*.proto')
 
 .DEFAULT_GOAL := help
-.PHONY: help setup proto run test test-fast lint bench clean
+.PHONY: help setup proto run test test-unit lint bench clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -36,6 +37,9 @@ run: setup ## Start the whole mesh on embedded defaults (Ctrl-C stops it)
 test: setup ## buf lint and every test (CI=true: Postgres and Redis must be up)
 	$(BIN)/buf lint
 	$(BIN)/python -m pytest -q
+
+test-unit: setup ## Only the unit tests (fakes and pure functions, no I/O; well under 30 s)
+	$(BIN)/python -m pytest -q -m unit
 
 lint: setup ## ruff, mypy and buf lint
 	$(BIN)/ruff check .

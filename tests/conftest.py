@@ -1,4 +1,4 @@
-"""Shared fixtures: real Postgres and Redis (fail under CI=true when missing, skip otherwise), settings."""
+"""Shared fixtures: real Postgres and Redis (fail under CI=true when missing, skip otherwise), settings; test kinds."""
 
 from __future__ import annotations
 
@@ -17,6 +17,24 @@ POSTGRES_PORT = int(os.environ.get("TDEV_TEST_PG_PORT", "5432"))
 POSTGRES_USER = os.environ.get("TDEV_TEST_PG_USER", "postgres")
 REDIS_URL = os.environ.get("TDEV_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+KINDS = ("unit", "integration", "mesh")
+UNIT_DIR = Path(__file__).parent / "unit"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test is of exactly one kind: tests/unit/ is ``unit`` by directory, any other module says its kind
+    in its ``pytestmark`` (see tests/README.md). A module that forgets fails collection instead of silently
+    dropping out of ``make test-unit`` or being run by it."""
+    unmarked: set[str] = set()
+    for item in items:
+        if item.path.is_relative_to(UNIT_DIR):
+            item.add_marker(pytest.mark.unit)
+        kinds = {mark.name for mark in item.iter_markers() if mark.name in KINDS}
+        if len(kinds) != 1:
+            unmarked.add(f"{item.path.relative_to(config.rootpath)} ({', '.join(sorted(kinds)) or 'no kind'})")
+    if unmarked:
+        raise pytest.UsageError("each test module needs exactly one of pytest.mark.unit, .integration or .mesh "
+                                "in its pytestmark: " + "; ".join(sorted(unmarked)))
 
 
 def _answers(host: str, port: int) -> bool:

@@ -37,6 +37,8 @@ from builder_svc.server import MIGRATIONS
 from common.db import create_engine, migrate
 from common.errors import DomainError, InvalidArgument, NotFound, Unavailable
 
+pytestmark = pytest.mark.integration  # real databases, Redis or moto
+
 CONSTRAINTS = Constraints(max_tokens=100, max_cost_usd=1.0, max_duration_seconds=60.0, max_fix_attempts=3)
 DRAFT = PackagedAgent("S", "agent_a", "1.0.0", fix_attempts=0, node_id="s")
 FIXED = PackagedAgent("S", "agent_a", "1.1.0", fix_attempts=1, node_id="s")

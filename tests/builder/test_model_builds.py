@@ -46,7 +46,7 @@ from tests.builder.conftest import (
 from tests.builder.model_standin import ModelStandIn, Script, broken, offline_answer
 from tests.support.netproxy import tcp_proxy
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [pytest.mark.mesh, pytest.mark.asyncio(loop_scope="module")]
 SORT_DESCENDING = "Sort the numbers in descending order"
 CALL_COST = (100 * 1.0 + 50 * 2.0) / 1_000_000  # default stand-in usage at the test price
 

@@ -38,7 +38,7 @@ from tests.builder.conftest import (
     watch,
 )
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [pytest.mark.mesh, pytest.mark.asyncio(loop_scope="module")]
 ALL_STAGES = [Stage.STAGE_ANALYSE, Stage.STAGE_IDENTIFY_AGENTS, Stage.STAGE_SELECT_OR_CREATE, Stage.STAGE_COMPOSE,
               Stage.STAGE_VALIDATE, Stage.STAGE_PACKAGE]
 

@@ -31,7 +31,7 @@ from common.errors import FailedPrecondition, NotFound
 from tests.builder.conftest import create_database, drop_database
 from tests.conftest import POSTGRES_HOST, POSTGRES_PORT, require_service
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
 CONSTRAINTS = Constraints(max_tokens=100, max_cost_usd=1.0, max_duration_seconds=60.0, max_fix_attempts=3)
 

@@ -20,6 +20,8 @@ from builder_svc.domain import (
 from common.errors import InvalidArgument
 from common.llm.offline.planner import plan
 
+pytestmark = pytest.mark.unit  # no I/O
+
 DEFAULTS = admission.Defaults(max_requirements_chars=100, max_tokens=1000, max_cost_usd=1.5,
                               max_duration_seconds=60.0, max_fix_attempts=3, max_fix_attempts_limit=10,
                               max_sample_inputs=2)

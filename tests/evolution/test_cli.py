@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 from tdev.registry.v1 import registry_service_pb2 as registry_pb2
 from typer.testing import CliRunner
 
 from tdev_cli.main import app
 from tests.evolution.conftest import EXAMPLES, Mesh
+
+pytestmark = pytest.mark.mesh  # real servers or subprocesses
 
 
 async def invoke(*args: str) -> tuple[int, str]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from evolution_svc.budgets import stop_decision
 from evolution_svc.controller import Controller
 from evolution_svc.domain import EvaluationLimits, EvolutionConfig, GenerationReport, OperatorSet
@@ -12,7 +14,9 @@ from evolution_svc.evaluator import Evaluator
 from evolution_svc.population import EngineState
 from evolution_svc.sandbox_runner import SandboxRunner
 from tests.evolution.conftest import example_code, example_suite
-from tests.evolution.fakes import MemoryCache, ScriptedModel
+from tests.unit.fakes.evolution import MemoryCache, ScriptedModel
+
+pytestmark = pytest.mark.mesh  # real servers or subprocesses
 
 CONFIG = EvolutionConfig(
     population_size=12,

@@ -9,6 +9,8 @@ from tdev.registry.v1 import registry_service_pb2 as registry_pb2
 
 from tests.evolution.conftest import TASKS, Mesh, example_code, example_suite_json, suite_message
 
+pytestmark = pytest.mark.mesh  # real servers or subprocesses
+
 E = evolution_pb2.EvolutionEvent
 RUN = evolution_pb2.EvolutionRun
 

@@ -14,7 +14,9 @@ from tdev.evolution.v1 import evolution_service_pb2 as pb2
 from tdev.registry.v1 import registry_service_pb2 as registry_pb2
 
 from tests.evolution.conftest import Mesh, start_mesh, suite_message
-from tests.evolution.fakes import TransformModel
+from tests.unit.fakes.evolution import TransformModel
+
+pytestmark = pytest.mark.mesh  # real servers or subprocesses
 
 E = evolution_pb2.EvolutionEvent
 RUN = evolution_pb2.EvolutionRun

@@ -27,6 +27,8 @@ from registry_svc.server import create_server as create_registry
 from tests.evolution.conftest import ROOT, example_code, example_suite_json, suite_message
 from tests.evolution.test_grpc_examples import EXPECTED
 
+pytestmark = pytest.mark.mesh  # real servers or subprocesses
+
 E = evolution_pb2.EvolutionEvent
 
 

@@ -23,6 +23,8 @@ from evolution_svc.evaluator import suite_digest
 from evolution_svc.validation import suite_from_json, validate_suite
 from tests.evolution.conftest import EXAMPLES, Mesh, example_code, example_suite_json, start_mesh, suite_message
 
+pytestmark = pytest.mark.mesh  # real servers or subprocesses
+
 HONEST = example_code("slugify")
 HONEST_CORRECTNESS = 0.380952381  # 8 of the 21 training cases
 SUITE_PATH = EXAMPLES / "slugify" / "suite.json"

@@ -7,9 +7,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+import pytest
+
 from evolution_svc.executor import ExecutorSettings, RunExecutor
 from evolution_svc.notifier import Notifier
 from evolution_svc.ports import Lease, LostLease
+
+pytestmark = pytest.mark.unit  # no I/O
 
 
 class OneRun:

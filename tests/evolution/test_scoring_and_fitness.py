@@ -8,6 +8,8 @@ from evolution_svc.domain import CaseFailure, Measurement, ScoringMode
 from evolution_svc.fitness import FitnessBasis, correctness, fitness, make_candidate, size_score, speed_score
 from evolution_svc.scoring import matches, score_output, scorer_score
 
+pytestmark = pytest.mark.unit  # no I/O
+
 
 @pytest.mark.parametrize(
     ("mode", "actual", "expected", "score"),

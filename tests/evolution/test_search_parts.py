@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
+import pytest
+
 from evolution_svc.archive import Archive, descriptor, insert, sample
 from evolution_svc.budgets import stop_decision
 from evolution_svc.domain import Candidate, EvolutionConfig, OperatorSet, StopReason
@@ -13,6 +15,8 @@ from evolution_svc.islands import is_migration_generation, island_sizes, migrate
 from evolution_svc.population import Totals, initial_state
 from evolution_svc.sampler import LLM_DIFF, plan_child
 from evolution_svc.selection import elites, ranked, tournament
+
+pytestmark = pytest.mark.unit  # no I/O
 
 
 def cand(name: str, fitness: float, *, size: int = 10, correctness: float | None = None, ast: str = "") -> Candidate:

@@ -8,6 +8,8 @@ import pytest
 
 from evolution_svc import programs, transforms
 
+pytestmark = pytest.mark.unit  # no I/O
+
 CODE = '''class Tiny:
     """Docstring stays."""
 

@@ -25,6 +25,8 @@ from evolution_svc.promotion import Evidence, decide
 from evolution_svc.validation import split_held_out, suite_from_json, validate_config, validate_suite
 from tests.evolution.test_search_parts import cand
 
+pytestmark = pytest.mark.unit  # no I/O
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "evolution"
 
 

@@ -45,7 +45,7 @@ from tests.support.processes import ServiceProcess
 from tests.workflow import conftest as workflow_support
 from tests.workflow.test_durability import MIDDLE, Service, _follow, _succeeded, crash_workflow
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [pytest.mark.mesh, pytest.mark.asyncio(loop_scope="module")]
 
 LEASE_SECONDS = 1.5  # the takeover case: short, so the test is quick
 LONG_LEASE_SECONDS = 10.0  # the restart cases: far beyond the 2 s they must resume within

@@ -26,7 +26,7 @@ from tests.workflow.conftest import (
     struct,
 )
 
-pytestmark = [pytest.mark.fault, pytest.mark.asyncio(loop_scope="module")]
+pytestmark = [pytest.mark.mesh, pytest.mark.fault, pytest.mark.asyncio(loop_scope="module")]
 EXECUTIONS = 8
 TERMINAL = {State.STATE_SUCCEEDED, State.STATE_FAILED, State.STATE_CANCELLED}
 

@@ -20,6 +20,8 @@ from common.grpc_client import ClientSecurity, open_channel
 from common.grpc_server import RunningServer, ServerSecurity, ServiceBinding, build_server
 from common.runtime import load_server_security
 
+pytestmark = pytest.mark.mesh  # real servers or subprocesses
+
 READER = "reader-token-0123456789abcdef"
 WRITER = "writer-token-0123456789abcdef"
 TOKENS = json.dumps({"tokens": [

@@ -19,6 +19,8 @@ from evolution_svc.config import EvolutionSettings
 from registry_svc.config import RegistrySettings
 from workflow_svc.config import WorkflowSettings
 
+pytestmark = pytest.mark.integration  # real databases, Redis or moto
+
 PREFIX = "/t-developer/test/config"
 
 

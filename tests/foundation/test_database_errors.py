@@ -15,6 +15,8 @@ from common.errors import Unavailable, translate
 from tests.conftest import POSTGRES_HOST, POSTGRES_PORT, POSTGRES_USER, _admin_execute, require_service
 from tests.support.servers import private_postgres
 
+pytestmark = pytest.mark.mesh  # real servers or subprocesses
+
 
 async def _error_of(url: str, statement: str = "SELECT 1") -> BaseException:
     engine = create_async_engine(url, pool_pre_ping=False)

@@ -5,7 +5,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from tdev_cli import config_doc
+
+pytestmark = pytest.mark.unit  # no I/O
 
 ROOT = Path(__file__).resolve().parents[2]
 

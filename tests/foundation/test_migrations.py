@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import importlib
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from common.db import create_engine, migrate
 from tdev_cli.mesh import SERVICES
+
+pytestmark = pytest.mark.integration  # real databases, Redis or moto
 
 SYSTEM_SCHEMAS = {"information_schema", "public", "pg_toast"}
 

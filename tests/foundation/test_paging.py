@@ -8,6 +8,8 @@ from tdev.registry.v1 import registry_service_pb2 as pb2
 from common import paging
 from common.errors import InvalidArgument
 
+pytestmark = pytest.mark.unit  # no I/O
+
 
 def test_page_size_zero_is_the_default_too_large_is_coerced_negative_is_refused() -> None:
     assert paging.page_size(0) == paging.DEFAULT_PAGE_SIZE

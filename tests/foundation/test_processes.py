@@ -19,6 +19,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 import tests.conftest as conftest
 from tdev_cli.mesh import SERVICES
 
+pytestmark = pytest.mark.mesh  # real servers or subprocesses
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 

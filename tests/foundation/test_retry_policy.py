@@ -20,6 +20,8 @@ from common.grpc_client import _mesh_services, idempotent_methods, open_channel
 from common.grpc_server import RunningServer, ServiceBinding, build_server
 from common.retry import retry_keyed_write
 
+pytestmark = pytest.mark.mesh  # real servers or subprocesses
+
 READ_PREFIXES = ("Get", "List", "Search", "Watch")
 
 

@@ -32,7 +32,7 @@ from tdev.workflow.v1 import workflow_service_pb2
 from common.config import CommonSettings
 from tests.support.inprocess_mesh import inprocess_mesh
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [pytest.mark.mesh, pytest.mark.asyncio(loop_scope="module")]
 
 SERVICE_DESCRIPTORS = [
     ("registry", registry_service_pb2.DESCRIPTOR.services_by_name["RegistryService"]),

@@ -17,6 +17,8 @@ from common.config import CommonSettings
 from common.runtime import ServiceHandle
 from tdev_cli.mesh import SERVICES, MeshService
 
+pytestmark = pytest.mark.mesh  # real servers or subprocesses
+
 
 async def start(service: MeshService, common: CommonSettings) -> ServiceHandle:
     server = importlib.import_module(f"{service.module}.server")

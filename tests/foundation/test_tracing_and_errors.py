@@ -19,6 +19,8 @@ from common.grpc_client import open_channel
 from common.grpc_server import RunningServer, ServiceBinding, build_server
 from common.telemetry import configure_tracing
 
+pytestmark = pytest.mark.mesh  # real servers or subprocesses
+
 EXPORTER = InMemorySpanExporter()
 configure_tracing("tests", span_exporter=EXPORTER)
 

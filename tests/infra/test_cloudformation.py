@@ -24,6 +24,8 @@ from tests.infra.cfn import (
     walk,
 )
 
+pytestmark = pytest.mark.integration  # real databases, Redis or moto
+
 ENV = "test"
 REGION = "eu-west-1"
 ACCOUNT = "123456789012"

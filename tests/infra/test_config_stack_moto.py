@@ -18,6 +18,8 @@ from registry_svc.config import RegistrySettings
 from tests.infra.cfn import CFN_DIR, require_module
 from workflow_svc.config import WorkflowSettings
 
+pytestmark = pytest.mark.integration  # real databases, Redis or moto
+
 REGION = "eu-west-1"
 
 

@@ -13,6 +13,8 @@ import yaml
 from common.config import CommonSettings
 from tests.infra.cfn import INFRA, PORTS, ROOT, SERVICES, Instruction, known_setting_names, parse_dockerfile
 
+pytestmark = pytest.mark.unit  # no I/O
+
 DOCKERFILE = INFRA / "Dockerfile"
 IGNORE_FILE = INFRA / "Dockerfile.dockerignore"
 COMPOSE_FILE = INFRA / "compose.yaml"

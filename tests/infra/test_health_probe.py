@@ -18,6 +18,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from tdev_cli.mesh import SERVICES as MESH
 from tests.infra.cfn import INFRA, require_module
 
+pytestmark = pytest.mark.mesh  # real servers or subprocesses
+
 PROBE_PATH = INFRA / "health_probe.py"
 
 

@@ -8,6 +8,8 @@ from common.llm import InvalidModelOutput, Message
 from tests.llm.conftest import ANTHROPIC_KEY, ClientFactory, SleepRecorder
 from tests.llm.llm_wire_server import MESSAGES, Reply, WireServer, anthropic_message, error_body
 
+pytestmark = pytest.mark.mesh  # real servers or subprocesses
+
 SCHEMA = {"type": "object", "required": ["answer"], "properties": {"answer": {"type": "integer"}}}
 PROMPT = [Message.system("Be exact."), Message.user("2 + 2?")]
 ONLY_ANTHROPIC = {"default_route": ["anthropic"]}

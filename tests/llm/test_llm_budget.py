@@ -16,6 +16,8 @@ from common.llm.schemas import REVIEW_SCHEMA
 from tests.llm.conftest import PRICES, ClientFactory
 from tests.llm.llm_wire_server import CHAT, Reply, WireServer, openai_chat
 
+pytestmark = pytest.mark.mesh  # real servers or subprocesses
+
 PROMPT = [Message.user("hello")]
 EXPENSIVE = {**PRICES, "openai:test-model": Price(input_per_mtok=0.0, output_per_mtok=1000.0)}
 

@@ -11,6 +11,8 @@ from common.llm import Budget, Message
 from tests.llm.conftest import ClientFactory
 from tests.llm.llm_wire_server import CHAT, Reply, WireServer, openai_chat
 
+pytestmark = pytest.mark.integration  # real databases, Redis or moto
+
 SCHEMA = {"type": "object", "required": ["n"], "properties": {"n": {"type": "integer"}}}
 PROMPT = [Message.user("count")]
 

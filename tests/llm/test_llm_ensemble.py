@@ -12,6 +12,8 @@ from common.llm.schemas import ANALYSIS_SCHEMA
 from tests.llm.conftest import ClientFactory
 from tests.llm.llm_wire_server import CHAT, MESSAGES, Reply, WireServer, anthropic_message, error_body, openai_chat
 
+pytestmark = pytest.mark.mesh  # real servers or subprocesses
+
 CODE = "class A:\n    def execute(self, inputs):\n        return {'n': len(inputs['text'])}\n"
 
 

@@ -7,6 +7,8 @@ import pytest
 from common.errors import InvalidArgument
 from common.llm.offline.analysis import analyse
 
+pytestmark = pytest.mark.mesh  # real servers or subprocesses
+
 AGENT = '''"""Summarises texts."""
 
 import re

@@ -16,6 +16,8 @@ from common.llm.offline.samples import workflow_samples
 from common.llm.offline.templates import TEMPLATES
 from tests.llm.offline_helpers import load_agent
 
+pytestmark = pytest.mark.unit  # no I/O
+
 
 @pytest.mark.parametrize("name", sorted(TEMPLATES))
 def test_every_template_is_a_correct_agent(name: str) -> None:

@@ -11,6 +11,8 @@ from common.llm import BadPayload, LLMClient, Message, OfflineUnsupported, promp
 from common.llm.schemas import schema_for
 from tests.llm.conftest import ClientFactory
 
+pytestmark = pytest.mark.mesh  # real servers or subprocesses
+
 AGENT = '''"""Greets people."""
 
 

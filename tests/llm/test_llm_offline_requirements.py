@@ -15,6 +15,8 @@ from common.llm.schemas import schema_for
 from tests.llm.conftest import ClientFactory
 from tests.llm.offline_helpers import load_agent
 
+pytestmark = pytest.mark.mesh  # real servers or subprocesses
+
 REQUIREMENTS = {
     "Count the words in a text and report the most frequent ones":
         ["tokenize_words", "word_frequency"],

@@ -18,6 +18,8 @@ from common.llm import (
 from tests.llm.conftest import OPENAI_KEY, ClientFactory, SleepRecorder
 from tests.llm.llm_wire_server import CHAT, EMBEDDINGS, Reply, WireServer, error_body, openai_chat, openai_embeddings
 
+pytestmark = pytest.mark.mesh  # real servers or subprocesses
+
 SCHEMA = {"type": "object", "required": ["verdict", "score"],
           "properties": {"verdict": {"enum": ["yes", "no"]}, "score": {"type": "number"}}}
 MESSAGES = [Message.system("You judge."), Message.user("Is 2 > 1?")]

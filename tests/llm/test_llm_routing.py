@@ -11,6 +11,8 @@ from common.redaction import register_secret
 from tests.llm.conftest import ClientFactory, SleepRecorder
 from tests.llm.llm_wire_server import CHAT, MESSAGES, Reply, WireServer, anthropic_message, error_body, openai_chat
 
+pytestmark = pytest.mark.mesh  # real servers or subprocesses
+
 PROMPT = [Message.user("hi")]
 
 

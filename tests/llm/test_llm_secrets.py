@@ -18,6 +18,8 @@ from common.secrets import SecretStore
 from tests.llm.conftest import SleepRecorder, fast_settings
 from tests.llm.llm_wire_server import CHAT, MESSAGES, Reply, WireServer, anthropic_message, error_body, openai_chat
 
+pytestmark = pytest.mark.integration  # real databases, Redis or moto
+
 PREFIX = "/t-developer/test/"
 PLANTED_OPENAI = "sk-planted-openai-KEY-7f3a9c2e1b"
 PLANTED_ANTHROPIC = "planted-anthropic-secret-5d8e2a"

@@ -16,6 +16,8 @@ from common.redaction import register_secret
 from tests.llm.conftest import ClientFactory
 from tests.llm.llm_wire_server import CHAT, Reply, WireServer, openai_chat
 
+pytestmark = pytest.mark.mesh  # real servers or subprocesses
+
 SECRET_IN_PROMPT = "tok-9b8a7c6d5e4f3a2b"
 
 

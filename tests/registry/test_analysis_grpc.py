@@ -15,6 +15,8 @@ from tdev.registry.v1 import registry_service_pb2 as pb2
 
 from tests.registry.conftest import Registry, Stack, analysed, eventually, example, register, start_registry
 
+pytestmark = pytest.mark.mesh  # real servers or subprocesses
+
 STATE = agent_pb2.AgentAnalysis
 
 

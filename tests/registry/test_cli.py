@@ -15,6 +15,8 @@ from typer.testing import CliRunner
 from tdev_cli.main import app
 from tests.registry.conftest import EXAMPLES, Registry, Stack, start_registry
 
+pytestmark = pytest.mark.mesh  # real servers or subprocesses
+
 
 @pytest.fixture
 async def sqlite_registry(tmp_path: Path) -> AsyncIterator[Registry]:

@@ -5,8 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from common.sandbox import Sandbox, SandboxSettings
 from tests.registry.conftest import EXAMPLES, Stack, analysed, register, start_registry
+
+pytestmark = pytest.mark.mesh  # real servers or subprocesses
 
 CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "word_count": ({"text": "one two  three\nfour"}, {"words": 4, "characters": 19, "lines": 2}),

@@ -10,6 +10,8 @@ from tdev.registry.v1 import registry_service_pb2 as pb2
 
 from tests.registry.conftest import Registry, analysed, eventually, register, rpc_error, tiny_agent
 
+pytestmark = pytest.mark.mesh  # real servers or subprocesses
+
 
 def _update(agent_id: str, version: str = "1.0.0", *, request_id: str = "", remove: tuple[str, ...] = (),
             **labels: str) -> pb2.UpdateAgentLabelsRequest:

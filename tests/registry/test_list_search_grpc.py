@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 
 import grpc
+import pytest
 from tdev.registry.v1 import agent_pb2
 from tdev.registry.v1 import registry_service_pb2 as pb2
 
 from tests.registry.conftest import Registry, analysed, example, register, rpc_error, tiny_agent
+
+pytestmark = pytest.mark.mesh  # real servers or subprocesses
 
 EXAMPLE_NAMES = ("word_count", "text_normalize", "keyword_extract", "json_select_fields", "json_flatten",
                  "list_stats", "sum_numbers", "sort_numbers", "csv_to_records", "records_filter")
@@ -174,7 +177,7 @@ async def test_search_agents_rejects_empty_query(registry: Registry) -> None:
 
 async def test_search_agents_uses_embeddings_when_a_provider_offers_them(stack, tmp_path) -> None:  # type: ignore[no-untyped-def]
     from tests.registry.conftest import start_registry
-    from tests.registry.fakes import FakeEmbedder
+    from tests.unit.fakes.registry import FakeEmbedder
 
     embedder = FakeEmbedder()
     started = await start_registry(stack, tmp_path, embedder=embedder)

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from common.llm import Completion, EnsembleReport
 from common.llm.base import Disagreement
 from registry_svc.adapters import LlmAnalyzer
 from registry_svc.domain import AnalysisJob, VersionRef
+
+pytestmark = pytest.mark.unit  # no I/O
 
 ANSWER = {
     "capabilities": {"summary": "Counts words.", "input_schema": {}, "output_schema": {}, "dependencies": [],

@@ -23,6 +23,8 @@ from tests.registry.conftest import (
 )
 from tests.support.netproxy import tcp_proxy
 
+pytestmark = pytest.mark.mesh  # real servers or subprocesses
+
 
 def _record(execution_id: str, agent_id: str, version: str = "1.0.0", *, success: bool = True,
             duration_ms: float = 10.0, tokens: int = 0, cost_usd: float = 0.0,

@@ -5,11 +5,14 @@ from __future__ import annotations
 import hashlib
 
 import grpc
+import pytest
 from google.protobuf import json_format
 from tdev.registry.v1 import agent_pb2
 from tdev.registry.v1 import registry_service_pb2 as pb2
 
 from tests.registry.conftest import Registry, example, register, rpc_error, tiny_agent
+
+pytestmark = pytest.mark.mesh  # real servers or subprocesses
 
 STATE = agent_pb2.AgentAnalysis
 

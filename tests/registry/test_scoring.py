@@ -10,6 +10,8 @@ from registry_svc import matching
 from registry_svc.quality import cyclomatic_complexity, lint_findings, quality_score, static_metrics
 from registry_svc.repository import p95
 
+pytestmark = pytest.mark.unit  # no I/O
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "agents"
 
 

@@ -7,6 +7,8 @@ import pytest
 from common.errors import InvalidArgument
 from registry_svc.validation import next_minor, parse_version, validate_code
 
+pytestmark = pytest.mark.unit  # no I/O
+
 GOOD = '''
 class Echo:
     """Echoes."""

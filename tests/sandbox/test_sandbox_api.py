@@ -18,7 +18,7 @@ from common.sandbox import (
     describe_isolation,
 )
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [pytest.mark.mesh, pytest.mark.asyncio(loop_scope="module")]
 
 ASYNC_AGENT = """
 import asyncio

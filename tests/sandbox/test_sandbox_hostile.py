@@ -28,7 +28,7 @@ from sandbox_helpers import (
 
 from common.sandbox import Limits, Outcome, OutcomeKind, Sandbox, SandboxSettings
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [pytest.mark.mesh, pytest.mark.asyncio(loop_scope="module")]
 
 MIB = 1024 * 1024
 SECRET_VAR = "TDEV_TEST_SANDBOX_SECRET"

@@ -33,6 +33,8 @@ from common.sandbox.local_backend import LocalBackend
 from common.sandbox.namespace_backend import NamespaceBackend
 from common.sandbox.weak_backend import WeakBackend
 
+pytestmark = pytest.mark.mesh  # real servers or subprocesses
+
 
 class NamespacesUnavailable(NamespaceBackend):
     """Simulates a host where namespaces cannot be created (e.g. ECS Fargate)."""

@@ -24,7 +24,7 @@ from tests.workflow.conftest import (
 )
 from workflow_svc.convert import workflow_from_json
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [pytest.mark.mesh, pytest.mark.asyncio(loop_scope="module")]
 
 
 def violations(error: grpc.aio.AioRpcError) -> list[tuple[str, str]]:

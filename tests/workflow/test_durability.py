@@ -31,7 +31,7 @@ from workflow_svc.domain import Batch, Claim, EventType
 from workflow_svc.domain import Event as DomainEvent
 from workflow_svc.repository import LeaseLost, SqlRepository
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [pytest.mark.mesh, pytest.mark.asyncio(loop_scope="module")]
 MIDDLE = 12
 
 

@@ -33,7 +33,7 @@ from tests.workflow.conftest import (
     watch,
 )
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [pytest.mark.mesh, pytest.mark.asyncio(loop_scope="module")]
 
 
 def diamond(name: str = "diamond") -> object:

@@ -13,6 +13,8 @@ from workflow_svc.run import backoff_seconds
 from workflow_svc.scheduler import Scheduler
 from workflow_svc.validation import Limits, structural_violations
 
+pytestmark = pytest.mark.unit  # no I/O
+
 LIMITS = Limits(max_nodes=10, max_timeout_seconds=60, max_concurrency=8)
 
 

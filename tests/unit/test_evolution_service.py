@@ -1,0 +1,208 @@
+"""Evolution use-cases on the in-memory repository, registry and an in-process runner (the real executor)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
+
+import pytest
+
+from common.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound
+from evolution_svc.domain import (
+    AgentSource,
+    ConfigOverrides,
+    EvaluationCase,
+    EvaluationLimits,
+    EvaluationSuite,
+    EventType,
+    EvolutionConfig,
+    JsonObject,
+    ListQuery,
+    OperatorSet,
+    RunState,
+    ScoringMode,
+    StartRequest,
+    StopReason,
+)
+from evolution_svc.executor import ExecutorSettings, RunExecutor
+from evolution_svc.notifier import Notifier
+from evolution_svc.ports import CaseRun
+from evolution_svc.service import EvolutionService
+from tests.unit.fakes.evolution import FakeRegistry, FakeRunRepository, InProcessRunner
+
+DOUBLER = '''"""Doubles x."""
+
+
+class Doubler:
+    """Doubles x."""
+
+    def get_capabilities(self) -> dict:
+        """Capabilities."""
+        return {"name": "doubler"}
+
+    def execute(self, inputs: dict) -> dict:
+        """Runs."""
+        return {"y": inputs["x"] * FACTOR}
+
+
+FACTOR = 2
+'''
+SEED = AgentSource("agent_doubler0000", "doubler", "1.0.0", DOUBLER)
+TRIPLER = AgentSource("agent_tripler0000", "tripler", "1.0.0", DOUBLER.replace("FACTOR = 2", "FACTOR = 3"))
+SUITE = EvaluationSuite(cases=tuple(EvaluationCase(f"c{x}", {"x": x}, {"y": 2 * x}) for x in range(1, 5)))
+SMALL = ConfigOverrides(population_size=4, generations=2, islands=1, elitism=1, seed=7, speed_weight=0.0,
+                        size_weight=0.0, plateau_generations=0)
+
+
+class HoldingRunner(InProcessRunner):
+    """Holds every batch until released: the run stays RUNNING while a test cancels or lists it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def run_cases(self, code: str, inputs: Sequence[JsonObject], limits: EvaluationLimits) -> list[CaseRun]:
+        await self.release.wait()
+        return await super().run_cases(code, inputs, limits)
+
+
+class World:
+    def __init__(self, runner: InProcessRunner, *, model_available: bool = False) -> None:
+        self.repo = FakeRunRepository()
+        self.registry = FakeRegistry([SEED, TRIPLER])
+        self.runner = runner
+        self.notifier = Notifier()
+        self.executor = RunExecutor(self.repo, self.registry, runner, self.notifier, owner="replica-1",
+                                    settings=ExecutorSettings(lease_seconds=30.0, evaluation_parallelism=2))
+        self.service = EvolutionService(self.repo, self.registry, self.executor, self.notifier, EvolutionConfig(),
+                                        model_available=model_available, watch_poll_seconds=0.05)
+
+    async def finished(self, run_id: str) -> list[EventType]:
+        await asyncio.wait_for(self.executor.wait_idle(), 20)
+        return [e.type async for e in self.service.watch(run_id, 0)]
+
+
+@pytest.fixture
+async def world() -> AsyncIterator[World]:
+    world = World(InProcessRunner())
+    yield world
+    await world.executor.stop()
+
+
+@pytest.fixture
+async def held() -> AsyncIterator[World]:
+    world = World(HoldingRunner())
+    yield world
+    await world.executor.stop()
+
+
+def request(agent: str = "doubler", suite: EvaluationSuite = SUITE, overrides: ConfigOverrides = SMALL,
+            request_id: str = "") -> StartRequest:
+    return StartRequest(agent=agent, agent_version="", suite=suite, overrides=overrides, request_id=request_id)
+
+
+def violations(error: DomainError) -> list[tuple[str, str]]:
+    return [(v.field, v.description) for v in error.violations]
+
+
+async def test_a_perfect_seed_stops_at_once_and_is_not_promoted(world: World) -> None:
+    run = await world.service.start(request())
+    assert (run.state, run.agent_id, run.agent_version) == (RunState.PENDING, "agent_doubler0000", "1.0.0")
+    assert await world.finished(run.run_id) == [EventType.RUN_STARTED, EventType.PROMOTION_DECIDED,
+                                                 EventType.RUN_SUCCEEDED]
+    done = await world.service.get(run.run_id)
+    assert (done.state, done.stop_reason, done.seed_fitness) == (RunState.SUCCEEDED, StopReason.PERFECT, 1.0)
+    assert done.promotion is not None and not done.promotion.promoted
+    assert world.registry.registered == []
+
+
+async def test_the_evaluation_budget_stops_a_run_after_measuring_the_seed(world: World) -> None:
+    budget = replace(SMALL, max_evaluations=1)
+    run = await world.service.start(request("tripler", overrides=budget))
+    await world.finished(run.run_id)
+    done = await world.service.get(run.run_id)
+    assert (done.state, done.stop_reason, done.generations) == (RunState.SUCCEEDED, StopReason.EVALUATION_BUDGET, ())
+    assert done.stop_message.startswith("evaluation budget used up: ")
+    assert done.seed_fitness < 1.0
+
+
+async def test_start_replayed_request_id_returns_the_first_run(world: World) -> None:
+    first = await world.service.start(request(request_id="req-1"))
+    again = await world.service.start(request("tripler", request_id="req-1"))
+    assert (again.run_id, again.agent_id) == (first.run_id, first.agent_id)
+    assert list(world.repo.rows) == [first.run_id]
+
+
+async def test_effective_config_uses_transforms_without_a_model_and_both_with_one(world: World) -> None:
+    unset = replace(EvolutionConfig(), operators=OperatorSet.UNSPECIFIED)
+
+    def effective(model_available: bool) -> EvolutionConfig:
+        return EvolutionService(world.repo, world.registry, world.executor, world.notifier, unset,
+                                model_available=model_available).effective_config(request())
+
+    offline, online = effective(False), effective(True)
+    assert (offline.operators, online.operators, offline.seed) == (OperatorSet.PROGRAM_TRANSFORM, OperatorSet.MIXED, 7)
+
+
+@pytest.mark.parametrize(("bad", "field", "problem"), [
+    (request(agent=""), None, "agent_id: required"),
+    (request(suite=EvaluationSuite(cases=())), "suite.cases", "no cases"),
+    (request(suite=EvaluationSuite(cases=(EvaluationCase("a", {"x": 1}, None),))), "suite.cases[0] (\"a\").expected",
+     "is missing"),
+    (request(overrides=ConfigOverrides(population_size=1, seed=1)), "config.population_size", "must be 2..1000"),
+    (request(suite=EvaluationSuite(cases=SUITE.cases, scoring_mode=ScoringMode.SCORER_AGENT)),
+     "suite.scorer_agent_id", "is required with SCORING_MODE_SCORER_AGENT"),
+])
+async def test_start_bad_request_is_invalid_argument_naming_the_field(
+        world: World, bad: StartRequest, field: str | None, problem: str) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        await world.service.start(bad)
+    if field is None:
+        assert caught.value.message == problem
+    else:
+        assert violations(caught.value)[0] == (field, problem)
+    assert world.repo.rows == {}
+
+
+async def test_start_with_unknown_agent_or_scorer_is_not_found(world: World) -> None:
+    with pytest.raises(NotFound) as agent:
+        await world.service.start(request("nobody"))
+    assert agent.value.message == 'agent "nobody" does not exist'
+    scored = EvaluationSuite(cases=SUITE.cases, scoring_mode=ScoringMode.SCORER_AGENT, scorer_agent_id="ghost")
+    with pytest.raises(NotFound) as scorer:
+        await world.service.start(request(suite=scored))
+    assert scorer.value.message == 'suite.scorer_agent_id: agent "ghost" does not exist'
+
+
+async def test_cancel_stops_a_running_run_and_a_second_cancel_fails(held: World) -> None:
+    run = await held.service.start(request())
+    cancelled = await held.service.cancel(run.run_id, "enough")
+    assert (cancelled.state, cancelled.stop_reason, cancelled.stop_message) == (
+        RunState.CANCELLED, StopReason.CANCELLED, "cancelled: enough")
+    await asyncio.wait_for(held.executor.wait_idle(), 5)
+    assert [e.type async for e in held.service.watch(run.run_id, 0)] == [EventType.RUN_CANCELLED]
+    with pytest.raises(FailedPrecondition) as again:
+        await held.service.cancel(run.run_id, "")
+    assert again.value.message == (f'evolution run "{run.run_id}" has already ended (cancelled); only unfinished '
+                                   "runs can be cancelled")
+    with pytest.raises(NotFound):
+        await held.service.cancel("evo_nope", "")
+
+
+async def test_list_pages_newest_first_and_filters(held: World) -> None:
+    ids = [(await held.service.start(request(agent))).run_id for agent in ("doubler", "tripler", "doubler")]
+    first = await held.service.list(ListQuery(page_size=2))
+    second = await held.service.list(ListQuery(page_size=2, after=first.after))
+    assert [r.run_id for r in [*first.items, *second.items]] == ids[::-1]
+    assert second.after is None
+    mine = await held.service.list(ListQuery(agent_id="agent_tripler0000"))
+    assert [r.run_id for r in mine.items] == [ids[1]]
+
+
+async def test_get_unknown_run_is_not_found_and_watch_rejects_negative_sequences(world: World) -> None:
+    with pytest.raises(NotFound) as caught:
+        await world.service.get("evo_nope")
+    assert caught.value.message == 'unknown evolution run "evo_nope"'
+    with pytest.raises(InvalidArgument):
+        [e async for e in world.service.watch("evo_nope", -1)]
