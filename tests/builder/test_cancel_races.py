@@ -12,7 +12,7 @@ from tdev.builder.v1 import builder_service_pb2 as pb2
 
 from tests.builder.conftest import Builder, BuildState, get_build
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [pytest.mark.mesh, pytest.mark.asyncio(loop_scope="module")]
 
 
 async def test_cancel_right_after_start_leaves_no_task_exception_unretrieved(builder: Builder) -> None:

@@ -9,6 +9,8 @@ import pytest
 
 from common import errors
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ["registry_svc", "workflow_svc", "builder_svc", "evolution_svc"]
 # The base classes whose class-level reason is the bare code name (subclasses such as RequestIdReused or

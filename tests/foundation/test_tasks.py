@@ -6,9 +6,12 @@ import asyncio
 import gc
 from typing import Any
 
+import pytest
 import structlog
 
 from common.tasks import watch
+
+pytestmark = pytest.mark.unit
 
 
 class Expected(Exception):

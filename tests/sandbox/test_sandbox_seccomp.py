@@ -21,7 +21,7 @@ from common.sandbox import (
     seccomp,
 )
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [pytest.mark.mesh, pytest.mark.asyncio(loop_scope="module")]
 
 SETTINGS = {"uid_base": TEST_UID_BASE, "uid_count": TEST_UID_COUNT, "pool_size": 1, "async_pool_size": 0}
 

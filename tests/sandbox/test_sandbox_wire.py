@@ -7,6 +7,8 @@ import pytest
 from common.sandbox import OutcomeKind
 from common.sandbox.wire import outcome_from_child
 
+pytestmark = pytest.mark.unit
+
 CAP = 1 << 20
 
 
