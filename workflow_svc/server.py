@@ -79,7 +79,8 @@ async def create_server(
         if runner is None:
             runner = await SandboxRunner.start(sandbox_settings(common))
         closers.append(runner.close)
-        bus = EventBus(common.redis_url, settings.redis_channel, settings.watch_buffer_events)
+        bus = EventBus(common.redis_url, settings.redis_channel, settings.watch_buffer_events,
+                       timeout_seconds=common.redis_timeout_seconds)
         await bus.start()
         closers.append(bus.close)
         worker, reclaim_own = worker_id(settings, database_url)
