@@ -98,13 +98,22 @@ class EventBus:
         await self._subscriber.start(5.0)
 
     async def close(self) -> None:
-        """Stops listening and sending, and disconnects; notices still queued are dropped."""
+        """Stops listening and sending, and disconnects.
+
+        Notices still queued go out in one last pipeline, bounded by the Redis timeout (they announce the
+        last events of executions this replica ran: watchers elsewhere need not wait for their storage poll).
+        """
         if self._subscriber is not None:
             await self._subscriber.close()
         if self._sender is not None:
             self._sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sender
+        if self._queue and self._breaker is not None and self._breaker.healthy:
+            try:
+                await self._breaker.call(functools.partial(self._publish, self._queue))
+            except Exception as error:
+                log.warning("bus_notices_dropped", reason="closing", notices=len(self._queue), error=str(error))
         if self._breaker is not None:
             await self._breaker.close()
         if self._redis is not None:
@@ -172,6 +181,9 @@ class EventBus:
                 continue
             try:
                 await self._breaker.call(functools.partial(self._publish, batch))
+            except asyncio.CancelledError:
+                self._requeue(batch)  # closing: close() sends what is left
+                raise
             except Exception as error:  # watchers fall back to polling storage; never fail the engine
                 log.warning("bus_publish_failed", error=str(error) or type(error).__name__, notices=len(batch))
                 self._requeue(batch)

@@ -13,11 +13,13 @@ from pathlib import Path
 
 import grpc
 import pytest
+from redis.exceptions import RedisError
 from tdev.registry.v1 import registry_service_pb2 as reg_pb2
 from tdev.workflow.v1 import workflow_pb2 as wf_pb2
 from tdev.workflow.v1 import workflow_service_pb2 as pb2
 from tdev.workflow.v1 import workflow_service_pb2_grpc as pb2_grpc
 
+from common.cache import RedisCache, RedisUnavailable
 from common.config import CommonSettings
 from registry_svc.config import RegistrySettings
 from registry_svc.server import create_server as create_registry
@@ -321,3 +323,44 @@ async def test_get_agent_stays_fast_while_redis_hangs(
     assert statistics.median(latencies) < 0.05, latencies
     assert max(latencies) < 1.0, latencies
 
+
+
+# -- every Redis client ---------------------------------------------------------------------------------------
+def test_every_redis_client_is_built_with_timeouts() -> None:
+    # A client opened anywhere else would miss the socket timeouts that keep a hung Redis from stalling callers.
+    root = Path(__file__).resolve().parents[2]
+    packages = ("common", "registry_svc", "workflow_svc", "builder_svc", "evolution_svc", "tdev_cli")
+    opened = [str(path.relative_to(root)) for package in packages for path in (root / package).rglob("*.py")
+              if "redis.asyncio" in path.read_text(encoding="utf-8")]
+    assert opened == ["common/cache.py"]
+
+
+async def test_shared_cache_fails_fast_while_redis_hangs_and_recovers(own_redis: RedisServer, figure: Figure) -> None:
+    cache = RedisCache(own_redis.url, f"tdev-test:{uuid.uuid4().hex[:8]}:")
+    try:
+        await cache.set("k", b"v")
+        own_redis.pause()
+        latencies: list[float] = []
+        try:
+            for _ in range(20):
+                started = time.monotonic()
+                with pytest.raises((RedisError, RedisUnavailable)):  # a timeout first, then skipped at once
+                    async with asyncio.timeout(5):
+                        await cache.get("k")
+                latencies.append(time.monotonic() - started)
+        finally:
+            own_redis.resume()
+        figure("redis paused: shared cache get, first call (socket timeout)", latencies[0], "s")
+        figure("redis paused: shared cache get, later calls max", max(latencies[1:]), "s")
+        assert latencies[0] < CommonSettings().redis_timeout_seconds + 0.25
+        assert max(latencies[1:]) < 0.01
+
+        async def answers() -> bool:
+            try:
+                return await cache.get("k") == b"v"
+            except (RedisError, RedisUnavailable):
+                return False
+
+        await _fresh_within(answers, 3.0)
+    finally:
+        await cache.close()
