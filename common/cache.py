@@ -141,6 +141,7 @@ class Subscriber:
         self.connected = False
         self._tried = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
 
     async def start(self, wait_seconds: float = 5.0) -> None:
         """Starts listening; waits (boundedly) for the first subscription or the first failure."""
@@ -152,6 +153,7 @@ class Subscriber:
     async def close(self) -> None:
         """Stops listening."""
         if self._task is not None:
+            self._closing = True  # stopping on purpose is not Redis going down: no on_down
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
@@ -171,7 +173,7 @@ class Subscriber:
                             retry_seconds=delay)
             finally:
                 was_connected, self.connected = self.connected, False
-                if was_connected:
+                if was_connected and not self._closing:
                     self._on_down()
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()

@@ -4,6 +4,7 @@ leaves a stale GetAgent answer behind for longer than the documented bound (docs
 from __future__ import annotations
 
 import asyncio
+import json
 import statistics
 import time
 import uuid
@@ -216,6 +217,40 @@ async def test_publishing_never_waits_for_a_hung_redis(own_redis: RedisServer, f
         figure("redis paused: slowest publish/cancel/work notice call", slowest, "s")
         assert slowest < 0.05
     finally:
+        await bus.close()
+
+
+async def test_queued_notices_are_bounded_while_redis_hangs_and_sent_once_it_is_back(own_redis: RedisServer) -> None:
+    from redis.asyncio import Redis
+
+    channel = f"tdev:test:{uuid.uuid4().hex[:8]}"
+    bus = EventBus(own_redis.url, channel, max_buffer=100, max_queued_notices=100)
+    await bus.start()
+    listener = Redis.from_url(own_redis.url)
+    pubsub = listener.pubsub()
+    await pubsub.subscribe(channel)
+    try:
+        own_redis.pause()
+        try:
+            for i in range(500):
+                await bus.published(f"ex_{i}", [Event(f"ex_{i}", 1, EventType.NODE_STARTED, time.time())])
+            await asyncio.sleep(0.1)
+        finally:
+            own_redis.resume()
+        announced: set[str] = set()
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and len(announced) < 100:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
+            if message is not None:
+                announced.add(json.loads(message["data"])["x"])
+        # Anything still to come would be a notice beyond the bound.
+        while (message := await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)) is not None:
+            announced.add(json.loads(message["data"])["x"])
+        # The newest notices were kept, the oldest dropped.
+        assert announced == {f"ex_{i}" for i in range(400, 500)}
+    finally:
+        await pubsub.aclose()
+        await listener.aclose()
         await bus.close()
 
 
