@@ -127,6 +127,9 @@ class CommonSettings(LayeredSettings):
         None, description="Postgres DSN shared by services without their own; unset means SQLite."
     )
     redis_url: str | None = Field(None, description="Redis URL; unset means the in-process cache.")
+    redis_timeout_seconds: float = Field(
+        0.5, gt=0, description="Longest wait on Redis for any one connect, read or write; after a failure callers "
+        "skip Redis until it answers a probe again (docs/registry.md, docs/workflow.md).")
     parameter_store_prefix: str | None = Field(
         None, description="SSM prefix, e.g. /t-developer/dev/config; unset disables Parameter Store."
     )

@@ -112,7 +112,8 @@ async def create_server(
 
         else:
             model_available = True
-        cache = build_cache(common.redis_url, settings.cache_namespace)
+        cache = build_cache(common.redis_url, settings.cache_namespace,
+                            timeout_seconds=common.redis_timeout_seconds)
         on_close(stack, cache.close)
         signing_key = settings.cache_signing_key.get_secret_value().encode() if settings.cache_signing_key else None
         notifier = Notifier()

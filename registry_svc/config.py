@@ -31,6 +31,12 @@ class RegistrySettings(ServiceSettings):
     analysis_timeout_seconds: float = Field(60.0, description="Longest one analysis may take.")
     analysis_poll_seconds: float = Field(2.0, description="How often idle workers look for pending analyses.")
     cache_ttl_seconds: float = Field(300.0, description="Lifetime of a cached GetAgent answer.")
+    cache_degraded_ttl_seconds: float = Field(
+        1.0, gt=0, description="Lifetime of a cached GetAgent answer while this replica may miss invalidations "
+        "(Redis unreachable, or one of its own invalidations still unpublished): the staleness bound then.")
+    cache_heartbeat_seconds: float = Field(
+        0.5, gt=0, description="How often the invalidation subscription is pinged; a hung Redis is noticed "
+        "within this plus TDEV_REDIS_TIMEOUT_SECONDS.")
     cache_namespace: str = Field("tdev:registry:", description="Prefix of this registry's keys in Redis.")
     cache_max_entries: int = Field(10_000, description="Most GetAgent answers kept in process.")
     p95_window: int = Field(1000, description="Recent executions per version the p95 duration is taken over.")

@@ -3,8 +3,19 @@
 The hot path (:meth:`ResponseCache.get_now`) is one dict lookup with no await. Invalidation after a
 change is immediate in this process; other replicas drop their copies when the Redis pub/sub message
 arrives (milliseconds), and a per-agent generation counter in Redis keeps a reader that loaded before a
-change from writing its stale answer to the shared cache afterwards. A Redis outage degrades to the
-database, never to an error.
+change from writing its stale answer to the shared cache afterwards.
+
+Redis trouble degrades to the database, never to an error, a wait or a stale answer beyond a short bound
+(docs/registry.md, "Cache consistency when Redis fails"):
+
+- every Redis call is bounded by a socket timeout, and after one failure Redis is skipped until a probe
+  answers (:class:`common.cache.RedisBreaker`), so GetAgent falls back to the database at once;
+- an invalidation that could not be published is retried until it is; meanwhile this replica neither
+  reads nor fills the shared tier for that agent, and no replica reads the shared tier for a second after
+  Redis comes back (time for the retries to land);
+- entries are kept for the full TTL only while this replica can trust what it hears: its subscription
+  answers heartbeats and it has no unpublished invalidation. Otherwise they live ``degraded_ttl_seconds``.
+  A subscription that stops answering is noticed within heartbeat + timeout and the local copies dropped.
 """
 
 from __future__ import annotations
@@ -18,11 +29,16 @@ from typing import Any, Generic, TypeVar
 
 import structlog
 
+from common.cache import DEFAULT_TIMEOUT_SECONDS, RedisBreaker, Subscriber, redis_client
+
 log = structlog.get_logger(__name__)
 
 M = TypeVar("M")
 Key = tuple[str, str, str, bool]  # (agent_id, name, version, exclude_code) as requested
 LATEST = "~"
+# After Redis comes back, the shared tier may still hold answers whose invalidation another replica could not
+# publish; that replica's probe (every 0.25 s) finds Redis back and republishes well within this time.
+SHARED_TIER_GRACE_SECONDS = 1.0
 
 # SET only while the agent's generation is still the one read before loading from the database.
 _SET_IF_GENERATION = """
@@ -40,11 +56,13 @@ class ResponseCache(Generic[M]):
 
     def __init__(self, *, parse: Callable[[bytes], M], serialize: Callable[[M], bytes],
                  redis_url: str | None = None, namespace: str = "tdev:registry:", max_entries: int = 10_000,
-                 ttl_seconds: float = 300.0) -> None:
+                 ttl_seconds: float = 300.0, degraded_ttl_seconds: float = 1.0,
+                 redis_timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS, heartbeat_seconds: float = 0.5) -> None:
         self._parse = parse
         self._serialize = serialize
         self._max_entries = max_entries
         self._ttl = ttl_seconds
+        self._degraded_ttl = min(degraded_ttl_seconds, ttl_seconds)
         self._entries: OrderedDict[Key, tuple[M, str, float]] = OrderedDict()
         self._by_agent: dict[str, set[Key]] = defaultdict(set)
         self._names: dict[str, str] = {}
@@ -53,11 +71,19 @@ class ResponseCache(Generic[M]):
         self._namespace = namespace
         self._channel = f"{namespace}invalidate"
         self._redis: Any = None
-        self._listener: asyncio.Task[None] | None = None
+        self._breaker: RedisBreaker | None = None
+        self._subscriber: Subscriber | None = None
+        # Invalidations not yet published to Redis: agent_id -> (versions, first failure time).
+        self._unpublished: dict[str, tuple[set[str], float]] = {}
+        self._republisher: asyncio.Task[None] | None = None
+        self._writes: set[asyncio.Task[None]] = set()
         if redis_url:
-            from redis.asyncio import Redis
-
-            self._redis = Redis.from_url(redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
+            self._redis = redis_client(redis_url, redis_timeout_seconds)
+            self._breaker = RedisBreaker(self._redis, "registry-cache")
+            self._subscriber = Subscriber(
+                self._redis, self._channel, "registry-cache-invalidations", self._on_invalidation,
+                on_up=self._clear_local, on_down=self._subscription_lost,
+                heartbeat_seconds=heartbeat_seconds, timeout_seconds=redis_timeout_seconds)
             self._set_if_generation = self._redis.register_script(_SET_IF_GENERATION)
 
     @property
@@ -66,20 +92,24 @@ class ResponseCache(Generic[M]):
         return "in-process+redis" if self._redis is not None else "in-process"
 
     async def start(self) -> None:
-        """Subscribes to invalidations from other replicas (Redis only)."""
-        if self._redis is not None and self._listener is None:
-            ready = asyncio.Event()
-            self._listener = asyncio.create_task(self._listen(ready), name="registry-cache-invalidations")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(ready.wait(), 5.0)
+        """Subscribes to invalidations from other replicas (Redis only); serves from the database meanwhile."""
+        if self._subscriber is not None:
+            await self._subscriber.start(5.0)
 
     async def close(self) -> None:
-        """Stops listening and closes the Redis connection."""
-        if self._listener is not None:
-            self._listener.cancel()
+        """Stops listening and retrying, and closes the Redis connection."""
+        if self._subscriber is not None:
+            await self._subscriber.close()
+        tasks = [*self._writes, *([self._republisher] if self._republisher is not None else [])]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
-            self._listener = None
+                await task
+        if self._unpublished:
+            log.warning("cache_invalidations_abandoned", agents=sorted(self._unpublished))
+        if self._breaker is not None:
+            await self._breaker.close()
         if self._redis is not None:
             await self._redis.aclose()
         self._entries.clear()
@@ -105,26 +135,42 @@ class ResponseCache(Generic[M]):
         epoch = self._epoch
         agent_id = key[0] or self._names.get(key[1], "") or await self._shared_name(key[1])
         generation = b"0"
-        if agent_id and self._redis is not None:
-            shared = await self._shared_get(agent_id, key)
-            if shared is not None:
-                generation, data = shared
+        shared = self._shared_usable(agent_id)
+        if shared:
+            found = await self._shared_get(agent_id, key)
+            if found is None:
+                shared = False  # Redis failed just now: do not write back either
+            else:
+                generation, data = found
                 if data is not None:
                     message = self._parse(data)
                     self._put(key, agent_id, message, epoch)
                     return message
         loaded_id, message = await load()
         self._put(key, loaded_id, message, epoch)
-        if self._redis is not None:
-            await self._shared_put(key, loaded_id, message, generation if agent_id else None)
+        if self._redis is not None and self._shared_usable(loaded_id):
+            # Off the response path: a slow Redis must not hold up the answer.
+            self._spawn_write(self._shared_put(key, loaded_id, message, generation if shared else None))
         return message
+
+    def _shared_usable(self, agent_id: str) -> bool:
+        # The shared tier of an agent whose invalidation is still unpublished holds the old answer.
+        return (bool(agent_id) and self._breaker is not None
+                and self._breaker.healthy_for() >= SHARED_TIER_GRACE_SECONDS and agent_id not in self._unpublished)
+
+    def _trusted(self) -> bool:
+        """Whether a local entry may live its full TTL: every change anywhere will reach this process."""
+        if self._subscriber is None:
+            return True
+        return self._subscriber.connected and not self._unpublished
 
     def _put(self, key: Key, agent_id: str, message: M, epoch: int) -> None:
         if key[1]:
             self._names[key[1]] = agent_id  # a name never moves to another agent
         if self._changed_at.get(agent_id, -1) > epoch:
             return  # changed while we loaded: the answer may be stale
-        self._entries[key] = (message, agent_id, time.monotonic() + self._ttl)
+        ttl = self._ttl if self._trusted() else self._degraded_ttl
+        self._entries[key] = (message, agent_id, time.monotonic() + ttl)
         self._entries.move_to_end(key)
         self._by_agent[agent_id].add(key)
         while len(self._entries) > self._max_entries:
@@ -148,44 +194,74 @@ class ResponseCache(Generic[M]):
             self._drop(key)
 
     async def agent_changed(self, agent_id: str, versions: Sequence[str]) -> None:
-        """Drops every cached answer about the agent here, in Redis and on the other replicas."""
+        """Drops every cached answer about the agent here, in Redis and on the other replicas.
+
+        Never raises and waits at most one Redis timeout: when Redis cannot take the invalidation, it is
+        retried in the background until it is published (see the module docstring for what holds meanwhile).
+        """
         self._forget_locally(agent_id)
         if self._redis is None:
             return
-        keys = [self._response_key(agent_id, v, c) for v in (LATEST, *versions) for c in (False, True)]
-        try:
+        pending, since = self._unpublished.get(agent_id, (set(), time.monotonic()))
+        self._unpublished[agent_id] = (pending | set(versions), since)
+        if self._breaker is not None and self._breaker.healthy and await self._publish(agent_id):
+            return
+        if self._republisher is None or self._republisher.done():
+            self._republisher = asyncio.create_task(self._republish(), name="registry-cache-republish")
+
+    async def _publish(self, agent_id: str) -> bool:
+        """Publishes the agent's pending invalidation; True once Redis took it."""
+        assert self._breaker is not None
+        entry = self._unpublished.get(agent_id)
+        if entry is None:
+            return True
+        versions, since = entry
+        keys = [self._response_key(agent_id, v, c) for v in (LATEST, *sorted(versions)) for c in (False, True)]
+
+        async def invalidate() -> None:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.incr(self._generation_key(agent_id))
                 pipe.delete(*keys)
                 pipe.publish(self._channel, agent_id)
                 await pipe.execute()
-        except Exception as error:  # entries expire on their own; the database stays the truth
-            log.warning("cache_invalidation_failed", agent_id=agent_id, error=str(error))
 
-    async def _listen(self, ready: asyncio.Event) -> None:
-        delay = 0.1
-        while True:
-            try:
-                async with self._redis.pubsub() as pubsub:
-                    await pubsub.subscribe(self._channel)
-                    # Anything cached while we were not listening may have missed an invalidation.
-                    self._clear_local()
-                    ready.set()
-                    delay = 0.1
-                    async for message in pubsub.listen():
-                        if message.get("type") == "message":
-                            data = message["data"]
-                            self._forget_locally(data.decode() if isinstance(data, bytes) else str(data))
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                log.warning("cache_listener_reconnecting", error=str(error))
-                ready.set()  # serve from the database meanwhile rather than hold up start-up
-                self._clear_local()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        try:
+            await self._breaker.call(invalidate)
+        except Exception as error:  # retried by _republish; the database stays the truth
+            log.warning("cache_invalidation_failed", agent_id=agent_id, error=str(error) or type(error).__name__,
+                        retrying=True)
+            return False
+        # A change that came in while the pipeline ran stays pending for the next round.
+        current = self._unpublished.get(agent_id)
+        if current is not None and current[0] <= versions:
+            del self._unpublished[agent_id]
+        delay = time.monotonic() - since
+        if delay > 0.5:
+            log.info("cache_invalidation_published", agent_id=agent_id, delay_seconds=round(delay, 3))
+        return True
+
+    async def _republish(self) -> None:
+        assert self._breaker is not None
+        while self._unpublished:
+            await self._breaker.wait_healthy()
+            for agent_id in list(self._unpublished):
+                if not await self._publish(agent_id):
+                    break
+            if self._unpublished:
+                await asyncio.sleep(0.05)
+        # Everything is published: entries may live their full TTL again.
+
+    def _on_invalidation(self, data: bytes | str) -> None:
+        self._forget_locally(data.decode() if isinstance(data, bytes) else str(data))
+
+    def _subscription_lost(self) -> None:
+        self._clear_local()
+        if self._breaker is not None:  # a silent subscription means a hung Redis: stop asking it
+            self._breaker.trip(TimeoutError("the invalidation subscription stopped answering"))
 
     def _clear_local(self) -> None:
+        # On (re)subscribing and on losing the subscription: anything cached here may have missed an
+        # invalidation published while nobody listened.
         self._epoch += 1
         for agent_id in list(self._by_agent):
             self._changed_at[agent_id] = self._epoch
@@ -201,31 +277,41 @@ class ResponseCache(Generic[M]):
         return f"{self._namespace}resp:{agent_id}:{version or LATEST}:{'n' if exclude_code else 'c'}"
 
     async def _shared_name(self, name: str) -> str:
-        if not name or self._redis is None:
+        if not name or self._breaker is None or not self._breaker.healthy:
             return ""
         try:
-            value = await self._redis.get(f"{self._namespace}name:{name}")
+            value = await self._breaker.call(lambda: self._redis.get(f"{self._namespace}name:{name}"))
         except Exception as error:
-            log.warning("cache_read_failed", error=str(error))
+            log.warning("cache_read_failed", error=str(error) or type(error).__name__)
             return ""
         return value.decode() if value else ""
 
     async def _shared_get(self, agent_id: str, key: Key) -> tuple[bytes, bytes | None] | None:
+        assert self._breaker is not None
         try:
-            generation, data = await self._redis.mget(
-                self._generation_key(agent_id), self._response_key(agent_id, key[2], key[3]))
+            generation, data = await self._breaker.call(lambda: self._redis.mget(
+                self._generation_key(agent_id), self._response_key(agent_id, key[2], key[3])))
         except Exception as error:
-            log.warning("cache_read_failed", error=str(error))
+            log.warning("cache_read_failed", error=str(error) or type(error).__name__)
             return None
         return (generation or b"0"), data
 
+    def _spawn_write(self, write: Awaitable[None]) -> None:
+        if len(self._writes) >= 64:  # Redis is slow: filling the shared tier can wait for the next miss
+            asyncio.ensure_future(write).cancel()
+            return
+        task = asyncio.ensure_future(write)
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
     async def _shared_put(self, key: Key, agent_id: str, message: M, generation: bytes | None) -> None:
+        assert self._breaker is not None
         try:
             if key[1]:
-                await self._redis.set(f"{self._namespace}name:{key[1]}", agent_id)
+                await self._breaker.call(lambda: self._redis.set(f"{self._namespace}name:{key[1]}", agent_id))
             if generation is not None:
-                await self._set_if_generation(
+                await self._breaker.call(lambda: self._set_if_generation(
                     keys=[self._generation_key(agent_id), self._response_key(agent_id, key[2], key[3])],
-                    args=[generation, self._serialize(message), int(self._ttl * 1000)])
+                    args=[generation, self._serialize(message), int(self._ttl * 1000)]))
         except Exception as error:
-            log.warning("cache_write_failed", error=str(error))
+            log.warning("cache_write_failed", error=str(error) or type(error).__name__)

@@ -64,6 +64,8 @@ async def create_server(
             parse=convert.parse_get_agent_response, serialize=convert.serialize, redis_url=common.redis_url,
             namespace=settings.cache_namespace,
             max_entries=settings.cache_max_entries, ttl_seconds=settings.cache_ttl_seconds,
+            degraded_ttl_seconds=settings.cache_degraded_ttl_seconds,
+            redis_timeout_seconds=common.redis_timeout_seconds, heartbeat_seconds=settings.cache_heartbeat_seconds,
         )
         await responses.start()
         on_close(stack, responses.close)

@@ -5,21 +5,29 @@ pub/sub carries small notices ("execution X has events up to N", "cancel X", "wo
 watcher on another replica then reads the new events from storage. Buffers are bounded: a watcher
 that falls behind is marked stale and catches up from storage, so the engine never waits for it
 and it never loses an event.
+
+Notices never hold up the engine: :meth:`EventBus.published` delivers locally and queues the notice; one
+sender task publishes queued notices in a pipeline. The queue coalesces (one notice per execution, the
+latest sequence; one work notice) and is bounded: while Redis is down it keeps the newest notices and
+drops the oldest with a log line, and watchers on other replicas fall back to reading storage every
+``watch_poll_seconds``. Every Redis call is bounded by ``TDEV_REDIS_TIMEOUT_SECONDS``, and a subscription
+that stops answering its heartbeats is reconnected (docs/workflow.md, "When Redis fails").
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
-import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
 
+from common.cache import DEFAULT_TIMEOUT_SECONDS, RedisBreaker, Subscriber, redis_client
 from workflow_svc.domain import Event
 
 log = structlog.get_logger(__name__)
@@ -54,38 +62,60 @@ class Subscription:
 class EventBus:
     """In-process fan-out, plus Redis pub/sub between replicas when a Redis URL is configured."""
 
-    def __init__(self, redis_url: str | None, channel: str, max_buffer: int) -> None:
+    def __init__(self, redis_url: str | None, channel: str, max_buffer: int, *,
+                 timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS, heartbeat_seconds: float = 1.0,
+                 max_queued_notices: int = 10_000) -> None:
         self.origin = uuid.uuid4().hex[:12]
         self._channel = channel
         self._max_buffer = max_buffer
         self._subscriptions: dict[str, set[Subscription]] = {}
         self._redis: Any = None
-        self._listener: asyncio.Task[None] | None = None
         self._redis_url = redis_url
+        self._timeout = timeout_seconds
+        self._heartbeat = heartbeat_seconds
+        self._breaker: RedisBreaker | None = None
+        self._subscriber: Subscriber | None = None
+        self._sender: asyncio.Task[None] | None = None
         self.on_cancel: Callable[[str, str], None] = lambda _execution_id, _reason: None
         self.on_work: Callable[[], None] = lambda: None
-        self._ready = asyncio.Event()
-        self._pending: dict[str, int] = {}
-        self._last_notice: dict[str, float] = {}
-        self._notices: set[asyncio.Future[None]] = set()
+        # Notices waiting for the sender, keyed so that a newer one replaces an older one of the same kind.
+        self._queue: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
+        self._max_queued = max_queued_notices
+        self._queued = asyncio.Event()
+        self._urgent = asyncio.Event()
+        self._dropped = 0
 
     async def start(self) -> None:
-        """Connects to Redis and starts listening (no-op without Redis)."""
+        """Connects to Redis and starts listening and sending (no-op without Redis)."""
         if not self._redis_url:
             return
-        from redis.asyncio import Redis
-
-        self._redis = Redis.from_url(self._redis_url)
-        self._listener = asyncio.create_task(self._listen(), name="workflow-bus-listener")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._ready.wait(), timeout=5.0)
+        self._redis = redis_client(self._redis_url, self._timeout)
+        self._breaker = RedisBreaker(self._redis, "workflow-bus")
+        self._subscriber = Subscriber(self._redis, self._channel, "workflow-bus", self._dispatch,
+                                      on_up=self._poke_all, on_down=self._subscription_lost,
+                                      heartbeat_seconds=self._heartbeat, timeout_seconds=self._timeout)
+        self._sender = asyncio.create_task(self._send_queued(), name="workflow-bus-sender")
+        await self._subscriber.start(5.0)
 
     async def close(self) -> None:
-        """Stops listening and disconnects."""
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._listener
+        """Stops listening and sending, and disconnects.
+
+        Notices still queued go out in one last pipeline, bounded by the Redis timeout (they announce the
+        last events of executions this replica ran: watchers elsewhere need not wait for their storage poll).
+        """
+        if self._subscriber is not None:
+            await self._subscriber.close()
+        if self._sender is not None:
+            self._sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sender
+        if self._queue and self._breaker is not None and self._breaker.healthy:
+            try:
+                await self._breaker.call(functools.partial(self._publish, self._queue))
+            except Exception as error:
+                log.warning("bus_notices_dropped", reason="closing", notices=len(self._queue), error=str(error))
+        if self._breaker is not None:
+            await self._breaker.close()
         if self._redis is not None:
             await self._redis.aclose()
 
@@ -104,79 +134,106 @@ class EventBus:
             if not group:
                 del self._subscriptions[subscription.execution_id]
 
-    # -- publishing -----------------------------------------------------------------------------------------
+    # -- publishing (never waits for Redis) -------------------------------------------------------------------
     async def published(self, execution_id: str, events: Sequence[Event]) -> None:
-        """Called after ``events`` were committed: local watchers get them, other replicas a notice."""
+        """Called after ``events`` were committed: local watchers get them, other replicas a notice (queued)."""
         for subscription in self._subscriptions.get(execution_id, ()):
             subscription.push(events)
         if self._redis is None or not events:
             return
-        # Notices are coalesced to one per execution per NOTICE_SECONDS (watchers read the events from
-        # storage anyway); the last event of an execution is announced at once.
-        now = time.monotonic()
         last = events[-1]
-        if last.type.ends_execution:
-            self._pending.pop(execution_id, None)
-            self._last_notice.pop(execution_id, None)
-            await self._send({"k": "e", "x": execution_id, "s": last.sequence})
-            return
-        if execution_id in self._pending:
-            self._pending[execution_id] = last.sequence
-            return
-        since = now - self._last_notice.get(execution_id, 0.0)
-        if since >= NOTICE_SECONDS:
-            self._last_notice[execution_id] = now
-            await self._send({"k": "e", "x": execution_id, "s": last.sequence})
-        else:
-            self._pending[execution_id] = last.sequence
-            asyncio.get_running_loop().call_later(NOTICE_SECONDS - since, self._trailing_notice, execution_id)
-
-    def _trailing_notice(self, execution_id: str) -> None:
-        sequence = self._pending.pop(execution_id, None)
-        if sequence is None:
-            return
-        self._last_notice[execution_id] = time.monotonic()
-        task = asyncio.ensure_future(self._send({"k": "e", "x": execution_id, "s": sequence}))
-        self._notices.add(task)
-        task.add_done_callback(self._notices.discard)
+        key = ("e", execution_id)
+        queued = self._queue.get(key)
+        if queued is None or queued["s"] < last.sequence:
+            # The last event of an execution is announced at once; others wait for the coalescing window.
+            self._enqueue(key, {"k": "e", "x": execution_id, "s": last.sequence}, urgent=last.type.ends_execution)
 
     async def cancel(self, execution_id: str, reason: str) -> None:
         """Asks whichever replica runs the execution to cancel it."""
         self.on_cancel(execution_id, reason)
-        await self._send({"k": "c", "x": execution_id, "r": reason})
+        self._enqueue(("c", execution_id), {"k": "c", "x": execution_id, "r": reason}, urgent=True)
 
     async def work_available(self) -> None:
         """Tells idle replicas that an unowned execution waits."""
         self.on_work()
-        await self._send({"k": "w"})
+        self._enqueue(("w", ""), {"k": "w"}, urgent=True)
 
-    async def _send(self, message: dict[str, Any]) -> None:
+    def _enqueue(self, key: tuple[str, str], message: dict[str, Any], *, urgent: bool) -> None:
         if self._redis is None:
             return
-        message["o"] = self.origin
-        try:
-            await self._redis.publish(self._channel, json.dumps(message, separators=(",", ":")))
-        except Exception as error:  # watchers fall back to polling storage; never fail the engine
-            log.warning("bus_publish_failed", error=str(error))
+        self._queue.pop(key, None)
+        self._queue[key] = message
+        self._trim()
+        self._queued.set()
+        if urgent:
+            self._urgent.set()
 
-    async def _listen(self) -> None:
-        backoff = 0.1
+    async def _send_queued(self) -> None:
+        assert self._breaker is not None
+        delay = 0.05
         while True:
+            await self._queued.wait()
+            await self._breaker.wait_healthy()
+            batch, self._queue = self._queue, OrderedDict()
+            self._queued.clear()
+            self._urgent.clear()
+            if not batch:
+                continue
             try:
-                pubsub = self._redis.pubsub()
-                await pubsub.subscribe(self._channel)
-                self._ready.set()
-                backoff = 0.1
-                async for message in pubsub.listen():
-                    if message.get("type") == "message":
-                        self._dispatch(message["data"])
+                await self._breaker.call(functools.partial(self._publish, batch))
             except asyncio.CancelledError:
+                self._requeue(batch)  # closing: close() sends what is left
                 raise
-            except Exception as error:
-                log.warning("bus_listen_failed", error=str(error), retry_seconds=backoff)
-                self._ready.set()
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+            except Exception as error:  # watchers fall back to polling storage; never fail the engine
+                log.warning("bus_publish_failed", error=str(error) or type(error).__name__, notices=len(batch))
+                self._requeue(batch)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            delay = 0.05
+            if self._dropped:
+                log.info("bus_notices_resumed", dropped=self._dropped)
+                self._dropped = 0
+            # Coalescing window: notices arriving meanwhile go out together, unless one is urgent.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._urgent.wait(), NOTICE_SECONDS)
+
+    async def _publish(self, batch: OrderedDict[tuple[str, str], dict[str, Any]]) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for message in batch.values():
+                message["o"] = self.origin
+                pipe.publish(self._channel, json.dumps(message, separators=(",", ":")))
+            await pipe.execute()
+
+    def _requeue(self, batch: OrderedDict[tuple[str, str], dict[str, Any]]) -> None:
+        # Notices queued since the batch was taken are newer and win; the batch goes back in front of them.
+        newer, self._queue = self._queue, batch
+        for key, message in newer.items():
+            self._queue.pop(key, None)
+            self._queue[key] = message
+        self._trim()
+        self._queued.set()
+
+    def _trim(self) -> None:
+        while len(self._queue) > self._max_queued:
+            # Redis has been away a while: the oldest notices go (their watchers read storage anyway).
+            self._queue.popitem(last=False)
+            if self._dropped == 0:
+                log.warning("bus_notices_dropped", reason="queue full while Redis is unavailable",
+                            max_queued=self._max_queued)
+            self._dropped += 1
+
+    # -- listening ----------------------------------------------------------------------------------------
+    def _poke_all(self) -> None:
+        # (Re)subscribed: notices sent while this replica was not listening are lost, so every watcher here
+        # reads storage once instead of waiting for its safety poll.
+        for group in self._subscriptions.values():
+            for subscription in group:
+                subscription.poke()
+
+    def _subscription_lost(self) -> None:
+        if self._breaker is not None:  # a silent subscription means a hung Redis: stop sending meanwhile
+            self._breaker.trip(TimeoutError("the bus subscription stopped answering"))
 
     def _dispatch(self, data: bytes | str) -> None:
         try:

@@ -63,7 +63,8 @@ async def create_server(
         if runner is None:
             runner = await SandboxRunner.start(sandbox_settings(common))
         on_close(stack, runner.close)
-        bus = EventBus(common.redis_url, settings.redis_channel, settings.watch_buffer_events)
+        bus = EventBus(common.redis_url, settings.redis_channel, settings.watch_buffer_events,
+                       timeout_seconds=common.redis_timeout_seconds)
         await bus.start()
         on_close(stack, bus.close)
         identity = worker_identity(settings.worker_id, database_url)

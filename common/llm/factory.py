@@ -73,7 +73,7 @@ async def build_llm(settings: LLMSettings | None = None, *, common: CommonSettin
                                      endpoint_url=common.aws_endpoint_url)
     closers: list[Callable[[], Awaitable[object]]] = []
     if cache is None and settings.cache_enabled:
-        cache = build_cache(common.redis_url, "tdev:")
+        cache = build_cache(common.redis_url, "tdev:", timeout_seconds=common.redis_timeout_seconds)
         closers.append(cache.close)
     providers: dict[str, Provider] = {}
     if settings.openai_enabled:
