@@ -5,7 +5,9 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
+
+from common.llm.schemas import Failure
 
 JSON = dict[str, Any]
 BUILD_ID_PREFIX = "build_"
@@ -419,6 +421,168 @@ class StartCommand:
     request_id: str = ""
     # What the request was (common.idempotency.fingerprint): a replayed request_id must come with the same one.
     fingerprint: str = ""
+
+
+# ---- what the stages hand each other (kept in the build's checkpoint) -----------------------------------------
+# The checkpoint is stored as JSON (``builds.checkpoint``) and builds persisted by earlier versions must resume,
+# so each type below writes exactly the keys the stages wrote when these were plain dicts, in the same order.
+@dataclass(frozen=True)
+class AgentSpec:
+    """One agent of the plan, as the stages read it; ``data`` is the whole spec as planned, which plan checks,
+    composition and the LLM prompts take as it is (schemas, inputs, implementation hints)."""
+
+    id: str
+    name: str
+    purpose: str
+    examples: tuple[JSON, ...]
+    reuse_agent_id: str = ""
+    reuse_version: str = ""
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> AgentSpec:
+        """A spec of a plan already checked against AGENT_PLAN_SCHEMA."""
+        suggestion = value.get("reuse") or {}
+        return cls(str(value["id"]), str(value["name"]), str(value.get("purpose", "")),
+                   tuple(dict(e) for e in value.get("examples") or ()), str(suggestion.get("agent_id") or ""),
+                   str(suggestion.get("version", "")), value)
+
+    def with_examples(self, examples: Iterable[Mapping[str, Any]]) -> JSON:
+        """The spec as planned with other examples, for the code generation and repair prompts."""
+        return {**self.data, "examples": [dict(e) for e in examples]}
+
+
+@dataclass(frozen=True)
+class ChosenAgent:
+    """The agent version selected (reused or generated) for one spec, in the validation ``round`` that chose it."""
+
+    agent_id: str
+    version: str
+    name: str
+    reused: bool
+    fix_attempts: int
+    spec_name: str
+    node_id: str
+    round: int = 1
+
+    def to_json(self) -> JSON:
+        """JSON form for the checkpoint and event details."""
+        return {"agent_id": self.agent_id, "version": self.version, "name": self.name, "reused": self.reused,
+                "fix_attempts": self.fix_attempts, "spec_name": self.spec_name, "node_id": self.node_id,
+                "round": self.round}
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> ChosenAgent:
+        """Inverse of :meth:`to_json`."""
+        return cls(str(value["agent_id"]), str(value["version"]), str(value["name"]), bool(value["reused"]),
+                   int(value["fix_attempts"]), str(value["spec_name"]), str(value["node_id"]),
+                   int(value.get("round", 1)))
+
+    def packaged(self) -> PackagedAgent:
+        """The entry of this agent in a service package."""
+        return PackagedAgent(spec_name=self.spec_name, agent_id=self.agent_id, version=self.version,
+                             reused=self.reused, fix_attempts=self.fix_attempts, node_id=self.node_id)
+
+
+@dataclass(frozen=True)
+class PendingFix:
+    """What validation blamed an agent for: the failure its repair gets, and (when known) an example to add."""
+
+    failure: Failure
+    example: JSON | None = None
+
+    def to_json(self) -> JSON:
+        """JSON form for the checkpoint."""
+        return {"failure": dict(self.failure), "example": self.example}
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> PendingFix:
+        """Inverse of :meth:`to_json`."""
+        example = value.get("example")
+        return cls(cast(Failure, dict(value["failure"])), dict(example) if example is not None else None)
+
+
+@dataclass(frozen=True)
+class WorkflowRef:
+    """The composed workflow as the workflow service stored it."""
+
+    workflow_id: str
+    version: str
+
+    def to_json(self) -> JSON:
+        """JSON form for the checkpoint and event details."""
+        return {"workflow_id": self.workflow_id, "version": self.version}
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> WorkflowRef:
+        """Inverse of :meth:`to_json`."""
+        return cls(str(value["workflow_id"]), str(value["version"]))
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What the finished stages of a build recorded (``Progress.checkpoint`` read as types).
+
+    ``done`` lists the finished stage runs (``<stage key>:<attempt>``); ``round`` is the validation round the
+    build is in. A key no stage has written yet is None (or empty) here and absent from :meth:`to_json`.
+    """
+
+    done: tuple[str, ...] = ()
+    analysis: JSON | None = None
+    plan: JSON | None = None
+    agents: Mapping[str, ChosenAgent] = field(default_factory=dict)
+    workflow: WorkflowRef | None = None
+    validation: tuple[ValidationCase, ...] | None = None
+    round: int | None = None
+    pending_fixes: Mapping[str, PendingFix] | None = None
+
+    @property
+    def round_number(self) -> int:
+        """The validation round: 1 until validation sends the build back to fixing."""
+        return self.round or 1
+
+    @property
+    def specs(self) -> tuple[AgentSpec, ...]:
+        """The plan's agents in the planner's order (none before identify agents has finished)."""
+        return tuple(AgentSpec.from_json(agent) for agent in (self.plan or {}).get("agents") or ())
+
+    def to_json(self) -> JSON:
+        """JSON form, as stored in ``builds.checkpoint``."""
+        value: JSON = {}
+        if self.agents:
+            value["agents"] = {spec_id: agent.to_json() for spec_id, agent in self.agents.items()}
+        if self.analysis is not None:
+            value["analysis"] = self.analysis
+        value["done"] = list(self.done)
+        if self.pending_fixes is not None:
+            value["pending_fixes"] = {spec_id: fix.to_json() for spec_id, fix in self.pending_fixes.items()}
+        if self.plan is not None:
+            value["plan"] = self.plan
+        if self.round is not None:
+            value["round"] = self.round
+        if self.validation is not None:
+            value["validation"] = [case.to_json() for case in self.validation]
+        if self.workflow is not None:
+            value["workflow"] = self.workflow.to_json()
+        return value
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> Checkpoint:
+        """Inverse of :meth:`to_json`; reads checkpoints written before these types existed (the same JSON)."""
+        workflow = value.get("workflow")
+        validation = value.get("validation")
+        pending = value.get("pending_fixes")
+        return cls(
+            done=tuple(str(key) for key in value.get("done") or ()),
+            analysis=dict(value["analysis"]) if value.get("analysis") is not None else None,
+            plan=dict(value["plan"]) if value.get("plan") is not None else None,
+            agents={str(k): ChosenAgent.from_json(v) for k, v in (value.get("agents") or {}).items()},
+            workflow=WorkflowRef.from_json(workflow) if workflow else None,
+            validation=tuple(ValidationCase.from_json(c) for c in validation) if validation is not None else None,
+            round=int(value["round"]) if value.get("round") is not None else None,
+            pending_fixes=({str(k): PendingFix.from_json(v) for k, v in pending.items()}
+                           if pending is not None else None),
+        )
 
 
 # ---- what the builder learns from and sends to the other services -------------------------------------------

@@ -1,4 +1,4 @@
-"""Use-cases of the builder: accept, follow, read, list and cancel builds (the stages live in pipeline.py)."""
+"""Use-cases of the builder: accept, follow, read, list and cancel builds (pipeline.py runs the stages/)."""
 
 from __future__ import annotations
 

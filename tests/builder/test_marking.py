@@ -31,9 +31,9 @@ from builder_svc.domain import (
     Usage,
 )
 from builder_svc.marking import LabelMarker, end_labels, request_id, retry_delay
-from builder_svc.pipeline import BuildRun, Pipeline, PipelineSettings
 from builder_svc.repository import SqlRepository
 from builder_svc.server import MIGRATIONS
+from builder_svc.stages.reuse import reusable
 from common.db import create_engine, migrate
 from common.errors import DomainError, InvalidArgument, NotFound, Unavailable
 
@@ -208,16 +208,9 @@ async def test_reuse_trusts_validated_labels_and_asks_about_builds_not_marked_ye
         agent("running", origin="builder", build_id="build_live", build_state="unvalidated"),
         agent("unknown_build", origin="builder", build_id="build_gone", build_state="unvalidated"),
     ]
-    pipeline = Pipeline(PipelineSettings(), None, None, None, None, build_states)  # type: ignore[arg-type]
-    run = BuildRun(Build("build_me", "r", CONSTRAINTS, BuildState.RUNNING), Progress(BuildState.RUNNING),
-                   _no_record)
-    usable = await pipeline._reusable(run, hits)
+    usable = await reusable("build_me", hits, build_states)
     assert [a.agent_id for a in usable] == ["plain", "validated", "running", "unknown_build"]
     assert asked == [["build_bad", "build_gone", "build_live", "build_me", "build_ok"]]
-
-
-async def _no_record(event: NewEvent, progress: Progress) -> None:
-    raise AssertionError("nothing is recorded")
 
 
 async def test_upgrading_queues_the_builds_that_ended_before_for_marking(tmp_path: Path) -> None:

@@ -40,7 +40,7 @@ from tests.workflow.conftest import (
 from workflow_svc.bus import EventBus
 from workflow_svc.domain import Event, EventType
 
-pytestmark = pytest.mark.fault
+pytestmark = [pytest.mark.mesh, pytest.mark.fault]
 
 Figure = Callable[[str, float, str], None]
 WATCH_POLL_SECONDS = 1.0  # the second replica's fallback while Redis carries nothing
