@@ -44,6 +44,10 @@ class BuilderSettings(ServiceSettings):
     example_timeout_seconds: float = Field(5.0, description="Sandbox wall-clock limit per example run.")
     node_timeout_seconds: float = Field(10.0, description="Per-attempt timeout of each composed workflow node.")
     watch_poll_seconds: float = Field(1.0, description="Safety poll of the event table by quiet watchers.")
+    redis_channel: str = Field(
+        "tdev:builder:events",
+        description="Redis pub/sub channel on which replicas announce new build events (with TDEV_REDIS_URL).")
+    watch_buffer_events: int = Field(1000, description="Live events buffered per watcher before it reads storage.")
     dependency_deadline_seconds: float = Field(30.0, description="Deadline of unary calls to registry and workflow.")
     dependency_attempts: int = Field(3, description=(
         "Tries of a request-id keyed write (CreateWorkflow, StartExecution) and of resuming a broken watch while the "

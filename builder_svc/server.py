@@ -11,8 +11,8 @@ from tdev.builder.v1 import builder_service_pb2_grpc as pb2_grpc
 from builder_svc.admission import Defaults
 from builder_svc.clients import GrpcRegistry, GrpcWorkflows
 from builder_svc.config import SCHEMA, BuilderSettings
+from builder_svc.domain import BuildEvent
 from builder_svc.marking import LabelMarker
-from builder_svc.notifier import EventNotifier
 from builder_svc.pipeline import Pipeline, PipelineSettings
 from builder_svc.ports import LanguageModel, Tester
 from builder_svc.repository import SqlRepository
@@ -21,6 +21,7 @@ from builder_svc.servicer import BuilderServiceServicer
 from builder_svc.worker import BuildWorker, WorkerSettings
 from common.config import CommonSettings, get_common_settings
 from common.db import create_engine, migrate
+from common.event_stream import EventHub
 from common.grpc_client import open_channel
 from common.grpc_server import ServiceBinding, build_server
 from common.runtime import ServiceHandle, load_security, on_close, serve_until_stopped, setup_process
@@ -93,7 +94,11 @@ async def create_server(
             pipeline_settings(settings, common), llm, registry,
             GrpcWorkflows(workflow_channel, settings.dependency_deadline_seconds, settings.dependency_attempts),
             tester, repository.states)
-        notifier = EventNotifier()
+        notifier: EventHub[BuildEvent] = EventHub(
+            common.redis_url, settings.redis_channel, settings.watch_buffer_events,
+            timeout_seconds=common.redis_timeout_seconds, name="builder-events")
+        await notifier.start()
+        on_close(stack, notifier.close)
         # A marking job is held for longer than its registry calls can take (deadline x tries, plus slack).
         marker = LabelMarker(
             repository, registry, poll_seconds=settings.claim_interval_seconds,

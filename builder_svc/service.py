@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol
 
 import structlog
@@ -14,10 +12,10 @@ import structlog
 from builder_svc import admission
 from builder_svc.admission import Cursor
 from builder_svc.domain import BUILD_ID_PREFIX, Build, BuildEvent, BuildFilter, BuildState, StartCommand
-from builder_svc.notifier import EventNotifier
 from builder_svc.ports import Repository
 from common import paging
 from common.errors import NotFound, invalid_field
+from common.event_stream import EventHub, stored_then_live
 from common.paging import Page
 
 log = structlog.get_logger(__name__)
@@ -42,7 +40,7 @@ def new_build_id() -> str:
 class BuilderService:
     """The builder's use-cases over a repository, the local worker and the event notifier."""
 
-    def __init__(self, repository: Repository, worker: WorkerControl, notifier: EventNotifier,
+    def __init__(self, repository: Repository, worker: WorkerControl, notifier: EventHub[BuildEvent],
                  defaults: admission.Defaults, *, watch_poll_seconds: float = 1.0,
                  clock: Callable[[], float] = time.time, new_id: Callable[[], str] = new_build_id) -> None:
         self._repository = repository
@@ -108,7 +106,7 @@ class BuilderService:
         """
         admission.check_build_id(build_id)
         build, _event = await self._repository.cancel(build_id, reason[:1000], self._clock())
-        self._notifier.notify(build_id)
+        self._notifier.announce(build_id)
         self._worker.cancel_local(build_id)
         log.info("build_cancelled", build_id=build_id)
         return build
@@ -122,22 +120,15 @@ class BuilderService:
         if after_sequence < 0:
             raise invalid_field("after_sequence", "must not be negative")
         await self.get(build_id)
-        last = after_sequence
-        while True:
-            waiter = self._notifier.subscribe(build_id)
-            try:
-                batch = await self._repository.events_after(build_id, last, WATCH_BATCH)
-                for event in batch:
-                    yield event
-                    last = event.sequence
-                    if event.type.is_terminal:
-                        return
-                if batch:
-                    continue
-                current = await self._repository.get_build(build_id)
-                if current is None or (current.state.is_terminal and last >= current.last_sequence):
-                    return
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(waiter.wait(), self._poll)
-            finally:
-                self._notifier.unsubscribe(build_id, waiter)
+
+        async def read_after(last: int, limit: int) -> Sequence[BuildEvent]:
+            return await self._repository.events_after(build_id, last, limit)
+
+        async def ended(last: int) -> bool:
+            current = await self._repository.get_build(build_id)
+            return current is None or (current.state.is_terminal and last >= current.last_sequence)
+
+        async for event in stored_then_live(self._notifier, build_id, after_sequence, read_after=read_after,
+                                            is_last=lambda event: event.type.is_terminal, ended=ended,
+                                            poll_seconds=self._poll, page=WATCH_BATCH):
+            yield event

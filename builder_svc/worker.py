@@ -10,11 +10,11 @@ from dataclasses import dataclass
 
 import structlog
 
-from builder_svc.domain import BuildState, Claimed, Lease, NewEvent, Progress
+from builder_svc.domain import BuildEvent, BuildState, Claimed, Lease, NewEvent, Progress
 from builder_svc.marking import LabelMarker
-from builder_svc.notifier import EventNotifier
 from builder_svc.pipeline import BuildRun, Pipeline
 from builder_svc.ports import LeaseLost, Repository
+from common.event_stream import EventHub
 from common.tasks import watch
 
 log = structlog.get_logger(__name__)
@@ -42,7 +42,8 @@ class BuildWorker:
     """Claims builds (new ones at once, orphaned ones on its interval) and runs each in a task."""
 
     def __init__(self, settings: WorkerSettings, repository: Repository, pipeline: Pipeline,
-                 notifier: EventNotifier, marker: LabelMarker, *, clock: Callable[[], float] = time.time) -> None:
+                 notifier: EventHub[BuildEvent], marker: LabelMarker, *,
+                 clock: Callable[[], float] = time.time) -> None:
         self._settings = settings
         self._repository = repository
         self._pipeline = pipeline
@@ -128,7 +129,7 @@ class BuildWorker:
 
         async def record(event: NewEvent, progress: Progress) -> None:
             await self._repository.append(lease, event, progress, self._clock(), self._settings.lease_seconds)
-            self._notifier.notify(build.build_id)
+            self._notifier.announce(build.build_id)
 
         progress = Progress(state=build.state, stages=build.stages, checkpoint=claimed.checkpoint, usage=build.usage,
                             elapsed_seconds=build.elapsed_seconds, error=build.error, package=build.package,
@@ -149,7 +150,7 @@ class BuildWorker:
             log.exception("build_run_crashed", build_id=build.build_id)
         finally:
             self._running.pop(build.build_id, None)
-            self._notifier.notify(build.build_id)
+            self._notifier.announce(build.build_id)
             if not self._closing:
                 self._wake.set()
         if fenced:

@@ -61,7 +61,12 @@ class EvolutionSettings(ServiceSettings):
         15.0, description="Lease of a running run; a crashed replica's runs move after lease + claim interval."
     )
     claim_interval_seconds: float = Field(2.0, description="How often a replica looks for runs to start or resume.")
-    watch_poll_seconds: float = Field(1.0, description="How often watchers poll for events of other replicas.")
+    watch_poll_seconds: float = Field(
+        1.0, description="Safety poll of the event table by quiet watchers (Redis notices wake them at once).")
+    redis_channel: str = Field(
+        "tdev:evolution:events",
+        description="Redis pub/sub channel on which replicas announce new run events (with TDEV_REDIS_URL).")
+    watch_buffer_events: int = Field(1000, description="Live events buffered per watcher before it reads storage.")
     cache_namespace: str = Field("tdev:evolution:", description="Prefix of the fitness cache's keys.")
     cache_ttl_seconds: float = Field(7 * 24 * 3600.0, description="Lifetime of a cached measurement.")
     cache_signing_key: SecretStr | None = Field(

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 import structlog
 
 from common.errors import DomainError, Unavailable
+from common.event_stream import EventHub
 from common.tasks import watch
 from evolution_svc import codec, programs
 from evolution_svc.budgets import Stop, stop_decision
@@ -24,6 +25,7 @@ from evolution_svc.domain import (
     AgentSource,
     EvaluationCase,
     EvaluationSuite,
+    Event,
     EventType,
     EvolutionRun,
     Promotion,
@@ -33,7 +35,6 @@ from evolution_svc.domain import (
 )
 from evolution_svc.evaluator import Evaluator
 from evolution_svc.fitness import fitness
-from evolution_svc.notifier import Notifier
 from evolution_svc.population import EngineState
 from evolution_svc.ports import (
     CandidateRunner,
@@ -75,7 +76,7 @@ class RunExecutor:
         repository: RunRepository,
         registry: Registry,
         runner: CandidateRunner,
-        notifier: Notifier,
+        notifier: EventHub[Event],
         *,
         owner: str,
         reclaim_own: bool = False,
@@ -222,7 +223,7 @@ class RunExecutor:
 
     async def _append(self, lease: Lease, draft: EventDraft, update: RunUpdate) -> None:
         await self._repository.append(lease, draft, update)
-        self._notifier.publish(lease.run_id)
+        self._notifier.announce(lease.run_id)
 
     def _evaluator(self, suite: EvaluationSuite, cases: Sequence[EvaluationCase], scorer_code: str) -> Evaluator:
         return Evaluator(

@@ -11,6 +11,7 @@ from tdev.evolution.v1 import evolution_service_pb2_grpc as pb2_grpc
 from common.cache import build_cache
 from common.config import CommonSettings, get_common_settings
 from common.db import create_engine, migrate
+from common.event_stream import EventHub
 from common.grpc_client import open_channel
 from common.grpc_server import ServiceBinding, build_server
 from common.llm import Budget, build_llm
@@ -19,11 +20,10 @@ from common.sandbox import Limits, Sandbox, SandboxSettings
 from common.workers import worker_identity
 from evolution_svc.config import SCHEMA, EvolutionSettings
 from evolution_svc.controller import EngineSettings
-from evolution_svc.domain import EvolutionConfig, OperatorSet
+from evolution_svc.domain import Event, EvolutionConfig, OperatorSet
 from evolution_svc.executor import ExecutorSettings, ModelFactory, RunExecutor
 from evolution_svc.fitness_cache import SignedMeasurementCache
 from evolution_svc.llm_client import LlmModelClient
-from evolution_svc.notifier import Notifier
 from evolution_svc.ports import CandidateRunner, Registry
 from evolution_svc.registry_client import GrpcRegistry
 from evolution_svc.repository import SqlRunRepository
@@ -116,7 +116,11 @@ async def create_server(
                             timeout_seconds=common.redis_timeout_seconds)
         on_close(stack, cache.close)
         signing_key = settings.cache_signing_key.get_secret_value().encode() if settings.cache_signing_key else None
-        notifier = Notifier()
+        notifier: EventHub[Event] = EventHub(
+            common.redis_url, settings.redis_channel, settings.watch_buffer_events,
+            timeout_seconds=common.redis_timeout_seconds, name="evolution-events")
+        await notifier.start()
+        on_close(stack, notifier.close)
         identity = worker_identity(settings.worker_id, database_url)
         executor = RunExecutor(
             SqlRunRepository(engine),

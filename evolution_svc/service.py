@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 
 import structlog
@@ -19,6 +18,7 @@ from common.errors import (
     invalid_fields,
     require,
 )
+from common.event_stream import EventHub, stored_then_live
 from common.paging import Page
 from evolution_svc.domain import (
     RUN_ID_PREFIX,
@@ -33,7 +33,6 @@ from evolution_svc.domain import (
     StartRequest,
 )
 from evolution_svc.executor import RunExecutor
-from evolution_svc.notifier import Notifier
 from evolution_svc.ports import Lease, NewRun, Registry, RunRepository
 from evolution_svc.repository import utc_now
 from evolution_svc.validation import INVALID_SUITE, split_held_out, validate_config, validate_suite
@@ -60,7 +59,7 @@ class EvolutionService:
         repository: RunRepository,
         registry: Registry,
         executor: RunExecutor,
-        notifier: Notifier,
+        notifier: EventHub[Event],
         defaults: EvolutionConfig,
         *,
         model_available: bool,
@@ -194,7 +193,7 @@ class EvolutionService:
                 reason="RUN_ENDED", metadata={"run_id": run_id, "state": run.state.value},
             )
         self._executor.abort(run_id)
-        self._notifier.publish(run_id)
+        self._notifier.announce(run_id)
         log.info("evolution_run_cancelled", run_id=run_id, reason=reason)
         return run
 
@@ -209,21 +208,15 @@ class EvolutionService:
         if after_sequence < 0:
             raise invalid_field("after_sequence", "must not be negative")
         await self.get(run_id, include_code=False)
-        cursor = after_sequence
-        while True:
-            ticket = self._notifier.ticket(run_id)
-            events = await self._repository.events_after(run_id, cursor, WATCH_BATCH)
-            for event in events:
-                yield event
-                cursor = event.sequence
-                if event.type.is_terminal:
-                    return
-            if events:
-                continue
+
+        async def read_after(last: int, limit: int) -> Sequence[Event]:
+            return await self._repository.events_after(run_id, last, limit)
+
+        async def ended(last: int) -> bool:
             run = await self.get(run_id, include_code=False)
-            if run.state.is_terminal and run.last_sequence <= cursor:
-                return
-            try:
-                await asyncio.wait_for(ticket.wait(), self._poll)
-            except TimeoutError:
-                pass
+            return run.state.is_terminal and run.last_sequence <= last
+
+        async for event in stored_then_live(self._notifier, run_id, after_sequence, read_after=read_after,
+                                            is_last=lambda event: event.type.is_terminal, ended=ended,
+                                            poll_seconds=self._poll, page=WATCH_BATCH):
+            yield event

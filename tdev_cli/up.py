@@ -188,11 +188,11 @@ async def _postgres_answers(url: str) -> str | None:
 
 async def _redis_answers(url: str) -> str | None:
     """None when the Redis of ``url`` answers PING, else why not."""
-    from redis.asyncio import Redis
     from redis.exceptions import RedisError
 
-    client = Redis.from_url(url, socket_connect_timeout=DEPENDENCY_TIMEOUT_SECONDS,
-                            socket_timeout=DEPENDENCY_TIMEOUT_SECONDS)
+    from common.cache import redis_client
+
+    client = redis_client(url, DEPENDENCY_TIMEOUT_SECONDS)
     try:
         await client.ping()
     except (OSError, RedisError) as error:

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 
 import structlog
@@ -21,6 +21,7 @@ from common.errors import (
     invalid_field,
     require,
 )
+from common.event_stream import stored_then_live
 from common.paging import Page
 from workflow_svc import refs, validation
 from workflow_svc.bus import EventBus
@@ -231,53 +232,25 @@ class WorkflowService:
         require("execution_id", execution_id)
         if after_sequence < 0:
             raise invalid_field("after_sequence", "must not be negative")
-        subscription = self._bus.subscribe(execution_id)
-        try:
-            execution = await self._repo.get_execution(execution_id, with_nodes=False)
-            if execution is None:
-                raise _execution_not_found(execution_id)
-            last = after_sequence
-            if execution.state.is_terminal and last >= execution.last_sequence:
-                return
-            from_storage = True
-            while True:
-                if from_storage:
-                    subscription.stale = False
-                    subscription.buffer.clear()
-                    stored = await self._repo.events_after(execution_id, last, EVENT_PAGE)
-                    for event in stored:
-                        yield event
-                        last = event.sequence
-                        if event.type.ends_execution:
-                            return
-                    if len(stored) == EVENT_PAGE:
-                        continue
-                    from_storage = False
-                while subscription.buffer and not subscription.stale:
-                    event = subscription.buffer.popleft()
-                    if event.sequence <= last:
-                        continue
-                    if event.sequence != last + 1:
-                        from_storage = True
-                        break
-                    yield event
-                    last = event.sequence
-                    if event.type.ends_execution:
-                        return
-                if from_storage or subscription.stale:
-                    from_storage = True
-                    continue
-                subscription.wake.clear()
-                try:
-                    await asyncio.wait_for(subscription.wake.wait(), timeout=self._settings.watch_poll_seconds)
-                except TimeoutError:
-                    # Quiet for a while: check storage (a replica may have died, Redis may be down).
-                    from_storage = True
-                    current = await self._repo.get_execution(execution_id, with_nodes=False)
-                    if current is not None and current.state.is_terminal and last >= current.last_sequence:
-                        return
-        finally:
-            self._bus.unsubscribe(subscription)
+        execution = await self._repo.get_execution(execution_id, with_nodes=False)
+        if execution is None:
+            raise _execution_not_found(execution_id)
+        if execution.state.is_terminal and after_sequence >= execution.last_sequence:
+            return
+
+        async def read_after(last: int, limit: int) -> Sequence[Event]:
+            return await self._repo.events_after(execution_id, last, limit)
+
+        async def ended(last: int) -> bool:
+            current = await self._repo.get_execution(execution_id, with_nodes=False)
+            return current is not None and current.state.is_terminal and last >= current.last_sequence
+
+        async for event in stored_then_live(
+            self._bus, execution_id, after_sequence, read_after=read_after,
+            is_last=lambda event: event.type.ends_execution, ended=ended,
+            poll_seconds=self._settings.watch_poll_seconds, page=EVENT_PAGE,
+        ):
+            yield event
 
     async def get_execution(self, execution_id: str) -> Execution:
         """An execution with the state of every node (in definition order).

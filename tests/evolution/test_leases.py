@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from common.event_stream import EventHub
 from evolution_svc.executor import ExecutorSettings, RunExecutor
-from evolution_svc.notifier import Notifier
 from evolution_svc.ports import Lease, LostLease
 
 pytestmark = pytest.mark.unit  # no I/O
@@ -52,7 +52,7 @@ def executor(repository: OneRun, *, reclaim_own: bool = False) -> RunExecutor:
         repository,  # type: ignore[arg-type]
         registry=None,  # type: ignore[arg-type]
         runner=None,  # type: ignore[arg-type]
-        notifier=Notifier(),
+        notifier=EventHub(None, "evolution-leases", 1000),
         owner="replica-a",
         reclaim_own=reclaim_own,
         settings=ExecutorSettings(lease_seconds=0.3, claim_interval_seconds=0.02),

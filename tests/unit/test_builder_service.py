@@ -10,6 +10,7 @@ import pytest
 
 from builder_svc.admission import Defaults
 from builder_svc.domain import (
+    BuildEvent,
     BuildFilter,
     BuildState,
     EventType,
@@ -21,10 +22,10 @@ from builder_svc.domain import (
     StageState,
     StartCommand,
 )
-from builder_svc.notifier import EventNotifier
 from builder_svc.ports import LeaseLost
 from builder_svc.service import BuilderService
 from common.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound
+from common.event_stream import EventHub
 from tests.unit.fakes.builder import FakeRepository, RecordingWorker
 
 DEFAULTS = Defaults(max_requirements_chars=100, max_tokens=1000, max_cost_usd=1.0, max_duration_seconds=60.0,
@@ -35,7 +36,7 @@ class World:
     def __init__(self) -> None:
         self.repo = FakeRepository()
         self.worker = RecordingWorker()
-        self.notifier = EventNotifier()
+        self.notifier: EventHub[BuildEvent] = EventHub(None, "builder-unit", 1000)
         self.ticks = itertools.count(1000)
         ids = (f"build_{n:012d}" for n in itertools.count(1))
         self.service = BuilderService(self.repo, self.worker, self.notifier, DEFAULTS, watch_poll_seconds=0.05,
@@ -159,7 +160,7 @@ async def test_watch_follows_live_events_until_the_build_ends(world: World) -> N
                                                                        BuildState.SUCCEEDED)):
         await asyncio.sleep(0.01)
         await world.repo.append(claimed.lease, NewEvent(kind), Progress(state), 2.0, 30.0)
-        world.notifier.notify(build.build_id)
+        world.notifier.announce(build.build_id)
     await asyncio.wait_for(watcher, 5)
     assert received == [EventType.BUILD_STARTED, EventType.BUILD_SUCCEEDED]
     assert (await world.service.get(build.build_id)).marking == "pending"

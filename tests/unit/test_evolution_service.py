@@ -9,12 +9,14 @@ from dataclasses import replace
 import pytest
 
 from common.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound
+from common.event_stream import EventHub
 from evolution_svc.domain import (
     AgentSource,
     ConfigOverrides,
     EvaluationCase,
     EvaluationLimits,
     EvaluationSuite,
+    Event,
     EventType,
     EvolutionConfig,
     JsonObject,
@@ -26,7 +28,6 @@ from evolution_svc.domain import (
     StopReason,
 )
 from evolution_svc.executor import ExecutorSettings, RunExecutor
-from evolution_svc.notifier import Notifier
 from evolution_svc.ports import CaseRun
 from evolution_svc.service import EvolutionService
 from tests.unit.fakes.evolution import FakeRegistry, FakeRunRepository, InProcessRunner
@@ -72,7 +73,7 @@ class World:
         self.repo = FakeRunRepository()
         self.registry = FakeRegistry([SEED, TRIPLER])
         self.runner = runner
-        self.notifier = Notifier()
+        self.notifier: EventHub[Event] = EventHub(None, "evolution-unit", 1000)
         self.executor = RunExecutor(self.repo, self.registry, runner, self.notifier, owner="replica-1",
                                     settings=ExecutorSettings(lease_seconds=30.0, evaluation_parallelism=2))
         self.service = EvolutionService(self.repo, self.registry, self.executor, self.notifier, EvolutionConfig(),
