@@ -107,11 +107,6 @@ class EventHub(Generic[E]):
         self._urgent = asyncio.Event()
         self._dropped = 0
 
-    @property
-    def distributed(self) -> bool:
-        """True when notices reach other replicas (Redis is configured)."""
-        return self._redis_url is not None and self._redis_url != ""
-
     def on(self, kind: str, handler: Handler) -> None:
         """Calls ``handler(key, message)`` for each control notice of ``kind`` from another replica."""
         if kind == EVENTS:

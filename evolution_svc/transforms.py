@@ -26,7 +26,6 @@ CROSSOVER_SUBTREE = "crossover:subtree"
 
 # Arithmetic a swap may produce; ** and shifts are left out because they blow up time and memory.
 ARITHMETIC: tuple[type[ast.operator], ...] = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod)
-BOOLEAN: tuple[type[ast.boolop], ...] = (ast.And, ast.Or)
 COMPARISON_GROUPS: tuple[tuple[type[ast.cmpop], ...], ...] = (
     (ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.Eq, ast.NotEq),
     (ast.In, ast.NotIn),

@@ -71,11 +71,6 @@ def find(value: Any, path: str = "inputs") -> Iterator[tuple[str, str]]:
             yield from find(item, f"{path}[{index}]")
 
 
-def has_refs(value: Any) -> bool:
-    """True when ``value`` contains at least one reference."""
-    return next(find(value), None) is not None
-
-
 def _walk(value: Any, path: tuple[str, ...], ref: Ref) -> Any:
     for step in path:
         if isinstance(value, Mapping):

@@ -319,11 +319,6 @@ class SqlRepository:
         self._hot: asyncio.Queue[_HotConnection] = asyncio.Queue()
         self._hot_count = 0
 
-    @property
-    def supports_skip_locked(self) -> bool:
-        """True on Postgres: replicas can share executions."""
-        return self._postgres
-
     @contextlib.asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
         if self._write_lock is None:

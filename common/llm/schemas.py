@@ -225,8 +225,6 @@ REVIEW_SCHEMA: JSONSchema = {
     },
 }
 
-RequirementsTask = Literal["analyse", "plan"]
-
 SCHEMAS: dict[str, JSONSchema] = {
     "analysis": ANALYSIS_SCHEMA,
     "requirements:analyse": REQUIREMENTS_ANALYSIS_SCHEMA,

@@ -44,10 +44,6 @@ class Source:
         start, end = self.span(node)
         return self.text[start:end]
 
-    def line_text(self, line: int) -> str:
-        """One line without its newline."""
-        return self.lines[line - 1].rstrip("\n") if 0 < line <= len(self.lines) else ""
-
     def line_start(self, line: int) -> int:
         """Offset of the start of a line."""
         return self._starts[min(line - 1, len(self._starts) - 1)]

@@ -260,8 +260,3 @@ _LIST: tuple[Template, ...] = (
 )
 
 TEMPLATES: dict[str, Template] = {template.name: template for template in _LIST}
-
-
-def get_template(name: str) -> Template | None:
-    """The template of that name, or None."""
-    return TEMPLATES.get(name)
