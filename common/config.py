@@ -158,6 +158,21 @@ class CommonSettings(LayeredSettings):
     tls_cert_file: Path | None = Field(None, description="PEM certificate: serve TLS instead of plaintext.")
     tls_key_file: Path | None = Field(None, description="PEM private key of tls_cert_file.")
     tls_ca_file: Path | None = Field(None, description="PEM CA bundle: call the other services over TLS.")
+    tls_client_ca_file: Path | None = Field(
+        None, description="PEM CA bundle of accepted client certificates: mTLS (common/tls.py has the policy)."
+    )
+    tls_require_client_auth: bool = Field(
+        True, description="With a client CA, refuse clients without a certificate (false: only while rolling out)."
+    )
+    tls_client_cert_file: Path | None = Field(
+        None, description="PEM certificate this process presents to the others; default tls_cert_file."
+    )
+    tls_client_key_file: Path | None = Field(None, description="PEM private key of tls_client_cert_file.")
+    tls_pem: SecretStr | None = Field(
+        None,
+        description='TLS PEMs as JSON {"cert", "key", "ca", "client_ca", "client_cert", "client_key"} (files win).',
+    )
+    tls_required: bool = Field(False, description="Refuse to start without mTLS (the ECS task definitions set it).")
 
     def sqlite_url(self, service: str) -> str:
         """The SQLite URL a service uses when no DSN is configured."""
