@@ -38,15 +38,18 @@ def _coerce(raw: str) -> Any:
         return raw
 
 
-def load_parameter_tree(prefix: str, region: str | None, endpoint_url: str | None) -> dict[str, Any]:
-    """Reads every parameter under ``prefix`` into a nested dict keyed by path segments."""
+def load_parameter_tree(
+    prefix: str, region: str | None, endpoint_url: str | None, *, recursive: bool = True
+) -> dict[str, Any]:
+    """Reads the parameters under ``prefix`` (only its own level unless ``recursive``) into a nested dict."""
     import boto3  # local: boto3 costs ~100 ms to import and most processes never need it
 
     client = boto3.client("ssm", region_name=region or "us-east-1", endpoint_url=endpoint_url)
     base = prefix.rstrip("/") + "/"
     tree: dict[str, Any] = {}
     paginator = client.get_paginator("get_parameters_by_path")
-    for page in paginator.paginate(Path=base.rstrip("/") or "/", Recursive=True, WithDecryption=True):
+    for page in paginator.paginate(Path=base.rstrip("/") or "/", Recursive=recursive,
+                                   WithDecryption=True):
         for parameter in page["Parameters"]:
             relative = parameter["Name"][len(base) :].strip("/")
             if not relative:
@@ -64,8 +67,10 @@ def load_parameter_tree(prefix: str, region: str | None, endpoint_url: str | Non
 
 
 @lru_cache(maxsize=8)
-def _cached_parameter_tree(prefix: str, region: str | None, endpoint_url: str | None) -> dict[str, Any]:
-    return load_parameter_tree(prefix, region, endpoint_url)
+def _cached_parameter_tree(
+    prefix: str, region: str | None, endpoint_url: str | None, recursive: bool
+) -> dict[str, Any]:
+    return load_parameter_tree(prefix, region, endpoint_url, recursive=recursive)
 
 
 def clear_parameter_cache() -> None:
@@ -88,10 +93,15 @@ class ParameterStoreSource(PydanticBaseSettingsSource):
         boot = _AwsBootstrap()
         if not boot.parameter_store_prefix:
             return {}
-        tree = _cached_parameter_tree(boot.parameter_store_prefix, boot.aws_region, boot.aws_endpoint_url)
-        values = {key: value for key, value in tree.items() if not isinstance(value, dict)}
-        if self._section and isinstance(tree.get(self._section), dict):
-            values.update(tree[self._section])
+        # Two reads, never one recursive read of the whole prefix: IAM cannot narrow a recursive
+        # GetParametersByPath below the path it names, so each service's task role allows only the top level
+        # (non-recursive, condition ssm:Recursive=false) and its own sections (infra/cloudformation/services.yaml).
+        prefix = boot.parameter_store_prefix.rstrip("/")
+        top = _cached_parameter_tree(prefix, boot.aws_region, boot.aws_endpoint_url, False)
+        values = {key: value for key, value in top.items() if not isinstance(value, dict)}
+        if self._section:
+            values.update(_cached_parameter_tree(f"{prefix}/{self._section}", boot.aws_region,
+                                                 boot.aws_endpoint_url, True))
         fields = self.settings_cls.model_fields
         return {key: value for key, value in values.items() if key in fields}
 
@@ -161,6 +171,21 @@ class CommonSettings(LayeredSettings):
     tls_cert_file: Path | None = Field(None, description="PEM certificate: serve TLS instead of plaintext.")
     tls_key_file: Path | None = Field(None, description="PEM private key of tls_cert_file.")
     tls_ca_file: Path | None = Field(None, description="PEM CA bundle: call the other services over TLS.")
+    tls_client_ca_file: Path | None = Field(
+        None, description="PEM CA bundle of accepted client certificates: mTLS (common/tls.py has the policy)."
+    )
+    tls_require_client_auth: bool = Field(
+        True, description="With a client CA, refuse clients without a certificate (false: only while rolling out)."
+    )
+    tls_client_cert_file: Path | None = Field(
+        None, description="PEM certificate this process presents to the others; default tls_cert_file."
+    )
+    tls_client_key_file: Path | None = Field(None, description="PEM private key of tls_client_cert_file.")
+    tls_pem: SecretStr | None = Field(
+        None,
+        description='TLS PEMs as JSON {"cert", "key", "ca", "client_ca", "client_cert", "client_key"} (files win).',
+    )
+    tls_required: bool = Field(False, description="Refuse to start without mTLS (the ECS task definitions set it).")
 
     def sqlite_url(self, service: str) -> str:
         """The SQLite URL a service uses when no DSN is configured."""

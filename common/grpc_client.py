@@ -102,13 +102,16 @@ class DefaultDeadline(grpc.aio.UnaryUnaryClientInterceptor):
 
 @dataclass(frozen=True)
 class ClientSecurity:
-    """What a channel to another service presents: this service's bearer token and the CA to trust for TLS.
+    """What a channel to another service presents: this service's bearer token, the CA to trust for TLS and,
+    for servers that require mTLS, the client certificate and key to present.
 
     Passed to each channel (common.runtime loads it from the settings), never set process-wide.
     """
 
     service_token: str | None = None
     tls_ca: bytes | None = None
+    tls_cert: bytes | None = None
+    tls_key: bytes | None = None
 
 
 def open_channel(
@@ -120,7 +123,10 @@ def open_channel(
     retries: bool = True,
     security: ClientSecurity | None = None,
 ) -> grpc.aio.Channel:
-    """An insecure aio channel to ``address`` with deadlines, retry policy and trace propagation."""
+    """An aio channel to ``address`` with deadlines, retry policy and trace propagation.
+
+    TLS when ``security.tls_ca`` is set (presenting ``tls_cert``/``tls_key`` when given), else plaintext.
+    """
     limit = max_message_mb * 1024 * 1024
     options: list[tuple[str, Any]] = [
         ("grpc.max_send_message_length", limit),
@@ -144,8 +150,8 @@ def open_channel(
 
         interceptors.append(BearerToken(security.service_token))
     if security.tls_ca:
-        return grpc.aio.secure_channel(
-            address, grpc.ssl_channel_credentials(root_certificates=security.tls_ca), options=options,
-            interceptors=interceptors,
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=security.tls_ca, private_key=security.tls_key, certificate_chain=security.tls_cert
         )
+        return grpc.aio.secure_channel(address, credentials, options=options, interceptors=interceptors)
     return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)

@@ -32,6 +32,10 @@ class ServerSecurity:
     tokens: TokenTable | None = None
     tls_cert: bytes | None = None
     tls_key: bytes | None = None
+    # mTLS: client certificates are verified against this CA bundle (requested, and refused at the handshake
+    # when missing if require_client_auth). Ignored without tls_cert/tls_key.
+    tls_client_ca: bytes | None = None
+    require_client_auth: bool = True
 
 
 @dataclass(frozen=True)
@@ -127,7 +131,11 @@ async def build_server(
     )
     try:
         if security.tls_cert and security.tls_key:
-            credentials = grpc.ssl_server_credentials([(security.tls_key, security.tls_cert)])
+            credentials = grpc.ssl_server_credentials(
+                [(security.tls_key, security.tls_cert)],
+                root_certificates=security.tls_client_ca,
+                require_client_auth=security.tls_client_ca is not None and security.require_client_auth,
+            )
             bound = server.add_secure_port(f"{host}:{port}", credentials)
         else:
             bound = server.add_insecure_port(f"{host}:{port}")
@@ -138,7 +146,8 @@ async def build_server(
     await server.start()
     running = RunningServer(server=server, port=bound, health=health_servicer, service_names=names)
     await running.set_serving(True)
-    log.info("server_started", address=f"{host}:{bound}", services=names)
+    tls = "mtls" if security.tls_cert and security.tls_client_ca else "tls" if security.tls_cert else "plaintext"
+    log.info("server_started", address=f"{host}:{bound}", services=names, transport=tls)
     return running
 
 

@@ -16,6 +16,7 @@ from common.grpc_client import ClientSecurity
 from common.grpc_server import RunningServer, ServerSecurity, install_stop_signals
 from common.secrets import SecretStore
 from common.telemetry import configure_logging, configure_tracing, shutdown_tracing
+from common.tls import load_tls
 
 log = structlog.get_logger(__name__)
 
@@ -69,8 +70,17 @@ async def load_security(common: CommonSettings) -> MeshSecurity:
 
 def _load_security(common: CommonSettings) -> MeshSecurity:
     token = _secret_value(common.service_token, common, "auth/service-token")
-    client = ClientSecurity(token, common.tls_ca_file.read_bytes() if common.tls_ca_file else None)
-    return MeshSecurity(load_server_security(common), client)
+    return MeshSecurity(load_server_security(common), client_security(common, token))
+
+
+def client_security(common: CommonSettings, service_token: str | None) -> ClientSecurity:
+    """What this process's channels present: the token, the CA to trust and the client certificate.
+
+    Raises:
+        TlsConfigError: the TLS settings are incomplete (common.tls.load_tls).
+    """
+    tls = load_tls(common)
+    return ClientSecurity(service_token, tls.ca, tls_cert=tls.client_cert, tls_key=tls.client_key)
 
 
 def setup_process(service: str, common: CommonSettings) -> None:
@@ -97,7 +107,12 @@ def _secret_value(value: SecretStr | None, common: CommonSettings, name: str) ->
 
 
 def load_server_security(common: CommonSettings) -> ServerSecurity:
-    """Tokens (env, else Secrets Manager) and TLS files; production mode without tokens is refused."""
+    """Tokens (env, else Secrets Manager) and TLS material; production mode without tokens is refused.
+
+    Raises:
+        AuthConfigError: in production mode without bearer tokens.
+        TlsConfigError: TLS settings incomplete or weaker than the mode demands (common.tls.load_tls).
+    """
     document = _secret_value(common.auth_tokens, common, "auth/tokens")
     tokens = TokenTable.from_json(document) if document else None
     if common.mode == "production" and not tokens:
@@ -109,9 +124,11 @@ def load_server_security(common: CommonSettings) -> ServerSecurity:
         log.info("auth_enabled", principals=len(tokens))
     elif common.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("auth_disabled_on_non_loopback", host=common.host)
-    cert = common.tls_cert_file.read_bytes() if common.tls_cert_file else None
-    key = common.tls_key_file.read_bytes() if common.tls_key_file else None
-    return ServerSecurity(tokens=tokens, tls_cert=cert, tls_key=key)
+    tls = load_tls(common)
+    if tls.cert is None and common.mode == "production":
+        log.warning("tls_disabled_in_production", detail="gRPC inside the VPC, tokens included, is plaintext")
+    return ServerSecurity(tokens=tokens, tls_cert=tls.cert, tls_key=tls.key, tls_client_ca=tls.client_ca,
+                          require_client_auth=tls.require_client_auth)
 
 
 async def serve_until_stopped(handle: ServiceHandle, grace: float) -> None:

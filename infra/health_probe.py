@@ -2,13 +2,16 @@
 
 Usage: ``python health_probe.py [registry|workflow|builder|evolution]``. Without an argument the service is
 the one PID 1 runs (``python -m <name>_svc``), else ``TDEV_HEALTH_SERVICE``. The port is the service's own
-``TDEV_<NAME>_PORT`` or its default. When the service serves TLS (``TDEV_TLS_CERT_FILE``) the probe speaks
-TLS too, trusting ``TDEV_TLS_CA_FILE`` (else the certificate itself) and checking the name
-``TDEV_HEALTH_TLS_NAME`` (default ``<name>.tdev.local``). Health checks need no token (common.auth).
+``TDEV_<NAME>_PORT`` or its default. When the service serves TLS (``TDEV_TLS_CERT_FILE``, or ``cert`` in the
+``TDEV_TLS_PEM`` document) the probe speaks TLS too, trusting ``TDEV_TLS_CA_FILE`` / ``ca`` (else the
+certificate itself), checking the name ``TDEV_HEALTH_TLS_NAME`` (default ``<name>.tdev.local``) and presenting
+the process's client certificate (``TDEV_TLS_CLIENT_CERT_FILE`` / ``client_cert``, else the server's own),
+since an mTLS server refuses a probe without one. Health checks need no token (common.auth).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -34,6 +37,8 @@ class Target:
     grpc_service: str
     tls_roots: bytes | None = None
     tls_name: str | None = None
+    tls_cert: bytes | None = None
+    tls_key: bytes | None = None
 
 
 def service_from_cmdline(raw: bytes) -> str | None:
@@ -56,12 +61,34 @@ def resolve_target(argv: Sequence[str], environ: Mapping[str, str], pid1_cmdline
         raise ValueError(f"unknown service {name!r}; expected one of {', '.join(SERVICES)}")
     grpc_service, default_port = SERVICES[name]
     port = int(environ.get(f"TDEV_{name.upper()}_PORT") or default_port)
-    cert_file = environ.get("TDEV_TLS_CERT_FILE")
-    if not cert_file:
+    try:
+        document = json.loads(environ.get("TDEV_TLS_PEM") or "{}")
+    except ValueError:
+        raise ValueError("TDEV_TLS_PEM is not JSON") from None
+
+    def pem(setting: str, key: str) -> bytes | None:
+        # The same precedence as common.tls: a file setting wins over the document's entry.
+        path = environ.get(setting)
+        if path:
+            return Path(path).read_bytes()
+        value = document.get(key) if isinstance(document, dict) else None
+        return value.encode() if isinstance(value, str) and value.strip() else None
+
+    cert = pem("TDEV_TLS_CERT_FILE", "cert")
+    if cert is None:
         return Target(name, f"127.0.0.1:{port}", grpc_service)
-    roots = Path(environ.get("TDEV_TLS_CA_FILE") or cert_file).read_bytes()
+    key = pem("TDEV_TLS_KEY_FILE", "key")
+    roots = pem("TDEV_TLS_CA_FILE", "ca") or cert
+    client_cert = pem("TDEV_TLS_CLIENT_CERT_FILE", "client_cert")
+    client_key = pem("TDEV_TLS_CLIENT_KEY_FILE", "client_key")
+    if client_cert is None:
+        client_cert, client_key = cert, key
+    if client_cert is None or client_key is None:
+        # gRPC aborts the process on a certificate without its key: present nothing instead.
+        client_cert = client_key = None
     tls_name = environ.get("TDEV_HEALTH_TLS_NAME") or f"{name}.tdev.local"
-    return Target(name, f"127.0.0.1:{port}", grpc_service, tls_roots=roots, tls_name=tls_name)
+    return Target(name, f"127.0.0.1:{port}", grpc_service, tls_roots=roots, tls_name=tls_name,
+                  tls_cert=client_cert, tls_key=client_key)
 
 
 def check(target: Target, timeout: float = TIMEOUT_SECONDS) -> str:
@@ -70,7 +97,9 @@ def check(target: Target, timeout: float = TIMEOUT_SECONDS) -> str:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     if target.tls_roots is not None:
-        credentials = grpc.ssl_channel_credentials(root_certificates=target.tls_roots)
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=target.tls_roots, private_key=target.tls_key, certificate_chain=target.tls_cert
+        )
         options = [("grpc.ssl_target_name_override", target.tls_name or target.name)]
         channel = grpc.secure_channel(target.address, credentials, options=options)
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import grpc
@@ -12,14 +13,37 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from common.config import get_common_settings
-from common.grpc_client import open_channel
+from common.config import CommonSettings, get_common_settings
+from common.grpc_client import ClientSecurity, open_channel
+from common.tls import TlsConfigError, load_tls
 
 T = TypeVar("T")
 S = TypeVar("S")
 console = Console()
 
 _RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+# Set by the ``tdev --ca/--cert/--key`` options (tdev_cli.main); they win over TDEV_TLS_* settings.
+tls_overrides: dict[str, Path] = {}
+
+
+def cli_security(common: CommonSettings) -> ClientSecurity:
+    """What the command's channels present: TLS (CA, client certificate) and a bearer token when configured.
+
+    TLS comes from ``--ca/--cert/--key``, else ``TDEV_TLS_CA_FILE``, ``TDEV_TLS_CLIENT_CERT_FILE`` and
+    ``TDEV_TLS_CLIENT_KEY_FILE`` (or ``TDEV_TLS_PEM``); the token from ``TDEV_SERVICE_TOKEN``. A bad TLS
+    setting is reported and exits 2.
+    """
+    # The server-side policy of common.tls is not the command's business: it only calls.
+    settings = common.model_copy(update={**tls_overrides, "mode": "embedded", "tls_required": False})
+    try:
+        tls = load_tls(settings)
+    except TlsConfigError as error:
+        console.print(f"[red]error[/red] {escape(str(error))}")
+        raise typer.Exit(2) from None
+    token = common.service_token.get_secret_value() if common.service_token else None
+    return ClientSecurity(token, tls.ca, tls_cert=tls.client_cert, tls_key=tls.client_key)
 
 
 def print_rpc_error(error: grpc.aio.AioRpcError) -> None:
@@ -33,7 +57,8 @@ def call_service(address: str, stub_class: Callable[[grpc.aio.Channel], S], work
     common = get_common_settings()
 
     async def run() -> T:
-        channel = open_channel(address, deadline_seconds=common.client_deadline_seconds, tracing=False)
+        channel = open_channel(address, deadline_seconds=common.client_deadline_seconds, tracing=False,
+                               security=cli_security(common))
         try:
             return await work(stub_class(channel))
         finally:

@@ -24,7 +24,7 @@ from tdev.registry.v1 import registry_service_pb2_grpc as registry_pb2_grpc
 from common.config import get_common_settings
 from common.grpc_client import open_channel
 from tdev_cli.agent_files import NAME_HELP, NEW_VERSION_OF_HELP, RegistrationRefused, registration_name
-from tdev_cli.calls import call_service
+from tdev_cli.calls import call_service, cli_security
 
 T = TypeVar("T")
 Event = evolution_pb2.EvolutionEvent
@@ -144,7 +144,8 @@ def _register_file(path: Path, name: str, new_version_of: str, registry_address:
 
     async def register() -> str:
         channel = open_channel(registry_address or common.registry_address,
-                               deadline_seconds=common.client_deadline_seconds, tracing=False)
+                               deadline_seconds=common.client_deadline_seconds, tracing=False,
+                               security=cli_security(common))
         try:
             stub = registry_pb2_grpc.RegistryServiceStub(channel)
             target = await registration_name(stub, path, code, name=name, new_version_of=new_version_of)

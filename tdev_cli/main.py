@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -11,6 +13,7 @@ from rich.table import Table
 from common.config import get_common_settings
 from tdev_cli.agents import agents_app
 from tdev_cli.builds import build_command, builds_app
+from tdev_cli.calls import cli_security, tls_overrides
 from tdev_cli.evolution import evolution_app, evolve_command
 from tdev_cli.mesh import SERVICES, health_of_all
 from tdev_cli.workflows import executions_app, workflows_app
@@ -24,6 +27,21 @@ app.command("build")(build_command)
 app.add_typer(evolution_app, name="evolution")
 app.command("evolve")(evolve_command)
 console = Console()
+
+
+@app.callback()
+def tls_options(
+    ca: Annotated[Path | None, typer.Option("--ca", help="PEM CA the services' certificates are checked against "
+                                            "(TLS on); else TDEV_TLS_CA_FILE.", dir_okay=False)] = None,
+    cert: Annotated[Path | None, typer.Option("--cert", help="PEM client certificate for a mesh that requires "
+                                              "mTLS; else TDEV_TLS_CLIENT_CERT_FILE.", dir_okay=False)] = None,
+    key: Annotated[Path | None, typer.Option("--key", help="PEM private key of --cert; else "
+                                             "TDEV_TLS_CLIENT_KEY_FILE.", dir_okay=False)] = None,
+) -> None:
+    """T-Developer: register, compose, build and evolve AI agents."""
+    for name, value in (("tls_ca_file", ca), ("tls_client_cert_file", cert), ("tls_client_key_file", key)):
+        if value is not None:
+            tls_overrides[name] = value
 
 
 @app.command()
@@ -43,7 +61,7 @@ def up() -> None:
 def status() -> None:
     """Show each service's health and the sandbox isolation available on this host."""
     common = get_common_settings()
-    health = asyncio.run(health_of_all(common))
+    health = asyncio.run(health_of_all(common, security=cli_security(common)))
     table = Table("service", "address", "health")
     for service in SERVICES:
         state = health[service.name]

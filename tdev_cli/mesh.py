@@ -9,6 +9,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from common.config import CommonSettings
+from common.grpc_client import ClientSecurity, open_channel
 
 
 @dataclass(frozen=True)
@@ -37,9 +38,10 @@ SERVICES: tuple[MeshService, ...] = (
 )
 
 
-async def check_health(address: str, service: str, timeout: float = 2.0) -> str:
-    """The service's health status name, or ``UNREACHABLE``."""
-    async with grpc.aio.insecure_channel(address) as channel:
+async def check_health(address: str, service: str, timeout: float = 2.0, *,
+                       security: ClientSecurity | None = None) -> str:
+    """The service's health status name, or ``UNREACHABLE`` (also when a TLS handshake is refused)."""
+    async with open_channel(address, tracing=False, retries=False, security=security) as channel:
         try:
             answer = await health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=timeout
@@ -51,9 +53,11 @@ async def check_health(address: str, service: str, timeout: float = 2.0) -> str:
     return str(health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status))
 
 
-async def health_of_all(common: CommonSettings, timeout: float = 2.0) -> dict[str, str]:
+async def health_of_all(common: CommonSettings, timeout: float = 2.0, *,
+                        security: ClientSecurity | None = None) -> dict[str, str]:
     """Health of every service of the mesh, by service name."""
-    answers = await asyncio.gather(
-        *(check_health(service.address(common), service.grpc_service, timeout) for service in SERVICES)
-    )
+    answers = await asyncio.gather(*(
+        check_health(service.address(common), service.grpc_service, timeout, security=security)
+        for service in SERVICES
+    ))
     return {service.name: answer for service, answer in zip(SERVICES, answers, strict=True)}

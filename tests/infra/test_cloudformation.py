@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -40,19 +39,24 @@ def templates() -> dict[str, dict[str, Any]]:
     return {name: load_template(name) for name in STACK_ORDER}
 
 
-def services_renderer(templates: dict[str, dict[str, Any]], tier: str) -> Renderer:
+def services_renderer(templates: dict[str, dict[str, Any]]) -> Renderer:
     return Renderer(
         templates["services"],
-        {"Env": ENV, "SandboxTier": tier, "ImageUri": "img:1", "SubnetIds": "subnet-1"},
+        {"Env": ENV, "ImageUri": "img:1", "SubnetIds": "subnet-1"},
         region=REGION,
         account=ACCOUNT,
         imports={f"tdev-{ENV}-NamespaceName": "tdev.local"},
     )
 
 
-def container(templates: dict[str, dict[str, Any]], service: str, tier: str) -> dict[str, Any]:
-    definition = templates["services"]["Resources"][f"{service.capitalize()}TaskDefinition"]
-    rendered = services_renderer(templates, tier).render(definition["Properties"])
+def task_definition(templates: dict[str, dict[str, Any]], name: str) -> dict[str, Any]:
+    definition = templates["services"]["Resources"][f"{name.capitalize()}TaskDefinition"]
+    rendered: dict[str, Any] = services_renderer(templates).render(definition["Properties"])
+    return rendered
+
+
+def container(templates: dict[str, dict[str, Any]], service: str) -> dict[str, Any]:
+    rendered = task_definition(templates, service)
     (only,) = rendered["ContainerDefinitions"]
     return only
 
@@ -99,18 +103,17 @@ def test_service_has_task_definition_discovery_health_check_and_production_mode(
     assert ecs_service["TaskDefinition"] == {"Ref": f"{name}TaskDefinition"}
     assert ecs_service["ServiceName"] == service
 
-    for tier in ("ec2", "fargate-weak"):
-        box = container(templates, service, tier)
-        environment = {item["Name"]: item["Value"] for item in box["Environment"]}
-        assert environment["TDEV_MODE"] == "production"
-        assert box["Command"] == [f"{service}_svc"]
-        assert box["PortMappings"] == [{"ContainerPort": PORTS[service], "Protocol": "tcp"}]
-        assert box["HealthCheck"]["Command"] == ["CMD", "python", "/opt/tdev/health_probe.py", service]
-        assert box["StopTimeout"] > float(environment["TDEV_GRACE_SECONDS"])
-        assert box["LogConfiguration"]["LogDriver"] == "awslogs"
-        assert {secret["Name"] for secret in box["Secrets"]} == {"TDEV_DATABASE_URL", "TDEV_REDIS_URL"}
-        for other, port in PORTS.items():
-            assert environment[f"TDEV_{other.upper()}_ADDRESS"] == f"{other}.tdev.local:{port}"
+    box = container(templates, service)
+    environment = {item["Name"]: item["Value"] for item in box["Environment"]}
+    assert environment["TDEV_MODE"] == "production"
+    assert box["Command"] == [f"{service}_svc"]
+    assert box["PortMappings"] == [{"ContainerPort": PORTS[service], "Protocol": "tcp"}]
+    assert box["HealthCheck"]["Command"] == ["CMD", "python", "/opt/tdev/health_probe.py", service]
+    assert box["StopTimeout"] > float(environment["TDEV_GRACE_SECONDS"])
+    assert box["LogConfiguration"]["LogDriver"] == "awslogs"
+    assert {secret["Name"] for secret in box["Secrets"]} == {"TDEV_DATABASE_URL", "TDEV_REDIS_URL", "TDEV_TLS_PEM"}
+    for other, port in PORTS.items():
+        assert environment[f"TDEV_{other.upper()}_ADDRESS"] == f"{other}.tdev.local:{port}"
 
 
 @pytest.mark.parametrize("grace", ["10", "20", "30", "60"])
@@ -125,11 +128,12 @@ def test_stop_timeout_exceeds_grace_within_fargate_limit_for_grace(
 def test_task_environment_is_valid_settings_for_service(
     templates: dict[str, dict[str, Any]], service: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    box = container(templates, service, "fargate-weak")
+    box = container(templates, service)
     environment = {item["Name"]: str(item["Value"]) for item in box["Environment"]}
-    environment |= {"TDEV_DATABASE_URL": "postgresql://u:p@db:5432/tdev", "TDEV_REDIS_URL": "rediss://:t@c:6379/0"}
+    environment |= {"TDEV_DATABASE_URL": "postgresql://u:p@db:5432/tdev", "TDEV_REDIS_URL": "rediss://:t@c:6379/0",
+                    "TDEV_TLS_PEM": "{}"}
     known, pending = known_setting_names()
-    assert set(environment) - known == pending
+    assert set(environment) - known <= pending
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
     # The prefix is set, so the settings also ask (an empty, mocked) Parameter Store.
@@ -146,41 +150,92 @@ def test_task_environment_is_valid_settings_for_service(
     assert settings.aws_region == REGION
     assert settings.grace_seconds == 20.0
     assert settings.registry_address == "registry.tdev.local:50051"
+    assert settings.tls_required is True
 
 
-def test_sandbox_tier_decides_capacity_isolation_and_user(templates: dict[str, dict[str, Any]]) -> None:
-    for service in SERVICES:
-        weak = container(templates, service, "fargate-weak")
-        strong = container(templates, service, "ec2")
-        env_weak = {item["Name"]: item["Value"] for item in weak["Environment"]}
-        env_strong = {item["Name"]: item["Value"] for item in strong["Environment"]}
-        assert env_weak["TDEV_SANDBOX_ALLOW_WEAK_ISOLATION"] == "true"
-        assert env_strong["TDEV_SANDBOX_ALLOW_WEAK_ISOLATION"] == "false"
-        assert "User" not in weak and "Capabilities" not in weak["LinuxParameters"]
-        assert strong["User"] == "0"
-        assert strong["LinuxParameters"]["Capabilities"] == {"Add": ["SYS_ADMIN"]}
-
+def test_services_run_on_fargate_as_non_root_and_never_run_agent_code_weakly(
+    templates: dict[str, dict[str, Any]]
+) -> None:
     resources = templates["services"]["Resources"]
-    ec2 = services_renderer(templates, "ec2")
-    fargate = services_renderer(templates, "fargate-weak")
+    renderer = services_renderer(templates)
     for service in SERVICES:
-        strategy = resources[f"{service.capitalize()}Service"]["Properties"]["CapacityProviderStrategy"]
-        assert ec2.render(strategy) == [{"CapacityProvider": "<ref:SandboxCapacityProvider>", "Weight": 1}]
-        assert fargate.render(strategy) == [{"CapacityProvider": "FARGATE", "Weight": 1}]
-        requires = resources[f"{service.capitalize()}TaskDefinition"]["Properties"]["RequiresCompatibilities"]
-        assert ec2.render(requires) == ["EC2"] and fargate.render(requires) == ["FARGATE"]
-    ec2_only = {"SandboxInstanceRole", "SandboxInstanceProfile", "SandboxLaunchTemplate",
-                "SandboxAutoScalingGroup", "SandboxCapacityProvider"}
-    assert {name for name, r in resources.items() if r.get("Condition") == "OnEc2Tier"} == ec2_only
-    # No default: deploying means choosing the isolation knowingly.
-    assert "Default" not in templates["services"]["Parameters"]["SandboxTier"]
+        box = container(templates, service)
+        environment = {item["Name"]: item["Value"] for item in box["Environment"]}
+        assert box["User"] == "10001:10001"
+        assert not box["User"].startswith("0")
+        assert "Capabilities" not in box["LinuxParameters"] and "Privileged" not in box
+        assert environment["TDEV_SANDBOX_ALLOW_WEAK_ISOLATION"] == "false"
+        assert environment["TDEV_SANDBOX_REMOTE_ADDRESSES"] == "sandbox.tdev.local:50060"
+        assert environment["TDEV_TLS_REQUIRED"] == "true"
+        name = service.capitalize()
+        assert task_definition(templates, service)["RequiresCompatibilities"] == ["FARGATE"]
+        strategy = renderer.render(resources[f"{name}Service"]["Properties"]["CapacityProviderStrategy"])
+        assert strategy == [{"CapacityProvider": "FARGATE", "Weight": 1}]
+        (tls,) = [secret for secret in box["Secrets"] if secret["Name"] == "TDEV_TLS_PEM"]
+        assert tls["ValueFrom"] == f"<import:tdev-{ENV}-{name}TlsSecretArn>"
+    assert "SandboxTier" not in templates["services"]["Parameters"]
+    assert not [name for name, r in resources.items() if "Condition" in r]
+
+
+def test_sandbox_tier_runs_on_ec2_with_no_role_no_secrets_and_only_its_tls_identity(
+    templates: dict[str, dict[str, Any]]
+) -> None:
+    resources = templates["services"]["Resources"]
+    renderer = services_renderer(templates)
+    definition = task_definition(templates, "sandbox")
+    assert "TaskRoleArn" not in definition
+    assert definition["RequiresCompatibilities"] == ["EC2"]
+    assert definition["ExecutionRoleArn"] == "<getatt:SandboxExecutionRole.Arn>"
+    (box,) = definition["ContainerDefinitions"]
+    assert box["Command"] == ["common.sandbox.worker"]
+    assert box["PortMappings"] == [{"ContainerPort": 50060, "Protocol": "tcp"}]
+    environment = {item["Name"]: str(item["Value"]) for item in box["Environment"]}
+    assert environment["TDEV_SANDBOX_ALLOW_WEAK_ISOLATION"] == "false"
+    assert environment["TDEV_TLS_REQUIRED"] == "true"
+    # No way to the data, the configuration or the secrets of the mesh.
+    for name in environment:
+        assert not name.startswith(("TDEV_DATABASE", "TDEV_REDIS", "TDEV_AUTH", "TDEV_SERVICE_TOKEN",
+                                    "TDEV_PARAMETER_STORE", "TDEV_SECRETS", "TDEV_LLM", "TDEV_AWS")), name
+        assert not name.endswith("_ADDRESS"), name
+    assert box["Secrets"] == [{"Name": "TDEV_TLS_PEM", "ValueFrom": f"<import:tdev-{ENV}-SandboxTlsSecretArn>"}]
+    assert box["LinuxParameters"]["Capabilities"] == {"Add": ["SYS_ADMIN"]}
+    service = renderer.render(resources["SandboxService"]["Properties"])
+    assert service["CapacityProviderStrategy"] == [{"CapacityProvider": "<ref:SandboxCapacityProvider>", "Weight": 1}]
+    assert service["NetworkConfiguration"]["AwsvpcConfiguration"]["SecurityGroups"] == [
+        f"<import:tdev-{ENV}-SandboxSecurityGroupId>"]
+    provider = resources["SandboxCapacityProvider"]["Properties"]["AutoScalingGroupProvider"]
+    assert provider["AutoScalingGroupArn"] == {"Ref": "SandboxAutoScalingGroup"}
+    assert templates["services"]["Parameters"]["SandboxAmiId"]["Default"] == (
+        "/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id")
+    (statement,) = _policy_statements(resources["SandboxExecutionRole"], renderer)
+    assert statement["Resource"] == [f"<import:tdev-{ENV}-SandboxTlsSecretArn>"]
+
+
+def test_sandbox_security_group_has_no_egress_and_ingress_only_from_the_services(
+    templates: dict[str, dict[str, Any]]
+) -> None:
+    resources = templates["network"]["Resources"]
+    group = resources["SandboxSecurityGroup"]["Properties"]
+    (ingress,) = group["SecurityGroupIngress"]
+    assert ingress["SourceSecurityGroupId"] == {"Ref": "ServicesSecurityGroup"}
+    assert (ingress["IpProtocol"], ingress["FromPort"], ingress["ToPort"]) == ("tcp", 50060, 50060)
+    # The one egress rule matches nothing (ICMP type 252 to loopback): it only replaces the default allow-all.
+    assert group["SecurityGroupEgress"] == [{"Description": "No egress", "IpProtocol": "icmp", "FromPort": 252,
+                                             "ToPort": 86, "CidrIp": "127.0.0.1/32"}]
+    for kind in ("AWS::EC2::SecurityGroupEgress", "AWS::EC2::SecurityGroupIngress"):
+        for rule in resources_of_type(templates["network"], kind).values():
+            if rule["Properties"]["GroupId"] == {"Ref": "SandboxSecurityGroup"}:
+                raise AssertionError(f"extra {kind} on the sandbox group: {rule}")
+    to_sandbox = resources["ServicesEgressToSandbox"]["Properties"]
+    assert to_sandbox["DestinationSecurityGroupId"] == {"Ref": "SandboxSecurityGroup"}
+    assert (to_sandbox["FromPort"], to_sandbox["ToPort"]) == (50060, 50060)
 
 
 def test_sandbox_instances_block_metadata_for_tasks(templates: dict[str, dict[str, Any]]) -> None:
     launch = templates["services"]["Resources"]["SandboxLaunchTemplate"]["Properties"]["LaunchTemplateData"]
     assert launch["MetadataOptions"] == {"HttpEndpoint": "enabled", "HttpTokens": "required",
                                          "HttpPutResponseHopLimit": 1}
-    user_data = services_renderer(templates, "ec2").render(launch["UserData"])
+    user_data = services_renderer(templates).render(launch["UserData"])
     assert "ECS_CLUSTER=<ref:Cluster>" in user_data
     assert "ECS_AWSVPC_BLOCK_IMDS=true" in user_data
     assert "ECS_CONTAINER_STOP_TIMEOUT=40s" in user_data
@@ -193,51 +248,86 @@ def _policy_statements(role: dict[str, Any], renderer: Renderer) -> list[dict[st
     return statements
 
 
-def test_role_policies_reach_only_the_environment_prefixes(templates: dict[str, dict[str, Any]]) -> None:
-    renderer = services_renderer(templates, "fargate-weak")
-    roles = resources_of_type(templates["services"], "AWS::IAM::Role")
-    allowed = (
-        f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter{CONFIG_PREFIX}",
-        f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter{CONFIG_PREFIX}/*",
-        f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{SECRETS_PREFIX}*",
-    )
-    checked = 0
-    for name in ("TaskRole", "ExecutionRole"):
-        for statement in _policy_statements(roles[name], renderer):
-            assert statement["Effect"] == "Allow"
-            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
-            assert all("*" not in action for action in actions), actions
-            assert set(actions) <= {"ssm:GetParametersByPath", "ssm:GetParameters", "ssm:GetParameter",
-                                    "secretsmanager:GetSecretValue"}
+def _actions(statement: dict[str, Any]) -> list[str]:
+    return statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+
+
+# What each service's code reads (common/runtime.py: the auth tokens; common/llm/settings.py: the API keys
+# and the llm section, for the services that call a model; each settings class: its own section).
+SECTIONS = {"registry": {"registry", "llm"}, "workflow": {"workflow"}, "builder": {"builder", "llm"},
+            "evolution": {"evolution", "llm"}}
+LLM_SERVICES = {"registry", "builder", "evolution"}
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_each_task_role_reaches_only_its_own_parameters_and_secrets(
+    templates: dict[str, dict[str, Any]], service: str
+) -> None:
+    renderer = services_renderer(templates)
+    resources = templates["services"]["Resources"]
+    name = service.capitalize()
+    assert task_definition(templates, service)["TaskRoleArn"] == f"<getatt:{name}TaskRole.Arn>"
+    parameters: set[str] = set()
+    secrets: set[str] = set()
+    for statement in _policy_statements(resources[f"{name}TaskRole"], renderer):
+        assert statement["Effect"] == "Allow"
+        actions = _actions(statement)
+        for resource in statement["Resource"]:
+            assert "*" not in resource, f"{service} reaches {resource}"
+        if actions == ["ssm:GetParametersByPath"]:
             for resource in statement["Resource"]:
-                assert resource in allowed, f"{name} reaches {resource}"
-                checked += 1
-    assert checked == 4
-    task_actions = {a for s in _policy_statements(roles["TaskRole"], renderer) for a in s["Action"]}
-    assert "ssm:GetParametersByPath" in task_actions
+                path = resource.removeprefix(f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter")
+                if path == CONFIG_PREFIX:
+                    # The top level, and only non-recursively: a recursive read of it reaches every section.
+                    assert statement["Condition"] == {"StringEquals": {"ssm:Recursive": "false"}}
+                else:
+                    assert "Condition" not in statement
+                parameters.add(path)
+        else:
+            assert actions == ["secretsmanager:GetSecretValue"], actions
+            secrets.update(statement["Resource"])
+    assert parameters == {CONFIG_PREFIX} | {f"{CONFIG_PREFIX}/{section}" for section in SECTIONS[service]}
+    expected = {"ServiceTokenSecretArn", "AuthTokensSecretArn"}
+    if service in LLM_SERVICES:
+        expected |= {"OpenAiApiKeySecretArn", "AnthropicApiKeySecretArn"}
+    assert secrets == {f"<import:tdev-{ENV}-{export}>" for export in expected}
+
+
+def test_execution_roles_inject_only_what_their_tasks_get(templates: dict[str, dict[str, Any]]) -> None:
+    renderer = services_renderer(templates)
+    resources = templates["services"]["Resources"]
+    (statement,) = _policy_statements(resources["ExecutionRole"], renderer)
+    assert _actions(statement) == ["secretsmanager:GetSecretValue"]
+    injected = {secret["ValueFrom"] for service in SERVICES for secret in container(templates, service)["Secrets"]}
+    assert set(statement["Resource"]) == injected
+    assert len(injected) == 2 + len(SERVICES)
+    roles = resources_of_type(templates["services"], "AWS::IAM::Role")
+    assert set(roles) == {"SandboxInstanceRole", "ExecutionRole", "SandboxExecutionRole",
+                          *(f"{s.capitalize()}TaskRole" for s in SERVICES)}
 
 
 def _secret_arn(name: str) -> str:
     return f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{name}-AbCdEf"
 
 
-def test_every_secret_and_parameter_is_readable_by_the_task_role(templates: dict[str, dict[str, Any]]) -> None:
-    renderer = services_renderer(templates, "fargate-weak")
-    task_role = templates["services"]["Resources"]["TaskRole"]
-    patterns = [r for s in _policy_statements(task_role, renderer) for r in s["Resource"]]
-    secret_names = []
-    for stack in ("config", "data"):
-        stack_renderer = Renderer(templates[stack], {"Env": ENV})
-        for secret in resources_of_type(templates[stack], "AWS::SecretsManager::Secret").values():
-            secret_names.append(stack_renderer.render(secret["Properties"]["Name"]))
-        for parameter in resources_of_type(templates[stack], "AWS::SSM::Parameter").values():
-            name = stack_renderer.render(parameter["Properties"]["Name"])
-            arn = f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter{name}"
-            assert any(fnmatch.fnmatchcase(arn, p) for p in patterns), name
-    for name in secret_names:
-        assert any(fnmatch.fnmatchcase(_secret_arn(name), p) for p in patterns), name
-    assert {SECRETS_PREFIX + name for name in SECRETS_READ_BY_CODE} <= set(secret_names)
-    assert {SECRETS_PREFIX + "database/url", SECRETS_PREFIX + "cache/url"} <= set(secret_names)
+def test_every_secret_the_code_reads_is_exported_and_every_parameter_reachable(
+    templates: dict[str, dict[str, Any]]
+) -> None:
+    config = templates["config"]
+    renderer = Renderer(config, {"Env": ENV})
+    names = {renderer.render(secret["Properties"]["Name"]): logical
+             for logical, secret in resources_of_type(config, "AWS::SecretsManager::Secret").items()}
+    assert {SECRETS_PREFIX + name for name in SECRETS_READ_BY_CODE} <= set(names)
+    exported = {renderer.render(output["Export"]["Name"]): output["Value"] for output in config["Outputs"].values()}
+    for logical in names.values():
+        assert exported[f"tdev-{ENV}-{logical}Arn"] == {"Ref": logical}
+    for service in (*SERVICES, "sandbox"):
+        assert SECRETS_PREFIX + f"tls/{service}" in names
+    # Every seeded parameter is inside a path some role may read (its section, or the top level).
+    allowed = {CONFIG_PREFIX} | {f"{CONFIG_PREFIX}/{s}" for sections in SECTIONS.values() for s in sections}
+    for parameter in resources_of_type(config, "AWS::SSM::Parameter").values():
+        name = renderer.render(parameter["Properties"]["Name"])
+        assert name.rsplit("/", 1)[0] in allowed, name
 
 
 def test_seed_parameters_have_the_plan_names_and_defaults(templates: dict[str, dict[str, Any]]) -> None:

@@ -73,3 +73,26 @@ def test_parameters_stay_inside_the_environment_prefix(deployed: str) -> None:
     names = {p["Name"] for p in ssm.describe_parameters()["Parameters"]}
     assert len(names) == 4
     assert all(name.startswith(deployed + "/") for name in names)
+
+
+def test_settings_read_only_the_paths_their_task_role_allows(
+    deployed: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The settings ask for the top level non-recursively and for their own section: the two reads the
+    per-service task roles allow (tests/infra/test_cloudformation.py checks the roles' side)."""
+    import botocore.client
+
+    calls: list[tuple[str, bool]] = []
+    original = botocore.client.BaseClient._make_api_call
+
+    def recording(self: botocore.client.BaseClient, operation: str, params: dict[str, object]) -> object:
+        if operation == "GetParametersByPath":
+            calls.append((str(params["Path"]), bool(params.get("Recursive"))))
+        return original(self, operation, params)
+
+    monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", recording)
+    monkeypatch.setenv("TDEV_PARAMETER_STORE_PREFIX", deployed)
+    monkeypatch.setenv("TDEV_AWS_REGION", REGION)
+    assert WorkflowSettings().max_nodes == 1000
+    assert set(calls) == {(deployed, False), (f"{deployed}/workflow", True)}
+    assert load_parameter_tree(deployed, REGION, None, recursive=False) == {"max_agents": 10000}

@@ -161,3 +161,34 @@ def test_tls_server_is_probed_over_tls(tmp_path: Path) -> None:
         assert probe.check(wrong_name, timeout=2.0) == "UNAVAILABLE"
     finally:
         server.stop(0)
+
+
+
+def test_mtls_server_is_probed_with_the_processes_own_certificate_from_the_pem_document(tmp_path: Path) -> None:
+    require_module("cryptography")
+    subprocess.run([sys.executable, str(INFRA.parent / "scripts" / "make-certs"), "--out", str(tmp_path)],
+                   check=True, capture_output=True)
+    ca = (tmp_path / "ca.pem").read_bytes()
+    credentials = grpc.ssl_server_credentials(
+        [((tmp_path / "registry.key").read_bytes(), (tmp_path / "registry.pem").read_bytes())],
+        root_certificates=ca, require_client_auth=True)
+    server, servicer, port = _server(credentials)
+    try:
+        servicer.set("tdev.registry.v1.RegistryService", health_pb2.HealthCheckResponse.SERVING)
+        # The document as ECS injects it: the service's own certificate is its client certificate too.
+        environ = {"TDEV_TLS_PEM": (tmp_path / "registry.json").read_text(), "TDEV_REGISTRY_PORT": str(port)}
+        target = probe.resolve_target(["registry"], environ, b"")
+        assert target.tls_name == "registry.tdev.local"
+        assert probe.check(target) == "SERVING"
+        # Without a client certificate the mTLS server refuses the handshake ...
+        anonymous = probe.Target(target.name, target.address, target.grpc_service, tls_roots=ca,
+                                 tls_name=target.tls_name)
+        assert probe.check(anonymous, timeout=2.0) == "UNAVAILABLE"
+        # ... and the sandbox worker's certificate (serverAuth only) is no client certificate: gRPC checks the
+        # purpose, so the one key the sandbox tier holds cannot call the services (docs/deploy.md section 6).
+        sandbox = probe.Target(target.name, target.address, target.grpc_service, tls_roots=ca,
+                               tls_name=target.tls_name, tls_cert=(tmp_path / "sandbox.pem").read_bytes(),
+                               tls_key=(tmp_path / "sandbox.key").read_bytes())
+        assert probe.check(sandbox, timeout=2.0) == "UNAVAILABLE"
+    finally:
+        server.stop(0)
