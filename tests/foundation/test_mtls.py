@@ -21,6 +21,8 @@ from common.tls import TlsConfigError, load_tls
 from tdev_cli.mesh import SERVICES, MeshService, check_health
 from tests.infra.cfn import ROOT
 
+pytestmark = pytest.mark.mesh
+
 MAKE_CERTS = ROOT / "scripts" / "make-certs"
 
 
