@@ -56,6 +56,8 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
             async for outcome in self._sandbox.stream_job(job.mode, job.code, job.inputs, job.limits):
                 yield pb.RunJobResponse(index=index, outcome=remote_wire.outcome_message(outcome))
                 index += 1
+        # Sizes and counts only: the code and the inputs are the callers' data.
+        log.debug("sandbox_job.done", mode=job.mode.value, inputs=len(job.inputs), code_chars=len(job.code))
 
     async def GetIsolation(
         self, request: pb.GetIsolationRequest, context: grpc.aio.ServicerContext

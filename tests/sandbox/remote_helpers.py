@@ -15,7 +15,7 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from sandbox_helpers import TEST_UID_BASE, TEST_UID_COUNT
+from sandbox_helpers import TEST_UID_BASE, TEST_UID_COUNT, HostProcess, host_processes
 
 from common.grpc_client import ClientSecurity
 from common.sandbox import Sandbox, SandboxSettings
@@ -24,7 +24,7 @@ from common.sandbox.remote_backend import RemoteBackend
 SERVICE = "tdev.sandbox.v1.SandboxService"
 # Each worker on this host gets its own half of the test uid range: two runtimes sharing uids could signal
 # each other's executions (and a tree sweep of one would hit the other's).
-WORKER_UID_COUNT = TEST_UID_COUNT // 2
+WORKER_UID_COUNT = TEST_UID_COUNT // 4  # four slots
 
 
 def free_port() -> int:
@@ -40,6 +40,21 @@ class WorkerProcess:
     port: int
     process: subprocess.Popen[bytes]
     log_path: Path
+    slot: int
+
+    @property
+    def uid_range(self) -> tuple[int, int]:
+        """Host uids of this worker's runtime and executions."""
+        low = TEST_UID_BASE + self.slot * WORKER_UID_COUNT
+        return low, low + WORKER_UID_COUNT
+
+    def processes(self) -> list[HostProcess]:
+        """Live processes of this worker's sandbox (runtime, idle children, jobs)."""
+        return host_processes(*self.uid_range)
+
+    def job_processes(self) -> list[HostProcess]:
+        """Processes running a job (neither idle pool children nor the runtime, which is ns root)."""
+        return [p for p in self.processes() if p.comm != "tdev-idle" and p.uid != self.uid_range[0]]
 
     @property
     def address(self) -> str:
@@ -68,7 +83,7 @@ class WorkerProcess:
 def start_worker(
     log_dir: Path, slot: int = 0, *, inherit_env: bool = False, extra_env: dict[str, str] | None = None
 ) -> WorkerProcess:
-    """Start a worker in uid slot ``slot`` (0 or 1). Its environment is minimal unless ``inherit_env``."""
+    """Start a worker in uid slot ``slot`` (0 to 3). Its environment is minimal unless ``inherit_env``."""
     port = free_port()
     base: dict[str, str] = dict(os.environ) if inherit_env else {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
     env = {
@@ -89,7 +104,7 @@ def start_worker(
             [sys.executable, "-m", "common.sandbox.worker"], env=env, stdout=log_file, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    return WorkerProcess(port, process, log_path)
+    return WorkerProcess(port, process, log_path, slot)
 
 
 async def wait_serving(worker: WorkerProcess, timeout: float = 30.0) -> None:
