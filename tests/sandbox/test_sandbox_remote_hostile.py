@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 import pytest_asyncio
+import test_sandbox_hostile
 from remote_helpers import remote_sandbox, start_worker, wait_serving
 from sandbox_helpers import descendants, host_processes, wait_for
-from test_sandbox_hostile import (  # noqa: F401 (fixtures and the test are collected here too)
+from test_sandbox_hostile import (  # noqa: F401 (the host fixture and the tests are collected here too)
     Host,
-    host,
     test_a_result_forged_for_an_earlier_input_of_a_batch_voids_that_input_too,
     test_fill_disk_leaves_the_next_execution_an_empty_work_dir,
     test_forged_result_for_another_input_of_a_batch_is_invalid_and_the_rest_still_run,
@@ -25,6 +24,8 @@ from test_sandbox_hostile import (  # noqa: F401 (fixtures and the test are coll
 )
 
 from common.sandbox import Sandbox
+
+host = test_sandbox_hostile.host  # the same planted secret, canary and listener, one per module
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -47,4 +48,4 @@ async def sandbox(host: Host, tmp_path_factory: pytest.TempPathFactory) -> Async
         assert worker.terminate() == 0
         assert await wait_for(lambda: not host_processes()), f"left behind: {host_processes()}"
         assert await wait_for(lambda: descendants(os.getpid()) <= before)
-        assert host.secret not in Path(worker.log_path).read_text(errors="replace")
+        assert host.secret not in worker.log_text()
