@@ -53,8 +53,9 @@ class WorkerProcess:
         return host_processes(*self.uid_range)
 
     def job_processes(self) -> list[HostProcess]:
-        """Processes running a job (neither idle pool children nor the runtime, which is ns root)."""
-        return [p for p in self.processes() if p.comm != "tdev-idle" and p.uid != self.uid_range[0]]
+        """Processes running a job. By name: a child being forked is briefly neither idle nor named, and
+        taking it for a job would kill the worker before the job was even sent."""
+        return [p for p in self.processes() if p.comm == "tdev-job"]
 
     @property
     def address(self) -> str:
