@@ -160,7 +160,7 @@ async def main() -> int:
     print(f"load average {load_before:.2f} -> {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores "
           "(other processes share the machine; latencies are sampled in alternating blocks)")
     local_median, _ = line("local: no-op agent, warm pool", local_samples)
-    remote_median, _ = line(f"remote: no-op agent, {args.workers} worker(s) on loopback", remote_samples)
+    remote_median, _ = line(f"remote: no-op agent, {args.workers} worker(s)", remote_samples)
     print(f"{'local: executions/s at concurrency 2':<40} {local_rate:8.1f} /s")
     print(f"{'remote: executions/s at concurrency 2':<40} {remote_rate:8.1f} /s")
     print()
