@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from common.config import CommonSettings
-from common.sandbox import InspectResult, OutcomeKind, Sandbox, SandboxSettings
+from common.errors import Unavailable
+from common.sandbox import InspectResult, OutcomeKind, Sandbox, SandboxSettings, SandboxUnavailableError
 from registry_svc.domain import Inspection
 from registry_svc.ports import InspectionFailed
 
@@ -42,8 +43,21 @@ class SandboxRunner:
         return cls(await Sandbox.start(SandboxSettings.for_mode(common.mode, pool_size=pool_size)), timeout_seconds)
 
     async def inspect(self, code: str, class_name: str) -> Inspection:
-        """Raises InspectionFailed with the sandbox's message on a crash, timeout or bad answer."""
-        result = await self._sandbox.inspect(code, self._limits)
+        """Load the class in the sandbox and check it.
+
+        Raises:
+            InspectionFailed: with the sandbox's message on a crash, timeout or bad answer.
+            Unavailable: the sandbox tier could not take the inspection (nothing ran; the caller may retry).
+        """
+        try:
+            result = await self._sandbox.inspect(code, self._limits)
+        except SandboxUnavailableError as error:
+            raise Unavailable(f"the agent sandbox is unavailable: {error}", reason="SANDBOX_UNAVAILABLE") from error
+        if result.outcome.kind is OutcomeKind.KILLED and result.outcome.signal is None:
+            # No signal: not the agent's process but the runtime or the tier worker running it died, which
+            # says nothing about the code, so it is no verdict on it.
+            raise Unavailable(f"the agent sandbox failed during the inspection: {result.outcome.detail}",
+                              reason="SANDBOX_UNAVAILABLE")
         if not result.ok:
             raise InspectionFailed(describe_failure(result, self._timeout))
         if result.class_name and result.class_name != class_name:

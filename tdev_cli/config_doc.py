@@ -16,6 +16,7 @@ SETTINGS: tuple[tuple[str, str, str], ...] = (
     ("Builder service", "builder_svc.config", "BuilderSettings"),
     ("Evolution service", "evolution_svc.config", "EvolutionSettings"),
     ("Agent sandbox (every service that runs agent code)", "common.sandbox.settings", "SandboxSettings"),
+    ("Sandbox tier worker (python -m common.sandbox.worker)", "common.sandbox.settings", "SandboxWorkerSettings"),
     ("LLM layer", "common.llm.settings", "LLMSettings"),
 )
 DOC_PATH = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"

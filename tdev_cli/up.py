@@ -20,6 +20,7 @@ from rich.markup import escape
 from sqlalchemy.engine import URL, make_url
 
 from common.config import CommonSettings, ServiceSettings
+from common.sandbox import SandboxSettings, SandboxWorkerSettings
 from tdev_cli.mesh import SERVICES, MeshService, check_health
 
 LOG_TAIL_LINES = 20
@@ -71,6 +72,44 @@ def child_environment(common: CommonSettings, ports: dict[str, int], data_dir: P
         env[service.port_env] = str(ports[service.name])
         env[f"TDEV_{service.name.upper()}_ADDRESS"] = f"{common.host}:{ports[service.name]}"
     env.setdefault("TDEV_LOG_JSON", "true")
+    return env
+
+
+SANDBOX_SERVICE = "tdev.sandbox.v1.SandboxService"
+# What a local sandbox worker may see of the parent's environment: its own settings, logging, mode and the
+# server's TLS/auth material. Never a database or Redis URL, nor the services' keys (it needs none).
+_WORKER_ENV_PREFIXES = ("TDEV_SANDBOX_", "TDEV_LOG_", "TDEV_OTEL_", "TDEV_OTLP_")
+_WORKER_ENV_NAMES = ("PATH", "LANG", "LC_ALL", "HOME", "TDEV_MODE", "TDEV_ENV", "TDEV_TLS_CERT_FILE",
+                     "TDEV_TLS_KEY_FILE", "TDEV_AUTH_TOKENS")
+
+
+def planned_workers(sandbox: SandboxSettings, worker: SandboxWorkerSettings) -> list[MeshService]:
+    """The local sandbox workers ``TDEV_SANDBOX_LOCAL_WORKERS`` asks for, on consecutive ports."""
+    base = worker.port or 50060
+    return [
+        MeshService(f"sandbox-worker-{i}", "common.sandbox.worker", SANDBOX_SERVICE, "TDEV_SANDBOX_WORKER_PORT",
+                    base + i)
+        for i in range(sandbox.local_workers)
+    ]
+
+
+def worker_environment(index: int, port: int, sandbox: SandboxSettings, common: CommonSettings,
+                       parent: dict[str, str]) -> dict[str, str]:
+    """Environment of local sandbox worker ``index``: a filtered copy of the parent's.
+
+    Each worker gets its own uid range: two runtimes on one host sharing uids could signal each other's
+    executions.
+    """
+    env = {key: value for key, value in parent.items()
+           if key.startswith(_WORKER_ENV_PREFIXES) or key in _WORKER_ENV_NAMES}
+    env.pop("TDEV_SANDBOX_REMOTE_ADDRESSES", None)
+    env.pop("TDEV_SANDBOX_LOCAL_WORKERS", None)
+    env.update({
+        "TDEV_SANDBOX_WORKER_HOST": common.host,
+        "TDEV_SANDBOX_WORKER_PORT": str(port),
+        "TDEV_SANDBOX_UID_BASE": str(sandbox.uid_base + index * sandbox.uid_count),
+        "TDEV_LOG_JSON": parent.get("TDEV_LOG_JSON", "true"),
+    })
     return env
 
 
@@ -232,7 +271,7 @@ async def dependencies_down(common: CommonSettings, databases: dict[str, Databas
 
 
 def banner(host: str, ports: dict[str, int], data_dir: Path, *, databases: dict[str, Database] | None = None,
-           redis_url: str | None = None) -> str:
+           redis_url: str | None = None, sandbox_workers: list[str] | None = None) -> str:
     """What a person needs to start calling the mesh, and what it really runs on (from the settings)."""
     registry = f"{host}:{ports['registry']}"
     workflow = f"{host}:{ports['workflow']}"
@@ -250,6 +289,9 @@ def banner(host: str, ports: dict[str, int], data_dir: Path, *, databases: dict[
         lines += [f"  database: {name} on {text}" for name, text in described.items()]
     lines.append(f"  cache:    {describe_redis(redis_url)} (shared)" if redis_url
                  else "  cache:    in-process (TDEV_REDIS_URL unset)")
+    if sandbox_workers:
+        lines.append(f"  sandbox:  tier of {len(sandbox_workers)} local worker(s) at {', '.join(sandbox_workers)} "
+                     "(TDEV_SANDBOX_LOCAL_WORKERS)")
     lines += [
         f"  data: {data_dir}   logs: {data_dir / 'logs'}",
         "",
@@ -274,7 +316,10 @@ async def run_mesh(
     """Starts the mesh, waits for Ctrl-C/SIGTERM or a child's death, stops everything; the exit code."""
     env = dict(os.environ)
     ports = planned_ports(env)
-    taken = [f"{name} port {port}" for name, port in ports.items() if not port_is_free(common.host, port)]
+    sandbox = SandboxSettings()
+    workers = planned_workers(sandbox, SandboxWorkerSettings())
+    planned = {**ports, **{worker.name: worker.default_port for worker in workers}}
+    taken = [f"{name} port {port}" for name, port in planned.items() if not port_is_free(common.host, port)]
     if taken:
         console.print(
             f"[red]cannot start: {', '.join(taken)} already in use on {common.host}.[/red] "
@@ -298,6 +343,14 @@ async def run_mesh(
         loop.add_signal_handler(sig, stop.set)
     children: list[Child] = []
     try:
+        if workers:
+            # Workers first: the services describe the tier's isolation when their sandbox starts.
+            for index, worker in enumerate(workers):
+                worker_env = worker_environment(index, worker.default_port, sandbox, common, env)
+                children.append(await _start_child(worker, worker.default_port, worker_env, logs))
+            await _wait_until_serving(children, common.host, start_timeout)
+            child_env["TDEV_SANDBOX_REMOTE_ADDRESSES"] = ",".join(
+                f"{common.host}:{worker.default_port}" for worker in workers)
         for service in SERVICES:
             children.append(await _start_child(service, ports[service.name], child_env, logs))
         starting = asyncio.create_task(_wait_until_serving(children, common.host, start_timeout))
@@ -313,7 +366,8 @@ async def run_mesh(
         except MeshStartError as error:
             console.print(f"[red]{error}[/red]")
             return 1
-        print(banner(common.host, ports, data_dir, databases=databases, redis_url=common.redis_url), flush=True)
+        print(banner(common.host, ports, data_dir, databases=databases, redis_url=common.redis_url,
+                     sandbox_workers=[f"{common.host}:{worker.default_port}" for worker in workers]), flush=True)
         if ready is not None:
             ready.set()
         died = [asyncio.create_task(child.process.wait()) for child in children]

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from common.sandbox import Limits, Outcome, OutcomeKind, Sandbox, SandboxError, SandboxSettings
+from common.sandbox import (
+    Limits,
+    Outcome,
+    OutcomeKind,
+    Sandbox,
+    SandboxError,
+    SandboxSettings,
+    SandboxUnavailableError,
+)
 from common.sandbox.settings import MIB
 from workflow_svc.domain import AttemptResult, ErrorInfo, JsonObject
 
@@ -66,6 +74,9 @@ class SandboxRunner:
             outcome = await self._sandbox.run(code, inputs, limits)
         except ValueError as error:
             return AttemptResult(ok=False, error=ErrorInfo("invalid_input", str(error)), retryable=False)
+        except SandboxUnavailableError as error:
+            # Nothing ran: a failed attempt the node's retry policy retries (the tier may be back by then).
+            return AttemptResult(ok=False, error=ErrorInfo("sandbox_unavailable", str(error)))
         except SandboxError as error:
             return AttemptResult(ok=False, error=ErrorInfo("sandbox_error", str(error)))
         return attempt_result(outcome)

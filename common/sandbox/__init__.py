@@ -6,13 +6,14 @@ from .errors import (
     SandboxClosedError,
     SandboxError,
     SandboxStartError,
+    SandboxUnavailableError,
     WeakIsolationRefusedError,
 )
 from .limits import Limits
 from .outcome import ErrorInfo, InspectResult, Outcome, OutcomeKind
 from .sandbox import Sandbox
 from .selection import IsolationDescription, describe_isolation
-from .settings import SandboxSettings
+from .settings import SandboxSettings, SandboxWorkerSettings
 
 __all__ = [
     "ErrorInfo",
@@ -32,6 +33,8 @@ __all__ = [
     "SandboxError",
     "SandboxSettings",
     "SandboxStartError",
+    "SandboxUnavailableError",
+    "SandboxWorkerSettings",
     "WeakIsolationRefusedError",
     "describe_isolation",
 ]

@@ -24,3 +24,11 @@ class SandboxStartError(SandboxError):
 
 class SandboxClosedError(SandboxError):
     """The sandbox was used after ``close()``."""
+
+
+class SandboxUnavailableError(SandboxError):
+    """No sandbox tier worker could take the job (every worker was unreachable before it started).
+
+    Nothing ran: the caller may try again later (a workflow attempt fails as ``sandbox_unavailable`` and is
+    retried by its retry policy; an RPC answers UNAVAILABLE).
+    """

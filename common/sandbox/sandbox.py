@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -109,9 +109,19 @@ class Sandbox:
             async_execute=report.get("async_execute") is True,
         )
 
-    async def _execute(
-        self, mode: JobMode, code: str, inputs: list[dict[str, Any]], limits: Limits | None
-    ) -> list[Outcome]:
+    async def stream_job(
+        self, mode: JobMode, code: str, inputs: Sequence[dict[str, Any]], limits: Limits | None = None
+    ) -> AsyncIterator[Outcome]:
+        """Yield one raw outcome per input, in order, as soon as each is final (the sandbox tier's worker
+        streams these; ``inspect`` reports are not interpreted here).
+
+        An answer is final once its process has exited cleanly (see docs/sandbox.md, "What counts as an
+        answer"), so outcomes arrive a process at a time: all at once for a batch that ran in one process.
+
+        Raises:
+            ValueError: an input is not a JSON object.
+            SandboxClosedError: the sandbox was closed.
+        """
         if self._closed:
             raise SandboxClosedError("the sandbox is closed")
         if not isinstance(code, str):
@@ -120,15 +130,21 @@ class Sandbox:
             if not isinstance(value, dict):
                 raise ValueError(f"agent inputs must be JSON objects, got {type(value).__name__}")
         limits = limits or self.default_limits
-        outcomes: list[Outcome] = []
-        while len(outcomes) < len(inputs):
-            job = Job(mode=mode, code=code, inputs=inputs[len(outcomes) :], limits=limits)
+        done = 0
+        while done < len(inputs):
+            job = Job(mode=mode, code=code, inputs=inputs[done:], limits=limits)
             async with self._slots:
                 answered = await self.backend.execute(job)
             if not answered:
                 raise SandboxError("the sandbox backend answered no input")
-            outcomes.extend(answered[: len(job.inputs)])
-        return outcomes
+            for outcome in answered[: len(job.inputs)]:
+                done += 1
+                yield outcome
+
+    async def _execute(
+        self, mode: JobMode, code: str, inputs: list[dict[str, Any]], limits: Limits | None
+    ) -> list[Outcome]:
+        return [outcome async for outcome in self.stream_job(mode, code, inputs, limits)]
 
     async def close(self) -> None:
         """Stop the runtime; no process is left behind. Idempotent."""

@@ -10,12 +10,14 @@ import structlog
 from .backend import IsolationLevel, SandboxBackend
 from .errors import IsolationUnavailableError, WeakIsolationRefusedError
 from .namespace_backend import NamespaceBackend
+from .remote_backend import RemoteBackend
 from .settings import SandboxSettings
 from .weak_backend import WeakBackend
 
 log = structlog.get_logger(__name__)
 
-DEFAULT_BACKENDS: tuple[type[SandboxBackend], ...] = (NamespaceBackend, WeakBackend)
+# Strongest first; the remote tier wins whenever it is configured (probe: configured, not reachable).
+DEFAULT_BACKENDS: tuple[type[SandboxBackend], ...] = (RemoteBackend, NamespaceBackend, WeakBackend)
 
 _active: list[dict[str, Any]] = []
 

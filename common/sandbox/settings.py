@@ -19,8 +19,25 @@ class SandboxSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="TDEV_SANDBOX_", frozen=True, extra="ignore")
 
-    backend: Literal["auto", "namespaces", "weak"] = Field(
-        default="auto", description="auto picks namespaces when the kernel allows them, else weak (if allowed)"
+    backend: Literal["auto", "remote", "namespaces", "weak"] = Field(
+        default="auto",
+        description=(
+            "auto picks the remote tier when remote_addresses is set, else namespaces when the kernel allows "
+            "them, else weak (if allowed)"
+        ),
+    )
+    remote_addresses: str = Field(
+        default="",
+        description=(
+            "sandbox tier workers as host:port,host:port (python -m common.sandbox.worker); set, agent code "
+            "runs there instead of on this host"
+        ),
+    )
+    remote_connect_timeout_seconds: float = Field(
+        default=2.0, gt=0, le=60, description="how long start-up waits for a worker to describe its isolation"
+    )
+    local_workers: int = Field(
+        default=0, ge=0, le=16, description="tdev up starts this many local sandbox workers and uses them"
     )
     allow_weak_isolation: bool = Field(
         default=False, description="run without namespaces (rlimits and audit hooks only) instead of refusing"
@@ -57,6 +74,11 @@ class SandboxSettings(BaseSettings):
     start_timeout_seconds: float = Field(default=15.0, gt=0, description="longest wait for the zygote to start")
     grace_seconds: float = Field(default=2.0, gt=0, description="service-side backstop beyond a deadline")
 
+    @property
+    def remote_worker_addresses(self) -> tuple[str, ...]:
+        """``remote_addresses`` split on commas, blanks dropped (order kept: it is the round-robin order)."""
+        return tuple(part.strip() for part in self.remote_addresses.split(",") if part.strip())
+
     @classmethod
     def for_mode(cls, mode: str, **overrides: object) -> SandboxSettings:
         """The settings a service in ``mode`` uses: weak isolation may be a fallback only when embedded."""
@@ -67,3 +89,15 @@ class SandboxSettings(BaseSettings):
         """Settings for the embedded local mode, where weak isolation is allowed (with a warning)."""
         values: dict[str, object] = {"allow_weak_isolation": True, **overrides}
         return cls(**values)  # type: ignore[arg-type]
+
+
+class SandboxWorkerSettings(BaseSettings):
+    """Settings of one sandbox tier worker process (env prefix ``TDEV_SANDBOX_WORKER_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="TDEV_SANDBOX_WORKER_", frozen=True, extra="ignore")
+
+    host: str = Field(default="127.0.0.1", description="interface the worker listens on")
+    port: int = Field(default=50060, ge=0, le=65535, description="port of the worker (0 picks a free one)")
+    grace_seconds: float = Field(
+        default=10.0, ge=0, description="on SIGTERM, how long running jobs may finish before they are killed"
+    )
