@@ -25,7 +25,7 @@ from tdev.sandbox.v1 import sandbox_service_pb2_grpc as pb_grpc
 
 from common.sandbox import Job, JobMode, Limits, OutcomeKind, SandboxUnavailableError, remote_wire
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [pytest.mark.mesh, pytest.mark.asyncio(loop_scope="module")]
 
 # Which worker ran a job: each worker's runtime maps its own uid range (the first line of uid_map).
 WHO_AGENT = """

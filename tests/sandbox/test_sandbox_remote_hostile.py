@@ -27,7 +27,7 @@ from common.sandbox import Sandbox
 
 host = test_sandbox_hostile.host  # the same planted secret, canary and listener, one per module
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [pytest.mark.mesh, pytest.mark.asyncio(loop_scope="module")]
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

@@ -23,7 +23,7 @@ from tests.workflow.conftest import AGENTS, Event, _NoAnalyzer, create, definiti
 from workflow_svc.config import WorkflowSettings
 from workflow_svc.server import create_server as create_workflows
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.mesh, pytest.mark.asyncio]
 
 
 @dataclass

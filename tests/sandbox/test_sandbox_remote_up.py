@@ -18,7 +18,7 @@ from tdev.registry.v1 import registry_service_pb2_grpc as reg_pb2_grpc
 
 from tdev_cli.mesh import SERVICES
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.mesh, pytest.mark.asyncio]
 BIN = Path(sys.executable).parent
 AGENT = '''
 class Hello:
