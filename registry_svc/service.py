@@ -14,6 +14,8 @@ import structlog
 
 from common import paging
 from common.errors import (
+    FIELD_REQUIRED,
+    INVALID_FIELD,
     Aborted,
     AlreadyExists,
     InvalidArgument,
@@ -431,7 +433,9 @@ class RegistryService:
     def _check_record(index: int, record: ExecutionRecord) -> None:
         field = f"records[{index}]"
         if not record.execution_id or len(record.execution_id) > MAX_EXECUTION_ID_CHARS:
-            raise _invalid(f"{field}.execution_id", f"1 to {MAX_EXECUTION_ID_CHARS} characters required")
+            # An empty id is a required field left out (FIELD_REQUIRED, docs/errors.md); an over-long one is malformed.
+            raise invalid_field(f"{field}.execution_id", f"1 to {MAX_EXECUTION_ID_CHARS} characters required",
+                                reason=INVALID_FIELD if record.execution_id else FIELD_REQUIRED)
         require(f"{field}.agent_id", record.agent_id)
         validation.parse_version_at(record.version, f"{field}.version")
         if not math.isfinite(record.duration_ms) or record.duration_ms < 0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 import pytest
@@ -48,9 +49,12 @@ def world() -> World:
     return World()
 
 
-def command(requirements: str = "count the words of a text", request_id: str = "",
+def command(requirements: str = "count the words of a text", request_id: str = "", fingerprint: str = "",
             **constraints: object) -> StartCommand:
-    return StartCommand(requirements, RequestedConstraints(**constraints), request_id)  # type: ignore[arg-type]
+    # The fingerprint is opaque to the use-case (the servicer computes it from the request message): any string
+    # stands for "this request", another string for a different one.
+    return StartCommand(requirements, RequestedConstraints(**constraints),  # type: ignore[arg-type]
+                        request_id, fingerprint)
 
 
 def violations(error: DomainError) -> list[tuple[str, str]]:
@@ -68,8 +72,29 @@ async def test_start_stores_a_pending_build_with_defaults_and_wakes_the_worker(w
 
 
 async def test_start_replayed_request_id_returns_the_first_build_without_waking(world: World) -> None:
+    first = await world.service.start(command(request_id="req-1", fingerprint="words"))
+    again = await world.service.start(command(request_id="req-1", fingerprint="words"))
+    assert again == first
+    assert (list(world.repo.rows), world.worker.wakes) == (["build_000000000001"], 1)
+    assert world.repo.rows[first.build_id].fingerprint == "words"
+
+
+async def test_start_request_id_reused_for_other_requirements_is_request_id_reused(world: World) -> None:
+    first = await world.service.start(command(request_id="req-1", fingerprint="words"))
+    with pytest.raises(InvalidArgument) as caught:
+        await world.service.start(command("something else", request_id="req-1", fingerprint="else"))
+    problem = (f'was used before for a different request (the one that made build "{first.build_id}"); send the '
+               "same request to replay it, or a new request id for a new request")
+    assert (caught.value.reason, violations(caught.value)) == ("REQUEST_ID_REUSED", [("request_id", problem)])
+    assert caught.value.message == f"request_id 'req-1' {problem}"
+    assert (list(world.repo.rows), world.worker.wakes) == (["build_000000000001"], 1)
+
+
+async def test_start_request_id_stored_without_a_fingerprint_replays_for_any_request(world: World) -> None:
+    # A build stored before fingerprints existed has none: a replay of its request id keeps working.
     first = await world.service.start(command(request_id="req-1"))
-    again = await world.service.start(command("something else", request_id="req-1"))
+    assert world.repo.rows[first.build_id].fingerprint is None
+    again = await world.service.start(command("something else", request_id="req-1", fingerprint="else"))
     assert again == first
     assert (list(world.repo.rows), world.worker.wakes) == (["build_000000000001"], 1)
 
@@ -87,18 +112,38 @@ async def test_start_bad_request_is_invalid_argument_listing_every_problem(
         world: World, bad: StartCommand, expected: list[tuple[str, str]]) -> None:
     with pytest.raises(InvalidArgument) as caught:
         await world.service.start(bad)
-    assert caught.value.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert (caught.value.code, caught.value.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_FIELD")
     assert violations(caught.value) == expected
+    more = f" (and {len(expected) - 1} more problems)" if len(expected) > 1 else ""
+    assert caught.value.message == f"{expected[0][0]}: {expected[0][1]}{more}"
     assert (world.repo.rows, world.worker.wakes) == ({}, 0)
 
 
-async def test_get_without_id_is_invalid_and_unknown_is_not_found(world: World) -> None:
+async def _drain(events: AsyncIterator[object]) -> list[object]:
+    return [e async for e in events]
+
+
+@pytest.mark.parametrize("call", [
+    lambda s: s.get(""), lambda s: s.cancel("", "why"), lambda s: _drain(s.watch("", 0)),
+], ids=["get", "cancel", "watch"])
+async def test_an_empty_build_id_is_field_required_not_a_lookup(
+        world: World, call: Callable[[BuilderService], Awaitable[object]]) -> None:
     with pytest.raises(InvalidArgument) as caught:
-        await world.service.get("")
-    assert violations(caught.value) == [("build_id", "is required")]
+        await call(world.service)
+    assert (caught.value.reason, violations(caught.value), caught.value.message) == (
+        "FIELD_REQUIRED", [("build_id", "is required")], "build_id: is required")
+    assert world.worker.cancelled == []
+
+
+@pytest.mark.parametrize("call", [
+    lambda s: s.get("build_nope"), lambda s: s.cancel("build_nope", ""), lambda s: _drain(s.watch("build_nope", 0)),
+], ids=["get", "cancel", "watch"])
+async def test_an_unknown_build_is_not_found_with_its_id(
+        world: World, call: Callable[[BuilderService], Awaitable[object]]) -> None:
     with pytest.raises(NotFound) as missing:
-        await world.service.get("build_nope")
-    assert missing.value.message == 'build "build_nope" does not exist'
+        await call(world.service)
+    assert (missing.value.reason, missing.value.message, missing.value.metadata) == (
+        "BUILD_NOT_FOUND", 'build "build_nope" does not exist', {"build_id": "build_nope"})
 
 
 async def test_list_pages_newest_first_and_filters_by_state(world: World) -> None:
@@ -141,8 +186,11 @@ async def test_cancel_of_an_ended_build_fails_and_of_an_unknown_one_is_not_found
         await world.service.cancel(build.build_id, "")
     assert ended.value.message == (f"build {build.build_id} is CANCELLED already; only pending or running builds "
                                    "can be cancelled")
-    with pytest.raises(NotFound):
+    assert (ended.value.reason, ended.value.metadata) == (
+        "BUILD_ENDED", {"build_id": build.build_id, "state": "CANCELLED"})
+    with pytest.raises(NotFound) as missing:
         await world.service.cancel("build_nope", "")
+    assert missing.value.reason == "BUILD_NOT_FOUND"
     assert world.worker.cancelled == [build.build_id]
 
 
@@ -167,10 +215,13 @@ async def test_watch_follows_live_events_until_the_build_ends(world: World) -> N
 
 
 async def test_watch_with_negative_sequence_is_invalid_and_unknown_is_not_found(world: World) -> None:
-    with pytest.raises(InvalidArgument):
+    with pytest.raises(InvalidArgument) as caught:
         [e async for e in world.service.watch("build_x", -1)]
-    with pytest.raises(NotFound):
+    assert (caught.value.reason, violations(caught.value)) == (
+        "INVALID_FIELD", [("after_sequence", "must not be negative")])
+    with pytest.raises(NotFound) as missing:
         [e async for e in world.service.watch("build_nope", 0)]
+    assert missing.value.reason == "BUILD_NOT_FOUND"
 
 
 async def test_claim_bumps_the_epoch_so_an_expired_holders_write_is_rejected(world: World) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import replace
 
 import pytest
@@ -99,8 +99,11 @@ async def held() -> AsyncIterator[World]:
 
 
 def request(agent: str = "doubler", suite: EvaluationSuite = SUITE, overrides: ConfigOverrides = SMALL,
-            request_id: str = "") -> StartRequest:
-    return StartRequest(agent=agent, agent_version="", suite=suite, overrides=overrides, request_id=request_id)
+            request_id: str = "", fingerprint: str = "") -> StartRequest:
+    # The fingerprint is opaque to the use-case (the servicer computes it from the request message): any string
+    # stands for "this request", another string for a different one.
+    return StartRequest(agent=agent, agent_version="", suite=suite, overrides=overrides, request_id=request_id,
+                        fingerprint=fingerprint)
 
 
 def violations(error: DomainError) -> list[tuple[str, str]]:
@@ -129,8 +132,29 @@ async def test_the_evaluation_budget_stops_a_run_after_measuring_the_seed(world:
 
 
 async def test_start_replayed_request_id_returns_the_first_run(world: World) -> None:
+    first = await world.service.start(request(request_id="req-1", fingerprint="doubler"))
+    again = await world.service.start(request(request_id="req-1", fingerprint="doubler"))
+    assert (again.run_id, again.agent_id) == (first.run_id, first.agent_id)
+    assert list(world.repo.rows) == [first.run_id]
+    assert world.repo.rows[first.run_id].fingerprint == "doubler"
+
+
+async def test_start_request_id_reused_for_another_agent_is_request_id_reused(world: World) -> None:
+    first = await world.service.start(request(request_id="req-1", fingerprint="doubler"))
+    with pytest.raises(InvalidArgument) as caught:
+        await world.service.start(request("tripler", request_id="req-1", fingerprint="tripler"))
+    problem = (f'was used before for a different request (the one that made evolution run "{first.run_id}"); '
+               "send the same request to replay it, or a new request id for a new request")
+    assert (caught.value.reason, violations(caught.value)) == ("REQUEST_ID_REUSED", [("request_id", problem)])
+    assert caught.value.message == f"request_id 'req-1' {problem}"
+    assert list(world.repo.rows) == [first.run_id]
+
+
+async def test_start_request_id_stored_without_a_fingerprint_replays_for_any_request(world: World) -> None:
+    # A run stored before fingerprints existed has none: a replay of its request id keeps working.
     first = await world.service.start(request(request_id="req-1"))
-    again = await world.service.start(request("tripler", request_id="req-1"))
+    assert world.repo.rows[first.run_id].fingerprint is None
+    again = await world.service.start(request("tripler", request_id="req-1", fingerprint="tripler"))
     assert (again.run_id, again.agent_id) == (first.run_id, first.agent_id)
     assert list(world.repo.rows) == [first.run_id]
 
@@ -146,34 +170,45 @@ async def test_effective_config_uses_transforms_without_a_model_and_both_with_on
     assert (offline.operators, online.operators, offline.seed) == (OperatorSet.PROGRAM_TRANSFORM, OperatorSet.MIXED, 7)
 
 
-@pytest.mark.parametrize(("bad", "field", "problem"), [
-    (request(agent=""), None, "agent_id: required"),
-    (request(suite=EvaluationSuite(cases=())), "suite.cases", "no cases"),
-    (request(suite=EvaluationSuite(cases=(EvaluationCase("a", {"x": 1}, None),))), "suite.cases[0] (\"a\").expected",
-     "is missing"),
-    (request(overrides=ConfigOverrides(population_size=1, seed=1)), "config.population_size", "must be 2..1000"),
-    (request(suite=EvaluationSuite(cases=SUITE.cases, scoring_mode=ScoringMode.SCORER_AGENT)),
-     "suite.scorer_agent_id", "is required with SCORING_MODE_SCORER_AGENT"),
-])
-async def test_start_bad_request_is_invalid_argument_naming_the_field(
-        world: World, bad: StartRequest, field: str | None, problem: str) -> None:
+@pytest.mark.parametrize(("bad", "reason", "expected"), [
+    (request(agent=""), "FIELD_REQUIRED", [("agent_id", "is required")]),
+    (request(suite=EvaluationSuite(cases=())), "INVALID_SUITE", [("suite.cases", "the suite has no cases")]),
+    (request(suite=EvaluationSuite(cases=(EvaluationCase("a", {"x": 1}, None),))), "INVALID_SUITE",
+     [("suite.cases[0] (\"a\").expected", "is missing")]),
+    (request(overrides=ConfigOverrides(population_size=1, seed=1)), "INVALID_CONFIG", [
+        ("config.population_size", "must be 2..1000"),
+        ("config.islands", "must be at least 1 with at least 2 candidates per island"),
+        ("config.elitism", "must be 0..-1 (below the island size)"),
+        ("config.migration_size", "must be below the island size")]),
+    (request(suite=EvaluationSuite(cases=SUITE.cases, scoring_mode=ScoringMode.SCORER_AGENT)), "INVALID_SUITE",
+     [("suite.scorer_agent_id", "is required with SCORING_MODE_SCORER_AGENT")]),
+    # Every problem of agent_id, suite and config in one error; the reason is the first problem's.
+    (request(agent="", suite=EvaluationSuite(cases=())), "FIELD_REQUIRED",
+     [("agent_id", "is required"), ("suite.cases", "the suite has no cases")]),
+], ids=["no-agent", "no-cases", "no-expected", "population-of-1", "no-scorer", "no-agent-no-cases"])
+async def test_start_bad_request_is_invalid_argument_listing_every_problem(
+        world: World, bad: StartRequest, reason: str, expected: list[tuple[str, str]]) -> None:
     with pytest.raises(InvalidArgument) as caught:
         await world.service.start(bad)
-    if field is None:
-        assert caught.value.message == problem
-    else:
-        assert violations(caught.value)[0] == (field, problem)
+    assert (caught.value.reason, violations(caught.value)) == (reason, expected)
+    more = f" (and {len(expected) - 1} more problems)" if len(expected) > 1 else ""
+    assert caught.value.message == f"{expected[0][0]}: {expected[0][1]}{more}"
     assert world.repo.rows == {}
 
 
 async def test_start_with_unknown_agent_or_scorer_is_not_found(world: World) -> None:
     with pytest.raises(NotFound) as agent:
         await world.service.start(request("nobody"))
-    assert agent.value.message == 'agent "nobody" does not exist'
+    assert (agent.value.reason, agent.value.message, agent.value.metadata) == (
+        "AGENT_NOT_FOUND", 'unknown agent "nobody": no registry agent has this id or name', {"agent": "nobody"})
     scored = EvaluationSuite(cases=SUITE.cases, scoring_mode=ScoringMode.SCORER_AGENT, scorer_agent_id="ghost")
     with pytest.raises(NotFound) as scorer:
         await world.service.start(request(suite=scored))
-    assert scorer.value.message == 'suite.scorer_agent_id: agent "ghost" does not exist'
+    # The registry's reason and metadata are kept; the message says which field named the agent.
+    assert (scorer.value.reason, scorer.value.message, scorer.value.metadata) == (
+        "AGENT_NOT_FOUND", 'suite.scorer_agent_id: unknown agent "ghost": no registry agent has this id or name',
+        {"agent": "ghost"})
+    assert world.repo.rows == {}
 
 
 async def test_cancel_stops_a_running_run_and_a_second_cancel_fails(held: World) -> None:
@@ -187,8 +222,10 @@ async def test_cancel_stops_a_running_run_and_a_second_cancel_fails(held: World)
         await held.service.cancel(run.run_id, "")
     assert again.value.message == (f'evolution run "{run.run_id}" has already ended (cancelled); only unfinished '
                                    "runs can be cancelled")
-    with pytest.raises(NotFound):
+    assert (again.value.reason, again.value.metadata) == ("RUN_ENDED", {"run_id": run.run_id, "state": "cancelled"})
+    with pytest.raises(NotFound) as missing:
         await held.service.cancel("evo_nope", "")
+    assert (missing.value.reason, missing.value.metadata) == ("RUN_NOT_FOUND", {"run_id": "evo_nope"})
 
 
 async def test_list_pages_newest_first_and_filters(held: World) -> None:
@@ -204,6 +241,27 @@ async def test_list_pages_newest_first_and_filters(held: World) -> None:
 async def test_get_unknown_run_is_not_found_and_watch_rejects_negative_sequences(world: World) -> None:
     with pytest.raises(NotFound) as caught:
         await world.service.get("evo_nope")
-    assert caught.value.message == 'unknown evolution run "evo_nope"'
-    with pytest.raises(InvalidArgument):
+    assert (caught.value.reason, caught.value.message, caught.value.metadata) == (
+        "RUN_NOT_FOUND", 'unknown evolution run "evo_nope"', {"run_id": "evo_nope"})
+    with pytest.raises(InvalidArgument) as negative:
         [e async for e in world.service.watch("evo_nope", -1)]
+    assert (negative.value.reason, violations(negative.value)) == (
+        "INVALID_FIELD", [("after_sequence", "must not be negative")])
+    with pytest.raises(NotFound) as missing:
+        [e async for e in world.service.watch("evo_nope", 0)]
+    assert missing.value.reason == "RUN_NOT_FOUND"
+
+
+async def _drain(events: AsyncIterator[object]) -> list[object]:
+    return [e async for e in events]
+
+
+@pytest.mark.parametrize("call", [
+    lambda s: s.get(""), lambda s: s.cancel("", "why"), lambda s: _drain(s.watch("", 0)),
+], ids=["get", "cancel", "watch"])
+async def test_an_empty_run_id_is_field_required_not_a_lookup(
+        world: World, call: Callable[[EvolutionService], Awaitable[object]]) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        await call(world.service)
+    assert (caught.value.reason, violations(caught.value), caught.value.message) == (
+        "FIELD_REQUIRED", [("run_id", "is required")], "run_id: is required")

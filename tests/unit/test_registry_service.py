@@ -90,10 +90,43 @@ async def test_register_same_code_is_answered_without_loading_it_in_the_sandbox_
     assert listener.changes == [(first.agent.agent_id, ["1.0.0"])]
 
 
-async def test_register_replayed_request_id_returns_the_first_version_even_for_other_code(
+# The fingerprint is opaque to the use-case (the servicer computes it from the request message): any string
+# stands for "this request", another string for a different one.
+
+
+async def test_register_replayed_request_id_returns_the_first_version(
+        service: RegistryService, repository: FakeRepository, inspector: FakeInspector) -> None:
+    first = await service.register(RegisterCommand(name="tiny", code=tiny_agent("a"), request_id="req-1",
+                                                   fingerprint="request-a"))
+    replay = await service.register(RegisterCommand(name="tiny", code=tiny_agent("a"), request_id="req-1",
+                                                    fingerprint="request-a"))
+    assert (first.created, replay.created, replay.agent.ref) == (True, False, first.agent.ref)
+    assert (len(repository.rows), inspector.calls) == (1, 1)
+    assert repository.requests == {"req-1": (first.agent.ref, "request-a")}
+
+
+async def test_register_request_id_reused_for_other_code_is_request_id_reused_and_stores_nothing(
+        service: RegistryService, repository: FakeRepository, listener: RecordingListener) -> None:
+    first = await service.register(RegisterCommand(name="tiny", code=tiny_agent("a"), request_id="req-1",
+                                                   fingerprint="request-a"))
+    with pytest.raises(InvalidArgument) as caught:
+        await service.register(RegisterCommand(name="tiny", code=tiny_agent("b"), request_id="req-1",
+                                               fingerprint="request-b"))
+    problem = (f"was used before for a different request (the one that made agent version {first.agent.ref}); "
+               "send the same request to replay it, or a new request id for a new request")
+    assert (caught.value.reason, violations(caught.value)) == ("REQUEST_ID_REUSED", [("request_id", problem)])
+    assert caught.value.message == f"request_id 'req-1' {problem}"
+    assert len(repository.rows) == 1
+    assert listener.changes == [(first.agent.agent_id, ["1.0.0"])]
+
+
+async def test_register_request_id_stored_without_a_fingerprint_replays_for_any_request(
         service: RegistryService, repository: FakeRepository) -> None:
+    # A request id remembered before fingerprints existed has none: a replay of it keeps working.
     first = await service.register(RegisterCommand(name="tiny", code=tiny_agent("a"), request_id="req-1"))
-    replay = await service.register(RegisterCommand(name="tiny", code=tiny_agent("b"), request_id="req-1"))
+    assert repository.requests == {"req-1": (first.agent.ref, None)}
+    replay = await service.register(RegisterCommand(name="tiny", code=tiny_agent("b"), request_id="req-1",
+                                                    fingerprint="request-b"))
     assert (replay.created, replay.agent.ref, replay.agent.code) == (False, first.agent.ref, tiny_agent("a"))
     assert len(repository.rows) == 1
 
@@ -101,8 +134,22 @@ async def test_register_replayed_request_id_returns_the_first_version_even_for_o
 async def test_register_same_code_under_a_new_request_id_remembers_that_request(
         service: RegistryService, repository: FakeRepository) -> None:
     first = await service.register(RegisterCommand(name="tiny", code=tiny_agent("a")))
-    await service.register(RegisterCommand(name="tiny", code=tiny_agent("a"), request_id="req-2"))
-    assert repository.requests == {"req-2": first.agent.ref}
+    await service.register(RegisterCommand(name="tiny", code=tiny_agent("a"), request_id="req-2",
+                                           fingerprint="request-a"))
+    assert repository.requests == {"req-2": (first.agent.ref, "request-a")}
+
+
+async def test_register_same_code_under_a_reused_request_id_is_request_id_reused(
+        service: RegistryService, repository: FakeRepository) -> None:
+    # req-1 made tiny@1.0.0; the same code sent again as another request under req-1 is refused, even
+    # though the code exists already.
+    first = await service.register(RegisterCommand(name="tiny", code=tiny_agent("a"), request_id="req-1",
+                                                   fingerprint="request-a"))
+    with pytest.raises(InvalidArgument) as caught:
+        await service.register(RegisterCommand(name="tiny", code=tiny_agent("a"), labels={"x": "1"},
+                                               request_id="req-1", fingerprint="request-a-labelled"))
+    assert (caught.value.reason, caught.value.violations[0].field) == ("REQUEST_ID_REUSED", "request_id")
+    assert repository.requests == {"req-1": (first.agent.ref, "request-a")}
 
 
 async def test_register_changed_code_makes_the_next_minor_version_with_the_same_agent_id(
@@ -124,7 +171,8 @@ async def test_register_existing_version_with_other_code_is_already_exists(servi
     await service.register(RegisterCommand(name="tiny", code=tiny_agent("a")))
     with pytest.raises(AlreadyExists) as caught:
         await service.register(RegisterCommand(name="tiny", code=tiny_agent("b"), version="1.0.0"))
-    assert caught.value.code is grpc.StatusCode.ALREADY_EXISTS
+    assert (caught.value.code, caught.value.reason) == (grpc.StatusCode.ALREADY_EXISTS, "VERSION_EXISTS")
+    assert caught.value.metadata == {"name": "tiny", "version": "1.0.0"}
     assert caught.value.message == ("tiny 1.0.0 exists with different code; "
                                     "leave version empty for the next minor version")
 
@@ -133,26 +181,28 @@ async def test_register_lower_version_is_invalid_with_a_version_violation(servic
     await service.register(RegisterCommand(name="tiny", code=tiny_agent("a"), version="2.0.0"))
     with pytest.raises(InvalidArgument) as caught:
         await service.register(RegisterCommand(name="tiny", code=tiny_agent("b"), version="1.5.0"))
+    assert caught.value.reason == "INVALID_FIELD"
     assert violations(caught.value) == [
         ("version", "1.5.0 is not higher than the latest version 2.0.0 of tiny")]
 
 
-@pytest.mark.parametrize(("command", "field", "problem"), [
-    (RegisterCommand(name="bad name!", code=tiny_agent("a")), "name",
+@pytest.mark.parametrize(("command", "reason", "field", "problem"), [
+    (RegisterCommand(name="bad name!", code=tiny_agent("a")), "INVALID_FIELD", "name",
      '"bad name!" must be 1 to 100 letters, digits, "_", "-" or "."'),
-    (RegisterCommand(name="tiny", code=tiny_agent("a"), version="1.x"), "version",
+    (RegisterCommand(name="tiny", code=tiny_agent("a"), version="1.x"), "INVALID_FIELD", "version",
      '"1.x" is not a semantic version like 1.2.0'),
-    (RegisterCommand(name="tiny", code=""), "code", "source is empty"),
-    (RegisterCommand(name="tiny", code="def f(:\n"), "code", "line 1, column 7: syntax error: invalid syntax"),
-    (RegisterCommand(name="tiny", code=tiny_agent("a"), parents=(VersionRef("agent_x", ""),)), "parents[0]",
-     "agent_id and version are both required"),
+    (RegisterCommand(name="tiny", code=""), "INVALID_CODE", "code", "source is empty"),
+    (RegisterCommand(name="tiny", code="def f(:\n"), "INVALID_CODE", "code",
+     "line 1, column 7: syntax error: invalid syntax"),
+    (RegisterCommand(name="tiny", code=tiny_agent("a"), parents=(VersionRef("agent_x", ""),)), "INVALID_FIELD",
+     "parents[0]", "agent_id and version are both required"),
 ])
 async def test_register_bad_request_is_invalid_argument_naming_the_field(
-        service: RegistryService, repository: FakeRepository, command: RegisterCommand, field: str,
+        service: RegistryService, repository: FakeRepository, command: RegisterCommand, reason: str, field: str,
         problem: str) -> None:
     with pytest.raises(InvalidArgument) as caught:
         await service.register(command)
-    assert caught.value.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert (caught.value.code, caught.value.reason) == (grpc.StatusCode.INVALID_ARGUMENT, reason)
     assert violations(caught.value) == [(field, problem)]
     assert caught.value.message == f"{field}: {problem}"
     assert repository.rows == {}
@@ -163,7 +213,8 @@ async def test_register_code_over_the_size_limit_is_invalid(repository: FakeRepo
     code = tiny_agent("a")
     with pytest.raises(InvalidArgument) as caught:
         await service.register(RegisterCommand(name="tiny", code=code))
-    assert violations(caught.value) == [("code", f"source is {len(code)} bytes; the limit is 100 bytes")]
+    assert (caught.value.reason, violations(caught.value)) == (
+        "INVALID_CODE", [("code", f"source is {len(code)} bytes; the limit is 100 bytes")])
 
 
 async def test_register_unknown_parent_is_invalid_and_loads_nothing(
@@ -171,7 +222,8 @@ async def test_register_unknown_parent_is_invalid_and_loads_nothing(
     with pytest.raises(InvalidArgument) as caught:
         await service.register(RegisterCommand(name="tiny", code=tiny_agent("a"),
                                                parents=(VersionRef("agent_000000000000", "1.0.0"),)))
-    assert violations(caught.value) == [("parents[0]", "unknown agent version agent_000000000000@1.0.0")]
+    assert (caught.value.reason, violations(caught.value)) == (
+        "INVALID_FIELD", [("parents[0]", "unknown agent version agent_000000000000@1.0.0")])
     assert inspector.calls == 0
 
 
@@ -180,6 +232,7 @@ async def test_register_sandbox_failure_is_invalid_argument_and_stores_nothing(
     with pytest.raises(InvalidArgument) as caught:
         await service.register(RegisterCommand(name="tiny", code=tiny_agent("a") + "# crash-in-sandbox\n"))
     assert caught.value.message == "code: loading Tiny in the sandbox failed: RuntimeError: boom"
+    assert caught.value.reason == "INVALID_CODE"
     assert caught.value.violations == (
         FieldViolation("code", "loading Tiny in the sandbox failed: RuntimeError: boom"),)
     assert await repository.count_agents() == 0
@@ -191,7 +244,8 @@ async def test_register_new_agent_beyond_max_agents_is_resource_exhausted(reposi
     await service.register(RegisterCommand(name="one", code=tiny_agent("b")))  # a new version is not a new agent
     with pytest.raises(ResourceExhausted) as caught:
         await service.register(RegisterCommand(name="two", code=tiny_agent("c")))
-    assert caught.value.message == "the registry holds its limit of 1 agents"
+    assert (caught.value.reason, caught.value.message) == (
+        "AGENT_LIMIT_REACHED", "the registry holds its limit of 1 agents")
 
 
 async def test_register_with_parents_records_lineage(service: RegistryService) -> None:
@@ -215,7 +269,8 @@ async def test_register_gives_up_with_aborted_when_races_never_end(repository: F
     service = RegistryService(repository, FakeInspector(), RecordingListener(), limits=Limits(register_attempts=3))
     with pytest.raises(Aborted) as caught:
         await service.register(RegisterCommand(name="tiny", code=tiny_agent("a")))
-    assert caught.value.message == "registrations of tiny kept racing; retry the request"
+    assert (caught.value.reason, caught.value.message) == (
+        "CONCURRENT_UPDATE", "registrations of tiny kept racing; retry the request")
     assert repository.conflicts == 97
 
 
@@ -254,8 +309,11 @@ async def test_update_labels_request_id_reused_for_another_change_is_invalid(ser
     await service.update_labels(LabelUpdate(agent.ref, set_labels={"a": "1"}, request_id="r"))
     with pytest.raises(InvalidArgument) as caught:
         await service.update_labels(LabelUpdate(agent.ref, set_labels={"a": "9"}, request_id="r"))
-    assert violations(caught.value) == [(
-        "request_id", "was used before for a different label change; use a new request id for a new change")]
+    problem = (f"was used before for a different request (the one that made a label change of {agent.ref}); "
+               "send the same request to replay it, or a new request id for a new request")
+    assert (caught.value.reason, violations(caught.value)) == ("REQUEST_ID_REUSED", [("request_id", problem)])
+    assert caught.value.message == f"request_id 'r' {problem}"
+    assert dict((await service.get_agent(Selector(agent_id=agent.agent_id))).labels) == {"a": "1"}
 
 
 async def test_update_labels_beyond_the_limit_is_invalid_and_writes_nothing(service: RegistryService) -> None:
@@ -263,7 +321,8 @@ async def test_update_labels_beyond_the_limit_is_invalid_and_writes_nothing(serv
                                                     labels={f"k{i}": "v" for i in range(30)}))).agent
     with pytest.raises(InvalidArgument) as caught:
         await service.update_labels(LabelUpdate(agent.ref, set_labels={f"n{i}": "v" for i in range(40)}))
-    assert violations(caught.value) == [("set_labels", "the version would carry 70 labels; the limit is 64")]
+    assert (caught.value.reason, violations(caught.value)) == (
+        "INVALID_FIELD", [("set_labels", "the version would carry 70 labels; the limit is 64")])
     assert len((await service.get_agent(Selector(agent_id=agent.agent_id))).labels) == 30
 
 
@@ -271,16 +330,19 @@ async def test_update_labels_of_unknown_agent_or_version_is_not_found(service: R
     agent = (await service.register(RegisterCommand(name="tiny", code=tiny_agent("a")))).agent
     with pytest.raises(NotFound) as unknown_agent:
         await service.update_labels(LabelUpdate(VersionRef("agent_000000000000", "1.0.0"), set_labels={"a": "1"}))
-    assert unknown_agent.value.message == "no agent with agent_id agent_000000000000"
+    assert (unknown_agent.value.reason, unknown_agent.value.message) == (
+        "AGENT_NOT_FOUND", "no agent with agent_id agent_000000000000")
     with pytest.raises(NotFound) as unknown_version:
         await service.update_labels(LabelUpdate(VersionRef(agent.agent_id, "9.0.0"), set_labels={"a": "1"}))
-    assert unknown_version.value.message == f"agent with agent_id {agent.agent_id} has no version 9.0.0"
+    assert (unknown_version.value.reason, unknown_version.value.message) == (
+        "AGENT_VERSION_NOT_FOUND", f"agent with agent_id {agent.agent_id} has no version 9.0.0")
 
 
 async def test_update_labels_with_nothing_to_change_is_invalid(service: RegistryService) -> None:
     with pytest.raises(InvalidArgument) as caught:
         await service.update_labels(LabelUpdate(VersionRef("agent_x", "1.0.0")))
-    assert violations(caught.value) == [("set_labels", "nothing to change: give set_labels or remove_labels")]
+    assert (caught.value.reason, violations(caught.value)) == (
+        "INVALID_FIELD", [("set_labels", "nothing to change: give set_labels or remove_labels")])
 
 
 # ---- reads and lists --------------------------------------------------------------------------------
@@ -289,10 +351,12 @@ async def test_update_labels_with_nothing_to_change_is_invalid(service: Registry
 async def test_get_agent_without_id_or_name_is_invalid_and_unknown_is_not_found(service: RegistryService) -> None:
     with pytest.raises(InvalidArgument) as caught:
         await service.get_agent(Selector())
-    assert violations(caught.value) == [("agent", "set agent_id or name")]
+    assert (caught.value.reason, violations(caught.value)) == (
+        "FIELD_REQUIRED", [("agent_id", "is required (or give name instead)")])
+    assert caught.value.message == "agent_id: is required (or give name instead)"
     with pytest.raises(NotFound) as missing:
         await service.get_agent(Selector(name="nobody"))
-    assert missing.value.message == "no agent with name nobody"
+    assert (missing.value.reason, missing.value.message) == ("AGENT_NOT_FOUND", "no agent with name nobody")
 
 
 async def test_get_agent_without_code_leaves_code_out(service: RegistryService) -> None:
@@ -314,8 +378,9 @@ async def test_list_versions_pages_newest_first(service: RegistryService) -> Non
 
 
 async def test_list_versions_of_unknown_agent_is_not_found(service: RegistryService) -> None:
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFound) as caught:
         await service.list_versions(Selector(name="nobody"), 10, None)
+    assert (caught.value.reason, caught.value.message) == ("AGENT_NOT_FOUND", "no agent with name nobody")
 
 
 async def test_list_agents_pages_latest_versions_by_update_time_without_overlap(service: RegistryService) -> None:
@@ -336,7 +401,8 @@ async def test_list_agents_negative_page_size_and_bad_quality_are_invalid(servic
         "INVALID_PAGE_SIZE", [("page_size", "must not be negative (got -1)")])
     with pytest.raises(InvalidArgument) as quality:
         await service.list_agents(ListQuery(min_quality=1.5))
-    assert violations(quality.value) == [("min_quality_score", "must be in [0, 1] (got 1.5)")]
+    assert (quality.value.reason, violations(quality.value)) == (
+        "INVALID_FIELD", [("min_quality_score", "must be in [0, 1] (got 1.5)")])
 
 
 async def test_search_ranks_by_text_overlap_and_rejects_an_empty_query(service: RegistryService) -> None:
@@ -346,7 +412,7 @@ async def test_search_ranks_by_text_overlap_and_rejects_an_empty_query(service: 
     assert [(h.agent.name, h.matcher) for h in hits] == [("word-counter", "token-overlap")]
     with pytest.raises(InvalidArgument) as caught:
         await service.search("   ", 5, 0.0)
-    assert violations(caught.value) == [("query", "must not be empty")]
+    assert (caught.value.reason, violations(caught.value)) == ("INVALID_FIELD", [("query", "must not be empty")])
 
 
 # ---- RecordExecutions -------------------------------------------------------------------------------
@@ -379,20 +445,24 @@ async def test_record_executions_for_unknown_version_is_not_found_and_writes_not
     with pytest.raises(NotFound) as caught:
         await service.record_executions([ExecutionRecord("e1", agent.agent_id, "1.0.0", True, 1.0),
                                          ExecutionRecord("e2", agent.agent_id, "2.0.0", True, 1.0)])
-    assert caught.value.message == f"unknown agent versions: records[1]: {agent.agent_id}@2.0.0"
+    assert (caught.value.reason, caught.value.message) == (
+        "AGENT_VERSION_NOT_FOUND", f"unknown agent versions: records[1]: {agent.agent_id}@2.0.0")
     assert repository.executions == {}
 
 
-@pytest.mark.parametrize(("record", "field", "problem"), [
-    (ExecutionRecord("", "agent_x", "1.0.0", True, 1.0), "records[0].execution_id", "1 to 128 characters required"),
-    (ExecutionRecord("e", "", "1.0.0", True, 1.0), "records[0].agent_id", "is required"),
-    (ExecutionRecord("e", "agent_x", "1.0.0", True, float("nan")), "records[0].duration_ms",
+@pytest.mark.parametrize(("record", "reason", "field", "problem"), [
+    (ExecutionRecord("", "agent_x", "1.0.0", True, 1.0), "FIELD_REQUIRED", "records[0].execution_id",
+     "1 to 128 characters required"),
+    (ExecutionRecord("e", "", "1.0.0", True, 1.0), "FIELD_REQUIRED", "records[0].agent_id", "is required"),
+    (ExecutionRecord("e" * 129, "agent_x", "1.0.0", True, 1.0), "INVALID_FIELD", "records[0].execution_id",
+     "1 to 128 characters required"),
+    (ExecutionRecord("e", "agent_x", "1.0.0", True, float("nan")), "INVALID_FIELD", "records[0].duration_ms",
      "must be a finite number >= 0 (got nan)"),
-    (ExecutionRecord("e", "agent_x", "1.0.0", True, 1.0, tokens=-1), "records[0].tokens",
+    (ExecutionRecord("e", "agent_x", "1.0.0", True, 1.0, tokens=-1), "INVALID_FIELD", "records[0].tokens",
      "must not be negative (got -1)"),
 ])
 async def test_record_executions_malformed_record_is_invalid_naming_it(
-        service: RegistryService, record: ExecutionRecord, field: str, problem: str) -> None:
+        service: RegistryService, record: ExecutionRecord, reason: str, field: str, problem: str) -> None:
     with pytest.raises(InvalidArgument) as caught:
         await service.record_executions([record])
-    assert violations(caught.value) == [(field, problem)]
+    assert (caught.value.reason, violations(caught.value)) == (reason, [(field, problem)])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 import pytest
@@ -116,9 +116,41 @@ async def test_create_workflow_validate_only_stores_nothing(world: World) -> Non
     assert world.repo.workflows == {}
 
 
+# The fingerprint is opaque to the use-case (the servicer computes it from the request message): any string
+# stands for "this request", another string for a different one.
+
+
+def reused(what: str) -> str:
+    """The violation a request id reused for a different request gets (common.idempotency.RequestIdReused)."""
+    return (f"was used before for a different request (the one that made {what}); send the same request to "
+            "replay it, or a new request id for a new request")
+
+
 async def test_create_workflow_replayed_request_id_returns_the_first_workflow(world: World) -> None:
+    first = await world.service.create_workflow(chain(), "req-1", validate_only=False, fingerprint="chain")
+    again = await world.service.create_workflow(chain(), "req-1", validate_only=False, fingerprint="chain")
+    assert again == first
+    assert list(world.repo.workflows) == [first.workflow_id]
+    assert world.repo.workflow_requests == {"req-1": (first.workflow_id, "chain")}
+
+
+async def test_create_workflow_request_id_reused_for_another_definition_is_request_id_reused(world: World) -> None:
+    first = await world.service.create_workflow(chain(), "req-1", validate_only=False, fingerprint="chain")
+    with pytest.raises(InvalidArgument) as caught:
+        await world.service.create_workflow(chain(name="other"), "req-1", validate_only=False, fingerprint="other")
+    problem = reused(f'workflow "{first.workflow_id}"')
+    assert (caught.value.reason, violations(caught.value)) == ("REQUEST_ID_REUSED", [("request_id", problem)])
+    assert caught.value.message == f"request_id 'req-1' {problem}"
+    assert list(world.repo.workflows) == [first.workflow_id]
+
+
+async def test_create_workflow_request_id_stored_without_a_fingerprint_replays_for_any_request(
+        world: World) -> None:
+    # A workflow stored before fingerprints existed has none: a replay of its request id keeps working.
     first = await world.service.create_workflow(chain(), "req-1", validate_only=False)
-    again = await world.service.create_workflow(chain(name="other"), "req-1", validate_only=False)
+    assert world.repo.workflow_requests == {"req-1": (first.workflow_id, None)}
+    again = await world.service.create_workflow(chain(name="other"), "req-1", validate_only=False,
+                                                fingerprint="other")
     assert again == first
     assert list(world.repo.workflows) == [first.workflow_id]
 
@@ -131,13 +163,15 @@ async def test_create_workflow_reports_every_structural_problem_at_once(world: W
     ))
     with pytest.raises(InvalidArgument) as caught:
         await world.service.create_workflow(spec, "", validate_only=False)
-    assert caught.value.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert (caught.value.code, caught.value.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_DEFINITION")
     assert violations(caught.value) == [
         ("nodes[2].id", 'duplicate id "a" (first used by nodes[0])'),
         ("nodes[1].depends_on[1]", 'unknown node "ghost"'),
         ("nodes[0].depends_on", "cycle: a -> b -> a"),
     ]
-    assert caught.value.message.startswith("invalid workflow definition, 3 problems: nodes[2].id: duplicate id")
+    assert caught.value.message == (
+        'invalid workflow definition, 3 problems: nodes[2].id: duplicate id "a" (first used by nodes[0]); '
+        'nodes[1].depends_on[1]: unknown node "ghost"; nodes[0].depends_on: cycle: a -> b -> a')
     assert world.repo.workflows == {}
 
 
@@ -148,6 +182,7 @@ async def test_create_workflow_names_unknown_agents_and_versions_per_node(world:
     ))
     with pytest.raises(InvalidArgument) as caught:
         await world.service.create_workflow(spec, "", validate_only=False)
+    assert caught.value.reason == "INVALID_DEFINITION"
     assert violations(caught.value) == [
         ("nodes[0].agent_id", 'unknown agent "nobody"'),
         ("nodes[1].agent_version", 'agent "double" has no version "9.9.9"'),
@@ -155,10 +190,12 @@ async def test_create_workflow_names_unknown_agents_and_versions_per_node(world:
 
 
 async def test_create_workflow_with_the_registry_down_is_unavailable(world: World) -> None:
-    world.registry.down = Unavailable("registry unreachable")
+    world.registry.down = Unavailable("registry unreachable", reason="DEPENDENCY_UNAVAILABLE")
     with pytest.raises(Unavailable) as caught:
         await world.service.create_workflow(chain(), "", validate_only=False)
-    assert caught.value.code is grpc.StatusCode.UNAVAILABLE
+    # The dependency's error keeps its code and reason.
+    assert (caught.value.code, caught.value.reason) == (grpc.StatusCode.UNAVAILABLE, "DEPENDENCY_UNAVAILABLE")
+    assert world.repo.workflows == {}
 
 
 async def test_create_workflow_with_the_registry_down_still_reports_structural_problems(world: World) -> None:
@@ -166,15 +203,36 @@ async def test_create_workflow_with_the_registry_down_still_reports_structural_p
     spec = WorkflowSpec(name="", nodes=(NodeSpec(id="a", agent_id="double"),))
     with pytest.raises(InvalidArgument) as caught:
         await world.service.create_workflow(spec, "", validate_only=False)
-    assert violations(caught.value) == [
-        ("name", "a name is required"), ("nodes", "agents not checked: registry unreachable")]
+    assert (caught.value.reason, violations(caught.value)) == ("INVALID_DEFINITION", [
+        ("name", "a name is required"), ("nodes", "agents not checked: registry unreachable")])
 
 
 async def test_get_workflow_unknown_is_not_found_with_its_id(world: World) -> None:
     with pytest.raises(NotFound) as caught:
         await world.service.get_workflow("wf_missing")
-    assert (caught.value.message, caught.value.metadata) == (
-        'workflow "wf_missing" not found', {"workflow_id": "wf_missing"})
+    assert (caught.value.reason, caught.value.message, caught.value.metadata) == (
+        "WORKFLOW_NOT_FOUND", 'workflow "wf_missing" not found', {"workflow_id": "wf_missing"})
+
+
+async def _drain(events: AsyncIterator[object]) -> list[object]:
+    return [e async for e in events]
+
+
+@pytest.mark.parametrize(("call", "field"), [
+    (lambda s: s.get_workflow(""), "workflow_id"),
+    (lambda s: s.get_execution(""), "execution_id"),
+    (lambda s: s.cancel("", "why"), "execution_id"),
+    (lambda s: _drain(s.watch("", 0)), "execution_id"),
+    (lambda s: s.start_execution(StartRequest("", {"n": 1})), "workflow_id"),
+    (lambda s: _drain(s.execute(StartRequest("", {"n": 1}))), "workflow_id"),
+], ids=["get_workflow", "get_execution", "cancel", "watch", "start_execution", "execute"])
+async def test_an_empty_required_id_is_field_required_not_a_lookup(
+        world: World, call: Callable[[WorkflowService], Awaitable[object]], field: str) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        await call(world.service)
+    assert (caught.value.reason, violations(caught.value), caught.value.message) == (
+        "FIELD_REQUIRED", [(field, "is required")], f"{field}: is required")
+    assert world.registry.lookups == [] and world.repo.executions == {}
 
 
 async def test_list_workflows_pages_newest_first_without_gaps_or_overlap(world: World) -> None:
@@ -222,6 +280,7 @@ async def test_start_execution_with_missing_inputs_is_invalid_naming_each(world:
     workflow = await world.service.create_workflow(chain(), "", validate_only=False)
     with pytest.raises(InvalidArgument) as caught:
         await world.service.start_execution(StartRequest(workflow.workflow_id, {}))
+    assert (caught.value.reason, caught.value.message) == ("MISSING_INPUTS", "missing workflow inputs: n")
     assert violations(caught.value) == [("inputs.n", "required by the workflow")]
     assert world.repo.executions == {}
 
@@ -229,13 +288,40 @@ async def test_start_execution_with_missing_inputs_is_invalid_naming_each(world:
 async def test_start_execution_of_unknown_workflow_is_not_found(world: World) -> None:
     with pytest.raises(NotFound) as caught:
         await world.service.start_execution(StartRequest("wf_nope", {}))
-    assert caught.value.metadata == {"workflow_id": "wf_nope"}
+    assert (caught.value.reason, caught.value.message, caught.value.metadata) == (
+        "WORKFLOW_NOT_FOUND", 'workflow "wf_nope" not found', {"workflow_id": "wf_nope"})
 
 
 async def test_start_execution_replayed_request_id_returns_the_first_execution(world: World) -> None:
     workflow = await world.service.create_workflow(chain(), "", validate_only=False)
+    first = await world.service.start_execution(
+        StartRequest(workflow.workflow_id, {"n": 1}, request_id="r1", fingerprint="n=1"))
+    again = await world.service.start_execution(
+        StartRequest(workflow.workflow_id, {"n": 1}, request_id="r1", fingerprint="n=1"))
+    assert again.execution_id == first.execution_id
+    assert list(world.repo.executions) == [first.execution_id]
+
+
+async def test_start_execution_request_id_reused_for_other_inputs_is_request_id_reused(world: World) -> None:
+    workflow = await world.service.create_workflow(chain(), "", validate_only=False)
+    first = await world.service.start_execution(
+        StartRequest(workflow.workflow_id, {"n": 1}, request_id="r1", fingerprint="n=1"))
+    with pytest.raises(InvalidArgument) as caught:
+        await world.service.start_execution(
+            StartRequest(workflow.workflow_id, {"n": 2}, request_id="r1", fingerprint="n=2"))
+    problem = reused(f'execution "{first.execution_id}"')
+    assert (caught.value.reason, violations(caught.value)) == ("REQUEST_ID_REUSED", [("request_id", problem)])
+    assert caught.value.message == f"request_id 'r1' {problem}"
+    assert list(world.repo.executions) == [first.execution_id]
+
+
+async def test_start_execution_request_id_stored_without_a_fingerprint_replays_for_any_request(
+        world: World) -> None:
+    workflow = await world.service.create_workflow(chain(), "", validate_only=False)
     first = await world.service.start_execution(StartRequest(workflow.workflow_id, {"n": 1}, request_id="r1"))
-    again = await world.service.start_execution(StartRequest(workflow.workflow_id, {"n": 2}, request_id="r1"))
+    assert world.repo.executions[first.execution_id].fingerprint is None
+    again = await world.service.start_execution(
+        StartRequest(workflow.workflow_id, {"n": 2}, request_id="r1", fingerprint="n=2"))
     assert again.execution_id == first.execution_id
     assert list(world.repo.executions) == [first.execution_id]
 
@@ -260,23 +346,29 @@ async def test_cancel_stops_a_running_execution_and_a_second_cancel_fails(world:
     assert [n.state for n in cancelled.nodes] == [NodeState.CANCELLED]
     with pytest.raises(FailedPrecondition) as again:
         await world.service.cancel(started.execution_id, "")
-    assert again.value.message == f'execution "{started.execution_id}" has already ended (cancelled)'
+    assert (again.value.reason, again.value.message) == (
+        "EXECUTION_ENDED", f'execution "{started.execution_id}" has already ended (cancelled)')
     assert again.value.metadata == {"execution_id": started.execution_id, "state": "CANCELLED"}
 
 
 async def test_cancel_or_get_of_unknown_execution_is_not_found(world: World) -> None:
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFound) as cancel:
         await world.service.cancel("ex_nope", "")
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFound) as get:
         await world.service.get_execution("ex_nope")
+    for caught in (cancel, get):
+        assert (caught.value.reason, caught.value.message, caught.value.metadata) == (
+            "EXECUTION_NOT_FOUND", 'execution "ex_nope" not found', {"execution_id": "ex_nope"})
 
 
 async def test_watch_with_negative_sequence_is_invalid_and_unknown_is_not_found(world: World) -> None:
     with pytest.raises(InvalidArgument) as caught:
         [e async for e in world.service.watch("ex_x", -1)]
-    assert violations(caught.value) == [("after_sequence", "must not be negative")]
-    with pytest.raises(NotFound):
+    assert (caught.value.reason, violations(caught.value)) == (
+        "INVALID_FIELD", [("after_sequence", "must not be negative")])
+    with pytest.raises(NotFound) as missing:
         [e async for e in world.service.watch("ex_nope", 0)]
+    assert (missing.value.reason, missing.value.metadata) == ("EXECUTION_NOT_FOUND", {"execution_id": "ex_nope"})
 
 
 async def test_list_executions_pages_newest_first_and_filters_by_state(world: World) -> None:

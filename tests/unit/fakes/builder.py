@@ -1,9 +1,11 @@
 """In-memory fakes of builder_svc's ports the use-cases need: the repository and the local worker.
 
-``FakeRepository`` keeps what ``SqlRepository`` promises: a request id seen before returns the first build and
-False, lists are newest first after a (create_time, id) cursor with the caller's limit, leases are (owner,
-epoch) pairs bumped on every claim and on cancellation, every ``append`` is fenced by them (LeaseLost), and
-``cancel`` raises the domain errors NotFound / FailedPrecondition itself, as the SQL repository does.
+``FakeRepository`` keeps what ``SqlRepository`` promises: a request id is stored with its request's fingerprint,
+seen again with the same one (or with none on either side) it returns the first build and False, with a
+different one it raises RequestIdReused and stores nothing; lists are newest first after a (create_time, id)
+cursor with the caller's limit, leases are (owner, epoch) pairs bumped on every claim and on cancellation, every
+``append`` is fenced by them (LeaseLost), and ``cancel`` raises the domain errors NotFound (BUILD_NOT_FOUND) /
+FailedPrecondition (BUILD_ENDED) itself, as the SQL repository does.
 """
 
 from __future__ import annotations
@@ -31,12 +33,14 @@ from builder_svc.domain import (
 )
 from builder_svc.ports import LeaseLost
 from common.errors import FailedPrecondition, NotFound
+from common.idempotency import check_same_request
 
 
 @dataclass
 class _BuildRow:
     build: Build
     request_id: str = ""
+    fingerprint: str | None = None
     checkpoint: JSON = field(default_factory=dict)
     owner: str | None = None
     epoch: int = 0
@@ -67,14 +71,15 @@ class FakeRepository:
         row.marks_epoch, row.marks_error = row.marks_epoch + 1, None
 
     # -- builds -----------------------------------------------------------------------------------------
-    async def insert_build(self, build: Build, request_id: str) -> tuple[Build, bool]:
+    async def insert_build(self, build: Build, request_id: str, fingerprint: str = "") -> tuple[Build, bool]:
         if request_id:
             existing = next((r for r in self.rows.values() if r.request_id == request_id), None)
             if existing is not None:
+                check_same_request(request_id, existing.fingerprint, fingerprint, f'build "{existing.build.build_id}"')
                 return self._view(existing), False
         if build.build_id in self.rows:
             raise KeyError(f"duplicate build id {build.build_id}")
-        self.rows[build.build_id] = _BuildRow(build, request_id)
+        self.rows[build.build_id] = _BuildRow(build, request_id, (fingerprint or None) if request_id else None)
         self.events[build.build_id] = []
         return build, True
 
@@ -114,18 +119,20 @@ class FakeRepository:
                             registered_agents=progress.registered_agents, elapsed_seconds=progress.elapsed_seconds,
                             last_sequence=sequence, update_time=now)
         row.checkpoint, row.expires = dict(progress.checkpoint), now + lease_seconds
-        if progress.state.terminal:
+        if progress.state.is_terminal:
             self._ended(row, now)
         return self._store_event(lease.build_id, sequence, event, now)
 
     async def cancel(self, build_id: str, reason: str, now: float) -> tuple[Build, BuildEvent | None]:
         row = self._row(build_id)
         if row is None:
-            raise NotFound(f'build "{build_id}" does not exist')
+            raise NotFound(f'build "{build_id}" does not exist', reason="BUILD_NOT_FOUND",
+                           metadata={"build_id": build_id})
         build = row.build
-        if build.state.terminal:
+        if build.state.is_terminal:
             raise FailedPrecondition(
-                f"build {build_id} is {build.state.name} already; only pending or running builds can be cancelled")
+                f"build {build_id} is {build.state.name} already; only pending or running builds can be cancelled",
+                reason="BUILD_ENDED", metadata={"build_id": build_id, "state": build.state.name})
         running = next((s for s in reversed(build.stages) if s.state == StageState.RUNNING), None)
         stage = running.stage if running else None
         message = f"cancelled: {reason}" if reason else "cancelled by a caller"
@@ -169,7 +176,7 @@ class FakeRepository:
 
     async def mark_again(self, build_id: str, now: float) -> bool:
         row = self._row(build_id)
-        if row is None or not row.build.state.terminal:
+        if row is None or not row.build.state.is_terminal:
             return False
         self._ended(row, now)
         return True

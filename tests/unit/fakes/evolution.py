@@ -1,9 +1,11 @@
 """In-memory fakes of evolution_svc.ports: the run repository, the registry, a runner, a cache and models.
 
-``FakeRunRepository`` keeps what ``SqlRunRepository`` promises: a replayed request id returns the first run and
-False, pages are newest first after a (create time ISO, run_id) position fetched as ``page_size + 1``, every
-write of a worker is fenced by (owner, attempt) and by the run being unfinished (LostLease), and sequence
-numbers have no gaps.
+``FakeRunRepository`` keeps what ``SqlRunRepository`` promises: a request id is stored with its request's
+fingerprint, replayed with the same one (or with none on either side) it returns the first run and False, with
+a different one it raises RequestIdReused and stores nothing; pages are newest first after a (create time ISO,
+run_id) position fetched as ``page_size + 1``, every write of a worker is fenced by (owner, attempt) and by the
+run being unfinished (LostLease), and sequence numbers have no gaps. ``FakeRegistry.get_agent`` raises the
+NotFound reasons the registry client raises (AGENT_NOT_FOUND, AGENT_VERSION_NOT_FOUND).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 from common import paging
 from common.errors import NotFound
+from common.idempotency import check_same_request
 from common.paging import Page
 from evolution_svc import codec, transforms
 from evolution_svc.domain import (
@@ -56,6 +59,7 @@ class _RunRow:
     owner: str | None
     lease_until: datetime | None
     attempt: int = 1
+    fingerprint: str | None = None
     checkpoint: bytes | None = None
     checkpoint_generation: int = 0
     events: list[Event] = field(default_factory=list)
@@ -79,11 +83,14 @@ class FakeRunRepository:
         if new.request_id:
             first = next((r for r in self.rows.values() if r.request_id == new.request_id), None)
             if first is not None:
+                check_same_request(new.request_id, first.fingerprint, new.fingerprint,
+                                   f'evolution run "{first.run.run_id}"')
                 return self._view(first, include_code=True), False
         if new.run.run_id in self.rows:
             raise KeyError(f"duplicate run id {new.run.run_id}")
         run = replace(new.run, last_sequence=0, generations=(), best=None, promotion=None, seed_fitness=0.0)
-        self.rows[run.run_id] = _RunRow(run, new.request_id, new.seed_code, owner, lease_until)
+        self.rows[run.run_id] = _RunRow(run, new.request_id, new.seed_code, owner, lease_until,
+                                        fingerprint=(new.fingerprint or None) if new.request_id else None)
         return run, True
 
     async def get(self, run_id: str, *, include_code: bool) -> EvolutionRun | None:
@@ -194,23 +201,33 @@ class FakeRegistry:
     def __init__(self, agents: Sequence[AgentSource] = ()) -> None:
         self.agents: list[AgentSource] = list(agents)
         self.registered: list[tuple[AgentSource, Mapping[str, str], str]] = []
-        self._requests: dict[str, AgentSource] = {}
+        # request id -> (what the request asked for, what it registered), as the registry's request table.
+        self._requests: dict[str, tuple[tuple[object, ...], AgentSource]] = {}
 
     async def get_agent(self, agent: str, version: str) -> AgentSource:
         matches = [a for a in self.agents if agent in (a.agent_id, a.name) and (not version or a.version == version)]
         if not matches:
-            raise NotFound(f'agent "{agent}"' + (f' has no version "{version}"' if version else " does not exist"))
+            if version:
+                raise NotFound(f'agent "{agent}" has no version "{version}" in the registry',
+                               reason="AGENT_VERSION_NOT_FOUND", metadata={"agent": agent, "version": version})
+            raise NotFound(f'unknown agent "{agent}": no registry agent has this id or name',
+                           reason="AGENT_NOT_FOUND", metadata={"agent": agent})
         return matches[-1]
 
     async def register_version(self, source: AgentSource, code: str, *, labels: Mapping[str, str],
                                request_id: str) -> AgentSource:
+        asked = (source.agent_id, source.name, source.version, source.description, code, sorted(labels.items()))
         if request_id in self._requests:
-            return self._requests[request_id]
+            first_asked, first = self._requests[request_id]
+            # The registry answers a request id reused for another request with REQUEST_ID_REUSED.
+            check_same_request(request_id, repr(first_asked), repr(asked), f"agent version {first.version}")
+            return first
         major, minor, _ = (int(part) for part in source.version.split("."))
         new = AgentSource(source.agent_id, source.name, f"{major}.{minor + 1}.0", code, source.description)
         self.agents.append(new)
         self.registered.append((new, dict(labels), request_id))
-        self._requests[request_id] = new
+        if request_id:
+            self._requests[request_id] = (asked, new)
         return new
 
 

@@ -2,7 +2,8 @@
 
 ``FakeRepository`` keeps the semantics ``SqlRepository`` gives its callers: one agent per name, versions unique
 per (agent, version) and (agent, code hash), a compare-and-set on the latest version (VersionConflict when a
-racing writer moved it), request ids where the first one wins, label changes fenced by request fingerprints,
+racing writer moved it), request ids where the first one wins stored with their request's fingerprint (None
+when registered without one, as rows from before fingerprints), label changes fenced by request fingerprints,
 keyset pages fetched as ``page_size + 1``, executions ignored when their id was seen, analyses fenced by
 (owner, attempt).
 """
@@ -121,7 +122,8 @@ class FakeRepository:
     def __init__(self) -> None:
         self.rows: dict[int, _Row] = {}
         self.agents: dict[str, _Agent] = {}
-        self.requests: dict[str, VersionRef] = {}
+        # request id -> (what it registered, the request's fingerprint or None), as the ``requests`` table.
+        self.requests: dict[str, tuple[VersionRef, str | None]] = {}
         self.label_requests: dict[str, str] = {}
         self.executions: dict[str, _Execution] = {}
         self.conflicts = 0
@@ -169,11 +171,11 @@ class FakeRepository:
         return next((row.version for row in self.rows.values()
                      if row.version.name == name and row.version.code_hash == code_hash), None)
 
-    async def find_request(self, request_id: str) -> VersionRef | None:
+    async def find_request(self, request_id: str) -> tuple[VersionRef, str | None] | None:
         return self.requests.get(request_id)
 
-    async def remember_request(self, request_id: str, ref: VersionRef) -> None:
-        self.requests.setdefault(request_id, ref)
+    async def remember_request(self, request_id: str, ref: VersionRef, fingerprint: str) -> None:
+        self.requests.setdefault(request_id, (ref, fingerprint or None))
 
     async def count_agents(self) -> int:
         return len(self.agents)
@@ -212,7 +214,7 @@ class FakeRepository:
         agent.latest, agent.latest_id = new.version, row_id
         agent.version_ids.append(row_id)
         if new.request_id:
-            self.requests.setdefault(new.request_id, stored.ref)
+            self.requests.setdefault(new.request_id, (stored.ref, new.request_fingerprint or None))
         # The SQL repository returns the parents in request order on insert, sorted when read back.
         return replace(stored, parents=new.parents)
 

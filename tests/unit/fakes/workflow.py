@@ -1,9 +1,10 @@
 """In-memory fakes of workflow_svc.ports: the repository, the registry and the agent runner.
 
-``FakeRepository`` keeps what ``SqlRepository`` promises: request ids return the first workflow or execution
-(and no claim), lists are newest first after a (create_time, id) cursor with the caller's limit, leases are
-(owner, epoch) pairs bumped on every claim, and every write of a holder is fenced by them (LeaseLost, nothing
-written, when they do not match).
+``FakeRepository`` keeps what ``SqlRepository`` promises: request ids are stored with their request's
+fingerprint, a replay with the same one (or with none on either side) returns the first workflow or execution
+(and no claim) and a different one raises RequestIdReused and writes nothing; lists are newest first after a
+(create_time, id) cursor with the caller's limit, leases are (owner, epoch) pairs bumped on every claim, and
+every write of a holder is fenced by them (LeaseLost, nothing written, when they do not match).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import copy
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from common.idempotency import check_same_request
 from workflow_svc.domain import (
     AgentInfo,
     AgentRef,
@@ -41,6 +43,7 @@ class _ExecutionRow:
     epoch: int = 0
     expires: float | None = None
     cancel_reason: str = ""
+    fingerprint: str | None = None
 
 
 class FakeRepository:
@@ -48,26 +51,33 @@ class FakeRepository:
 
     def __init__(self) -> None:
         self.workflows: dict[str, Workflow] = {}
-        self.workflow_requests: dict[str, str] = {}
+        # request id -> (the workflow it created, the request's fingerprint or None), as workflows.request_id.
+        self.workflow_requests: dict[str, tuple[str, str | None]] = {}
         self.executions: dict[str, _ExecutionRow] = {}
         self.events: dict[str, list[Event]] = {}
         self.outbox: list[OutcomeRecord] = []
         self.writes = 0
 
     # -- workflows --------------------------------------------------------------------------------------
-    async def insert_workflow(self, workflow: Workflow, request_id: str) -> Workflow:
-        if request_id and request_id in self.workflow_requests:
-            return self.workflows[self.workflow_requests[request_id]]
+    async def insert_workflow(self, workflow: Workflow, request_id: str, fingerprint: str = "") -> Workflow:
+        if request_id:
+            existing = await self.find_workflow_by_request(request_id, fingerprint)
+            if existing is not None:
+                return existing
         if workflow.workflow_id in self.workflows:
             raise KeyError(f"duplicate workflow id {workflow.workflow_id}")
         self.workflows[workflow.workflow_id] = workflow
         if request_id:
-            self.workflow_requests[request_id] = workflow.workflow_id
+            self.workflow_requests[request_id] = (workflow.workflow_id, fingerprint or None)
         return workflow
 
-    async def find_workflow_by_request(self, request_id: str) -> Workflow | None:
-        workflow_id = self.workflow_requests.get(request_id)
-        return self.workflows[workflow_id] if workflow_id else None
+    async def find_workflow_by_request(self, request_id: str, fingerprint: str = "") -> Workflow | None:
+        found = self.workflow_requests.get(request_id)
+        if found is None:
+            return None
+        workflow_id, stored = found
+        check_same_request(request_id, stored, fingerprint, f'workflow "{workflow_id}"')
+        return self.workflows[workflow_id]
 
     async def get_workflow(self, workflow_id: str) -> Workflow | None:
         return self.workflows.get(workflow_id)
@@ -81,26 +91,30 @@ class FakeRepository:
 
     # -- executions -------------------------------------------------------------------------------------
     async def insert_execution(
-        self, execution: Execution, owner: str | None, lease_expires: float | None
+        self, execution: Execution, owner: str | None, lease_expires: float | None, fingerprint: str = ""
     ) -> tuple[Execution, Claim | None]:
         if execution.request_id:
-            existing = await self.find_execution_by_request(execution.request_id)
+            existing = await self.find_execution_by_request(execution.request_id, fingerprint)
             if existing is not None:
                 return existing, None
         if execution.execution_id in self.executions:
             raise KeyError(f"duplicate execution id {execution.execution_id}")
         self.executions[execution.execution_id] = _ExecutionRow(
             replace(execution, nodes=(), last_sequence=0, cancel_requested=False), owner=owner,
-            epoch=1 if owner else 0, expires=lease_expires if owner else None)
+            epoch=1 if owner else 0, expires=lease_expires if owner else None,
+            fingerprint=(fingerprint or None) if execution.request_id else None)
         self.events[execution.execution_id] = []
         return execution, (Claim(execution.execution_id, owner, 1) if owner else None)
 
     def _view(self, row: _ExecutionRow, with_nodes: bool) -> Execution:
         return replace(row.execution, nodes=tuple(row.nodes.values()) if with_nodes else ())
 
-    async def find_execution_by_request(self, request_id: str) -> Execution | None:
+    async def find_execution_by_request(self, request_id: str, fingerprint: str = "") -> Execution | None:
         row = next((r for r in self.executions.values() if r.execution.request_id == request_id), None)
-        return None if row is None else self._view(row, False)
+        if row is None:
+            return None
+        check_same_request(request_id, row.fingerprint, fingerprint, f'execution "{row.execution.execution_id}"')
+        return self._view(row, False)
 
     async def get_execution(self, execution_id: str, *, with_nodes: bool = True) -> Execution | None:
         row = self.executions.get(execution_id)
@@ -125,7 +139,7 @@ class FakeRepository:
         if row is None:
             return None
         state = row.execution.state
-        if not state.terminal:
+        if not state.is_terminal:
             row.execution = replace(row.execution, cancel_requested=True, update_time=now)
             row.cancel_reason = reason
         return state, row.owner, row.expires
