@@ -15,8 +15,9 @@ from datetime import datetime, timedelta
 
 import structlog
 
-from common.errors import DomainError, Unavailable
+from common.errors import DomainError, InvalidArgument, Unavailable
 from common.event_stream import EventHub
+from common.idempotency import REQUEST_ID_REUSED
 from common.tasks import watch
 from evolution_svc import codec, programs
 from evolution_svc.budgets import Stop, stop_decision
@@ -349,11 +350,26 @@ class RunExecutor:
         stored = await self._repository.get(run.run_id, include_code=False)
         last = stored.generations[-1] if stored is not None and stored.generations else None
         tags = labels(run.run_id, best, seed, last, evidence, stop.message)
+        request_id = f"{run.run_id}-promotion"
         for attempt in range(1, REGISTER_ATTEMPTS + 1):
             try:
                 registered = await self._registry.register_version(
-                    original, best.code, labels=tags, request_id=f"{run.run_id}-promotion"
+                    original, best.code, labels=tags, request_id=request_id
                 )
+            except InvalidArgument as error:
+                if error.reason != REQUEST_ID_REUSED or not request_id:
+                    return replace(result, reason=f"{decision.reason}; but the registry refused it: {error.message}")
+                # A resumed run promoting the same code with freshly measured labels: the first registration
+                # stands. Registering the same code again without the key returns that version (idempotent
+                # by name and code) instead of refusing the reused key; this try does not count.
+                log.info("evolution_promotion_replayed", run_id=run.run_id)
+                request_id = ""
+                try:
+                    registered = await self._registry.register_version(original, best.code, labels=tags,
+                                                                       request_id="")
+                except DomainError as again:
+                    return replace(result, reason=f"{decision.reason}; but the registry refused it: {again.message}")
+                return replace(result, promoted=True, agent_id=registered.agent_id, version=registered.version)
             except Unavailable as error:
                 if attempt == REGISTER_ATTEMPTS:
                     return replace(result, reason=f"{decision.reason}; but the registry is unavailable: {error}")

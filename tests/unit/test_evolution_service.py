@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 
 import pytest
@@ -265,3 +265,34 @@ async def test_an_empty_run_id_is_field_required_not_a_lookup(
         await call(world.service)
     assert (caught.value.reason, violations(caught.value), caught.value.message) == (
         "FIELD_REQUIRED", [("run_id", "is required")], "run_id: is required")
+
+
+class RegistryWithAnEarlierPromotion(FakeRegistry):
+    """Has already registered this run's promotion once, with other labels (a crash after it, then a resume)."""
+
+    async def register_version(self, source: AgentSource, code: str, *, labels: Mapping[str, str],
+                               request_id: str) -> AgentSource:
+        if request_id.endswith("-promotion") and request_id not in self._requests:
+            await super().register_version(source, code, labels={**labels, "evolution_report": "earlier"},
+                                           request_id=request_id)
+        return await super().register_version(source, code, labels=labels, request_id=request_id)
+
+
+async def test_a_replayed_promotion_keeps_the_first_registration_instead_of_failing() -> None:
+    world = World(InProcessRunner())
+    world.registry = RegistryWithAnEarlierPromotion([SEED, TRIPLER])
+    world.executor = RunExecutor(world.repo, world.registry, world.runner, world.notifier, owner="replica-1",
+                                 settings=ExecutorSettings(lease_seconds=30.0, evaluation_parallelism=2))
+    world.service = EvolutionService(world.repo, world.registry, world.executor, world.notifier, EvolutionConfig(),
+                                     model_available=False, watch_poll_seconds=0.05)
+    world.executor.start()
+    try:
+        run = await world.service.start(request(agent="tripler", overrides=replace(SMALL, generations=6)))
+        await world.finished(run.run_id)
+        done = await world.service.get(run.run_id, include_code=False)
+    finally:
+        await world.executor.stop()
+    assert done.promotion is not None and done.promotion.promoted, done.promotion
+    promoted = [version for version, _, _ in world.registry.registered]
+    assert len(promoted) == 1  # the earlier registration only: the replay did not add a second version
+    assert done.promotion.version == promoted[0].version

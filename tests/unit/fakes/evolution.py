@@ -222,6 +222,10 @@ class FakeRegistry:
             # The registry answers a request id reused for another request with REQUEST_ID_REUSED.
             check_same_request(request_id, repr(first_asked), repr(asked), f"agent version {first.version}")
             return first
+        same_code = next((agent for agent in self.agents if agent.agent_id == source.agent_id and agent.code == code),
+                         None)
+        if same_code is not None:
+            return same_code  # the registry is idempotent by name and code too
         major, minor, _ = (int(part) for part in source.version.split("."))
         new = AgentSource(source.agent_id, source.name, f"{major}.{minor + 1}.0", code, source.description)
         self.agents.append(new)
