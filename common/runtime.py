@@ -106,13 +106,25 @@ def _secret_value(value: SecretStr | None, common: CommonSettings, name: str) ->
     return found
 
 
-def load_server_security(common: CommonSettings) -> ServerSecurity:
+def load_server_security(common: CommonSettings, *, mtls_authenticates: bool = False) -> ServerSecurity:
     """Tokens (env, else Secrets Manager) and TLS material; production mode without tokens is refused.
 
+    ``mtls_authenticates`` is for servers whose only callers are the mesh's services (the sandbox tier): there
+    a verified client certificate is the authentication, and production demands that instead of tokens.
+
     Raises:
-        AuthConfigError: in production mode without bearer tokens.
+        AuthConfigError: in production mode without bearer tokens (or, with ``mtls_authenticates``, without
+        required client certificates).
         TlsConfigError: TLS settings incomplete or weaker than the mode demands (common.tls.load_tls).
     """
+    if mtls_authenticates:
+        tls = load_tls(common)
+        if common.mode == "production" and not (tls.cert and tls.client_ca and tls.require_client_auth):
+            raise AuthConfigError(
+                "refusing to start in production mode without mutual TLS: a sandbox worker authenticates its "
+                "callers by their client certificates; set TDEV_TLS_PEM (or the TDEV_TLS_* files) with a client CA")
+        return ServerSecurity(tls_cert=tls.cert, tls_key=tls.key, tls_client_ca=tls.client_ca,
+                              require_client_auth=tls.require_client_auth)
     document = _secret_value(common.auth_tokens, common, "auth/tokens")
     tokens = TokenTable.from_json(document) if document else None
     if common.mode == "production" and not tokens:

@@ -16,7 +16,7 @@ from tdev.sandbox.v1 import sandbox_service_pb2 as pb
 from tdev.sandbox.v1 import sandbox_service_pb2_grpc as pb_grpc
 
 from common.config import CommonSettings, get_common_settings
-from common.errors import InvalidArgument
+from common.errors import DeadlineExceeded, InvalidArgument
 from common.grpc_server import ServerSecurity, ServiceBinding, build_server
 from common.runtime import ServiceHandle, load_server_security, on_close, serve_until_stopped, setup_process
 
@@ -51,11 +51,16 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
         await context.send_initial_metadata(((remote_wire.JOB_STARTED_KEY, remote_wire.JOB_STARTED_VALUE),))
         # The call's deadline bounds the job; grpc also cancels the handler then, which kills the processes
         # (ChildJob kills on CancelledError), but the timeout does not depend on when grpc notices.
-        async with asyncio.timeout(context.time_remaining()):
-            index = 0
-            async for outcome in self._sandbox.stream_job(job.mode, job.code, job.inputs, job.limits):
-                yield pb.RunJobResponse(index=index, outcome=remote_wire.outcome_message(outcome))
-                index += 1
+        try:
+            async with asyncio.timeout(context.time_remaining()):
+                index = 0
+                async for outcome in self._sandbox.stream_job(job.mode, job.code, job.inputs, job.limits):
+                    yield pb.RunJobResponse(index=index, outcome=remote_wire.outcome_message(outcome))
+                    index += 1
+        except TimeoutError:
+            # The caller's deadline, not a dependency down (a bare TimeoutError would map to UNAVAILABLE).
+            raise DeadlineExceeded("the job did not finish within the call's deadline",
+                                   reason="JOB_DEADLINE_EXCEEDED") from None
         # Sizes and counts only: the code and the inputs are the callers' data.
         log.debug("sandbox_job.done", mode=job.mode.value, inputs=len(job.inputs), code_chars=len(job.code))
 
@@ -115,7 +120,7 @@ async def _serve(common: CommonSettings) -> None:
         SandboxSettings.for_mode(common.mode),
         host=worker.host,
         port=worker.port,
-        security=load_server_security(common),
+        security=load_server_security(common, mtls_authenticates=True),
         max_message_mb=common.grpc_max_message_mb,
     )
     await serve_until_stopped(handle, worker.grace_seconds)

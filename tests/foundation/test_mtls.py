@@ -239,3 +239,19 @@ async def test_cli_health_check_reaches_an_mtls_service_with_the_client_certific
         assert await check_health(address, registry.grpc_service, security=with_cert) == "SERVING"
     finally:
         await handle.close(grace=1)
+
+
+def test_a_sandbox_worker_in_production_is_authenticated_by_mtls_not_tokens(
+    common_settings: CommonSettings, mesh_pki: Pki
+) -> None:
+    from common.auth import AuthConfigError
+    from common.runtime import load_server_security
+
+    production = common_settings.model_copy(update={"mode": "production"})
+    worker = mesh_pki.server_settings(production, "sandbox").model_copy(update={"tls_required": True})
+    security = load_server_security(worker, mtls_authenticates=True)
+    assert security.tokens is None and security.require_client_auth and security.tls_client_ca
+    with pytest.raises(AuthConfigError, match="without mutual TLS"):
+        load_server_security(production, mtls_authenticates=True)
+    with pytest.raises(AuthConfigError, match="without auth"):
+        load_server_security(worker)  # a service, by contrast, needs its bearer tokens too
