@@ -30,6 +30,7 @@ from builder_svc.domain import (
     PackagedAgent,
     RequestedConstraints,
     ServicePackage,
+    Stage,
     StageResult,
     StartCommand,
     StoredWorkflow,
@@ -38,7 +39,7 @@ from builder_svc.domain import (
     WorkflowDefinition,
 )
 from common import idempotency, paging
-from common.errors import invalid_field
+from common.enums import optional_from_proto, to_proto
 from common.paging import Page
 from common.protojson import dict_to_struct as struct
 from common.protojson import struct_to_dict
@@ -49,6 +50,11 @@ def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
     stamp = timestamp_pb2.Timestamp()
     stamp.FromNanoseconds(int(seconds * 1e9))
     return stamp
+
+
+def _stage_number(stage: Stage | None) -> build_pb2.Stage:
+    # Events and errors outside any stage carry no stage: STAGE_UNSPECIFIED on the wire.
+    return build_pb2.STAGE_UNSPECIFIED if stage is None else to_proto(stage, build_pb2.Stage, "STAGE_")
 
 
 # ---- builder requests ------------------------------------------------------------------------------------
@@ -73,10 +79,7 @@ def list_query(request: pb2.ListBuildsRequest) -> tuple[BuildFilter, int, Cursor
     Raises:
         InvalidArgument: an unknown state, a negative page size or a token not issued for this query.
     """
-    try:
-        state = BuildState(request.state) if request.state else None
-    except ValueError:
-        raise invalid_field("state", f"unknown build state {request.state}") from None
+    state = optional_from_proto(request.state, BuildState, build_pb2.Build.State, "STATE_", field="state")
     after = paging.decode_token(request, paging.is_keyset)
     cursor = (float(after[0]), str(after[1])) if after is not None else None
     return BuildFilter(state=state), paging.page_size(request.page_size), cursor
@@ -94,12 +97,13 @@ def usage_message(usage: Usage | None) -> build_pb2.Usage:
 def _error(error: BuildError | None) -> build_pb2.BuildError | None:
     if error is None:
         return None
-    return build_pb2.BuildError(code=error.code, message=error.message, stage=int(error.stage or 0))  # type: ignore[arg-type]
+    return build_pb2.BuildError(code=error.code, message=error.message, stage=_stage_number(error.stage))
 
 
 def _stage(result: StageResult) -> build_pb2.StageResult:
     return build_pb2.StageResult(
-        stage=int(result.stage), state=int(result.state), summary=result.summary,  # type: ignore[arg-type]
+        stage=_stage_number(result.stage), state=to_proto(result.state, build_pb2.StageResult.State, "STATE_"),
+        summary=result.summary,
         details=struct(result.details), duration_ms=result.duration_ms, usage=usage_message(result.usage),
         attempt=result.attempt)
 
@@ -135,7 +139,7 @@ def build_message(build: Build) -> build_pb2.Build:
             max_duration_seconds=build.constraints.max_duration_seconds,
             max_fix_attempts=build.constraints.max_fix_attempts, disable_reuse=build.constraints.disable_reuse,
             sample_inputs=[struct(s) for s in build.constraints.sample_inputs]),
-        state=int(build.state),  # type: ignore[arg-type]
+        state=to_proto(build.state, build_pb2.Build.State, "STATE_"),
         stages=[_stage(s) for s in build.stages], package=_package(build.package), error=_error(build.error),
         usage=usage_message(build.usage), last_sequence=build.last_sequence,
         create_time=_timestamp(build.create_time), update_time=_timestamp(build.update_time),
@@ -145,8 +149,8 @@ def build_message(build: Build) -> build_pb2.Build:
 def event_message(event: BuildEvent) -> build_pb2.BuildEvent:
     """An event as a message."""
     return build_pb2.BuildEvent(
-        sequence=event.sequence, build_id=event.build_id, type=int(event.type),  # type: ignore[arg-type]
-        time=_timestamp(event.time), stage=int(event.stage or 0),  # type: ignore[arg-type]
+        sequence=event.sequence, build_id=event.build_id, type=to_proto(event.type, build_pb2.BuildEvent.Type, "TYPE_"),
+        time=_timestamp(event.time), stage=_stage_number(event.stage),
         message=event.message, details=struct(event.details), duration_ms=event.duration_ms,
         usage=usage_message(event.usage) if event.usage is not None else None, error=_error(event.error))
 
