@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from datetime import datetime
 
 from builder_svc.domain import Constraints, RequestedConstraints
 from common.errors import FieldViolation, InvalidArgument, invalid_field, invalid_fields, require
 
 MAX_REQUEST_ID_CHARS = 128
 MAX_SAMPLE_BYTES = 256 * 1024
-Cursor = tuple[float, str]
+# Where a ListBuilds page continues: (create time, build id) of the last build of the previous page.
+Cursor = tuple[datetime, str]
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import grpc
-from google.protobuf import json_format, timestamp_pb2
+from google.protobuf import json_format
 from tdev.builder.v1 import build_pb2
 from tdev.builder.v1 import builder_service_pb2 as pb2
 from tdev.registry.v1 import agent_pb2 as registry_agent_pb2
@@ -30,6 +30,7 @@ from builder_svc.domain import (
     PackagedAgent,
     RequestedConstraints,
     ServicePackage,
+    Stage,
     StageResult,
     StartCommand,
     StoredWorkflow,
@@ -38,17 +39,16 @@ from builder_svc.domain import (
     WorkflowDefinition,
 )
 from common import idempotency, paging
-from common.errors import invalid_field
+from common.clock import from_epoch, to_epoch, to_timestamp
+from common.enums import optional_from_proto, to_proto
 from common.paging import Page
 from common.protojson import dict_to_struct as struct
 from common.protojson import struct_to_dict
 
 
-# ---- JSON values ---------------------------------------------------------------------------------------------
-def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromNanoseconds(int(seconds * 1e9))
-    return stamp
+def _stage_number(stage: Stage | None) -> build_pb2.Stage:
+    # Events and errors outside any stage carry no stage: STAGE_UNSPECIFIED on the wire.
+    return build_pb2.STAGE_UNSPECIFIED if stage is None else to_proto(stage, build_pb2.Stage, "STAGE_")
 
 
 # ---- builder requests ------------------------------------------------------------------------------------
@@ -73,12 +73,10 @@ def list_query(request: pb2.ListBuildsRequest) -> tuple[BuildFilter, int, Cursor
     Raises:
         InvalidArgument: an unknown state, a negative page size or a token not issued for this query.
     """
-    try:
-        state = BuildState(request.state) if request.state else None
-    except ValueError:
-        raise invalid_field("state", f"unknown build state {request.state}") from None
+    state = optional_from_proto(request.state, BuildState, build_pb2.Build.State, "STATE_", field="state")
     after = paging.decode_token(request, paging.is_keyset)
-    cursor = (float(after[0]), str(after[1])) if after is not None else None
+    # The token's position is the stored epoch double, as before; the domain cursor holds a datetime.
+    cursor = (from_epoch(float(after[0])), str(after[1])) if after is not None else None
     return BuildFilter(state=state), paging.page_size(request.page_size), cursor
 
 
@@ -94,12 +92,13 @@ def usage_message(usage: Usage | None) -> build_pb2.Usage:
 def _error(error: BuildError | None) -> build_pb2.BuildError | None:
     if error is None:
         return None
-    return build_pb2.BuildError(code=error.code, message=error.message, stage=int(error.stage or 0))  # type: ignore[arg-type]
+    return build_pb2.BuildError(code=error.code, message=error.message, stage=_stage_number(error.stage))
 
 
 def _stage(result: StageResult) -> build_pb2.StageResult:
     return build_pb2.StageResult(
-        stage=int(result.stage), state=int(result.state), summary=result.summary,  # type: ignore[arg-type]
+        stage=_stage_number(result.stage), state=to_proto(result.state, build_pb2.StageResult.State, "STATE_"),
+        summary=result.summary,
         details=struct(result.details), duration_ms=result.duration_ms, usage=usage_message(result.usage),
         attempt=result.attempt)
 
@@ -135,18 +134,18 @@ def build_message(build: Build) -> build_pb2.Build:
             max_duration_seconds=build.constraints.max_duration_seconds,
             max_fix_attempts=build.constraints.max_fix_attempts, disable_reuse=build.constraints.disable_reuse,
             sample_inputs=[struct(s) for s in build.constraints.sample_inputs]),
-        state=int(build.state),  # type: ignore[arg-type]
+        state=to_proto(build.state, build_pb2.Build.State, "STATE_"),
         stages=[_stage(s) for s in build.stages], package=_package(build.package), error=_error(build.error),
         usage=usage_message(build.usage), last_sequence=build.last_sequence,
-        create_time=_timestamp(build.create_time), update_time=_timestamp(build.update_time),
+        create_time=to_timestamp(build.create_time), update_time=to_timestamp(build.update_time),
         registered_agents=[_agent(a) for a in build.registered_agents], elapsed_seconds=build.elapsed_seconds)
 
 
 def event_message(event: BuildEvent) -> build_pb2.BuildEvent:
     """An event as a message."""
     return build_pb2.BuildEvent(
-        sequence=event.sequence, build_id=event.build_id, type=int(event.type),  # type: ignore[arg-type]
-        time=_timestamp(event.time), stage=int(event.stage or 0),  # type: ignore[arg-type]
+        sequence=event.sequence, build_id=event.build_id, type=to_proto(event.type, build_pb2.BuildEvent.Type, "TYPE_"),
+        time=to_timestamp(event.time), stage=_stage_number(event.stage),
         message=event.message, details=struct(event.details), duration_ms=event.duration_ms,
         usage=usage_message(event.usage) if event.usage is not None else None, error=_error(event.error))
 
@@ -169,7 +168,11 @@ def cancel_response(build: Build) -> pb2.CancelBuildResponse:
 def list_response(request: pb2.ListBuildsRequest, page: Page[Build]) -> pb2.ListBuildsResponse:
     """ListBuilds' answer, its next page token bound to the request's filters."""
     return pb2.ListBuildsResponse(builds=[build_message(b) for b in page.items],
-                                  next_page_token=paging.encode_token(request, page.after))
+                                  next_page_token=paging.encode_token(request, _position(page.after)))
+
+
+def _position(after: Cursor | None) -> list[Any] | None:
+    return None if after is None else [to_epoch(after[0]), after[1]]
 
 
 def build_service_response(event: BuildEvent) -> pb2.BuildServiceResponse:

@@ -1,10 +1,15 @@
-"""Builds, their stages, events and packages as frozen dataclasses; numbers match the proto enums."""
+"""Builds, their stages, events and packages as frozen dataclasses.
+
+Enum values are the integers the tables store; convert.py maps them to the proto by name (common.enums).
+Times are aware UTC datetimes (common.clock); the tables keep epoch-second doubles.
+"""
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from common.llm.schemas import Failure
@@ -12,6 +17,8 @@ from common.llm.schemas import Failure
 JSON = dict[str, Any]
 BUILD_ID_PREFIX = "build_"
 SERVICE_ID_PREFIX = "svc_"
+# The default of a build's times before it is stored (the old 0.0 seconds).
+EPOCH = datetime.fromtimestamp(0, UTC)
 
 
 class BuildState(enum.IntEnum):
@@ -300,8 +307,8 @@ class Build:
     error: BuildError | None = None
     usage: Usage = field(default_factory=Usage)
     last_sequence: int = 0
-    create_time: float = 0.0
-    update_time: float = 0.0
+    create_time: datetime = EPOCH
+    update_time: datetime = EPOCH
     registered_agents: tuple[PackagedAgent, ...] = ()
     elapsed_seconds: float = 0.0
     marking: str = ""  # registry labels of its versions once ended: "", "pending", "done" or "failed"
@@ -332,7 +339,7 @@ class BuildEvent:
     sequence: int
     build_id: str
     type: EventType
-    time: float
+    time: datetime
     stage: Stage | None = None
     message: str = ""
     details: JSON = field(default_factory=dict)

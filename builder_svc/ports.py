@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
+from builder_svc.admission import Cursor
 from builder_svc.domain import (
     AgentRegistration,
     AgentSummary,
@@ -38,7 +39,7 @@ class Repository(Protocol):
     async def get_build(self, build_id: str) -> Build | None:
         """One build."""
 
-    async def list_builds(self, query: BuildFilter, page_size: int, after: tuple[float, str] | None) -> list[Build]:
+    async def list_builds(self, query: BuildFilter, page_size: int, after: Cursor | None) -> list[Build]:
         """Builds newest first, after a cursor."""
 
     async def events_after(self, build_id: str, after_sequence: int, limit: int) -> list[BuildEvent]:

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from builder_svc.admission import Cursor
 from builder_svc.domain import (
     ACTIVE_STATES,
     Build,
@@ -35,6 +36,7 @@ from builder_svc.domain import (
 )
 from builder_svc.models import BuildEventRow, BuildRow
 from builder_svc.ports import LeaseLost
+from common.clock import from_epoch, to_epoch
 from common.errors import FailedPrecondition, NotFound
 from common.idempotency import check_same_request
 
@@ -48,8 +50,8 @@ def _build(row: Any) -> Build:
         build_id=row.build_id, requirements=row.requirements, constraints=Constraints.from_json(row.constraints),
         state=BuildState(row.state), stages=tuple(StageResult.from_json(s) for s in row.stages or ()),
         package=ServicePackage.from_json(row.package), error=BuildError.from_json(row.error),
-        usage=Usage.from_json(row.usage), last_sequence=int(row.last_sequence), create_time=float(row.create_time),
-        update_time=float(row.update_time),
+        usage=Usage.from_json(row.usage), last_sequence=int(row.last_sequence),
+        create_time=from_epoch(float(row.create_time)), update_time=from_epoch(float(row.update_time)),
         registered_agents=tuple(PackagedAgent.from_json(a) for a in row.registered_agents or ()),
         elapsed_seconds=float(row.elapsed_seconds or 0.0), marking=row.marks_state or "",
     )
@@ -63,7 +65,7 @@ def _mark_values(now: float) -> dict[str, Any]:
 
 def _event(row: Any) -> BuildEvent:
     return BuildEvent(
-        sequence=int(row.sequence), build_id=row.build_id, type=EventType(row.type), time=float(row.time),
+        sequence=int(row.sequence), build_id=row.build_id, type=EventType(row.type), time=from_epoch(float(row.time)),
         stage=Stage(row.stage) if row.stage else None, message=row.message, details=dict(row.details or {}),
         duration_ms=float(row.duration_ms), usage=Usage.from_json(row.usage) if row.usage else None,
         error=BuildError.from_json(row.error),
@@ -125,7 +127,7 @@ class SqlRepository:
             "request_fingerprint": (fingerprint or None) if request_id else None,
             "stages": [], "checkpoint": {}, "usage": Usage().to_json(), "error": None, "package": None,
             "registered_agents": [], "elapsed_seconds": 0.0, "last_sequence": 0,
-            "create_time": build.create_time, "update_time": build.update_time,
+            "create_time": to_epoch(build.create_time), "update_time": to_epoch(build.update_time),
             "lease_owner": None, "lease_epoch": 0, "lease_expires": None,
             "marks_state": None, "marks_due": None, "marks_attempts": 0, "marks_epoch": 0, "marks_error": None,
         }
@@ -153,13 +155,14 @@ class SqlRepository:
             row = (await connection.execute(builds.select().where(builds.c.build_id == build_id))).first()
         return _build(row) if row else None
 
-    async def list_builds(self, query: BuildFilter, page_size: int, after: tuple[float, str] | None) -> list[Build]:
+    async def list_builds(self, query: BuildFilter, page_size: int, after: Cursor | None) -> list[Build]:
         """Builds newest first (create time, then id), after a cursor."""
         statement = builds.select()
         if query.state is not None:
             statement = statement.where(builds.c.state == int(query.state))
         if after is not None:
-            statement = statement.where(sa.tuple_(builds.c.create_time, builds.c.build_id) < sa.tuple_(*after))
+            position = sa.tuple_(to_epoch(after[0]), after[1])
+            statement = statement.where(sa.tuple_(builds.c.create_time, builds.c.build_id) < position)
         statement = statement.order_by(builds.c.create_time.desc(), builds.c.build_id.desc()).limit(page_size)
         async with self._engine.connect() as connection:
             return [_build(row) for row in await connection.execute(statement)]

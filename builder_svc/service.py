@@ -14,6 +14,7 @@ from builder_svc.admission import Cursor
 from builder_svc.domain import BUILD_ID_PREFIX, Build, BuildEvent, BuildFilter, BuildState, StartCommand
 from builder_svc.ports import Repository
 from common import paging
+from common.clock import from_epoch
 from common.errors import NotFound, invalid_field
 from common.event_stream import EventHub, stored_then_live
 from common.paging import Page
@@ -61,7 +62,8 @@ class BuilderService:
         requirements = admission.check_requirements(command.requirements, self._defaults.max_requirements_chars)
         constraints = admission.resolve_constraints(command.constraints, self._defaults)
         admission.check_request_id(command.request_id)
-        now = self._clock()
+        # The clock gives float seconds (it also times leases); the build's times are datetimes.
+        now = from_epoch(self._clock())
         build = Build(build_id=self._new_id(), requirements=requirements, constraints=constraints,
                       state=BuildState.PENDING, create_time=now, update_time=now)
         stored, created = await self._repository.insert_build(build, command.request_id, command.fingerprint)
@@ -96,7 +98,7 @@ class BuilderService:
     async def list(self, query: BuildFilter, page_size: int, after: Cursor | None) -> Page[Build]:
         """One page of builds, newest first, after the (create time, id) position."""
         rows = await self._repository.list_builds(query, page_size + 1, after)
-        return paging.take(rows, page_size, lambda last: [last.create_time, last.build_id])
+        return paging.take(rows, page_size, lambda last: (last.create_time, last.build_id))
 
     async def cancel(self, build_id: str, reason: str) -> Build:
         """Ends a pending or running build as CANCELLED at once; its worker is fenced out and stopped.

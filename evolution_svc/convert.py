@@ -14,7 +14,8 @@ from tdev.registry.v1 import registry_service_pb2 as registry_pb2
 from tdev.registry.v1 import registry_service_pb2_grpc as registry_pb2_grpc
 
 from common import idempotency, paging
-from common.errors import invalid_field
+from common.clock import to_timestamp
+from common.enums import from_proto, optional_from_proto, to_proto
 from common.paging import Page
 from common.protojson import dict_to_struct, struct_to_dict
 from evolution_svc.domain import (
@@ -24,7 +25,6 @@ from evolution_svc.domain import (
     EvaluationCase,
     EvaluationSuite,
     Event,
-    EventType,
     EvolutionConfig,
     EvolutionRun,
     GenerationReport,
@@ -34,59 +34,18 @@ from evolution_svc.domain import (
     RunState,
     ScoringMode,
     StartRequest,
-    StopReason,
 )
 
-SCORING_TO_PROTO = {
-    ScoringMode.EXACT: evo_pb2.SCORING_MODE_EXACT,
-    ScoringMode.NUMERIC_TOLERANCE: evo_pb2.SCORING_MODE_NUMERIC_TOLERANCE,
-    ScoringMode.JSON_SUBSET: evo_pb2.SCORING_MODE_JSON_SUBSET,
-    ScoringMode.SCORER_AGENT: evo_pb2.SCORING_MODE_SCORER_AGENT,
-}
-SCORING_FROM_PROTO = {value: key for key, value in SCORING_TO_PROTO.items()}
-OPERATORS_TO_PROTO = {
-    OperatorSet.UNSPECIFIED: evo_pb2.OPERATOR_SET_UNSPECIFIED,
-    OperatorSet.PROGRAM_TRANSFORM: evo_pb2.OPERATOR_SET_PROGRAM_TRANSFORM,
-    OperatorSet.LLM: evo_pb2.OPERATOR_SET_LLM,
-    OperatorSet.MIXED: evo_pb2.OPERATOR_SET_MIXED,
-}
-OPERATORS_FROM_PROTO = {value: key for key, value in OPERATORS_TO_PROTO.items()}
-STATE_TO_PROTO = {
-    RunState.PENDING: evo_pb2.EvolutionRun.STATE_PENDING,
-    RunState.RUNNING: evo_pb2.EvolutionRun.STATE_RUNNING,
-    RunState.SUCCEEDED: evo_pb2.EvolutionRun.STATE_SUCCEEDED,
-    RunState.FAILED: evo_pb2.EvolutionRun.STATE_FAILED,
-    RunState.CANCELLED: evo_pb2.EvolutionRun.STATE_CANCELLED,
-}
-STATE_FROM_PROTO = {value: key for key, value in STATE_TO_PROTO.items()}
-STOP_TO_PROTO = {
-    StopReason.UNSPECIFIED: evo_pb2.STOP_REASON_UNSPECIFIED,
-    StopReason.GENERATIONS: evo_pb2.STOP_REASON_GENERATIONS,
-    StopReason.PLATEAU: evo_pb2.STOP_REASON_PLATEAU,
-    StopReason.EVALUATION_BUDGET: evo_pb2.STOP_REASON_EVALUATION_BUDGET,
-    StopReason.COST_BUDGET: evo_pb2.STOP_REASON_COST_BUDGET,
-    StopReason.TIME_BUDGET: evo_pb2.STOP_REASON_TIME_BUDGET,
-    StopReason.PERFECT: evo_pb2.STOP_REASON_PERFECT,
-    StopReason.CANCELLED: evo_pb2.STOP_REASON_CANCELLED,
-    StopReason.ERROR: evo_pb2.STOP_REASON_ERROR,
-}
-EVENT_TO_PROTO = {
-    EventType.RUN_STARTED: evo_pb2.EvolutionEvent.TYPE_RUN_STARTED,
-    EventType.GENERATION_COMPLETED: evo_pb2.EvolutionEvent.TYPE_GENERATION_COMPLETED,
-    EventType.PROMOTION_DECIDED: evo_pb2.EvolutionEvent.TYPE_PROMOTION_DECIDED,
-    EventType.RUN_SUCCEEDED: evo_pb2.EvolutionEvent.TYPE_RUN_SUCCEEDED,
-    EventType.RUN_FAILED: evo_pb2.EvolutionEvent.TYPE_RUN_FAILED,
-    EventType.RUN_CANCELLED: evo_pb2.EvolutionEvent.TYPE_RUN_CANCELLED,
-    EventType.RUN_RESUMED: evo_pb2.EvolutionEvent.TYPE_RUN_RESUMED,
-}
+_RUN_STATE = evo_pb2.EvolutionRun.State
+_EVENT_TYPE = evo_pb2.EvolutionEvent.Type
 
 
-# -- JSON values ------------------------------------------------------------------------------------------
 # -- requests ---------------------------------------------------------------------------------------------
 def suite_from_proto(message: evo_pb2.EvaluationSuite) -> EvaluationSuite:
     """The suite as sent (validated later by the service)."""
-    if message.scoring_mode not in SCORING_FROM_PROTO and message.scoring_mode != evo_pb2.SCORING_MODE_UNSPECIFIED:
-        raise invalid_field("suite.scoring_mode", f"unknown value {message.scoring_mode}")
+    # Unset means exact comparison, the documented default.
+    scoring_mode = from_proto(message.scoring_mode, ScoringMode, evo_pb2.ScoringMode, "SCORING_MODE_",
+                              field="suite.scoring_mode", default=ScoringMode.EXACT)
     return EvaluationSuite(
         cases=tuple(
             EvaluationCase(
@@ -98,7 +57,7 @@ def suite_from_proto(message: evo_pb2.EvaluationSuite) -> EvaluationSuite:
             )
             for case in message.cases
         ),
-        scoring_mode=SCORING_FROM_PROTO.get(message.scoring_mode, ScoringMode.EXACT),
+        scoring_mode=scoring_mode,
         tolerance=message.tolerance,
         scorer_agent_id=message.scorer_agent_id,
         scorer_agent_version=message.scorer_agent_version,
@@ -114,9 +73,9 @@ def overrides_from_proto(message: evo_pb2.EvolutionConfig) -> ConfigOverrides:
             continue
         if message.HasField(item.name):
             given[item.name] = getattr(message, item.name)
-    if message.operators not in OPERATORS_FROM_PROTO:
-        raise invalid_field("config.operators", f"unknown value {message.operators}")
-    return ConfigOverrides(**given, operators=OPERATORS_FROM_PROTO[message.operators])
+    operators = from_proto(message.operators, OperatorSet, evo_pb2.OperatorSet, "OPERATOR_SET_",
+                           field="config.operators")
+    return ConfigOverrides(**given, operators=operators)
 
 
 def start_request(message: pb2.StartEvolutionRequest) -> StartRequest:
@@ -138,9 +97,7 @@ def list_query(message: pb2.ListEvolutionsRequest) -> ListQuery:
         InvalidArgument: a negative page size, an unknown state, or a token not issued for this query.
     """
     size = paging.page_size(message.page_size)
-    state = STATE_FROM_PROTO.get(message.state) if message.state else None
-    if message.state and state is None:
-        raise invalid_field("state", f"unknown value {message.state}")
+    state = optional_from_proto(message.state, RunState, _RUN_STATE, "STATE_", field="state")
     after = paging.decode_token(message, lambda value: isinstance(value, list) and len(value) == 2
                                 and all(isinstance(part, str) for part in value))
     return ListQuery(page_size=size, after=(after[0], after[1]) if after is not None else None,
@@ -161,7 +118,7 @@ def suite_to_proto(suite: EvaluationSuite) -> evo_pb2.EvaluationSuite:
             )
             for case in suite.cases
         ],
-        scoring_mode=SCORING_TO_PROTO[suite.scoring_mode],
+        scoring_mode=to_proto(suite.scoring_mode, evo_pb2.ScoringMode, "SCORING_MODE_"),
         tolerance=suite.tolerance,
         scorer_agent_id=suite.scorer_agent_id,
         scorer_agent_version=suite.scorer_agent_version,
@@ -172,7 +129,7 @@ def suite_to_proto(suite: EvaluationSuite) -> evo_pb2.EvaluationSuite:
 def config_to_proto(config: EvolutionConfig) -> evo_pb2.EvolutionConfig:
     """The effective configuration, every field set."""
     values = {item.name: getattr(config, item.name) for item in fields(EvolutionConfig) if item.name != "operators"}
-    return evo_pb2.EvolutionConfig(**values, operators=OPERATORS_TO_PROTO[config.operators])
+    return evo_pb2.EvolutionConfig(**values, operators=to_proto(config.operators, evo_pb2.OperatorSet, "OPERATOR_SET_"))
 
 
 def candidate_to_proto(candidate: Candidate) -> evo_pb2.Candidate:
@@ -209,20 +166,20 @@ def run_to_proto(run: EvolutionRun, *, with_reports: bool = True) -> evo_pb2.Evo
         agent_version=run.agent_version,
         suite=suite_to_proto(run.suite),
         config=config_to_proto(run.config),
-        state=STATE_TO_PROTO[run.state],
-        stop_reason=STOP_TO_PROTO[run.stop_reason],
+        state=to_proto(run.state, _RUN_STATE, "STATE_"),
+        stop_reason=to_proto(run.stop_reason, evo_pb2.StopReason, "STOP_REASON_"),
         stop_message=run.stop_message,
         generations=[report_to_proto(report) for report in run.generations] if with_reports else [],
         seed_fitness=run.seed_fitness,
         error=run.error,
         last_sequence=run.last_sequence,
+        create_time=to_timestamp(run.create_time),
+        update_time=to_timestamp(run.update_time),
     )
     if run.best is not None:
         message.best.CopyFrom(candidate_to_proto(run.best))
     if run.promotion is not None:
         message.promotion.CopyFrom(promotion_to_proto(run.promotion))
-    message.create_time.FromDatetime(run.create_time)
-    message.update_time.FromDatetime(run.update_time)
     return message
 
 
@@ -239,11 +196,11 @@ def event_to_proto(event: Event) -> evo_pb2.EvolutionEvent:
     message = evo_pb2.EvolutionEvent(
         sequence=event.sequence,
         run_id=event.run_id,
-        type=EVENT_TO_PROTO[event.type],
+        type=to_proto(event.type, _EVENT_TYPE, "TYPE_"),
         message=event.message,
-        stop_reason=STOP_TO_PROTO[event.stop_reason],
+        stop_reason=to_proto(event.stop_reason, evo_pb2.StopReason, "STOP_REASON_"),
+        time=to_timestamp(event.time),
     )
-    message.time.FromDatetime(event.time)
     if event.report is not None:
         message.report.CopyFrom(report_to_proto(event.report))
     if event.promotion is not None:

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 
 import structlog
 
+from common.clock import utc_now
 from common.errors import DomainError, InvalidArgument, Unavailable
 from common.event_stream import EventHub
 from common.idempotency import REQUEST_ID_REUSED
@@ -50,7 +51,6 @@ from evolution_svc.ports import (
     WorkItem,
 )
 from evolution_svc.promotion import Evidence, decide, labels
-from evolution_svc.repository import utc_now
 
 log = structlog.get_logger(__name__)
 

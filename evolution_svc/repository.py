@@ -8,13 +8,14 @@ sequence numbers have no gaps.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from common import paging
+from common.clock import utc_now
 from common.db import session_factory
 from common.idempotency import check_same_request
 from common.paging import Page
@@ -31,11 +32,6 @@ from evolution_svc.models import EventRow, RunRow
 from evolution_svc.ports import EventDraft, Lease, LostLease, NewRun, RunUpdate, WorkItem
 
 UNFINISHED = (RunState.PENDING.value, RunState.RUNNING.value)
-
-
-def utc_now() -> datetime:
-    """The current time in UTC."""
-    return datetime.now(UTC)
 
 
 def _event(row: EventRow) -> Event:

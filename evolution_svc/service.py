@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import structlog
 
+from common.clock import utc_now
 from common.errors import (
     FIELD_REQUIRED,
     FailedPrecondition,
@@ -34,7 +35,6 @@ from evolution_svc.domain import (
 )
 from evolution_svc.executor import RunExecutor
 from evolution_svc.ports import Lease, NewRun, Registry, RunRepository
-from evolution_svc.repository import utc_now
 from evolution_svc.validation import INVALID_SUITE, split_held_out, validate_config, validate_suite
 
 log = structlog.get_logger(__name__)

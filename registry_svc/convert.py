@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
-from google.protobuf import struct_pb2, timestamp_pb2
+from google.protobuf import struct_pb2
 from tdev.registry.v1 import agent_pb2
 from tdev.registry.v1 import registry_service_pb2 as pb2
 
 from common import idempotency, paging
-from common.errors import invalid_field
+from common.clock import from_timestamp, to_timestamp
+from common.enums import from_proto, optional_from_proto, to_proto
 from common.paging import Page
 from registry_svc.domain import (
     AgentVersion,
@@ -31,19 +31,8 @@ from registry_svc.domain import (
     VersionRef,
 )
 
-_STATE_TO_PB = {
-    AnalysisState.PENDING: agent_pb2.AgentAnalysis.STATE_PENDING,
-    AnalysisState.RUNNING: agent_pb2.AgentAnalysis.STATE_RUNNING,
-    AnalysisState.SUCCEEDED: agent_pb2.AgentAnalysis.STATE_SUCCEEDED,
-    AnalysisState.FAILED: agent_pb2.AgentAnalysis.STATE_FAILED,
-}
-_STATE_FROM_PB = {value: key for key, value in _STATE_TO_PB.items()}
-_ORDER_FROM_PB = {
-    pb2.ListAgentsRequest.ORDER_BY_UNSPECIFIED: OrderBy.UPDATED,
-    pb2.ListAgentsRequest.ORDER_BY_QUALITY: OrderBy.QUALITY,
-    pb2.ListAgentsRequest.ORDER_BY_EXECUTIONS: OrderBy.EXECUTIONS,
-    pb2.ListAgentsRequest.ORDER_BY_RECENT: OrderBy.RECENT,
-}
+_STATE = agent_pb2.AgentAnalysis.State
+_ORDER = pb2.ListAgentsRequest.OrderBy
 
 # ---- domain -> proto --------------------------------------------------------------------------------
 
@@ -55,14 +44,6 @@ def _struct(value: Mapping[str, Any]) -> struct_pb2.Struct:
     return struct
 
 
-def _timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
-    if value is None:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
 def version_ref(ref: VersionRef) -> agent_pb2.AgentVersionRef:
     """A reference as proto."""
     return agent_pb2.AgentVersionRef(agent_id=ref.agent_id, version=ref.version)
@@ -71,9 +52,9 @@ def version_ref(ref: VersionRef) -> agent_pb2.AgentVersionRef:
 def analysis(value: Analysis) -> agent_pb2.AgentAnalysis:
     """An analysis as proto."""
     return agent_pb2.AgentAnalysis(
-        state=_STATE_TO_PB[value.state], capabilities=_struct(value.capabilities),
+        state=to_proto(value.state, _STATE, "STATE_"), capabilities=_struct(value.capabilities),
         quality_score=value.quality_score or 0.0, static_metrics=_struct(value.static_metrics),
-        models_used=list(value.models_used), analysis_time=_timestamp(value.analysis_time),
+        models_used=list(value.models_used), analysis_time=to_timestamp(value.analysis_time),
         duration_ms=value.duration_ms, error=value.error,
     )
 
@@ -96,7 +77,7 @@ def agent(value: AgentVersion) -> agent_pb2.Agent:
         declared_capabilities=_struct(value.declared_capabilities), execute_is_async=value.execute_is_async,
         parents=[version_ref(p) for p in value.parents], labels=dict(value.labels),
         analysis=analysis(value.analysis), metrics=metrics(value.metrics),
-        create_time=_timestamp(value.create_time), update_time=_timestamp(value.update_time),
+        create_time=to_timestamp(value.create_time), update_time=to_timestamp(value.update_time),
         code_size_bytes=value.code_size_bytes,
     )
 
@@ -163,14 +144,13 @@ def list_query(request: pb2.ListAgentsRequest) -> ListQuery:
     """
     after = paging.decode_token(
         request, lambda value: isinstance(value, list) and len(value) == 2 and isinstance(value[1], str))
-    if request.analysis_state and request.analysis_state not in _STATE_FROM_PB:
-        raise invalid_field("analysis_state", f"unknown state {request.analysis_state}")
-    if request.order_by not in _ORDER_FROM_PB:
-        raise invalid_field("order_by", f"unknown order {request.order_by}")
+    state = optional_from_proto(request.analysis_state, AnalysisState, _STATE, "STATE_", field="analysis_state")
+    # The proto has no ORDER_BY_UPDATED: UNSPECIFIED is the documented default order, most recently updated first.
+    order = from_proto(request.order_by, OrderBy, _ORDER, "ORDER_BY_", field="order_by", default=OrderBy.UPDATED)
     return ListQuery(
         name_contains=request.name_contains, capability=request.capability,
-        state=_STATE_FROM_PB.get(request.analysis_state), min_quality=request.min_quality_score,
-        order=_ORDER_FROM_PB[request.order_by], page_size=request.page_size,
+        state=state, min_quality=request.min_quality_score,
+        order=order, page_size=request.page_size,
         after=(after[0], after[1]) if after is not None else None, include_code=not request.exclude_code,
     )
 
@@ -224,7 +204,7 @@ def execution_records(request: pb2.RecordExecutionsRequest) -> list[ExecutionRec
         ExecutionRecord(
             execution_id=r.execution_id, agent_id=r.agent_id, version=r.version, success=r.success,
             duration_ms=r.duration_ms, tokens=r.tokens, cost_usd=r.cost_usd,
-            finish_time=r.finish_time.ToDatetime(tzinfo=UTC) if r.HasField("finish_time") else None,
+            finish_time=from_timestamp(r.finish_time) if r.HasField("finish_time") else None,
             error_type=r.error_type,
         )
         for r in request.records

@@ -18,6 +18,7 @@ from tdev.workflow.v1 import workflow_pb2 as wf_pb2
 from tdev.workflow.v1 import workflow_service_pb2 as pb2
 
 from common import idempotency, paging
+from common.enums import from_proto, to_proto
 from common.errors import invalid_field
 from common.paging import Page
 from common.protojson import dict_to_struct, struct_to_dict
@@ -53,6 +54,15 @@ def _timestamp(seconds: float | None) -> timestamp_pb2.Timestamp | None:
     return stamp
 
 
+_EXECUTION_STATE = wf_pb2.Execution.State
+_NODE_STATE = wf_pb2.NodeRun.State
+_EVENT_TYPE = wf_pb2.ExecutionEvent.Type
+
+
+def _failure_policy(number: int, field: str) -> FailurePolicy:
+    return from_proto(number, FailurePolicy, wf_pb2.FailurePolicy, "FAILURE_POLICY_", field=field)
+
+
 # -- workflows --------------------------------------------------------------------------------------------
 def node_from_proto(node: wf_pb2.Node) -> NodeSpec:
     """One node of a definition."""
@@ -82,8 +92,7 @@ def spec_from_proto(workflow: wf_pb2.Workflow) -> WorkflowSpec:
         description=workflow.description,
         nodes=tuple(node_from_proto(node) for node in workflow.nodes),
         metadata=struct_to_dict(workflow.metadata),
-        failure_policy=FailurePolicy(workflow.failure_policy) if workflow.failure_policy in (0, 1, 2)
-        else FailurePolicy.UNSPECIFIED,
+        failure_policy=_failure_policy(workflow.failure_policy, "workflow.failure_policy"),
         max_concurrency=workflow.max_concurrency,
         outputs=dict(workflow.outputs),
     )
@@ -126,7 +135,7 @@ def workflow_to_proto(workflow: Workflow) -> wf_pb2.Workflow:
             for node in spec.nodes
         ],
         metadata=dict_to_struct(spec.metadata),
-        failure_policy=int(spec.failure_policy),  # type: ignore[arg-type]
+        failure_policy=to_proto(spec.failure_policy, wf_pb2.FailurePolicy, "FAILURE_POLICY_"),
         max_concurrency=spec.max_concurrency,
         outputs=spec.outputs,
         plan=plan_to_proto(workflow.plan),
@@ -167,12 +176,11 @@ def workflows_response(request: pb2.ListWorkflowsRequest, page: Page[Workflow]) 
 # -- executions -------------------------------------------------------------------------------------------
 def start_request(message: pb2.StartExecutionRequest | pb2.ExecuteWorkflowRequest) -> StartRequest:
     """StartExecution / ExecuteWorkflow arguments."""
-    policy = message.failure_policy if message.failure_policy in (0, 1, 2) else 0
     return StartRequest(
         workflow_id=message.workflow_id,
         inputs=struct_to_dict(message.inputs),
         request_id=message.request_id,
-        failure_policy=FailurePolicy(policy),
+        failure_policy=_failure_policy(message.failure_policy, "failure_policy"),
         # Both request types share one field layout, so a request id replays through either of them.
         fingerprint=idempotency.fingerprint(message),
     )
@@ -180,8 +188,8 @@ def start_request(message: pb2.StartExecutionRequest | pb2.ExecuteWorkflowReques
 
 def execution_filter(message: pb2.ListExecutionsRequest) -> ExecutionFilter:
     """ListExecutions filters."""
-    state = message.state if message.state in ExecutionState._value2member_map_ else 0
-    return ExecutionFilter(workflow_id=message.workflow_id, state=ExecutionState(state))
+    state = from_proto(message.state, ExecutionState, _EXECUTION_STATE, "STATE_", field="state")
+    return ExecutionFilter(workflow_id=message.workflow_id, state=state)
 
 
 def _error(error: ErrorInfo | None) -> wf_pb2.ErrorDetail | None:
@@ -196,7 +204,7 @@ def node_run_to_proto(run: NodeRun) -> wf_pb2.NodeRun:
     """One node's state (outputs in full; output_ref also names large ones)."""
     return wf_pb2.NodeRun(
         node_id=run.node_id,
-        state=int(run.state),  # type: ignore[arg-type]
+        state=to_proto(run.state, _NODE_STATE, "STATE_"),
         attempt=run.attempt,
         output=dict_to_struct(run.output) if run.output is not None else None,
         output_ref=run.output_ref,
@@ -213,7 +221,7 @@ def execution_to_proto(execution: Execution) -> wf_pb2.Execution:
     return wf_pb2.Execution(
         execution_id=execution.execution_id,
         workflow_id=execution.workflow_id,
-        state=int(execution.state),  # type: ignore[arg-type]
+        state=to_proto(execution.state, _EXECUTION_STATE, "STATE_"),
         inputs=dict_to_struct(execution.inputs),
         outputs=dict_to_struct(execution.outputs) if execution.outputs is not None else None,
         nodes=[node_run_to_proto(run) for run in execution.nodes],
@@ -223,7 +231,7 @@ def execution_to_proto(execution: Execution) -> wf_pb2.Execution:
         update_time=_timestamp(execution.update_time),
         start_time=_timestamp(execution.start_time),
         end_time=_timestamp(execution.end_time),
-        failure_policy=int(execution.failure_policy),  # type: ignore[arg-type]
+        failure_policy=to_proto(execution.failure_policy, wf_pb2.FailurePolicy, "FAILURE_POLICY_"),
     )
 
 
@@ -239,7 +247,7 @@ def event_to_proto(event: Event) -> wf_pb2.ExecutionEvent:
     return wf_pb2.ExecutionEvent(
         sequence=event.sequence,
         execution_id=event.execution_id,
-        type=int(event.type),  # type: ignore[arg-type]
+        type=to_proto(event.type, _EVENT_TYPE, "TYPE_"),
         time=_timestamp(event.time),
         node_id=event.node_id,
         attempt=event.attempt,

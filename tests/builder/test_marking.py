@@ -34,6 +34,7 @@ from builder_svc.marking import LabelMarker, end_labels, request_id, retry_delay
 from builder_svc.repository import SqlRepository
 from builder_svc.server import MIGRATIONS
 from builder_svc.stages.reuse import reusable
+from common.clock import from_epoch
 from common.db import create_engine, migrate
 from common.errors import DomainError, InvalidArgument, NotFound, Unavailable
 
@@ -124,7 +125,7 @@ async def repository(tmp_path: Path) -> AsyncIterator[SqlRepository]:
 
 async def _fail_build(repository: SqlRepository, now: float) -> None:
     build = Build(build_id="build_0123456789ab", requirements="r", constraints=CONSTRAINTS, state=BuildState.PENDING,
-                  create_time=now, update_time=now)
+                  create_time=from_epoch(now), update_time=from_epoch(now))
     await repository.insert_build(build, "")
     (claimed,) = await repository.claim("w1", now, 5.0, 1, reclaim_own=False)
     error = BuildError("RESOURCE_EXHAUSTED", "budget", Stage.SELECT_OR_CREATE)

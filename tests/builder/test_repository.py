@@ -26,6 +26,7 @@ from builder_svc.models import BuildEventRow, BuildRow
 from builder_svc.ports import LeaseLost
 from builder_svc.repository import SqlRepository
 from builder_svc.server import MIGRATIONS
+from common.clock import from_epoch
 from common.db import create_engine, migrate
 from common.errors import FailedPrecondition, NotFound
 from tests.builder.conftest import create_database, drop_database
@@ -65,8 +66,9 @@ async def repository(migrated: AsyncEngine) -> SqlRepository:
 
 
 def _build(build_id: str, created: float) -> Build:
+    # Times are given as epoch seconds to keep the tests short; the domain holds datetimes.
     return Build(build_id=build_id, requirements="Sort the numbers", constraints=CONSTRAINTS,
-                 state=BuildState.PENDING, create_time=created, update_time=created)
+                 state=BuildState.PENDING, create_time=from_epoch(created), update_time=from_epoch(created))
 
 
 async def test_request_ids_make_inserts_idempotent(repository: SqlRepository) -> None:

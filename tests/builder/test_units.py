@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -59,7 +60,10 @@ def test_list_builds_tokens_round_trip_and_foreign_tokens_are_rejected() -> None
 
     request = pb2.ListBuildsRequest(page_size=900)
     token = paging.encode_token(request, [1700000000.25, "build_abc"])
-    assert convert.list_query(pb2.ListBuildsRequest(page_token=token))[1:] == (50, (1700000000.25, "build_abc"))
+    # The token keeps the stored epoch double; the domain cursor holds the same instant as a UTC datetime.
+    cursor = (datetime(2023, 11, 14, 22, 13, 20, 250000, tzinfo=UTC), "build_abc")
+    assert convert.list_query(pb2.ListBuildsRequest(page_token=token))[1:] == (50, cursor)
+    assert convert.list_response(request, paging.Page((), cursor)).next_page_token == token
     assert convert.list_query(request)[1:] == (500, None)
     with pytest.raises(InvalidArgument):
         convert.list_query(pb2.ListBuildsRequest(page_token="nope"))

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
+from builder_svc.admission import Cursor
 from builder_svc.domain import (
     ACTIVE_STATES,
     JSON,
@@ -32,6 +33,7 @@ from builder_svc.domain import (
     StageState,
 )
 from builder_svc.ports import LeaseLost
+from common.clock import from_epoch
 from common.errors import FailedPrecondition, NotFound
 from common.idempotency import check_same_request
 
@@ -87,7 +89,7 @@ class FakeRepository:
         row = self._row(build_id)
         return None if row is None else self._view(row)
 
-    async def list_builds(self, query: BuildFilter, page_size: int, after: tuple[float, str] | None) -> list[Build]:
+    async def list_builds(self, query: BuildFilter, page_size: int, after: Cursor | None) -> list[Build]:
         builds = [self._view(r) for r in self.rows.values() if query.state is None or r.build.state == query.state]
         builds.sort(key=lambda b: (b.create_time, b.build_id), reverse=True)
         if after is not None:
@@ -102,7 +104,8 @@ class FakeRepository:
         return [e for e in self.events.get(build_id, ()) if e.sequence > after_sequence][:limit]
 
     def _store_event(self, build_id: str, sequence: int, event: NewEvent, now: float) -> BuildEvent:
-        stored = BuildEvent(sequence=sequence, build_id=build_id, type=event.type, time=now, stage=event.stage,
+        stored = BuildEvent(sequence=sequence, build_id=build_id, type=event.type, time=from_epoch(now),
+                            stage=event.stage,
                             message=event.message, details=dict(event.details), duration_ms=event.duration_ms,
                             usage=event.usage, error=event.error)
         self.events[build_id].append(stored)
@@ -117,7 +120,7 @@ class FakeRepository:
         row.build = replace(row.build, state=progress.state, stages=progress.stages, usage=progress.usage,
                             error=progress.error, package=progress.package,
                             registered_agents=progress.registered_agents, elapsed_seconds=progress.elapsed_seconds,
-                            last_sequence=sequence, update_time=now)
+                            last_sequence=sequence, update_time=from_epoch(now))
         row.checkpoint, row.expires = dict(progress.checkpoint), now + lease_seconds
         if progress.state.is_terminal:
             self._ended(row, now)
@@ -142,7 +145,7 @@ class FakeRepository:
             if s.state == StageState.RUNNING else s for s in build.stages)
         sequence = build.last_sequence + 1
         row.build = replace(build, state=BuildState.CANCELLED, error=error, stages=stages, last_sequence=sequence,
-                            update_time=now)
+                            update_time=from_epoch(now))
         row.owner, row.epoch, row.expires = None, row.epoch + 1, None
         self._ended(row, now)
         event = self._store_event(build_id, sequence, NewEvent(
