@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,18 @@ from evolution_svc.validation import suite_from_json, validate_suite
 from tests.evolution.conftest import EXAMPLES, Mesh, example_code, example_suite_json, start_mesh, suite_message
 
 pytestmark = pytest.mark.mesh  # real servers or subprocesses
+# Cheaters that search the filesystem take longer per case than the honest agent; a generous case limit keeps
+# their score about what they find, not about how loaded the machine is (a timed-out case scores 0).
+CASE_TIMEOUT_SECONDS = 20.0
+
+
+@pytest.fixture
+async def mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
+    started = await start_mesh(tmp_path, case_timeout_seconds=CASE_TIMEOUT_SECONDS)
+    try:
+        yield started
+    finally:
+        await started.close()
 
 HONEST = example_code("slugify")
 HONEST_CORRECTNESS = 0.380952381  # 8 of the 21 training cases
