@@ -270,20 +270,21 @@ async def test_not_beating_the_margin_or_promotion_off_registers_nothing(mesh: M
     await mesh.events(strict.run_id)
     await mesh.events(off.run_id)
     first, second = await mesh.get(strict.run_id), await mesh.get(off.run_id)
+
+    # The held-out fitness includes a speed tie-breaker measured on this machine, so its last digits vary with
+    # load: the reasons must quote the recorded figures, and the correctness they carry is checked below.
+    def held_out(run: evolution_pb2.EvolutionRun) -> str:
+        return (f"on 3 held-out cases: {run.promotion.best_held_out_fitness:.4f} vs "
+                f"{run.promotion.baseline_held_out_fitness:.4f}")
+
     assert (first.promotion.promoted, first.promotion.reason) == (
-        False,
-        "the best candidate does not beat the original by the margin on 3 held-out cases: 0.6633 vs 0.3367, "
-        "margin 0.99",
-    )
+        False, f"the best candidate does not beat the original by the margin {held_out(first)}, margin 0.99")
     assert (second.promotion.promoted, second.promotion.reason) == (
-        False,
-        "promotion is disabled for this run; the best candidate beats the original on 3 held-out cases: "
-        "0.6633 vs 0.3367, margin 0.01",
-    )
-    assert (first.promotion.baseline_held_out_fitness, first.promotion.best_held_out_fitness) == (
-        0.336666666,
-        0.663333334,
-    )
+        False, f"promotion is disabled for this run; the best candidate beats the original {held_out(second)}, "
+        "margin 0.01")
+    # 1 and 2 of the 3 held-out cases right; the tie-breakers move the fitness by less than 0.01.
+    assert abs(first.promotion.baseline_held_out_fitness - 1 / 3) < 0.01
+    assert abs(first.promotion.best_held_out_fitness - 2 / 3) < 0.01
     versions = await mesh.registry.ListAgentVersions(registry_pb2.ListAgentVersionsRequest(agent_id=original.agent_id))
     assert [v.version for v in versions.versions] == ["1.0.0"]
 
