@@ -245,7 +245,10 @@ class Zygote:
                     self.children.pop(exited.cid, None)
                     if not exited.started:
                         self.forkers[exited.flavor].spare -= 1
-                    elif exited.sweep_on_exit and not exited.swept:
+                    # Swept also when its start message has not been read yet: the service hands the job to the
+                    # process directly, so a fast job may run, fork and exit before the zygote hears of it; what
+                    # it left behind must not live on (nor share its uid with a later execution).
+                    if (exited.sweep_on_exit or not exited.started) and not exited.swept:
                         exited.swept = True
                         self.forkers[exited.flavor].send(forker.REQUEST.pack(b"K", exited.uid))
                     if self.weak:
