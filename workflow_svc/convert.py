@@ -6,11 +6,10 @@ as Python ints, so an agent given ``{"count": 3}`` sees ``3``, not ``3.0``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
-from google.protobuf import json_format, timestamp_pb2
+from google.protobuf import json_format
 from tdev.registry.v1 import agent_pb2 as registry_agent_pb2
 from tdev.registry.v1 import registry_service_pb2 as registry_pb2
 from tdev.registry.v1 import registry_service_pb2_grpc as registry_pb2_grpc
@@ -18,6 +17,7 @@ from tdev.workflow.v1 import workflow_pb2 as wf_pb2
 from tdev.workflow.v1 import workflow_service_pb2 as pb2
 
 from common import idempotency, paging
+from common.clock import from_epoch, to_epoch, to_timestamp
 from common.enums import from_proto, to_proto
 from common.errors import invalid_field
 from common.paging import Page
@@ -41,18 +41,6 @@ from workflow_svc.domain import (
     WorkflowSpec,
 )
 from workflow_svc.ports import Cursor
-
-
-# -- JSON values ------------------------------------------------------------------------------------------
-def _timestamp(seconds: float | None) -> timestamp_pb2.Timestamp | None:
-    if seconds is None:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    whole = math.floor(seconds)
-    stamp.seconds = whole
-    stamp.nanos = int((seconds - whole) * 1e9)
-    return stamp
-
 
 _EXECUTION_STATE = wf_pb2.Execution.State
 _NODE_STATE = wf_pb2.NodeRun.State
@@ -139,8 +127,8 @@ def workflow_to_proto(workflow: Workflow) -> wf_pb2.Workflow:
         max_concurrency=spec.max_concurrency,
         outputs=spec.outputs,
         plan=plan_to_proto(workflow.plan),
-        create_time=_timestamp(workflow.create_time),
-        update_time=_timestamp(workflow.update_time),
+        create_time=to_timestamp(workflow.create_time),
+        update_time=to_timestamp(workflow.update_time),
     )
 
 
@@ -162,14 +150,32 @@ def page_of(request: pb2.ListWorkflowsRequest | pb2.ListExecutionsRequest) -> tu
     Raises:
         InvalidArgument: a negative page size, or a token not issued for this query.
     """
-    after = paging.decode_token(request, paging.is_keyset)
-    return paging.page_size(request.page_size), (float(after[0]), str(after[1])) if after is not None else None
+    after = paging.decode_token(request, _is_position)
+    # The token's position is the stored epoch double, as before; the domain cursor holds a datetime.
+    cursor = (from_epoch(float(after[0])), str(after[1])) if after is not None else None
+    return paging.page_size(request.page_size), cursor
+
+
+def _is_position(after: Any) -> bool:
+    # A keyset position whose time a datetime can hold (a forged one far out of range is malformed).
+    if not paging.is_keyset(after):
+        return False
+    try:
+        from_epoch(float(after[0]))
+    except (ValueError, OverflowError, OSError):
+        return False
+    return True
+
+
+def _position(after: Cursor | None) -> list[Any] | None:
+    return None if after is None else [to_epoch(after[0]), after[1]]
 
 
 def workflows_response(request: pb2.ListWorkflowsRequest, page: Page[Workflow]) -> pb2.ListWorkflowsResponse:
     """ListWorkflows' answer, its next page token bound to the request's filters."""
     return pb2.ListWorkflowsResponse(
-        workflows=[workflow_to_proto(w) for w in page.items], next_page_token=paging.encode_token(request, page.after)
+        workflows=[workflow_to_proto(w) for w in page.items],
+        next_page_token=paging.encode_token(request, _position(page.after)),
     )
 
 
@@ -209,8 +215,8 @@ def node_run_to_proto(run: NodeRun) -> wf_pb2.NodeRun:
         output=dict_to_struct(run.output) if run.output is not None else None,
         output_ref=run.output_ref,
         error=_error(run.error),
-        start_time=_timestamp(run.start_time),
-        end_time=_timestamp(run.end_time),
+        start_time=to_timestamp(run.start_time),
+        end_time=to_timestamp(run.end_time),
         duration_ms=run.duration_ms,
         agent_version=run.agent_version,
     )
@@ -227,10 +233,10 @@ def execution_to_proto(execution: Execution) -> wf_pb2.Execution:
         nodes=[node_run_to_proto(run) for run in execution.nodes],
         error=_error(execution.error),
         last_sequence=execution.last_sequence,
-        create_time=_timestamp(execution.create_time),
-        update_time=_timestamp(execution.update_time),
-        start_time=_timestamp(execution.start_time),
-        end_time=_timestamp(execution.end_time),
+        create_time=to_timestamp(execution.create_time),
+        update_time=to_timestamp(execution.update_time),
+        start_time=to_timestamp(execution.start_time),
+        end_time=to_timestamp(execution.end_time),
         failure_policy=to_proto(execution.failure_policy, wf_pb2.FailurePolicy, "FAILURE_POLICY_"),
     )
 
@@ -238,7 +244,8 @@ def execution_to_proto(execution: Execution) -> wf_pb2.Execution:
 def executions_response(request: pb2.ListExecutionsRequest, page: Page[Execution]) -> pb2.ListExecutionsResponse:
     """ListExecutions' answer, its next page token bound to the request's filters."""
     return pb2.ListExecutionsResponse(
-        executions=[execution_to_proto(e) for e in page.items], next_page_token=paging.encode_token(request, page.after)
+        executions=[execution_to_proto(e) for e in page.items],
+        next_page_token=paging.encode_token(request, _position(page.after)),
     )
 
 
@@ -248,7 +255,7 @@ def event_to_proto(event: Event) -> wf_pb2.ExecutionEvent:
         sequence=event.sequence,
         execution_id=event.execution_id,
         type=to_proto(event.type, _EVENT_TYPE, "TYPE_"),
-        time=_timestamp(event.time),
+        time=to_timestamp(event.time),
         node_id=event.node_id,
         attempt=event.attempt,
         duration_ms=event.duration_ms,
@@ -296,7 +303,7 @@ def record_request(records: Sequence[OutcomeRecord]) -> registry_pb2.RecordExecu
                 version=record.version,
                 success=record.success,
                 duration_ms=record.duration_ms,
-                finish_time=_timestamp(record.finish_time),
+                finish_time=to_timestamp(record.finish_time),
                 error_type=record.error_type,
             )
             for record in records

@@ -1,9 +1,14 @@
-"""Workflow definitions, executions, node runs and events as frozen dataclasses and enums."""
+"""Workflow definitions, executions, node runs and events as frozen dataclasses and enums.
+
+Timestamps are aware UTC datetimes (docs/conventions.md, "One time type"); durations, backoffs and lease
+deadlines are float seconds.
+"""
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 JsonObject = dict[str, Any]
@@ -157,8 +162,8 @@ class Workflow:
     workflow_id: str
     spec: WorkflowSpec
     plan: ExecutionPlan
-    create_time: float
-    update_time: float
+    create_time: datetime
+    update_time: datetime
 
     def node(self, node_id: str) -> NodeSpec:
         """The node with this id (KeyError when absent)."""
@@ -203,7 +208,7 @@ class Event:
     execution_id: str
     sequence: int
     type: EventType
-    time: float
+    time: datetime
     node_id: str = ""
     attempt: int = 0
     duration_ms: float = 0.0
@@ -226,8 +231,8 @@ class NodeRun:
     output: JsonObject | None = None
     output_ref: str = ""
     error: ErrorInfo | None = None
-    start_time: float | None = None
-    end_time: float | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
     duration_ms: float = 0.0
     agent_version: str = ""
 
@@ -241,13 +246,13 @@ class Execution:
     state: ExecutionState
     inputs: JsonObject
     failure_policy: FailurePolicy
-    create_time: float
-    update_time: float
+    create_time: datetime
+    update_time: datetime
     outputs: JsonObject | None = None
     error: ErrorInfo | None = None
     last_sequence: int = 0
-    start_time: float | None = None
-    end_time: float | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
     nodes: tuple[NodeRun, ...] = ()
     cancel_requested: bool = False
     request_id: str = ""
@@ -311,7 +316,7 @@ class OutcomeRecord:
     version: str
     success: bool
     duration_ms: float
-    finish_time: float
+    finish_time: datetime
     error_type: str = ""
 
 
@@ -322,8 +327,8 @@ class ExecutionUpdate:
     state: ExecutionState | None = None
     outputs: JsonObject | None = None
     error: ErrorInfo | None = None
-    start_time: float | None = None
-    end_time: float | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import Protocol
 
 from workflow_svc.domain import (
@@ -20,7 +21,8 @@ from workflow_svc.domain import (
     Workflow,
 )
 
-Cursor = tuple[float, str]
+# A keyset position of the List calls: (create time, id). Its page token holds the stored epoch double.
+Cursor = tuple[datetime, str]
 
 
 class LeaseLost(Exception):

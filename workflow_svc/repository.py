@@ -21,6 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from common.clock import from_epoch, optional_from_epoch, optional_to_epoch, to_epoch
 from common.idempotency import check_same_request
 from workflow_svc.domain import (
     Batch,
@@ -63,9 +64,14 @@ def _record_json(record: OutcomeRecord) -> dict[str, Any]:
         "version": record.version,
         "success": record.success,
         "duration_ms": record.duration_ms,
-        "finish_time": record.finish_time,
+        "finish_time": to_epoch(record.finish_time),
         "error_type": record.error_type,
     }
+
+
+def _record_from_json(value: dict[str, Any]) -> OutcomeRecord:
+    # The stored record keeps its finish time as epoch seconds (rows queued before the change read the same).
+    return OutcomeRecord(**{**value, "finish_time": from_epoch(value["finish_time"])})
 
 
 def _dumps(value: Any) -> str:
@@ -171,8 +177,8 @@ def _workflow(row: Any) -> Workflow:
         workflow_id=row.workflow_id,
         spec=spec_from_json(row.definition),
         plan=plan_from_json(row.plan),
-        create_time=row.create_time,
-        update_time=row.update_time,
+        create_time=from_epoch(row.create_time),
+        update_time=from_epoch(row.update_time),
     )
 
 
@@ -185,8 +191,8 @@ def _node_run(row: Any) -> NodeRun:
         output=row.output,
         output_ref=row.output_ref,
         error=ErrorInfo.from_json(row.error),
-        start_time=row.start_time,
-        end_time=row.end_time,
+        start_time=optional_from_epoch(row.start_time),
+        end_time=optional_from_epoch(row.end_time),
         duration_ms=row.duration_ms,
         agent_version=row.agent_version,
     )
@@ -199,13 +205,13 @@ def _execution(row: Any, nodes: Sequence[NodeRun] = ()) -> Execution:
         state=ExecutionState(row.state),
         inputs=row.inputs,
         failure_policy=FailurePolicy(row.failure_policy),
-        create_time=row.create_time,
-        update_time=row.update_time,
+        create_time=from_epoch(row.create_time),
+        update_time=from_epoch(row.update_time),
         outputs=row.outputs,
         error=ErrorInfo.from_json(row.error),
         last_sequence=row.last_sequence,
-        start_time=row.start_time,
-        end_time=row.end_time,
+        start_time=optional_from_epoch(row.start_time),
+        end_time=optional_from_epoch(row.end_time),
         nodes=tuple(nodes),
         cancel_requested=row.cancel_requested,
         request_id=row.request_id or "",
@@ -217,7 +223,7 @@ def _event(row: Any) -> Event:
         execution_id=row.execution_id,
         sequence=row.sequence,
         type=EventType(row.type),
-        time=row.time,
+        time=from_epoch(row.time),
         node_id=row.node_id,
         attempt=row.attempt,
         duration_ms=row.duration_ms,
@@ -235,7 +241,7 @@ def _event_row(event: Event) -> dict[str, Any]:
         "execution_id": event.execution_id,
         "sequence": event.sequence,
         "type": int(event.type),
-        "time": event.time,
+        "time": to_epoch(event.time),
         "node_id": event.node_id,
         "attempt": event.attempt,
         "duration_ms": event.duration_ms,
@@ -258,8 +264,8 @@ def _node_row(execution_id: str, run: NodeRun) -> dict[str, Any]:
         "output": run.output,
         "output_ref": run.output_ref,
         "error": run.error.to_json() if run.error else None,
-        "start_time": run.start_time,
-        "end_time": run.end_time,
+        "start_time": optional_to_epoch(run.start_time),
+        "end_time": optional_to_epoch(run.end_time),
         "duration_ms": run.duration_ms,
         "agent_version": run.agent_version,
     }
@@ -344,8 +350,8 @@ class SqlRepository:
             "plan": plan_to_json(workflow.plan),
             "request_id": request_id or None,
             "request_fingerprint": (fingerprint or None) if request_id else None,
-            "create_time": workflow.create_time,
-            "update_time": workflow.update_time,
+            "create_time": to_epoch(workflow.create_time),
+            "update_time": to_epoch(workflow.update_time),
         }
         try:
             async with self._write() as connection:
@@ -386,7 +392,8 @@ class SqlRepository:
         if name_contains:
             query = query.where(workflows.c.name.contains(name_contains, autoescape=True))
         if after is not None:
-            query = query.where(sa.tuple_(workflows.c.create_time, workflows.c.workflow_id) < sa.tuple_(*after))
+            position = sa.tuple_(to_epoch(after[0]), after[1])
+            query = query.where(sa.tuple_(workflows.c.create_time, workflows.c.workflow_id) < position)
         query = query.order_by(workflows.c.create_time.desc(), workflows.c.workflow_id.desc()).limit(page_size)
         async with self._engine.connect() as connection:
             rows = (await connection.execute(query)).all()
@@ -414,8 +421,8 @@ class SqlRepository:
             "request_id": execution.request_id or None,
             "request_fingerprint": (fingerprint or None) if execution.request_id else None,
             "last_sequence": 0,
-            "create_time": execution.create_time,
-            "update_time": execution.update_time,
+            "create_time": to_epoch(execution.create_time),
+            "update_time": to_epoch(execution.update_time),
             "start_time": None,
             "end_time": None,
             "lease_owner": owner,
@@ -474,9 +481,8 @@ class SqlRepository:
         if query.state != ExecutionState.UNSPECIFIED:
             select = select.where(executions.c.state == int(query.state))
         if after is not None:
-            select = select.where(
-                sa.tuple_(executions.c.create_time, executions.c.execution_id) < sa.tuple_(*after)
-            )
+            position = sa.tuple_(to_epoch(after[0]), after[1])
+            select = select.where(sa.tuple_(executions.c.create_time, executions.c.execution_id) < position)
         select = select.order_by(executions.c.create_time.desc(), executions.c.execution_id.desc()).limit(page_size)
         async with self._engine.connect() as connection:
             rows = (await connection.execute(select)).all()
@@ -624,9 +630,9 @@ class SqlRepository:
             if update.error is not None:
                 values["error"] = update.error.to_json()
             if update.start_time is not None:
-                values["start_time"] = update.start_time
+                values["start_time"] = to_epoch(update.start_time)
             if update.end_time is not None:
-                values["end_time"] = update.end_time
+                values["end_time"] = to_epoch(update.end_time)
         async with self._write() as connection:
             result = await connection.execute(
                 executions.update()
@@ -665,8 +671,8 @@ class SqlRepository:
             int(update.state) if update and update.state is not None else None,
             _dumps(update.outputs) if update and update.outputs is not None else None,
             _dumps(update.error.to_json()) if update and update.error is not None else None,
-            update.start_time if update else None,
-            update.end_time if update else None,
+            optional_to_epoch(update.start_time) if update else None,
+            optional_to_epoch(update.end_time) if update else None,
             [r.node_id for r in runs],
             [int(r.state) for r in runs],
             [r.attempt for r in runs],
@@ -674,13 +680,13 @@ class SqlRepository:
             [_dumps(r.output) if r.output is not None else None for r in runs],
             [r.output_ref for r in runs],
             [_dumps(r.error.to_json()) if r.error is not None else None for r in runs],
-            [r.start_time for r in runs],
-            [r.end_time for r in runs],
+            [optional_to_epoch(r.start_time) for r in runs],
+            [optional_to_epoch(r.end_time) for r in runs],
             [r.duration_ms for r in runs],
             [r.agent_version for r in runs],
             [e.sequence for e in evs],
             [int(e.type) for e in evs],
-            [e.time for e in evs],
+            [to_epoch(e.time) for e in evs],
             [e.node_id for e in evs],
             [e.attempt for e in evs],
             [e.duration_ms for e in evs],
@@ -736,7 +742,7 @@ class SqlRepository:
                 rows = (await connection.execute(query)).all()
             if not rows:
                 return 0
-            await send([OutcomeRecord(**row.record) for row in rows])
+            await send([_record_from_json(row.record) for row in rows])
             async with self._write() as connection:
                 await connection.execute(outbox.delete().where(outbox.c.id.in_([row.id for row in rows])))
             return len(rows)
@@ -744,6 +750,6 @@ class SqlRepository:
             rows = (await connection.execute(query.with_for_update(skip_locked=True))).all()
             if not rows:
                 return 0
-            await send([OutcomeRecord(**row.record) for row in rows])
+            await send([_record_from_json(row.record) for row in rows])
             await connection.execute(outbox.delete().where(outbox.c.id.in_([row.id for row in rows])))
         return len(rows)

@@ -16,10 +16,12 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from common.clock import utc_now
 from common.errors import DomainError
 from common.tasks import watch
 from workflow_svc import refs
@@ -210,7 +212,7 @@ class Run:
         self.scheduler = Scheduler(spec.nodes, workflow.plan.priorities, policy)
         self.scheduler.restore({node_id: run.state for node_id, run in self.runs.items()})
         self.limit = spec.max_concurrency or engine.settings.default_concurrency
-        now = time.time()
+        now = utc_now()
         self.start_time = execution.start_time or now
         resumed = execution.last_sequence > 0
         worker = engine.settings.worker_id
@@ -233,11 +235,11 @@ class Run:
         while not self.aborted:
             if self._cancel_reason is not None:
                 await self._stop_all(self._cancel_reason)
-                await self._finish(now=time.time())
+                await self._finish(now=utc_now())
                 return
             self._start_ready()
             if self.scheduler.done and not self._tasks:
-                await self._finish(now=time.time())
+                await self._finish(now=utc_now())
                 return
             self._flush()
             await self._wake.wait()
@@ -275,7 +277,7 @@ class Run:
             execution_id=self.execution_id,
             sequence=self._seq,
             type=type_,
-            time=time.time(),
+            time=utc_now(),
             worker_id=self.claim.owner,
             **fields,
         )
@@ -295,7 +297,7 @@ class Run:
         self._emit(EventType.NODE_SCHEDULED, node_id=node_id, attempt=run.attempt + 1)
 
     def _skip(self, node_id: str, why: str) -> None:
-        self._set(node_id, state=NodeState.SKIPPED, end_time=time.time())
+        self._set(node_id, state=NodeState.SKIPPED, end_time=utc_now())
         self._emit(EventType.NODE_SKIPPED, node_id=node_id, message=why)
 
     # -- node attempts ----------------------------------------------------------------------------------------
@@ -305,7 +307,7 @@ class Run:
             return
         for node_id in self.scheduler.pop_ready(free):
             attempt = self.runs[node_id].attempt + 1
-            now = time.time()
+            now = utc_now()
             self._set(node_id, state=NodeState.RUNNING, attempt=attempt, start_time=now, end_time=None)
             self._emit(EventType.NODE_STARTED, node_id=node_id, attempt=attempt)
             task = asyncio.create_task(self._attempt_and_report(node_id, attempt))
@@ -375,7 +377,7 @@ class Run:
         return result
 
     def _succeeded(self, node_id: str, result: AttemptResult) -> None:
-        now = time.time()
+        now = utc_now()
         output = result.output or {}
         self.outputs[node_id] = output
         run = self.runs[node_id]
@@ -404,7 +406,7 @@ class Run:
             self._scheduled(child)
 
     def _failed(self, node_id: str, result: AttemptResult) -> None:
-        now = time.time()
+        now = utc_now()
         node = self.nodes[node_id]
         run = self.runs[node_id]
         failures = run.failures + 1
@@ -448,7 +450,7 @@ class Run:
         self._due.append(node_id)
         self._wake.set()
 
-    def _record(self, node_id: str, attempt: int, success: bool, duration_ms: float, now: float, error: str) -> None:
+    def _record(self, node_id: str, attempt: int, success: bool, duration_ms: float, now: datetime, error: str) -> None:
         node = self.nodes[node_id]
         self._batch.outbox.append(
             OutcomeRecord(
@@ -463,7 +465,7 @@ class Run:
         )
 
     def _cancel_nodes(self, node_ids: list[str], why: str) -> None:
-        now = time.time()
+        now = utc_now()
         for node_id in node_ids:
             task = self._tasks.pop(node_id, None)
             if task is not None:
@@ -483,12 +485,12 @@ class Run:
             self._skip(node_id, f"execution cancelled: {reason}")
 
     # -- the end --------------------------------------------------------------------------------------------
-    async def _finish(self, now: float) -> None:
+    async def _finish(self, now: datetime) -> None:
         # Sandboxes of cancelled attempts are stopped before the end is announced.
         pending = [task for task in self._cancelled_tasks if not task.done()]
         if pending:
             await asyncio.wait(pending, timeout=2.0)
-        duration_ms = (now - self.start_time) * 1000
+        duration_ms = (now - self.start_time).total_seconds() * 1000
         update = ExecutionUpdate(end_time=now)
         if self._cancel_reason is not None:
             update.state = ExecutionState.CANCELLED

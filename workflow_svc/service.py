@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 import structlog
 
 from common import paging
+from common.clock import utc_now
 from common.errors import (
     FailedPrecondition,
     FieldViolation,
@@ -115,7 +116,7 @@ class WorkflowService:
         estimates = {
             node.id: found[AgentRef(node.agent_id, node.agent_version)].average_duration_ms for node in spec.nodes
         }
-        now = time.time()
+        now = utc_now()
         workflow = Workflow(
             workflow_id="wf_" + uuid.uuid4().hex[:12],
             spec=replace(spec, nodes=tuple(pinned)),
@@ -165,7 +166,7 @@ class WorkflowService:
     async def list_workflows(self, page_size: int, after: Cursor | None, name_contains: str) -> Page[Workflow]:
         """One page of workflows, newest first."""
         rows = await self._repo.list_workflows(page_size + 1, after, name_contains)
-        return paging.take(rows, page_size, lambda last: [last.create_time, last.workflow_id])
+        return paging.take(rows, page_size, lambda last: (last.create_time, last.workflow_id))
 
     # -- executions ------------------------------------------------------------------------------------------
     async def start_execution(self, request: StartRequest) -> Execution:
@@ -192,7 +193,7 @@ class WorkflowService:
                 violations=[FieldViolation(f"inputs.{name}", "required by the workflow") for name in missing],
             )
         policy = request.failure_policy or workflow.spec.failure_policy or FailurePolicy.FAIL_FAST
-        now = time.time()
+        now = utc_now()
         execution = Execution(
             execution_id="ex_" + uuid.uuid4().hex[:12],
             workflow_id=workflow.workflow_id,
@@ -204,7 +205,8 @@ class WorkflowService:
             request_id=request.request_id,
         )
         owner = self._engine.settings.worker_id if self._engine.has_capacity else None
-        stored, claim = await self._repo.insert_execution(execution, owner, now + self._settings.lease_seconds,
+        expires = time.time() + self._settings.lease_seconds
+        stored, claim = await self._repo.insert_execution(execution, owner, expires,
                                                           request.fingerprint)
         if claim is not None:
             self._engine.adopt(claim)
@@ -271,7 +273,7 @@ class WorkflowService:
     async def list_executions(self, query: ExecutionFilter, page_size: int, after: Cursor | None) -> Page[Execution]:
         """One page of executions, newest first, without node runs."""
         rows = await self._repo.list_executions(query, page_size + 1, after)
-        return paging.take(rows, page_size, lambda last: [last.create_time, last.execution_id])
+        return paging.take(rows, page_size, lambda last: (last.create_time, last.execution_id))
 
     async def cancel(self, execution_id: str, reason: str) -> Execution:
         """Cancels an execution wherever it runs and waits (briefly) until it has stopped.

@@ -21,6 +21,7 @@ from tdev.workflow.v1 import workflow_service_pb2 as pb2
 from tdev.workflow.v1 import workflow_service_pb2_grpc as pb2_grpc
 
 from common.cache import RedisCache, RedisUnavailable
+from common.clock import utc_now
 from common.config import CommonSettings
 from registry_svc.config import RegistrySettings
 from registry_svc.server import create_server as create_registry
@@ -204,7 +205,7 @@ async def test_publishing_never_waits_for_a_hung_redis(own_redis: RedisServer, f
         try:
             slowest = 0.0
             for sequence in range(1, 51):
-                event = Event("ex_1", sequence, EventType.NODE_STARTED, time.time(), node_id="n")
+                event = Event("ex_1", sequence, EventType.NODE_STARTED, utc_now(), node_id="n")
                 started = time.monotonic()
                 async with asyncio.timeout(5):  # a hung call fails the test instead of hanging it
                     await bus.published("ex_1", [event])

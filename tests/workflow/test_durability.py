@@ -14,6 +14,7 @@ from tdev.workflow.v1 import workflow_pb2 as wf_pb2
 from tdev.workflow.v1 import workflow_service_pb2 as pb2
 from tdev.workflow.v1 import workflow_service_pb2_grpc as pb2_grpc
 
+from common.clock import from_epoch
 from tests.workflow.conftest import (
     Event,
     Mesh,
@@ -224,7 +225,8 @@ async def test_a_stale_workers_late_write_is_rejected(mesh: Mesh) -> None:
         assert fresh.epoch == stale.epoch + 1
 
         def batch(claim: Claim, sequence: int) -> Batch:
-            event = DomainEvent(execution_id, sequence, EventType.EXECUTION_RESUMED, now, worker_id=claim.owner)
+            event = DomainEvent(execution_id, sequence, EventType.EXECUTION_RESUMED, from_epoch(now),
+                                worker_id=claim.owner)
             return Batch(events=[event])
 
         last = (await repo.get_execution(execution_id, with_nodes=False)).last_sequence  # type: ignore[union-attr]

@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from common.clock import from_epoch
 from workflow_svc import refs
 from workflow_svc.domain import Batch, FailurePolicy, NodeSpec, NodeState, RetryPolicy, WorkflowSpec
 from workflow_svc.planning import plan
@@ -152,9 +153,10 @@ def test_validation_limits_and_resources() -> None:
 def test_batches_merge_in_order_with_later_values_winning() -> None:
     from workflow_svc.domain import ExecutionState, ExecutionUpdate
 
-    first = Batch(execution=ExecutionUpdate(state=ExecutionState.RUNNING, start_time=1.0))
-    first.merge(Batch(execution=ExecutionUpdate(state=ExecutionState.SUCCEEDED, end_time=2.0), release=True))
-    assert first.execution == ExecutionUpdate(state=ExecutionState.SUCCEEDED, start_time=1.0, end_time=2.0)
+    started, ended = from_epoch(1.0), from_epoch(2.0)
+    first = Batch(execution=ExecutionUpdate(state=ExecutionState.RUNNING, start_time=started))
+    first.merge(Batch(execution=ExecutionUpdate(state=ExecutionState.SUCCEEDED, end_time=ended), release=True))
+    assert first.execution == ExecutionUpdate(state=ExecutionState.SUCCEEDED, start_time=started, end_time=ended)
     assert first.release
 
 
@@ -163,7 +165,7 @@ def test_a_full_watcher_buffer_switches_to_storage_instead_of_growing() -> None:
     from workflow_svc.domain import Event, EventType
 
     subscription = Subscription("ex_1", max_buffer=3)
-    events = [Event("ex_1", i, EventType.NODE_STARTED, 0.0) for i in range(1, 6)]
+    events = [Event("ex_1", i, EventType.NODE_STARTED, from_epoch(0.0)) for i in range(1, 6)]
     subscription.push(events[:2])
     assert [e.sequence for e in subscription.buffer] == [1, 2] and not subscription.stale
     subscription.push(events[2:])

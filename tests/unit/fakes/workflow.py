@@ -3,8 +3,9 @@
 ``FakeRepository`` keeps what ``SqlRepository`` promises: request ids are stored with their request's
 fingerprint, a replay with the same one (or with none on either side) returns the first workflow or execution
 (and no claim) and a different one raises RequestIdReused and writes nothing; lists are newest first after a
-(create_time, id) cursor with the caller's limit, leases are (owner, epoch) pairs bumped on every claim, and
-every write of a holder is fenced by them (LeaseLost, nothing written, when they do not match).
+(create_time, id) cursor (an aware UTC datetime, as in the domain) with the caller's limit, leases are (owner,
+epoch) pairs bumped on every claim, and every write of a holder is fenced by them (LeaseLost, nothing written,
+when they do not match). Times are aware datetimes; lease arithmetic (``now``, expiries) stays float seconds.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import copy
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from common.clock import from_epoch
 from common.idempotency import check_same_request
 from workflow_svc.domain import (
     AgentInfo,
@@ -140,7 +142,7 @@ class FakeRepository:
             return None
         state = row.execution.state
         if not state.is_terminal:
-            row.execution = replace(row.execution, cancel_requested=True, update_time=now)
+            row.execution = replace(row.execution, cancel_requested=True, update_time=from_epoch(now))
             row.cancel_reason = reason
         return state, row.owner, row.expires
 
@@ -197,7 +199,7 @@ class FakeRepository:
         if row is None:
             raise LeaseLost(claim.execution_id)
         self.writes += 1
-        changes: dict[str, object] = {"update_time": now}
+        changes: dict[str, object] = {"update_time": from_epoch(now)}
         if batch.events:
             changes["last_sequence"] = max(row.execution.last_sequence, batch.events[-1].sequence)
         update = batch.execution
