@@ -172,10 +172,13 @@ async def test_cheating_candidates_score_exactly_like_the_honest_one(mesh: Mesh)
     for name, code in (
         ("prints_a_score", PRINTS_A_SCORE),
         ("patches_the_scorer", PATCHES_THE_SCORER),
-        ("reads_the_expected_outputs", READS_THE_EXPECTED_OUTPUTS),
         ("uses_the_network", USES_THE_NETWORK),
     ):
         assert (name, await seed_correctness(mesh, name, code, suite)) == (name, HONEST_CORRECTNESS)
+    # The reader walks every directory it can see for each case: it finds nothing to copy, and the time its
+    # search takes can only cost it cases (how many depends on the machine's load), never gain it any.
+    assert await seed_correctness(mesh, "reads_the_expected_outputs", READS_THE_EXPECTED_OUTPUTS, suite) <= (
+        HONEST_CORRECTNESS)
     # Breaking the channel that reports results only turns every case into an invalid output.
     assert await seed_correctness(mesh, "forges_its_result", FORGES_ITS_RESULT, suite) == 0.0
     forged = (await mesh.evolution.ListEvolutions(pb2.ListEvolutionsRequest(page_size=1))).runs[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import socket
 import sys
@@ -33,19 +34,24 @@ class Hello:
 
 
 def consecutive_free_ports(count: int) -> int:
-    """The first of ``count`` consecutive free ports."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            first = int(probe.getsockname()[1])
-        if first + count < 65535 and all(_free(first + i) for i in range(count)):
+    """The first of ``count`` consecutive ports nobody can be using: below the kernel's ephemeral range (so no
+    outgoing connection of another process takes one meanwhile as its source port) and bindable now."""
+    rng = random.Random()
+    for _ in range(200):
+        first = rng.randrange(20_000, 32_000 - count)
+        if all(_bindable(first + i) for i in range(count)):
             return first
     raise RuntimeError("no run of free ports")
 
 
-def _free(port: int) -> bool:
+def _bindable(port: int) -> bool:
     with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) != 0
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def environ_of(pid: int) -> dict[str, str]:
