@@ -257,6 +257,7 @@ async def test_not_beating_the_margin_or_promotion_off_registers_nothing(mesh: M
         seed=7,
         promotion_margin=0.99,
         plateau_generations=0,
+        speed_weight=0.0,  # no timing in the fitness: the search itself is reproducible by its seed
     )
     off = await mesh.start(
         "scaler",
@@ -266,6 +267,7 @@ async def test_not_beating_the_margin_or_promotion_off_registers_nothing(mesh: M
         seed=7,
         promote=False,
         plateau_generations=0,
+        speed_weight=0.0,
     )
     await mesh.events(strict.run_id)
     await mesh.events(off.run_id)
