@@ -12,6 +12,7 @@ import grpc
 import pytest
 import pytest_asyncio
 from tdev.workflow.v1 import workflow_service_pb2 as pb2
+from tdev.workflow.v1 import workflow_service_pb2_grpc as pb2_grpc
 
 from tests.support.servers import PostgresServer
 from tests.workflow.conftest import (
@@ -92,7 +93,16 @@ async def test_postgres_restart_under_in_flight_executions(
 ) -> None:
     database = own_postgres.create_database("workflow")
     workflows = await mesh.start_workflows(database_url=database, lease_seconds=3.0, claim_interval_seconds=0.2)
-    stub = workflows.stub
+    try:
+        await _restart_under_executions(workflows.stub, own_postgres, figure)
+    finally:
+        # Stopped while its own Postgres still runs (the cluster goes with this test, the module's mesh later).
+        mesh.started.remove(workflows)
+        await workflows.close()
+
+
+async def _restart_under_executions(stub: pb2_grpc.WorkflowServiceStub, own_postgres: PostgresServer,
+                                    figure: Callable[[str, float, str], None]) -> None:
     chain = [node("n0", "wf_sleep", {"seconds": 0.4, "value": {"$ref": "inputs.base"}})]
     for index in range(1, 6):
         chain.append(node(f"n{index}", "wf_sleep",
