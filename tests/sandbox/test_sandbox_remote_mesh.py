@@ -85,6 +85,21 @@ def workers(tmp_path: Path) -> Iterator[list[WorkerProcess]]:
             worker.terminate()
 
 
+async def worker_running_a_long_job(workers: list[WorkerProcess], timeout: float = 15.0) -> WorkerProcess:
+    """The worker whose job has lived 0.3 s: the registration's inspection job on the other worker may still be
+    exiting when the node starts, and killing that worker would test nothing."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    seen: dict[int, WorkerProcess] = {}
+    while asyncio.get_running_loop().time() < deadline:
+        now = {p.pid: w for w in workers for p in w.job_processes()}
+        lasting = [w for pid, w in now.items() if pid in seen]
+        if lasting:
+            return lasting[0]
+        seen = now
+        await asyncio.sleep(0.3)
+    raise AssertionError("no worker ran a job for 0.3 s")
+
+
 async def test_kill_9_of_a_worker_mid_node_is_retried_on_another_worker(
     monkeypatch: pytest.MonkeyPatch, common: CommonSettings, services: list[Services], workers: list[WorkerProcess],
     tmp_path: Path,
@@ -100,8 +115,7 @@ async def test_kill_9_of_a_worker_mid_node_is_retried_on_another_worker(
              retry_policy={"max_retries": 2, "initial_backoff": 0.05})]))
 
     running = asyncio.create_task(execute(stub, workflow.workflow_id))
-    assert await wait_for(lambda: any(w.job_processes() for w in workers), timeout=15.0)
-    victim = next(w for w in workers if w.job_processes())
+    victim = await worker_running_a_long_job(workers)
     victim.kill()
     events = await asyncio.wait_for(running, 30.0)
 
