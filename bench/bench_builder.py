@@ -32,11 +32,11 @@ from tdev.builder.v1 import builder_service_pb2_grpc as pb2_grpc  # noqa: E402
 
 from builder_svc.config import BuilderSettings  # noqa: E402
 from builder_svc.server import create_server as create_builder  # noqa: E402
-from common.config import CommonSettings  # noqa: E402
-from common.llm import LLMSettings, build_llm  # noqa: E402
-from common.telemetry import configure_logging  # noqa: E402
 from registry_svc.config import RegistrySettings  # noqa: E402
 from registry_svc.server import create_server as create_registry  # noqa: E402
+from tdev_common.config import CommonSettings  # noqa: E402
+from tdev_common.llm import LLMSettings, build_llm  # noqa: E402
+from tdev_common.telemetry import configure_logging  # noqa: E402
 from workflow_svc.config import WorkflowSettings  # noqa: E402
 from workflow_svc.server import create_server as create_workflow  # noqa: E402
 

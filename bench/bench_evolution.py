@@ -32,7 +32,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common.sandbox import Limits, Sandbox, SandboxSettings  # noqa: E402
 from evolution_svc import programs, transforms  # noqa: E402
 from evolution_svc.budgets import stop_decision  # noqa: E402
 from evolution_svc.config import EvolutionSettings  # noqa: E402
@@ -43,6 +42,7 @@ from evolution_svc.fitness import FitnessBasis, fitness  # noqa: E402
 from evolution_svc.sandbox_runner import SandboxRunner  # noqa: E402
 from evolution_svc.server import run_defaults  # noqa: E402
 from evolution_svc.validation import suite_from_json, validate_suite  # noqa: E402
+from tdev_common.sandbox import Limits, Sandbox, SandboxSettings  # noqa: E402
 
 EXAMPLES = ROOT / "examples" / "evolution"
 BAR = 0.05

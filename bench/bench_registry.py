@@ -42,10 +42,10 @@ TARGETS = {"p50": 1.5, "p99": 2.0, "throughput": 0.6}
 
 
 async def _serve_registry(data_dir: str) -> None:
-    from common.config import CommonSettings
-    from common.telemetry import configure_logging
     from registry_svc.config import RegistrySettings
     from registry_svc.server import create_server
+    from tdev_common.config import CommonSettings
+    from tdev_common.telemetry import configure_logging
 
     configure_logging("registry", "WARNING", json_lines=False, stream=sys.stderr)
     common = CommonSettings(data_dir=Path(data_dir), log_level="WARNING")
@@ -60,8 +60,8 @@ async def _serve_registry(data_dir: str) -> None:
 
 def _interceptors(stack: str) -> list[grpc.aio.ServerInterceptor]:
     """The interceptors build_server installs (embedded mode: no auth), or a part of them."""
-    from common.errors import ErrorToStatusInterceptor
-    from common.telemetry import tracer_provider
+    from tdev_common.errors import ErrorToStatusInterceptor
+    from tdev_common.telemetry import tracer_provider
 
     chosen: list[grpc.aio.ServerInterceptor] = []
     if stack in ("otel", "common"):
@@ -263,7 +263,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=6.0, help="duration of the throughput phases")
     parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds over the servers")
     parser.add_argument("--breakdown", action="store_true",
-                        help="also time echo servers with each of common/'s interceptors, to attribute costs")
+                        help="also time echo servers with each of tdev_common/'s interceptors, to attribute costs")
     parser.add_argument("--stack", default="none", help=argparse.SUPPRESS)
     parser.add_argument("--serve-registry", metavar="DIR", help=argparse.SUPPRESS)
     parser.add_argument("--serve-echo", metavar="BYTES", type=int, help=argparse.SUPPRESS)

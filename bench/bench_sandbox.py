@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common.sandbox import Sandbox, SandboxSettings
+from tdev_common.sandbox import Sandbox, SandboxSettings
 
 NOOP_AGENT = """
 class Noop:

@@ -24,10 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from common.sandbox import Sandbox, SandboxSettings
-from common.sandbox.namespace_backend import NamespaceBackend
-from common.sandbox.remote_backend import RemoteBackend
-from common.sandbox.weak_backend import WeakBackend
+from tdev_common.sandbox import Sandbox, SandboxSettings
+from tdev_common.sandbox.namespace_backend import NamespaceBackend
+from tdev_common.sandbox.remote_backend import RemoteBackend
+from tdev_common.sandbox.weak_backend import WeakBackend
 
 NOOP_AGENT = """
 class Noop:
@@ -63,7 +63,7 @@ def start_workers(count: int, settings: SandboxSettings) -> list[tuple[str, subp
             "TDEV_SANDBOX_POOL_SIZE": str(settings.pool_size),
             "TDEV_LOG_LEVEL": "WARNING",
         }
-        process = subprocess.Popen([sys.executable, "-m", "common.sandbox.worker"], env=env,
+        process = subprocess.Popen([sys.executable, "-m", "tdev_common.sandbox.worker"], env=env,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         started.append((f"127.0.0.1:{port}", process))
     return started

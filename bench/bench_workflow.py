@@ -4,7 +4,7 @@ Shapes: wide (1 -> 998 parallel -> 1) and deep (a chain of 1000). Printed per no
   * workflow   -- ExecuteWorkflow over gRPC to the final event; every node runs in its own sandboxed
                   process and every event and result is committed to Postgres;
   * sandbox    -- the sandbox's own per-execution cost for the same shape (the floor): the same no-op
-                  agent run 1000 times straight through common.sandbox, one at a time (deep) or with the
+                  agent run 1000 times straight through tdev_common.sandbox, one at a time (deep) or with the
                   workflow's concurrency (wide), alternating with the workflow runs (best of 3 each);
   * dask       -- dask's local threaded scheduler on the same DAG of no-op Python functions;
   * prefect    -- Prefect 3 (local ephemeral mode) running the same DAG of no-op tasks in one flow.
@@ -43,8 +43,8 @@ from tdev.workflow.v1 import workflow_pb2 as wf_pb2  # noqa: E402
 from tdev.workflow.v1 import workflow_service_pb2 as pb2  # noqa: E402
 from tdev.workflow.v1 import workflow_service_pb2_grpc as pb2_grpc  # noqa: E402
 
-from common.sandbox import Sandbox, SandboxSettings  # noqa: E402
-from common.telemetry import configure_logging  # noqa: E402
+from tdev_common.sandbox import Sandbox, SandboxSettings  # noqa: E402
+from tdev_common.telemetry import configure_logging  # noqa: E402
 
 NODES = 1000
 CONCURRENCY = 16

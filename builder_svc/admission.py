@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from builder_svc.domain import Constraints, RequestedConstraints
-from common.errors import FieldViolation, InvalidArgument, invalid_field, invalid_fields, require
+from tdev_common.errors import FieldViolation, InvalidArgument, invalid_field, invalid_fields, require
 
 MAX_REQUEST_ID_CHARS = 128
 MAX_SAMPLE_BYTES = 256 * 1024

@@ -8,7 +8,7 @@ from typing import Any
 
 from builder_svc.domain import ExecutionResult
 from builder_svc.specs import dependencies, json_equal, output_mismatch, parse_reference, topological
-from common.llm.schemas import Failure
+from tdev_common.llm.schemas import Failure
 
 JSON = dict[str, Any]
 _MISSING = object()

@@ -12,8 +12,8 @@ import structlog
 
 from builder_svc import convert
 from builder_svc.domain import AgentRegistration, AgentSummary, ExecutionResult, StoredWorkflow, WorkflowDefinition
-from common.errors import DeadlineExceeded, from_rpc_error
-from common.retry import call_once, retry_keyed_write
+from tdev_common.errors import DeadlineExceeded, from_rpc_error
+from tdev_common.retry import call_once, retry_keyed_write
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -30,7 +30,7 @@ class GrpcRegistry:
         """Agents ranked by match (without code).
 
         Raises:
-            common.errors.Unavailable: the registry cannot be reached.
+            tdev_common.errors.Unavailable: the registry cannot be reached.
         """
         response = await call_once(
             lambda: self._stub.SearchAgents(convert.search_request(query, top_k), timeout=self._deadline),
@@ -41,7 +41,7 @@ class GrpcRegistry:
         """One version with its code.
 
         Raises:
-            common.errors.NotFound: no such version; Unavailable: the registry cannot be reached.
+            tdev_common.errors.NotFound: no such version; Unavailable: the registry cannot be reached.
         """
         response = await call_once(
             lambda: self._stub.GetAgent(convert.get_agent_request(agent_id, version), timeout=self._deadline),
@@ -52,7 +52,7 @@ class GrpcRegistry:
         """Registers code (idempotent by name and code, and by request id).
 
         Raises:
-            common.errors.InvalidArgument: the registry rejected the code (the message says where and why);
+            tdev_common.errors.InvalidArgument: the registry rejected the code (the message says where and why);
             Unavailable: the registry cannot be reached.
         """
         response = await call_once(
@@ -64,7 +64,7 @@ class GrpcRegistry:
         """Sets labels of one version; the channel retries it on UNAVAILABLE (idempotent per request id).
 
         Raises:
-            common.errors.NotFound: no such version; InvalidArgument: a label the registry refuses;
+            tdev_common.errors.NotFound: no such version; InvalidArgument: a label the registry refuses;
             Unimplemented: a registry without UpdateAgentLabels; Unavailable: the registry cannot be reached.
         """
         request = convert.update_labels_request(agent_id, version, labels, request_id)
@@ -75,7 +75,7 @@ class GrpcRegistry:
         """(agent_id, version) of every version carrying ``label=value`` among agents named like ``name_contains``.
 
         Raises:
-            common.errors.Unavailable: the registry cannot be reached.
+            tdev_common.errors.Unavailable: the registry cannot be reached.
         """
         agent_ids: list[str] = []
         token = ""
@@ -113,7 +113,7 @@ class GrpcWorkflows:
         """Validates and stores a definition; a replayed request id returns the first workflow.
 
         Raises:
-            common.errors.InvalidArgument: the definition failed validation (every problem listed);
+            tdev_common.errors.InvalidArgument: the definition failed validation (every problem listed);
             Unavailable: the workflow service cannot be reached.
         """
         request = convert.create_workflow_request(definition, request_id)
@@ -126,7 +126,7 @@ class GrpcWorkflows:
         """Starts an execution (a replayed request id finds the first one), follows it to its end and reads it.
 
         Raises:
-            common.errors.DeadlineExceeded: it did not end within ``deadline_seconds``;
+            tdev_common.errors.DeadlineExceeded: it did not end within ``deadline_seconds``;
             Unavailable: the workflow service cannot be reached.
         """
         request = convert.start_execution_request(workflow_id, inputs, request_id)

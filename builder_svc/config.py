@@ -7,7 +7,7 @@ from typing import ClassVar
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from common.config import ServiceSettings
+from tdev_common.config import ServiceSettings
 
 SCHEMA = "builder"
 
@@ -60,7 +60,7 @@ class BuilderSettings(ServiceSettings):
     plan_max_tokens: int = Field(8000, description="Output token cap of the planning call.")
     code_max_tokens: int = Field(4000, description="Output token cap of each code generation or repair call.")
     model: str | None = Field(
-        None, description='Model for every builder call ("provider:model"); unset follows common.llm routing.'
+        None, description='Model for every builder call ("provider:model"); unset follows tdev_common.llm routing.'
     )
     public_workflow_address: str = Field(
         "", description="Workflow address shown in generated READMEs; empty uses TDEV_WORKFLOW_ADDRESS."

@@ -38,12 +38,12 @@ from builder_svc.domain import (
     ValidationCase,
     WorkflowDefinition,
 )
-from common import idempotency, paging
-from common.clock import from_epoch, to_epoch, to_timestamp
-from common.enums import optional_from_proto, to_proto
-from common.paging import Page
-from common.protojson import dict_to_struct as struct
-from common.protojson import struct_to_dict
+from tdev_common import idempotency, paging
+from tdev_common.clock import from_epoch, to_epoch, to_timestamp
+from tdev_common.enums import optional_from_proto, to_proto
+from tdev_common.paging import Page
+from tdev_common.protojson import dict_to_struct as struct
+from tdev_common.protojson import struct_to_dict
 
 
 def _stage_number(stage: Stage | None) -> build_pb2.Stage:

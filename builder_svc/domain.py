@@ -1,7 +1,7 @@
 """Builds, their stages, events and packages as frozen dataclasses.
 
-Enum values are the integers the tables store; convert.py maps them to the proto by name (common.enums).
-Times are aware UTC datetimes (common.clock); the tables keep epoch-second doubles.
+Enum values are the integers the tables store; convert.py maps them to the proto by name (tdev_common.enums).
+Times are aware UTC datetimes (tdev_common.clock); the tables keep epoch-second doubles.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from common.llm.schemas import Failure
+from tdev_common.llm.schemas import Failure
 
 JSON = dict[str, Any]
 BUILD_ID_PREFIX = "build_"
@@ -426,7 +426,7 @@ class StartCommand:
     requirements: str
     constraints: RequestedConstraints
     request_id: str = ""
-    # What the request was (common.idempotency.fingerprint): a replayed request_id must come with the same one.
+    # What the request was (tdev_common.idempotency.fingerprint): a replayed request_id must come with the same one.
     fingerprint: str = ""
 
 

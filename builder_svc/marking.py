@@ -18,8 +18,8 @@ import structlog
 
 from builder_svc.domain import Build, BuildState, MarkJob, Stage
 from builder_svc.ports import Registry, Repository
-from common.errors import DomainError
-from common.tasks import watch
+from tdev_common.errors import DomainError
+from tdev_common.tasks import watch
 
 log = structlog.get_logger(__name__)
 
@@ -151,7 +151,7 @@ class LabelMarker:
         A version the registry no longer knows is skipped.
 
         Raises:
-            common.errors.DomainError: the registry failed (the caller retries the whole build later).
+            tdev_common.errors.DomainError: the registry failed (the caller retries the whole build later).
         """
         targets = {(a.agent_id, a.version) for a in build.registered_agents if not a.reused}
         if any(s.stage == Stage.SELECT_OR_CREATE for s in build.stages):

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from builder_svc.config import SCHEMA
-from common.db import service_metadata
+from tdev_common.db import service_metadata
 
 Json: sa.JSON[object] = sa.JSON()
 Seconds: sa.Double[float] = sa.Double()

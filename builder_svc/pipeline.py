@@ -36,9 +36,9 @@ from builder_svc.stages.identify import IdentifyAgents
 from builder_svc.stages.package import Package
 from builder_svc.stages.select import SelectOrCreate
 from builder_svc.stages.validate import Validate
-from common.errors import DomainError
-from common.llm import Budget, Completion
-from common.tasks import watch
+from tdev_common.errors import DomainError
+from tdev_common.llm import Budget, Completion
+from tdev_common.tasks import watch
 
 __all__ = ["BuildFailed", "BuildRun", "Pipeline", "PipelineSettings", "UsageMeter"]
 

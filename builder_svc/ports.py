@@ -23,7 +23,7 @@ from builder_svc.domain import (
     StoredWorkflow,
     WorkflowDefinition,
 )
-from common.llm import Budget, Completion
+from tdev_common.llm import Budget, Completion
 
 
 class LeaseLost(Exception):
@@ -122,7 +122,7 @@ class Tester(Protocol):
 
 
 class LanguageModel(Protocol):
-    """The slice of common.llm.LLMClient the builder uses."""
+    """The slice of tdev_common.llm.LLMClient the builder uses."""
 
     async def complete(self, messages: Sequence[Any], *, schema: Mapping[str, Any] | None = None, purpose: str,
                        max_tokens: int, temperature: float, model: str | None = None,

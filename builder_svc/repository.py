@@ -36,9 +36,9 @@ from builder_svc.domain import (
 )
 from builder_svc.models import BuildEventRow, BuildRow
 from builder_svc.ports import LeaseLost
-from common.clock import from_epoch, to_epoch
-from common.errors import FailedPrecondition, NotFound
-from common.idempotency import check_same_request
+from tdev_common.clock import from_epoch, to_epoch
+from tdev_common.errors import FailedPrecondition, NotFound
+from tdev_common.idempotency import check_same_request
 
 builds: sa.Table = BuildRow.__table__  # type: ignore[assignment]
 events: sa.Table = BuildEventRow.__table__  # type: ignore[assignment]

@@ -6,8 +6,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from builder_svc.domain import ExampleOutcome
-from common.config import CommonSettings
-from common.sandbox import Limits, Outcome, Sandbox, SandboxSettings
+from tdev_common.config import CommonSettings
+from tdev_common.sandbox import Limits, Outcome, Sandbox, SandboxSettings
 
 
 def _outcome(outcome: Outcome) -> ExampleOutcome:
@@ -30,7 +30,7 @@ class SandboxRunner:
         """Embedded mode may fall back to weak isolation (with a warning); production may not.
 
         Raises:
-            common.sandbox.SandboxError: the sandbox cannot start here.
+            tdev_common.sandbox.SandboxError: the sandbox cannot start here.
         """
         return cls(await Sandbox.start(SandboxSettings.for_mode(common.mode)))
 

@@ -19,13 +19,13 @@ from builder_svc.repository import SqlRepository
 from builder_svc.service import BuilderService
 from builder_svc.servicer import BuilderServiceServicer
 from builder_svc.worker import BuildWorker, WorkerSettings
-from common.config import CommonSettings, get_common_settings
-from common.db import create_engine, migrate
-from common.event_stream import EventHub
-from common.grpc_client import open_channel
-from common.grpc_server import ServiceBinding, build_server
-from common.runtime import ServiceHandle, load_security, on_close, serve_until_stopped, setup_process
-from common.workers import worker_identity
+from tdev_common.config import CommonSettings, get_common_settings
+from tdev_common.db import create_engine, migrate
+from tdev_common.event_stream import EventHub
+from tdev_common.grpc_client import open_channel
+from tdev_common.grpc_server import ServiceBinding, build_server
+from tdev_common.runtime import ServiceHandle, load_security, on_close, serve_until_stopped, setup_process
+from tdev_common.workers import worker_identity
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -61,8 +61,8 @@ async def create_server(
 ) -> ServiceHandle:
     """Builds and starts the builder service; ``port=0`` binds a free port (tests).
 
-    The LLM client and the sandbox default to the real ones (common.llm configured from the environment,
-    common.sandbox); a caller passing its own keeps ownership of it and closes it.
+    The LLM client and the sandbox default to the real ones (tdev_common.llm configured from the environment,
+    tdev_common.sandbox); a caller passing its own keeps ownership of it and closes it.
     """
     security = await load_security(common)
     async with contextlib.AsyncExitStack() as stack:
@@ -84,7 +84,7 @@ async def create_server(
             on_close(stack, sandbox.close)
             tester = sandbox
         if llm is None:
-            from common.llm import build_llm
+            from tdev_common.llm import build_llm
 
             client = await build_llm(common=common)
             on_close(stack, client.close)

@@ -13,11 +13,11 @@ from builder_svc import admission
 from builder_svc.admission import Cursor
 from builder_svc.domain import BUILD_ID_PREFIX, Build, BuildEvent, BuildFilter, BuildState, StartCommand
 from builder_svc.ports import Repository
-from common import paging
-from common.clock import from_epoch
-from common.errors import NotFound, invalid_field
-from common.event_stream import EventHub, stored_then_live
-from common.paging import Page
+from tdev_common import paging
+from tdev_common.clock import from_epoch
+from tdev_common.errors import NotFound, invalid_field
+from tdev_common.event_stream import EventHub, stored_then_live
+from tdev_common.paging import Page
 
 log = structlog.get_logger(__name__)
 WATCH_BATCH = 500

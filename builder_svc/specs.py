@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from builder_svc.domain import AgentSummary, ExampleOutcome
-from common.llm.schemas import CatalogueEntry, Failure
+from tdev_common.llm.schemas import CatalogueEntry, Failure
 
 JSON = dict[str, Any]
 REL_TOLERANCE = 1e-9

@@ -14,8 +14,8 @@ from builder_svc.domain import BuildEvent, BuildState, Claimed, Lease, NewEvent,
 from builder_svc.marking import LabelMarker
 from builder_svc.pipeline import BuildRun, Pipeline
 from builder_svc.ports import LeaseLost, Repository
-from common.event_stream import EventHub
-from common.tasks import watch
+from tdev_common.event_stream import EventHub
+from tdev_common.tasks import watch
 
 log = structlog.get_logger(__name__)
 

@@ -11,7 +11,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from common.config import ServiceSettings
+from tdev_common.config import ServiceSettings
 
 SCHEMA = "evolution"
 

@@ -13,11 +13,6 @@ from tdev.registry.v1 import agent_pb2 as registry_agent_pb2
 from tdev.registry.v1 import registry_service_pb2 as registry_pb2
 from tdev.registry.v1 import registry_service_pb2_grpc as registry_pb2_grpc
 
-from common import idempotency, paging
-from common.clock import to_timestamp
-from common.enums import from_proto, optional_from_proto, to_proto
-from common.paging import Page
-from common.protojson import dict_to_struct, struct_to_dict
 from evolution_svc.domain import (
     AgentSource,
     Candidate,
@@ -35,6 +30,11 @@ from evolution_svc.domain import (
     ScoringMode,
     StartRequest,
 )
+from tdev_common import idempotency, paging
+from tdev_common.clock import to_timestamp
+from tdev_common.enums import from_proto, optional_from_proto, to_proto
+from tdev_common.paging import Page
+from tdev_common.protojson import dict_to_struct, struct_to_dict
 
 _RUN_STATE = evo_pb2.EvolutionRun.State
 _EVENT_TYPE = evo_pb2.EvolutionEvent.Type

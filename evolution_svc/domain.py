@@ -328,5 +328,5 @@ class StartRequest:
     suite: EvaluationSuite
     overrides: ConfigOverrides = field(default_factory=ConfigOverrides)
     request_id: str = ""
-    # What the request was (common.idempotency.fingerprint): a replayed request_id must come with the same one.
+    # What the request was (tdev_common.idempotency.fingerprint): a replayed request_id must come with the same one.
     fingerprint: str = ""

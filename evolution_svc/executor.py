@@ -15,11 +15,6 @@ from datetime import datetime, timedelta
 
 import structlog
 
-from common.clock import utc_now
-from common.errors import DomainError, InvalidArgument, Unavailable
-from common.event_stream import EventHub
-from common.idempotency import REQUEST_ID_REUSED
-from common.tasks import watch
 from evolution_svc import codec, programs
 from evolution_svc.budgets import Stop, stop_decision
 from evolution_svc.controller import Controller, EngineSettings
@@ -51,6 +46,11 @@ from evolution_svc.ports import (
     WorkItem,
 )
 from evolution_svc.promotion import Evidence, decide, labels
+from tdev_common.clock import utc_now
+from tdev_common.errors import DomainError, InvalidArgument, Unavailable
+from tdev_common.event_stream import EventHub
+from tdev_common.idempotency import REQUEST_ID_REUSED
+from tdev_common.tasks import watch
 
 log = structlog.get_logger(__name__)
 

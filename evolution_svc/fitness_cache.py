@@ -1,4 +1,4 @@
-"""The measurement cache over common.cache (Redis or in-process), with entries signed by HMAC.
+"""The measurement cache over tdev_common.cache (Redis or in-process), with entries signed by HMAC.
 
 Candidates run sandboxed without network, but the cache is a shared store: signing each entry (over its
 key and value) with a key only the service holds means nothing but the service can create an entry that
@@ -14,9 +14,9 @@ import secrets
 
 import structlog
 
-from common.cache import Cache
 from evolution_svc import codec
 from evolution_svc.domain import Measurement
+from tdev_common.cache import Cache
 
 log = structlog.get_logger(__name__)
 SIGNATURE_BYTES = 32

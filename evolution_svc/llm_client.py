@@ -1,16 +1,16 @@
-"""The model port over common.llm: mutation and crossover prompts, a per-run budget, diff-edit answers."""
+"""The model port over tdev_common.llm: mutation and crossover prompts, a per-run budget, diff-edit answers."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
 
-from common.errors import DomainError
-from common.llm import Budget, LLMClient, Message, Purpose
-from common.llm.prompts import PAYLOAD_MARKER, crossover_messages, mutation_messages, read_payload
-from common.llm.schemas import MUTATION_SCHEMA
 from evolution_svc.llm_operators import child_code
 from evolution_svc.ports import FailingCase, ModelAnswer, ModelError
+from tdev_common.errors import DomainError
+from tdev_common.llm import Budget, LLMClient, Message, Purpose
+from tdev_common.llm.prompts import PAYLOAD_MARKER, crossover_messages, mutation_messages, read_payload
+from tdev_common.llm.schemas import MUTATION_SCHEMA
 
 MAX_EDITS = 3
 

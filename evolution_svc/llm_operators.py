@@ -1,6 +1,6 @@
 """LLM operators: diff edits of one parent (its failing cases in the prompt) and crossover of two parents.
 
-The prompts and answer shapes belong to the LLM layer (``common.llm.prompts``, ``MUTATION_SCHEMA``); this
+The prompts and answer shapes belong to the LLM layer (``tdev_common.llm.prompts``, ``MUTATION_SCHEMA``); this
 module decides what goes into a request and how an answer becomes a child. Only training cases ever reach
 a prompt; held-out cases are never shown to the model.
 """

@@ -8,8 +8,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from common.db import service_metadata
 from evolution_svc.config import SCHEMA
+from tdev_common.db import service_metadata
 
 
 class UtcDateTime(sa.TypeDecorator[datetime]):

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from common.paging import Page
 from evolution_svc.domain import (
     AgentSource,
     EvaluationLimits,
@@ -23,6 +22,7 @@ from evolution_svc.domain import (
     RunState,
     StopReason,
 )
+from tdev_common.paging import Page
 
 
 @dataclass(frozen=True)
@@ -139,7 +139,7 @@ class NewRun:
     run: EvolutionRun
     request_id: str
     seed_code: str
-    # What the request was (common.idempotency.fingerprint): a replayed request_id must come with the same one.
+    # What the request was (tdev_common.idempotency.fingerprint): a replayed request_id must come with the same one.
     fingerprint: str = ""
 
 

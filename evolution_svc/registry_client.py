@@ -6,9 +6,9 @@ from collections.abc import Mapping
 
 import grpc
 
-from common.errors import NotFound, from_rpc_error
 from evolution_svc import convert
 from evolution_svc.domain import AgentSource
+from tdev_common.errors import NotFound, from_rpc_error
 
 
 class GrpcRegistry:
@@ -23,7 +23,7 @@ class GrpcRegistry:
 
         Raises:
             NotFound: neither an id nor a name matches, or the version does not exist.
-            common.errors.Unavailable: the registry cannot be reached.
+            tdev_common.errors.Unavailable: the registry cannot be reached.
         """
         for request in convert.get_agent_requests(agent, version):
             try:
@@ -45,7 +45,7 @@ class GrpcRegistry:
         """Registers ``code`` as a new version of ``source``'s agent (idempotent by ``request_id``).
 
         Raises:
-            common.errors.DomainError: what the registry answered (its code kept), or UNAVAILABLE.
+            tdev_common.errors.DomainError: what the registry answered (its code kept), or UNAVAILABLE.
         """
         try:
             response = await self._stub.RegisterAgent(

@@ -14,11 +14,6 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from common import paging
-from common.clock import utc_now
-from common.db import session_factory
-from common.idempotency import check_same_request
-from common.paging import Page
 from evolution_svc import codec
 from evolution_svc.domain import (
     Event,
@@ -30,6 +25,11 @@ from evolution_svc.domain import (
 )
 from evolution_svc.models import EventRow, RunRow
 from evolution_svc.ports import EventDraft, Lease, LostLease, NewRun, RunUpdate, WorkItem
+from tdev_common import paging
+from tdev_common.clock import utc_now
+from tdev_common.db import session_factory
+from tdev_common.idempotency import check_same_request
+from tdev_common.paging import Page
 
 UNFINISHED = (RunState.PENDING.value, RunState.RUNNING.value)
 

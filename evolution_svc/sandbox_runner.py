@@ -1,13 +1,13 @@
-"""The candidate-runner port over common.sandbox: one batched sandbox call per program."""
+"""The candidate-runner port over tdev_common.sandbox: one batched sandbox call per program."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
 
-from common.sandbox import Limits, Outcome, OutcomeKind, Sandbox
 from evolution_svc.domain import EvaluationLimits, JsonObject
 from evolution_svc.ports import CaseRun
+from tdev_common.sandbox import Limits, Outcome, OutcomeKind, Sandbox
 
 DETAIL_CHARS = 300
 

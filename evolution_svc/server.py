@@ -8,16 +8,6 @@ from pathlib import Path
 from tdev.evolution.v1 import evolution_service_pb2 as pb2
 from tdev.evolution.v1 import evolution_service_pb2_grpc as pb2_grpc
 
-from common.cache import build_cache
-from common.config import CommonSettings, get_common_settings
-from common.db import create_engine, migrate
-from common.event_stream import EventHub
-from common.grpc_client import open_channel
-from common.grpc_server import ServiceBinding, build_server
-from common.llm import Budget, build_llm
-from common.runtime import ServiceHandle, load_security, on_close, serve_until_stopped, setup_process
-from common.sandbox import Limits, Sandbox, SandboxSettings
-from common.workers import worker_identity
 from evolution_svc.config import SCHEMA, EvolutionSettings
 from evolution_svc.controller import EngineSettings
 from evolution_svc.domain import Event, EvolutionConfig, OperatorSet
@@ -30,6 +20,16 @@ from evolution_svc.repository import SqlRunRepository
 from evolution_svc.sandbox_runner import SandboxRunner
 from evolution_svc.service import EvolutionService
 from evolution_svc.servicer import EvolutionServiceServicer
+from tdev_common.cache import build_cache
+from tdev_common.config import CommonSettings, get_common_settings
+from tdev_common.db import create_engine, migrate
+from tdev_common.event_stream import EventHub
+from tdev_common.grpc_client import open_channel
+from tdev_common.grpc_server import ServiceBinding, build_server
+from tdev_common.llm import Budget, build_llm
+from tdev_common.runtime import ServiceHandle, load_security, on_close, serve_until_stopped, setup_process
+from tdev_common.sandbox import Limits, Sandbox, SandboxSettings
+from tdev_common.workers import worker_identity
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 MIB = 1024 * 1024

@@ -8,19 +8,6 @@ from dataclasses import replace
 
 import structlog
 
-from common.clock import utc_now
-from common.errors import (
-    FIELD_REQUIRED,
-    FailedPrecondition,
-    FieldViolation,
-    InvalidArgument,
-    NotFound,
-    invalid_field,
-    invalid_fields,
-    require,
-)
-from common.event_stream import EventHub, stored_then_live
-from common.paging import Page
 from evolution_svc.domain import (
     RUN_ID_PREFIX,
     EvaluationSuite,
@@ -36,6 +23,19 @@ from evolution_svc.domain import (
 from evolution_svc.executor import RunExecutor
 from evolution_svc.ports import Lease, NewRun, Registry, RunRepository
 from evolution_svc.validation import INVALID_SUITE, split_held_out, validate_config, validate_suite
+from tdev_common.clock import utc_now
+from tdev_common.errors import (
+    FIELD_REQUIRED,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    invalid_field,
+    invalid_fields,
+    require,
+)
+from tdev_common.event_stream import EventHub, stored_then_live
+from tdev_common.paging import Page
 
 log = structlog.get_logger(__name__)
 WATCH_BATCH = 100
@@ -96,7 +96,7 @@ class EvolutionService:
                 problem of the three in one error; a request id used before for a different request
                 (REQUEST_ID_REUSED).
             NotFound: the agent (or the scorer agent) is not in the registry.
-            common.errors.Unavailable: the registry cannot be reached.
+            tdev_common.errors.Unavailable: the registry cannot be reached.
         """
         suite, config = self._validated(request)
         suite = split_held_out(suite, config.seed)

@@ -7,7 +7,6 @@ import random
 from collections.abc import Mapping
 from dataclasses import replace
 
-from common.errors import FieldViolation, invalid_field, invalid_fields
 from evolution_svc.domain import (
     MAX_CASES,
     EvaluationCase,
@@ -17,6 +16,7 @@ from evolution_svc.domain import (
     OperatorSet,
     ScoringMode,
 )
+from tdev_common.errors import FieldViolation, invalid_field, invalid_fields
 
 INVALID_SUITE = "INVALID_SUITE"
 INVALID_CONFIG = "INVALID_CONFIG"

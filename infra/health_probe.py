@@ -6,7 +6,7 @@ the one PID 1 runs (``python -m <name>_svc``), else ``TDEV_HEALTH_SERVICE``. The
 ``TDEV_TLS_PEM`` document) the probe speaks TLS too, trusting ``TDEV_TLS_CA_FILE`` / ``ca`` (else the
 certificate itself), checking the name ``TDEV_HEALTH_TLS_NAME`` (default ``<name>.tdev.local``) and presenting
 the process's client certificate (``TDEV_TLS_CLIENT_CERT_FILE`` / ``client_cert``, else the server's own),
-since an mTLS server refuses a probe without one. Health checks need no token (common.auth).
+since an mTLS server refuses a probe without one. Health checks need no token (tdev_common.auth).
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def resolve_target(argv: Sequence[str], environ: Mapping[str, str], pid1_cmdline
         raise ValueError("TDEV_TLS_PEM is not JSON") from None
 
     def pem(setting: str, key: str) -> bytes | None:
-        # The same precedence as common.tls: a file setting wins over the document's entry.
+        # The same precedence as tdev_common.tls: a file setting wins over the document's entry.
         path = environ.get(setting)
         if path:
             return Path(path).read_bytes()

@@ -1,4 +1,4 @@
-"""The LLM layer (common.llm) as the registry's Analyzer and Embedder ports."""
+"""The LLM layer (tdev_common.llm) as the registry's Analyzer and Embedder ports."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from typing import Any
 
 import structlog
 
-from common.config import CommonSettings
-from common.llm import LLMClient, Purpose, build_llm
-from common.llm.prompts import analysis_messages
-from common.llm.schemas import ANALYSIS_SCHEMA
 from registry_svc.domain import AnalysisJob, AnalysisReport
 from registry_svc.ports import Embedder
+from tdev_common.config import CommonSettings
+from tdev_common.llm import LLMClient, Purpose, build_llm
+from tdev_common.llm.prompts import analysis_messages
+from tdev_common.llm.schemas import ANALYSIS_SCHEMA
 
 log = structlog.get_logger(__name__)
 
@@ -43,8 +43,8 @@ class LlmAnalyzer:
         """Builds the process's LLM client from settings.
 
         Raises:
-            common.errors.Unavailable: Secrets Manager could not be read.
-            common.llm.NoProviderConfigured: a model provider is required and none is configured.
+            tdev_common.errors.Unavailable: Secrets Manager could not be read.
+            tdev_common.llm.NoProviderConfigured: a model provider is required and none is configured.
         """
         return cls(await build_llm(common=common))
 

@@ -16,11 +16,11 @@ from datetime import UTC, datetime
 
 import structlog
 
-from common.tasks import watch
 from registry_svc import matching
 from registry_svc.domain import Analysis, AnalysisJob, AnalysisReport, AnalysisState
 from registry_svc.ports import Analyzer, ChangeListener, Embedder, Repository
 from registry_svc.quality import quality_score, static_metrics
+from tdev_common.tasks import watch
 
 log = structlog.get_logger(__name__)
 

@@ -7,7 +7,7 @@ from typing import ClassVar
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from common.config import ServiceSettings
+from tdev_common.config import ServiceSettings
 
 SCHEMA = "registry"
 

@@ -9,10 +9,6 @@ from google.protobuf import struct_pb2
 from tdev.registry.v1 import agent_pb2
 from tdev.registry.v1 import registry_service_pb2 as pb2
 
-from common import idempotency, paging
-from common.clock import from_timestamp, to_timestamp
-from common.enums import from_proto, optional_from_proto, to_proto
-from common.paging import Page
 from registry_svc.domain import (
     AgentVersion,
     Analysis,
@@ -30,6 +26,10 @@ from registry_svc.domain import (
     Selector,
     VersionRef,
 )
+from tdev_common import idempotency, paging
+from tdev_common.clock import from_timestamp, to_timestamp
+from tdev_common.enums import from_proto, optional_from_proto, to_proto
+from tdev_common.paging import Page
 
 _STATE = agent_pb2.AgentAnalysis.State
 _ORDER = pb2.ListAgentsRequest.OrderBy

@@ -131,7 +131,7 @@ class RegisterCommand:
     version: str = ""
     request_id: str = ""
     labels: Mapping[str, str] = field(default_factory=dict)
-    # What the request was (common.idempotency.fingerprint): a replayed request_id must come with the same one.
+    # What the request was (tdev_common.idempotency.fingerprint): a replayed request_id must come with the same one.
     fingerprint: str = ""
 
 

@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from common.db import service_metadata
 from registry_svc.config import SCHEMA
+from tdev_common.db import service_metadata
 
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 Json = sa.JSON().with_variant(sa.dialects.postgresql.JSONB(), "postgresql")

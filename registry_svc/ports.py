@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from common.paging import Page
 from registry_svc.domain import (
     AgentIdentity,
     AgentVersion,
@@ -24,6 +23,7 @@ from registry_svc.domain import (
     Selector,
     VersionRef,
 )
+from tdev_common.paging import Page
 
 
 class InspectionFailed(Exception):

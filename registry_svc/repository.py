@@ -15,8 +15,6 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from common import paging
-from common.paging import Page
 from registry_svc.domain import (
     AgentIdentity,
     AgentVersion,
@@ -44,6 +42,8 @@ from registry_svc.models import (
     RegisterRequestRow,
 )
 from registry_svc.ports import RequestMismatch, TooManyLabels, UnknownVersions, VersionConflict
+from tdev_common import paging
+from tdev_common.paging import Page
 
 agents = cast(sa.Table, AgentRow.__table__)
 versions = cast(sa.Table, AgentVersionRow.__table__)

@@ -9,7 +9,7 @@ Redis trouble degrades to the database, never to an error, a wait or a stale ans
 (docs/registry.md, "Cache consistency when Redis fails"):
 
 - every Redis call is bounded by a socket timeout, and after one failure Redis is skipped until a probe
-  answers (:class:`common.cache.RedisBreaker`), so GetAgent falls back to the database at once;
+  answers (:class:`tdev_common.cache.RedisBreaker`), so GetAgent falls back to the database at once;
 - an invalidation that could not be published is retried until it is; meanwhile this replica neither
   reads nor fills the shared tier for that agent, and no replica reads the shared tier for a second after
   Redis comes back (time for the retries to land);
@@ -29,7 +29,7 @@ from typing import Any, Generic, TypeVar
 
 import structlog
 
-from common.cache import DEFAULT_TIMEOUT_SECONDS, RedisBreaker, Subscriber, redis_client
+from tdev_common.cache import DEFAULT_TIMEOUT_SECONDS, RedisBreaker, Subscriber, redis_client
 
 log = structlog.get_logger(__name__)
 

@@ -1,14 +1,14 @@
-"""The sandbox (common.sandbox) as the registry's CodeInspector: agent classes are loaded there, never here."""
+"""The sandbox (tdev_common.sandbox) as the registry's CodeInspector: agent classes are loaded there, never here."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from common.config import CommonSettings
-from common.errors import Unavailable
-from common.sandbox import InspectResult, OutcomeKind, Sandbox, SandboxSettings, SandboxUnavailableError
 from registry_svc.domain import Inspection
 from registry_svc.ports import InspectionFailed
+from tdev_common.config import CommonSettings
+from tdev_common.errors import Unavailable
+from tdev_common.sandbox import InspectResult, OutcomeKind, Sandbox, SandboxSettings, SandboxUnavailableError
 
 REQUIRED_METHODS = ("execute", "get_capabilities")
 
@@ -38,7 +38,7 @@ class SandboxRunner:
         """Starts a sandbox for inspections.
 
         Raises:
-            common.sandbox.SandboxError: the sandbox cannot start here.
+            tdev_common.sandbox.SandboxError: the sandbox cannot start here.
         """
         return cls(await Sandbox.start(SandboxSettings.for_mode(common.mode, pool_size=pool_size)), timeout_seconds)
 

@@ -8,11 +8,6 @@ from pathlib import Path
 from tdev.registry.v1 import registry_service_pb2 as pb2
 from tdev.registry.v1 import registry_service_pb2_grpc as pb2_grpc
 
-from common.config import CommonSettings, get_common_settings
-from common.db import create_engine, migrate
-from common.grpc_server import ServiceBinding, build_server
-from common.runtime import ServiceHandle, load_security, on_close, serve_until_stopped, setup_process
-from common.workers import worker_identity
 from registry_svc import convert
 from registry_svc.analysis import AnalysisWorker
 from registry_svc.config import SCHEMA, RegistrySettings
@@ -21,6 +16,11 @@ from registry_svc.repository import SqlRepository
 from registry_svc.response_cache import ResponseCache
 from registry_svc.service import Limits, RegistryService
 from registry_svc.servicer import RegistryServiceServicer
+from tdev_common.config import CommonSettings, get_common_settings
+from tdev_common.db import create_engine, migrate
+from tdev_common.grpc_server import ServiceBinding, build_server
+from tdev_common.runtime import ServiceHandle, load_security, on_close, serve_until_stopped, setup_process
+from tdev_common.workers import worker_identity
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -36,7 +36,7 @@ async def create_server(
 ) -> ServiceHandle:
     """Builds and starts the registry service; ``port=0`` binds a free port (tests).
 
-    The sandbox inspector and the LLM analyzer default to the real ones (common.sandbox, common.llm);
+    The sandbox inspector and the LLM analyzer default to the real ones (tdev_common.sandbox, tdev_common.llm);
     tests of the service layer may pass fakes.
     """
     security = await load_security(common)

@@ -12,20 +12,6 @@ from datetime import UTC, datetime
 
 import structlog
 
-from common import paging
-from common.errors import (
-    FIELD_REQUIRED,
-    INVALID_FIELD,
-    Aborted,
-    AlreadyExists,
-    InvalidArgument,
-    NotFound,
-    ResourceExhausted,
-    invalid_field,
-    require,
-)
-from common.idempotency import RequestIdReused, check_same_request
-from common.paging import Page
 from registry_svc import matching, validation
 from registry_svc.domain import (
     AGENT_ID_PREFIX,
@@ -57,6 +43,20 @@ from registry_svc.ports import (
     VersionConflict,
 )
 from registry_svc.quality import static_metrics
+from tdev_common import paging
+from tdev_common.errors import (
+    FIELD_REQUIRED,
+    INVALID_FIELD,
+    Aborted,
+    AlreadyExists,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    invalid_field,
+    require,
+)
+from tdev_common.idempotency import RequestIdReused, check_same_request
+from tdev_common.paging import Page
 
 log = structlog.get_logger(__name__)
 

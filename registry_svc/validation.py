@@ -6,8 +6,8 @@ import ast
 import re
 from collections.abc import Mapping
 
-from common.errors import FIELD_REQUIRED, InvalidArgument, invalid_field, require
 from registry_svc.domain import NAME_PATTERN, CodeFacts, LabelUpdate, VersionRef
+from tdev_common.errors import FIELD_REQUIRED, InvalidArgument, invalid_field, require
 
 SEMVER = re.compile(r"^(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})$")
 MAX_DESCRIPTION_CHARS = 4000

@@ -20,9 +20,9 @@ from tdev.registry.v1 import agent_pb2
 from tdev.registry.v1 import registry_service_pb2 as pb2
 from tdev.registry.v1 import registry_service_pb2_grpc as pb2_grpc
 
-from common.config import get_common_settings
 from tdev_cli.agent_files import NAME_HELP, NEW_VERSION_OF_HELP, RegistrationRefused, registration_name
 from tdev_cli.calls import call_service
+from tdev_common.config import get_common_settings
 
 T = TypeVar("T")
 AGENT_ID = re.compile(r"^agent_[0-9a-f]{12}$")

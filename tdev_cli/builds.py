@@ -20,9 +20,9 @@ from tdev.builder.v1 import build_pb2
 from tdev.builder.v1 import builder_service_pb2 as pb2
 from tdev.builder.v1 import builder_service_pb2_grpc as pb2_grpc
 
-from common.config import get_common_settings
-from common.protojson import struct_to_dict
 from tdev_cli.calls import call_service, resumable_events
+from tdev_common.config import get_common_settings
+from tdev_common.protojson import struct_to_dict
 
 T = TypeVar("T")
 Event = build_pb2.BuildEvent

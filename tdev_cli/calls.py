@@ -13,9 +13,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from common.config import CommonSettings, get_common_settings
-from common.grpc_client import ClientSecurity, open_channel
-from common.tls import TlsConfigError, load_tls
+from tdev_common.config import CommonSettings, get_common_settings
+from tdev_common.grpc_client import ClientSecurity, open_channel
+from tdev_common.tls import TlsConfigError, load_tls
 
 T = TypeVar("T")
 S = TypeVar("S")
@@ -35,7 +35,7 @@ def cli_security(common: CommonSettings) -> ClientSecurity:
     ``TDEV_TLS_CLIENT_KEY_FILE`` (or ``TDEV_TLS_PEM``); the token from ``TDEV_SERVICE_TOKEN``. A bad TLS
     setting is reported and exits 2.
     """
-    # The server-side policy of common.tls is not the command's business: it only calls.
+    # The server-side policy of tdev_common.tls is not the command's business: it only calls.
     settings = common.model_copy(update={**tls_overrides, "mode": "embedded", "tls_required": False})
     try:
         tls = load_tls(settings)

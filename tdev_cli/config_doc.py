@@ -10,14 +10,15 @@ from pydantic_settings import BaseSettings
 
 # (title, module, class) in the order the reference lists them.
 SETTINGS: tuple[tuple[str, str, str], ...] = (
-    ("Shared by every service", "common.config", "CommonSettings"),
+    ("Shared by every service", "tdev_common.config", "CommonSettings"),
     ("Registry service", "registry_svc.config", "RegistrySettings"),
     ("Workflow service", "workflow_svc.config", "WorkflowSettings"),
     ("Builder service", "builder_svc.config", "BuilderSettings"),
     ("Evolution service", "evolution_svc.config", "EvolutionSettings"),
-    ("Agent sandbox (every service that runs agent code)", "common.sandbox.settings", "SandboxSettings"),
-    ("Sandbox tier worker (python -m common.sandbox.worker)", "common.sandbox.settings", "SandboxWorkerSettings"),
-    ("LLM layer", "common.llm.settings", "LLMSettings"),
+    ("Agent sandbox (every service that runs agent code)", "tdev_common.sandbox.settings", "SandboxSettings"),
+    ("Sandbox tier worker (python -m tdev_common.sandbox.worker)", "tdev_common.sandbox.settings",
+     "SandboxWorkerSettings"),
+    ("LLM layer", "tdev_common.llm.settings", "LLMSettings"),
 )
 DOC_PATH = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 

@@ -21,10 +21,10 @@ from tdev.evolution.v1 import evolution_service_pb2_grpc as pb2_grpc
 from tdev.registry.v1 import registry_service_pb2 as registry_pb2
 from tdev.registry.v1 import registry_service_pb2_grpc as registry_pb2_grpc
 
-from common.config import get_common_settings
-from common.grpc_client import open_channel
 from tdev_cli.agent_files import NAME_HELP, NEW_VERSION_OF_HELP, RegistrationRefused, registration_name
 from tdev_cli.calls import call_service, cli_security
+from tdev_common.config import get_common_settings
+from tdev_common.grpc_client import open_channel
 
 T = TypeVar("T")
 Event = evolution_pb2.EvolutionEvent

@@ -10,13 +10,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from common.config import get_common_settings
 from tdev_cli.agents import agents_app
 from tdev_cli.builds import build_command, builds_app
 from tdev_cli.calls import cli_security, tls_overrides
 from tdev_cli.evolution import evolution_app, evolve_command
 from tdev_cli.mesh import SERVICES, health_of_all
 from tdev_cli.workflows import executions_app, workflows_app
+from tdev_common.config import get_common_settings
 
 app = typer.Typer(help="T-Developer: register, compose, build and evolve AI agents.", no_args_is_help=True)
 app.add_typer(agents_app, name="agents")
@@ -75,7 +75,7 @@ def status() -> None:
 
 def _sandbox_isolation() -> str:
     try:
-        from common.sandbox import describe_isolation
+        from tdev_common.sandbox import describe_isolation
     except ImportError:
         return "unknown (sandbox not installed)"
     return str(describe_isolation())

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from common.config import CommonSettings
-from common.grpc_client import ClientSecurity, open_channel
+from tdev_common.config import CommonSettings
+from tdev_common.grpc_client import ClientSecurity, open_channel
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,9 @@ from rich.console import Console
 from rich.markup import escape
 from sqlalchemy.engine import URL, make_url
 
-from common.config import CommonSettings, ServiceSettings
-from common.sandbox import SandboxSettings, SandboxWorkerSettings
 from tdev_cli.mesh import SERVICES, MeshService, check_health
+from tdev_common.config import CommonSettings, ServiceSettings
+from tdev_common.sandbox import SandboxSettings, SandboxWorkerSettings
 
 LOG_TAIL_LINES = 20
 DEPENDENCY_TIMEOUT_SECONDS = 3.0
@@ -87,7 +87,7 @@ def planned_workers(sandbox: SandboxSettings, worker: SandboxWorkerSettings) -> 
     """The local sandbox workers ``TDEV_SANDBOX_LOCAL_WORKERS`` asks for, on consecutive ports."""
     base = worker.port or 50060
     return [
-        MeshService(f"sandbox-worker-{i}", "common.sandbox.worker", SANDBOX_SERVICE, "TDEV_SANDBOX_WORKER_PORT",
+        MeshService(f"sandbox-worker-{i}", "tdev_common.sandbox.worker", SANDBOX_SERVICE, "TDEV_SANDBOX_WORKER_PORT",
                     base + i)
         for i in range(sandbox.local_workers)
     ]
@@ -229,7 +229,7 @@ async def _redis_answers(url: str) -> str | None:
     """None when the Redis of ``url`` answers PING, else why not."""
     from redis.exceptions import RedisError
 
-    from common.cache import redis_client
+    from tdev_common.cache import redis_client
 
     client = redis_client(url, DEPENDENCY_TIMEOUT_SECONDS)
     try:

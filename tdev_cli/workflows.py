@@ -19,9 +19,9 @@ from tdev.workflow.v1 import workflow_pb2 as wf_pb2
 from tdev.workflow.v1 import workflow_service_pb2 as pb2
 from tdev.workflow.v1 import workflow_service_pb2_grpc as pb2_grpc
 
-from common.config import get_common_settings
-from common.protojson import struct_to_dict
 from tdev_cli.calls import call_service, resumable_events
+from tdev_common.config import get_common_settings
+from tdev_common.protojson import struct_to_dict
 
 T = TypeVar("T")
 Event = wf_pb2.ExecutionEvent

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from common.config import CommonSettings
+from tdev_common.config import CommonSettings
 
 POSTGRES_HOST = os.environ.get("TDEV_TEST_PG_HOST", "127.0.0.1")
 POSTGRES_PORT = int(os.environ.get("TDEV_TEST_PG_PORT", "5432"))

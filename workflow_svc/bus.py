@@ -1,6 +1,6 @@
 """The workflow service's event hub: execution events, plus cancel and work notices between replicas.
 
-Events travel through the one mechanism every service uses (common.event_stream): committed events go
+Events travel through the one mechanism every service uses (tdev_common.event_stream): committed events go
 straight to local watchers, other replicas get a notice through Redis and read storage. On top, the
 workflow service sends two control notices: "cancel execution X" (to whichever replica runs it) and
 "work is waiting" (an unowned execution idle replicas may claim). See docs/workflow.md, "When Redis fails".
@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from common.cache import DEFAULT_TIMEOUT_SECONDS
-from common.event_stream import EventHub, Subscription
+from tdev_common.cache import DEFAULT_TIMEOUT_SECONDS
+from tdev_common.event_stream import EventHub, Subscription
 from workflow_svc.domain import Event
 
 __all__ = ["EventBus", "Subscription"]

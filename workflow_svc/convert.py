@@ -16,12 +16,12 @@ from tdev.registry.v1 import registry_service_pb2_grpc as registry_pb2_grpc
 from tdev.workflow.v1 import workflow_pb2 as wf_pb2
 from tdev.workflow.v1 import workflow_service_pb2 as pb2
 
-from common import idempotency, paging
-from common.clock import from_epoch, to_epoch, to_timestamp
-from common.enums import from_proto, to_proto
-from common.errors import invalid_field
-from common.paging import Page
-from common.protojson import dict_to_struct, struct_to_dict
+from tdev_common import idempotency, paging
+from tdev_common.clock import from_epoch, to_epoch, to_timestamp
+from tdev_common.enums import from_proto, to_proto
+from tdev_common.errors import invalid_field
+from tdev_common.paging import Page
+from tdev_common.protojson import dict_to_struct, struct_to_dict
 from workflow_svc.domain import (
     AgentInfo,
     AgentRef,

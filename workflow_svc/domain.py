@@ -274,7 +274,7 @@ class StartRequest:
     inputs: JsonObject
     request_id: str = ""
     failure_policy: FailurePolicy = FailurePolicy.UNSPECIFIED
-    # What the request was (common.idempotency.fingerprint): a replayed request_id must come with the same one.
+    # What the request was (tdev_common.idempotency.fingerprint): a replayed request_id must come with the same one.
     fingerprint: str = ""
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from common.tasks import watch
+from tdev_common.tasks import watch
 from workflow_svc.agent_cache import AgentCache, WorkflowCache
 from workflow_svc.bus import EventBus
 from workflow_svc.claimer import Claimer

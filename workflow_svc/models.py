@@ -11,7 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from common.db import service_metadata
+from tdev_common.db import service_metadata
 from workflow_svc.config import SCHEMA
 
 Json: sa.JSON[object] = sa.JSON()

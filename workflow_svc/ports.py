@@ -41,7 +41,7 @@ class Registry(Protocol):
 
         Raises:
             AgentNotFound: no such agent or version.
-            common.errors.Unavailable: the registry cannot be reached.
+            tdev_common.errors.Unavailable: the registry cannot be reached.
         """
         ...
 
@@ -71,7 +71,7 @@ class Repository(Protocol):
         """Stores a workflow; a request id seen before returns the first workflow.
 
         Raises:
-            common.idempotency.RequestIdReused: the request id was stored with another fingerprint.
+            tdev_common.idempotency.RequestIdReused: the request id was stored with another fingerprint.
         """
         ...
 
@@ -79,7 +79,7 @@ class Repository(Protocol):
         """The workflow a request id created, or None.
 
         Raises:
-            common.idempotency.RequestIdReused: the request id was stored with another fingerprint.
+            tdev_common.idempotency.RequestIdReused: the request id was stored with another fingerprint.
         """
         ...
 
@@ -97,7 +97,7 @@ class Repository(Protocol):
         """Stores a new execution (leased to ``owner`` when given); a replayed request id returns the first.
 
         Raises:
-            common.idempotency.RequestIdReused: the request id was stored with another fingerprint.
+            tdev_common.idempotency.RequestIdReused: the request id was stored with another fingerprint.
         """
         ...
 
@@ -105,7 +105,7 @@ class Repository(Protocol):
         """The execution a request id started, or None.
 
         Raises:
-            common.idempotency.RequestIdReused: the request id was stored with another fingerprint.
+            tdev_common.idempotency.RequestIdReused: the request id was stored with another fingerprint.
         """
         ...
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import grpc
 import structlog
 
-from common.errors import from_rpc_error
+from tdev_common.errors import from_rpc_error
 from workflow_svc import convert
 from workflow_svc.domain import AgentInfo, AgentRef, OutcomeRecord
 from workflow_svc.ports import AgentNotFound
@@ -28,7 +28,7 @@ class GrpcRegistry:
 
         Raises:
             AgentNotFound: neither an id nor a name matches (or the version does not exist).
-            common.errors.Unavailable: the registry cannot be reached.
+            tdev_common.errors.Unavailable: the registry cannot be reached.
         """
         for request in convert.get_agent_requests(ref, with_code=with_code):
             try:
@@ -45,7 +45,7 @@ class GrpcRegistry:
         """Reports outcomes; records the registry rejects for good are logged and dropped.
 
         Raises:
-            common.errors.DomainError: the registry is unavailable (the caller keeps the records).
+            tdev_common.errors.DomainError: the registry is unavailable (the caller keeps the records).
         """
         try:
             await self._stub.RecordExecutions(convert.record_request(records), timeout=self._deadline)

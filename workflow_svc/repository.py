@@ -21,8 +21,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from common.clock import from_epoch, optional_from_epoch, optional_to_epoch, to_epoch
-from common.idempotency import check_same_request
+from tdev_common.clock import from_epoch, optional_from_epoch, optional_to_epoch, to_epoch
+from tdev_common.idempotency import check_same_request
 from workflow_svc.domain import (
     Batch,
     Claim,

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from common.clock import utc_now
-from common.errors import DomainError
-from common.tasks import watch
+from tdev_common.clock import utc_now
+from tdev_common.errors import DomainError
+from tdev_common.tasks import watch
 from workflow_svc import refs
 from workflow_svc.domain import (
     AttemptResult,

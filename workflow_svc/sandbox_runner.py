@@ -1,10 +1,10 @@
-"""Adapter from the engine's AgentRunner port to common.sandbox: agent code runs only in its children."""
+"""Adapter from the engine's AgentRunner port to tdev_common.sandbox: agent code runs only in its children."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from common.sandbox import (
+from tdev_common.sandbox import (
     Limits,
     Outcome,
     OutcomeKind,
@@ -13,7 +13,7 @@ from common.sandbox import (
     SandboxSettings,
     SandboxUnavailableError,
 )
-from common.sandbox.settings import MIB
+from tdev_common.sandbox.settings import MIB
 from workflow_svc.domain import AttemptResult, ErrorInfo, JsonObject
 
 

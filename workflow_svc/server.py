@@ -8,13 +8,13 @@ from pathlib import Path
 from tdev.workflow.v1 import workflow_service_pb2 as pb2
 from tdev.workflow.v1 import workflow_service_pb2_grpc as pb2_grpc
 
-from common.config import CommonSettings, get_common_settings
-from common.db import create_engine, migrate
-from common.grpc_client import open_channel
-from common.grpc_server import ServiceBinding, build_server
-from common.runtime import ServiceHandle, load_security, on_close, serve_until_stopped, setup_process
-from common.sandbox import SandboxSettings
-from common.workers import worker_identity
+from tdev_common.config import CommonSettings, get_common_settings
+from tdev_common.db import create_engine, migrate
+from tdev_common.grpc_client import open_channel
+from tdev_common.grpc_server import ServiceBinding, build_server
+from tdev_common.runtime import ServiceHandle, load_security, on_close, serve_until_stopped, setup_process
+from tdev_common.sandbox import SandboxSettings
+from tdev_common.workers import worker_identity
 from workflow_svc.bus import EventBus
 from workflow_svc.config import SCHEMA, WorkflowSettings
 from workflow_svc.engine import Engine, EngineSettings

@@ -11,9 +11,9 @@ from dataclasses import dataclass, replace
 
 import structlog
 
-from common import paging
-from common.clock import utc_now
-from common.errors import (
+from tdev_common import paging
+from tdev_common.clock import utc_now
+from tdev_common.errors import (
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
@@ -22,8 +22,8 @@ from common.errors import (
     invalid_field,
     require,
 )
-from common.event_stream import stored_then_live
-from common.paging import Page
+from tdev_common.event_stream import stored_then_live
+from tdev_common.paging import Page
 from workflow_svc import refs, validation
 from workflow_svc.bus import EventBus
 from workflow_svc.domain import (

@@ -8,7 +8,7 @@ import grpc
 from tdev.workflow.v1 import workflow_service_pb2 as pb2
 from tdev.workflow.v1 import workflow_service_pb2_grpc as pb2_grpc
 
-from common import idempotency
+from tdev_common import idempotency
 from workflow_svc import convert
 from workflow_svc.service import WorkflowService
 

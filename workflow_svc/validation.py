@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import networkx as nx
 
-from common.errors import FieldViolation
+from tdev_common.errors import FieldViolation
 from workflow_svc import refs
 from workflow_svc.domain import AgentInfo, AgentRef, NodeSpec, WorkflowSpec
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import jsonschema
 
 from builder_svc.stages.base import StageBody, StageOutcome
-from common.llm import Purpose, prompts, schemas
+from tdev_common.llm import Purpose, prompts, schemas
 
 if TYPE_CHECKING:
     from builder_svc.pipeline import BuildRun

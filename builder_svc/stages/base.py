@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from builder_svc.domain import SERVICE_ID_PREFIX, BuildError, BuildState, EventType, NewEvent, Progress, ServicePackage
 from builder_svc.ports import LanguageModel, Registry, Tester, Workflows
-from common.llm import Completion, Purpose
+from tdev_common.llm import Completion, Purpose
 
 if TYPE_CHECKING:  # the pipeline imports the stages, which only need BuildRun's type
     from builder_svc.pipeline import BuildRun

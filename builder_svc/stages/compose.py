@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from builder_svc import composition
 from builder_svc.domain import BuildError, Stage, WorkflowRef
 from builder_svc.stages.base import BuildFailed, StageBody, StageOutcome, service_id_of
-from common.errors import InvalidArgument
+from tdev_common.errors import InvalidArgument
 
 if TYPE_CHECKING:
     from builder_svc.pipeline import BuildRun

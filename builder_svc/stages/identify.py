@@ -10,7 +10,7 @@ from builder_svc import specs
 from builder_svc.domain import BuildError, Stage
 from builder_svc.stages.base import BuildFailed, StageBody, StageOutcome
 from builder_svc.stages.reuse import reusable
-from common.llm import Purpose, prompts, schemas
+from tdev_common.llm import Purpose, prompts, schemas
 
 if TYPE_CHECKING:
     from builder_svc.pipeline import BuildRun

@@ -23,9 +23,9 @@ from builder_svc.domain import (
 )
 from builder_svc.stages.base import BuildFailed, StageBody, StageOutcome, run_all
 from builder_svc.stages.reuse import reusable
-from common.errors import DomainError, InvalidArgument, Unavailable
-from common.llm import Purpose, prompts, schemas
-from common.llm.schemas import Failure
+from tdev_common.errors import DomainError, InvalidArgument, Unavailable
+from tdev_common.llm import Purpose, prompts, schemas
+from tdev_common.llm.schemas import Failure
 
 if TYPE_CHECKING:
     from builder_svc.pipeline import BuildRun

@@ -27,13 +27,13 @@ from tdev.workflow.v1 import workflow_service_pb2_grpc as wf_service_pb2_grpc
 from builder_svc.config import BuilderSettings
 from builder_svc.sandbox_runner import SandboxRunner
 from builder_svc.server import create_server as create_builder
-from common.cache import LocalCache
-from common.config import CommonSettings
-from common.llm import DailyBudget, LLMClient, LLMSettings, Price, build_llm
-from common.runtime import ServiceHandle
-from common.secrets import SecretStore
 from registry_svc.config import RegistrySettings
 from registry_svc.server import create_server as create_registry
+from tdev_common.cache import LocalCache
+from tdev_common.config import CommonSettings
+from tdev_common.llm import DailyBudget, LLMClient, LLMSettings, Price, build_llm
+from tdev_common.runtime import ServiceHandle
+from tdev_common.secrets import SecretStore
 from tests.conftest import POSTGRES_HOST, POSTGRES_PORT, POSTGRES_USER, require_service
 from workflow_svc.config import WorkflowSettings
 from workflow_svc.server import create_server as create_workflow
@@ -83,7 +83,7 @@ async def offline_llm() -> LLMClient:
 
 
 async def stand_in_llm(base_url: str) -> LLMClient:
-    """The real openai SDK through common.llm, pointed at a stand-in by base URL, with a dummy key; no fallback
+    """The real openai SDK through tdev_common.llm, pointed at a stand-in by base URL, with a dummy key; no fallback
     to the offline provider, no cache, no retries."""
     settings = LLMSettings(
         openai_base_url=base_url, openai_model="test-model", openai_key_required=True, anthropic_enabled=False,

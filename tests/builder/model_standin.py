@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from common.llm.base import Message
-from common.llm.offline.codegen import generate
-from common.llm.offline.planner import plan
-from common.llm.offline.repair import repair
-from common.llm.offline.requirements import analyse_requirements
-from common.llm.prompts import read_payload
+from tdev_common.llm.base import Message
+from tdev_common.llm.offline.codegen import generate
+from tdev_common.llm.offline.planner import plan
+from tdev_common.llm.offline.repair import repair
+from tdev_common.llm.offline.requirements import analyse_requirements
+from tdev_common.llm.prompts import read_payload
 from tests.llm.llm_wire_server import error_body, openai_chat
 
 JSON = dict[str, Any]

@@ -32,7 +32,7 @@ from builder_svc.domain import (
 )
 from builder_svc.pipeline import BuildRun, Pipeline, PipelineSettings
 from builder_svc.stages.select import rejection_kind
-from common.llm import Budget, Completion
+from tdev_common.llm import Budget, Completion
 
 pytestmark = pytest.mark.unit
 

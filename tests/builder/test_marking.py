@@ -34,9 +34,9 @@ from builder_svc.marking import LabelMarker, end_labels, request_id, retry_delay
 from builder_svc.repository import SqlRepository
 from builder_svc.server import MIGRATIONS
 from builder_svc.stages.reuse import reusable
-from common.clock import from_epoch
-from common.db import create_engine, migrate
-from common.errors import DomainError, InvalidArgument, NotFound, Unavailable
+from tdev_common.clock import from_epoch
+from tdev_common.db import create_engine, migrate
+from tdev_common.errors import DomainError, InvalidArgument, NotFound, Unavailable
 
 pytestmark = pytest.mark.integration  # real databases, Redis or moto
 

@@ -20,9 +20,9 @@ from tdev.builder.v1 import builder_service_pb2_grpc as pb2_grpc
 from tdev.registry.v1 import registry_service_pb2 as reg_pb2
 
 from builder_svc.repository import SqlRepository
-from common.db import create_engine
-from common.llm import LLMClient
-from common.llm.offline.codegen import generate
+from tdev_common.db import create_engine
+from tdev_common.llm import LLMClient
+from tdev_common.llm.offline.codegen import generate
 from tests.builder.conftest import (
     ROOT,
     STAND_IN_KEY,
@@ -78,7 +78,7 @@ def stand_in() -> Iterator[ModelStandIn]:
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def model(stand_in: ModelStandIn, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LLMClient]:
-    """common.llm with the OpenAI provider at the stand-in's base URL and a dummy key (no offline fallback)."""
+    """tdev_common.llm with the OpenAI provider at the stand-in's base URL and a dummy key (no offline fallback)."""
     monkeypatch.setenv("OPENAI_API_KEY", STAND_IN_KEY)
     client = await stand_in_llm(stand_in.url)
     yield client

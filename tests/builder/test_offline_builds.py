@@ -16,9 +16,9 @@ from tdev.workflow.v1 import workflow_pb2 as wf_pb2
 from tdev.workflow.v1 import workflow_service_pb2 as wf_service_pb2
 from typer.testing import CliRunner
 
-from common.llm.offline.codegen import generate
-from common.llm.offline.planner import plan
 from tdev_cli.main import app
+from tdev_common.llm.offline.codegen import generate
+from tdev_common.llm.offline.planner import plan
 from tests.builder.conftest import (
     EXAMPLE_AGENTS,
     REQUIREMENTS,

@@ -26,9 +26,9 @@ from builder_svc.models import BuildEventRow, BuildRow
 from builder_svc.ports import LeaseLost
 from builder_svc.repository import SqlRepository
 from builder_svc.server import MIGRATIONS
-from common.clock import from_epoch
-from common.db import create_engine, migrate
-from common.errors import FailedPrecondition, NotFound
+from tdev_common.clock import from_epoch
+from tdev_common.db import create_engine, migrate
+from tdev_common.errors import FailedPrecondition, NotFound
 from tests.builder.conftest import create_database, drop_database
 from tests.conftest import POSTGRES_HOST, POSTGRES_PORT, require_service
 

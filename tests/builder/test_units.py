@@ -18,8 +18,8 @@ from builder_svc.domain import (
     Usage,
     ValidationCase,
 )
-from common.errors import InvalidArgument
-from common.llm.offline.planner import plan
+from tdev_common.errors import InvalidArgument
+from tdev_common.llm.offline.planner import plan
 
 pytestmark = pytest.mark.unit  # no I/O
 
@@ -56,7 +56,7 @@ def test_list_builds_tokens_round_trip_and_foreign_tokens_are_rejected() -> None
     from tdev.builder.v1 import builder_service_pb2 as pb2
 
     from builder_svc import convert
-    from common import paging
+    from tdev_common import paging
 
     request = pb2.ListBuildsRequest(page_size=900)
     token = paging.encode_token(request, [1700000000.25, "build_abc"])

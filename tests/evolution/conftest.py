@@ -18,9 +18,6 @@ from tdev.evolution.v1 import evolution_service_pb2_grpc as pb2_grpc
 from tdev.registry.v1 import registry_service_pb2 as registry_pb2
 from tdev.registry.v1 import registry_service_pb2_grpc as registry_pb2_grpc
 
-from common.config import CommonSettings
-from common.runtime import ServiceHandle
-from common.sandbox import Limits, Sandbox, SandboxSettings
 from evolution_svc.config import EvolutionSettings
 from evolution_svc.domain import EvaluationSuite
 from evolution_svc.sandbox_runner import SandboxRunner
@@ -28,6 +25,9 @@ from evolution_svc.server import create_server
 from evolution_svc.validation import suite_from_json, validate_suite
 from registry_svc.config import RegistrySettings
 from registry_svc.server import create_server as create_registry
+from tdev_common.config import CommonSettings
+from tdev_common.runtime import ServiceHandle
+from tdev_common.sandbox import Limits, Sandbox, SandboxSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "evolution"

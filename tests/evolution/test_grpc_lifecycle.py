@@ -335,7 +335,7 @@ async def test_request_id_replay_paging_filters_and_watch_from_a_sequence(db_mes
 
 
 async def test_llm_operators_run_through_the_llm_layer_offline(mesh: Mesh) -> None:
-    """No key here: common.llm answers with its offline provider (seeded transforms, not a model, cost 0)."""
+    """No key here: tdev_common.llm answers with its offline provider (seeded transforms, not a model, cost 0)."""
     await mesh.register("scaler", SCALER)
     run = await mesh.start(
         "scaler",

@@ -21,9 +21,9 @@ from tdev.evolution.v1 import evolution_service_pb2_grpc as pb2_grpc
 from tdev.registry.v1 import registry_service_pb2 as registry_pb2
 from tdev.registry.v1 import registry_service_pb2_grpc as registry_pb2_grpc
 
-from common.config import CommonSettings
 from registry_svc.config import RegistrySettings
 from registry_svc.server import create_server as create_registry
+from tdev_common.config import CommonSettings
 from tests.evolution.conftest import ROOT, example_code, example_suite_json, suite_message
 from tests.evolution.test_grpc_examples import EXPECTED
 

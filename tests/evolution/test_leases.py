@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from common.event_stream import EventHub
 from evolution_svc.executor import ExecutorSettings, RunExecutor
 from evolution_svc.ports import Lease, LostLease
+from tdev_common.event_stream import EventHub
 
 pytestmark = pytest.mark.unit  # no I/O
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from common.errors import InvalidArgument
 from evolution_svc import codec
 from evolution_svc.archive import Archive, insert
 from evolution_svc.domain import (
@@ -23,6 +22,7 @@ from evolution_svc.fitness import FitnessBasis
 from evolution_svc.population import Totals, initial_state
 from evolution_svc.promotion import Evidence, decide
 from evolution_svc.validation import split_held_out, suite_from_json, validate_config, validate_suite
+from tdev_common.errors import InvalidArgument
 from tests.evolution.test_search_parts import cand
 
 pytestmark = pytest.mark.unit  # no I/O

@@ -32,10 +32,10 @@ from tdev.registry.v1 import registry_service_pb2_grpc as registry_pb2_grpc
 from tdev.workflow.v1 import workflow_pb2 as wf_pb2
 from tdev.workflow.v1 import workflow_service_pb2 as wf_service_pb2
 
-from common.config import CommonSettings
-from common.llm.offline.analysis import analyse
 from registry_svc.config import RegistrySettings
 from registry_svc.server import create_server as create_registry
+from tdev_common.config import CommonSettings
+from tdev_common.llm.offline.analysis import analyse
 from tests.builder import conftest as builder_support
 from tests.builder.model_standin import ModelStandIn, Script
 from tests.builder.test_model_builds import SORT_DESCENDING, BuilderProcess, _events_until, _select_started

@@ -20,11 +20,11 @@ from tdev.workflow.v1 import workflow_pb2 as wf_pb2
 from tdev.workflow.v1 import workflow_service_pb2 as pb2
 from tdev.workflow.v1 import workflow_service_pb2_grpc as pb2_grpc
 
-from common.cache import RedisCache, RedisUnavailable
-from common.clock import utc_now
-from common.config import CommonSettings
 from registry_svc.config import RegistrySettings
 from registry_svc.server import create_server as create_registry
+from tdev_common.cache import RedisCache, RedisUnavailable
+from tdev_common.clock import utc_now
+from tdev_common.config import CommonSettings
 from tests.registry.conftest import Registry, Stack, register, start_registry, tiny_agent
 from tests.support.servers import RedisServer
 from tests.workflow.conftest import (
@@ -368,7 +368,7 @@ def test_every_redis_client_is_built_with_timeouts() -> None:
     packages = ("common", "registry_svc", "workflow_svc", "builder_svc", "evolution_svc", "tdev_cli")
     opened = [str(path.relative_to(root)) for package in packages for path in (root / package).rglob("*.py")
               if "redis.asyncio" in path.read_text(encoding="utf-8")]
-    assert opened == ["common/cache.py"]
+    assert opened == ["tdev_common/cache.py"]
 
 
 async def test_shared_cache_fails_fast_while_redis_hangs_and_recovers(own_redis: RedisServer, figure: Figure) -> None:

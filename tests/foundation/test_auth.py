@@ -13,12 +13,12 @@ from moto import mock_aws
 from tdev.registry.v1 import registry_service_pb2 as pb2
 from tdev.registry.v1 import registry_service_pb2_grpc as pb2_grpc
 
-from common.auth import AuthConfigError, TokenTable, required_permission
-from common.config import CommonSettings
-from common.errors import NotFound
-from common.grpc_client import ClientSecurity, open_channel
-from common.grpc_server import RunningServer, ServerSecurity, ServiceBinding, build_server
-from common.runtime import load_server_security
+from tdev_common.auth import AuthConfigError, TokenTable, required_permission
+from tdev_common.config import CommonSettings
+from tdev_common.errors import NotFound
+from tdev_common.grpc_client import ClientSecurity, open_channel
+from tdev_common.grpc_server import RunningServer, ServerSecurity, ServiceBinding, build_server
+from tdev_common.runtime import load_server_security
 
 pytestmark = pytest.mark.mesh  # real servers or subprocesses
 

@@ -1,4 +1,4 @@
-"""common.clock: aware UTC datetimes in the domain, epoch doubles in old columns, Timestamps on the wire."""
+"""tdev_common.clock: aware UTC datetimes in the domain, epoch doubles in old columns, Timestamps on the wire."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from common import clock
+from tdev_common import clock
 
 pytestmark = pytest.mark.unit
 

@@ -12,11 +12,11 @@ import pytest
 import structlog
 from moto import mock_aws
 
-from common.config import CommonSettings, clear_parameter_cache
-from common.secrets import SecretNotFoundError, SecretStore
-from common.telemetry import configure_logging
 from evolution_svc.config import EvolutionSettings
 from registry_svc.config import RegistrySettings
+from tdev_common.config import CommonSettings, clear_parameter_cache
+from tdev_common.secrets import SecretNotFoundError, SecretStore
+from tdev_common.telemetry import configure_logging
 from workflow_svc.config import WorkflowSettings
 
 pytestmark = pytest.mark.integration  # real databases, Redis or moto

@@ -11,7 +11,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from common.errors import Unavailable, translate
+from tdev_common.errors import Unavailable, translate
 from tests.conftest import POSTGRES_HOST, POSTGRES_PORT, POSTGRES_USER, _admin_execute, require_service
 from tests.support.servers import private_postgres
 

@@ -1,4 +1,4 @@
-"""The one enum rule (common.enums): every domain enum member has a proto counterpart by name, and back."""
+"""The one enum rule (tdev_common.enums): every domain enum member has a proto counterpart by name, and back."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from tdev.registry.v1 import agent_pb2, registry_service_pb2
 from tdev.workflow.v1 import workflow_pb2
 
 from builder_svc import domain as builder
-from common import enums
-from common.errors import InvalidArgument
 from evolution_svc import domain as evolution
 from registry_svc import domain as registry
+from tdev_common import enums
+from tdev_common.errors import InvalidArgument
 from workflow_svc import domain as workflow
 
 pytestmark = pytest.mark.unit

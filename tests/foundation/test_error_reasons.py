@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from common import errors
+from tdev_common import errors
 
 pytestmark = pytest.mark.unit
 

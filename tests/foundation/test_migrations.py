@@ -8,8 +8,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from common.db import create_engine, migrate
 from tdev_cli.mesh import SERVICES
+from tdev_common.db import create_engine, migrate
 
 pytestmark = pytest.mark.integration  # real databases, Redis or moto
 

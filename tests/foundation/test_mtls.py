@@ -15,10 +15,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import SecretStr
 
-from common.config import CommonSettings
-from common.runtime import ServiceHandle, load_security
-from common.tls import TlsConfigError, load_tls
 from tdev_cli.mesh import SERVICES, MeshService, check_health
+from tdev_common.config import CommonSettings
+from tdev_common.runtime import ServiceHandle, load_security
+from tdev_common.tls import TlsConfigError, load_tls
 from tests.infra.cfn import ROOT
 
 pytestmark = pytest.mark.mesh
@@ -244,8 +244,8 @@ async def test_cli_health_check_reaches_an_mtls_service_with_the_client_certific
 def test_a_sandbox_worker_in_production_is_authenticated_by_mtls_not_tokens(
     common_settings: CommonSettings, mesh_pki: Pki
 ) -> None:
-    from common.auth import AuthConfigError
-    from common.runtime import load_server_security
+    from tdev_common.auth import AuthConfigError
+    from tdev_common.runtime import load_server_security
 
     production = common_settings.model_copy(update={"mode": "production"})
     worker = mesh_pki.server_settings(production, "sandbox").model_copy(update={"tls_required": True})

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from tdev.registry.v1 import registry_service_pb2 as pb2
 
-from common import paging
-from common.errors import InvalidArgument
+from tdev_common import paging
+from tdev_common.errors import InvalidArgument
 
 pytestmark = pytest.mark.unit  # no I/O
 

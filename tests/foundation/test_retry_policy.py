@@ -15,10 +15,10 @@ from tdev.workflow.v1 import workflow_service_pb2_grpc as wf_pb2_grpc
 
 from builder_svc.clients import GrpcRegistry, GrpcWorkflows
 from builder_svc.domain import WorkflowDefinition
-from common.errors import Unavailable, Unimplemented
-from common.grpc_client import _mesh_services, idempotent_methods, open_channel
-from common.grpc_server import RunningServer, ServiceBinding, build_server
-from common.retry import retry_keyed_write
+from tdev_common.errors import Unavailable, Unimplemented
+from tdev_common.grpc_client import _mesh_services, idempotent_methods, open_channel
+from tdev_common.grpc_server import RunningServer, ServiceBinding, build_server
+from tdev_common.retry import retry_keyed_write
 
 pytestmark = pytest.mark.mesh  # real servers or subprocesses
 

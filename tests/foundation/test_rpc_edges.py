@@ -29,7 +29,7 @@ from tdev.evolution.v1 import evolution_service_pb2
 from tdev.registry.v1 import registry_service_pb2
 from tdev.workflow.v1 import workflow_service_pb2
 
-from common.config import CommonSettings
+from tdev_common.config import CommonSettings
 from tests.support.inprocess_mesh import inprocess_mesh
 
 pytestmark = [pytest.mark.mesh, pytest.mark.asyncio(loop_scope="module")]

@@ -13,9 +13,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
-from common.config import CommonSettings
-from common.runtime import ServiceHandle
 from tdev_cli.mesh import SERVICES, MeshService
+from tdev_common.config import CommonSettings
+from tdev_common.runtime import ServiceHandle
 
 pytestmark = pytest.mark.mesh  # real servers or subprocesses
 

@@ -1,4 +1,4 @@
-"""common.tasks.watch: a failed fire-and-forget task is logged once and never reported as "never retrieved"."""
+"""tdev_common.tasks.watch: a failed fire-and-forget task is logged once and never reported as "never retrieved"."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import structlog
 
-from common.tasks import watch
+from tdev_common.tasks import watch
 
 pytestmark = pytest.mark.unit
 

@@ -14,10 +14,10 @@ from opentelemetry.trace import SpanKind
 from tdev.registry.v1 import registry_service_pb2 as pb2
 from tdev.registry.v1 import registry_service_pb2_grpc as pb2_grpc
 
-from common.errors import FieldViolation, InvalidArgument, NotFound
-from common.grpc_client import open_channel
-from common.grpc_server import RunningServer, ServiceBinding, build_server
-from common.telemetry import configure_tracing
+from tdev_common.errors import FieldViolation, InvalidArgument, NotFound
+from tdev_common.grpc_client import open_channel
+from tdev_common.grpc_server import RunningServer, ServiceBinding, build_server
+from tdev_common.telemetry import configure_tracing
 
 pytestmark = pytest.mark.mesh  # real servers or subprocesses
 

@@ -34,15 +34,15 @@ def require_module(name: str) -> Any:
         pytest.skip(message)
 
 
-# Settings the services stack sets for the remote sandbox tier, which is built in parallel (common/sandbox
+# Settings the services stack sets for the remote sandbox tier, which is built in parallel (tdev_common/sandbox
 # worker and remote backend): allowed while no settings class reads them, and then checked like any other.
 PENDING_SANDBOX_SETTINGS = frozenset({"TDEV_SANDBOX_REMOTE_ADDRESSES", "TDEV_SANDBOX_WORKER_PORT"})
 
 
 def known_setting_names() -> tuple[set[str], set[str]]:
     """Environment names the settings classes read, and names still expected to appear in one."""
-    from common.config import CommonSettings
-    from common.sandbox.settings import SandboxSettings
+    from tdev_common.config import CommonSettings
+    from tdev_common.sandbox.settings import SandboxSettings
 
     known = {f"TDEV_{name.upper()}" for name in CommonSettings.model_fields}
     known |= {f"TDEV_SANDBOX_{name.upper()}" for name in SandboxSettings.model_fields}

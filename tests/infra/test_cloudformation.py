@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from moto import mock_aws
 
-from common.config import CommonSettings, clear_parameter_cache
+from tdev_common.config import CommonSettings, clear_parameter_cache
 from tests.infra.cfn import (
     CFN_DIR,
     PORTS,
@@ -30,7 +30,7 @@ REGION = "eu-west-1"
 ACCOUNT = "123456789012"
 SECRETS_PREFIX = f"/t-developer/{ENV}/"
 CONFIG_PREFIX = f"/t-developer/{ENV}/config"
-# Secret names the code reads below TDEV_SECRETS_PREFIX (common/runtime.py, common/llm/settings.py).
+# Secret names the code reads below TDEV_SECRETS_PREFIX (tdev_common/runtime.py, tdev_common/llm/settings.py).
 SECRETS_READ_BY_CODE = ("auth/tokens", "auth/service-token", "api-keys/openai", "api-keys/anthropic")
 
 
@@ -187,7 +187,7 @@ def test_sandbox_tier_runs_on_ec2_with_no_role_no_secrets_and_only_its_tls_ident
     assert definition["RequiresCompatibilities"] == ["EC2"]
     assert definition["ExecutionRoleArn"] == "<getatt:SandboxExecutionRole.Arn>"
     (box,) = definition["ContainerDefinitions"]
-    assert box["Command"] == ["common.sandbox.worker"]
+    assert box["Command"] == ["tdev_common.sandbox.worker"]
     assert box["PortMappings"] == [{"ContainerPort": 50060, "Protocol": "tcp"}]
     environment = {item["Name"]: str(item["Value"]) for item in box["Environment"]}
     assert environment["TDEV_SANDBOX_ALLOW_WEAK_ISOLATION"] == "false"
@@ -252,7 +252,7 @@ def _actions(statement: dict[str, Any]) -> list[str]:
     return statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
 
 
-# What each service's code reads (common/runtime.py: the auth tokens; common/llm/settings.py: the API keys
+# What each service's code reads (tdev_common/runtime.py: the auth tokens; tdev_common/llm/settings.py: the API keys
 # and the llm section, for the services that call a model; each settings class: its own section).
 SECTIONS = {"registry": {"registry", "llm"}, "workflow": {"workflow"}, "builder": {"builder", "llm"},
             "evolution": {"evolution", "llm"}}
@@ -349,7 +349,7 @@ def test_mesh_token_is_accepted_by_the_seeded_token_document(templates: dict[str
     assert resources["ServiceTokenSecret"]["Properties"]["GenerateSecretString"]["PasswordLength"] >= 16
     document = Renderer(templates["config"], {"Env": ENV}).render(resources["AuthTokensSecret"]["Properties"])
     assert "{{resolve:secretsmanager:<ref:ServiceTokenSecret>}}" in document["SecretString"]
-    from common.auth import TokenTable
+    from tdev_common.auth import TokenTable
 
     # A distinctive value: TokenTable registers tokens for log redaction process-wide.
     token = "infra-test-service-token-5c1f0b9e2d7a4e63"
@@ -457,7 +457,7 @@ def test_error_metric_filter_matches_the_services_log_lines(templates: dict[str,
 
     import structlog
 
-    from common.telemetry import configure_logging
+    from tdev_common.telemetry import configure_logging
 
     pattern = templates["observability"]["Resources"]["RegistryErrorLines"]["Properties"]["FilterPattern"]
     levels = set(re.findall(r'\$\.level = "(\w+)"', pattern))

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 import boto3
 import pytest
 
-from common.config import clear_parameter_cache, load_parameter_tree
 from evolution_svc.config import EvolutionSettings
 from registry_svc.config import RegistrySettings
+from tdev_common.config import clear_parameter_cache, load_parameter_tree
 from tests.infra.cfn import CFN_DIR, require_module
 from workflow_svc.config import WorkflowSettings
 

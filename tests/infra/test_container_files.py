@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from common.config import CommonSettings
+from tdev_common.config import CommonSettings
 from tests.infra.cfn import INFRA, PORTS, ROOT, SERVICES, Instruction, known_setting_names, parse_dockerfile
 
 pytestmark = pytest.mark.unit  # no I/O
@@ -119,7 +119,7 @@ def test_dockerfile_copies_every_package_and_the_context_allows_it(instructions:
         assert not ignored(source, patterns), f"COPY {source} is excluded from the build context"
     assert ignored(".venv/bin/python", patterns)
     assert ignored("gen/tdev/registry/v1/agent_pb2.py", patterns)
-    assert ignored("common/__pycache__/config.cpython-311.pyc", patterns)
+    assert ignored("tdev_common/__pycache__/config.cpython-311.pyc", patterns)
 
 
 def test_compose_runs_six_containers_with_health_checks(compose: dict[str, Any]) -> None:

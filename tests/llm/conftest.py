@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from common.cache import LocalCache
-from common.config import CommonSettings
-from common.llm import DailyBudget, LLMClient, LLMSettings, Price, build_llm
-from common.secrets import SecretStore
-from common.telemetry import configure_logging, configure_tracing
+from tdev_common.cache import LocalCache
+from tdev_common.config import CommonSettings
+from tdev_common.llm import DailyBudget, LLMClient, LLMSettings, Price, build_llm
+from tdev_common.secrets import SecretStore
+from tdev_common.telemetry import configure_logging, configure_tracing
 from tests.llm.llm_wire_server import WireServer
 
 OPENAI_KEY = "sk-test-openai-0123456789"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from common.llm import InvalidModelOutput, Message
+from tdev_common.llm import InvalidModelOutput, Message
 from tests.llm.conftest import ANTHROPIC_KEY, ClientFactory, SleepRecorder
 from tests.llm.llm_wire_server import MESSAGES, Reply, WireServer, anthropic_message, error_body
 

@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 import grpc
 import pytest
 
-from common.errors import ResourceExhausted
-from common.llm import Budget, BudgetExceeded, DailyBudget, Message, Price
-from common.llm.budget import reserve
-from common.llm.prompts import review_messages
-from common.llm.schemas import REVIEW_SCHEMA
+from tdev_common.errors import ResourceExhausted
+from tdev_common.llm import Budget, BudgetExceeded, DailyBudget, Message, Price
+from tdev_common.llm.budget import reserve
+from tdev_common.llm.prompts import review_messages
+from tdev_common.llm.schemas import REVIEW_SCHEMA
 from tests.llm.conftest import PRICES, ClientFactory
 from tests.llm.llm_wire_server import CHAT, Reply, WireServer, openai_chat
 

@@ -6,8 +6,8 @@ import uuid
 
 import pytest
 
-from common.cache import RedisCache
-from common.llm import Budget, Message
+from tdev_common.cache import RedisCache
+from tdev_common.llm import Budget, Message
 from tests.llm.conftest import ClientFactory
 from tests.llm.llm_wire_server import CHAT, Reply, WireServer, openai_chat
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from common.llm.prompts import analysis_messages
-from common.llm.schemas import ANALYSIS_SCHEMA
+from tdev_common.llm.prompts import analysis_messages
+from tdev_common.llm.schemas import ANALYSIS_SCHEMA
 from tests.llm.conftest import ClientFactory
 from tests.llm.llm_wire_server import CHAT, MESSAGES, Reply, WireServer, anthropic_message, error_body, openai_chat
 

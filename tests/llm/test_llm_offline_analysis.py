@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from common.errors import InvalidArgument
-from common.llm.offline.analysis import analyse
+from tdev_common.errors import InvalidArgument
+from tdev_common.llm.offline.analysis import analyse
 
 pytestmark = pytest.mark.mesh  # real servers or subprocesses
 

@@ -6,14 +6,14 @@ import ast
 
 import pytest
 
-from common.errors import InvalidArgument
-from common.llm.offline.analysis import analyse
-from common.llm.offline.mutation import crossover, mutate
-from common.llm.offline.planner import plan
-from common.llm.offline.repair import repair
-from common.llm.offline.review import review
-from common.llm.offline.samples import workflow_samples
-from common.llm.offline.templates import TEMPLATES
+from tdev_common.errors import InvalidArgument
+from tdev_common.llm.offline.analysis import analyse
+from tdev_common.llm.offline.mutation import crossover, mutate
+from tdev_common.llm.offline.planner import plan
+from tdev_common.llm.offline.repair import repair
+from tdev_common.llm.offline.review import review
+from tdev_common.llm.offline.samples import workflow_samples
+from tdev_common.llm.offline.templates import TEMPLATES
 from tests.llm.offline_helpers import load_agent
 
 pytestmark = pytest.mark.unit  # no I/O

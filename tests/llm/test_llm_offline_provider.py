@@ -7,8 +7,8 @@ from typing import Any
 import jsonschema
 import pytest
 
-from common.llm import BadPayload, LLMClient, Message, OfflineUnsupported, prompts
-from common.llm.schemas import schema_for
+from tdev_common.llm import BadPayload, LLMClient, Message, OfflineUnsupported, prompts
+from tdev_common.llm.schemas import schema_for
 from tests.llm.conftest import ClientFactory
 
 pytestmark = pytest.mark.mesh  # real servers or subprocesses

@@ -6,12 +6,12 @@ from typing import Any
 
 import pytest
 
-from common.llm import LLMClient, prompts
-from common.llm.offline.codegen import generate
-from common.llm.offline.planner import plan
-from common.llm.offline.requirements import analyse_requirements
-from common.llm.offline.rules import detect_steps
-from common.llm.schemas import schema_for
+from tdev_common.llm import LLMClient, prompts
+from tdev_common.llm.offline.codegen import generate
+from tdev_common.llm.offline.planner import plan
+from tdev_common.llm.offline.requirements import analyse_requirements
+from tdev_common.llm.offline.rules import detect_steps
+from tdev_common.llm.schemas import schema_for
 from tests.llm.conftest import ClientFactory
 from tests.llm.offline_helpers import load_agent
 

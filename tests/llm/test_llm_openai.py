@@ -7,7 +7,7 @@ import json
 import grpc
 import pytest
 
-from common.llm import (
+from tdev_common.llm import (
     CircuitOpen,
     InvalidModelOutput,
     Message,
@@ -161,8 +161,8 @@ async def test_breaker_opens_after_failures_and_refuses_without_sending(wire: Wi
 async def test_route_falls_back_to_offline_when_openai_is_down(wire: WireServer, make_client: ClientFactory) -> None:
     wire.script(CHAT, *[Reply(503, error_body("overloaded")) for _ in range(3)])
     client = await make_client(default_route=["openai", "offline"])
-    from common.llm.prompts import review_messages
-    from common.llm.schemas import REVIEW_SCHEMA
+    from tdev_common.llm.prompts import review_messages
+    from tdev_common.llm.schemas import REVIEW_SCHEMA
 
     code = '"""A."""\n\n\nclass A:\n    """A."""\n\n    def execute(self, inputs: dict) -> dict:\n' \
            '        """Echo."""\n        return {"x": inputs["x"]}\n\n    def get_capabilities(self) -> dict:\n' \

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from common.llm import Message, NoProviderConfigured, ProviderUnavailable
-from common.llm.routing import Router, Target
-from common.llm.wire import retry_after_seconds, safe_text, safe_url
-from common.redaction import register_secret
+from tdev_common.llm import Message, NoProviderConfigured, ProviderUnavailable
+from tdev_common.llm.routing import Router, Target
+from tdev_common.llm.wire import retry_after_seconds, safe_text, safe_url
+from tdev_common.redaction import register_secret
 from tests.llm.conftest import ClientFactory, SleepRecorder
 from tests.llm.llm_wire_server import CHAT, MESSAGES, Reply, WireServer, anthropic_message, error_body, openai_chat
 

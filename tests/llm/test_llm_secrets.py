@@ -10,11 +10,11 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from common.cache import LocalCache
-from common.config import CommonSettings
-from common.errors import Unavailable
-from common.llm import DailyBudget, Message, ProviderRejected, build_llm
-from common.secrets import SecretStore
+from tdev_common.cache import LocalCache
+from tdev_common.config import CommonSettings
+from tdev_common.errors import Unavailable
+from tdev_common.llm import DailyBudget, Message, ProviderRejected, build_llm
+from tdev_common.secrets import SecretStore
 from tests.llm.conftest import SleepRecorder, fast_settings
 from tests.llm.llm_wire_server import CHAT, MESSAGES, Reply, WireServer, anthropic_message, error_body, openai_chat
 

@@ -9,10 +9,10 @@ import logging
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from common.llm import Message
-from common.llm.prompts import analysis_messages
-from common.llm.schemas import ANALYSIS_SCHEMA
-from common.redaction import register_secret
+from tdev_common.llm import Message
+from tdev_common.llm.prompts import analysis_messages
+from tdev_common.llm.schemas import ANALYSIS_SCHEMA
+from tdev_common.redaction import register_secret
 from tests.llm.conftest import ClientFactory
 from tests.llm.llm_wire_server import CHAT, Reply, WireServer, openai_chat
 

@@ -16,10 +16,10 @@ from tdev.registry.v1 import agent_pb2
 from tdev.registry.v1 import registry_service_pb2 as pb2
 from tdev.registry.v1 import registry_service_pb2_grpc as pb2_grpc
 
-from common.config import CommonSettings
-from common.runtime import ServiceHandle
 from registry_svc.config import RegistrySettings
 from registry_svc.server import create_server
+from tdev_common.config import CommonSettings
+from tdev_common.runtime import ServiceHandle
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "agents"
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from common.sandbox import Sandbox, SandboxSettings
+from tdev_common.sandbox import Sandbox, SandboxSettings
 from tests.registry.conftest import EXAMPLES, Stack, analysed, register, start_registry
 
 pytestmark = pytest.mark.mesh  # real servers or subprocesses

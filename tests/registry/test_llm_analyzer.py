@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from common.llm import Completion, EnsembleReport
-from common.llm.base import Disagreement
 from registry_svc.adapters import LlmAnalyzer
 from registry_svc.domain import AnalysisJob, VersionRef
+from tdev_common.llm import Completion, EnsembleReport
+from tdev_common.llm.base import Disagreement
 
 pytestmark = pytest.mark.unit  # no I/O
 

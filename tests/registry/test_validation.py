@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from common.errors import InvalidArgument
 from registry_svc.validation import next_minor, parse_version, validate_code
+from tdev_common.errors import InvalidArgument
 
 pytestmark = pytest.mark.unit  # no I/O
 

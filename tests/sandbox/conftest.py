@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # lets the test modules import s
 
 from sandbox_helpers import TEST_UID_BASE, TEST_UID_COUNT
 
-from common.sandbox import SandboxSettings
+from tdev_common.sandbox import SandboxSettings
 
 
 @pytest.fixture

@@ -17,9 +17,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sandbox_helpers import TEST_UID_BASE, TEST_UID_COUNT, HostProcess, host_processes
 
-from common.grpc_client import ClientSecurity
-from common.sandbox import Sandbox, SandboxSettings
-from common.sandbox.remote_backend import RemoteBackend
+from tdev_common.grpc_client import ClientSecurity
+from tdev_common.sandbox import Sandbox, SandboxSettings
+from tdev_common.sandbox.remote_backend import RemoteBackend
 
 SERVICE = "tdev.sandbox.v1.SandboxService"
 # Each worker on this host gets its own half of the test uid range: two runtimes sharing uids could signal
@@ -35,7 +35,7 @@ def free_port() -> int:
 
 @dataclass
 class WorkerProcess:
-    """One ``python -m common.sandbox.worker`` child with its log file."""
+    """One ``python -m tdev_common.sandbox.worker`` child with its log file."""
 
     port: int
     process: subprocess.Popen[bytes]
@@ -102,7 +102,7 @@ def start_worker(
     log_path = log_dir / f"worker-{port}.log"
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "common.sandbox.worker"], env=env, stdout=log_file, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "tdev_common.sandbox.worker"], env=env, stdout=log_file, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     return WorkerProcess(port, process, log_path, slot)

@@ -9,7 +9,7 @@ import pytest
 import pytest_asyncio
 from sandbox_helpers import NORMAL_AGENT, hostile
 
-from common.sandbox import (
+from tdev_common.sandbox import (
     Limits,
     OutcomeKind,
     Sandbox,

@@ -26,7 +26,7 @@ from sandbox_helpers import (
     wait_for,
 )
 
-from common.sandbox import Limits, Outcome, OutcomeKind, Sandbox, SandboxSettings
+from tdev_common.sandbox import Limits, Outcome, OutcomeKind, Sandbox, SandboxSettings
 
 pytestmark = [pytest.mark.mesh, pytest.mark.asyncio(loop_scope="module")]
 

@@ -21,7 +21,7 @@ from sandbox_helpers import (
     wait_for,
 )
 
-from common.sandbox import (
+from tdev_common.sandbox import (
     IsolationUnavailableError,
     OutcomeKind,
     Probe,
@@ -29,9 +29,9 @@ from common.sandbox import (
     SandboxSettings,
     WeakIsolationRefusedError,
 )
-from common.sandbox.local_backend import LocalBackend
-from common.sandbox.namespace_backend import NamespaceBackend
-from common.sandbox.weak_backend import WeakBackend
+from tdev_common.sandbox.local_backend import LocalBackend
+from tdev_common.sandbox.namespace_backend import NamespaceBackend
+from tdev_common.sandbox.weak_backend import WeakBackend
 
 pytestmark = pytest.mark.mesh  # real servers or subprocesses
 
@@ -71,7 +71,7 @@ async def test_cancelling_a_run_kills_its_process_promptly(settings: SandboxSett
 
 
 async def test_cancelling_a_batch_kills_its_process_and_forked_children(settings: SandboxSettings) -> None:
-    from common.sandbox import Limits
+    from tdev_common.sandbox import Limits
 
     async with await Sandbox.start(settings) as sandbox:
         code = hostile("setsid_outlive_deadline")

@@ -23,7 +23,7 @@ from sandbox_helpers import NORMAL_AGENT, hostile, wait_for
 from tdev.sandbox.v1 import sandbox_service_pb2 as pb
 from tdev.sandbox.v1 import sandbox_service_pb2_grpc as pb_grpc
 
-from common.sandbox import Job, JobMode, Limits, OutcomeKind, SandboxUnavailableError, remote_wire
+from tdev_common.sandbox import Job, JobMode, Limits, OutcomeKind, SandboxUnavailableError, remote_wire
 
 pytestmark = [pytest.mark.mesh, pytest.mark.asyncio(loop_scope="module")]
 

@@ -23,7 +23,7 @@ from test_sandbox_hostile import (  # noqa: F401 (the host fixture and the tests
     test_hostile_agent_is_contained,
 )
 
-from common.sandbox import Sandbox
+from tdev_common.sandbox import Sandbox
 
 host = test_sandbox_hostile.host  # the same planted secret, canary and listener, one per module
 

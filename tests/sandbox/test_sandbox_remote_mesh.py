@@ -15,10 +15,10 @@ from tdev.registry.v1 import registry_service_pb2 as reg_pb2
 from tdev.registry.v1 import registry_service_pb2_grpc as reg_pb2_grpc
 from tdev.workflow.v1 import workflow_service_pb2_grpc as wf_pb2_grpc
 
-from common.config import CommonSettings
-from common.runtime import ServiceHandle
 from registry_svc.config import RegistrySettings
 from registry_svc.server import create_server as create_registry
+from tdev_common.config import CommonSettings
+from tdev_common.runtime import ServiceHandle
 from tests.workflow.conftest import AGENTS, Event, _NoAnalyzer, create, definition, execute, node, of_type
 from workflow_svc.config import WorkflowSettings
 from workflow_svc.server import create_server as create_workflows

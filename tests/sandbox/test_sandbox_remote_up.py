@@ -99,7 +99,7 @@ async def test_tdev_up_with_local_workers_runs_agent_code_on_them(tmp_path: Path
         runtimes = {p.uid for p in host_processes() if p.uid in (TEST_UID_BASE, TEST_UID_BASE + WORKER_UID_COUNT)}
         assert runtimes == {TEST_UID_BASE, TEST_UID_BASE + WORKER_UID_COUNT}
         worker_pids = [int(line.split()[0]) for line in (await asyncio.to_thread(
-            lambda: os.popen("pgrep -f 'common.sandbox.worker'").read())).split()]
+            lambda: os.popen("pgrep -f 'tdev_common.sandbox.worker'").read())).split()]
         mine = [pid for pid in worker_pids if environ_of(pid).get("TDEV_SANDBOX_WORKER_PORT") in
                 (str(worker_port), str(worker_port + 1))]
         assert len(mine) == 2

@@ -10,7 +10,7 @@ import pytest
 import pytest_asyncio
 from sandbox_helpers import NORMAL_AGENT, TEST_UID_BASE, TEST_UID_COUNT, hostile
 
-from common.sandbox import (
+from tdev_common.sandbox import (
     IsolationUnavailableError,
     Limits,
     OutcomeKind,

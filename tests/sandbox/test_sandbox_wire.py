@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from common.sandbox import OutcomeKind
-from common.sandbox.wire import outcome_from_child
+from tdev_common.sandbox import OutcomeKind
+from tdev_common.sandbox.wire import outcome_from_child
 
 pytestmark = pytest.mark.unit
 

@@ -6,9 +6,9 @@ import contextlib
 import importlib
 from collections.abc import AsyncIterator
 
-from common.config import CommonSettings
-from common.runtime import ServiceHandle
 from tdev_cli.mesh import SERVICES
+from tdev_common.config import CommonSettings
+from tdev_common.runtime import ServiceHandle
 from tests.support.servers import free_port
 
 

@@ -25,8 +25,8 @@ from builder_svc.domain import (
 )
 from builder_svc.ports import LeaseLost
 from builder_svc.service import BuilderService
-from common.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound
-from common.event_stream import EventHub
+from tdev_common.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound
+from tdev_common.event_stream import EventHub
 from tests.unit.fakes.builder import FakeRepository, RecordingWorker
 
 DEFAULTS = Defaults(max_requirements_chars=100, max_tokens=1000, max_cost_usd=1.0, max_duration_seconds=60.0,

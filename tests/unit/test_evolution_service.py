@@ -8,8 +8,6 @@ from dataclasses import replace
 
 import pytest
 
-from common.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound
-from common.event_stream import EventHub
 from evolution_svc.domain import (
     AgentSource,
     ConfigOverrides,
@@ -30,6 +28,8 @@ from evolution_svc.domain import (
 from evolution_svc.executor import ExecutorSettings, RunExecutor
 from evolution_svc.ports import CaseRun
 from evolution_svc.service import EvolutionService
+from tdev_common.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound
+from tdev_common.event_stream import EventHub
 from tests.unit.fakes.evolution import FakeRegistry, FakeRunRepository, InProcessRunner
 
 DOUBLER = '''"""Doubles x."""

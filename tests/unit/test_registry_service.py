@@ -7,15 +7,6 @@ from datetime import UTC, datetime, timedelta
 import grpc
 import pytest
 
-from common.errors import (
-    Aborted,
-    AlreadyExists,
-    DomainError,
-    FieldViolation,
-    InvalidArgument,
-    NotFound,
-    ResourceExhausted,
-)
 from registry_svc.domain import (
     ExecutionRecord,
     LabelUpdate,
@@ -26,6 +17,15 @@ from registry_svc.domain import (
     VersionRef,
 )
 from registry_svc.service import Limits, RegistryService
+from tdev_common.errors import (
+    Aborted,
+    AlreadyExists,
+    DomainError,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+)
 from tests.unit.agents import tiny_agent
 from tests.unit.fakes.registry import FakeInspector, FakeRepository, RecordingListener
 

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import grpc
 import pytest
 
-from common.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from tdev_common.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from tests.unit.fakes.workflow import FakeRegistry, FakeRepository, FakeRunner
 from workflow_svc import validation
 from workflow_svc.bus import EventBus
@@ -121,7 +121,7 @@ async def test_create_workflow_validate_only_stores_nothing(world: World) -> Non
 
 
 def reused(what: str) -> str:
-    """The violation a request id reused for a different request gets (common.idempotency.RequestIdReused)."""
+    """The violation a request id reused for a different request gets (tdev_common.idempotency.RequestIdReused)."""
     return (f"was used before for a different request (the one that made {what}); send the same request to "
             "replay it, or a new request id for a new request")
 

@@ -24,10 +24,10 @@ from tdev.workflow.v1 import workflow_pb2 as wf_pb2
 from tdev.workflow.v1 import workflow_service_pb2 as pb2
 from tdev.workflow.v1 import workflow_service_pb2_grpc as pb2_grpc
 
-from common.config import CommonSettings
-from common.runtime import ServiceHandle
 from registry_svc.config import RegistrySettings
 from registry_svc.server import create_server as create_registry
+from tdev_common.config import CommonSettings
+from tdev_common.runtime import ServiceHandle
 from tests.conftest import POSTGRES_HOST, POSTGRES_PORT, POSTGRES_USER, REDIS_URL, require_service
 from workflow_svc.config import WorkflowSettings
 from workflow_svc.server import create_server as create_workflow_server

@@ -15,7 +15,7 @@ from tdev.workflow.v1 import workflow_pb2 as wf_pb2
 from tdev.workflow.v1 import workflow_service_pb2 as pb2
 from tdev.workflow.v1 import workflow_service_pb2_grpc as pb2_grpc
 
-from common.clock import from_epoch
+from tdev_common.clock import from_epoch
 from tests.workflow.conftest import (
     Event,
     Mesh,
@@ -209,7 +209,7 @@ async def test_two_replicas_share_executions_and_watchers_see_every_event_on_eit
 
 
 async def test_a_stale_workers_late_write_is_rejected(mesh: Mesh) -> None:
-    from common.db import create_engine
+    from tdev_common.db import create_engine
 
     # A database of its own: the replicas earlier tests of this module leave running on mesh.database_url
     # would resume the execution once it is released below, and a claim skips a row such a replica holds

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from common.clock import from_epoch
+from tdev_common.clock import from_epoch
 from workflow_svc import refs
 from workflow_svc.domain import Batch, FailurePolicy, NodeSpec, NodeState, RetryPolicy, WorkflowSpec
 from workflow_svc.planning import plan

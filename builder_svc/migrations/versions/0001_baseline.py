@@ -1,4 +1,4 @@
-"""Baseline: the ``builder`` schema itself (created by common.db.migrate on Postgres).
+"""Baseline: the ``builder`` schema itself (created by tdev_common.db.migrate on Postgres).
 
 Revision ID: 0001
 Revises:

@@ -1,4 +1,4 @@
-"""Baseline: the ``evolution`` schema itself (created by common.db.migrate on Postgres).
+"""Baseline: the ``evolution`` schema itself (created by tdev_common.db.migrate on Postgres).
 
 Revision ID: 0001
 Revises:

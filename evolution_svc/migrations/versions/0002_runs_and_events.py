@@ -15,7 +15,7 @@ down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# On SQLite the schema is translated away by the engine (common.db), so it can always be named.
+# On SQLite the schema is translated away by the engine (tdev_common.db), so it can always be named.
 SCHEMA = "evolution"
 
 

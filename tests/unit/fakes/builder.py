@@ -33,9 +33,9 @@ from builder_svc.domain import (
     StageState,
 )
 from builder_svc.ports import LeaseLost
-from common.clock import from_epoch
-from common.errors import FailedPrecondition, NotFound
-from common.idempotency import check_same_request
+from tdev_common.clock import from_epoch
+from tdev_common.errors import FailedPrecondition, NotFound
+from tdev_common.idempotency import check_same_request
 
 
 @dataclass

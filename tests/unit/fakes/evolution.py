@@ -18,10 +18,6 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from common import paging
-from common.errors import NotFound
-from common.idempotency import check_same_request
-from common.paging import Page
 from evolution_svc import codec, transforms
 from evolution_svc.domain import (
     AgentSource,
@@ -49,6 +45,10 @@ from evolution_svc.ports import (
     WorkItem,
 )
 from evolution_svc.repository import utc_now
+from tdev_common import paging
+from tdev_common.errors import NotFound
+from tdev_common.idempotency import check_same_request
+from tdev_common.paging import Page
 
 
 @dataclass

@@ -17,8 +17,6 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from common import paging
-from common.paging import Page
 from registry_svc.domain import (
     AgentIdentity,
     AgentVersion,
@@ -40,6 +38,8 @@ from registry_svc.domain import (
 )
 from registry_svc.ports import InspectionFailed, RequestMismatch, TooManyLabels, UnknownVersions, VersionConflict
 from registry_svc.repository import p95
+from tdev_common import paging
+from tdev_common.paging import Page
 
 
 class FakeInspector:

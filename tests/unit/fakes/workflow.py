@@ -14,8 +14,8 @@ import copy
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from common.clock import from_epoch
-from common.idempotency import check_same_request
+from tdev_common.clock import from_epoch
+from tdev_common.idempotency import check_same_request
 from workflow_svc.domain import (
     AgentInfo,
     AgentRef,

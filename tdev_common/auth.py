@@ -1,0 +1,157 @@
+"""Bearer-token authentication with per-method permissions (on in production mode, off when embedded).
+
+Tokens come from the ``TDEV_AUTH_TOKENS`` environment variable or the Secrets Manager secret
+``{prefix}auth/tokens``, both holding JSON such as::
+
+    {"tokens": [{"name": "ci", "token": "s3cr3t...", "permissions": ["registry:read", "workflow:*"]}]}
+
+A permission is ``<service>:read`` (Get/List/Search/Watch methods), ``<service>:write`` (everything else),
+``<service>:*`` or ``*``. Health checks are always allowed (load balancers probe them); reflection needs
+any valid token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+
+import grpc
+import structlog
+
+from tdev_common.redaction import register_secret
+
+log = structlog.get_logger(__name__)
+
+READ_PREFIXES = ("Get", "List", "Search", "Watch", "Check")
+OPEN_SERVICES = ("/grpc.health.v1.Health/",)
+REFLECTION = "/grpc.reflection."
+
+
+class AuthConfigError(ValueError):
+    """The token configuration is missing or malformed (the message never contains a token)."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a token belongs to and what it may do."""
+
+    name: str
+    permissions: frozenset[str]
+
+    def may(self, permission: str) -> bool:
+        """True when one of the principal's permissions covers ``permission``."""
+        service = permission.split(":", 1)[0]
+        return bool({"*", f"{service}:*", permission} & self.permissions)
+
+
+def required_permission(method: str) -> str | None:
+    """``registry:read`` for ``/tdev.registry.v1.RegistryService/GetAgent``; None for open methods."""
+    if method.startswith(OPEN_SERVICES):
+        return None
+    if method.startswith(REFLECTION):
+        return "reflection:read"
+    try:
+        package, rpc = method.lstrip("/").split("/", 1)
+        service = package.split(".")[1]
+    except (ValueError, IndexError):
+        return "*"
+    return f"{service}:{'read' if rpc.startswith(READ_PREFIXES) else 'write'}"
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+class TokenTable:
+    """Token digests -> principals; tokens themselves are not kept, only their sha256."""
+
+    def __init__(self, principals: dict[bytes, Principal]) -> None:
+        self._principals = principals
+
+    def __len__(self) -> int:
+        return len(self._principals)
+
+    @classmethod
+    def from_json(cls, document: str) -> TokenTable:
+        """Parses the token document; raises AuthConfigError on any problem."""
+        try:
+            entries = json.loads(document)["tokens"]
+        except (ValueError, KeyError, TypeError) as error:
+            raise AuthConfigError('auth tokens must be JSON like {"tokens": [{"name", "token", "permissions"}]}') \
+                from error
+        principals: dict[bytes, Principal] = {}
+        for index, entry in enumerate(entries):
+            token, name = entry.get("token", ""), entry.get("name", f"token-{index}")
+            if len(token) < 16:
+                raise AuthConfigError(f"tokens[{index}] ({name}): a token needs at least 16 characters")
+            register_secret(token)
+            principals[_digest(token)] = Principal(name, frozenset(entry.get("permissions", [])))
+        return cls(principals)
+
+    def lookup(self, token: str) -> Principal | None:
+        """The principal of a presented token, compared in constant time."""
+        presented = _digest(token)
+        for digest, principal in self._principals.items():
+            if hmac.compare_digest(digest, presented):
+                return principal
+        return None
+
+
+def _bearer(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:
+    for key, value in metadata or ():
+        if key == "authorization" and isinstance(value, str) and value.lower().startswith("bearer "):
+            return value[7:].strip()
+    return None
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    """Rejects calls without a valid bearer token (UNAUTHENTICATED) or permission (PERMISSION_DENIED)."""
+
+    def __init__(self, tokens: TokenTable) -> None:
+        self._tokens = tokens
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        method: str = handler_call_details.method
+        needed = required_permission(method)
+        if needed is None:
+            return await continuation(handler_call_details)
+        token = _bearer(handler_call_details.invocation_metadata)
+        principal = self._tokens.lookup(token) if token else None
+        if principal is None:
+            return _deny(grpc.StatusCode.UNAUTHENTICATED,
+                         "missing or invalid bearer token: send metadata 'authorization: Bearer <token>'")
+        if needed != "reflection:read" and not principal.may(needed):
+            log.info("permission_denied", principal=principal.name, method=method, needed=needed)
+            return _deny(grpc.StatusCode.PERMISSION_DENIED, f"token {principal.name!r} lacks permission {needed!r}")
+        return await continuation(handler_call_details)
+
+
+def _deny(code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
+    async def abort(_request: object, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(code, message)
+
+    return grpc.unary_unary_rpc_method_handler(abort)
+
+
+class BearerToken(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):
+    """Adds this service's own token to outgoing calls (service-to-service in production)."""
+
+    def __init__(self, token: str) -> None:
+        self._metadata = ("authorization", f"Bearer {token}")
+
+    def _with_token(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        metadata = grpc.aio.Metadata(*(details.metadata or ()), self._metadata)
+        return details._replace(metadata=metadata)  # type: ignore[attr-defined,no-any-return]
+
+    async def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
+        return await continuation(self._with_token(client_call_details), request)
+
+    async def intercept_unary_stream(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
+        return await continuation(self._with_token(client_call_details), request)
