@@ -365,7 +365,7 @@ async def test_get_agent_stays_fast_while_redis_hangs(
 def test_every_redis_client_is_built_with_timeouts() -> None:
     # A client opened anywhere else would miss the socket timeouts that keep a hung Redis from stalling callers.
     root = Path(__file__).resolve().parents[2]
-    packages = ("common", "registry_svc", "workflow_svc", "builder_svc", "evolution_svc", "tdev_cli")
+    packages = ("tdev_common", "registry_svc", "workflow_svc", "builder_svc", "evolution_svc", "tdev_cli")
     opened = [str(path.relative_to(root)) for package in packages for path in (root / package).rglob("*.py")
               if "redis.asyncio" in path.read_text(encoding="utf-8")]
     assert opened == ["tdev_common/cache.py"]
