@@ -28,6 +28,8 @@ def to_dict(message: Message) -> dict[str, Any]:
             continue
         if field.containing_oneof is not None and message.WhichOneof(field.containing_oneof.name) != field.name:
             continue
+        if field.message_type is None and getattr(field, "has_presence", False) and not message.HasField(field.name):
+            continue  # an ``optional`` scalar left unset is not its default
         result[field.name] = _field_value(field, getattr(message, field.name))
     return result
 
