@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from tdev.evolution.v1 import evolution_service_pb2 as pb2
 from tdev.evolution.v1 import evolution_service_pb2_grpc as pb2_grpc
 
 from tdev_client.base import Page, ServiceClient, WatchPolicy
+from tdev_client.types import EvolutionEvent, EvolutionRun
 
 
 class EvolutionClient(ServiceClient):
@@ -19,35 +20,36 @@ class EvolutionClient(ServiceClient):
         super().__init__(channel, pb2_grpc.EvolutionServiceStub, watch_policy=watch_policy)
 
     async def start_evolution(self, agent_id: str, suite: Mapping[str, Any], *, agent_version: str = "",
-                              config: Mapping[str, Any] | None = None, request_id: str = "") -> dict[str, Any]:
+                              config: Mapping[str, Any] | None = None, request_id: str = "") -> EvolutionRun:
         """Starts a run on an agent version with a suite (``{"cases": [{"inputs": {...}, "expected": {...}}]}``)."""
         answer = await self._call("StartEvolution", pb2.StartEvolutionRequest, {
             "agent_id": agent_id, "agent_version": agent_version, "suite": dict(suite),
             "config": dict(config) if config else None, "request_id": request_id})
-        return dict(answer["run"])
+        return cast("EvolutionRun", answer["run"])
 
-    def watch_evolution(self, run_id: str, *, after_sequence: int = 0) -> AsyncIterator[dict[str, Any]]:
+    def watch_evolution(self, run_id: str, *, after_sequence: int = 0) -> AsyncIterator[EvolutionEvent]:
         """Every event after ``after_sequence`` until the run ends, reconnecting on its own."""
-        return self._events("WatchEvolution", pb2.WatchEvolutionRequest, {"run_id": run_id}, after_sequence)
+        events = self._events("WatchEvolution", pb2.WatchEvolutionRequest, {"run_id": run_id}, after_sequence)
+        return cast("AsyncIterator[EvolutionEvent]", events)
 
-    async def get_evolution(self, run_id: str, *, exclude_code: bool = False) -> dict[str, Any]:
+    async def get_evolution(self, run_id: str, *, exclude_code: bool = False) -> EvolutionRun:
         """One run with its generations, best candidate and promotion."""
         answer = await self._call("GetEvolution", pb2.GetEvolutionRequest,
                                   {"run_id": run_id, "exclude_code": exclude_code})
-        return dict(answer["run"])
+        return cast("EvolutionRun", answer["run"])
 
     async def list_evolutions(self, *, page_size: int = 0, page_token: str = "", agent_id: str = "",
-                              state: str | None = None) -> Page[dict[str, Any]]:
+                              state: str | None = None) -> Page[EvolutionRun]:
         """One page of runs, newest first."""
-        return await self._page("ListEvolutions", pb2.ListEvolutionsRequest, "runs", {
-            "page_size": page_size, "page_token": page_token, "agent_id": agent_id, "state": state})
+        return cast("Page[EvolutionRun]", await self._page("ListEvolutions", pb2.ListEvolutionsRequest, "runs", {
+            "page_size": page_size, "page_token": page_token, "agent_id": agent_id, "state": state}))
 
-    def iter_evolutions(self, *, agent_id: str = "", state: str | None = None) -> AsyncIterator[dict[str, Any]]:
+    def iter_evolutions(self, *, agent_id: str = "", state: str | None = None) -> AsyncIterator[EvolutionRun]:
         """Every run, page after page."""
-        return self._all_pages("ListEvolutions", pb2.ListEvolutionsRequest, "runs",
-                               {"agent_id": agent_id, "state": state})
+        return cast("AsyncIterator[EvolutionRun]", self._all_pages("ListEvolutions", pb2.ListEvolutionsRequest, "runs",
+                               {"agent_id": agent_id, "state": state}))
 
-    async def cancel_evolution(self, run_id: str, *, reason: str = "") -> dict[str, Any]:
+    async def cancel_evolution(self, run_id: str, *, reason: str = "") -> EvolutionRun:
         """Asks a running evolution to stop; returns it."""
         answer = await self._call("CancelEvolution", pb2.CancelEvolutionRequest, {"run_id": run_id, "reason": reason})
-        return dict(answer["run"])
+        return cast("EvolutionRun", answer["run"])

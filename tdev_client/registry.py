@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from tdev.registry.v1 import registry_service_pb2 as pb2
 from tdev.registry.v1 import registry_service_pb2_grpc as pb2_grpc
 
 from tdev_client.base import Page, ServiceClient, WatchPolicy
+from tdev_client.types import (
+    Agent,
+    GetAgentLineageResponse,
+    RecordExecutionsResponse,
+    RegisterAgentResponse,
+    SearchResult,
+)
 
 
 def _selector(agent: str) -> dict[str, str]:
@@ -26,60 +33,61 @@ class RegistryClient(ServiceClient):
 
     async def register_agent(self, name: str, code: str, *, description: str = "", version: str = "",
                              parents: Sequence[Mapping[str, str]] = (), labels: Mapping[str, str] | None = None,
-                             request_id: str = "") -> dict[str, Any]:
+                             request_id: str = "") -> RegisterAgentResponse:
         """Validates and stores an agent; returns ``{"agent": ..., "created": bool}`` (False: same code again)."""
-        return await self._call("RegisterAgent", pb2.RegisterAgentRequest, {
+        return cast("RegisterAgentResponse", await self._call("RegisterAgent", pb2.RegisterAgentRequest, {
             "name": name, "code": code, "description": description, "version": version,
-            "parents": [dict(p) for p in parents], "labels": dict(labels or {}), "request_id": request_id})
+            "parents": [dict(p) for p in parents], "labels": dict(labels or {}), "request_id": request_id}))
 
-    async def get_agent(self, agent: str, *, version: str = "", exclude_code: bool = False) -> dict[str, Any]:
+    async def get_agent(self, agent: str, *, version: str = "", exclude_code: bool = False) -> Agent:
         """One agent version (latest unless ``version``), by id or name."""
         answer = await self._call("GetAgent", pb2.GetAgentRequest,
                                   {**_selector(agent), "version": version, "exclude_code": exclude_code})
-        return dict(answer["agent"])
+        return cast("Agent", answer["agent"])
 
     async def list_agents(self, *, page_size: int = 0, page_token: str = "", name_contains: str = "",
                           capability: str = "", analysis_state: str | None = None, min_quality_score: float = 0.0,
-                          order_by: str | None = None, exclude_code: bool = True) -> Page[dict[str, Any]]:
+                          order_by: str | None = None, exclude_code: bool = True) -> Page[Agent]:
         """One page of agents (latest versions); enums by name, e.g. ``analysis_state="STATE_SUCCEEDED"``."""
-        return await self._page("ListAgents", pb2.ListAgentsRequest, "agents", {
+        return cast("Page[Agent]", await self._page("ListAgents", pb2.ListAgentsRequest, "agents", {
             "page_size": page_size, "page_token": page_token, "name_contains": name_contains,
             "capability": capability, "analysis_state": analysis_state, "min_quality_score": min_quality_score,
-            "order_by": order_by, "exclude_code": exclude_code})
+            "order_by": order_by, "exclude_code": exclude_code}))
 
     def iter_agents(self, *, name_contains: str = "", capability: str = "",
-                    exclude_code: bool = True) -> AsyncIterator[dict[str, Any]]:
+                    exclude_code: bool = True) -> AsyncIterator[Agent]:
         """Every agent, page after page."""
-        return self._all_pages("ListAgents", pb2.ListAgentsRequest, "agents", {
-            "name_contains": name_contains, "capability": capability, "exclude_code": exclude_code})
+        return cast("AsyncIterator[Agent]", self._all_pages("ListAgents", pb2.ListAgentsRequest, "agents", {
+            "name_contains": name_contains, "capability": capability, "exclude_code": exclude_code}))
 
     async def search_agents(self, query: str, *, top_k: int = 0,
-                            min_quality_score: float = 0.0) -> list[dict[str, Any]]:
+                            min_quality_score: float = 0.0) -> list[SearchResult]:
         """Agents matching a plain-language query, best first, each with its score and reasons."""
         answer = await self._call("SearchAgents", pb2.SearchAgentsRequest,
                                   {"query": query, "top_k": top_k, "min_quality_score": min_quality_score})
-        return list(answer["results"])
+        return cast("list[SearchResult]", answer["results"])
 
     async def list_agent_versions(self, agent: str, *, page_size: int = 0,
-                                  page_token: str = "") -> Page[dict[str, Any]]:
+                                  page_token: str = "") -> Page[Agent]:
         """One page of an agent's versions, newest first."""
-        return await self._page("ListAgentVersions", pb2.ListAgentVersionsRequest, "versions",
-                                {**_selector(agent), "page_size": page_size, "page_token": page_token})
+        return cast("Page[Agent]", await self._page("ListAgentVersions", pb2.ListAgentVersionsRequest, "versions",
+                                {**_selector(agent), "page_size": page_size, "page_token": page_token}))
 
-    async def get_agent_lineage(self, agent_id: str, *, version: str = "", max_depth: int = 0) -> dict[str, Any]:
+    async def get_agent_lineage(self, agent_id: str, *, version: str = "",
+                                max_depth: int = 0) -> GetAgentLineageResponse:
         """``{"root", "edges", "agents"}``: the version's ancestors up to ``max_depth``."""
-        return await self._call("GetAgentLineage", pb2.GetAgentLineageRequest,
-                                {"agent_id": agent_id, "version": version, "max_depth": max_depth})
+        return cast("GetAgentLineageResponse", await self._call("GetAgentLineage", pb2.GetAgentLineageRequest,
+                                {"agent_id": agent_id, "version": version, "max_depth": max_depth}))
 
-    async def record_executions(self, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    async def record_executions(self, records: Sequence[Mapping[str, Any]]) -> RecordExecutionsResponse:
         """Stores execution records (idempotent by record id); ``{"accepted_count", "duplicate_count"}``."""
-        return await self._call("RecordExecutions", pb2.RecordExecutionsRequest,
-                                {"records": [dict(r) for r in records]})
+        return cast("RecordExecutionsResponse", await self._call("RecordExecutions", pb2.RecordExecutionsRequest,
+                                {"records": [dict(r) for r in records]}))
 
     async def update_agent_labels(self, agent_id: str, version: str, *, set_labels: Mapping[str, str] | None = None,
-                                  remove_labels: Sequence[str] = (), request_id: str = "") -> dict[str, Any]:
+                                  remove_labels: Sequence[str] = (), request_id: str = "") -> Agent:
         """Sets and removes labels of one version; returns the agent."""
         answer = await self._call("UpdateAgentLabels", pb2.UpdateAgentLabelsRequest, {
             "agent_id": agent_id, "version": version, "set_labels": dict(set_labels or {}),
             "remove_labels": list(remove_labels), "request_id": request_id})
-        return dict(answer["agent"])
+        return cast("Agent", answer["agent"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import typing
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from tdev_client import (
     Unavailable,
     WatchPolicy,
     WorkflowClient,
+    types,
 )
 from tdev_common.config import CommonSettings
 from tests.support.inprocess_mesh import inprocess_mesh
@@ -67,6 +69,22 @@ async def mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
         yield client
 
 
+def assert_shape(value: dict[str, Any], shape: Any) -> None:
+    """The dict has every always-present key of its TypedDict and no key it does not declare, recursively for
+    the nested messages."""
+    assert set(shape.__required_keys__) <= set(value) <= set(shape.__annotations__), (shape.__name__, set(value))
+    hints = typing.get_type_hints(shape)
+    for key, item in value.items():
+        hint = hints[key]
+        while typing.get_origin(hint) in (typing.NotRequired, typing.Required):
+            hint = typing.get_args(hint)[0]
+        if typing.is_typeddict(hint):
+            assert_shape(item, hint)
+        elif typing.get_origin(hint) is list and typing.is_typeddict(typing.get_args(hint)[0]):
+            for element in item:
+                assert_shape(element, typing.get_args(hint)[0])
+
+
 def snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
@@ -95,6 +113,7 @@ async def test_registry_rpcs_take_and_give_plain_values(mesh: Mesh) -> None:
     assert by_id["labels"] == {"team": "core"} and "class Echo" in by_id["code"]
     assert (by_name["agent_id"], by_name["code"]) == (echo["agent_id"], "")
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT[\d:.]+Z", by_id["create_time"])
+    assert_shape(by_id, types.Agent)
 
     first = await mesh.registry.list_agents(page_size=1)
     assert len(first.items) == 1 and first.next_page_token
@@ -131,6 +150,9 @@ async def test_workflow_rpcs_and_whole_numbers_survive_the_struct(mesh: Mesh) ->
     streamed = [e async for e in mesh.workflows.execute_workflow(workflow["workflow_id"], {"n": 7})]
     assert streamed[-1]["type"] == "TYPE_EXECUTION_SUCCEEDED"
     execution = await mesh.workflows.get_execution(streamed[0]["execution_id"])
+    assert_shape(execution, types.Execution)
+    for event in streamed:
+        assert_shape(event, types.ExecutionEvent)
     assert execution["state"] == "STATE_SUCCEEDED"
     assert execution["outputs"]["a"] == {"value": 7} and isinstance(execution["outputs"]["a"]["value"], int)
 
@@ -156,6 +178,7 @@ async def test_builder_rpcs(mesh: Mesh) -> None:
     events = [e async for e in mesh.builds.watch_build(build["build_id"])]
     assert [e["sequence"] for e in events] == list(range(1, len(events) + 1))
     done = await mesh.builds.get_build(build["build_id"])
+    assert_shape(done, types.Build)
     assert done["state"] == "STATE_SUCCEEDED", done.get("error")
     assert (await mesh.builds.start_build("Sort the numbers in ascending order",
                                           request_id="client-build-1"))["build_id"] == build["build_id"]
@@ -178,6 +201,7 @@ async def test_evolution_rpcs(mesh: Mesh) -> None:
     events = [e async for e in mesh.evolution.watch_evolution(run["run_id"])]
     assert [e["sequence"] for e in events] == list(range(1, len(events) + 1))
     finished = await mesh.evolution.get_evolution(run["run_id"], exclude_code=True)
+    assert_shape(finished, types.EvolutionRun)
     assert finished["state"] in ("STATE_SUCCEEDED", "STATE_FAILED") and finished["generations"]
     assert [r["run_id"] async for r in mesh.evolution.iter_evolutions(agent_id=scaler["agent_id"])] == [
         run["run_id"]]
