@@ -24,12 +24,13 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) $(GEN_STAMP) ## Create .venv, install, generate code
 
-$(GEN_STAMP): $(STAMP) $(PROTOS)
+# The wheel build runs the same generator (setup.py), so gen/ and an installed wheel hold the same code.
+$(GEN_STAMP): $(STAMP) $(PROTOS) scripts/protogen.py
 	@rm -rf gen && mkdir -p gen
-	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=gen --pyi_out=gen --grpc_python_out=gen $(PROTOS)
+	$(BIN)/python scripts/protogen.py gen
 	@touch $@
 
-proto: $(GEN_STAMP) ## Generate Python code from protos/ into gen/
+proto: $(GEN_STAMP) ## Generate Python code and the descriptor set from protos/ into gen/tdev/
 
 run: setup ## Start the whole mesh on embedded defaults (Ctrl-C stops it)
 	$(BIN)/tdev up
