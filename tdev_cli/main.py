@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 from pathlib import Path
 from typing import Annotated
 
@@ -29,8 +30,17 @@ app.command("evolve")(evolve_command)
 console = Console()
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        # The installed distribution's version, so a wheel and an editable checkout both answer truthfully.
+        typer.echo(f"tdev (t-developer) {importlib.metadata.version('t-developer')}")
+        raise typer.Exit()
+
+
 @app.callback()
 def tls_options(
+    version: Annotated[bool, typer.Option("--version", help="Print the installed t-developer version and exit.",
+                                          callback=_print_version, is_eager=True)] = False,
     ca: Annotated[Path | None, typer.Option("--ca", help="PEM CA the services' certificates are checked against "
                                             "(TLS on); else TDEV_TLS_CA_FILE.", dir_okay=False)] = None,
     cert: Annotated[Path | None, typer.Option("--cert", help="PEM client certificate for a mesh that requires "
