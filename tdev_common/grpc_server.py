@@ -12,10 +12,10 @@ import grpc
 import structlog
 from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from tdev_common.auth import AuthInterceptor, TokenTable
 from tdev_common.errors import ErrorToStatusInterceptor
+from tdev_common.reflection import enable_reflection
 from tdev_common.telemetry import tracer_provider
 
 log = structlog.get_logger(__name__)
@@ -126,9 +126,8 @@ async def build_server(
     names = [binding.descriptor.full_name for binding in bindings]
     for binding in bindings:
         binding.add_to_server(binding.servicer, server)
-    reflection.enable_server_reflection(
-        [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
-    )
+    # v1 and v1alpha, with the protos' comments (tdev_common.reflection)
+    enable_reflection(server, [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
     try:
         if security.tls_cert and security.tls_key:
             credentials = grpc.ssl_server_credentials(
