@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import shutil
 import subprocess
@@ -20,7 +21,8 @@ from grpc_reflection.v1alpha import reflection_pb2_grpc as v1alpha_pb2_grpc
 from tdev.registry.v1 import registry_service_pb2, registry_service_pb2_grpc
 
 from tdev_common import reflection
-from tdev_common.grpc_server import RunningServer, ServiceBinding, build_server
+from tdev_common.auth import TokenTable
+from tdev_common.grpc_server import RunningServer, ServerSecurity, ServiceBinding, build_server
 
 pytestmark = pytest.mark.mesh  # real gRPC servers on loopback, grpcurl subprocesses
 
@@ -43,32 +45,39 @@ def comment_above(proto: Path, declaration: str) -> str:
     return " ".join(comment)
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[RunningServer]:
+TOKEN = "reflection-test-token-0123456789"
+
+
+def registry_binding() -> ServiceBinding:
     # The base servicer (every RPC UNIMPLEMENTED): reflection does not depend on what the RPCs do.
-    binding = ServiceBinding(
+    return ServiceBinding(
         REGISTRY, registry_service_pb2_grpc.RegistryServiceServicer(),
         registry_service_pb2_grpc.add_RegistryServiceServicer_to_server,
     )
-    running = await build_server([binding], tracing=False)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[RunningServer]:
+    running = await build_server([registry_binding()], tracing=False)
     try:
         yield running
     finally:
         await running.stop(0)
 
 
-async def ask(port: int, version: str, **request: Any) -> Any:
+async def ask(port: int, version: str, token: str | None = None, **request: Any) -> Any:
     """One reflection request over ``grpc.reflection.<version>``; returns the response (v1alpha classes: the
     two versions are the same on the wire)."""
+    metadata = (("authorization", f"Bearer {token}"),) if token else None
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         if version == "v1alpha":
-            call = v1alpha_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo()
+            call = v1alpha_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(metadata=metadata)
         else:
             call = channel.stream_stream(
                 "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
                 request_serializer=v1alpha_pb2.ServerReflectionRequest.SerializeToString,
                 response_deserializer=v1alpha_pb2.ServerReflectionResponse.FromString,
-            )()
+            )(metadata=metadata)
         await call.write(v1alpha_pb2.ServerReflectionRequest(**request))
         response = await asyncio.wait_for(call.read(), timeout=10)
         await call.done_writing()
@@ -170,6 +179,21 @@ async def test_unknown_names_are_not_found_and_the_stream_goes_on(server: Runnin
     known = await ask(server.port, version, all_extension_numbers_of_type="tdev.registry.v1.Agent")
     assert known.all_extension_numbers_response.base_type_name == "tdev.registry.v1.Agent"
     assert list(known.all_extension_numbers_response.extension_number) == []
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_reflection_needs_a_valid_token_when_auth_is_on(version: str) -> None:
+    tokens = TokenTable.from_json(json.dumps({"tokens": [{"name": "ci", "token": TOKEN, "permissions": []}]}))
+    running = await build_server([registry_binding()], tracing=False, security=ServerSecurity(tokens=tokens))
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await ask(running.port, version, list_services="")
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        # Any valid token may reflect, even one without permissions on the services.
+        answer = await ask(running.port, version, token=TOKEN, list_services="")
+        assert "tdev.registry.v1.RegistryService" in [entry.name for entry in answer.list_services_response.service]
+    finally:
+        await running.stop(0)
 
 
 def test_the_index_finds_extensions_and_enum_values() -> None:
