@@ -9,7 +9,7 @@ GEN_STAMP := gen/.stamp
 PROTOS := $(shell find protos -name '*.proto')
 
 .DEFAULT_GOAL := help
-.PHONY: help setup proto run test test-unit lint bench clean
+.PHONY: help setup proto wheel run test test-unit lint bench clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -32,6 +32,9 @@ $(GEN_STAMP): $(STAMP) $(PROTOS) scripts/protogen.py
 
 proto: $(GEN_STAMP) ## Generate Python code and the descriptor set from protos/ into gen/tdev/
 
+wheel: setup ## Build dist/t_developer-*.whl (generated code included; offline: no build isolation)
+	$(BIN)/python -m pip wheel -q --no-deps --no-build-isolation . -w dist
+
 run: setup ## Start the whole mesh on embedded defaults (Ctrl-C stops it)
 	$(BIN)/tdev up
 
@@ -52,4 +55,4 @@ bench: setup ## Run every benchmark in bench/ (each prints ratios against its ba
 	@set -e; for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b; done
 
 clean: ## Remove the venv, generated code, caches and local data
-	rm -rf $(VENV) gen .tdev .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) gen build dist .tdev .pytest_cache .mypy_cache .ruff_cache *.egg-info
