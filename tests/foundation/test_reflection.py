@@ -58,7 +58,7 @@ def registry_binding() -> ServiceBinding:
 
 @pytest.fixture
 async def server() -> AsyncIterator[RunningServer]:
-    running = await build_server([registry_binding()], tracing=False)
+    running = await build_server([registry_binding()])
     try:
         yield running
     finally:
@@ -184,7 +184,7 @@ async def test_unknown_names_are_not_found_and_the_stream_goes_on(server: Runnin
 @pytest.mark.parametrize("version", VERSIONS)
 async def test_reflection_needs_a_valid_token_when_auth_is_on(version: str) -> None:
     tokens = TokenTable.from_json(json.dumps({"tokens": [{"name": "ci", "token": TOKEN, "permissions": []}]}))
-    running = await build_server([registry_binding()], tracing=False, security=ServerSecurity(tokens=tokens))
+    running = await build_server([registry_binding()], security=ServerSecurity(tokens=tokens))
     try:
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await ask(running.port, version, list_services="")
