@@ -270,3 +270,21 @@ async def test_grpcurl_describe_shows_the_comments(server: RunningServer) -> Non
     assert "rpc RegisterAgent ( .tdev.registry.v1.RegisterAgentRequest )" in described
     listed = await asyncio.to_thread(run_grpcurl, "-plaintext", address, "list")
     assert "grpc.reflection.v1.ServerReflection" in listed.split()
+
+
+@pytest.mark.parametrize("protocol", ["grpc-v1", "grpc-v1alpha"])
+async def test_buf_curl_lists_and_calls_over_each_reflection_protocol(server: RunningServer, protocol: str) -> None:
+    # buf curl (Go's grpcreflect) speaks both protocols; pinned to one, it proves that one works on its own.
+    buf = shutil.which("buf", path=str(BIN)) or shutil.which("buf")
+    assert buf, "buf is installed by the dev extra (buf-bin)"
+    base = [buf, "curl", "--protocol", "grpc", "--http2-prior-knowledge", "--reflect-protocol", protocol]
+    url = f"http://127.0.0.1:{server.port}"
+
+    def run(*args: str) -> str:
+        return subprocess.run([*base, *args], check=True, capture_output=True, text=True, timeout=60).stdout
+
+    methods = (await asyncio.to_thread(run, "--list-methods", url)).split()
+    assert {f"tdev.registry.v1.RegistryService/{method.name}" for method in REGISTRY.methods} <= set(methods)
+    assert "grpc.reflection.v1.ServerReflection/ServerReflectionInfo" in methods
+    answer = await asyncio.to_thread(run, "-d", "{}", f"{url}/grpc.health.v1.Health/Check")
+    assert json.loads(answer) == {"status": "SERVING"}
