@@ -159,6 +159,28 @@ def test_tdev_version_prints_the_package_version(venv: Venv) -> None:
     assert result.stdout.strip() == f"tdev (t-developer) {VERSION}"
 
 
+def test_mypy_checks_callers_against_the_installed_wheels_types(venv: Venv) -> None:
+    # py.typed and the generated .pyi stubs at work: each wrong assignment is reported, no module is untyped.
+    caller = venv.cwd / "caller.py"
+    caller.write_text(
+        "from tdev.registry.v1 import registry_service_pb2\n"
+        "from tdev_client import Connection\n"
+        "from tdev_common.reflection import descriptor_set_bytes\n"
+        "\n"
+        "wrong_id: int = registry_service_pb2.GetAgentRequest().agent_id\n"
+        "wrong_bytes: str = descriptor_set_bytes()\n"
+        "wrong_connection: int = Connection.resolve()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--python-executable", str(venv.bin / "python"), "--no-incremental",
+         "--cache-dir", str(venv.cwd / ".mypy_cache"), "--follow-imports=silent", "--show-error-codes", caller.name],
+        cwd=venv.cwd, env=venv.env, capture_output=True, text=True, timeout=300,
+    )
+    errors = [line for line in result.stdout.splitlines() if ": error:" in line]
+    assert [line.split(":")[1] for line in errors] == ["5", "6", "7"], result.stdout
+    assert all("[assignment]" in line for line in errors), result.stdout
+
+
 @pytest.fixture(scope="module")
 def mesh(venv: Venv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """``tdev up`` of the fresh venv: the four services run from the wheel (their migrations included)."""
