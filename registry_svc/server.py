@@ -16,7 +16,7 @@ from registry_svc.repository import SqlRepository
 from registry_svc.response_cache import ResponseCache
 from registry_svc.service import Limits, RegistryService
 from registry_svc.servicer import RegistryServiceServicer
-from tdev_common.config import CommonSettings, get_common_settings
+from tdev_common.config import CommonSettings, get_common_settings, settings_group
 from tdev_common.db import create_engine, migrate
 from tdev_common.grpc_server import ServiceBinding, build_server
 from tdev_common.runtime import ServiceHandle, load_security, on_close, serve_until_stopped, setup_process
@@ -78,8 +78,7 @@ async def create_server(
         )
         service = RegistryService(
             repository, inspector, responses, embedder=embedder,
-            limits=Limits(max_code_bytes=settings.max_code_bytes, max_agents=settings.max_agents,
-                          p95_window=settings.p95_window),
+            limits=settings_group(settings, Limits),
             on_registered=worker.wake,
         )
         running = await build_server(

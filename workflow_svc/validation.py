@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import networkx as nx
 
@@ -25,7 +25,7 @@ class Limits:
 
     max_nodes: int
     max_timeout_seconds: float
-    max_concurrency: int
+    max_concurrency: int = field(metadata={"setting": "max_concurrency_limit"})
 
 
 class AgentLookup:
