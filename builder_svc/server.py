@@ -19,7 +19,7 @@ from builder_svc.repository import SqlRepository
 from builder_svc.service import BuilderService
 from builder_svc.servicer import BuilderServiceServicer
 from builder_svc.worker import BuildWorker, WorkerSettings
-from tdev_common.config import CommonSettings, get_common_settings
+from tdev_common.config import CommonSettings, get_common_settings, settings_group
 from tdev_common.db import create_engine, migrate
 from tdev_common.event_stream import EventHub
 from tdev_common.grpc_client import open_channel
@@ -28,27 +28,6 @@ from tdev_common.runtime import ServiceHandle, load_security, on_close, serve_un
 from tdev_common.workers import worker_identity
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-
-
-def defaults(settings: BuilderSettings) -> Defaults:
-    """Constraint defaults and limits from the settings."""
-    return Defaults(
-        max_requirements_chars=settings.max_requirements_chars, max_tokens=settings.max_tokens,
-        max_cost_usd=settings.max_cost_usd, max_duration_seconds=settings.max_duration_seconds,
-        max_fix_attempts=settings.max_fix_attempts, max_fix_attempts_limit=settings.max_fix_attempts_limit,
-        max_sample_inputs=settings.max_sample_inputs)
-
-
-def pipeline_settings(settings: BuilderSettings, common: CommonSettings) -> PipelineSettings:
-    """Stage knobs from the settings."""
-    return PipelineSettings(
-        agent_concurrency=settings.agent_concurrency, validation_concurrency=settings.validation_concurrency,
-        reuse_candidates=settings.reuse_candidates, search_top_k=settings.search_top_k,
-        example_timeout_seconds=settings.example_timeout_seconds, node_timeout_seconds=settings.node_timeout_seconds,
-        validation_deadline_seconds=settings.validation_deadline_seconds,
-        max_validation_rounds=settings.max_validation_rounds, analysis_max_tokens=settings.analysis_max_tokens,
-        plan_max_tokens=settings.plan_max_tokens, code_max_tokens=settings.code_max_tokens, model=settings.model,
-        workflow_address=settings.public_workflow_address or common.workflow_address)
 
 
 async def create_server(
@@ -91,7 +70,9 @@ async def create_server(
             llm = client
         registry = GrpcRegistry(registry_channel, settings.dependency_deadline_seconds)
         pipeline = Pipeline(
-            pipeline_settings(settings, common), llm, registry,
+            settings_group(settings, PipelineSettings,
+                           workflow_address=settings.public_workflow_address or common.workflow_address),
+            llm, registry,
             GrpcWorkflows(workflow_channel, settings.dependency_deadline_seconds, settings.dependency_attempts),
             tester, repository.states)
         notifier: EventHub[BuildEvent] = EventHub(
@@ -106,11 +87,9 @@ async def create_server(
             max_delay_seconds=settings.label_retry_max_seconds)
         identity = worker_identity(settings.worker_id, database_url)
         worker = BuildWorker(
-            WorkerSettings(worker_id=identity.name, reclaim_own=identity.reclaim_own,
-                           lease_seconds=settings.lease_seconds, claim_interval_seconds=settings.claim_interval_seconds,
-                           max_active_builds=settings.max_active_builds),
+            settings_group(settings, WorkerSettings, worker_id=identity.name, reclaim_own=identity.reclaim_own),
             repository, pipeline, notifier, marker)
-        service = BuilderService(repository, worker, notifier, defaults(settings),
+        service = BuilderService(repository, worker, notifier, settings_group(settings, Defaults),
                                  watch_poll_seconds=settings.watch_poll_seconds)
         running = await build_server(
             [

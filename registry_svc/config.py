@@ -39,6 +39,10 @@ class RegistrySettings(ServiceSettings):
         "within this plus TDEV_REDIS_TIMEOUT_SECONDS.")
     cache_namespace: str = Field("tdev:registry:", description="Prefix of this registry's keys in Redis.")
     cache_max_entries: int = Field(10_000, description="Most GetAgent answers kept in process.")
+    max_case_bytes: int = Field(
+        64 * 1024, description="Largest captured production case (inputs + output + error) kept, in bytes.")
+    max_cases_per_version: int = Field(
+        1000, description="Production cases kept per agent version (newest first, labelled ones before others).")
     p95_window: int = Field(1000, description="Recent executions per version the p95 duration is taken over.")
     inspect_timeout_seconds: float = Field(10.0, description="Wall-clock limit of loading a class in the sandbox.")
     sandbox_pool_size: int = Field(1, ge=1, description="Warm sandbox processes kept for loading classes.")

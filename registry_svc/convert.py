@@ -10,9 +10,12 @@ from tdev.registry.v1 import agent_pb2
 from tdev.registry.v1 import registry_service_pb2 as pb2
 
 from registry_svc.domain import (
+    AgentCase,
     AgentVersion,
     Analysis,
     AnalysisState,
+    CapturedCase,
+    CaseFilter,
     ExecutionRecord,
     LabelUpdate,
     Lineage,
@@ -30,6 +33,7 @@ from tdev_common import idempotency, paging
 from tdev_common.clock import from_timestamp, to_timestamp
 from tdev_common.enums import from_proto, optional_from_proto, to_proto
 from tdev_common.paging import Page
+from tdev_common.protojson import struct_to_dict
 
 _STATE = agent_pb2.AgentAnalysis.State
 _ORDER = pb2.ListAgentsRequest.OrderBy
@@ -206,9 +210,53 @@ def execution_records(request: pb2.RecordExecutionsRequest) -> list[ExecutionRec
             duration_ms=r.duration_ms, tokens=r.tokens, cost_usd=r.cost_usd,
             finish_time=from_timestamp(r.finish_time) if r.HasField("finish_time") else None,
             error_type=r.error_type,
+            case=_captured_case(r.captured_case) if r.HasField("captured_case") else None,
         )
         for r in request.records
     ]
+
+
+def _captured_case(value: agent_pb2.CapturedCase) -> CapturedCase:
+    return CapturedCase(inputs=struct_to_dict(value.inputs),
+                        output=struct_to_dict(value.output) if value.HasField("output") else None,
+                        error_message=value.error_message, source=value.source)
+
+
+# ---- production cases -------------------------------------------------------------------------------
+
+
+def agent_case(value: AgentCase) -> agent_pb2.AgentCase:
+    """A stored case as proto."""
+    message = agent_pb2.AgentCase(
+        case_id=value.case_id, agent_id=value.agent_id, version=value.version, execution_id=value.execution_id,
+        success=value.success, inputs=_struct(value.inputs), error_type=value.error_type,
+        error_message=value.error_message, source=value.source, labelled=value.labelled,
+        create_time=to_timestamp(value.create_time), label_time=to_timestamp(value.label_time))
+    if value.output is not None:
+        message.output.CopyFrom(_struct(value.output))
+    if value.expected is not None:
+        message.expected.CopyFrom(_struct(value.expected))
+    return message
+
+
+def cases_query(request: pb2.ListAgentCasesRequest) -> tuple[CaseFilter, list[Any] | None]:
+    """The filter and keyset position of a ListAgentCases request.
+
+    Raises:
+        InvalidArgument: an unknown filter or a bad token.
+    """
+    return CaseFilter(request.filter), paging.decode_token(request, paging.is_keyset)
+
+
+def cases_response(request: pb2.ListAgentCasesRequest, page: Page[AgentCase]) -> pb2.ListAgentCasesResponse:
+    """A page of cases -> ListAgentCasesResponse."""
+    return pb2.ListAgentCasesResponse(cases=[agent_case(c) for c in page.items],
+                                      next_page_token=paging.encode_token(request, page.after))
+
+
+def label_expected(request: pb2.LabelAgentCaseRequest) -> dict[str, Any] | None:
+    """The expected output of a LabelAgentCase request (None: not given)."""
+    return struct_to_dict(request.expected) if request.HasField("expected") else None
 
 
 def record_response(value: RecordResult) -> pb2.RecordExecutionsResponse:

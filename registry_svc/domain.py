@@ -263,6 +263,7 @@ class ExecutionRecord:
     cost_usd: float = 0.0
     finish_time: datetime | None = None
     error_type: str = ""
+    case: CapturedCase | None = None
 
     @property
     def ref(self) -> VersionRef:
@@ -323,3 +324,47 @@ class AnalysisReport:
     model_quality: float | None
     models_used: tuple[str, ...]
     embedding: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True)
+class CapturedCase:
+    """What an agent received and answered in production (sent with its execution record)."""
+
+    inputs: dict[str, Any]
+    output: dict[str, Any] | None = None
+    error_message: str = ""
+    source: str = ""
+
+
+class CaseFilter(enum.IntEnum):
+    """Which cases a list returns (values are the proto's)."""
+
+    ALL = 0
+    FAILING = 1
+    SUCCEEDING = 2
+    LABELLED = 3
+    UNLABELLED = 4
+
+
+@dataclass(frozen=True)
+class AgentCase:
+    """A stored production case of one version; ``expected`` once labelled."""
+
+    case_id: str
+    agent_id: str
+    version: str
+    execution_id: str
+    success: bool
+    inputs: dict[str, Any]
+    output: dict[str, Any] | None
+    error_type: str
+    error_message: str
+    source: str
+    expected: dict[str, Any] | None
+    create_time: datetime
+    label_time: datetime | None = None
+
+    @property
+    def labelled(self) -> bool:
+        """Whether a caller said what the output should have been."""
+        return self.expected is not None

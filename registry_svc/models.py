@@ -20,6 +20,8 @@ from tdev_common.db import service_metadata
 
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 Json = sa.JSON().with_variant(sa.dialects.postgresql.JSONB(), "postgresql")
+# None stored as SQL NULL rather than JSON null, so "IS NULL" means "not set" (an unlabelled case).
+NullableJson = sa.JSON(none_as_null=True).with_variant(sa.dialects.postgresql.JSONB(none_as_null=True), "postgresql")
 
 
 class UtcDateTime(sa.TypeDecorator[datetime]):
@@ -171,3 +173,27 @@ class ExecutionRow(Base):
     error_type: Mapped[str] = mapped_column(sa.String(200), default="")
     finish_time: Mapped[datetime] = mapped_column(UtcDateTime)
     recorded_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class CaseRow(Base):
+    """A production case of one agent version (captured by RecordExecutions), labelled or not."""
+
+    __tablename__ = "agent_cases"
+    __table_args__ = (
+        sa.ForeignKeyConstraint(["agent_id", "version"], ["agent_versions.agent_id", "agent_versions.version"]),
+        sa.Index("ix_agent_cases_agent_created", "agent_id", "created_at"),
+    )
+
+    case_id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    agent_id: Mapped[str] = mapped_column(sa.String(40))
+    version: Mapped[str] = mapped_column(sa.String(32))
+    execution_id: Mapped[str] = mapped_column(sa.String(128), unique=True)
+    success: Mapped[bool] = mapped_column(sa.Boolean)
+    inputs: Mapped[dict[str, Any]] = mapped_column(Json)
+    output: Mapped[dict[str, Any] | None] = mapped_column(NullableJson, nullable=True)
+    error_type: Mapped[str] = mapped_column(sa.String(200), default="")
+    error_message: Mapped[str] = mapped_column(sa.Text, default="")
+    source: Mapped[str] = mapped_column(sa.String(500), default="")
+    expected: Mapped[dict[str, Any] | None] = mapped_column(NullableJson, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    labelled_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)

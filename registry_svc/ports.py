@@ -7,11 +7,13 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from registry_svc.domain import (
+    AgentCase,
     AgentIdentity,
     AgentVersion,
     Analysis,
     AnalysisJob,
     AnalysisReport,
+    CaseFilter,
     ExecutionRecord,
     Inspection,
     LabelsUpdated,
@@ -154,8 +156,23 @@ class Repository(Protocol):
         ...
 
     async def record_executions(self, records: Sequence[ExecutionRecord], now: datetime,
-                                p95_window: int) -> RecordResult:
-        """Applies records atomically, ignoring execution ids seen before; raises UnknownVersions."""
+                                p95_window: int, max_cases_per_version: int = 1000) -> RecordResult:
+        """Applies records atomically, ignoring execution ids seen before; raises UnknownVersions. Captured
+        cases are stored with their records; a version keeps its newest ``max_cases_per_version`` (labelled
+        first)."""
+        ...
+
+    async def list_cases(self, agent_id: str, version: str, which: CaseFilter, page_size: int,
+                         after: list[Any] | None) -> Page[AgentCase]:
+        """One page of an agent's cases, newest first."""
+        ...
+
+    async def label_case(self, case_id: str, expected: dict[str, Any], now: datetime) -> AgentCase | None:
+        """Sets a case's expected output; None when there is no such case."""
+        ...
+
+    async def delete_case(self, case_id: str) -> bool:
+        """Deletes a case; False when there was none."""
         ...
 
     async def claim_analyses(self, owner: str, now: datetime, lease_seconds: float,

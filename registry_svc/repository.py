@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import sqlalchemy as sa
@@ -16,11 +17,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from registry_svc.domain import (
+    AgentCase,
     AgentIdentity,
     AgentVersion,
     Analysis,
     AnalysisJob,
     AnalysisState,
+    CaseFilter,
     ExecutionRecord,
     LabelsUpdated,
     LabelUpdate,
@@ -36,6 +39,7 @@ from registry_svc.domain import (
 from registry_svc.models import (
     AgentRow,
     AgentVersionRow,
+    CaseRow,
     ExecutionRow,
     LabelRequestRow,
     LineageRow,
@@ -51,6 +55,12 @@ lineage = cast(sa.Table, LineageRow.__table__)
 requests = cast(sa.Table, RegisterRequestRow.__table__)
 executions = cast(sa.Table, ExecutionRow.__table__)
 label_requests = cast(sa.Table, LabelRequestRow.__table__)
+cases = cast(sa.Table, CaseRow.__table__)
+
+
+def case_id_of(execution_id: str) -> str:
+    """A case's id follows from its record's id, so a repeated record can never add a second case."""
+    return "case_" + hashlib.sha256(execution_id.encode()).hexdigest()[:12]
 
 _WITHOUT_CODE = [column for column in versions.c if column.name != "code"]
 _MAX_SCAN = 10_000
@@ -372,6 +382,63 @@ class SqlRepository:
             items = await self._to_domain(connection, page.items)
         return Page(items, page.after)
 
+    # ---- production cases ---------------------------------------------------------------------------
+
+    async def _store_cases(self, connection: AsyncConnection, records: Sequence[ExecutionRecord], now: datetime,
+                           max_per_version: int) -> None:
+        rows = []
+        for record in records:
+            case = record.case
+            assert case is not None
+            rows.append({"case_id": case_id_of(record.execution_id), "agent_id": record.agent_id,
+                         "version": record.version, "execution_id": record.execution_id, "success": record.success,
+                         "inputs": case.inputs, "output": case.output, "error_type": record.error_type,
+                         "error_message": case.error_message, "source": case.source, "expected": None,
+                         "created_at": record.finish_time or now, "labelled_at": None})
+        await connection.execute(self._insert(cases).values(rows).on_conflict_do_nothing())
+        # Retention: a version keeps its newest cases; labelled ones are kept first (a person's work).
+        for agent_id, version in sorted({(r.agent_id, r.version) for r in records}):
+            keep = (sa.select(cases.c.case_id)
+                    .where(cases.c.agent_id == agent_id, cases.c.version == version)
+                    .order_by(cases.c.expected.is_(None), cases.c.created_at.desc(), cases.c.case_id.desc())
+                    .limit(max_per_version))
+            await connection.execute(cases.delete().where(
+                cases.c.agent_id == agent_id, cases.c.version == version, cases.c.case_id.not_in(keep)))
+
+    async def list_cases(self, agent_id: str, version: str, which: CaseFilter, page_size: int,
+                         after: list[Any] | None) -> Page[AgentCase]:
+        """One page of an agent's cases, newest first; ``after`` is a [create epoch, case id] keyset."""
+        statement = sa.select(cases).where(cases.c.agent_id == agent_id)
+        if version:
+            statement = statement.where(cases.c.version == version)
+        statement = statement.where(*{
+            CaseFilter.ALL: (), CaseFilter.FAILING: (cases.c.success.is_(False),),
+            CaseFilter.SUCCEEDING: (cases.c.success.is_(True),), CaseFilter.LABELLED: (cases.c.expected.is_not(None),),
+            CaseFilter.UNLABELLED: (cases.c.expected.is_(None),)}[which])
+        if after is not None:
+            created = datetime.fromtimestamp(after[0], UTC)
+            statement = statement.where(sa.or_(cases.c.created_at < created, sa.and_(
+                cases.c.created_at == created, cases.c.case_id < after[1])))
+        statement = statement.order_by(cases.c.created_at.desc(), cases.c.case_id.desc()).limit(page_size + 1)
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(statement)).all()
+        page = paging.take(rows, page_size, lambda last: [last.created_at.timestamp(), last.case_id])
+        return Page([_case(row) for row in page.items], page.after)
+
+    async def label_case(self, case_id: str, expected: dict[str, Any], now: datetime) -> AgentCase | None:
+        """Sets a case's expected output; None when there is no such case."""
+        async with self._writing() as connection:
+            await connection.execute(cases.update().where(cases.c.case_id == case_id)
+                                     .values(expected=expected, labelled_at=now))
+            row = (await connection.execute(sa.select(cases).where(cases.c.case_id == case_id))).first()
+        return _case(row) if row is not None else None
+
+    async def delete_case(self, case_id: str) -> bool:
+        """Deletes a case; False when there was none."""
+        async with self._writing() as connection:
+            result = await connection.execute(cases.delete().where(cases.c.case_id == case_id))
+        return bool(result.rowcount)
+
     async def parents_of(self, refs: Sequence[VersionRef]) -> list[tuple[VersionRef, VersionRef]]:
         """(child, parent) edges of ``refs``."""
         async with self._engine.connect() as connection:
@@ -417,7 +484,7 @@ class SqlRepository:
     # ---- executions ---------------------------------------------------------------------------------
 
     async def record_executions(self, records: Sequence[ExecutionRecord], now: datetime,
-                                p95_window: int) -> RecordResult:
+                                p95_window: int, max_cases_per_version: int = 1000) -> RecordResult:
         """Applies records in one transaction, ignoring execution ids seen before.
 
         Raises:
@@ -454,6 +521,9 @@ class SqlRepository:
                 total["cost"] += record.cost_usd
             for ref in sorted(totals):
                 await self._apply_totals(connection, ref, totals[ref], now, p95_window)
+            captured = [r for r in ordered if r.case is not None and r.execution_id in inserted]
+            if captured:
+                await self._store_cases(connection, captured, now, max_cases_per_version)
         return RecordResult(accepted=len(inserted), duplicates=len(records) - len(inserted),
                             touched=tuple(sorted(totals)))
 
@@ -571,3 +641,10 @@ def _version(row: Any, parents: tuple[VersionRef, ...]) -> AgentVersion:
         ),
         create_time=row.created_at, update_time=row.updated_at, code_size_bytes=row.code_size_bytes,
     )
+
+
+def _case(row: Any) -> AgentCase:
+    return AgentCase(case_id=row.case_id, agent_id=row.agent_id, version=row.version, execution_id=row.execution_id,
+                     success=row.success, inputs=row.inputs, output=row.output, error_type=row.error_type,
+                     error_message=row.error_message, source=row.source, expected=row.expected,
+                     create_time=row.created_at, label_time=row.labelled_at)

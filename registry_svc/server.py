@@ -10,13 +10,15 @@ from tdev.registry.v1 import registry_service_pb2_grpc as pb2_grpc
 
 from registry_svc import convert
 from registry_svc.analysis import AnalysisWorker
+from registry_svc.cases import CaseLimits, CaseService
 from registry_svc.config import SCHEMA, RegistrySettings
 from registry_svc.ports import Analyzer, CodeInspector, Embedder
 from registry_svc.repository import SqlRepository
 from registry_svc.response_cache import ResponseCache
 from registry_svc.service import Limits, RegistryService
 from registry_svc.servicer import RegistryServiceServicer
-from tdev_common.config import CommonSettings, get_common_settings
+from tdev_common.clock import utc_now
+from tdev_common.config import CommonSettings, get_common_settings, settings_group
 from tdev_common.db import create_engine, migrate
 from tdev_common.grpc_server import ServiceBinding, build_server
 from tdev_common.runtime import ServiceHandle, load_security, on_close, serve_until_stopped, setup_process
@@ -78,15 +80,15 @@ async def create_server(
         )
         service = RegistryService(
             repository, inspector, responses, embedder=embedder,
-            limits=Limits(max_code_bytes=settings.max_code_bytes, max_agents=settings.max_agents,
-                          p95_window=settings.p95_window),
+            limits=settings_group(settings, Limits), case_limits=settings_group(settings, CaseLimits),
             on_registered=worker.wake,
         )
+        cases = CaseService(repository, settings_group(settings, CaseLimits), utc_now)
         running = await build_server(
             [
                 ServiceBinding(
                     pb2.DESCRIPTOR.services_by_name["RegistryService"],
-                    RegistryServiceServicer(service, responses),
+                    RegistryServiceServicer(service, responses, cases),
                     pb2_grpc.add_RegistryServiceServicer_to_server,
                 )
             ],

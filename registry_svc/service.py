@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 import structlog
 
 from registry_svc import matching, validation
+from registry_svc.cases import CaseLimits, fit_case
 from registry_svc.domain import (
     AGENT_ID_PREFIX,
     AgentIdentity,
@@ -98,8 +99,10 @@ class RegistryService:
 
     def __init__(self, repository: Repository, inspector: CodeInspector, changes: ChangeListener, *,
                  limits: Limits | None = None, on_registered: Callable[[], None] = lambda: None,
-                 embedder: Embedder | None = None, clock: Callable[[], datetime] = _utcnow) -> None:
+                 embedder: Embedder | None = None, clock: Callable[[], datetime] = _utcnow,
+                 case_limits: CaseLimits | None = None) -> None:
         self._repository = repository
+        self._case_limits = case_limits or CaseLimits()
         self._inspector = inspector
         self._changes = changes
         self._limits = limits or Limits()
@@ -413,12 +416,13 @@ class RegistryService:
         unique: dict[str, ExecutionRecord] = {}
         for index, record in enumerate(records):
             self._check_record(index, record)
-            unique.setdefault(record.execution_id, record)
+            unique.setdefault(record.execution_id, fit_case(record, self._case_limits))
         if not unique:
             return RecordResult(accepted=0, duplicates=0)
         try:
             result = await self._repository.record_executions(list(unique.values()), self._clock(),
-                                                              self._limits.p95_window)
+                                                              self._limits.p95_window,
+                                                              self._case_limits.max_cases_per_version)
         except UnknownVersions as error:
             raise NotFound(f"unknown agent versions: {error}", reason="AGENT_VERSION_NOT_FOUND") from None
         by_agent: dict[str, list[str]] = defaultdict(list)

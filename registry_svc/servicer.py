@@ -7,6 +7,7 @@ from tdev.registry.v1 import registry_service_pb2 as pb2
 from tdev.registry.v1 import registry_service_pb2_grpc as pb2_grpc
 
 from registry_svc import convert
+from registry_svc.cases import CaseService
 from registry_svc.response_cache import ResponseCache
 from registry_svc.service import RegistryService
 
@@ -14,9 +15,11 @@ from registry_svc.service import RegistryService
 class RegistryServiceServicer(pb2_grpc.RegistryServiceServicer):
     """Implements tdev.registry.v1.RegistryService."""
 
-    def __init__(self, service: RegistryService, responses: ResponseCache[pb2.GetAgentResponse]) -> None:
+    def __init__(self, service: RegistryService, responses: ResponseCache[pb2.GetAgentResponse],
+                 cases: CaseService) -> None:
         self._service = service
         self._responses = responses
+        self._cases = cases
 
     async def RegisterAgent(
         self, request: pb2.RegisterAgentRequest, context: grpc.aio.ServicerContext
@@ -81,3 +84,25 @@ class RegistryServiceServicer(pb2_grpc.RegistryServiceServicer):
         """Sets and removes labels of one version, idempotent per request_id."""
         agent = await self._service.update_labels(convert.label_update(request))
         return convert.update_labels_response(agent)
+
+    async def ListAgentCases(
+        self, request: pb2.ListAgentCasesRequest, context: grpc.aio.ServicerContext
+    ) -> pb2.ListAgentCasesResponse:
+        """Lists an agent's production cases, newest first."""
+        which, after = convert.cases_query(request)
+        page = await self._cases.list_cases(request.agent_id, request.version, which, request.page_size, after)
+        return convert.cases_response(request, page)
+
+    async def LabelAgentCase(
+        self, request: pb2.LabelAgentCaseRequest, context: grpc.aio.ServicerContext
+    ) -> pb2.LabelAgentCaseResponse:
+        """Labels a case with its expected output."""
+        labelled = await self._cases.label(request.case_id, convert.label_expected(request))
+        return pb2.LabelAgentCaseResponse(case=convert.agent_case(labelled))
+
+    async def DeleteAgentCase(
+        self, request: pb2.DeleteAgentCaseRequest, context: grpc.aio.ServicerContext
+    ) -> pb2.DeleteAgentCaseResponse:
+        """Deletes a case."""
+        await self._cases.delete(request.case_id)
+        return pb2.DeleteAgentCaseResponse()

@@ -12,6 +12,7 @@ from tdev.registry.v1 import registry_service_pb2_grpc as pb2_grpc
 from tdev_client.base import Page, ServiceClient, WatchPolicy
 from tdev_client.types import (
     Agent,
+    AgentCase,
     GetAgentLineageResponse,
     RecordExecutionsResponse,
     RegisterAgentResponse,
@@ -91,3 +92,28 @@ class RegistryClient(ServiceClient):
             "agent_id": agent_id, "version": version, "set_labels": dict(set_labels or {}),
             "remove_labels": list(remove_labels), "request_id": request_id})
         return cast("Agent", answer["agent"])
+
+    async def list_agent_cases(self, agent_id: str, *, version: str = "", filter: str | None = None,
+                               page_size: int = 0, page_token: str = "") -> Page[AgentCase]:
+        """One page of an agent's production cases, newest first; ``filter`` by name, e.g. ``"FILTER_FAILING"``."""
+        page = await self._page("ListAgentCases", pb2.ListAgentCasesRequest, "cases", {
+            "agent_id": agent_id, "version": version, "filter": filter, "page_size": page_size,
+            "page_token": page_token})
+        return cast("Page[AgentCase]", page)
+
+    def iter_agent_cases(self, agent_id: str, *, version: str = "",
+                         filter: str | None = None) -> AsyncIterator[AgentCase]:
+        """Every production case of an agent, page after page."""
+        found = self._all_pages("ListAgentCases", pb2.ListAgentCasesRequest, "cases",
+                                {"agent_id": agent_id, "version": version, "filter": filter})
+        return cast("AsyncIterator[AgentCase]", found)
+
+    async def label_agent_case(self, case_id: str, expected: Mapping[str, Any]) -> AgentCase:
+        """Labels a case with the output that was expected; returns the case."""
+        answer = await self._call("LabelAgentCase", pb2.LabelAgentCaseRequest,
+                                  {"case_id": case_id, "expected": dict(expected)})
+        return cast("AgentCase", answer["case"])
+
+    async def delete_agent_case(self, case_id: str) -> None:
+        """Deletes a case for good."""
+        await self._call("DeleteAgentCase", pb2.DeleteAgentCaseRequest, {"case_id": case_id})

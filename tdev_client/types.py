@@ -430,6 +430,25 @@ class AgentAnalysis(TypedDict):
     error: str
 
 
+class AgentCase(TypedDict):
+    """``tdev.registry.v1.AgentCase``."""
+
+    case_id: str
+    agent_id: str
+    version: str
+    execution_id: str
+    success: bool
+    inputs: NotRequired[dict[str, Any]]
+    output: NotRequired[dict[str, Any]]
+    error_type: str
+    error_message: str
+    source: str
+    expected: NotRequired[dict[str, Any]]
+    labelled: bool
+    create_time: NotRequired[str]
+    label_time: NotRequired[str]
+
+
 class AgentMetrics(TypedDict):
     """``tdev.registry.v1.AgentMetrics``."""
 
@@ -450,6 +469,27 @@ class AgentVersionRef(TypedDict):
     version: str
 
 
+class CapturedCase(TypedDict):
+    """``tdev.registry.v1.CapturedCase``."""
+
+    inputs: NotRequired[dict[str, Any]]
+    output: NotRequired[dict[str, Any]]
+    error_message: str
+    source: str
+
+
+class DeleteAgentCaseRequest(TypedDict):
+    """``tdev.registry.v1.DeleteAgentCaseRequest``."""
+
+    case_id: str
+
+
+class DeleteAgentCaseResponse(TypedDict):
+    """``tdev.registry.v1.DeleteAgentCaseResponse``."""
+
+    pass
+
+
 class ExecutionRecord(TypedDict):
     """``tdev.registry.v1.ExecutionRecord``."""
 
@@ -462,6 +502,7 @@ class ExecutionRecord(TypedDict):
     cost_usd: float
     finish_time: NotRequired[str]
     error_type: str
+    captured_case: NotRequired["CapturedCase"]
 
 
 class GetAgentLineageRequest(TypedDict):
@@ -495,11 +536,41 @@ class GetAgentResponse(TypedDict):
     agent: NotRequired["Agent"]
 
 
+class LabelAgentCaseRequest(TypedDict):
+    """``tdev.registry.v1.LabelAgentCaseRequest``."""
+
+    case_id: str
+    expected: NotRequired[dict[str, Any]]
+
+
+class LabelAgentCaseResponse(TypedDict):
+    """``tdev.registry.v1.LabelAgentCaseResponse``."""
+
+    case: NotRequired["AgentCase"]
+
+
 class LineageEdge(TypedDict):
     """``tdev.registry.v1.LineageEdge``."""
 
     child: NotRequired["AgentVersionRef"]
     parent: NotRequired["AgentVersionRef"]
+
+
+class ListAgentCasesRequest(TypedDict):
+    """``tdev.registry.v1.ListAgentCasesRequest``."""
+
+    agent_id: str
+    version: str
+    filter: Literal["FILTER_UNSPECIFIED", "FILTER_FAILING", "FILTER_SUCCEEDING", "FILTER_LABELLED", "FILTER_UNLABELLED"]
+    page_size: int
+    page_token: str
+
+
+class ListAgentCasesResponse(TypedDict):
+    """``tdev.registry.v1.ListAgentCasesResponse``."""
+
+    cases: list["AgentCase"]
+    next_page_token: str
 
 
 class ListAgentVersionsRequest(TypedDict):
@@ -621,6 +692,15 @@ class CancelExecutionResponse(TypedDict):
     """``tdev.workflow.v1.CancelExecutionResponse``."""
 
     execution: NotRequired["Execution"]
+
+
+class CapturePolicy(TypedDict):
+    """``tdev.workflow.v1.CapturePolicy``."""
+
+    enabled: bool
+    success_sample_rate: float
+    max_case_bytes: int
+    redact_keys: list[str]
 
 
 class CreateWorkflowRequest(TypedDict):
@@ -847,6 +927,7 @@ class Workflow(TypedDict):
     plan: NotRequired["ExecutionPlan"]
     create_time: NotRequired[str]
     update_time: NotRequired[str]
+    capture: NotRequired["CapturePolicy"]
 
 
-__all__ = ['Agent', 'AgentAnalysis', 'AgentMetrics', 'AgentVersionRef', 'Build', 'BuildConstraints', 'BuildError', 'BuildEvent', 'BuildServiceRequest', 'BuildServiceResponse', 'CancelBuildRequest', 'CancelBuildResponse', 'CancelEvolutionRequest', 'CancelEvolutionResponse', 'CancelExecutionRequest', 'CancelExecutionResponse', 'Candidate', 'CreateWorkflowRequest', 'CreateWorkflowResponse', 'ErrorDetail', 'EvaluationCase', 'EvaluationSuite', 'EvolutionConfig', 'EvolutionEvent', 'EvolutionRun', 'ExecuteWorkflowRequest', 'ExecuteWorkflowResponse', 'Execution', 'ExecutionEvent', 'ExecutionPlan', 'ExecutionRecord', 'GenerationReport', 'GetAgentLineageRequest', 'GetAgentLineageResponse', 'GetAgentRequest', 'GetAgentResponse', 'GetBuildRequest', 'GetBuildResponse', 'GetEvolutionRequest', 'GetEvolutionResponse', 'GetExecutionRequest', 'GetExecutionResponse', 'GetWorkflowRequest', 'GetWorkflowResponse', 'LineageEdge', 'ListAgentVersionsRequest', 'ListAgentVersionsResponse', 'ListAgentsRequest', 'ListAgentsResponse', 'ListBuildsRequest', 'ListBuildsResponse', 'ListEvolutionsRequest', 'ListEvolutionsResponse', 'ListExecutionsRequest', 'ListExecutionsResponse', 'ListWorkflowsRequest', 'ListWorkflowsResponse', 'Node', 'NodeRun', 'PackagedAgent', 'PlanGeneration', 'Promotion', 'RecordExecutionsRequest', 'RecordExecutionsResponse', 'RegisterAgentRequest', 'RegisterAgentResponse', 'RetryPolicy', 'SearchAgentsRequest', 'SearchAgentsResponse', 'SearchResult', 'ServicePackage', 'StageResult', 'StartBuildRequest', 'StartBuildResponse', 'StartEvolutionRequest', 'StartEvolutionResponse', 'StartExecutionRequest', 'StartExecutionResponse', 'UpdateAgentLabelsRequest', 'UpdateAgentLabelsResponse', 'Usage', 'ValidationCase', 'WatchBuildRequest', 'WatchBuildResponse', 'WatchEvolutionRequest', 'WatchEvolutionResponse', 'WatchExecutionRequest', 'WatchExecutionResponse', 'Workflow']
+__all__ = ['Agent', 'AgentAnalysis', 'AgentCase', 'AgentMetrics', 'AgentVersionRef', 'Build', 'BuildConstraints', 'BuildError', 'BuildEvent', 'BuildServiceRequest', 'BuildServiceResponse', 'CancelBuildRequest', 'CancelBuildResponse', 'CancelEvolutionRequest', 'CancelEvolutionResponse', 'CancelExecutionRequest', 'CancelExecutionResponse', 'Candidate', 'CapturePolicy', 'CapturedCase', 'CreateWorkflowRequest', 'CreateWorkflowResponse', 'DeleteAgentCaseRequest', 'DeleteAgentCaseResponse', 'ErrorDetail', 'EvaluationCase', 'EvaluationSuite', 'EvolutionConfig', 'EvolutionEvent', 'EvolutionRun', 'ExecuteWorkflowRequest', 'ExecuteWorkflowResponse', 'Execution', 'ExecutionEvent', 'ExecutionPlan', 'ExecutionRecord', 'GenerationReport', 'GetAgentLineageRequest', 'GetAgentLineageResponse', 'GetAgentRequest', 'GetAgentResponse', 'GetBuildRequest', 'GetBuildResponse', 'GetEvolutionRequest', 'GetEvolutionResponse', 'GetExecutionRequest', 'GetExecutionResponse', 'GetWorkflowRequest', 'GetWorkflowResponse', 'LabelAgentCaseRequest', 'LabelAgentCaseResponse', 'LineageEdge', 'ListAgentCasesRequest', 'ListAgentCasesResponse', 'ListAgentVersionsRequest', 'ListAgentVersionsResponse', 'ListAgentsRequest', 'ListAgentsResponse', 'ListBuildsRequest', 'ListBuildsResponse', 'ListEvolutionsRequest', 'ListEvolutionsResponse', 'ListExecutionsRequest', 'ListExecutionsResponse', 'ListWorkflowsRequest', 'ListWorkflowsResponse', 'Node', 'NodeRun', 'PackagedAgent', 'PlanGeneration', 'Promotion', 'RecordExecutionsRequest', 'RecordExecutionsResponse', 'RegisterAgentRequest', 'RegisterAgentResponse', 'RetryPolicy', 'SearchAgentsRequest', 'SearchAgentsResponse', 'SearchResult', 'ServicePackage', 'StageResult', 'StartBuildRequest', 'StartBuildResponse', 'StartEvolutionRequest', 'StartEvolutionResponse', 'StartExecutionRequest', 'StartExecutionResponse', 'UpdateAgentLabelsRequest', 'UpdateAgentLabelsResponse', 'Usage', 'ValidationCase', 'WatchBuildRequest', 'WatchBuildResponse', 'WatchEvolutionRequest', 'WatchEvolutionResponse', 'WatchExecutionRequest', 'WatchExecutionResponse', 'Workflow']

@@ -8,10 +8,11 @@ field of that name.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import Field, SecretStr
 from pydantic.fields import FieldInfo
@@ -210,3 +211,34 @@ class ServiceSettings(LayeredSettings):
 def get_common_settings() -> CommonSettings:
     """The process's common settings, read once."""
     return CommonSettings()
+
+
+G = TypeVar("G")
+SETTING = "setting"  # dataclass field metadata key: the name of the setting a group field is read from
+
+
+def settings_group(settings: BaseSettings, group: type[G], /, **given: Any) -> G:
+    """A component's settings group (a dataclass) filled whole from a service's settings.
+
+    Each field of ``group`` is taken from ``given``, else from the setting of the same name (or the name in the
+    field's ``metadata={"setting": ...}``), else the field's default. The flat ``TDEV_*`` names stay the public
+    contract; the components see only the group they own, so a new knob is one field in two places, never a
+    third hand-copied argument in a composition root.
+
+    Raises:
+        TypeError: a field of the group has no setting, no default and was not given.
+    """
+    values: dict[str, Any] = {}
+    missing = []
+    for item in dataclasses.fields(group):  # type: ignore[arg-type]
+        source = item.metadata.get(SETTING, item.name)
+        if item.name in given:
+            values[item.name] = given.pop(item.name)
+        elif source in type(settings).model_fields:
+            values[item.name] = getattr(settings, source)
+        elif item.default is dataclasses.MISSING and item.default_factory is dataclasses.MISSING:
+            missing.append(item.name)
+    if missing or given:
+        raise TypeError(f"{group.__name__} from {type(settings).__name__}: no setting for {missing}, "
+                        f"unknown fields {sorted(given)}")
+    return group(**values)

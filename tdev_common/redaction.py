@@ -28,13 +28,15 @@ def redact(text: str) -> str:
     return _pattern.sub(MASK, text)
 
 
-def _redact_value(value: Any) -> Any:
+def redact_value(value: Any, keys: frozenset[str] = frozenset(), mask: str = MASK) -> Any:
+    """``value`` with registered secrets masked in every string and, wherever a dict has one of ``keys``,
+    that key's whole value replaced by ``mask``."""
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, dict):
-        return {key: _redact_value(item) for key, item in value.items()}
+        return {key: mask if key in keys else redact_value(item, keys, mask) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return type(value)(_redact_value(item) for item in value)
+        return type(value)(redact_value(item, keys, mask) for item in value)
     return value
 
 
@@ -42,4 +44,4 @@ def redact_processor(_logger: Any, _method: str, event_dict: dict[str, Any]) -> 
     """structlog processor: masks registered secrets in every value of the event."""
     if _pattern is None:
         return event_dict
-    return {key: _redact_value(value) for key, value in event_dict.items()}
+    return {key: redact_value(value) for key, value in event_dict.items()}

@@ -25,6 +25,7 @@ from tdev_common.protojson import dict_to_struct, struct_to_dict
 from workflow_svc.domain import (
     AgentInfo,
     AgentRef,
+    CapturePolicy,
     ErrorInfo,
     Event,
     Execution,
@@ -32,6 +33,7 @@ from workflow_svc.domain import (
     ExecutionPlan,
     ExecutionState,
     FailurePolicy,
+    JsonObject,
     NodeRun,
     NodeSpec,
     OutcomeRecord,
@@ -83,6 +85,9 @@ def spec_from_proto(workflow: wf_pb2.Workflow) -> WorkflowSpec:
         failure_policy=_failure_policy(workflow.failure_policy, "workflow.failure_policy"),
         max_concurrency=workflow.max_concurrency,
         outputs=dict(workflow.outputs),
+        capture=CapturePolicy(
+            enabled=workflow.capture.enabled, success_sample_rate=workflow.capture.success_sample_rate,
+            max_case_bytes=workflow.capture.max_case_bytes, redact_keys=tuple(workflow.capture.redact_keys)),
     )
 
 
@@ -126,6 +131,9 @@ def workflow_to_proto(workflow: Workflow) -> wf_pb2.Workflow:
         failure_policy=to_proto(spec.failure_policy, wf_pb2.FailurePolicy, "FAILURE_POLICY_"),
         max_concurrency=spec.max_concurrency,
         outputs=spec.outputs,
+        capture=wf_pb2.CapturePolicy(
+            enabled=spec.capture.enabled, success_sample_rate=spec.capture.success_sample_rate,
+            max_case_bytes=spec.capture.max_case_bytes, redact_keys=list(spec.capture.redact_keys)),
         plan=plan_to_proto(workflow.plan),
         create_time=to_timestamp(workflow.create_time),
         update_time=to_timestamp(workflow.update_time),
@@ -305,7 +313,17 @@ def record_request(records: Sequence[OutcomeRecord]) -> registry_pb2.RecordExecu
                 duration_ms=record.duration_ms,
                 finish_time=to_timestamp(record.finish_time),
                 error_type=record.error_type,
+                captured_case=_captured_case(record.case) if record.case is not None else None,
             )
             for record in records
         ]
     )
+
+
+def _captured_case(case: JsonObject) -> registry_agent_pb2.CapturedCase:
+    message = registry_agent_pb2.CapturedCase(inputs=dict_to_struct(case.get("inputs") or {}),
+                                              error_message=case.get("error_message", ""),
+                                              source=case.get("source", ""))
+    if case.get("output") is not None:
+        message.output.CopyFrom(dict_to_struct(case["output"]))
+    return message

@@ -142,6 +142,16 @@ class ExecutionPlan:
 
 
 @dataclass(frozen=True)
+class CapturePolicy:
+    """Opt-in capture of production cases (see the proto's CapturePolicy)."""
+
+    enabled: bool = False
+    success_sample_rate: float = 0.0
+    max_case_bytes: int = 0
+    redact_keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class WorkflowSpec:
     """A definition as given by a caller (before it is stored)."""
 
@@ -153,6 +163,7 @@ class WorkflowSpec:
     failure_policy: FailurePolicy = FailurePolicy.UNSPECIFIED
     max_concurrency: int = 0
     outputs: dict[str, str] = field(default_factory=dict)
+    capture: CapturePolicy = field(default_factory=CapturePolicy)
 
 
 @dataclass(frozen=True)
@@ -318,6 +329,8 @@ class OutcomeRecord:
     duration_ms: float
     finish_time: datetime
     error_type: str = ""
+    # The production case (inputs, output or error), when the workflow captures them.
+    case: JsonObject | None = None
 
 
 @dataclass

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -41,7 +41,7 @@ class EngineSettings:
     lease_seconds: float
     claim_interval_seconds: float
     max_active_executions: int
-    default_concurrency: int
+    default_concurrency: int = field(metadata={"setting": "max_concurrency"})
     default_timeout_seconds: float
     inline_output_bytes: int
     report_interval_seconds: float

@@ -25,6 +25,7 @@ from tdev_common.clock import from_epoch, optional_from_epoch, optional_to_epoch
 from tdev_common.idempotency import check_same_request
 from workflow_svc.domain import (
     Batch,
+    CapturePolicy,
     Claim,
     ErrorInfo,
     Event,
@@ -66,6 +67,7 @@ def _record_json(record: OutcomeRecord) -> dict[str, Any]:
         "duration_ms": record.duration_ms,
         "finish_time": to_epoch(record.finish_time),
         "error_type": record.error_type,
+        **({"case": record.case} if record.case is not None else {}),
     }
 
 
@@ -151,7 +153,16 @@ def spec_from_json(value: dict[str, Any]) -> WorkflowSpec:
         failure_policy=FailurePolicy(value.get("failure_policy", 0)),
         max_concurrency=value.get("max_concurrency", 0),
         outputs=value.get("outputs") or {},
+        capture=_capture_from_json(value.get("capture") or {}),
     )
+
+
+def _capture_from_json(value: dict[str, Any]) -> CapturePolicy:
+    # Definitions stored before capture existed have none: off.
+    return CapturePolicy(enabled=bool(value.get("enabled", False)),
+                         success_sample_rate=float(value.get("success_sample_rate", 0.0)),
+                         max_case_bytes=int(value.get("max_case_bytes", 0)),
+                         redact_keys=tuple(value.get("redact_keys") or ()))
 
 
 def plan_to_json(plan: ExecutionPlan) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from tdev_common.clock import utc_now
 from tdev_common.errors import DomainError
 from tdev_common.tasks import watch
 from workflow_svc import refs
+from workflow_svc.capture import captured_case, should_capture
 from workflow_svc.domain import (
     AttemptResult,
     Batch,
@@ -152,6 +153,8 @@ class Run:
         self._batch = Batch()
         self._seq = 0
         self._cancelled_tasks: list[asyncio.Task[AttemptResult]] = []
+        # Resolved inputs of each node's latest attempt, kept only when the workflow captures cases.
+        self._captured_inputs: dict[str, JsonObject] = {}
         self.task: asyncio.Task[None] | None = None
 
     # -- signals from outside ----------------------------------------------------------------------------------
@@ -370,6 +373,8 @@ class Run:
             return AttemptResult(
                 ok=False, error=ErrorInfo("ref_error", str(error), node_id=node_id), retryable=False
             )
+        if self.workflow.spec.capture.enabled:
+            self._captured_inputs[node_id] = inputs
         timeout = node.timeout_seconds or engine.settings.default_timeout_seconds
         result = await engine.runner.run(agent.code, inputs, timeout, node.required_resources)
         if result.error is not None and not result.error.node_id:
@@ -401,7 +406,7 @@ class Run:
             output=None if large else output,
             output_ref=ref,
         )
-        self._record(node_id, run.attempt, True, result.duration_ms, now, "")
+        self._record(node_id, run.attempt, True, result.duration_ms, now, "", output=output)
         for child in self.scheduler.succeeded(node_id):
             self._scheduled(child)
 
@@ -411,7 +416,7 @@ class Run:
         run = self.runs[node_id]
         failures = run.failures + 1
         error = result.error or ErrorInfo("error", "the attempt failed", node_id=node_id)
-        self._record(node_id, run.attempt, False, result.duration_ms, now, error.type)
+        self._record(node_id, run.attempt, False, result.duration_ms, now, error.type, error_message=error.message)
         common = {"failures": failures, "error": error, "end_time": now, "duration_ms": result.duration_ms}
         if result.retryable and failures <= node.retry_policy.max_retries and self._cancel_reason is None:
             delay = backoff_seconds(node, failures, self.engine.rng)
@@ -450,8 +455,15 @@ class Run:
         self._due.append(node_id)
         self._wake.set()
 
-    def _record(self, node_id: str, attempt: int, success: bool, duration_ms: float, now: datetime, error: str) -> None:
+    def _record(self, node_id: str, attempt: int, success: bool, duration_ms: float, now: datetime, error: str,
+                *, output: JsonObject | None = None, error_message: str = "") -> None:
         node = self.nodes[node_id]
+        policy = self.workflow.spec.capture
+        case = None
+        inputs = self._captured_inputs.pop(node_id, None)
+        if inputs is not None and should_capture(policy, self.execution_id, node_id, success):
+            source = f"workflow {self.workflow.workflow_id} execution {self.execution_id} node {node_id}"
+            case = captured_case(policy, inputs, output if success else None, error_message, source)
         self._batch.outbox.append(
             OutcomeRecord(
                 record_id=f"{self.execution_id}/{node_id}/{attempt}",
@@ -461,6 +473,7 @@ class Run:
                 duration_ms=duration_ms,
                 finish_time=now,
                 error_type=error,
+                case=case,
             )
         )
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from tdev.workflow.v1 import workflow_service_pb2 as pb2
 from tdev.workflow.v1 import workflow_service_pb2_grpc as pb2_grpc
 
-from tdev_common.config import CommonSettings, get_common_settings
+from tdev_common.config import CommonSettings, get_common_settings, settings_group
 from tdev_common.db import create_engine, migrate
 from tdev_common.grpc_client import open_channel
 from tdev_common.grpc_server import ServiceBinding, build_server
@@ -69,20 +69,7 @@ async def create_server(
         on_close(stack, bus.close)
         identity = worker_identity(settings.worker_id, database_url)
         engine = Engine(
-            EngineSettings(
-                worker_id=identity.name,
-                reclaim_own=identity.reclaim_own,
-                lease_seconds=settings.lease_seconds,
-                claim_interval_seconds=settings.claim_interval_seconds,
-                max_active_executions=settings.max_active_executions,
-                default_concurrency=settings.max_concurrency,
-                default_timeout_seconds=settings.default_timeout_seconds,
-                inline_output_bytes=settings.inline_output_bytes,
-                report_interval_seconds=settings.report_interval_seconds,
-                report_batch_size=settings.report_batch_size,
-                agent_cache_size=settings.agent_cache_size,
-                flush_interval_seconds=settings.flush_interval_seconds,
-            ),
+            settings_group(settings, EngineSettings, worker_id=identity.name, reclaim_own=identity.reclaim_own),
             repo,
             registry,
             runner,
@@ -91,12 +78,7 @@ async def create_server(
         await engine.start()
         on_close(stack, engine.close)
         service = WorkflowService(
-            ServiceSettings(
-                limits=Limits(settings.max_nodes, settings.max_timeout_seconds, settings.max_concurrency_limit),
-                lease_seconds=settings.lease_seconds,
-                watch_poll_seconds=settings.watch_poll_seconds,
-                cancel_wait_seconds=settings.cancel_wait_seconds,
-            ),
+            settings_group(settings, ServiceSettings, limits=settings_group(settings, Limits)),
             repo,
             registry,
             engine,

@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import networkx as nx
 
 from tdev_common.errors import FieldViolation
 from workflow_svc import refs
-from workflow_svc.domain import AgentInfo, AgentRef, NodeSpec, WorkflowSpec
+from workflow_svc.domain import AgentInfo, AgentRef, CapturePolicy, NodeSpec, WorkflowSpec
 
 NODE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 RESOURCE_LIMITS = {"memory_mb": (64.0, 16384.0), "cpu_seconds": (0.01, 3600.0)}
@@ -25,7 +25,7 @@ class Limits:
 
     max_nodes: int
     max_timeout_seconds: float
-    max_concurrency: int
+    max_concurrency: int = field(metadata={"setting": "max_concurrency_limit"})
 
 
 class AgentLookup:
@@ -182,6 +182,26 @@ def _ref_violations(spec: WorkflowSpec, graph: nx.DiGraph, index_of: Mapping[str
     return problems
 
 
+MAX_REDACT_KEYS = 100
+MAX_CASE_BYTES = 1024 * 1024
+
+
+def _capture_violations(capture: CapturePolicy) -> list[FieldViolation]:
+    problems = []
+    rate = capture.success_sample_rate
+    if not (math.isfinite(rate) and 0.0 <= rate <= 1.0):
+        problems.append(FieldViolation("capture.success_sample_rate", f"must be 0 to 1, got {rate}"))
+    if not 0 <= capture.max_case_bytes <= MAX_CASE_BYTES:
+        problems.append(FieldViolation("capture.max_case_bytes",
+                                       f"must be 0 (the default) to {MAX_CASE_BYTES}, got {capture.max_case_bytes}"))
+    if len(capture.redact_keys) > MAX_REDACT_KEYS:
+        problems.append(FieldViolation("capture.redact_keys", f"at most {MAX_REDACT_KEYS} keys"))
+    for index, key in enumerate(capture.redact_keys):
+        if not key.strip():
+            problems.append(FieldViolation(f"capture.redact_keys[{index}]", "must not be empty"))
+    return problems
+
+
 def structural_violations(spec: WorkflowSpec, limits: Limits) -> list[FieldViolation]:
     """Every problem of a definition that needs no registry, in a stable order."""
     problems: list[FieldViolation] = []
@@ -199,6 +219,7 @@ def structural_violations(spec: WorkflowSpec, limits: Limits) -> list[FieldViola
                 "max_concurrency", f"must be 0 to {limits.max_concurrency}, got {spec.max_concurrency}"
             )
         )
+    problems.extend(_capture_violations(spec.capture))
     index_of: dict[str, int] = {}
     for index, node in enumerate(spec.nodes):
         if node.id in index_of:

@@ -18,11 +18,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from registry_svc.domain import (
+    AgentCase,
     AgentIdentity,
     AgentVersion,
     Analysis,
     AnalysisJob,
     AnalysisState,
+    CaseFilter,
     ExecutionRecord,
     Inspection,
     LabelsUpdated,
@@ -37,7 +39,7 @@ from registry_svc.domain import (
     VersionRef,
 )
 from registry_svc.ports import InspectionFailed, RequestMismatch, TooManyLabels, UnknownVersions, VersionConflict
-from registry_svc.repository import p95
+from registry_svc.repository import case_id_of, p95
 from tdev_common import paging
 from tdev_common.paging import Page
 
@@ -126,6 +128,7 @@ class FakeRepository:
         self.requests: dict[str, tuple[VersionRef, str | None]] = {}
         self.label_requests: dict[str, str] = {}
         self.executions: dict[str, _Execution] = {}
+        self.cases: dict[str, AgentCase] = {}
         self.conflicts = 0
         self._next_id = 1
 
@@ -308,7 +311,7 @@ class FakeRepository:
     # ---- executions ----------------------------------------------------------------------------------
 
     async def record_executions(self, records: Sequence[ExecutionRecord], now: datetime,
-                                p95_window: int) -> RecordResult:
+                                p95_window: int, max_cases_per_version: int = 1000) -> RecordResult:
         known = {row.version.ref for row in self.rows.values()}
         missing = [(index, r.ref) for index, r in enumerate(records) if r.ref not in known]
         if missing:
@@ -319,7 +322,40 @@ class FakeRepository:
         touched = sorted({r.ref for r in inserted})
         for ref in touched:
             self._apply_totals(ref, [r for r in inserted if r.ref == ref], now, p95_window)
+        for record in inserted:
+            if record.case is not None:
+                case_id = case_id_of(record.execution_id)
+                self.cases[case_id] = AgentCase(
+                    case_id, record.agent_id, record.version, record.execution_id, record.success,
+                    record.case.inputs, record.case.output, record.error_type, record.case.error_message,
+                    record.case.source, None, record.finish_time or now)
+        for ref in touched:
+            mine = sorted((c for c in self.cases.values() if (c.agent_id, c.version) == (ref.agent_id, ref.version)),
+                          key=lambda c: (c.expected is None, -c.create_time.timestamp(), _reverse(c.case_id)))
+            for dropped in mine[max_cases_per_version:]:
+                del self.cases[dropped.case_id]
         return RecordResult(accepted=len(inserted), duplicates=len(records) - len(inserted), touched=tuple(touched))
+
+    async def list_cases(self, agent_id: str, version: str, which: CaseFilter, page_size: int,
+                         after: list[Any] | None) -> Page[AgentCase]:
+        keep = {CaseFilter.ALL: lambda c: True, CaseFilter.FAILING: lambda c: not c.success,
+                CaseFilter.SUCCEEDING: lambda c: c.success, CaseFilter.LABELLED: lambda c: c.labelled,
+                CaseFilter.UNLABELLED: lambda c: not c.labelled}[which]
+        found = sorted((c for c in self.cases.values() if c.agent_id == agent_id and (not version or
+                        c.version == version) and keep(c)),
+                       key=lambda c: (c.create_time.timestamp(), c.case_id), reverse=True)
+        if after is not None:
+            found = [c for c in found if (c.create_time.timestamp(), c.case_id) < (after[0], after[1])]
+        return paging.take(found, page_size, lambda last: [last.create_time.timestamp(), last.case_id])
+
+    async def label_case(self, case_id: str, expected: dict[str, Any], now: datetime) -> AgentCase | None:
+        if case_id not in self.cases:
+            return None
+        self.cases[case_id] = replace(self.cases[case_id], expected=expected, label_time=now)
+        return self.cases[case_id]
+
+    async def delete_case(self, case_id: str) -> bool:
+        return self.cases.pop(case_id, None) is not None
 
     def _apply_totals(self, ref: VersionRef, records: Sequence[ExecutionRecord], now: datetime,
                       p95_window: int) -> None:
@@ -393,3 +429,8 @@ class FakeRepository:
                                                                     state=AnalysisState.PENDING))
                 released += 1
         return released
+
+
+def _reverse(text: str) -> tuple[int, ...]:
+    """Sorts strings descending inside an ascending key."""
+    return tuple(-ord(ch) for ch in text)
