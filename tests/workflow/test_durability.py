@@ -143,6 +143,7 @@ async def test_kill_9_at_several_moments_resumes_without_rerunning_finished_node
         ]
         done_before_kill: list[set[str]] = []
         kill_sequence: list[int] = []
+        kill_times: list[float] = []
         restarts = ["worker-a", "worker-b", "worker-b"]
         since = 0.0
         for moment, next_worker in zip(moments, restarts, strict=True):
@@ -152,6 +153,7 @@ async def test_kill_9_at_several_moments_resumes_without_rerunning_finished_node
             done_before_kill.append({e.node_id for e in seen if e.type == Event.TYPE_NODE_SUCCEEDED})
             kill_sequence.append(seen[-1].sequence)
             since = time.time()
+            kill_times.append(since)
             await service.start(next_worker)
         final: list[wf_pb2.ExecutionEvent] = []
         await _follow(service.stub, execution_id, 0, final, lambda s: False)
@@ -166,7 +168,13 @@ async def test_kill_9_at_several_moments_resumes_without_rerunning_finished_node
         for finished, sequence in zip(done_before_kill, kill_sequence, strict=True):
             restarted = {e.node_id for e in final if e.type == Event.TYPE_NODE_STARTED and e.sequence > sequence}
             assert not finished & restarted
-        assert len(of_type(final, Event.TYPE_EXECUTION_RESUMED)) == 3
+        # Every kill that found the execution unfinished is followed by exactly one resume. On a loaded machine
+        # the last nodes can finish between the last moment being seen and the kill landing: then the next
+        # process has nothing to resume (the success was committed before the kill).
+        ended = final[-1].time.ToMicroseconds() / 1e6
+        unfinished_kills = sum(1 for killed in kill_times if killed < ended)
+        assert unfinished_kills >= 2
+        assert len(of_type(final, Event.TYPE_EXECUTION_RESUMED)) == unfinished_kills
         assert {e.worker_id for e in final} == {"worker-a", "worker-b"}
 
         # The same workflow without crashes gives the same outputs.
