@@ -81,7 +81,7 @@ def status(as_json: JsonOption = False) -> None:
         out.print(table)
         out.print(f"sandbox isolation: {isolation}")
     if any(state != "SERVING" for state in health.values()):
-        if not as_json and all(state == "UNREACHABLE" for state in health.values()):
+        if all(state == "UNREACHABLE" for state in health.values()):
             session.err.print(f"hint: {session.MESH_DOWN_HINT}", markup=False)
         raise typer.Exit(1)
 

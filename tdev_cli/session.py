@@ -89,6 +89,8 @@ def report(error: TdevError) -> None:
     """``error CODE: message``, the field violations, the request id and, when unreachable, how to start it."""
     err.print(f"[red]error[/red] {error.code.name}: {escape(error.message)}")
     for violation in error.field_violations:
+        if f"{violation.field}: {violation.description}" in error.message:
+            continue  # the message says it already
         err.print(f"  [yellow]{escape(violation.field)}[/yellow]: {escape(violation.description)}")
     if error.request_id:
         err.print(f"request id {escape(error.request_id)}")
