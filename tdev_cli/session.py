@@ -24,6 +24,7 @@ from tdev_client import Connection, ConnectionError_, Mesh, TdevError
 
 T = TypeVar("T")
 
+TOKEN_HINT = "this mesh wants a bearer token: pass --token, set TDEV_TOKEN, or use a --profile with token_env"
 MESH_DOWN_HINT = ("is the mesh running? start it with `make run` (or `tdev up`), or point --profile/--address "
                   "at yours")
 # What gRPC says when nothing listens at the address (not when TLS or auth fails: those have their own words).
@@ -96,6 +97,8 @@ def report(error: TdevError) -> None:
         err.print(f"request id {escape(error.request_id)}")
     if unreachable(error):
         err.print(f"hint: {escape(MESH_DOWN_HINT)}")
+    elif error.code == grpc.StatusCode.UNAUTHENTICATED:
+        err.print(f"hint: {escape(TOKEN_HINT)}")
 
 
 def watching(what: str, command: str) -> None:
