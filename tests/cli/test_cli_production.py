@@ -82,7 +82,8 @@ async def test_token_from_the_option_the_environment_or_a_profile_works(prod: Pr
     assert [a["name"] for a in json.loads(ran.stdout)["agents"]] == ["Echo"]
 
     # A profile names the whole mesh and where its token is; nothing else in the environment.
-    lines = ["[prod]", *(f'{name} = "127.0.0.1:{port}"' for name, port in prod.ports.items()), 'token_env = "PROD_TOKEN"']
+    lines = ["[prod]", *(f'{name} = "127.0.0.1:{port}"' for name, port in prod.ports.items()),
+             'token_env = "PROD_TOKEN"']
     (prod.tmp_path / "profiles.toml").write_text("\n".join(lines) + "\n")
     bare = clean_env(prod.tmp_path, PROD_TOKEN=TOKEN)
     ran = await tdev(bare, "--profile", "prod", "agents", "show", "Echo", "--json")
