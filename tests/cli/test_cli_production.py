@@ -13,6 +13,7 @@ import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -194,7 +195,7 @@ async def _registry(common: CommonSettings) -> ServiceHandle:
 
 
 async def test_tls_with_ca_and_mtls_with_client_certificate_work(tmp_path: Path, pki: Path) -> None:
-    server_tls = {"tls_cert_file": pki / "registry.pem", "tls_key_file": pki / "registry.key"}
+    server_tls: dict[str, Any] = {"tls_cert_file": pki / "registry.pem", "tls_key_file": pki / "registry.key"}
     with server_logs_on_stderr():
         tls_only = await _registry(CommonSettings(data_dir=tmp_path / "tls", log_level="WARNING", **server_tls))
         mutual = await _registry(CommonSettings(
