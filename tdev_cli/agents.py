@@ -123,7 +123,7 @@ def register(
     """
     if name and new_version_of:
         session.fail("--name and --new-version-of exclude each other")
-    code = file.read_text()
+    code = session.read_text(file)
     parents = []
     for text in parent or []:
         agent_id, _, parent_version = text.partition("@")

@@ -186,13 +186,7 @@ def build_command(
 ) -> None:
     """Build a validated service from plain-language requirements (--json: the build, or with --follow one
     event per line)."""
-    if requirements.startswith("@"):
-        try:
-            text = Path(requirements[1:]).read_text(encoding="utf-8")
-        except OSError as error:
-            session.fail(f"{requirements[1:]}: {error.strerror}")
-    else:
-        text = requirements
+    text = session.read_text(Path(requirements[1:])) if requirements.startswith("@") else requirements
     constraints = _constraints(max_cost, max_tokens, max_time, max_fix_attempts, no_reuse, samples or [])
 
     async def work(builds: BuilderClient) -> int:

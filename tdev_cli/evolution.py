@@ -180,7 +180,7 @@ def evolve_command(
         raise typer.BadParameter(f"--operators: one of auto, {', '.join(k for k in OPERATORS if k != 'unspecified')}")
     message = suite_from_file(suite)
     path = Path(agent)
-    code = path.read_text() if agent.endswith(".py") and path.is_file() else None
+    code = session.read_text(path) if agent.endswith(".py") and path.is_file() else None
     config: dict[str, Any] = {"operators": OPERATORS.get(operators, "OPERATOR_SET_UNSPECIFIED"), "promote": promote}
     for field, value in (
         ("generations", generations), ("population_size", population), ("mutation_rate", mutation_rate),

@@ -74,9 +74,28 @@ def connection(**addresses: str) -> Connection:
     explicit: dict[str, Any] = {"token": options.token, "ca_file": options.ca_file, "cert_file": options.cert_file,
                                 "key_file": options.key_file, **addresses}
     try:
-        return Connection.resolve(profile=options.profile, **explicit)
+        resolved = Connection.resolve(profile=options.profile, **explicit)
+        pems = resolved.pem()
     except ConnectionError_ as error:
         fail(str(error))
+    # gRPC takes any bytes and only fails at connect time, in words about the network: say it here instead.
+    for path, pem, marker, what in (
+            (resolved.ca_file, pems[0], b"-----BEGIN CERTIFICATE-----", "CA certificate"),
+            (resolved.cert_file, pems[1], b"-----BEGIN CERTIFICATE-----", "certificate"),
+            (resolved.key_file, pems[2], b"PRIVATE KEY-----", "private key")):
+        if pem is not None and marker not in pem:
+            fail(f"{path} is not a PEM {what}")
+    return resolved
+
+
+def read_text(path: Path) -> str:
+    """A text file the command was given; one that cannot be read as UTF-8 exits 2 naming why."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as error:
+        fail(f"cannot read {path}: {error.strerror}")
+    except UnicodeDecodeError as error:
+        fail(f"{path} is not UTF-8 text: {error.reason} at byte {error.start}")
 
 
 def unreachable(error: TdevError) -> bool:

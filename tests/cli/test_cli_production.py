@@ -228,3 +228,24 @@ async def test_tls_with_ca_and_mtls_with_client_certificate_work(tmp_path: Path,
         finally:
             await tls_only.close(grace=0)
             await mutual.close(grace=0)
+
+
+async def test_bad_files_and_settings_exit_2_with_one_line(tmp_path: Path) -> None:
+    env = clean_env(tmp_path)
+    not_pem = tmp_path / "ca.pem"
+    not_pem.write_text("hello\n")
+    binary = tmp_path / "agent.py"
+    binary.write_bytes(b"\xff\xfe")
+    (tmp_path / "broken.toml").write_text("not toml [\n")
+    cases = [
+        (["--ca", str(not_pem), "agents", "list"], f"error {not_pem} is not a PEM CA certificate"),
+        (["agents", "register", str(binary)], f"error {binary} is not UTF-8 text: invalid start byte at byte 0"),
+        (["build", f"@{tmp_path / 'missing.txt'}"], f"error cannot read {tmp_path / 'missing.txt'}: No such file or "
+                                                    "directory"),
+    ]
+    for args, line in cases:
+        ran = await tdev(env, *args)
+        assert_clean_failure(ran, 2, line)
+    broken = await tdev({**env, "TDEV_PROFILES_FILE": str(tmp_path / "broken.toml")}, "agents", "list")
+    assert (broken.code, broken.stdout) == (2, "") and broken.stderr.startswith(
+        f"error profiles file {tmp_path / 'broken.toml'} is unreadable: ")
