@@ -10,7 +10,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Group
-from rich.live import Live
 from rich.markdown import Markdown
 from rich.markup import escape
 from rich.table import Table
@@ -112,10 +111,10 @@ async def follow(builds: BuilderClient, build_id: str, *, as_json: bool = False)
         async for event in _watched(builds, build_id):
             emit_line(event)
     else:
-        with Live(progress.render(), console=out, refresh_per_second=8, transient=False) as live:
+        with session.live(progress.render()) as update:
             async for event in _watched(builds, build_id):
                 progress.apply(event)
-                live.update(progress.render())
+                update(progress.render())
     build = await builds.get_build(build_id)
     if not as_json:
         print_result(build)
@@ -221,7 +220,8 @@ def show(
         if not build.get("package", {}).get("readme"):
             session.err.print("[yellow]no README: the build has not succeeded[/yellow]")
             raise typer.Exit(1)
-        out.print(Markdown(build["package"]["readme"]))
+        # Prose reads best at 100 columns, also when piped (headings are centred across the width).
+        out.print(Markdown(build["package"]["readme"]), width=min(out.width, 100))
         return
     out.print(f"build [bold]{build['build_id']}[/bold] {_lower(build['state'])}: {escape(build['requirements'][:200])}")
     table = Table("stage", "try", "state", "ms", "tokens", "cost $", "summary")

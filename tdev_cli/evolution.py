@@ -10,7 +10,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Group
-from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
@@ -126,10 +125,10 @@ async def _follow(evolution: EvolutionClient, run_id: str, after: int = 0, *, as
             table.add(event)
             emit_line(event)
     else:
-        with Live(table.render(), console=out, refresh_per_second=8) as live:
+        with session.live(table.render()) as update:
             async for event in events:
                 table.add(event)
-                live.update(table.render())
+                update(table.render())
     return 0 if table.ended is not None and table.ended.get("type") == "TYPE_RUN_SUCCEEDED" else 1
 
 

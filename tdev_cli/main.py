@@ -47,6 +47,7 @@ def global_options(
 ) -> None:
     """T-Developer: register, compose, build and evolve AI agents."""
     session.options = session.Options(profile=profile, token=token, ca_file=ca, cert_file=cert, key_file=key)
+    session.configure_output()
 
 
 @app.command()

@@ -8,16 +8,19 @@ wrong (bad option, unreadable file, unusable connection settings), 130 interrupt
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import grpc
 import typer
-from rich.console import Console
+from rich.console import Console, RenderableType
+from rich.live import Live
 from rich.markup import escape
 
 from tdev_client import Connection, ConnectionError_, Mesh, TdevError
@@ -42,9 +45,36 @@ def _is_terminal(stream: Any) -> bool:
         return False
 
 
-# Piped output keeps its long lines whole (no wrapping) and rich drops colours by itself off a terminal.
+# Off a terminal, rich drops colours by itself; lines are not wrapped (see configure_output).
 out = Console(soft_wrap=not _is_terminal(sys.stdout))
 err = Console(stderr=True, soft_wrap=True)
+# How wide tables may grow when piped without COLUMNS: as wide as their content, never wrapped at 80.
+PIPE_WIDTH = 4096
+
+
+def configure_output() -> None:
+    """Fits the stdout console to where stdout goes now (each command may run with another stdout)."""
+    if _is_terminal(sys.stdout):
+        out.soft_wrap = False
+        return
+    out.soft_wrap = True
+    columns = os.environ.get("COLUMNS", "")
+    out.width = int(columns) if columns.isdigit() and int(columns) > 0 else PIPE_WIDTH
+
+
+@contextlib.contextmanager
+def live(first: RenderableType) -> Iterator[Callable[[RenderableType], None]]:
+    """A view refreshed in place on a terminal; elsewhere only the last view, printed once at the end (redrawing
+    is for eyes, and rich's last frame off a terminal lacks its final newline)."""
+    if out.is_terminal:
+        with Live(first, console=out, refresh_per_second=8, transient=False) as view:
+            yield view.update
+        return
+    latest = [first]
+    try:
+        yield lambda renderable: latest.__setitem__(0, renderable)
+    finally:
+        out.print(latest[0])
 
 
 @dataclass

@@ -10,7 +10,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Group
-from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
@@ -261,10 +260,10 @@ async def follow_execution(workflows: WorkflowClient, execution_id: str, node_id
             progress.apply(event)
             emit_line(event)
     else:
-        with Live(progress.render(), console=out, refresh_per_second=8, transient=False) as live:
+        with session.live(progress.render()) as update:
             async for event in _watched(workflows, execution_id):
                 progress.apply(event)
-                live.update(progress.render())
+                update(progress.render())
     end = progress.end
     if end is None:
         return 1

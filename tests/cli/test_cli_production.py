@@ -134,6 +134,17 @@ async def test_piped_output_has_no_ansi_and_keeps_long_lines(prod: Prod) -> None
     assert f"  {description.strip()}\n" in ran.stdout  # one line, however long: no wrapping
     listed = await tdev_piped(env, "agents", "list")
     assert listed.code == 0 and "\x1b[" not in listed.stdout and "Echo" in listed.stdout
+    agent_id = ran.stdout.split("(agent_")[1][:12]
+    definition = prod.tmp_path / "echo.json"
+    definition.write_text(json.dumps({"name": "piped", "nodes": [
+        {"id": "node_" + "x" * 59, "agent_id": f"agent_{agent_id}",
+         "inputs": {"value": {"$ref": "inputs.n"}}}]}))
+    ran = await tdev_piped(env, "workflows", "run", str(definition), "-i", "n=5", "--follow")
+    assert ran.code == 0 and "\x1b[" not in ran.stdout, ran
+    lines = ran.stdout.splitlines()
+    row = next(line for line in lines if line.startswith("│ node_" + "x" * 59 + " │ succeeded"))
+    assert len(row) > 80  # wider than rich's default off a terminal, and not wrapped
+    assert "1/1 nodes done" in ran.stdout and "succeeded outputs:" in lines  # the last frame ends its line
     down = await tdev_piped({**env, "TDEV_REGISTRY_ADDRESS": f"127.0.0.1:{free_port()}"}, "agents", "list")
     assert down.code == 1 and "\x1b[" not in down.stderr and down.stderr.splitlines()[-1] == HINT
 
