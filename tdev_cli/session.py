@@ -183,14 +183,25 @@ def call(work: Callable[[Mesh], Awaitable[T]], **addresses: str) -> T:
         raise typer.Exit(130) from None
 
 
+def _write(text: str) -> None:
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (``tdev ... --json | head -1``): stop quietly, as Unix tools do, and keep Python
+        # from failing again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise typer.Exit(141) from None
+
+
 def emit(document: Any) -> None:
     """One JSON document on stdout."""
-    print(json.dumps(document, indent=2, ensure_ascii=False, default=str), flush=True)
+    _write(json.dumps(document, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
 def emit_line(document: Any) -> None:
     """One JSON object on one line of stdout (streams, --follow)."""
-    print(json.dumps(document, ensure_ascii=False, default=str), flush=True)
+    _write(json.dumps(document, ensure_ascii=False, default=str) + "\n")
 
 
 def say(as_json: bool, text: str) -> None:
