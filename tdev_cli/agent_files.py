@@ -8,14 +8,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
-from google.protobuf import json_format
-from tdev.registry.v1 import registry_service_pb2 as pb2
-from tdev.registry.v1 import registry_service_pb2_grpc as pb2_grpc
+from tdev_client import NotFound, RegistryClient
 
 # The registry's own rule for names (registry_svc/validation.py); a declared name breaking it is not used.
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
-_AGENT_ID = re.compile(r"^agent_[0-9a-f]{12}$")
 _WORD_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 
 
@@ -98,11 +94,7 @@ def _declared_name(method: ast.FunctionDef | ast.AsyncFunctionDef) -> str | None
     return None
 
 
-def _selector(agent: str) -> dict[str, str]:
-    return {"agent_id": agent} if _AGENT_ID.match(agent) else {"name": agent}
-
-
-async def registration_name(stub: pb2_grpc.RegistryServiceStub, path: Path, code: str, *, name: str = "",
+async def registration_name(registry: RegistryClient, path: Path, code: str, *, name: str = "",
                             new_version_of: str = "") -> str:
     """The registry name ``path`` is registered under, after checking it is the same agent.
 
@@ -113,27 +105,24 @@ async def registration_name(stub: pb2_grpc.RegistryServiceStub, path: Path, code
 
     Raises:
         RegistrationRefused: the name belongs to an agent of another class.
-        grpc.aio.AioRpcError: the registry failed, or ``new_version_of`` names no agent (NOT_FOUND).
+        TdevError: the registry failed, or ``new_version_of`` names no agent (NotFound).
     """
     if new_version_of:
-        existing = await stub.GetAgent(pb2.GetAgentRequest(exclude_code=True, **_selector(new_version_of)))
-        return str(existing.agent.name)
+        return (await registry.get_agent(new_version_of, exclude_code=True))["name"]
     identity = read_identity(code)
     target = name or (identity.default_name if identity is not None else path.stem)
     if identity is None:
         return target
     try:
-        latest = (await stub.GetAgent(pb2.GetAgentRequest(name=target, exclude_code=True))).agent
-    except grpc.aio.AioRpcError as error:
-        if error.code() == grpc.StatusCode.NOT_FOUND:
-            return target  # a new agent
-        raise
-    declared = json_format.MessageToDict(latest.declared_capabilities).get("name")
-    if latest.class_name != identity.class_name:
-        difference = f"{target} {latest.version} is class {latest.class_name}, the file defines class " \
+        latest = await registry.get_agent(target, exclude_code=True)
+    except NotFound:
+        return target  # a new agent
+    declared = (latest.get("declared_capabilities") or {}).get("name")
+    if latest["class_name"] != identity.class_name:
+        difference = f"{target} {latest['version']} is class {latest['class_name']}, the file defines class " \
                      f"{identity.class_name}"
     elif isinstance(declared, str) and identity.declared_name and declared != identity.declared_name:
-        difference = f"{target} {latest.version} declares the name {declared!r}, the file declares " \
+        difference = f"{target} {latest['version']} declares the name {declared!r}, the file declares " \
                      f"{identity.declared_name!r}"
     else:
         return target

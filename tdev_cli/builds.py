@@ -1,53 +1,50 @@
-"""``tdev build`` and ``tdev builds``: build services from requirements and follow them live (over gRPC)."""
+"""``tdev build`` and ``tdev builds``: build services from requirements and follow them live (typed client)."""
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
-from google.protobuf import json_format, struct_pb2
-from rich.console import Console, Group
-from rich.live import Live
+from rich.console import Group
 from rich.markdown import Markdown
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 from tdev.builder.v1 import build_pb2
-from tdev.builder.v1 import builder_service_pb2 as pb2
-from tdev.builder.v1 import builder_service_pb2_grpc as pb2_grpc
 
-from tdev_cli.calls import call_service, resumable_events
-from tdev_common.config import get_common_settings
-from tdev_common.protojson import struct_to_dict
+from tdev_cli import session
+from tdev_cli.session import JsonOption, emit, emit_line, out
+from tdev_client import BuilderClient
 
-T = TypeVar("T")
-Event = build_pb2.BuildEvent
-STAGES = [value for name, value in build_pb2.Stage.items() if value]
-STATES = {name.removeprefix("STATE_").lower(): value for name, value in build_pb2.Build.State.items() if value}
-END_EVENTS = (Event.TYPE_BUILD_SUCCEEDED, Event.TYPE_BUILD_FAILED, Event.TYPE_BUILD_CANCELLED)
+STAGES = [name for name, value in build_pb2.Stage.items() if value]
+STATES = {name.removeprefix("STATE_").lower(): name for name, value in build_pb2.Build.State.items() if value}
+END_EVENTS = ("TYPE_BUILD_SUCCEEDED", "TYPE_BUILD_FAILED", "TYPE_BUILD_CANCELLED")
 STAGE_STYLE = {"pending": "dim", "running": "yellow", "succeeded": "green", "failed": "red"}
-ADDRESS_HELP = "Builder service address (default: TDEV_BUILDER_ADDRESS)."
+ADDRESS_HELP = "Builder service address (else the profile's, else TDEV_BUILDER_ADDRESS, else 127.0.0.1:50053)."
 
 builds_app = typer.Typer(help="Show, list, watch and cancel builds.", no_args_is_help=True)
-console = Console()
 
 
-def stage_name(stage: int) -> str:
+def stage_name(stage: str) -> str:
     """``STAGE_SELECT_OR_CREATE`` -> ``select or create``."""
-    return build_pb2.Stage.Name(stage).removeprefix("STAGE_").lower().replace("_", " ")  # type: ignore[arg-type]
+    return str(stage).removeprefix("STAGE_").lower().replace("_", " ")
 
 
-def _plain(message: struct_pb2.Struct) -> Any:
-    return struct_to_dict(message)
+def _lower(state: str) -> str:
+    return str(state).removeprefix("STATE_").lower()
 
 
-def _run(address: str, work: Callable[[pb2_grpc.BuilderServiceStub], Awaitable[T]]) -> T:
-    """Runs ``work`` against the builder; a failed call prints its status and exits 1."""
-    return call_service(address or get_common_settings().builder_address, pb2_grpc.BuilderServiceStub, work)
+def _run(address: str, work: Any) -> Any:
+    """Runs ``work(mesh.builds)``; a failed call prints its status and exits 1."""
+    return session.call(lambda mesh: work(mesh.builds), builder=address)
+
+
+def _tokens(usage: dict[str, Any]) -> int:
+    return int(usage.get("input_tokens", 0)) + int(usage.get("output_tokens", 0))
 
 
 # -- live progress ------------------------------------------------------------------------------------------
@@ -56,35 +53,37 @@ class Progress:
 
     def __init__(self, build_id: str) -> None:
         self.build_id = build_id
-        self.rows: dict[int, dict[str, Any]] = {
+        self.rows: dict[str, dict[str, Any]] = {
             stage: {"state": "pending", "attempt": 0, "ms": None, "tokens": 0, "cost": 0.0, "summary": ""}
             for stage in STAGES
         }
         self.last_message = ""
         self.last_sequence = 0
-        self.end: build_pb2.BuildEvent | None = None
+        self.end: dict[str, Any] | None = None
         self.started = time.monotonic()
 
-    def apply(self, event: build_pb2.BuildEvent) -> None:
+    def apply(self, event: dict[str, Any]) -> None:
         """Folds one event in."""
-        self.last_sequence = event.sequence
-        self.last_message = event.message
-        if event.type in END_EVENTS:
+        self.last_sequence = int(event.get("sequence", 0))
+        self.last_message = str(event.get("message", ""))
+        kind = event.get("type", "")
+        if kind in END_EVENTS:
             self.end = event
             return
-        row = self.rows.get(event.stage)
+        row = self.rows.get(str(event.get("stage", "")))
         if row is None:
             return
-        attempt = int(_plain(event.details).get("attempt", 0) or 0)
-        if event.type == Event.TYPE_STAGE_STARTED:
+        attempt = int((event.get("details") or {}).get("attempt", 0) or 0)
+        if kind == "TYPE_STAGE_STARTED":
             row.update(state="running", attempt=attempt, ms=None, summary="")
-        elif event.type in (Event.TYPE_STAGE_SUCCEEDED, Event.TYPE_STAGE_FAILED):
-            row.update(state="succeeded" if event.type == Event.TYPE_STAGE_SUCCEEDED else "failed",
-                       ms=event.duration_ms, summary=event.message)
-            row["tokens"] += event.usage.input_tokens + event.usage.output_tokens
-            row["cost"] += event.usage.cost_usd
-        elif event.type == Event.TYPE_STAGE_PROGRESS:
-            row["summary"] = event.message
+        elif kind in ("TYPE_STAGE_SUCCEEDED", "TYPE_STAGE_FAILED"):
+            row.update(state="succeeded" if kind == "TYPE_STAGE_SUCCEEDED" else "failed",
+                       ms=event.get("duration_ms", 0.0), summary=self.last_message)
+            usage = event.get("usage", {})
+            row["tokens"] += _tokens(usage)
+            row["cost"] += float(usage.get("cost_usd", 0.0))
+        elif kind == "TYPE_STAGE_PROGRESS":
+            row["summary"] = self.last_message
 
     def render(self) -> Group:
         """The stage table and a status line."""
@@ -98,56 +97,62 @@ class Progress:
         return Group(table, status)
 
 
-def events(stub: pb2_grpc.BuilderServiceStub, build_id: str, after: int) -> AsyncIterator[build_pb2.BuildEvent]:
-    """WatchBuild, resumed after the last event when the stream drops (no gap, no duplicate)."""
-    return resumable_events(
-        lambda last: stub.WatchBuild(pb2.WatchBuildRequest(build_id=build_id, after_sequence=last)), after
-    )
+def _watched(builds: BuilderClient, build_id: str, after: int = 0) -> Any:
+    """WatchBuild (resumed by the client when the stream drops); Ctrl-C says how to watch again."""
+    session.watching("the build", f"tdev builds watch {build_id}")
+    return builds.watch_build(build_id, after_sequence=after)
 
 
-async def follow(stub: pb2_grpc.BuilderServiceStub, build_id: str) -> int:
-    """Live stage progress until the build ends, then its result; returns the exit status."""
+async def follow(builds: BuilderClient, build_id: str, *, as_json: bool = False) -> int:
+    """Live stage progress until the build ends, then its result (--json: one event per line, then nothing
+    else); returns the exit status."""
     progress = Progress(build_id)
-    with Live(progress.render(), console=console, refresh_per_second=8, transient=False) as live:
-        async for event in events(stub, build_id, 0):
-            progress.apply(event)
-            live.update(progress.render())
-    build = (await stub.GetBuild(pb2.GetBuildRequest(build_id=build_id))).build
-    print_result(build)
-    return 0 if build.state == build_pb2.Build.STATE_SUCCEEDED else 1
+    if as_json:
+        async for event in _watched(builds, build_id):
+            emit_line(event)
+    else:
+        with session.live(progress.render()) as update:
+            async for event in _watched(builds, build_id):
+                progress.apply(event)
+                update(progress.render())
+    build = await builds.get_build(build_id)
+    if not as_json:
+        print_result(build)
+    return 0 if build["state"] == "STATE_SUCCEEDED" else 1
 
 
-def print_result(build: build_pb2.Build) -> None:
+def print_result(build: Mapping[str, Any]) -> None:
     """The package (agents, validation, usage) or the error."""
-    usage = build.usage
-    line = (f"{usage.calls} LLM calls, {usage.input_tokens + usage.output_tokens} tokens, ${usage.cost_usd:.6f}, "
-            f"{build.elapsed_seconds:.2f}s; models: {', '.join(usage.models) or 'none'}")
-    if build.state != build_pb2.Build.STATE_SUCCEEDED:
-        state = build_pb2.Build.State.Name(build.state).removeprefix("STATE_").lower()
+    usage = build.get("usage", {})
+    line = (f"{usage.get('calls', 0)} LLM calls, {_tokens(usage)} tokens, ${usage.get('cost_usd', 0.0):.6f}, "
+            f"{build.get('elapsed_seconds', 0.0):.2f}s; models: {', '.join(usage.get('models', [])) or 'none'}")
+    if build["state"] != "STATE_SUCCEEDED":
+        state = _lower(build["state"])
         colour = "red" if state in ("failed", "cancelled") else "yellow"
-        console.print(f"[{colour}]{state}[/{colour}] {build.error.code}: {escape(build.error.message)}"
-                      if build.error.code else f"[{colour}]{state}[/{colour}]")
-        for agent in build.registered_agents:
-            console.print(f"  registered by this build: {agent.agent_id} {agent.version} ({agent.node_id})")
-        console.print(line)
+        error = build.get("error", {})
+        out.print(f"[{colour}]{state}[/{colour}] {escape(error.get('code', ''))}: {escape(error.get('message', ''))}"
+                  if error.get("code") else f"[{colour}]{state}[/{colour}]")
+        for agent in build.get("registered_agents", []):
+            out.print(f"  registered by this build: {agent['agent_id']} {agent['version']} ({agent['node_id']})")
+        out.print(line, markup=False)
         return
-    package = build.package
-    console.print(f"[green]succeeded[/green] service [bold]{package.service_id}[/bold]: workflow "
-                  f"[bold]{package.workflow_id}[/bold] version {package.workflow_version}")
+    package = build.get("package", {})
+    out.print(f"[green]succeeded[/green] service [bold]{package.get('service_id', '')}[/bold]: workflow "
+              f"[bold]{package.get('workflow_id', '')}[/bold] version {package.get('workflow_version', '')}")
     table = Table("node", "agent_id", "version", "origin", "fixes")
-    for agent in package.agents:
-        table.add_row(agent.node_id, agent.agent_id, agent.version, "reused" if agent.reused else "generated",
-                      str(agent.fix_attempts))
-    console.print(table)
-    passed = sum(1 for case in package.validation_report if case.passed)
-    console.print(f"validation: {passed}/{len(package.validation_report)} cases passed")
-    console.print(line)
-    console.print(f"README: tdev builds show {build.build_id} --readme")
+    for agent in package.get("agents", []):
+        table.add_row(agent["node_id"], agent["agent_id"], agent["version"],
+                      "reused" if agent.get("reused") else "generated", str(agent.get("fix_attempts", 0)))
+    out.print(table)
+    report = package.get("validation_report", [])
+    out.print(f"validation: {sum(1 for case in report if case.get('passed'))}/{len(report)} cases passed")
+    out.print(line, markup=False)
+    out.print(f"README: tdev builds show {build['build_id']} --readme")
 
 
 # -- commands -----------------------------------------------------------------------------------------------
 def _constraints(max_cost: float, max_tokens: int, max_time: float, max_fix_attempts: int, no_reuse: bool,
-                 samples: list[str]) -> build_pb2.BuildConstraints:
+                 samples: list[str]) -> dict[str, Any]:
     values = []
     for raw in samples:
         try:
@@ -156,11 +161,9 @@ def _constraints(max_cost: float, max_tokens: int, max_time: float, max_fix_atte
             raise typer.BadParameter(f"--sample must be a JSON object: {error}") from None
         if not isinstance(value, dict):
             raise typer.BadParameter("--sample must be a JSON object")
-        message = struct_pb2.Struct()
-        message.update(value)
-        values.append(message)
-    return build_pb2.BuildConstraints(max_cost_usd=max_cost, max_tokens=max_tokens, max_duration_seconds=max_time,
-                                      max_fix_attempts=max_fix_attempts, disable_reuse=no_reuse, sample_inputs=values)
+        values.append(value)
+    return {"max_cost_usd": max_cost, "max_tokens": max_tokens, "max_duration_seconds": max_time,
+            "max_fix_attempts": max_fix_attempts, "disable_reuse": no_reuse, "sample_inputs": values}
 
 
 def build_command(
@@ -178,20 +181,25 @@ def build_command(
     request_id: Annotated[str, typer.Option("--request-id", help="Idempotency key: a retry returns the same build.")]
     = "",
     address: Annotated[str, typer.Option("--address", help=ADDRESS_HELP)] = "",
+    as_json: JsonOption = False,
 ) -> None:
-    """Build a validated service from plain-language requirements."""
-    text = Path(requirements[1:]).read_text(encoding="utf-8") if requirements.startswith("@") else requirements
-    request = pb2.StartBuildRequest(
-        requirements=text, request_id=request_id,
-        constraints=_constraints(max_cost, max_tokens, max_time, max_fix_attempts, no_reuse, samples or []))
+    """Build a validated service from plain-language requirements (--json: the build, or with --follow one
+    event per line)."""
+    text = session.read_text(Path(requirements[1:])) if requirements.startswith("@") else requirements
+    constraints = _constraints(max_cost, max_tokens, max_time, max_fix_attempts, no_reuse, samples or [])
 
-    async def work(stub: pb2_grpc.BuilderServiceStub) -> int:
-        build = (await stub.StartBuild(request)).build
-        console.print(f"build [bold]{build.build_id}[/bold] accepted")
+    async def work(builds: BuilderClient) -> int:
+        build = await builds.start_build(text, constraints=constraints, request_id=request_id)
+        build_id = build["build_id"]
         if not follow_build:
-            console.print(f"follow it: tdev builds watch {build.build_id}")
+            if as_json:
+                emit(build)
+            else:
+                out.print(f"build [bold]{build_id}[/bold] accepted")
+                out.print(f"follow it: tdev builds watch {build_id}")
             return 0
-        return await follow(stub, build.build_id)
+        session.say(as_json, f"build [bold]{build_id}[/bold] accepted")
+        return await follow(builds, build_id, as_json=as_json)
 
     raise typer.Exit(_run(address, work))
 
@@ -200,34 +208,30 @@ def build_command(
 def show(
     build_id: str,
     readme: Annotated[bool, typer.Option("--readme", help="Print the generated README.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the build as JSON.")] = False,
+    as_json: JsonOption = False,
     address: Annotated[str, typer.Option("--address", help=ADDRESS_HELP)] = "",
 ) -> None:
     """Show a build: its stages with durations and usage, and its package or error."""
-
-    async def work(stub: pb2_grpc.BuilderServiceStub) -> build_pb2.Build:
-        return (await stub.GetBuild(pb2.GetBuildRequest(build_id=build_id))).build
-
-    build = _run(address, work)
+    build = _run(address, lambda builds: builds.get_build(build_id))
     if as_json:
-        console.print_json(json_format.MessageToJson(build))
+        emit(build)
         return
     if readme:
-        if not build.package.readme:
-            console.print("[yellow]no README: the build has not succeeded[/yellow]")
+        if not build.get("package", {}).get("readme"):
+            session.err.print("[yellow]no README: the build has not succeeded[/yellow]")
             raise typer.Exit(1)
-        console.print(Markdown(build.package.readme))
+        # Prose reads best at 100 columns, also when piped (headings are centred across the width).
+        out.print(Markdown(build["package"]["readme"]), width=min(out.width, 100))
         return
-    state = build_pb2.Build.State.Name(build.state).removeprefix("STATE_").lower()
-    console.print(f"build [bold]{build.build_id}[/bold] {state}: {escape(build.requirements[:200])}")
+    out.print(f"build [bold]{build['build_id']}[/bold] {_lower(build['state'])}: {escape(build['requirements'][:200])}")
     table = Table("stage", "try", "state", "ms", "tokens", "cost $", "summary")
-    for stage in build.stages:
-        stage_state = build_pb2.StageResult.State.Name(stage.state).removeprefix("STATE_").lower()
-        table.add_row(stage_name(stage.stage), str(stage.attempt),
-                      Text(stage_state, style=STAGE_STYLE.get(stage_state, "")), f"{stage.duration_ms:.0f}",
-                      str(stage.usage.input_tokens + stage.usage.output_tokens), f"{stage.usage.cost_usd:.6f}",
-                      Text(stage.summary))
-    console.print(table)
+    for stage in build.get("stages", []):
+        stage_state = _lower(stage["state"])
+        usage = stage.get("usage", {})
+        table.add_row(stage_name(stage["stage"]), str(stage.get("attempt", 0)),
+                      Text(stage_state, style=STAGE_STYLE.get(stage_state, "")), f"{stage.get('duration_ms', 0):.0f}",
+                      str(_tokens(usage)), f"{usage.get('cost_usd', 0.0):.6f}", Text(stage.get("summary", "")))
+    out.print(table)
     print_result(build)
 
 
@@ -236,30 +240,35 @@ def list_builds(
     state: Annotated[str, typer.Option("--state", help=f"Only this state: {', '.join(STATES)}.")] = "",
     limit: Annotated[int, typer.Option("--limit", help="Most builds shown.")] = 50,
     address: Annotated[str, typer.Option("--address", help=ADDRESS_HELP)] = "",
+    as_json: JsonOption = False,
 ) -> None:
     """List builds, newest first."""
     if state and state not in STATES:
         raise typer.BadParameter(f"--state must be one of {', '.join(STATES)}")
 
-    async def work(stub: pb2_grpc.BuilderServiceStub) -> list[build_pb2.Build]:
-        found: list[build_pb2.Build] = []
+    async def work(builds: BuilderClient) -> list[dict[str, Any]]:
+        found: list[Any] = []
         token = ""
         while len(found) < limit:
-            page = await stub.ListBuilds(pb2.ListBuildsRequest(
-                page_size=min(limit - len(found), 500), page_token=token, state=STATES.get(state, 0)))  # type: ignore[arg-type]
-            found.extend(page.builds)
+            page = await builds.list_builds(page_size=min(limit - len(found), 500), page_token=token,
+                                            state=STATES.get(state))
+            found.extend(page.items)
             token = page.next_page_token
             if not token:
                 break
         return found
 
+    found = _run(address, work)
+    if as_json:
+        emit({"builds": found})
+        return
     table = Table("build_id", "state", "created", "service", "requirements")
-    for build in _run(address, work):
-        name = build_pb2.Build.State.Name(build.state).removeprefix("STATE_").lower()
-        table.add_row(build.build_id, Text(name, style={"succeeded": "green", "failed": "red"}.get(name, "yellow")),
-                      build.create_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S"), build.package.service_id,
-                      Text(build.requirements[:60]))
-    console.print(table)
+    for build in found:
+        name = _lower(build["state"])
+        table.add_row(build["build_id"], Text(name, style={"succeeded": "green", "failed": "red"}.get(name, "yellow")),
+                      (build.get("create_time") or "")[:19].replace("T", " "),
+                      build.get("package", {}).get("service_id", ""), Text(build["requirements"][:60]))
+    out.print(table)
 
 
 @builds_app.command("watch")
@@ -267,16 +276,21 @@ def watch(
     build_id: str,
     after: Annotated[int, typer.Option("--after", help="Only events after this sequence number.")] = 0,
     address: Annotated[str, typer.Option("--address", help=ADDRESS_HELP)] = "",
+    as_json: JsonOption = False,
 ) -> None:
     """Follow a build live (resumes by itself if the stream drops); with --after, print the raw events."""
 
-    async def work(stub: pb2_grpc.BuilderServiceStub) -> int:
+    async def work(builds: BuilderClient) -> int:
         if not after:
-            return await follow(stub, build_id)
-        async for event in events(stub, build_id, after):
-            stage = f" [{stage_name(event.stage)}]" if event.stage else ""
-            console.print(f"{event.sequence:>5} {Event.Type.Name(event.type).removeprefix('TYPE_').lower()}{stage} "
-                          f"{event.message}", markup=False)
+            return await follow(builds, build_id, as_json=as_json)
+        async for event in _watched(builds, build_id, after):
+            if as_json:
+                emit_line(event)
+                continue
+            stage = f" [{stage_name(event['stage'])}]" if event.get("stage") not in (None, "", "STAGE_UNSPECIFIED") \
+                else ""
+            out.print(f"{event['sequence']:>5} {str(event['type']).removeprefix('TYPE_').lower()}{stage} "
+                      f"{event.get('message', '')}", markup=False)
         return 0
 
     raise typer.Exit(_run(address, work))
@@ -287,11 +301,12 @@ def cancel(
     build_id: str,
     reason: Annotated[str, typer.Option("--reason", help="Why; kept on the build.")] = "",
     address: Annotated[str, typer.Option("--address", help=ADDRESS_HELP)] = "",
+    as_json: JsonOption = False,
 ) -> None:
     """Cancel a pending or running build."""
-
-    async def work(stub: pb2_grpc.BuilderServiceStub) -> build_pb2.Build:
-        return (await stub.CancelBuild(pb2.CancelBuildRequest(build_id=build_id, reason=reason))).build
-
-    build = _run(address, work)
-    console.print(f"build [bold]{build.build_id}[/bold] cancelled: {escape(build.error.message)}")
+    build = _run(address, lambda builds: builds.cancel_build(build_id, reason=reason))
+    if as_json:
+        emit(build)
+    else:
+        out.print(f"build [bold]{build['build_id']}[/bold] cancelled: "
+                  f"{escape(build.get('error', {}).get('message', ''))}")

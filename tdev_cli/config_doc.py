@@ -21,6 +21,20 @@ SETTINGS: tuple[tuple[str, str, str], ...] = (
     ("LLM layer", "tdev_common.llm.settings", "LLMSettings"),
 )
 DOC_PATH = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
+# What callers read (tdev_client.connection); a variable added there without a line here fails the render.
+CALLER_MEANINGS = {
+    "registry": "Registry address the client and `tdev` call (else the profile's, else `127.0.0.1:50051`).",
+    "workflow": "Workflow service address (else the profile's, else `127.0.0.1:50052`).",
+    "builder": "Builder service address (else the profile's, else `127.0.0.1:50053`).",
+    "evolution": "Evolution service address (else the profile's, else `127.0.0.1:50054`).",
+    "ca_file": "PEM CA the services' certificates are checked against: TLS on (`tdev --ca`).",
+    "cert_file": "PEM client certificate for an mTLS mesh (`tdev --cert`); needs the key and a CA.",
+    "key_file": "PEM private key of the client certificate (`tdev --key`).",
+    "deadline_seconds": "Deadline of unary calls, seconds (default 30).",
+    "TDEV_TOKEN": "Bearer token sent on every call (`tdev --token`); else `TDEV_SERVICE_TOKEN`.",
+    "TDEV_PROFILE": "Profile of the profiles file to use (`tdev --profile`); else `[default]` when there is one.",
+    "TDEV_PROFILES_FILE": "The profiles file (TOML, docs/clients.md); default `~/.config/tdev/profiles.toml`.",
+}
 
 
 def _default(field: FieldInfo) -> str:
@@ -45,6 +59,19 @@ def _section(title: str, cls: type[BaseSettings]) -> list[str]:
     return [*lines, ""]
 
 
+def _callers() -> list[str]:
+    from tdev_client import connection
+
+    lines = ["## Callers (the `tdev` command and `tdev_client`)", "",
+             "Read by `Connection.resolve`: arguments win over these, these over the profile (docs/clients.md).", "",
+             "| environment variable | default | meaning |", "|---|---|---|"]
+    for setting, variable in connection._ENV.items():
+        lines.append(f"| `{variable}` | unset | {CALLER_MEANINGS[setting]} |")
+    for variable in ("TDEV_TOKEN", "TDEV_PROFILE", "TDEV_PROFILES_FILE"):
+        lines.append(f"| `{variable}` | unset | {CALLER_MEANINGS[variable]} |")
+    return [*lines, ""]
+
+
 def render() -> str:
     """The whole reference page."""
     lines = [
@@ -57,6 +84,7 @@ def render() -> str:
     ]
     for title, module, name in SETTINGS:
         lines += _section(title, getattr(importlib.import_module(module), name))
+    lines += _callers()
     return "\n".join(lines).rstrip() + "\n"
 
 

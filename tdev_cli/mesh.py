@@ -1,14 +1,13 @@
-"""The four services of the mesh, where they listen and how to ask if they are healthy."""
+"""The four services of the mesh, their ports and how to ask one if it is healthy (``tdev up``; ``tdev status``
+asks through the typed client's channels)."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tdev_common.config import CommonSettings
 from tdev_common.grpc_client import ClientSecurity, open_channel
 
 
@@ -21,11 +20,6 @@ class MeshService:
     grpc_service: str
     port_env: str
     default_port: int
-
-    def address(self, common: CommonSettings) -> str:
-        """The address clients use, from the common settings."""
-        address: str = getattr(common, f"{self.name}_address")
-        return address
 
 
 SERVICES: tuple[MeshService, ...] = (
@@ -51,13 +45,3 @@ async def check_health(address: str, service: str, timeout: float = 2.0, *,
                 return "SERVICE_UNKNOWN"
             return "UNREACHABLE"
     return str(health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status))
-
-
-async def health_of_all(common: CommonSettings, timeout: float = 2.0, *,
-                        security: ClientSecurity | None = None) -> dict[str, str]:
-    """Health of every service of the mesh, by service name."""
-    answers = await asyncio.gather(*(
-        check_health(service.address(common), service.grpc_service, timeout, security=security)
-        for service in SERVICES
-    ))
-    return {service.name: answer for service, answer in zip(SERVICES, answers, strict=True)}

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import errno
 import importlib
+import json
 import os
 import signal
 import socket
@@ -312,6 +313,7 @@ async def run_mesh(
     *,
     start_timeout: float = 90.0,
     ready: asyncio.Event | None = None,
+    as_json: bool = False,
 ) -> int:
     """Starts the mesh, waits for Ctrl-C/SIGTERM or a child's death, stops everything; the exit code."""
     env = dict(os.environ)
@@ -366,8 +368,12 @@ async def run_mesh(
         except MeshStartError as error:
             console.print(f"[red]{error}[/red]")
             return 1
-        print(banner(common.host, ports, data_dir, databases=databases, redis_url=common.redis_url,
-                     sandbox_workers=[f"{common.host}:{worker.default_port}" for worker in workers]), flush=True)
+        if as_json:  # ``tdev up --json``: the addresses for a script, nothing else on stdout
+            print(json.dumps({"services": {s.name: f"{common.host}:{ports[s.name]}" for s in SERVICES},
+                              "data_dir": str(data_dir)}), flush=True)
+        else:
+            print(banner(common.host, ports, data_dir, databases=databases, redis_url=common.redis_url,
+                         sandbox_workers=[f"{common.host}:{worker.default_port}" for worker in workers]), flush=True)
         if ready is not None:
             ready.set()
         died = [asyncio.create_task(child.process.wait()) for child in children]

@@ -1,47 +1,37 @@
-"""``tdev workflows`` and ``tdev executions``: create and run workflows, follow executions live (over gRPC)."""
+"""``tdev workflows`` and ``tdev executions``: create and run workflows, follow executions live (typed client)."""
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
-import grpc
 import typer
-from google.protobuf import json_format, struct_pb2
-from rich.console import Console, Group
-from rich.live import Live
+from rich.console import Group
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 from tdev.workflow.v1 import workflow_pb2 as wf_pb2
-from tdev.workflow.v1 import workflow_service_pb2 as pb2
-from tdev.workflow.v1 import workflow_service_pb2_grpc as pb2_grpc
 
-from tdev_cli.calls import call_service, resumable_events
-from tdev_common.config import get_common_settings
-from tdev_common.protojson import struct_to_dict
+from tdev_cli import session
+from tdev_cli.session import JsonOption, emit, emit_line, out
+from tdev_client import InvalidArgument, WorkflowClient
+from tdev_client.convert import from_dict
 
-T = TypeVar("T")
-Event = wf_pb2.ExecutionEvent
-POLICIES: dict[str, int] = {"fail-fast": wf_pb2.FAILURE_POLICY_FAIL_FAST, "continue": wf_pb2.FAILURE_POLICY_CONTINUE}
-STATES = {name.removeprefix("STATE_").lower(): value for name, value in wf_pb2.Execution.State.items() if value}
-END_EVENTS = (Event.TYPE_EXECUTION_SUCCEEDED, Event.TYPE_EXECUTION_FAILED, Event.TYPE_EXECUTION_CANCELLED)
+POLICIES = {"fail-fast": "FAILURE_POLICY_FAIL_FAST", "continue": "FAILURE_POLICY_CONTINUE"}
+STATES = {name.removeprefix("STATE_").lower(): name for name, value in wf_pb2.Execution.State.items() if value}
+END_EVENTS = ("TYPE_EXECUTION_SUCCEEDED", "TYPE_EXECUTION_FAILED", "TYPE_EXECUTION_CANCELLED")
 NODE_STYLE = {
     "pending": "dim", "scheduled": "cyan", "running": "yellow", "retrying": "magenta", "succeeded": "green",
     "failed": "red", "skipped": "dim", "cancelled": "red",
 }
 
-ADDRESS_HELP = "Workflow service address (default: TDEV_WORKFLOW_ADDRESS)."
+ADDRESS_HELP = "Workflow service address (else the profile's, else TDEV_WORKFLOW_ADDRESS, else 127.0.0.1:50052)."
 
 workflows_app = typer.Typer(help="Create, inspect and run workflows.", no_args_is_help=True)
 executions_app = typer.Typer(help="Watch, inspect and cancel executions.", no_args_is_help=True)
-console = Console()
-
-
-def _address_option(ctx: typer.Context, address: str) -> None:
-    ctx.obj = address or get_common_settings().workflow_address
 
 
 @workflows_app.callback()
@@ -50,7 +40,7 @@ def _workflow_options(
     address: Annotated[str, typer.Option("--address", help=ADDRESS_HELP)] = "",
 ) -> None:
     """Workflows in the workflow service."""
-    _address_option(ctx, address)
+    ctx.obj = address
 
 
 @executions_app.callback()
@@ -59,29 +49,16 @@ def _execution_options(
     address: Annotated[str, typer.Option("--address", help=ADDRESS_HELP)] = "",
 ) -> None:
     """Executions in the workflow service."""
-    _address_option(ctx, address)
+    ctx.obj = address
 
 
-def _call(ctx: typer.Context, work: Callable[[pb2_grpc.WorkflowServiceStub], Awaitable[T]]) -> T:
-    """Runs ``work`` against the workflow service; a failed call prints its status and exits 1."""
-    return call_service(ctx.obj, pb2_grpc.WorkflowServiceStub, work, on_error=_print_error)
+def _call(ctx: typer.Context, work: Any) -> Any:
+    """Runs ``work(mesh.workflows)``; a failed call prints its status and exits 1."""
+    return session.call(lambda mesh: work(mesh.workflows), workflow=ctx.obj or "")
 
 
-def _print_error(error: grpc.aio.AioRpcError) -> None:
-    console.print(f"[red]error[/red] {error.code().name}: {error.details()}")
-    try:
-        from google.rpc import error_details_pb2
-        from grpc_status import rpc_status
-
-        status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    except (ImportError, ValueError):
-        return
-    for detail in status.details if status else ():
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            for violation in bad.field_violations:
-                console.print(f"  [yellow]{violation.field}[/yellow]: {violation.description}")
+def _lower(state: str, prefix: str = "STATE_") -> str:
+    return str(state).removeprefix(prefix).lower()
 
 
 def parse_inputs(pairs: list[str]) -> dict[str, Any]:
@@ -98,31 +75,35 @@ def parse_inputs(pairs: list[str]) -> dict[str, Any]:
     return inputs
 
 
-def load_definition(path: Path) -> wf_pb2.Workflow:
-    """A definition file through protobuf's JSON mapping."""
+def load_definition(path: Path) -> dict[str, Any]:
+    """A definition file (protobuf JSON mapping of ``Workflow``); a file that is not one exits 2 naming why."""
     try:
-        return json_format.Parse(path.read_text(encoding="utf-8"), wf_pb2.Workflow())
-    except (OSError, json_format.ParseError) as error:
-        console.print(f"[red]error[/red] {path}: {error}")
-        raise typer.Exit(2) from None
+        definition = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(definition, dict):
+            raise ValueError("a workflow definition is a JSON object")
+        from_dict(definition, wf_pb2.Workflow)  # every field name and type checked before anything is sent
+    except (OSError, ValueError) as error:
+        session.fail(f"{path}: {error}")
+    except InvalidArgument as error:
+        session.fail(f"{path}: {error.message}")
+    return definition
 
 
-def _plain(message: struct_pb2.Struct) -> Any:
-    return struct_to_dict(message)
-
-
-def _workflow_table(workflow: wf_pb2.Workflow) -> Table:
-    table = Table("node", "agent", "version", "depends on", title=f"{workflow.name} {workflow.version} "
-                  f"({workflow.workflow_id or 'not stored'})")
-    for node in workflow.nodes:
-        table.add_row(node.id, node.agent_name or node.agent_id, node.agent_version, ", ".join(node.depends_on))
+def _workflow_table(workflow: dict[str, Any]) -> Table:
+    table = Table("node", "agent", "version", "depends on", title=f"{workflow['name']} {workflow['version']} "
+                  f"({workflow.get('workflow_id') or 'not stored'})")
+    for node in workflow.get("nodes", []):
+        table.add_row(node["id"], node.get("agent_name") or node.get("agent_id", ""), node.get("agent_version", ""),
+                      ", ".join(node.get("depends_on", [])))
     return table
 
 
-def _print_plan(workflow: wf_pb2.Workflow) -> None:
-    for index, generation in enumerate(workflow.plan.generations):
-        console.print(f"  generation {index}: {', '.join(generation.node_ids)}")
-    console.print(f"  critical path: {' -> '.join(workflow.plan.critical_path)}")
+def _print_workflow(workflow: dict[str, Any]) -> None:
+    out.print(_workflow_table(workflow))
+    plan = workflow.get("plan", {})
+    for index, generation in enumerate(plan.get("generations", [])):
+        out.print(f"  generation {index}: {', '.join(generation.get('node_ids', []))}")
+    out.print(f"  critical path: {' -> '.join(plan.get('critical_path', []))}")
 
 
 # -- workflows ----------------------------------------------------------------------------------------------
@@ -131,23 +112,27 @@ def create(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="Definition file (JSON, protobuf JSON mapping).")],
     validate_only: Annotated[bool, typer.Option("--validate-only", help="Check it; store nothing.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Validate a definition (every problem at once) and store it; prints the workflow id."""
     definition = load_definition(file)
-    answer = _call(ctx, lambda stub: stub.CreateWorkflow(
-        pb2.CreateWorkflowRequest(workflow=definition, validate_only=validate_only)))
-    console.print(_workflow_table(answer.workflow))
-    _print_plan(answer.workflow)
-    if answer.workflow.workflow_id:
-        console.print(f"workflow_id: [bold]{answer.workflow.workflow_id}[/bold]")
+    workflow = _call(ctx, lambda workflows: workflows.create_workflow(definition, validate_only=validate_only))
+    if as_json:
+        emit(workflow)
+        return
+    _print_workflow(workflow)
+    if workflow.get("workflow_id"):
+        out.print(f"workflow_id: [bold]{workflow['workflow_id']}[/bold]")
 
 
 @workflows_app.command("get")
-def get(ctx: typer.Context, workflow_id: str) -> None:
+def get(ctx: typer.Context, workflow_id: str, as_json: JsonOption = False) -> None:
     """Show a workflow and its plan."""
-    answer = _call(ctx, lambda stub: stub.GetWorkflow(pb2.GetWorkflowRequest(workflow_id=workflow_id)))
-    console.print(_workflow_table(answer.workflow))
-    _print_plan(answer.workflow)
+    workflow = _call(ctx, lambda workflows: workflows.get_workflow(workflow_id))
+    if as_json:
+        emit(workflow)
+    else:
+        _print_workflow(workflow)
 
 
 @workflows_app.command("list")
@@ -155,13 +140,18 @@ def list_workflows(
     ctx: typer.Context,
     name: Annotated[str, typer.Option("--name", help="Only names containing this text.")] = "",
     limit: Annotated[int, typer.Option("--limit", help="Most workflows shown.")] = 50,
+    as_json: JsonOption = False,
 ) -> None:
     """List workflows, newest first."""
-    answer = _call(ctx, lambda stub: stub.ListWorkflows(pb2.ListWorkflowsRequest(page_size=limit, name_contains=name)))
+    page = _call(ctx, lambda workflows: workflows.list_workflows(page_size=limit, name_contains=name))
+    if as_json:
+        emit({"workflows": page.items})
+        return
     table = Table("workflow_id", "name", "version", "nodes")
-    for workflow in answer.workflows:
-        table.add_row(workflow.workflow_id, workflow.name, workflow.version, str(len(workflow.nodes)))
-    console.print(table)
+    for workflow in page.items:
+        table.add_row(workflow["workflow_id"], workflow["name"], workflow["version"],
+                      str(len(workflow.get("nodes", []))))
+    out.print(table)
 
 
 @workflows_app.command("run")
@@ -173,31 +163,33 @@ def run(
     ] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Show live per-node progress until it ends.")] = False,
     failure_policy: Annotated[str, typer.Option("--failure-policy", help="fail-fast or continue.")] = "",
+    as_json: JsonOption = False,
 ) -> None:
-    """Start an execution; with --follow, show live progress and the outputs."""
+    """Start an execution; with --follow, show live progress and the outputs (--json: one event per line)."""
     values = parse_inputs(inputs or [])
     if failure_policy and failure_policy not in POLICIES:
         raise typer.BadParameter(f"--failure-policy must be one of {', '.join(POLICIES)}")
     path = Path(target)
     definition = load_definition(path) if path.suffix == ".json" or path.exists() else None
 
-    async def work(stub: pb2_grpc.WorkflowServiceStub) -> int:
+    async def work(workflows: WorkflowClient) -> int:
         workflow_id = target
         if definition is not None:
-            created = await stub.CreateWorkflow(pb2.CreateWorkflowRequest(workflow=definition))
-            workflow_id = created.workflow.workflow_id
-            console.print(f"created workflow [bold]{workflow_id}[/bold]")
-        workflow = (await stub.GetWorkflow(pb2.GetWorkflowRequest(workflow_id=workflow_id))).workflow
-        inputs_struct = struct_pb2.Struct()
-        inputs_struct.update(values)
-        started = await stub.StartExecution(pb2.StartExecutionRequest(
-            workflow_id=workflow_id, inputs=inputs_struct,
-            failure_policy=POLICIES.get(failure_policy, 0)))  # type: ignore[arg-type]
-        execution_id = started.execution.execution_id
-        console.print(f"execution [bold]{execution_id}[/bold]")
+            workflow_id = (await workflows.create_workflow(definition))["workflow_id"]
+            session.say(as_json, f"created workflow [bold]{workflow_id}[/bold]")
+        workflow = await workflows.get_workflow(workflow_id)
+        execution = await workflows.start_execution(workflow_id, values,
+                                                    failure_policy=POLICIES.get(failure_policy))
+        execution_id = execution["execution_id"]
         if not follow:
+            if as_json:
+                emit(execution)
+            else:
+                out.print(f"execution [bold]{execution_id}[/bold]")
             return 0
-        return await follow_execution(stub, execution_id, [node.id for node in workflow.nodes])
+        session.say(as_json, f"execution [bold]{execution_id}[/bold]")
+        return await follow_execution(workflows, execution_id, [node["id"] for node in workflow.get("nodes", [])],
+                                      as_json=as_json)
 
     raise typer.Exit(_call(ctx, work))
 
@@ -211,29 +203,31 @@ class Progress:
             node_id: {"state": "pending", "attempt": 0, "ms": None, "note": ""} for node_id in node_ids
         }
         self.last_sequence = 0
-        self.end: Event | None = None
+        self.end: dict[str, Any] | None = None
         self.started = time.monotonic()
 
-    def apply(self, event: Event) -> None:
+    def apply(self, event: dict[str, Any]) -> None:
         """Folds one event in."""
-        self.last_sequence = event.sequence
-        if event.type in END_EVENTS:
+        self.last_sequence = int(event.get("sequence", 0))
+        kind = str(event.get("type", ""))
+        if kind in END_EVENTS:
             self.end = event
             return
-        if not event.node_id:
+        if not event.get("node_id"):
             return
-        row = self.nodes.setdefault(event.node_id, {"state": "pending", "attempt": 0, "ms": None, "note": ""})
-        kind = Event.Type.Name(event.type).removeprefix("TYPE_NODE_").lower()
-        row["state"] = {"started": "running"}.get(kind, kind)
-        row["attempt"] = max(row["attempt"], event.attempt)
-        if event.duration_ms:
-            row["ms"] = event.duration_ms
-        if event.type == Event.TYPE_NODE_RETRYING:
-            row["note"] = f"{event.error.type}: retry in {event.backoff_seconds:.2f}s"
-        elif event.type == Event.TYPE_NODE_FAILED:
-            row["note"] = f"{event.error.type}: {event.error.message}"[:80]
-        elif event.type in (Event.TYPE_NODE_SKIPPED, Event.TYPE_NODE_CANCELLED):
-            row["note"] = event.message[:80]
+        row = self.nodes.setdefault(event["node_id"], {"state": "pending", "attempt": 0, "ms": None, "note": ""})
+        state = kind.removeprefix("TYPE_NODE_").lower()
+        row["state"] = {"started": "running"}.get(state, state)
+        row["attempt"] = max(row["attempt"], int(event.get("attempt", 0)))
+        if event.get("duration_ms"):
+            row["ms"] = event["duration_ms"]
+        error = event.get("error", {})
+        if kind == "TYPE_NODE_RETRYING":
+            row["note"] = f"{error.get('type', '')}: retry in {event.get('backoff_seconds', 0.0):.2f}s"
+        elif kind == "TYPE_NODE_FAILED":
+            row["note"] = f"{error.get('type', '')}: {error.get('message', '')}"[:80]
+        elif kind in ("TYPE_NODE_SKIPPED", "TYPE_NODE_CANCELLED"):
+            row["note"] = str(event.get("message", ""))[:80]
         else:
             row["note"] = ""
 
@@ -243,42 +237,48 @@ class Progress:
         for node_id, row in self.nodes.items():
             style = NODE_STYLE.get(row["state"], "")
             table.add_row(node_id, Text(row["state"], style=style), str(row["attempt"] or ""),
-                          f"{row['ms']:.1f}" if row["ms"] is not None else "", row["note"])
+                          f"{row['ms']:.1f}" if row["ms"] is not None else "", Text(row["note"]))
         done = sum(1 for row in self.nodes.values() if row["state"] in ("succeeded", "failed", "skipped", "cancelled"))
         summary = Text(f"{done}/{len(self.nodes)} nodes done, {time.monotonic() - self.started:.1f}s, "
                        f"event {self.last_sequence}")
         return Group(table, summary)
 
 
-def _events(stub: pb2_grpc.WorkflowServiceStub, execution_id: str, after: int) -> AsyncIterator[Event]:
-    """WatchExecution, resumed from the last event when the stream drops (no gap, no duplicate)."""
-    return resumable_events(
-        lambda last: stub.WatchExecution(pb2.WatchExecutionRequest(execution_id=execution_id, after_sequence=last)),
-        after,
-    )
+def _watched(workflows: WorkflowClient, execution_id: str, after: int = 0) -> AsyncIterator[Any]:
+    """WatchExecution (resumed by the client when the stream drops); Ctrl-C says how to watch again."""
+    session.watching("the execution", f"tdev executions watch {execution_id}")
+    return workflows.watch_execution(execution_id, after_sequence=after)
 
 
-async def follow_execution(stub: pb2_grpc.WorkflowServiceStub, execution_id: str, node_ids: list[str]) -> int:
-    """Live progress until the end; prints the outputs or the error; returns the exit status."""
+async def follow_execution(workflows: WorkflowClient, execution_id: str, node_ids: list[str], *,
+                           as_json: bool = False) -> int:
+    """Live progress until the end (or one JSON event per line); prints the outputs or the error; the exit
+    status."""
     progress = Progress(node_ids)
-    with Live(progress.render(), console=console, refresh_per_second=8, transient=False) as live:
-        async for event in _events(stub, execution_id, 0):
+    if as_json:
+        async for event in _watched(workflows, execution_id):
             progress.apply(event)
-            live.update(progress.render())
+            emit_line(event)
+    else:
+        with session.live(progress.render()) as update:
+            async for event in _watched(workflows, execution_id):
+                progress.apply(event)
+                update(progress.render())
     end = progress.end
     if end is None:
         return 1
-    if end.type == Event.TYPE_EXECUTION_SUCCEEDED:
-        if end.output_ref:
-            execution = (await stub.GetExecution(pb2.GetExecutionRequest(execution_id=execution_id))).execution
-            outputs = _plain(execution.outputs)
-        else:
-            outputs = _plain(end.output)
-        console.print("[green]succeeded[/green] outputs:")
-        console.print_json(json.dumps(outputs))
+    if end["type"] == "TYPE_EXECUTION_SUCCEEDED":
+        if not as_json:
+            outputs = end.get("output", {})
+            if end.get("output_ref"):
+                outputs = (await workflows.get_execution(execution_id)).get("outputs", {})
+            out.print("[green]succeeded[/green] outputs:")
+            out.print_json(json.dumps(outputs))
         return 0
-    label = "failed" if end.type == Event.TYPE_EXECUTION_FAILED else "cancelled"
-    console.print(f"[red]{label}[/red] {end.error.type}: {end.error.message}")
+    if not as_json:
+        label = "failed" if end["type"] == "TYPE_EXECUTION_FAILED" else "cancelled"
+        error = end.get("error", {})
+        out.print(f"[red]{label}[/red] {escape(error.get('type', ''))}: {escape(error.get('message', ''))}")
     return 1
 
 
@@ -287,38 +287,44 @@ def watch(
     ctx: typer.Context,
     execution_id: str,
     after: Annotated[int, typer.Option("--after", help="Only events after this sequence number.")] = 0,
+    as_json: JsonOption = False,
 ) -> None:
-    """Follow an execution live (resumes by itself if the stream drops)."""
+    """Follow an execution live (resumes by itself if the stream drops); --json: one event per line."""
 
-    async def work(stub: pb2_grpc.WorkflowServiceStub) -> int:
-        execution = (await stub.GetExecution(pb2.GetExecutionRequest(execution_id=execution_id))).execution
-        if after:
-            async for event in _events(stub, execution_id, after):
-                node = f" {event.node_id}" if event.node_id else ""
-                console.print(f"{event.sequence:>6} {Event.Type.Name(event.type).removeprefix('TYPE_')}{node} "
-                              f"{event.message}")
+    async def work(workflows: WorkflowClient) -> int:
+        execution = await workflows.get_execution(execution_id)
+        if after or as_json:
+            async for event in _watched(workflows, execution_id, after):
+                if as_json:
+                    emit_line(event)
+                    continue
+                node = f" {event['node_id']}" if event.get("node_id") else ""
+                out.print(f"{event['sequence']:>6} {str(event['type']).removeprefix('TYPE_')}{node} "
+                          f"{event.get('message', '')}", markup=False)
             return 0
-        return await follow_execution(stub, execution_id, [node.node_id for node in execution.nodes])
+        return await follow_execution(workflows, execution_id, [node["node_id"] for node in execution.get("nodes", [])])
 
     raise typer.Exit(_call(ctx, work))
 
 
 @executions_app.command("get")
-def get_execution(ctx: typer.Context, execution_id: str) -> None:
+def get_execution(ctx: typer.Context, execution_id: str, as_json: JsonOption = False) -> None:
     """Show an execution with per-node state and its outputs."""
-    answer = _call(ctx, lambda stub: stub.GetExecution(pb2.GetExecutionRequest(execution_id=execution_id)))
-    execution = answer.execution
-    state = wf_pb2.Execution.State.Name(execution.state).removeprefix("STATE_").lower()
-    console.print(f"{execution.execution_id} ({execution.workflow_id}): [bold]{state}[/bold]")
+    execution = _call(ctx, lambda workflows: workflows.get_execution(execution_id))
+    if as_json:
+        emit(execution)
+        return
+    out.print(f"{execution['execution_id']} ({execution['workflow_id']}): [bold]{_lower(execution['state'])}[/bold]")
     table = Table("node", "state", "attempt", "ms")
-    for node in execution.nodes:
-        table.add_row(node.node_id, wf_pb2.NodeRun.State.Name(node.state).removeprefix("STATE_").lower(),
-                      str(node.attempt), f"{node.duration_ms:.1f}")
-    console.print(table)
-    if execution.HasField("outputs"):
-        console.print_json(json.dumps(_plain(execution.outputs)))
-    if execution.error.type:
-        console.print(f"[red]{execution.error.type}[/red]: {execution.error.message}")
+    for node in execution.get("nodes", []):
+        table.add_row(node["node_id"], _lower(node["state"]), str(node.get("attempt", 0)),
+                      f"{node.get('duration_ms', 0.0):.1f}")
+    out.print(table)
+    if "outputs" in execution:
+        out.print_json(json.dumps(execution["outputs"]))
+    error = execution.get("error", {})
+    if error.get("type"):
+        out.print(f"[red]{escape(error['type'])}[/red]: {escape(error.get('message', ''))}")
 
 
 @executions_app.command("list")
@@ -327,18 +333,21 @@ def list_executions(
     workflow_id: Annotated[str, typer.Option("--workflow", help="Only executions of this workflow.")] = "",
     state: Annotated[str, typer.Option("--state", help=f"Only this state: {', '.join(STATES)}.")] = "",
     limit: Annotated[int, typer.Option("--limit", help="Most executions shown.")] = 50,
+    as_json: JsonOption = False,
 ) -> None:
     """List executions, newest first."""
     if state and state not in STATES:
         raise typer.BadParameter(f"--state must be one of {', '.join(STATES)}")
-    answer = _call(ctx, lambda stub: stub.ListExecutions(pb2.ListExecutionsRequest(
-        workflow_id=workflow_id, state=STATES.get(state, 0), page_size=limit)))  # type: ignore[arg-type]
+    page = _call(ctx, lambda workflows: workflows.list_executions(
+        workflow_id=workflow_id, state=STATES.get(state), page_size=limit))
+    if as_json:
+        emit({"executions": page.items})
+        return
     table = Table("execution_id", "workflow_id", "state", "events")
-    for execution in answer.executions:
-        table.add_row(execution.execution_id, execution.workflow_id,
-                      wf_pb2.Execution.State.Name(execution.state).removeprefix("STATE_").lower(),
-                      str(execution.last_sequence))
-    console.print(table)
+    for execution in page.items:
+        table.add_row(execution["execution_id"], execution["workflow_id"], _lower(execution["state"]),
+                      str(execution.get("last_sequence", 0)))
+    out.print(table)
 
 
 @executions_app.command("cancel")
@@ -346,9 +355,11 @@ def cancel(
     ctx: typer.Context,
     execution_id: str,
     reason: Annotated[str, typer.Option("--reason", help="Why; kept on the execution.")] = "",
+    as_json: JsonOption = False,
 ) -> None:
     """Cancel a running execution (its running sandboxes stop within a second)."""
-    answer = _call(ctx, lambda stub: stub.CancelExecution(
-        pb2.CancelExecutionRequest(execution_id=execution_id, reason=reason)))
-    state = wf_pb2.Execution.State.Name(answer.execution.state).removeprefix("STATE_").lower()
-    console.print(f"{execution_id}: {state}")
+    execution = _call(ctx, lambda workflows: workflows.cancel_execution(execution_id, reason=reason))
+    if as_json:
+        emit(execution)
+    else:
+        out.print(f"{execution_id}: {_lower(execution['state'])}")

@@ -140,9 +140,7 @@ def _deny(code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
     return grpc.unary_unary_rpc_method_handler(abort)
 
 
-class BearerToken(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):
-    """Adds this service's own token to outgoing calls (service-to-service in production)."""
-
+class _WithToken:
     def __init__(self, token: str) -> None:
         self._metadata = ("authorization", f"Bearer {token}")
 
@@ -150,8 +148,25 @@ class BearerToken(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClie
         metadata = grpc.aio.Metadata(*(details.metadata or ()), self._metadata)
         return details._replace(metadata=metadata)  # type: ignore[attr-defined,no-any-return]
 
+
+class BearerToken(_WithToken, grpc.aio.UnaryUnaryClientInterceptor):
+    """Adds this service's own token to outgoing unary calls (service-to-service in production)."""
+
     async def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
         return await continuation(self._with_token(client_call_details), request)
 
+
+class BearerTokenStream(_WithToken, grpc.aio.UnaryStreamClientInterceptor):
+    """The same for server-streaming calls (Watch*, Execute*)."""
+
     async def intercept_unary_stream(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
         return await continuation(self._with_token(client_call_details), request)
+
+
+def bearer_token_interceptors(token: str) -> list[grpc.aio.ClientInterceptor]:
+    """The interceptors that send ``token`` on every call of a channel.
+
+    One per kind of call: grpc.aio files an interceptor under the first kind it implements only, so a single
+    class for both left server streams without the token.
+    """
+    return [BearerToken(token), BearerTokenStream(token)]

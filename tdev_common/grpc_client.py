@@ -146,9 +146,9 @@ def open_channel(
         interceptors = [*aio_client_interceptors(tracer_provider=tracer_provider()), *interceptors]
     security = security or ClientSecurity()
     if security.service_token:
-        from tdev_common.auth import BearerToken
+        from tdev_common.auth import bearer_token_interceptors
 
-        interceptors.append(BearerToken(security.service_token))
+        interceptors += bearer_token_interceptors(security.service_token)
     if security.tls_ca:
         credentials = grpc.ssl_channel_credentials(
             root_certificates=security.tls_ca, private_key=security.tls_key, certificate_chain=security.tls_cert

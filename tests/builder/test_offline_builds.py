@@ -303,7 +303,8 @@ async def test_concurrent_builds_each_succeed(builder: Builder) -> None:
 
 async def _tdev(builder: Builder, *args: str) -> tuple[int, str]:
     """Runs the CLI in a thread (it runs its own event loop) while the servers keep serving on ours; server logs
-    go to stderr meanwhile so that they stay out of the CLI's output."""
+    go to stderr meanwhile so that they stay out of the CLI's output. A failure gives what the CLI's stderr says
+    before the request id."""
     saved = structlog.get_config()
     structlog.configure(processors=[structlog.dev.ConsoleRenderer(colors=False)],
                         logger_factory=structlog.PrintLoggerFactory(file=sys.__stderr__),
@@ -314,7 +315,10 @@ async def _tdev(builder: Builder, *args: str) -> tuple[int, str]:
         result = await asyncio.to_thread(CliRunner().invoke, app, [*args, *address], env={"COLUMNS": "250"})
     finally:
         structlog.configure(**saved)
-    return result.exit_code, result.stdout
+    if result.exit_code == 0:
+        return result.exit_code, result.stdout
+    assert result.stdout == "", result.stdout  # errors go to stderr only
+    return result.exit_code, result.stderr.strip().split("\nrequest id ")[0]
 
 
 async def test_cli_build_follow_then_show_list_and_readme(builder: Builder) -> None:

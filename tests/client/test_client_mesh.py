@@ -282,3 +282,6 @@ async def test_a_token_is_sent_on_every_call(tmp_path: Path) -> None:
                 await anonymous.registry.list_agents()
         async with Mesh(connection(ports, tmp_path, token="ops-token-0123456789abcdef")) as known:
             assert (await known.registry.list_agents()).items == []
+            with pytest.raises(NotFound):  # a server stream carries the token too (was UNAUTHENTICATED)
+                async for _ in known.workflows.watch_execution("ex_000000000000"):
+                    pass

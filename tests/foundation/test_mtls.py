@@ -225,17 +225,21 @@ def test_full_mtls_in_production_and_plaintext_in_embedded_mode_are_accepted(
 async def test_cli_health_check_reaches_an_mtls_service_with_the_client_certificate(
     common_settings: CommonSettings, mesh_pki: Pki
 ) -> None:
-    from tdev_cli.calls import cli_security
+    from tdev_client import Connection
+    from tdev_common.grpc_client import ClientSecurity
+
+    def security(connection: Connection) -> ClientSecurity:  # what the CLI's Mesh presents
+        ca, cert, key = connection.pem()
+        return ClientSecurity(None, ca, tls_cert=cert, tls_key=key)
 
     registry = SERVICES[0]
     handle = await start(registry, mesh_pki.server_settings(common_settings, "registry"))
     try:
         address = f"127.0.0.1:{handle.port}"
-        without = cli_security(common_settings.model_copy(update={"tls_ca_file": mesh_pki.file("ca.pem")}))
+        without = security(Connection(ca_file=mesh_pki.file("ca.pem")))
         assert await check_health(address, registry.grpc_service, security=without) == "UNREACHABLE"
-        with_cert = cli_security(common_settings.model_copy(update={
-            "tls_ca_file": mesh_pki.file("ca.pem"), "tls_client_cert_file": mesh_pki.file("client.pem"),
-            "tls_client_key_file": mesh_pki.file("client.key")}))
+        with_cert = security(Connection(ca_file=mesh_pki.file("ca.pem"), cert_file=mesh_pki.file("client.pem"),
+                                        key_file=mesh_pki.file("client.key")))
         assert await check_health(address, registry.grpc_service, security=with_cert) == "SERVING"
     finally:
         await handle.close(grace=1)

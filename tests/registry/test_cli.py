@@ -35,12 +35,17 @@ async def sqlite_registry(tmp_path: Path) -> AsyncIterator[Registry]:
 
 
 async def _tdev(registry: Registry, *args: str) -> tuple[int, str]:
-    """Runs the CLI in a thread (it runs its own event loop) while the server keeps serving on ours."""
+    """Runs the CLI in a thread (it runs its own event loop) while the server keeps serving on ours; the exit
+    code and stdout, or for a failure what stderr says before the request id."""
     runner = CliRunner()
     result = await asyncio.to_thread(
         runner.invoke, app, ["agents", "--address", f"127.0.0.1:{registry.handle.port}", *args],
         env={"COLUMNS": "250"})
-    return result.exit_code, result.stdout
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    if result.exit_code == 0:
+        return result.exit_code, result.stdout
+    assert result.stdout == "", result.stdout  # errors go to stderr only
+    return result.exit_code, result.stderr.strip().split("\nrequest id ")[0]
 
 
 async def test_cli_register_wait_then_list_show_search_versions(sqlite_registry: Registry, tmp_path: Path) -> None:
