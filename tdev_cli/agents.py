@@ -314,3 +314,89 @@ def lineage(
     out.print(f"root: {label(answer.get('root', {}))}", markup=False)
     for edge in answer.get("edges", []):
         out.print(f"  {label(edge['child'])} <- {label(edge['parent'])}", markup=False)
+
+
+cases_app = typer.Typer(help="Production cases of an agent (captured by workflows that opted in): list, label "
+                             "with the expected output, delete.", no_args_is_help=True)
+agents_app.add_typer(cases_app, name="cases")
+CASE_FILTERS = {"all": None, "failing": "FILTER_FAILING", "succeeding": "FILTER_SUCCEEDING",
+                "labelled": "FILTER_LABELLED", "unlabelled": "FILTER_UNLABELLED"}
+
+
+def _json_object(text: str, what: str) -> dict[str, Any]:
+    """A JSON object given inline or as ``@FILE``; anything else exits 2 naming what is wrong."""
+    if text.startswith("@"):
+        text = session.read_text(Path(text[1:]))
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        session.fail(f"{what} is not JSON: {error.msg} at line {error.lineno} column {error.colno}")
+    if not isinstance(value, dict):
+        session.fail(f"{what} must be a JSON object, not {type(value).__name__}")
+    return value
+
+
+@cases_app.command("list")
+def list_cases(
+    ctx: typer.Context,
+    agent: Annotated[str, typer.Argument(help="Agent name or id.")],
+    version: Annotated[str, typer.Option("--version", help="Only this exact version.")] = "",
+    which: Annotated[str, typer.Option("--filter", help="all, failing, succeeding, labelled or unlabelled.")] = "all",
+    limit: Annotated[int, typer.Option("--limit", help="Most cases shown (newest first).")] = 50,
+    as_json: JsonOption = False,
+) -> None:
+    """List an agent's production cases, newest first."""
+    if which not in CASE_FILTERS:
+        session.fail(f"--filter must be one of {', '.join(CASE_FILTERS)}, not {which!r}")
+
+    async def work(registry: Any) -> list[dict[str, Any]]:
+        agent_id = agent if agent.startswith("agent_") else (
+            await registry.get_agent(agent, exclude_code=True))["agent_id"]
+        found: list[dict[str, Any]] = []
+        async for case in registry.iter_agent_cases(agent_id, version=version, filter=CASE_FILTERS[which]):
+            found.append(case)
+            if len(found) >= limit:
+                break
+        return found
+
+    found = _call(ctx, work)
+    if as_json:
+        emit({"cases": found})
+        return
+    table = Table("case_id", "version", "captured", "outcome", "inputs", "expected")
+    for case in found:
+        outcome = "ok" if case["success"] else f"{case['error_type']}: {case['error_message']}"[:60]
+        table.add_row(case["case_id"], case["version"], _when(case.get("create_time")), outcome,
+                      json.dumps(case.get("inputs", {}), sort_keys=True)[:60],
+                      json.dumps(case["expected"], sort_keys=True)[:40] if case.get("labelled") else "-")
+    out.print(table)
+
+
+@cases_app.command("label")
+def label_case(
+    ctx: typer.Context,
+    case_id: Annotated[str, typer.Argument(help="The case (case_...).")],
+    expected: Annotated[str, typer.Argument(help="The expected output: a JSON object, or @FILE holding one.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Label a case with the output the agent should have returned (labelling again replaces it)."""
+    value = _json_object(expected, "EXPECTED")
+    labelled = _call(ctx, lambda registry: registry.label_agent_case(case_id, value))
+    if as_json:
+        emit(labelled)
+        return
+    out.print(f"labelled {labelled['case_id']} of {labelled['agent_id']} {labelled['version']}", markup=False)
+
+
+@cases_app.command("delete")
+def delete_case(
+    ctx: typer.Context,
+    case_id: Annotated[str, typer.Argument(help="The case (case_...).")],
+    as_json: JsonOption = False,
+) -> None:
+    """Delete a case for good (inputs that must not be kept)."""
+    _call(ctx, lambda registry: registry.delete_agent_case(case_id))
+    if as_json:
+        emit({"deleted": case_id})
+        return
+    out.print(f"deleted {case_id}", markup=False)

@@ -4,6 +4,7 @@ streams and ``--follow``, against the real services."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -123,6 +124,20 @@ async def test_every_command_prints_json_with_json(mesh_json: Json, tmp_path: Pa
     slow = tmp_path / "slow.json"
     slow.write_text(json.dumps({"name": "cli-slow", "nodes": [
         {"id": "nap", "agent_id": sleep["agent_id"], "inputs": {"seconds": 30}}]}))
+    captured = tmp_path / "captured.json"
+    captured.write_text(json.dumps({"name": "cli-capture", "capture": {"enabled": True, "success_sample_rate": 1},
+                                    "nodes": [{"id": "a", "agent_id": echo["agent_id"], "inputs": {"value": 5}}]}))
+    await j.lines(("workflows", "run"), (await j.doc(("workflows", "create"), str(captured)))["workflow_id"],
+                  "--follow")
+    for _ in range(100):  # the outbox reaches the registry within its report interval
+        cases = (await j.doc(("agents", "cases", "list"), echo["name"], "--filter", "succeeding"))["cases"]
+        if cases:
+            break
+        await asyncio.sleep(0.1)
+    assert [c["output"] for c in cases] == [{"value": 5}]
+    labelled = await j.doc(("agents", "cases", "label"), cases[0]["case_id"], '{"value": 6}')
+    assert (labelled["labelled"], labelled["expected"]) == (True, {"value": 6})
+    assert await j.doc(("agents", "cases", "delete"), cases[0]["case_id"]) == {"deleted": cases[0]["case_id"]}
     running = await j.doc(("workflows", "run"), str(slow))
     cancelled = await j.doc(("executions", "cancel"), running["execution_id"], "--reason", "enough")
     assert cancelled["execution_id"] == running["execution_id"]
