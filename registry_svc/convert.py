@@ -9,7 +9,9 @@ from google.protobuf import struct_pb2
 from tdev.registry.v1 import agent_pb2
 from tdev.registry.v1 import registry_service_pb2 as pb2
 
+from registry_svc.aliases import AliasView
 from registry_svc.domain import (
+    AgentAlias,
     AgentCase,
     AgentVersion,
     Analysis,
@@ -25,9 +27,11 @@ from registry_svc.domain import (
     RecordResult,
     RegisterCommand,
     Registration,
+    RolloutPolicy,
     SearchHit,
     Selector,
     VersionRef,
+    VersionStats,
 )
 from tdev_common import idempotency, paging
 from tdev_common.clock import from_timestamp, to_timestamp
@@ -273,3 +277,43 @@ def serialize(message: Any) -> bytes:
     """Any message -> bytes for the shared cache."""
     return bytes(message.SerializeToString())
 
+
+
+# ---- aliases ----------------------------------------------------------------------------------------
+
+
+def rollout_policy(request: pb2.SetAgentAliasRequest) -> RolloutPolicy | None:
+    """The rollout policy of a SetAgentAlias request (None: not given)."""
+    if not request.HasField("rollout"):
+        return None
+    given = request.rollout
+    return RolloutPolicy(given.min_sample, given.max_success_rate_drop, given.max_latency_ratio)
+
+
+def agent_alias(value: AgentAlias) -> agent_pb2.AgentAlias:
+    """An alias as proto."""
+    message = agent_pb2.AgentAlias(agent_id=value.agent_id, alias=value.alias, version=value.version,
+                                   traffic_fraction=value.traffic_fraction, update_time=to_timestamp(value.update_time))
+    if value.rollout is not None:
+        message.rollout.CopyFrom(agent_pb2.RolloutPolicy(
+            min_sample=value.rollout.min_sample, max_success_rate_drop=value.rollout.max_success_rate_drop,
+            max_latency_ratio=value.rollout.max_latency_ratio))
+    return message
+
+
+def _stats(value: VersionStats) -> agent_pb2.VersionStats:
+    return agent_pb2.VersionStats(version=value.version, executions=value.executions,
+                                  success_rate=value.success_rate, median_duration_ms=value.median_duration_ms)
+
+
+def aliases_response(view: AliasView) -> pb2.ListAgentAliasesResponse:
+    """An agent's aliases, events and rollout numbers -> ListAgentAliasesResponse."""
+    response = pb2.ListAgentAliasesResponse(
+        aliases=[agent_alias(a) for a in view.aliases],
+        events=[agent_pb2.AliasEvent(agent_id=e.agent_id, alias=e.alias,
+                                     kind=to_proto(e.kind, agent_pb2.AliasEvent.Kind, "KIND_"),
+                                     version=e.version, message=e.message, time=to_timestamp(e.time))
+                for e in view.events])
+    if view.stable is not None and view.canary is not None:
+        response.rollout.CopyFrom(agent_pb2.RolloutStatus(stable=_stats(view.stable), canary=_stats(view.canary)))
+    return response

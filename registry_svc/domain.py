@@ -368,3 +368,59 @@ class AgentCase:
     def labelled(self) -> bool:
         """Whether a caller said what the output should have been."""
         return self.expected is not None
+
+
+CANARY = "canary"
+STABLE = "stable"
+
+
+@dataclass(frozen=True)
+class RolloutPolicy:
+    """When a canary is judged against stable (see the proto's RolloutPolicy for the rule)."""
+
+    min_sample: int = 20
+    max_success_rate_drop: float = 0.05
+    max_latency_ratio: float = 1.5
+
+
+@dataclass(frozen=True)
+class AgentAlias:
+    """A named pointer to one version; a canary also has its traffic share and rollout policy."""
+
+    agent_id: str
+    alias: str
+    version: str
+    update_time: datetime
+    traffic_fraction: float = 0.0
+    rollout: RolloutPolicy | None = None
+
+
+class AliasEventKind(enum.IntEnum):
+    """What happened to an alias (values are the proto's)."""
+
+    SET = 1
+    DELETED = 2
+    PROMOTED = 3
+    ROLLED_BACK = 4
+
+
+@dataclass(frozen=True)
+class AliasEvent:
+    """One change of an agent's aliases, by a person or by a rollout decision."""
+
+    agent_id: str
+    alias: str
+    kind: AliasEventKind
+    version: str
+    message: str
+    time: datetime
+
+
+@dataclass(frozen=True)
+class VersionStats:
+    """Executions of one version since a moment."""
+
+    version: str
+    executions: int
+    success_rate: float
+    median_duration_ms: float

@@ -197,3 +197,36 @@ class CaseRow(Base):
     expected: Mapped[dict[str, Any] | None] = mapped_column(NullableJson, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     labelled_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class AliasRow(Base):
+    """An alias of an agent pointing at one of its versions (a canary with its share and rollout policy)."""
+
+    __tablename__ = "agent_aliases"
+    __table_args__ = (
+        sa.ForeignKeyConstraint(["agent_id", "version"], ["agent_versions.agent_id", "agent_versions.version"]),
+    )
+
+    agent_id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    alias: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    version: Mapped[str] = mapped_column(sa.String(32))
+    traffic_fraction: Mapped[float] = mapped_column(sa.Float, default=0.0)
+    min_sample: Mapped[int] = mapped_column(sa.Integer, default=0)
+    max_success_rate_drop: Mapped[float] = mapped_column(sa.Float, default=0.0)
+    max_latency_ratio: Mapped[float] = mapped_column(sa.Float, default=0.0)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class AliasEventRow(Base):
+    """What happened to an agent's aliases, newest last."""
+
+    __tablename__ = "alias_events"
+    __table_args__ = (sa.Index("ix_alias_events_agent", "agent_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    agent_id: Mapped[str] = mapped_column(sa.String(40))
+    alias: Mapped[str] = mapped_column(sa.String(40))
+    kind: Mapped[int] = mapped_column(sa.Integer)
+    version: Mapped[str] = mapped_column(sa.String(32))
+    message: Mapped[str] = mapped_column(sa.Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -7,9 +7,11 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from registry_svc.domain import (
+    AgentAlias,
     AgentCase,
     AgentIdentity,
     AgentVersion,
+    AliasEvent,
     Analysis,
     AnalysisJob,
     AnalysisReport,
@@ -24,6 +26,7 @@ from registry_svc.domain import (
     SearchCandidate,
     Selector,
     VersionRef,
+    VersionStats,
 )
 from tdev_common.paging import Page
 
@@ -173,6 +176,34 @@ class Repository(Protocol):
 
     async def delete_case(self, case_id: str) -> bool:
         """Deletes a case; False when there was none."""
+        ...
+
+    async def set_alias(self, alias: AgentAlias, message: str) -> AgentAlias:
+        """Creates or moves an alias, with a SET event."""
+        ...
+
+    async def aliases(self, agent_id: str) -> list[AgentAlias]:
+        """An agent's aliases by name."""
+        ...
+
+    async def canaries(self, agent_ids: Sequence[str]) -> list[AgentAlias]:
+        """The canary aliases among these agents."""
+        ...
+
+    async def alias_events(self, agent_id: str, limit: int) -> list[AliasEvent]:
+        """An agent's latest alias events, newest first."""
+        ...
+
+    async def delete_alias(self, agent_id: str, alias: str, now: datetime) -> AgentAlias | None:
+        """Removes an alias with a DELETED event; None when there was none."""
+        ...
+
+    async def version_stats(self, agent_id: str, versions: Sequence[str], since: datetime) -> dict[str, VersionStats]:
+        """Executions of each version finished at or after ``since``."""
+        ...
+
+    async def finish_rollout(self, canary: AgentAlias, promote: bool, message: str, now: datetime) -> bool:
+        """Ends a rollout (fenced on the canary's version); False when it had changed."""
         ...
 
     async def claim_analyses(self, owner: str, now: datetime, lease_seconds: float,

@@ -17,9 +17,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from registry_svc.domain import (
+    CANARY,
+    STABLE,
+    AgentAlias,
     AgentCase,
     AgentIdentity,
     AgentVersion,
+    AliasEvent,
+    AliasEventKind,
     Analysis,
     AnalysisJob,
     AnalysisState,
@@ -32,13 +37,17 @@ from registry_svc.domain import (
     NewVersion,
     OrderBy,
     RecordResult,
+    RolloutPolicy,
     SearchCandidate,
     Selector,
     VersionRef,
+    VersionStats,
 )
 from registry_svc.models import (
     AgentRow,
     AgentVersionRow,
+    AliasEventRow,
+    AliasRow,
     CaseRow,
     ExecutionRow,
     LabelRequestRow,
@@ -56,6 +65,8 @@ requests = cast(sa.Table, RegisterRequestRow.__table__)
 executions = cast(sa.Table, ExecutionRow.__table__)
 label_requests = cast(sa.Table, LabelRequestRow.__table__)
 cases = cast(sa.Table, CaseRow.__table__)
+aliases = cast(sa.Table, AliasRow.__table__)
+alias_events = cast(sa.Table, AliasEventRow.__table__)
 
 
 def case_id_of(execution_id: str) -> str:
@@ -439,6 +450,93 @@ class SqlRepository:
             result = await connection.execute(cases.delete().where(cases.c.case_id == case_id))
         return bool(result.rowcount)
 
+    # ---- aliases and rollouts -----------------------------------------------------------------------
+
+    async def set_alias(self, alias: AgentAlias, message: str) -> AgentAlias:
+        """Creates or moves an alias, with a SET event, in one transaction."""
+        policy = alias.rollout or RolloutPolicy(0, 0.0, 0.0)
+        values = {"version": alias.version, "traffic_fraction": alias.traffic_fraction,
+                  "min_sample": policy.min_sample, "max_success_rate_drop": policy.max_success_rate_drop,
+                  "max_latency_ratio": policy.max_latency_ratio, "updated_at": alias.update_time}
+        async with self._writing() as connection:
+            await connection.execute(self._insert(aliases).values(agent_id=alias.agent_id, alias=alias.alias, **values)
+                                     .on_conflict_do_update(index_elements=["agent_id", "alias"], set_=values))
+            await self._alias_event(connection, alias.agent_id, alias.alias, AliasEventKind.SET, alias.version,
+                                    message, alias.update_time)
+        return alias
+
+    async def aliases(self, agent_id: str) -> list[AgentAlias]:
+        """An agent's aliases by name."""
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(
+                sa.select(aliases).where(aliases.c.agent_id == agent_id).order_by(aliases.c.alias))).all()
+        return [_alias(row) for row in rows]
+
+    async def canaries(self, agent_ids: Sequence[str]) -> list[AgentAlias]:
+        """The canary aliases among these agents."""
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(sa.select(aliases).where(
+                aliases.c.agent_id.in_(list(agent_ids)), aliases.c.alias == CANARY))).all()
+        return [_alias(row) for row in rows]
+
+    async def alias_events(self, agent_id: str, limit: int) -> list[AliasEvent]:
+        """An agent's latest alias events, newest first."""
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(sa.select(alias_events).where(alias_events.c.agent_id == agent_id)
+                                             .order_by(alias_events.c.id.desc()).limit(limit))).all()
+        return [AliasEvent(row.agent_id, row.alias, AliasEventKind(row.kind), row.version, row.message,
+                           row.created_at) for row in rows]
+
+    async def delete_alias(self, agent_id: str, alias: str, now: datetime) -> AgentAlias | None:
+        """Removes an alias with a DELETED event; None when there was none."""
+        async with self._writing() as connection:
+            row = (await connection.execute(sa.select(aliases).where(
+                aliases.c.agent_id == agent_id, aliases.c.alias == alias))).first()
+            if row is None:
+                return None
+            await connection.execute(aliases.delete().where(aliases.c.agent_id == agent_id, aliases.c.alias == alias))
+            await self._alias_event(connection, agent_id, alias, AliasEventKind.DELETED, row.version,
+                                    "removed by hand", now)
+        return _alias(row)
+
+    async def version_stats(self, agent_id: str, versions: Sequence[str], since: datetime) -> dict[str, VersionStats]:
+        """Executions of each version finished at or after ``since``: count, success rate, median duration."""
+        statement = (sa.select(executions.c.version, executions.c.success, executions.c.duration_ms)
+                     .where(executions.c.agent_id == agent_id, executions.c.version.in_(list(versions)),
+                            executions.c.finish_time >= since))
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(statement)).all()
+        found: dict[str, VersionStats] = {}
+        for version in versions:
+            mine = [row for row in rows if row.version == version]
+            durations = sorted(row.duration_ms for row in mine)
+            median = durations[len(durations) // 2] if durations else 0.0
+            rate = sum(row.success for row in mine) / len(mine) if mine else 0.0
+            found[version] = VersionStats(version, len(mine), rate, median)
+        return found
+
+    async def finish_rollout(self, canary: AgentAlias, promote: bool, message: str, now: datetime) -> bool:
+        """Ends a rollout: the canary alias goes and, when promoted, stable takes its version. Fenced on the canary's
+        version, so a canary moved meanwhile (or a second replica deciding too) changes nothing."""
+        async with self._writing() as connection:
+            removed = await connection.execute(aliases.delete().where(
+                aliases.c.agent_id == canary.agent_id, aliases.c.alias == CANARY,
+                aliases.c.version == canary.version))
+            if not removed.rowcount:
+                return False
+            if promote:
+                await connection.execute(aliases.update().where(
+                    aliases.c.agent_id == canary.agent_id, aliases.c.alias == STABLE).values(
+                    version=canary.version, updated_at=now))
+            kind = AliasEventKind.PROMOTED if promote else AliasEventKind.ROLLED_BACK
+            await self._alias_event(connection, canary.agent_id, CANARY, kind, canary.version, message, now)
+        return True
+
+    async def _alias_event(self, connection: AsyncConnection, agent_id: str, alias: str, kind: AliasEventKind,
+                           version: str, message: str, now: datetime) -> None:
+        await connection.execute(alias_events.insert().values(agent_id=agent_id, alias=alias, kind=int(kind),
+                                                              version=version, message=message, created_at=now))
+
     async def parents_of(self, refs: Sequence[VersionRef]) -> list[tuple[VersionRef, VersionRef]]:
         """(child, parent) edges of ``refs``."""
         async with self._engine.connect() as connection:
@@ -648,3 +746,10 @@ def _case(row: Any) -> AgentCase:
                      success=row.success, inputs=row.inputs, output=row.output, error_type=row.error_type,
                      error_message=row.error_message, source=row.source, expected=row.expected,
                      create_time=row.created_at, label_time=row.labelled_at)
+
+
+def _alias(row: Any) -> AgentAlias:
+    rollout = None
+    if row.alias == CANARY:
+        rollout = RolloutPolicy(row.min_sample, row.max_success_rate_drop, row.max_latency_ratio)
+    return AgentAlias(row.agent_id, row.alias, row.version, row.updated_at, row.traffic_fraction, rollout)

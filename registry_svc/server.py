@@ -9,6 +9,7 @@ from tdev.registry.v1 import registry_service_pb2 as pb2
 from tdev.registry.v1 import registry_service_pb2_grpc as pb2_grpc
 
 from registry_svc import convert
+from registry_svc.aliases import AliasService
 from registry_svc.analysis import AnalysisWorker
 from registry_svc.cases import CaseLimits, CaseService
 from registry_svc.config import SCHEMA, RegistrySettings
@@ -78,9 +79,11 @@ async def create_server(
             poll_seconds=settings.analysis_poll_seconds, embedder=embedder,
             owner=f"analysis-{identity.name}", reclaim_own=identity.reclaim_own,
         )
+        rollouts = AliasService(repository, utc_now)
         service = RegistryService(
             repository, inspector, responses, embedder=embedder,
             limits=settings_group(settings, Limits), case_limits=settings_group(settings, CaseLimits),
+            after_record=rollouts.judge,
             on_registered=worker.wake,
         )
         cases = CaseService(repository, settings_group(settings, CaseLimits), utc_now)
@@ -88,7 +91,7 @@ async def create_server(
             [
                 ServiceBinding(
                     pb2.DESCRIPTOR.services_by_name["RegistryService"],
-                    RegistryServiceServicer(service, responses, cases),
+                    RegistryServiceServicer(service, responses, cases, rollouts),
                     pb2_grpc.add_RegistryServiceServicer_to_server,
                 )
             ],

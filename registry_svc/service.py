@@ -6,7 +6,7 @@ import hashlib
 import math
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -100,8 +100,10 @@ class RegistryService:
     def __init__(self, repository: Repository, inspector: CodeInspector, changes: ChangeListener, *,
                  limits: Limits | None = None, on_registered: Callable[[], None] = lambda: None,
                  embedder: Embedder | None = None, clock: Callable[[], datetime] = _utcnow,
-                 case_limits: CaseLimits | None = None) -> None:
+                 case_limits: CaseLimits | None = None,
+                 after_record: Callable[[Sequence[str]], Awaitable[None]] | None = None) -> None:
         self._repository = repository
+        self._after_record = after_record
         self._case_limits = case_limits or CaseLimits()
         self._inspector = inspector
         self._changes = changes
@@ -430,6 +432,8 @@ class RegistryService:
             by_agent[ref.agent_id].append(ref.version)
         for agent_id, changed in by_agent.items():
             await self._changes.agent_changed(agent_id, changed)
+        if self._after_record is not None and by_agent:
+            await self._after_record(list(by_agent))
         return RecordResult(accepted=result.accepted,
                             duplicates=result.duplicates + len(records) - len(unique), touched=result.touched)
 

@@ -7,6 +7,7 @@ from tdev.registry.v1 import registry_service_pb2 as pb2
 from tdev.registry.v1 import registry_service_pb2_grpc as pb2_grpc
 
 from registry_svc import convert
+from registry_svc.aliases import AliasService
 from registry_svc.cases import CaseService
 from registry_svc.response_cache import ResponseCache
 from registry_svc.service import RegistryService
@@ -16,10 +17,11 @@ class RegistryServiceServicer(pb2_grpc.RegistryServiceServicer):
     """Implements tdev.registry.v1.RegistryService."""
 
     def __init__(self, service: RegistryService, responses: ResponseCache[pb2.GetAgentResponse],
-                 cases: CaseService) -> None:
+                 cases: CaseService, aliases: AliasService) -> None:
         self._service = service
         self._responses = responses
         self._cases = cases
+        self._aliases = aliases
 
     async def RegisterAgent(
         self, request: pb2.RegisterAgentRequest, context: grpc.aio.ServicerContext
@@ -106,3 +108,24 @@ class RegistryServiceServicer(pb2_grpc.RegistryServiceServicer):
         """Deletes a case."""
         await self._cases.delete(request.case_id)
         return pb2.DeleteAgentCaseResponse()
+
+    async def SetAgentAlias(
+        self, request: pb2.SetAgentAliasRequest, context: grpc.aio.ServicerContext
+    ) -> pb2.SetAgentAliasResponse:
+        """Points an alias at a version (a canary with its share and rollout policy)."""
+        alias = await self._aliases.set_alias(request.agent_id, request.alias, request.version,
+                                              request.traffic_fraction, convert.rollout_policy(request))
+        return pb2.SetAgentAliasResponse(alias=convert.agent_alias(alias))
+
+    async def ListAgentAliases(
+        self, request: pb2.ListAgentAliasesRequest, context: grpc.aio.ServicerContext
+    ) -> pb2.ListAgentAliasesResponse:
+        """An agent's aliases, latest alias events and rollout numbers."""
+        return convert.aliases_response(await self._aliases.view(request.agent_id))
+
+    async def DeleteAgentAlias(
+        self, request: pb2.DeleteAgentAliasRequest, context: grpc.aio.ServicerContext
+    ) -> pb2.DeleteAgentAliasResponse:
+        """Removes an alias."""
+        await self._aliases.delete(request.agent_id, request.alias)
+        return pb2.DeleteAgentAliasResponse()

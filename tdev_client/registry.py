@@ -12,8 +12,10 @@ from tdev.registry.v1 import registry_service_pb2_grpc as pb2_grpc
 from tdev_client.base import Page, ServiceClient, WatchPolicy
 from tdev_client.types import (
     Agent,
+    AgentAlias,
     AgentCase,
     GetAgentLineageResponse,
+    ListAgentAliasesResponse,
     RecordExecutionsResponse,
     RegisterAgentResponse,
     SearchResult,
@@ -117,3 +119,21 @@ class RegistryClient(ServiceClient):
     async def delete_agent_case(self, case_id: str) -> None:
         """Deletes a case for good."""
         await self._call("DeleteAgentCase", pb2.DeleteAgentCaseRequest, {"case_id": case_id})
+
+    async def set_agent_alias(self, agent_id: str, alias: str, version: str, *, traffic_fraction: float = 0.0,
+                              rollout: Mapping[str, Any] | None = None) -> AgentAlias:
+        """Points an alias at a version; ``canary`` takes ``traffic_fraction`` of stable's executions and a
+        ``rollout`` policy (``{"min_sample", "max_success_rate_drop", "max_latency_ratio"}``)."""
+        answer = await self._call("SetAgentAlias", pb2.SetAgentAliasRequest, {
+            "agent_id": agent_id, "alias": alias, "version": version, "traffic_fraction": traffic_fraction,
+            "rollout": dict(rollout) if rollout is not None else None})
+        return cast("AgentAlias", answer["alias"])
+
+    async def list_agent_aliases(self, agent_id: str) -> ListAgentAliasesResponse:
+        """``{"aliases", "events", "rollout"?}``: the aliases, latest alias events and a running rollout's numbers."""
+        answer = await self._call("ListAgentAliases", pb2.ListAgentAliasesRequest, {"agent_id": agent_id})
+        return cast("ListAgentAliasesResponse", answer)
+
+    async def delete_agent_alias(self, agent_id: str, alias: str) -> None:
+        """Removes an alias (removing "canary" ends a rollout by hand)."""
+        await self._call("DeleteAgentAlias", pb2.DeleteAgentAliasRequest, {"agent_id": agent_id, "alias": alias})

@@ -25,6 +25,7 @@ from tdev_common.protojson import dict_to_struct, struct_to_dict
 from workflow_svc.domain import (
     AgentInfo,
     AgentRef,
+    AliasTarget,
     CapturePolicy,
     ErrorInfo,
     Event,
@@ -71,6 +72,7 @@ def node_from_proto(node: wf_pb2.Node) -> NodeSpec:
         ),
         timeout_seconds=node.timeout_seconds,
         required_resources=struct_to_dict(node.required_resources),
+        agent_alias=node.agent_alias,
     )
 
 
@@ -124,6 +126,7 @@ def workflow_to_proto(workflow: Workflow) -> wf_pb2.Workflow:
                 timeout_seconds=node.timeout_seconds,
                 required_resources=dict_to_struct(node.required_resources),
                 agent_name=node.agent_name,
+                agent_alias=node.agent_alias,
             )
             for node in spec.nodes
         ],
@@ -327,3 +330,13 @@ def _captured_case(case: JsonObject) -> registry_agent_pb2.CapturedCase:
     if case.get("output") is not None:
         message.output.CopyFrom(dict_to_struct(case["output"]))
     return message
+
+
+def aliases_request(agent_id: str) -> registry_pb2.ListAgentAliasesRequest:
+    """ListAgentAliases for one agent."""
+    return registry_pb2.ListAgentAliasesRequest(agent_id=agent_id)
+
+
+def alias_targets(response: registry_pb2.ListAgentAliasesResponse) -> dict[str, AliasTarget]:
+    """An agent's aliases by name."""
+    return {a.alias: AliasTarget(a.version, a.traffic_fraction) for a in response.aliases}

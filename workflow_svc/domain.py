@@ -123,6 +123,15 @@ class NodeSpec:
     timeout_seconds: float = 0.0
     required_resources: JsonObject = field(default_factory=dict)
     agent_name: str = ""
+    agent_alias: str = ""
+
+
+@dataclass(frozen=True)
+class AliasTarget:
+    """Where an alias of an agent points: a version, and for a canary the share of stable's executions."""
+
+    version: str
+    traffic_fraction: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +22,7 @@ from tdev_common.tasks import watch
 from workflow_svc.agent_cache import AgentCache, WorkflowCache
 from workflow_svc.bus import EventBus
 from workflow_svc.claimer import Claimer
-from workflow_svc.domain import AgentInfo, Claim, NodeSpec, Workflow
+from workflow_svc.domain import AgentInfo, AliasTarget, Claim, NodeSpec, Workflow
 from workflow_svc.lease_keeper import LeaseKeeper
 from workflow_svc.ports import AgentRunner, Registry, Repository
 from workflow_svc.reporter import Reporter
@@ -50,6 +51,10 @@ class EngineSettings:
     flush_interval_seconds: float = 0.01
 
 
+# How stale an alias may be when an execution starts: a promotion or rollback reaches new executions within it.
+ALIAS_TTL_SECONDS = 1.0
+
+
 class Engine:
     """Runs the executions this replica leases."""
 
@@ -70,6 +75,8 @@ class Engine:
         self.runs: dict[str, Run] = {}
         self._closing = False
         self._agents = AgentCache(registry, settings.agent_cache_size)
+        # Aliases per agent with the monotonic time they were read: an alias moves rarely, an execution starts often.
+        self._aliases: dict[str, tuple[float, dict[str, AliasTarget]]] = {}
         self._workflows = WorkflowCache(repo)
         self._claimer = Claimer(
             repo, settings.worker_id, settings.lease_seconds, settings.claim_interval_seconds,
@@ -159,6 +166,16 @@ class Engine:
     def prefetch(self, nodes: Any) -> None:
         """Starts fetching every agent a run needs, once per version."""
         self._agents.prefetch(nodes)
+
+    async def aliases(self, agent_id: str) -> dict[str, AliasTarget]:
+        """The agent's aliases, read from the registry at most once per ALIAS_TTL_SECONDS."""
+        now = time.monotonic()
+        cached = self._aliases.get(agent_id)
+        if cached is not None and now - cached[0] < ALIAS_TTL_SECONDS:
+            return cached[1]
+        targets = await self.registry.aliases(agent_id)
+        self._aliases[agent_id] = (now, targets)
+        return targets
 
     async def agent(self, node: NodeSpec) -> AgentInfo:
         """The pinned agent version with its code (fetched from the registry once per version)."""

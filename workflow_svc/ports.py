@@ -9,6 +9,7 @@ from typing import Protocol
 from workflow_svc.domain import (
     AgentInfo,
     AgentRef,
+    AliasTarget,
     AttemptResult,
     Batch,
     Claim,
@@ -47,6 +48,15 @@ class Registry(Protocol):
 
     async def record(self, records: Sequence[OutcomeRecord]) -> None:
         """Reports node outcomes (idempotent per record id); raises on failure."""
+        ...
+
+    async def aliases(self, agent_id: str) -> dict[str, AliasTarget]:
+        """The agent's aliases by name.
+
+        Raises:
+            AgentNotFound: no such agent.
+            tdev_common.errors.Unavailable: the registry cannot be reached.
+        """
         ...
 
 

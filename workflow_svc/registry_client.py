@@ -9,7 +9,7 @@ import structlog
 
 from tdev_common.errors import from_rpc_error
 from workflow_svc import convert
-from workflow_svc.domain import AgentInfo, AgentRef, OutcomeRecord
+from workflow_svc.domain import AgentInfo, AgentRef, AliasTarget, OutcomeRecord
 from workflow_svc.ports import AgentNotFound
 
 log = structlog.get_logger(__name__)
@@ -40,6 +40,21 @@ class GrpcRegistry:
             return convert.agent_info(response.agent)
         what = f'agent "{ref.agent}" has no version "{ref.version}"' if ref.version else f'unknown agent "{ref.agent}"'
         raise AgentNotFound(what)
+
+    async def aliases(self, agent_id: str) -> dict[str, AliasTarget]:
+        """The agent's aliases by name.
+
+        Raises:
+            AgentNotFound: no such agent.
+            tdev_common.errors.Unavailable: the registry cannot be reached.
+        """
+        try:
+            response = await self._stub.ListAgentAliases(convert.aliases_request(agent_id), timeout=self._deadline)
+        except grpc.aio.AioRpcError as error:
+            if error.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+                raise AgentNotFound(f'unknown agent "{agent_id}"') from error
+            raise from_rpc_error(error, context="registry ListAgentAliases") from error
+        return convert.alias_targets(response)
 
     async def record(self, records: Sequence[OutcomeRecord]) -> None:
         """Reports outcomes; records the registry rejects for good are logged and dropped.

@@ -141,6 +141,7 @@ def spec_from_json(value: dict[str, Any]) -> WorkflowSpec:
             timeout_seconds=node.get("timeout_seconds", 0.0),
             required_resources=node.get("required_resources") or {},
             agent_name=node.get("agent_name", ""),
+            agent_alias=node.get("agent_alias", ""),
         )
         for node in value.get("nodes", ())
     )

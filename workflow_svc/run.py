@@ -43,6 +43,7 @@ from workflow_svc.domain import (
     OutcomeRecord,
 )
 from workflow_svc.ports import AgentNotFound, LeaseLost
+from workflow_svc.routing import CANARY_ALIAS, STABLE_ALIAS, canary_bucket
 from workflow_svc.scheduler import Scheduler
 
 if TYPE_CHECKING:
@@ -352,6 +353,8 @@ class Run:
         node = self.nodes[node_id]
         engine = self.engine
         try:
+            if node.agent_alias and not node.agent_version:
+                node = await self._resolve_alias(node_id, node)
             agent = await engine.agent(node)
         except AgentNotFound as error:
             return AttemptResult(ok=False, error=ErrorInfo("agent_not_found", str(error), node_id=node_id))
@@ -380,6 +383,27 @@ class Run:
         if result.error is not None and not result.error.node_id:
             result = replace(result, error=replace(result.error, node_id=node_id))
         return result
+
+    async def _resolve_alias(self, node_id: str, node: NodeSpec) -> NodeSpec:
+        """The node with the version its alias points at now; through "stable", a canary takes its share of
+        executions (chosen from the execution and agent ids, so every node of the agent in one execution runs
+        the same version). Kept for the rest of the execution.
+
+        Raises:
+            AgentNotFound: the agent has no such alias any more.
+        """
+        targets = await self.engine.aliases(node.agent_id)
+        target = targets.get(node.agent_alias)
+        if target is None:
+            raise AgentNotFound(f'agent {node.agent_id} has no alias "{node.agent_alias}"')
+        version = target.version
+        canary = targets.get(CANARY_ALIAS)
+        if node.agent_alias == STABLE_ALIAS and canary is not None and canary_bucket(
+                self.execution_id, node.agent_id) < canary.traffic_fraction:
+            version = canary.version
+        resolved = replace(node, agent_version=version)
+        self.nodes[node_id] = resolved
+        return resolved
 
     def _succeeded(self, node_id: str, result: AttemptResult) -> None:
         now = utc_now()
@@ -417,7 +441,8 @@ class Run:
         failures = run.failures + 1
         error = result.error or ErrorInfo("error", "the attempt failed", node_id=node_id)
         self._record(node_id, run.attempt, False, result.duration_ms, now, error.type, error_message=error.message)
-        common = {"failures": failures, "error": error, "end_time": now, "duration_ms": result.duration_ms}
+        common = {"failures": failures, "error": error, "end_time": now, "duration_ms": result.duration_ms,
+                  "agent_version": self.nodes[node_id].agent_version}
         if result.retryable and failures <= node.retry_policy.max_retries and self._cancel_reason is None:
             delay = backoff_seconds(node, failures, self.engine.rng)
             self.scheduler.retrying(node_id)

@@ -29,6 +29,7 @@ from workflow_svc.bus import EventBus
 from workflow_svc.domain import (
     AgentInfo,
     AgentRef,
+    AliasTarget,
     Event,
     Execution,
     ExecutionFilter,
@@ -107,12 +108,16 @@ class WorkflowService:
             raise InvalidArgument(validation.summary(problems), reason=INVALID_DEFINITION,
                                   violations=problems) from error
         problems.extend(validation.agent_violations(spec, validation.AgentLookup(found, missing)))
+        if not problems:
+            problems.extend(await self._alias_violations(spec, found))
         if problems:
             raise InvalidArgument(validation.summary(problems), reason=INVALID_DEFINITION, violations=problems)
         pinned = []
         for node in spec.nodes:
             info = found[AgentRef(node.agent_id, node.agent_version)]
-            pinned.append(replace(node, agent_id=info.agent_id, agent_version=info.version, agent_name=info.name))
+            # A node by alias keeps no version: the alias picks it when each execution starts.
+            version = "" if node.agent_alias else info.version
+            pinned.append(replace(node, agent_id=info.agent_id, agent_version=version, agent_name=info.name))
         estimates = {
             node.id: found[AgentRef(node.agent_id, node.agent_version)].average_duration_ms for node in spec.nodes
         }
@@ -129,6 +134,22 @@ class WorkflowService:
         stored = await self._repo.insert_workflow(workflow, request_id, fingerprint)
         log.info("workflow_created", workflow_id=stored.workflow_id, nodes=len(spec.nodes))
         return stored
+
+    async def _alias_violations(self, spec: WorkflowSpec, found: dict[AgentRef, AgentInfo]) -> list[FieldViolation]:
+        """A node naming an alias its agent does not have (yet) is refused at creation."""
+        problems = []
+        known: dict[str, dict[str, AliasTarget]] = {}
+        for index, node in enumerate(spec.nodes):
+            if not node.agent_alias:
+                continue
+            agent_id = found[AgentRef(node.agent_id, node.agent_version)].agent_id
+            if agent_id not in known:
+                known[agent_id] = await self._registry.aliases(agent_id)
+            if node.agent_alias not in known[agent_id]:
+                have = ", ".join(sorted(known[agent_id])) or "none"
+                problems.append(FieldViolation(f"nodes[{index}].agent_alias",
+                                               f'agent {agent_id} has no alias "{node.agent_alias}" (it has: {have})'))
+        return problems
 
     async def _lookup_agents(self, spec: WorkflowSpec) -> tuple[dict[AgentRef, AgentInfo], dict[AgentRef, str]]:
         wanted = validation.agent_refs(spec)

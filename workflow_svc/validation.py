@@ -14,6 +14,7 @@ from workflow_svc import refs
 from workflow_svc.domain import AgentInfo, AgentRef, CapturePolicy, NodeSpec, WorkflowSpec
 
 NODE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+ALIAS = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
 RESOURCE_LIMITS = {"memory_mb": (64.0, 16384.0), "cpu_seconds": (0.01, 3600.0)}
 MAX_RETRIES = 10
 MAX_BACKOFF_SECONDS = 3600.0
@@ -77,6 +78,12 @@ def _node_violations(index: int, node: NodeSpec, limits: Limits) -> list[FieldVi
         )
     if not node.agent_id:
         problems.append(FieldViolation(f"{at}.agent_id", "an agent id or name is required"))
+    if node.agent_alias and not ALIAS.match(node.agent_alias):
+        problems.append(FieldViolation(f"{at}.agent_alias", f'"{node.agent_alias}" is not an alias name (a '
+                                                             "lowercase letter, then up to 39 of a-z 0-9 _ -)"))
+    if node.agent_alias and node.agent_version:
+        problems.append(FieldViolation(f"{at}.agent_alias", "leave agent_version empty with an alias: the alias "
+                                                             "picks the version when each execution starts"))
     policy = node.retry_policy
     if not 0 <= policy.max_retries <= MAX_RETRIES:
         problems.append(

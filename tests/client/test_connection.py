@@ -89,4 +89,4 @@ def test_a_client_certificate_needs_its_key_and_a_ca(tmp_path: Path) -> None:
 def test_the_typed_dicts_are_up_to_date_with_the_protos() -> None:
     from tdev_client import typegen
 
-    assert typegen.TARGET.read_text() == typegen.render(), "run: python -m tdev_client.typegen"
+    assert typegen.TARGET.read_text() == typegen.render(), "run: python tdev_client/typegen.py"

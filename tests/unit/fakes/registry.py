@@ -18,9 +18,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from registry_svc.domain import (
+    CANARY,
+    STABLE,
+    AgentAlias,
     AgentCase,
     AgentIdentity,
     AgentVersion,
+    AliasEvent,
+    AliasEventKind,
     Analysis,
     AnalysisJob,
     AnalysisState,
@@ -37,6 +42,7 @@ from registry_svc.domain import (
     SearchCandidate,
     Selector,
     VersionRef,
+    VersionStats,
 )
 from registry_svc.ports import InspectionFailed, RequestMismatch, TooManyLabels, UnknownVersions, VersionConflict
 from registry_svc.repository import case_id_of, p95
@@ -129,6 +135,8 @@ class FakeRepository:
         self.label_requests: dict[str, str] = {}
         self.executions: dict[str, _Execution] = {}
         self.cases: dict[str, AgentCase] = {}
+        self.alias_rows: dict[tuple[str, str], AgentAlias] = {}
+        self.alias_log: list[AliasEvent] = []
         self.conflicts = 0
         self._next_id = 1
 
@@ -356,6 +364,50 @@ class FakeRepository:
 
     async def delete_case(self, case_id: str) -> bool:
         return self.cases.pop(case_id, None) is not None
+
+    async def set_alias(self, alias: AgentAlias, message: str) -> AgentAlias:
+        self.alias_rows[(alias.agent_id, alias.alias)] = alias
+        self.alias_log.append(AliasEvent(alias.agent_id, alias.alias, AliasEventKind.SET, alias.version, message,
+                                         alias.update_time))
+        return alias
+
+    async def aliases(self, agent_id: str) -> list[AgentAlias]:
+        return sorted((a for (agent, _), a in self.alias_rows.items() if agent == agent_id), key=lambda a: a.alias)
+
+    async def canaries(self, agent_ids: Sequence[str]) -> list[AgentAlias]:
+        return [a for (agent, name), a in self.alias_rows.items() if agent in agent_ids and name == CANARY]
+
+    async def alias_events(self, agent_id: str, limit: int) -> list[AliasEvent]:
+        return [e for e in reversed(self.alias_log) if e.agent_id == agent_id][:limit]
+
+    async def delete_alias(self, agent_id: str, alias: str, now: datetime) -> AgentAlias | None:
+        removed = self.alias_rows.pop((agent_id, alias), None)
+        if removed is not None:
+            self.alias_log.append(AliasEvent(agent_id, alias, AliasEventKind.DELETED, removed.version,
+                                             "removed by hand", now))
+        return removed
+
+    async def version_stats(self, agent_id: str, versions: Sequence[str], since: datetime) -> dict[str, VersionStats]:
+        found = {}
+        for version in versions:
+            mine = [e.record for e in self.executions.values() if e.record.agent_id == agent_id
+                    and e.record.version == version and e.finish_time >= since]
+            durations = sorted(r.duration_ms for r in mine)
+            found[version] = VersionStats(version, len(mine), sum(r.success for r in mine) / len(mine) if mine else 0.0,
+                                          durations[len(durations) // 2] if durations else 0.0)
+        return found
+
+    async def finish_rollout(self, canary: AgentAlias, promote: bool, message: str, now: datetime) -> bool:
+        current = self.alias_rows.get((canary.agent_id, CANARY))
+        if current is None or current.version != canary.version:
+            return False
+        del self.alias_rows[(canary.agent_id, CANARY)]
+        stable = self.alias_rows.get((canary.agent_id, STABLE))
+        if promote and stable is not None:
+            self.alias_rows[(canary.agent_id, STABLE)] = replace(stable, version=canary.version, update_time=now)
+        kind = AliasEventKind.PROMOTED if promote else AliasEventKind.ROLLED_BACK
+        self.alias_log.append(AliasEvent(canary.agent_id, CANARY, kind, canary.version, message, now))
+        return True
 
     def _apply_totals(self, ref: VersionRef, records: Sequence[ExecutionRecord], now: datetime,
                       p95_window: int) -> None:

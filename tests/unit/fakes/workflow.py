@@ -19,6 +19,7 @@ from tdev_common.idempotency import check_same_request
 from workflow_svc.domain import (
     AgentInfo,
     AgentRef,
+    AliasTarget,
     AttemptResult,
     Batch,
     Claim,
@@ -235,6 +236,7 @@ class FakeRegistry:
         self.records: list[OutcomeRecord] = []
         self.down: Exception | None = None
         self.lookups: list[AgentRef] = []
+        self.alias_targets: dict[str, dict[str, AliasTarget]] = {}
 
     async def get_agent(self, ref: AgentRef, *, with_code: bool) -> AgentInfo:
         self.lookups.append(ref)
@@ -251,6 +253,11 @@ class FakeRegistry:
         if self.down is not None:
             raise self.down
         self.records.extend(records)
+
+    async def aliases(self, agent_id: str) -> dict[str, AliasTarget]:
+        if self.down is not None:
+            raise self.down
+        return dict(self.alias_targets.get(agent_id, {}))
 
 
 Behaviour = Callable[[JsonObject], AttemptResult]
