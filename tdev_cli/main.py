@@ -13,6 +13,7 @@ from rich.table import Table
 from tdev_cli.agents import agents_app
 from tdev_cli.builds import build_command, builds_app
 from tdev_cli.calls import cli_security, tls_overrides
+from tdev_cli.console import console_command
 from tdev_cli.evolution import evolution_app, evolve_command
 from tdev_cli.mesh import SERVICES, health_of_all
 from tdev_cli.workflows import executions_app, workflows_app
@@ -26,6 +27,7 @@ app.add_typer(builds_app, name="builds")
 app.command("build")(build_command)
 app.add_typer(evolution_app, name="evolution")
 app.command("evolve")(evolve_command)
+app.command("console")(console_command)
 console = Console()
 
 
