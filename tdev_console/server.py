@@ -15,7 +15,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -31,7 +31,7 @@ from tdev_console.views import code_diff, dag_layers, evolution_lineage
 
 log = structlog.get_logger(__name__)
 
-STATIC = resources.files("tdev_console") / "static"
+STATIC = Path(__file__).resolve().parent / "static"
 SESSION_COOKIE = "tdev_console_session"
 HEARTBEAT_SECONDS = 15.0
 # The page loads only its own files: even a missed escape could not pull in or run foreign script.
@@ -360,11 +360,12 @@ async def start_console(common: CommonSettings, settings: ConsoleSettings) -> Ru
     return RunningConsole(runner, backend, f"http://{settings.host}:{port}/", port)
 
 
-async def serve(common: CommonSettings, settings: ConsoleSettings, ready: Callable[[str], None]) -> None:
-    """Runs the console until cancelled; ``ready`` gets its URL once it listens."""
+async def serve(common: CommonSettings, settings: ConsoleSettings, ready: Callable[[str], None],
+                stop: asyncio.Event | None = None) -> None:
+    """Runs the console until ``stop`` is set (or the task is cancelled); ``ready`` gets its URL once it listens."""
     console = await start_console(common, settings)
     ready(console.url)
     try:
-        await asyncio.Event().wait()
+        await (stop or asyncio.Event()).wait()
     finally:
         await console.close()

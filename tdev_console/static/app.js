@@ -305,7 +305,7 @@ function fitnessChart(reports, seedFitness) {
     s("line", { class: "axis", x1: L, y1: T, x2: L, y2: height - B }),
     s("text", { class: "axis-label", x: 4, y: y(hi) + 4 }, hi.toFixed(2)),
     s("text", { class: "axis-label", x: 4, y: y(lo) + 4 }, lo.toFixed(2)),
-    s("text", { class: "axis-label", x: width - 190, y: 12 }, "— best   — mean   fitness per generation"));
+    s("text", { class: "axis-label", x: L + 8, y: 11 }, "green: best · blue: mean"));
   for (const [key, cls] of [["best_fitness", "best"], ["mean_fitness", "mean"]]) {
     if (reports.length > 1) svg.append(s("polyline", { class: `line-${cls}`, points: reports.map((r, i) => `${x(i)},${y(r[key])}`).join(" ") }));
     reports.forEach((r, i) => svg.append(s("circle", { class: `point-${cls}`, cx: x(i), cy: y(r[key]), r: 4, dataset: { generation: r.generation } },
