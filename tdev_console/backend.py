@@ -27,7 +27,7 @@ from tdev_common.grpc_client import ClientSecurity, open_channel
 from tdev_common.protojson import whole_numbers
 
 # A watch that drops with one of these is reopened after the last event seen; anything else ends it.
-_RESUMABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.INTERNAL)
+_RESUMABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 PAGE_SIZE = 50
 
 

@@ -127,7 +127,11 @@ async def register(mesh: Mesh, name: str, code: str) -> dict[str, Any]:
 async def test_execution_appears_and_its_nodes_turn_green_live(stack: Stack, browser: BrowserContext) -> None:
     echo = await register(stack.mesh, "wf_echo", AGENTS["wf_echo"])
     sleep = await register(stack.mesh, "wf_sleep", AGENTS["wf_sleep"])
+    flaky = await register(stack.mesh, "wf_flaky", AGENTS["wf_flaky"])
     workflow = await stack.mesh.workflows.create_workflow({"name": "console-live", "nodes": [
+        {"id": "flaky", "agent_id": flaky["agent_id"], "depends_on": ["first"],
+         "inputs": {"attempt": {"$ref": "context.attempt"}, "fail_times": 1},
+         "retry_policy": {"max_retries": 2, "initial_backoff": 0.05, "backoff_multiplier": 1, "max_backoff": 0.1}},
         {"id": "first", "agent_id": echo["agent_id"], "inputs": {"value": {"$ref": "inputs.text"}}},
         {"id": "nap", "agent_id": sleep["agent_id"], "inputs": {"seconds": 2.5, "value": 1}, "depends_on": ["first"]},
         {"id": "left", "agent_id": echo["agent_id"], "inputs": {"value": "l"}, "depends_on": ["nap"]},
@@ -148,11 +152,12 @@ async def test_execution_appears_and_its_nodes_turn_green_live(stack: Stack, bro
     assert await page.locator("[data-node='left']").get_attribute("data-state") in ("STATE_PENDING", "STATE_SCHEDULED")
     await screenshot(page, "execution-running")
     await page.wait_for_selector("[data-node='nap'][data-state='STATE_SUCCEEDED']", timeout=15_000)
-    for node in ("left", "right"):
+    for node in ("left", "right", "flaky"):
         await page.wait_for_selector(f"[data-node='{node}'][data-state='STATE_SUCCEEDED']", timeout=10_000)
     await page.wait_for_selector("#execution-state .STATE_SUCCEEDED", timeout=10_000)
     assert "rgb(227, 246, 232)" == await nap.locator("rect").evaluate("r => getComputedStyle(r).fill")  # green
 
+    assert "attempt 2" in (await page.locator("[data-node='flaky']").text_content() or "")  # retried once
     await page.locator("[data-node='first']").click()
     details = page.locator("#node-details")
     await details.locator("pre").first.wait_for()
@@ -161,6 +166,7 @@ async def test_execution_appears_and_its_nodes_turn_green_live(stack: Stack, bro
     assert await page.locator("main img, main script").count() == 0
     events = await page.locator("#events div").all_inner_texts()
     assert any("node started · nap" in line for line in events) and any("execution succeeded" in e for e in events)
+    assert any("node retrying · flaky · attempt" in line for line in events)
     await screenshot(page, "execution-succeeded")
     assert page.errors == []  # type: ignore[attr-defined]
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from tdev_console.views import code_diff, dag_layers, evolution_lineage
 
 
 def test_dag_layers_put_each_node_after_its_deepest_dependency() -> None:
-    nodes = [{"id": "a"}, {"id": "b", "depends_on": ["a"]}, {"id": "c", "depends_on": ["a", "b"]},
+    nodes: list[dict[str, Any]] = [{"id": "a"}, {"id": "b", "depends_on": ["a"]}, {"id": "c", "depends_on": ["a", "b"]},
              {"id": "d"}, {"id": "e", "depends_on": ["d", "c"]}]
     assert dag_layers(nodes) == [["a", "d"], ["b"], ["c"], ["e"]]
 
