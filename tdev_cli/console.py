@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import signal
 
 import typer
 from rich.console import Console
@@ -28,9 +28,16 @@ def console_command() -> None:
     def ready(url: str) -> None:
         console.print(f"console: [bold]{escape(url)}[/bold]  (Ctrl-C stops it)")
 
+    async def until_stopped() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(get_common_settings(), get_console_settings(), ready, stop)
+        console.print("console stopped")
+
     try:
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(serve(get_common_settings(), get_console_settings(), ready))
+        asyncio.run(until_stopped())
     except (AuthConfigError, TlsConfigError) as error:
         console.print(f"[red]cannot start:[/red] {escape(str(error))}")
         raise typer.Exit(2) from None
