@@ -31,7 +31,11 @@ CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "console"
 TOKEN = "console-token-0123456789abcdef"
 TOKENS = json.dumps({"tokens": [{"name": "ops", "token": TOKEN, "permissions": ["*"]}]})
+# Slow enough (0.1 s per case in the sandbox) that the page sees the generations arrive one by one.
 SCALER = '''
+import time
+
+
 class Scaler:
     """Scales x by a factor."""
 
@@ -39,6 +43,7 @@ class Scaler:
         return {"name": "scaler", "description": "scales a number"}
 
     def execute(self, inputs):
+        time.sleep(0.1)
         return {"y": inputs["x"] * 2}
 '''
 HOSTILE = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
@@ -174,16 +179,28 @@ async def test_execution_appears_and_its_nodes_turn_green_live(stack: Stack, bro
 async def test_evolution_chart_lineage_and_diff_render(stack: Stack, browser: BrowserContext) -> None:
     scaler = await register(stack.mesh, "scaler", SCALER)
     suite = {"cases": [{"name": f"x{x}", "inputs": {"x": x}, "expected": {"y": 3 * x}} for x in range(1, 5)]}
+    # Counts the chart's points each time the page redraws it, from the page's first script on.
+    await browser.add_init_script("""
+        window.__chartPoints = [];
+        new MutationObserver(() => {
+            const n = document.querySelectorAll('#fitness-chart circle.point-best').length;
+            if (window.__chartPoints.at(-1) !== n) window.__chartPoints.push(n);
+        }).observe(document, {childList: true, subtree: true});
+    """)
+    page = await open_page(browser, stack.console.url + "#/evolutions")
+    await page.wait_for_selector("text=No evolution runs yet.")
     run = await stack.mesh.evolution.start_evolution(scaler["agent_id"], suite, config={
-        "population_size": 8, "generations": 3, "seed": 7, "plateau_generations": 0, "promote": False})
-    page = await open_page(browser, stack.console.url + f"#/evolutions/{run['run_id']}")
+        "population_size": 6, "generations": 4, "seed": 7, "plateau_generations": 0, "promote": False})
+    await page.goto(stack.console.url + f"#/evolutions/{run['run_id']}")
     await page.wait_for_selector("#run-state .STATE_SUCCEEDED, #run-state .STATE_FAILED", timeout=120_000)
     done = await stack.mesh.evolution.get_evolution(run["run_id"])
     assert done["state"] == "STATE_SUCCEEDED", done.get("error")
     generations = len(done["generations"])
-    assert generations >= 1
+    assert generations == 4
     await page.wait_for_function(f"document.querySelectorAll('#fitness-chart circle.point-best').length === "
                                  f"{generations}")
+    seen = await page.evaluate("window.__chartPoints")
+    assert seen[-1] == generations and any(0 < n < generations for n in seen), seen  # it grew while running
     assert await page.locator("#fitness-chart circle.point-mean").count() == generations
     nodes = page.locator("#lineage g.lineage-node")
     assert await nodes.count() >= 2
