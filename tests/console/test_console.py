@@ -72,7 +72,11 @@ def ensure_chromium() -> None:
         return
     if shutil.which("apt-get") is None:
         pytest.fail("chromium is missing and apt-get is not available to install it")
-    subprocess.run(["apt-get", "install", "-y", "chromium"], check=True, capture_output=True, timeout=900)
+    install = ["apt-get", "install", "-y", "chromium"]
+    if subprocess.run(install, capture_output=True, timeout=900).returncode != 0:
+        # A fresh machine may have no package lists yet.
+        subprocess.run(["apt-get", "update"], check=True, capture_output=True, timeout=600)
+        subprocess.run(install, check=True, capture_output=True, timeout=900)
 
 
 def addresses(ports: dict[str, int]) -> dict[str, str]:
