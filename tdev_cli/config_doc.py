@@ -19,6 +19,7 @@ SETTINGS: tuple[tuple[str, str, str], ...] = (
     ("Sandbox tier worker (python -m tdev_common.sandbox.worker)", "tdev_common.sandbox.settings",
      "SandboxWorkerSettings"),
     ("LLM layer", "tdev_common.llm.settings", "LLMSettings"),
+    ("Web console (tdev console; environment only)", "tdev_console.config", "ConsoleSettings"),
 )
 DOC_PATH = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 # What callers read (tdev_client.connection); a variable added there without a line here fails the render.

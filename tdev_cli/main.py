@@ -15,6 +15,7 @@ from rich.table import Table
 from tdev_cli import session
 from tdev_cli.agents import agents_app
 from tdev_cli.builds import build_command, builds_app
+from tdev_cli.console import console_command
 from tdev_cli.evolution import evolution_app, evolve_command
 from tdev_cli.mesh import SERVICES
 from tdev_cli.session import JsonOption, emit, out
@@ -30,6 +31,7 @@ app.add_typer(builds_app, name="builds")
 app.command("build")(build_command)
 app.add_typer(evolution_app, name="evolution")
 app.command("evolve")(evolve_command)
+app.command("console")(console_command)
 
 
 def _print_version(value: bool) -> None:

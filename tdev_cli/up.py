@@ -1,4 +1,5 @@
-"""``tdev up``: the four services as separate processes on loopback, watched until Ctrl-C or SIGTERM."""
+"""``tdev up``: the four services and the web console as separate processes on loopback, watched until Ctrl-C
+or SIGTERM."""
 
 from __future__ import annotations
 
@@ -23,12 +24,17 @@ from sqlalchemy.engine import URL, make_url
 from tdev_cli.mesh import SERVICES, MeshService, check_health
 from tdev_common.config import CommonSettings, ServiceSettings
 from tdev_common.sandbox import SandboxSettings, SandboxWorkerSettings
+from tdev_console.config import ConsoleSettings
 
 LOG_TAIL_LINES = 20
 DEPENDENCY_TIMEOUT_SECONDS = 3.0
 # The settings class of each service, read the way the service reads it (its own DSN wins over the shared one).
 _SETTINGS = {"registry": "registry_svc.config:RegistrySettings", "workflow": "workflow_svc.config:WorkflowSettings",
              "builder": "builder_svc.config:BuilderSettings", "evolution": "evolution_svc.config:EvolutionSettings"}
+
+
+# The web console runs as one more child (python -m tdev_console), watched like the services.
+CONSOLE = MeshService("console", "tdev_console", "", "TDEV_CONSOLE_PORT", 8080)
 
 
 class MeshStartError(RuntimeError):
@@ -57,6 +63,13 @@ def port_is_free(host: str, port: int) -> bool:
                 return False
             raise
     return True
+
+
+def _any_free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def planned_ports(env: dict[str, str]) -> dict[str, int]:
@@ -154,6 +167,34 @@ async def _wait_until_serving(children: list[Child], host: str, timeout: float) 
         if time.monotonic() > deadline:
             raise MeshStartError(f"not SERVING after {timeout:.0f}s: {', '.join(sorted(pending))}")
         await asyncio.sleep(0.1)
+
+
+def what_it_is(child: Child) -> str:
+    """``the registry service`` / ``the console`` in messages."""
+    return child.service.name if child.service is CONSOLE else f"{child.service.name} service"
+
+
+async def _wait_until_listening(child: Child, host: str, timeout: float) -> None:
+    # The console speaks HTTP, not gRPC health: it is ready once its port accepts connections.
+    deadline = time.monotonic() + timeout
+    while True:
+        if child.process.returncode is not None:
+            raise MeshStartError(
+                f"the {child.service.name} exited with code {child.process.returncode} while starting; "
+                f"last lines of {child.log_path}:\n{_tail(child.log_path)}"
+            )
+        try:
+            _, writer = await asyncio.open_connection(host, child.port)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise MeshStartError(f"the {child.service.name} does not listen on {host}:{child.port} after "
+                                     f"{timeout:.0f}s") from None
+            await asyncio.sleep(0.1)
+            continue
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return
 
 
 async def stop_children(children: list[Child], grace: float) -> None:
@@ -272,13 +313,16 @@ async def dependencies_down(common: CommonSettings, databases: dict[str, Databas
 
 
 def banner(host: str, ports: dict[str, int], data_dir: Path, *, databases: dict[str, Database] | None = None,
-           redis_url: str | None = None, sandbox_workers: list[str] | None = None) -> str:
+           redis_url: str | None = None, sandbox_workers: list[str] | None = None,
+           console_url: str | None = None) -> str:
     """What a person needs to start calling the mesh, and what it really runs on (from the settings)."""
     registry = f"{host}:{ports['registry']}"
     workflow = f"{host}:{ports['workflow']}"
     lines = ["T-Developer mesh is up", ""]
     for service in SERVICES:
         lines.append(f"  {service.name:<10} {host}:{ports[service.name]:<6} {service.grpc_service}")
+    if console_url:
+        lines.append(f"  {'console':<10} {console_url}  (web console: agents, executions, builds, evolution)")
     lines.append("")
     databases = databases or {}
     described = {name: database.describe() for name, database in databases.items()}
@@ -302,7 +346,7 @@ def banner(host: str, ports: dict[str, int], data_dir: Path, *, databases: dict[
         f"  grpcurl -plaintext -d '{{\"page_size\": 5}}' {workflow} tdev.workflow.v1.WorkflowService/ListWorkflows",
         "  tdev status",
         "",
-        "Ctrl-C stops all four.",
+        "Ctrl-C stops all four" + (" and the console." if console_url else "."),
     ]
     return "\n".join(lines)
 
@@ -320,8 +364,11 @@ async def run_mesh(
     ports = planned_ports(env)
     sandbox = SandboxSettings()
     workers = planned_workers(sandbox, SandboxWorkerSettings())
+    console_settings = ConsoleSettings()
     planned = {**ports, **{worker.name: worker.default_port for worker in workers}}
     taken = [f"{name} port {port}" for name, port in planned.items() if not port_is_free(common.host, port)]
+    if console_settings.port and not port_is_free(console_settings.host, console_settings.port):
+        taken.append(f"console port {console_settings.port} (TDEV_CONSOLE_PORT)")
     if taken:
         console.print(
             f"[red]cannot start: {', '.join(taken)} already in use on {common.host}.[/red] "
@@ -368,12 +415,23 @@ async def run_mesh(
         except MeshStartError as error:
             console.print(f"[red]{error}[/red]")
             return 1
+        console_port = console_settings.port or _any_free_port(console_settings.host)
+        console_child = await _start_child(CONSOLE, console_port, {**child_env, CONSOLE.port_env: str(console_port)},
+                                           logs)
+        children.append(console_child)
+        try:
+            await _wait_until_listening(console_child, console_settings.host, start_timeout)
+        except MeshStartError as error:
+            console.print(f"[red]{escape(str(error))}[/red]")
+            return 1
+        console_url = f"http://{console_settings.host}:{console_port}/"
         if as_json:  # ``tdev up --json``: the addresses for a script, nothing else on stdout
             print(json.dumps({"services": {s.name: f"{common.host}:{ports[s.name]}" for s in SERVICES},
-                              "data_dir": str(data_dir)}), flush=True)
+                              "console": console_url, "data_dir": str(data_dir)}), flush=True)
         else:
             print(banner(common.host, ports, data_dir, databases=databases, redis_url=common.redis_url,
-                         sandbox_workers=[f"{common.host}:{worker.default_port}" for worker in workers]), flush=True)
+                         sandbox_workers=[f"{common.host}:{worker.default_port}" for worker in workers],
+                         console_url=console_url), flush=True)
         if ready is not None:
             ready.set()
         died = [asyncio.create_task(child.process.wait()) for child in children]
@@ -385,7 +443,7 @@ async def run_mesh(
             for child in children:
                 if child.process.returncode is not None:
                     console.print(
-                        f"[red]the {child.service.name} service stopped unexpectedly (exit code "
+                        f"[red]the {what_it_is(child)} stopped unexpectedly (exit code "
                         f"{child.process.returncode}); stopping the mesh.[/red] Last {LOG_TAIL_LINES} lines of "
                         f"{child.log_path}:", soft_wrap=True)
                     console.print(_tail(child.log_path), markup=False, highlight=False, soft_wrap=True)

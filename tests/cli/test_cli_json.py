@@ -168,7 +168,8 @@ async def test_every_command_prints_json_with_json(mesh_json: Json, tmp_path: Pa
                        "500", "--plateau", "0")
     assert (await j.doc(("evolution", "cancel"), long["run_id"]))["state"] == "STATE_CANCELLED"
 
-    assert j.covered | {("up",)} == {path for path, _ in leaf_commands()}  # `up` below, as a real child
+    # `up` and `console` below, as real children
+    assert j.covered | {("up",), ("console",)} == {path for path, _ in leaf_commands()}
 
 
 async def test_up_with_json_prints_the_addresses_as_one_json_line(tmp_path: Path) -> None:
@@ -185,3 +186,18 @@ async def test_up_with_json_prints_the_addresses_as_one_json_line(tmp_path: Path
         process.terminate()
         rest, _ = await process.communicate()
     assert rest == b""  # nothing else on stdout, even while stopping
+
+
+async def test_console_with_json_prints_its_address_as_one_json_line(tmp_path: Path) -> None:
+    port = free_port()
+    env = clean_env(tmp_path, TDEV_CONSOLE_PORT=str(port))
+    process = await tdev_process(env, "console", "--json")
+    assert process.stdout is not None and process.stderr is not None
+    try:
+        line = await asyncio.wait_for(process.stdout.readline(), 30)
+        assert line, (await process.stderr.read()).decode()
+        assert json.loads(line) == {"console": f"http://127.0.0.1:{port}/"}
+    finally:
+        process.terminate()
+        rest, _ = await process.communicate()
+    assert rest == b""

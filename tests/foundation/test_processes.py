@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -41,6 +43,7 @@ def mesh_env(tmp_path: Path, ports: list[int]) -> dict[str, str]:
     env["TDEV_DATA_DIR"] = str(tmp_path / "data")
     env["TDEV_GRACE_SECONDS"] = "2"
     env.pop("TDEV_DATABASE_URL", None)
+    env["TDEV_CONSOLE_PORT"] = "0"  # tdev up picks a free port for the console and prints it
     for service, port in zip(SERVICES, ports, strict=True):
         env[service.port_env] = str(port)
         env[f"TDEV_{service.name.upper()}_ADDRESS"] = f"127.0.0.1:{port}"
@@ -147,10 +150,14 @@ async def test_tdev_up_serves_all_four_and_stops_cleanly(tmp_path: Path) -> None
         )
         assert status.returncode == 0, status.stdout
         assert status.stdout.count("SERVING") == 4
+        console_url = re.search(r"console +(http://127\.0\.0\.1:(\d+)/)", text)
+        assert console_url, text
+        page = await asyncio.to_thread(urllib.request.urlopen, console_url[1], timeout=10)
+        assert page.status == 200 and b"T-Developer console" in page.read()
         process.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(process.wait(), timeout=20)
         assert code == 0
-        for port in ports:
+        for port in [*ports, int(console_url[2])]:
             with socket.socket() as probe:
                 assert probe.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still served"
     finally:
@@ -284,6 +291,32 @@ async def test_tdev_up_on_redis_says_so_and_a_crashed_service_stops_the_mesh_wit
                 f"{log_path}:") in flat
         tail = (await asyncio.to_thread(log_path.read_text)).splitlines()[-20:]
         assert tail and all(line.strip() in rest for line in tail[-3:])
+        for port in ports:
+            with socket.socket() as probe:
+                assert probe.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still served"
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_tdev_up_stops_the_mesh_when_the_console_dies(tmp_path: Path) -> None:
+    ports = free_ports(4)
+    process = await asyncio.create_subprocess_exec(
+        str(BIN / "tdev"), "up", env=mesh_env(tmp_path, ports), cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        assert process.stdout is not None
+        banner = b""
+        while b"Ctrl-C stops all four and the console." not in banner:
+            line = await asyncio.wait_for(process.stdout.readline(), timeout=60)
+            assert line, f"tdev up ended early:\n{banner.decode()}"
+            banner += line
+        os.kill(await asyncio.to_thread(_child_running, process.pid, "tdev_console"), signal.SIGKILL)
+        rest = (await asyncio.wait_for(process.stdout.read(), timeout=30)).decode()
+        assert await asyncio.wait_for(process.wait(), timeout=30) == 1, rest
+        assert "the console stopped unexpectedly (exit code -9); stopping the mesh." in " ".join(rest.split())
         for port in ports:
             with socket.socket() as probe:
                 assert probe.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still served"
