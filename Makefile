@@ -47,7 +47,7 @@ test-unit: setup ## Only the unit tests (fakes and pure functions, no I/O; well 
 
 lint: setup ## ruff, mypy and buf lint
 	$(BIN)/ruff check .
-	$(BIN)/mypy tdev_common registry_svc workflow_svc builder_svc evolution_svc tdev_cli tdev_client
+	$(BIN)/mypy tdev_common registry_svc workflow_svc builder_svc evolution_svc tdev_cli tdev_client tdev_console
 	$(BIN)/buf lint
 
 bench: setup ## Run every benchmark in bench/ (each prints ratios against its baseline)

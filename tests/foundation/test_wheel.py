@@ -29,7 +29,8 @@ DEV_BIN = Path(sys.executable).parent
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 # Only the project's own names at the top level of site-packages: tdev (generated), tdev_*, <name>_svc.
 PROJECT_NAME = re.compile(r"^(tdev|tdev_[a-z]+|[a-z]+_svc)$")
-EXPECTED_PACKAGES = {"tdev", "tdev_common", "tdev_cli", "tdev_client", *(service.module for service in SERVICES)}
+EXPECTED_PACKAGES = {"tdev", "tdev_common", "tdev_cli", "tdev_client", "tdev_console",
+                     *(service.module for service in SERVICES)}
 REGISTRY_PROTO = ROOT / "protos" / "tdev" / "registry" / "v1" / "registry_service.proto"
 
 
@@ -110,6 +111,7 @@ def test_the_wheel_puts_only_project_names_at_the_top_level_each_typed(wheel: Pa
     top = {name.split("/", 1)[0] for name in names if not name.split("/", 1)[0].endswith(".dist-info")}
     assert all(PROJECT_NAME.match(name) for name in top), sorted(top)
     assert top >= EXPECTED_PACKAGES, EXPECTED_PACKAGES - top
+    assert "tdev_console/static/index.html" in names, "the console's page is not packaged"
     for package in top:
         assert f"{package}/py.typed" in names, package
     generated_dirs = {name.rsplit("/", 1)[0] for name in names if name.startswith("tdev/") and name.endswith(".py")}
