@@ -18,6 +18,7 @@ from tdev.workflow.v1 import workflow_service_pb2_grpc as wf_service_pb2_grpc
 
 from builder_svc.admission import Cursor
 from builder_svc.domain import (
+    AcceptanceCase,
     AgentRegistration,
     AgentSummary,
     Build,
@@ -52,12 +53,30 @@ def _stage_number(stage: Stage | None) -> build_pb2.Stage:
 
 
 # ---- builder requests ------------------------------------------------------------------------------------
+def comparison_mode(value: int) -> str:
+    """``COMPARISON_JSON_SUBSET`` -> ``"json_subset"``; unspecified (and unknown numbers) -> ``"exact"``."""
+    if value not in build_pb2.Comparison.values() or value == build_pb2.COMPARISON_UNSPECIFIED:
+        return "exact"
+    return build_pb2.Comparison.Name(value).removeprefix("COMPARISON_").lower()  # type: ignore[arg-type]
+
+
+def comparison_number(mode: str) -> build_pb2.Comparison:
+    """Inverse of :func:`comparison_mode`."""
+    return build_pb2.Comparison.Value("COMPARISON_" + (mode or "exact").upper())  # type: ignore[return-value]
+
+
+def _acceptance(message: build_pb2.AcceptanceCase) -> AcceptanceCase:
+    return AcceptanceCase(struct_to_dict(message.inputs), struct_to_dict(message.expected),
+                          comparison_mode(message.comparison), message.tolerance, message.name)
+
+
 def _constraints(message: build_pb2.BuildConstraints) -> RequestedConstraints:
     return RequestedConstraints(
         max_tokens=message.max_tokens, max_cost_usd=message.max_cost_usd,
         max_duration_seconds=message.max_duration_seconds, max_fix_attempts=message.max_fix_attempts,
         disable_reuse=message.disable_reuse,
         sample_inputs=tuple(struct_to_dict(sample) for sample in message.sample_inputs),
+        acceptance_cases=tuple(_acceptance(case) for case in message.acceptance_cases),
     )
 
 
@@ -108,10 +127,24 @@ def _agent(agent: PackagedAgent) -> build_pb2.PackagedAgent:
                                    reused=agent.reused, fix_attempts=agent.fix_attempts, node_id=agent.node_id)
 
 
+def _origin(origin: str) -> build_pb2.ValidationCase.Origin:
+    if not origin:
+        return build_pb2.ValidationCase.ORIGIN_UNSPECIFIED
+    return build_pb2.ValidationCase.Origin.Value(f"ORIGIN_{origin.upper()}")  # type: ignore[return-value]
+
+
 def _case(case: ValidationCase) -> build_pb2.ValidationCase:
     return build_pb2.ValidationCase(inputs=struct(case.inputs), expected=struct(case.expected),
                                     actual=struct(case.actual), passed=case.passed,
-                                    execution_id=case.execution_id, message=case.message)
+                                    execution_id=case.execution_id, message=case.message,
+                                    origin=_origin(case.origin), name=case.name,
+                                    comparison=comparison_number(case.comparison))
+
+
+def acceptance_message(case: AcceptanceCase) -> build_pb2.AcceptanceCase:
+    """An acceptance case as a message."""
+    return build_pb2.AcceptanceCase(name=case.name, inputs=struct(case.inputs), expected=struct(case.expected),
+                                    comparison=comparison_number(case.comparison), tolerance=case.tolerance)
 
 
 def _package(package: ServicePackage | None) -> build_pb2.ServicePackage | None:
@@ -122,7 +155,8 @@ def _package(package: ServicePackage | None) -> build_pb2.ServicePackage | None:
         agents=[_agent(a) for a in package.agents], input_schema=struct(package.input_schema),
         output_schema=struct(package.output_schema), readme=package.readme,
         validation_report=[_case(c) for c in package.validation_report], usage=usage_message(package.usage),
-        build_seconds=package.build_seconds)
+        build_seconds=package.build_seconds, derived_examples_only=package.derived_examples_only,
+        validation_basis=package.validation_basis)
 
 
 def build_message(build: Build) -> build_pb2.Build:
@@ -133,12 +167,14 @@ def build_message(build: Build) -> build_pb2.Build:
             max_tokens=build.constraints.max_tokens, max_cost_usd=build.constraints.max_cost_usd,
             max_duration_seconds=build.constraints.max_duration_seconds,
             max_fix_attempts=build.constraints.max_fix_attempts, disable_reuse=build.constraints.disable_reuse,
-            sample_inputs=[struct(s) for s in build.constraints.sample_inputs]),
+            sample_inputs=[struct(s) for s in build.constraints.sample_inputs],
+            acceptance_cases=[acceptance_message(c) for c in build.constraints.acceptance_cases]),
         state=to_proto(build.state, build_pb2.Build.State, "STATE_"),
         stages=[_stage(s) for s in build.stages], package=_package(build.package), error=_error(build.error),
         usage=usage_message(build.usage), last_sequence=build.last_sequence,
         create_time=to_timestamp(build.create_time), update_time=to_timestamp(build.update_time),
-        registered_agents=[_agent(a) for a in build.registered_agents], elapsed_seconds=build.elapsed_seconds)
+        registered_agents=[_agent(a) for a in build.registered_agents], elapsed_seconds=build.elapsed_seconds,
+        state_detail=build.state_detail)
 
 
 def event_message(event: BuildEvent) -> build_pb2.BuildEvent:

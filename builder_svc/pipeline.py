@@ -242,7 +242,8 @@ class Pipeline:
         package = run.progress.package
         await run.emit(NewEvent(
             EventType.BUILD_SUCCEEDED, Stage.PACKAGE,
-            f"build succeeded: service {package.service_id if package else ''} is validated and packaged",
+            f"build succeeded: service {package.service_id if package else ''} is validated and packaged"
+            + (f"; {package.validation_basis}" if package and package.validation_basis else ""),
             {"package": package.to_json() if package else {}}, run.elapsed() * 1000, run.meter.total),
             lambda p: replace(p, state=BuildState.SUCCEEDED))
 

@@ -53,7 +53,9 @@ def _requirements(payload: Mapping[str, Any]) -> dict[str, Any]:
     task = payload.get("task", "analyse")
     if task == "plan":
         catalogue = payload.get("catalogue") or []
-        return plan(text, [dict(entry) for entry in catalogue if isinstance(entry, Mapping)])
+        cases = payload.get("acceptance_cases") or []
+        return plan(text, [dict(entry) for entry in catalogue if isinstance(entry, Mapping)],
+                    [dict(case) for case in cases if isinstance(case, Mapping)])
     if task == "analyse":
         return analyse_requirements(text)
     raise BadPayload(f"requirements task must be 'analyse' or 'plan', not {task!r}")
