@@ -170,7 +170,13 @@ def fit(steps: list[Step], pipeline: Any, run: Callable[[Any, JSON], dict[str, J
         refs += [f"nodes.{agent.id}.output.{key}" for key in agent.produces
                  if f"nodes.{agent.id}.output.{key}" not in refs]
     outputs: dict[str, str] = {}
-    wanted = list(dict.fromkeys(key for case in cases for key in (case.get("expected") or {})))
+    wanted: list[str] = []
+    for case in cases:
+        loose = str(case.get("comparison") or "exact") == "key_names_equivalent"
+        for key in case.get("expected") or {}:
+            if key not in wanted and not (loose and any(acceptance.key_name(key) == acceptance.key_name(w)
+                                                        for w in wanted)):
+                wanted.append(key)
     for key in wanted:
         same_name = [r for r in refs if acceptance.key_name(r.rsplit(".", 1)[1]) == acceptance.key_name(key)]
         found = next((r for r in [*same_name, *refs] if _agrees(key, r, cases, traces)), None)
@@ -186,13 +192,16 @@ def _agrees(key: str, ref: str, cases: Sequence[Mapping[str, Any]],
     node, _, name = ref.split(".")[1:4]
     for case, (_inputs, trace) in zip(cases, traces, strict=True):
         expected = case.get("expected") or {}
-        if key not in expected:
+        mode = str(case.get("comparison") or "exact")
+        own = key if key in expected else next(
+            (k for k in expected if mode == "key_names_equivalent" and acceptance.key_name(k) == acceptance.key_name(key)),
+            None)
+        if own is None:
             continue
         got = trace[node]["output"].get(name, _MISSING)
         if got is _MISSING:
             return False
-        mode = str(case.get("comparison") or "exact")
-        if acceptance.mismatch({key: expected[key]}, {key: got}, mode, float(case.get("tolerance") or 0.0)):
+        if acceptance.mismatch({own: expected[own]}, {own: got}, mode, float(case.get("tolerance") or 0.0)):
             return False
     return True
 
