@@ -141,13 +141,42 @@ def print_result(build: build_pb2.Build) -> None:
     console.print(table)
     passed = sum(1 for case in package.validation_report if case.passed)
     console.print(f"validation: {passed}/{len(package.validation_report)} cases passed")
+    if build.state_detail:
+        colour = "yellow" if package.derived_examples_only else "green"
+        console.print(f"[{colour}]{escape(build.state_detail)}[/{colour}]")
     console.print(line)
     console.print(f"README: tdev builds show {build.build_id} --readme")
 
 
 # -- commands -----------------------------------------------------------------------------------------------
+def _acceptance_cases(raws: list[str]) -> list[build_pb2.AcceptanceCase]:
+    """``--case`` values: a JSON case, or @file holding a case, a list of them or {"acceptance_cases": [...]}."""
+    found: list[build_pb2.AcceptanceCase] = []
+    for raw in raws:
+        try:
+            value = json.loads(Path(raw[1:]).read_text(encoding="utf-8") if raw.startswith("@") else raw)
+        except (OSError, ValueError) as error:
+            raise typer.BadParameter(f"--case must be JSON or @file: {error}") from None
+        if isinstance(value, dict) and "acceptance_cases" in value:
+            value = value["acceptance_cases"]
+        for item in value if isinstance(value, list) else [value]:
+            if not isinstance(item, dict) or not isinstance(item.get("expected"), dict):
+                raise typer.BadParameter('--case needs {"inputs": {...}, "expected": {...}[, "comparison": "exact|'
+                                         'json_subset|numeric_tolerance|key_names_equivalent", "tolerance": x]}')
+            comparison = "COMPARISON_" + str(item.get("comparison") or "exact").upper()
+            if comparison not in build_pb2.Comparison.keys():
+                raise typer.BadParameter(f"--case: unknown comparison {item.get('comparison')!r}")
+            inputs, expected = struct_pb2.Struct(), struct_pb2.Struct()
+            inputs.update(item.get("inputs") or {})
+            expected.update(item["expected"])
+            found.append(build_pb2.AcceptanceCase(
+                name=str(item.get("name", "")), inputs=inputs, expected=expected,
+                comparison=comparison, tolerance=float(item.get("tolerance") or 0.0)))  # type: ignore[arg-type]
+    return found
+
+
 def _constraints(max_cost: float, max_tokens: int, max_time: float, max_fix_attempts: int, no_reuse: bool,
-                 samples: list[str]) -> build_pb2.BuildConstraints:
+                 samples: list[str], cases: list[str] | None = None) -> build_pb2.BuildConstraints:
     values = []
     for raw in samples:
         try:
@@ -160,7 +189,8 @@ def _constraints(max_cost: float, max_tokens: int, max_time: float, max_fix_atte
         message.update(value)
         values.append(message)
     return build_pb2.BuildConstraints(max_cost_usd=max_cost, max_tokens=max_tokens, max_duration_seconds=max_time,
-                                      max_fix_attempts=max_fix_attempts, disable_reuse=no_reuse, sample_inputs=values)
+                                      max_fix_attempts=max_fix_attempts, disable_reuse=no_reuse, sample_inputs=values,
+                                      acceptance_cases=_acceptance_cases(cases or []))
 
 
 def build_command(
@@ -178,12 +208,16 @@ def build_command(
     request_id: Annotated[str, typer.Option("--request-id", help="Idempotency key: a retry returns the same build.")]
     = "",
     address: Annotated[str, typer.Option("--address", help=ADDRESS_HELP)] = "",
+    cases: Annotated[list[str] | None, typer.Option("--case", help=(
+        "Acceptance case the service must meet: JSON {inputs, expected, comparison?, tolerance?, name?} or @file "
+        "(one case, a list, or {\"acceptance_cases\": [...]}). Without any, the build is validated on derived "
+        "examples only."))] = None,
 ) -> None:
     """Build a validated service from plain-language requirements."""
     text = Path(requirements[1:]).read_text(encoding="utf-8") if requirements.startswith("@") else requirements
     request = pb2.StartBuildRequest(
         requirements=text, request_id=request_id,
-        constraints=_constraints(max_cost, max_tokens, max_time, max_fix_attempts, no_reuse, samples or []))
+        constraints=_constraints(max_cost, max_tokens, max_time, max_fix_attempts, no_reuse, samples or [], cases))
 
     async def work(stub: pb2_grpc.BuilderServiceStub) -> int:
         build = (await stub.StartBuild(request)).build

@@ -68,6 +68,13 @@ ALTERNATIVES: dict[str, Alternatives] = {
     "transform_numbers": _precision("precision"),
     "aggregate_by_field": _precision("precision"),
     "round_numbers": _choices("digits", (0, 1, 2, 3)),
+    "word_frequency": _choices("top_n", range(1, 11)),
+    # One record or a list of them: "each employee record" reads either way.
+    "select_fields": _choices("key", ("record", "records")),
+    "drop_fields": _choices("key", ("record", "records")),
+    "rename_fields": _choices("key", ("record", "records")),
+    "flatten_record": _choices("key", ("record", "records")),
+    "character_frequency": _choices("top_n", range(1, 11)),
     "change_case": _choices("mode", ("lower", "upper", "title")),
 }
 

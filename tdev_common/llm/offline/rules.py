@@ -232,6 +232,12 @@ def _frequency(text: str, ctx: Context) -> list[Step]:
             steps.append(_step("character_frequency", m, {"top_n": top_n}))
         else:
             steps.append(_step("word_frequency", m, {"top_n": top_n}))
+    # "which 2 letters appear most often", "the 4 words that occur most"
+    asked = (r"\b" + _NUM + r"\s+(words|letters|characters)\s+(?:that\s+)?(?:appear|occur|show\s+up|are\s+used)\w*\s+"
+             r"(?:the\s+)?most\b")
+    for m in re.finditer(asked, text, _I):
+        template = "word_frequency" if m.group(2).lower() == "words" else "character_frequency"
+        steps.append(_step(template, m, {"top_n": max(1, int(to_number(m.group(1))))}))
     return steps
 
 
@@ -335,7 +341,7 @@ _MEASURE_WORDS = [
     (r"median", "median"),
     (r"minimum|smallest|lowest|\bmin\b", "min"),
     (r"maximum|largest|highest|biggest|\bmax\b", "max"),
-    (r"\bsum\b|\btotal\b|add\s+up|added\s+up", "sum"),
+    (r"\bsum\b|\btotal\b|adds?\s+(?:(?:them|it|these|those|all|everything)\s+){0,3}up|added\s+up", "sum"),
     (r"\brange\b|spread", "range"),
     (r"\bmode\b|most\s+common\s+(?:number|value)", "mode"),
     (r"how\s+many\s+(?:numbers|values)|\bcount\s+(?:of\s+)?(?:the\s+)?(?:numbers|values)", "count"),
@@ -524,7 +530,10 @@ def _select(text: str, ctx: Context) -> list[Step]:
                r"\bonly\s+keep\s+(?:the\s+)?(?:fields?|keys?|columns?|properties)?\s*(.+?)(?=[.;]|\bthen\b|$)")
     for m in re.finditer(pattern, text, _I):
         fragment = m.group(1) or m.group(2) or ""
-        if not re.search(r"\b(fields?|keys?|columns?|propert\w+|attributes?)\b", m.group(0), _I):
+        # "keep only name and salary" names fields without saying so: a short list of bare names, about records
+        bare_names = ctx.records and re.fullmatch(r"\s*" + _FIELD + r"(?:\s*(?:,|\band\b|&)\s*" + _FIELD + r")*\s*",
+                                                  fragment, _I) is not None
+        if not bare_names and not re.search(r"\b(fields?|keys?|columns?|propert\w+|attributes?)\b", m.group(0), _I):
             continue
         fields = _field_list(re.split(r"\s+(?:fields?|keys?|columns?|properties)\b", fragment, maxsplit=1,
                                       flags=_I)[0])
