@@ -8,6 +8,7 @@ import itertools
 import json
 import math
 import re
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -90,6 +91,14 @@ _HANDLERS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
 }
 
 
+_HANDLER_LOCK = threading.Lock()
+
+
+def _serialised(handler: Callable[[Mapping[str, Any]], dict[str, Any]], payload: Mapping[str, Any]) -> dict[str, Any]:
+    with _HANDLER_LOCK:
+        return handler(payload)
+
+
 def hashed_embedding(text: str, dimensions: int = EMBEDDING_DIMENSIONS) -> tuple[float, ...]:
     """Feature-hashed, L2-normalised bag of lowercased words and word bigrams."""
     words = re.findall(r"[^\W_]+", text.lower())
@@ -125,8 +134,10 @@ class OfflineProvider:
         if handler is None:
             raise OfflineUnsupported(f"the offline provider has no rules for purpose {request.purpose!r}; it serves "
                                      + ", ".join(sorted(_HANDLERS)))
-        # Off the event loop: planning a 20k-character requirement takes a few hundred milliseconds.
-        result = await asyncio.to_thread(handler, read_payload(request.messages))
+        # Off the event loop: planning a 20k-character requirement takes a few hundred milliseconds. One handler
+        # at a time: CPython 3.11's ast module keeps its recursion depth per interpreter, not per thread, so two
+        # threads building ASTs at once can fail with "SystemError: AST constructor recursion depth mismatch".
+        result = await asyncio.to_thread(_serialised, handler, read_payload(request.messages))
         return ProviderReply(text=json.dumps(result, ensure_ascii=False), input_tokens=0, output_tokens=0,
                              model=self.default_model(request.purpose), finish_reason="stop", data=result)
 
