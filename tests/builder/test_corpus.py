@@ -25,7 +25,7 @@ def acceptance_message(value: dict[str, Any]) -> build_pb2.AcceptanceCase:
         tolerance=value.get("tolerance", 0.0))
 
 
-def test_corpus_has_at_least_thirty_texts_each_with_cases_and_fresh_inputs() -> None:
+async def test_corpus_has_at_least_thirty_texts_each_with_cases_and_fresh_inputs() -> None:
     assert len(CORPUS) >= 30
     for name in CORPUS:
         body = json.loads((REQUIREMENTS / f"{name}.cases.json").read_text(encoding="utf-8"))
