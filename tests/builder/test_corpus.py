@@ -10,8 +10,8 @@ import pytest
 from tdev.builder.v1 import build_pb2
 from tdev.workflow.v1 import workflow_pb2 as wf_pb2
 
-from tests.builder.conftest import REQUIREMENTS, Builder, Event, Mesh, build, get_build, plain, run_workflow, struct
 from tdev_common.llm.acceptance import mismatch
+from tests.builder.conftest import REQUIREMENTS, Builder, Event, Mesh, build, get_build, plain, run_workflow, struct
 
 pytestmark = [pytest.mark.mesh, pytest.mark.asyncio(loop_scope="module")]
 CORPUS = sorted(path.name.removesuffix(".cases.json") for path in REQUIREMENTS.glob("*.cases.json"))
