@@ -567,16 +567,23 @@ class PendingFix:
 
     failure: Failure
     example: JSON | None = None
+    # The caller's acceptance cases the workflow failed while this agent was blamed (inputs, expected and actual
+    # workflow outputs, comparison, what differed), shown to the repair.
+    cases: tuple[JSON, ...] = ()
 
     def to_json(self) -> JSON:
-        """JSON form for the checkpoint."""
-        return {"failure": dict(self.failure), "example": self.example}
+        """JSON form for the checkpoint (``cases`` only when set, as older checkpoints have none)."""
+        value: JSON = {"failure": dict(self.failure), "example": self.example}
+        if self.cases:
+            value["cases"] = [dict(case) for case in self.cases]
+        return value
 
     @classmethod
     def from_json(cls, value: Mapping[str, Any]) -> PendingFix:
         """Inverse of :meth:`to_json`."""
         example = value.get("example")
-        return cls(cast(Failure, dict(value["failure"])), dict(example) if example is not None else None)
+        return cls(cast(Failure, dict(value["failure"])), dict(example) if example is not None else None,
+                   tuple(dict(case) for case in value.get("cases") or ()))
 
 
 @dataclass(frozen=True)

@@ -159,11 +159,12 @@ class SelectOrCreate(StageBody):
             return await self._fix_loop(run, spec, code, (), examples)
         agent = await self._tools.registry.get(current.agent_id, current.version)
         return await self._fix_loop(run, spec, agent.code, ((agent.agent_id, agent.version),), examples,
-                                    failure=pending.failure, attempts_before=current.fix_attempts)
+                                    failure=pending.failure, attempts_before=current.fix_attempts,
+                                    failing_cases=pending.cases)
 
     async def _fix_loop(self, run: BuildRun, spec: AgentSpec, code: str, parents: tuple[tuple[str, str], ...],
                         examples: list[JSON], *, failure: Failure | None = None,
-                        attempts_before: int = 0) -> ChosenAgent:
+                        attempts_before: int = 0, failing_cases: tuple[JSON, ...] = ()) -> ChosenAgent:
         """Register, test on the examples, and on failure repair from it: at most max_fix_attempts repairs."""
         limit = run.build.constraints.max_fix_attempts
         attempt = 0
@@ -191,8 +192,12 @@ class SelectOrCreate(StageBody):
                     run.current or Stage.SELECT_OR_CREATE))
             attempt += 1
             await self._progress(run, f"{spec.id}: asking for a fix (attempt {attempt} of {limit})")
-            completion = await self._complete(run, prompts.repair_messages(code, failure, spec=spec.with_examples(
-                examples)), schemas.REPAIR_SCHEMA, Purpose.CODE_REPAIR, self._settings.code_max_tokens)
+            shown = spec.with_examples(examples)
+            if failing_cases:  # what the caller asked for and did not get, in the caller's own terms
+                shown["failing_acceptance_cases"] = [dict(case) for case in failing_cases]
+            completion = await self._complete(run, prompts.repair_messages(code, failure, spec=shown),
+                                              schemas.REPAIR_SCHEMA, Purpose.CODE_REPAIR,
+                                              self._settings.code_max_tokens)
             repaired = completion.data
             if not repaired.get("changed") or str(repaired["code"]).strip() == code.strip():
                 raise BuildFailed(BuildError(

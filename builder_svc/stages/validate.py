@@ -161,10 +161,20 @@ class Validate(StageBody):
         else:
             failure_text = f"case {failing[0] + 1}: {report[failing[0]].message}"
         blamed: dict[str, PendingFix] = {}
+        shown: dict[str, list[JSON]] = {}
         for index in failing:
             found = checked[index][1]
-            if found is not None and found.spec_id not in blamed:
+            if found is None:
+                continue
+            if checks[index].origin == CaseOrigin.ACCEPTANCE:
+                shown.setdefault(found.spec_id, []).append({
+                    "case": checks[index].label, "inputs": checks[index].inputs, "expected": checks[index].expected,
+                    "actual": report[index].actual, "comparison": checks[index].comparison,
+                    "problem": report[index].message})
+            if found.spec_id not in blamed:
                 blamed[found.spec_id] = PendingFix(found.failure, found.example)
+        blamed = {spec_id: PendingFix(fix.failure, fix.example, tuple(shown.get(spec_id, ())))
+                  for spec_id, fix in blamed.items()}
         what = "acceptance cases" if given else "cases"
         if not blamed or round_number >= 1 + self._settings.max_validation_rounds:
             count = f"{len(failing)} of {len(deciding)} acceptance cases not met" if given else \

@@ -107,7 +107,9 @@ def repair_messages(code: str, failure: Failure | dict[str, Any], *,
     system = ("You fix Python agents. " + AGENT_CONTRACT + " Given the code, the failure (exception and "
               "traceback, or the wrong output next to the expected one) and the spec, return the whole "
               "corrected code, whether you changed it, a diagnosis and the list of fixes. Change as little "
-              "as needed.")
+              "as needed. When the spec lists failing_acceptance_cases (workflow inputs, the outputs the caller "
+              "expects, what the service returned and how they are compared), the caller's cases are the "
+              "authority: the fixed agent must make them pass while still passing its examples.")
     payload: dict[str, Any] = {"code": code, "failure": dict(failure)}
     if spec is not None:
         payload["spec"] = dict(spec)

@@ -41,6 +41,7 @@ from tests.builder.conftest import (
     run_workflow,
     stage_events,
     stand_in_llm,
+    struct,
     watch,
 )
 from tests.builder.model_standin import ModelStandIn, Script, broken, offline_answer
@@ -447,6 +448,32 @@ async def test_validation_failure_sends_the_responsible_agent_back_to_fixing(
     assert [case.passed for case in done.package.validation_report] == [True] * 4
     last = await run_workflow(mesh.workflow_stub, done.package.workflow_id, {"numbers": [5, 3, 9, 1, 7, 2, 8, 6, 4]})
     assert plain(last.output) == {"numbers": [1, 2, 3, 4, 5, 6, 7, 8, 9]}
+
+
+async def test_model_sees_the_acceptance_cases_when_planning_and_the_failing_ones_when_fixing(
+        mesh: Mesh, stand_in: ModelStandIn, model: LLMClient) -> None:
+    long_list = build_pb2.AcceptanceCase(name="ten numbers", inputs=struct({"numbers": list(range(9, -1, -1))}),
+                                         expected=struct({"numbers": list(range(10))}))
+    stand_in.script = Script(answers={
+        "codegen": lambda payload, index: {"code": TRUNCATING_SORTER, "class_name": "NumberSorter"},
+        "repair": repair_fixing_on(1)})
+    builder = await mesh.start_builder(llm=model)
+    events = await build(builder.stub, "Sort the numbers in ascending order", disable_reuse=True,
+                         acceptance_cases=[long_list])
+    assert events[-1].type == Event.TYPE_BUILD_SUCCEEDED, events[-1].message
+    plan_request = next(payload for purpose, payload in stand_in.requests if purpose == "plan")
+    assert plan_request["acceptance_cases"] == [{"inputs": {"numbers": list(range(9, -1, -1))},
+                                                 "expected": {"numbers": list(range(10))}, "comparison": "exact",
+                                                 "name": "ten numbers"}]
+    repair = next(payload for purpose, payload in stand_in.requests if purpose == "repair")
+    assert repair["failure"]["message"].startswith("acceptance case 1 (ten numbers): ")
+    (shown,) = repair["spec"]["failing_acceptance_cases"]
+    assert shown["case"] == "acceptance case 1 (ten numbers)"
+    assert (shown["inputs"], shown["expected"]) == ({"numbers": list(range(9, -1, -1))},
+                                                    {"numbers": list(range(10))})
+    assert shown["actual"] == {"numbers": list(range(8))} and shown["comparison"] == "exact"
+    done = await get_build(builder.stub, events[-1].build_id)
+    assert done.state_detail.startswith("validated on 1 acceptance case (all passed)")
 
 
 @pytest.mark.parametrize("down", ["registry", "workflow"])
