@@ -9,6 +9,9 @@ import grpc
 from google.protobuf import json_format
 from tdev.builder.v1 import build_pb2
 from tdev.builder.v1 import builder_service_pb2 as pb2
+from tdev.evolution.v1 import evolution_pb2 as evo_pb2
+from tdev.evolution.v1 import evolution_service_pb2 as evo_service_pb2
+from tdev.evolution.v1 import evolution_service_pb2_grpc as evo_service_pb2_grpc
 from tdev.registry.v1 import agent_pb2 as registry_agent_pb2
 from tdev.registry.v1 import registry_service_pb2 as registry_pb2
 from tdev.registry.v1 import registry_service_pb2_grpc as registry_pb2_grpc
@@ -29,6 +32,8 @@ from builder_svc.domain import (
     ExecutionResult,
     NodeResult,
     PackagedAgent,
+    RepairRequest,
+    RepairResult,
     RequestedConstraints,
     ServicePackage,
     Stage,
@@ -343,3 +348,61 @@ def execution_result(response: wf_service_pb2.GetExecutionResponse) -> Execution
         state=wf_pb2.Execution.State.Name(execution.state).removeprefix("STATE_"),
         outputs=struct_to_dict(execution.outputs) if execution.HasField("outputs") else None, nodes=nodes,
         error_type=execution.error.type, error_message=execution.error.message, error_node=execution.error.node_id)
+
+
+# ---- the evolution service -------------------------------------------------------------------------------
+def evolution_stub(channel: grpc.aio.Channel) -> evo_service_pb2_grpc.EvolutionServiceStub:
+    """An evolution stub on a channel."""
+    return evo_service_pb2_grpc.EvolutionServiceStub(channel)
+
+
+def start_evolution_request(request: RepairRequest) -> evo_service_pb2.StartEvolutionRequest:
+    """StartEvolution: exact scoring on every case (none held out: they are the agent's whole contract)."""
+    suite = evo_pb2.EvaluationSuite(
+        cases=[evo_pb2.EvaluationCase(name=f"case {i + 1}", inputs=struct(case["input"]),
+                                      expected=struct(case["expected_output"]))
+               for i, case in enumerate(request.cases)],
+        scoring_mode=evo_pb2.SCORING_MODE_EXACT)
+    config = evo_pb2.EvolutionConfig(
+        population_size=request.population_size, generations=request.generations, seed=0,
+        max_duration_seconds=request.max_duration_seconds, max_cost_usd=request.max_cost_usd, promote=True,
+        # A repair starts from one broken program: variation, not recombination of near-identical parents, finds
+        # the fix, so most children are mutated.
+        mutation_rate=0.9, crossover_rate=0.1,
+        plateau_generations=0, islands=1, migration_interval=1, migration_size=1, elitism=1,
+        operators=f"OPERATOR_SET_{(request.operators or 'unspecified').upper()}")  # type: ignore[arg-type]
+    return evo_service_pb2.StartEvolutionRequest(agent_id=request.agent_id, agent_version=request.version,
+                                                 suite=suite, config=config, request_id=request.request_id)
+
+
+def get_evolution_request(run_id: str) -> evo_service_pb2.GetEvolutionRequest:
+    """GetEvolution without candidate code."""
+    return evo_service_pb2.GetEvolutionRequest(run_id=run_id, exclude_code=True)
+
+
+def cancel_evolution_request(run_id: str, reason: str) -> evo_service_pb2.CancelEvolutionRequest:
+    """CancelEvolution."""
+    return evo_service_pb2.CancelEvolutionRequest(run_id=run_id, reason=reason)
+
+
+_ENDED_RUNS = (evo_pb2.EvolutionRun.STATE_SUCCEEDED, evo_pb2.EvolutionRun.STATE_FAILED,
+               evo_pb2.EvolutionRun.STATE_CANCELLED)
+
+
+def evolution_ended(response: evo_service_pb2.GetEvolutionResponse) -> bool:
+    """Whether the run has ended."""
+    return response.run.state in _ENDED_RUNS
+
+
+def repair_result(response: evo_service_pb2.GetEvolutionResponse) -> RepairResult:
+    """How an ended run came out."""
+    run = response.run
+    last = run.generations[-1] if run.generations else None
+    return RepairResult(
+        run_id=run.run_id, state=evo_pb2.EvolutionRun.State.Name(run.state).removeprefix("STATE_"),
+        stop_reason=evo_pb2.StopReason.Name(run.stop_reason).removeprefix("STOP_REASON_"),
+        promoted=run.promotion.promoted, agent_id=run.promotion.agent_id, version=run.promotion.version,
+        reason=run.promotion.reason or run.stop_message, seed_fitness=run.seed_fitness,
+        best_correctness=run.best.correctness, generations=len(run.generations),
+        evaluations=last.total_evaluations if last else 0,
+        cost_usd=round(sum(g.cost_usd for g in run.generations), 12), error=run.error)

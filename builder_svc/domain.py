@@ -48,6 +48,7 @@ class Stage(enum.IntEnum):
     COMPOSE = 4
     VALIDATE = 5
     PACKAGE = 6
+    REPAIR = 7
 
     @property
     def key(self) -> str:
@@ -768,6 +769,48 @@ class ExecutionResult:
     def succeeded(self) -> bool:
         """True when every node succeeded."""
         return self.state == "SUCCEEDED"
+
+
+@dataclass(frozen=True)
+class RepairRequest:
+    """StartEvolution for one agent version: its cases (input -> expected output) and the build's limits."""
+
+    agent_id: str
+    version: str
+    cases: tuple[JSON, ...]
+    max_duration_seconds: float
+    max_cost_usd: float
+    request_id: str
+    population_size: int = 12
+    generations: int = 10
+    operators: str = ""  # "" (the service default), "program_transform", "llm" or "mixed"
+
+
+@dataclass(frozen=True)
+class RepairResult:
+    """How an evolution run ended: whether it promoted a new version, and what it cost."""
+
+    run_id: str
+    state: str
+    stop_reason: str
+    promoted: bool
+    agent_id: str = ""
+    version: str = ""
+    reason: str = ""
+    seed_fitness: float = 0.0
+    best_correctness: float = 0.0
+    generations: int = 0
+    evaluations: int = 0
+    cost_usd: float = 0.0
+    error: str = ""
+
+    def to_json(self) -> JSON:
+        """JSON form for stage details."""
+        return {"run_id": self.run_id, "state": self.state, "stop_reason": self.stop_reason,
+                "promoted": self.promoted, "agent_id": self.agent_id, "version": self.version,
+                "reason": self.reason, "seed_fitness": self.seed_fitness,
+                "best_correctness": self.best_correctness, "generations": self.generations,
+                "evaluations": self.evaluations, "cost_usd": self.cost_usd, "error": self.error}
 
 
 @dataclass(frozen=True)

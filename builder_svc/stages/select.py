@@ -21,7 +21,7 @@ from builder_svc.domain import (
     PendingFix,
     Stage,
 )
-from builder_svc.stages.base import BuildFailed, StageBody, StageOutcome, run_all
+from builder_svc.stages.base import BuildFailed, RepairNeeded, StageBody, StageOutcome, run_all
 from builder_svc.stages.reuse import reusable
 from tdev_common.errors import DomainError, InvalidArgument, Unavailable
 from tdev_common.llm import Purpose, prompts, schemas
@@ -186,10 +186,10 @@ class SelectOrCreate(StageBody):
                                               f"examples ({passed}/{len(examples)} passed): "
                                               f"{specs.describe_failure(failure)}", {"failure": dict(failure)})
             if attempt >= limit:
-                raise BuildFailed(BuildError(
+                raise self._ran_out(BuildError(
                     "FAILED_PRECONDITION", f"agent {spec.id} still fails after {limit} fix attempt"
                     f"{'s' if limit != 1 else ''}: {specs.describe_failure(failure)}",
-                    run.current or Stage.SELECT_OR_CREATE))
+                    run.current or Stage.SELECT_OR_CREATE), spec, parents, examples, attempts_before + attempt)
             attempt += 1
             await self._progress(run, f"{spec.id}: asking for a fix (attempt {attempt} of {limit})")
             shown = spec.with_examples(examples)
@@ -200,15 +200,24 @@ class SelectOrCreate(StageBody):
                                               self._settings.code_max_tokens)
             repaired = completion.data
             if not repaired.get("changed") or str(repaired["code"]).strip() == code.strip():
-                raise BuildFailed(BuildError(
+                raise self._ran_out(BuildError(
                     "FAILED_PRECONDITION", f"agent {spec.id}: no fix found on attempt {attempt} of {limit} "
                     f"({repaired.get('diagnosis', '')}); last failure: {specs.describe_failure(failure)}",
-                    run.current or Stage.SELECT_OR_CREATE))
+                    run.current or Stage.SELECT_OR_CREATE), spec, parents, examples, attempts_before + attempt)
             await self._progress(run, f"{spec.id}: {completion.label} proposed a fix: "
                                       f"{str(repaired.get('diagnosis', ''))[:300]}",
                                  {"fixes": repaired.get("fixes", []), "model": completion.label})
             code = str(repaired["code"])
             failure = None
+
+    @staticmethod
+    def _ran_out(error: BuildError, spec: AgentSpec, parents: tuple[tuple[str, str], ...], examples: list[JSON],
+                 fix_attempts: int) -> BuildFailed:
+        """The end of a fix loop: repairable by evolution when a version of this build's is in the registry."""
+        if not parents:
+            return BuildFailed(error)
+        agent_id, version = parents[0]
+        return RepairNeeded(error, spec.id, agent_id, version, list(examples), fix_attempts)
 
     async def _register(self, run: BuildRun, spec: AgentSpec, code: str, parents: tuple[tuple[str, str], ...],
                         fix_attempt: int) -> AgentSummary:
