@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
+import sys
 from typing import Any
 
 import grpc
 import pytest
+import structlog
 from tdev.builder.v1 import build_pb2
 from tdev.builder.v1 import builder_service_pb2 as pb2
 from tdev.workflow.v1 import workflow_pb2 as wf_pb2
+from typer.testing import CliRunner
 
+from tdev_cli.main import app
 from tests.builder.conftest import (
+    REQUIREMENTS,
     Builder,
     BuildState,
     Event,
@@ -122,3 +130,33 @@ async def test_empty_expected_output_is_invalid_argument(builder: Builder) -> No
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "constraints.acceptance_cases[0].expected" in str(raised.value.details()) + str(
         raised.value.trailing_metadata())
+
+
+async def _tdev(builder: Builder, *args: str) -> tuple[int, str]:
+    """The CLI in a thread (it runs its own event loop), server logs kept out of its output."""
+    saved = structlog.get_config()
+    structlog.configure(processors=[structlog.dev.ConsoleRenderer(colors=False)],
+                        logger_factory=structlog.PrintLoggerFactory(file=sys.__stderr__),
+                        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+                        cache_logger_on_first_use=False)
+    try:
+        address = ["--address", f"127.0.0.1:{builder.handle.port}"]
+        result = await asyncio.to_thread(CliRunner().invoke, app, [*args, *address], env={"COLUMNS": "250"})
+    finally:
+        structlog.configure(**saved)
+    return result.exit_code, result.stdout
+
+
+async def test_cli_build_with_cases_from_a_corpus_file_and_inline(builder: Builder) -> None:
+    corpus = REQUIREMENTS
+    code, out = await _tdev(builder, "build", f"@{corpus / 'reverse_each_word.txt'}", "--follow", "--no-reuse",
+                            "--case", f"@{corpus / 'reverse_each_word.cases.json'}",
+                            "--case", json.dumps({"inputs": {"text": "ab cd"}, "expected": {"text": "ba dc"},
+                                                  "name": "inline"}))
+    assert code == 0, out
+    assert "validated on 3 acceptance cases (all passed)" in out
+    code, out = await _tdev(builder, "build", "Sort the numbers.", "--no-reuse")
+    assert code == 0 and "accepted" in out
+    code, out = await _tdev(builder, "build", "Sort the numbers.", "--case",
+                            json.dumps({"inputs": {}, "expected": {"x": 1}, "comparison": "fuzzy"}))
+    assert code != 0
