@@ -645,3 +645,35 @@ async def test_repair_by_evolution_fixes_an_agent_the_fix_loop_could_not(
     finally:
         await channel.close()
         await evolution.close(grace=0.5)
+
+
+async def test_repair_by_evolution_stays_within_the_build_time_budget(
+        mesh: Mesh, stand_in: ModelStandIn, model: LLMClient) -> None:
+    from evolution_svc.config import EvolutionSettings
+    from evolution_svc.server import create_server as create_evolution
+
+    evolution = await create_evolution(EvolutionSettings(
+        database_url=f"sqlite+aiosqlite:///{mesh.tmp_path / 'evolution-budget.sqlite'}", claim_interval_seconds=0.2,
+        watch_poll_seconds=0.2), mesh.common(), port=0)
+    try:
+        hopeless = ADDS_FOUR.replace('[n + 4 for n in inputs["numbers"]]', '"not numbers"')
+        stand_in.script = Script(answers={
+            "codegen": lambda payload, index: {"code": hopeless, "class_name": "NumberAdder"},
+            "repair": lambda payload, index: {"code": payload["code"], "changed": False,
+                                              "diagnosis": "cannot see the bug", "fixes": []}})
+        builder = await mesh.start_builder(llm=model, common=mesh.common(
+            evolution_address=f"127.0.0.1:{evolution.port}"), evolution_repair=True,
+            repair_operators="program_transform", repair_generations=10_000)
+        events = await build(builder.stub, "Add 5 to each number", disable_reuse=True, max_fix_attempts=1,
+                             max_duration_seconds=6)
+        assert events[-1].type == Event.TYPE_BUILD_FAILED
+        done = await get_build(builder.stub, events[-1].build_id)
+        assert done.error.stage == Stage.STAGE_REPAIR
+        # Either evolution stopped on its share of the time (nothing promoted) or the build's own budget ended it.
+        assert (done.error.code, "repair by evolution" in done.error.message) == ("FAILED_PRECONDITION", True) or \
+            done.error.code == "RESOURCE_EXHAUSTED"
+        assert done.elapsed_seconds < 6.0
+        started = next(e for e in events if e.type == Event.TYPE_STAGE_PROGRESS and e.stage == Stage.STAGE_REPAIR)
+        assert "at most" in started.message and float(started.message.split("at most ")[1].split(" s")[0]) <= 3.0
+    finally:
+        await evolution.close(grace=0.5)
