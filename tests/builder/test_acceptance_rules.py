@@ -75,3 +75,14 @@ def test_group_by_totals_over_nested_fields_after_a_filter_and_a_computed_field(
     with_cases = plan(text, [], [{"inputs": {"orders": orders}, "expected": {"by_country": {"NO": 6, "PE": 3}}}])
     assert with_cases["outputs"] == {"by_country": "nodes.aggregate_by_field.output.totals"}
     assert with_cases["workflow_input_schema"]["required"] == ["orders"]
+
+
+def test_top_n_records_by_a_field_sorts_then_keeps_the_first_n() -> None:
+    players = [{"name": "a", "score": 3}, {"name": "b", "score": 9}, {"name": "c", "score": 5}]
+    planned = plan("List the top 2 players by score.", [],
+                   [{"inputs": {"players": players}, "expected": {"players": [players[1], players[2]]}}])
+    assert [(a["id"], a["implementation"]["params"]) for a in planned["agents"]] == [
+        ("sort_records", {"field": "score", "descending": True}),
+        ("take_items", {"key": "records", "count": 2, "end": "first"})]
+    last = plan("Keep the first 2 numbers.", [], [{"inputs": {"numbers": [1, 2, 3]}, "expected": {"numbers": [2, 3]}}])
+    assert last["agents"][0]["implementation"]["params"]["end"] == "last"  # the case says which end

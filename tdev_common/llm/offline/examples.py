@@ -68,6 +68,8 @@ ALTERNATIVES: dict[str, Alternatives] = {
     "transform_numbers": _precision("precision"),
     "aggregate_by_field": _precision("precision"),
     "round_numbers": _choices("digits", (0, 1, 2, 3)),
+    "take_items": lambda p: [*_choices("end", ("first", "last"))(p),
+                             *_choices("key", ("numbers", "words", "records"))(p)],
     "word_frequency": _choices("top_n", range(1, 11)),
     # One record or a list of them: "each employee record" reads either way.
     "select_fields": _choices("key", ("record", "records")),

@@ -235,6 +235,16 @@ def sort_items(inputs: dict, *, key: str, descending: bool) -> dict:
     return {key: sorted(items, reverse=descending)}
 
 
+def take_items(inputs: dict, *, key: str, count: int, end: str) -> dict:
+    """Keeps the first (or last) count items of the list."""
+    items = inputs[key]
+    if not isinstance(items, list):
+        raise TypeError(f"input {key!r} must be a list")
+    if end == "last":
+        return {key: items[-count:] if count > 0 else []}
+    return {key: items[:count]}
+
+
 def deduplicate(inputs: dict, *, key: str) -> dict:
     """Removes repeated items, keeping the first occurrence of each."""
     items = inputs[key]

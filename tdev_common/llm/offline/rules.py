@@ -695,6 +695,39 @@ def _compute_field(text: str, ctx: Context) -> list[Step]:
 
 
 @detector
+def _take_items(text: str, ctx: Context) -> list[Step]:
+    """ "keep the first 3 numbers", "return only the last 2 items", "the top 3 products by price" (sorted by the
+    field, highest first, then the first N)."""
+    steps = []
+    pattern = (r"\b(?:keep\w*|take\w*|return\w*|show\w*|list\w*|output\w*|select\w*|pick\w*|only|get)\s+(?:only\s+)?"
+               r"(?:the\s+)?(first|last|top|bottom)\s+" + _NUM + r"\s+([A-Za-z_]\w*)\b"
+               r"(?:\s+(?:by|with\s+the\s+(?:highest|largest|biggest))\s+(?:their\s+|the\s+)?" + _Q + "(" + _FIELD + ")"
+               + _Q + ")?")
+    for m in re.finditer(pattern, text, _I):
+        noun = m.group(3).lower()
+        if noun in ("characters", "chars", "letters", "words", "lines", "sentences") and not ctx.words_input:
+            continue  # parts of a text: truncation, not a list
+        if noun in _GENERIC_WORDS - {"numbers", "values", "items", "records", "rows"}:
+            continue
+        numeric = noun in ("numbers", "values", "scores", "elements", "integers", "readings", "measurements")
+        records = (ctx.records or not numeric) and noun not in ("words",) and not numeric
+        key = "records" if records else ("words" if noun == "words" else "numbers")
+        end = "last" if m.group(1).lower() in ("last", "bottom") else "first"
+        if m.group(4) and records:
+            descending = m.group(1).lower() == "top"
+            steps.append(Step("sort_records", {"field": m.group(4), "descending": descending}, m.start(),
+                              m.start() + 1, m.group(0)))
+            end = "first"
+        elif m.group(1).lower() in ("top", "bottom") and not records and key == "numbers":
+            steps.append(Step("sort_items", {"key": key, "descending": m.group(1).lower() == "top"}, m.start(),
+                              m.start() + 1, m.group(0)))
+            end = "first"
+        steps.append(Step("take_items", {"key": key, "count": max(0, int(to_number(m.group(2)))), "end": end},
+                          m.start() + 2, m.end(), m.group(0)))
+    return steps
+
+
+@detector
 def _csv(text: str, ctx: Context) -> list[Step]:
     steps = []
     for m in re.finditer(r"\b(?:pars\w*|read\w*|load\w*|convert\w*|turn\w*)?\s*(?:the\s+|a\s+|some\s+)?csv\b",
