@@ -13,6 +13,7 @@ import jsonschema
 from builder_svc import blame, composition, specs
 from builder_svc.domain import AcceptanceCase, BuildError, CaseOrigin, PendingFix, Stage, ValidationCase
 from builder_svc.stages.base import BuildFailed, StageBody, StageOutcome, run_all
+from tdev_common.errors import InvalidArgument
 from tdev_common.llm import acceptance
 
 if TYPE_CHECKING:
@@ -105,10 +106,17 @@ class Validate(StageBody):
         output_schema = composition.output_schema(plan)
 
         async def one(index: int, check: Check) -> tuple[ValidationCase, blame.Blame | None]:
-            async with limit:
-                result = await self._tools.workflows.run(
-                    workflow.workflow_id, check.inputs, f"{build_id}:validate:{round_number}:{index}",
-                    self._settings.validation_deadline_seconds, run.executions.add)
+            try:
+                async with limit:
+                    result = await self._tools.workflows.run(
+                        workflow.workflow_id, check.inputs, f"{build_id}:validate:{round_number}:{index}",
+                        self._settings.validation_deadline_seconds, run.executions.add)
+            except InvalidArgument as rejected:
+                # The service does not take these inputs (a caller's case naming an input the plan does not
+                # read, say): the case fails, it does not make the build an invalid request.
+                message = f"the workflow rejected the inputs: {rejected.message}"
+                return ValidationCase(check.inputs, check.expected, None, False, "", message, check.origin,
+                                      check.name, check.comparison), None
             run.executions.discard(result.execution_id)
             message = ""
             if not result.succeeded:

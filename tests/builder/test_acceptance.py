@@ -160,3 +160,14 @@ async def test_cli_build_with_cases_from_a_corpus_file_and_inline(builder: Build
     code, out = await _tdev(builder, "build", "Sort the numbers.", "--case",
                             json.dumps({"inputs": {}, "expected": {"x": 1}, "comparison": "fuzzy"}))
     assert code != 0
+
+
+async def test_a_case_naming_inputs_the_service_does_not_read_fails_the_build_as_a_case(builder: Builder) -> None:
+    # "stock" is no input of a text pipeline and the case cannot be mapped: the case fails, named in the error.
+    cases = [case({"text": "ab", "stock": 3}, {"text": "AB"}), case({"other": [1, 2]}, {"text": "X"}, name="odd")]
+    events = await build(builder.stub, "Convert the text to uppercase.", disable_reuse=True, acceptance_cases=cases)
+    assert events[-1].type == Event.TYPE_BUILD_FAILED
+    done = await get_build(builder.stub, events[-1].build_id)
+    assert done.error.code == "FAILED_PRECONDITION" and done.error.stage == build_pb2.STAGE_VALIDATE
+    assert "acceptance case 2 (odd)" in done.error.message
+    assert "the workflow rejected the inputs" in done.error.message
