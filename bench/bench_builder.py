@@ -2,9 +2,9 @@
 
 Starts the registry, workflow and builder services in this process on loopback ports, on SQLite files in a
 temporary directory with the offline LLM provider and the real sandbox (what ``make run`` gives a user with no
-key), then sends each text of ``examples/requirements/*.txt`` to BuildService and times the stream from the
-request to the BUILD_SUCCEEDED event: analysis, planning, code generation, registration, sandbox tests, workflow
-creation and validation executions included.
+key), then sends each text of ``examples/requirements/*.txt`` to BuildService (with the acceptance cases of its
+``.cases.json``) and times the stream from the request to the BUILD_SUCCEEDED event: analysis, planning, code
+generation, registration, sandbox tests, workflow creation and validation executions included.
 
 Bars: ours is a whole validated service in under 10 s (median); the seed plan's is one agent created within
 5 minutes. Printed: per-requirement times, the median, PASS/FAIL against 10 s and the ratio to the 5-minute bar.
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import statistics
 import sys
@@ -46,12 +47,31 @@ SEED_BAR_SECONDS = 300.0
 Event = build_pb2.BuildEvent
 
 
-async def one_build(stub: pb2_grpc.BuilderServiceStub, text: str) -> tuple[float, build_pb2.BuildEvent, int]:
+def acceptance_cases(path: Path) -> list[build_pb2.AcceptanceCase]:
+    """The acceptance cases of ``<name>.cases.json`` next to a requirement text (none when there is no file)."""
+    cases_file = path.with_name(f"{path.stem}.cases.json")
+    if not cases_file.exists():
+        return []
+    found = []
+    for case in json.loads(cases_file.read_text(encoding="utf-8"))["acceptance_cases"]:
+        message = build_pb2.AcceptanceCase(name=case.get("name", ""), tolerance=case.get("tolerance", 0.0),
+                                           comparison=build_pb2.Comparison.Value(
+                                               "COMPARISON_" + case.get("comparison", "exact").upper()))
+        message.inputs.update(case["inputs"])
+        message.expected.update(case["expected"])
+        found.append(message)
+    return found
+
+
+async def one_build(stub: pb2_grpc.BuilderServiceStub, text: str,
+                    cases: list[build_pb2.AcceptanceCase] | None = None) -> tuple[float, build_pb2.BuildEvent, int]:
     """Seconds from the request to the last event, the last event, and how many events were streamed."""
     started = time.perf_counter()
     last = None
     count = 0
-    async for response in stub.BuildService(pb2.BuildServiceRequest(requirements=text)):
+    request = pb2.BuildServiceRequest(requirements=text,
+                                      constraints=build_pb2.BuildConstraints(acceptance_cases=cases or []))
+    async for response in stub.BuildService(request):
         last = response.event
         count += 1
     assert last is not None
@@ -83,7 +103,7 @@ async def main(repeat: int) -> int:
         try:
             for round_number in range(repeat):
                 for path in texts:
-                    seconds, last, count = await one_build(stub, path.read_text().strip())
+                    seconds, last, count = await one_build(stub, path.read_text().strip(), acceptance_cases(path))
                     build = (await stub.GetBuild(pb2.GetBuildRequest(build_id=last.build_id))).build
                     ok = last.type == Event.TYPE_BUILD_SUCCEEDED
                     failures += 0 if ok else 1

@@ -12,6 +12,7 @@ from tdev_common.errors import FieldViolation, InvalidArgument, invalid_field, i
 
 MAX_REQUEST_ID_CHARS = 128
 MAX_SAMPLE_BYTES = 256 * 1024
+MAX_ACCEPTANCE_CASES = 50
 # Where a ListBuilds page continues: (create time, build id) of the last build of the previous page.
 Cursor = tuple[datetime, str]
 
@@ -69,6 +70,18 @@ def resolve_constraints(requested: RequestedConstraints, defaults: Defaults) -> 
         if len(json.dumps(sample, default=str)) > MAX_SAMPLE_BYTES:
             problems.append(FieldViolation(f"constraints.sample_inputs[{index}]",
                                            f"larger than {MAX_SAMPLE_BYTES // 1024} KiB"))
+    if len(requested.acceptance_cases) > MAX_ACCEPTANCE_CASES:
+        problems.append(FieldViolation("constraints.acceptance_cases", f"{len(requested.acceptance_cases)} cases; "
+                                       f"at most {MAX_ACCEPTANCE_CASES}"))
+    for index, case in enumerate(requested.acceptance_cases):
+        where = f"constraints.acceptance_cases[{index}]"
+        if not case.expected:
+            problems.append(FieldViolation(f"{where}.expected", "must not be empty"))
+        if case.tolerance < 0 or not math.isfinite(case.tolerance):
+            problems.append(FieldViolation(f"{where}.tolerance",
+                                           f"must be a positive number or 0, got {case.tolerance}"))
+        if len(json.dumps(case.to_json(), default=str)) > MAX_SAMPLE_BYTES:
+            problems.append(FieldViolation(where, f"larger than {MAX_SAMPLE_BYTES // 1024} KiB"))
     if problems:
         raise invalid_fields(problems)
     return Constraints(
@@ -78,6 +91,7 @@ def resolve_constraints(requested: RequestedConstraints, defaults: Defaults) -> 
         max_fix_attempts=requested.max_fix_attempts or defaults.max_fix_attempts,
         disable_reuse=requested.disable_reuse,
         sample_inputs=tuple(dict(sample) for sample in requested.sample_inputs),
+        acceptance_cases=requested.acceptance_cases,
     )
 
 

@@ -1,8 +1,9 @@
-"""The registry and workflow services as the builder's ports, over gRPC (their public APIs only)."""
+"""The registry, workflow and evolution services as the builder's ports, over gRPC (their public APIs only)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -11,7 +12,15 @@ import grpc
 import structlog
 
 from builder_svc import convert
-from builder_svc.domain import AgentRegistration, AgentSummary, ExecutionResult, StoredWorkflow, WorkflowDefinition
+from builder_svc.domain import (
+    AgentRegistration,
+    AgentSummary,
+    ExecutionResult,
+    RepairRequest,
+    RepairResult,
+    StoredWorkflow,
+    WorkflowDefinition,
+)
 from tdev_common.errors import DeadlineExceeded, from_rpc_error
 from tdev_common.retry import call_once, retry_keyed_write
 
@@ -171,3 +180,41 @@ class GrpcWorkflows:
                                              timeout=self._deadline)
         except grpc.aio.AioRpcError as error:
             log.info("execution_cancel_failed", execution_id=execution_id, code=error.code().name)
+
+
+class GrpcEvolution:
+    """tdev.evolution.v1.EvolutionService on an open channel."""
+
+    def __init__(self, channel: grpc.aio.Channel, deadline_seconds: float, attempts: int,
+                 poll_seconds: float = 0.2) -> None:
+        self._stub = convert.evolution_stub(channel)
+        self._deadline = deadline_seconds
+        self._attempts = attempts
+        self._poll = poll_seconds
+
+    async def repair(self, request: RepairRequest) -> RepairResult:
+        """Starts the run (a replayed request id finds the first one) and polls it to its end.
+
+        Raises:
+            tdev_common.errors.InvalidArgument: the evolution service rejected the suite or config;
+            Unavailable: it cannot be reached.
+        """
+        started = await retry_keyed_write(
+            lambda: self._stub.StartEvolution(convert.start_evolution_request(request), timeout=self._deadline),
+            "evolution StartEvolution", self._attempts)
+        run_id = started.run.run_id
+        try:
+            while True:
+                response = await call_once(
+                    lambda: self._stub.GetEvolution(convert.get_evolution_request(run_id), timeout=self._deadline),
+                    "evolution GetEvolution")
+                if convert.evolution_ended(response):
+                    return convert.repair_result(response)
+                await asyncio.sleep(self._poll)
+        except asyncio.CancelledError:
+            # The build's time budget ran out or it was cancelled: the run is its, so it stops with it.
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                await asyncio.shield(self._stub.CancelEvolution(
+                    convert.cancel_evolution_request(run_id, "the build that started it stopped"),
+                    timeout=self._deadline))
+            raise

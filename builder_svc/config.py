@@ -62,6 +62,15 @@ class BuilderSettings(ServiceSettings):
     model: str | None = Field(
         None, description='Model for every builder call ("provider:model"); unset follows tdev_common.llm routing.'
     )
+    evolution_repair: bool = Field(False, description=(
+        "When the fix loop runs out for an agent, hand it to the evolution service (TDEV_EVOLUTION_ADDRESS) with its "
+        "cases as the suite, under the build's remaining budgets (stage repair)."))
+    repair_population: int = Field(12, description="Population of a repair-by-evolution run.")
+    repair_generations: int = Field(10, description="Most generations of a repair-by-evolution run.")
+    repair_operators: str = Field("", description=(
+        'Operators of a repair run: "" (the evolution service default), "program_transform", "llm" or "mixed".'))
+    repair_time_share: float = Field(
+        0.5, description="Share of the build's remaining time a repair-by-evolution run may take.")
     public_workflow_address: str = Field(
         "", description="Workflow address shown in generated READMEs; empty uses TDEV_WORKFLOW_ADDRESS."
     )

@@ -9,6 +9,9 @@ import grpc
 from google.protobuf import json_format
 from tdev.builder.v1 import build_pb2
 from tdev.builder.v1 import builder_service_pb2 as pb2
+from tdev.evolution.v1 import evolution_pb2 as evo_pb2
+from tdev.evolution.v1 import evolution_service_pb2 as evo_service_pb2
+from tdev.evolution.v1 import evolution_service_pb2_grpc as evo_service_pb2_grpc
 from tdev.registry.v1 import agent_pb2 as registry_agent_pb2
 from tdev.registry.v1 import registry_service_pb2 as registry_pb2
 from tdev.registry.v1 import registry_service_pb2_grpc as registry_pb2_grpc
@@ -18,6 +21,7 @@ from tdev.workflow.v1 import workflow_service_pb2_grpc as wf_service_pb2_grpc
 
 from builder_svc.admission import Cursor
 from builder_svc.domain import (
+    AcceptanceCase,
     AgentRegistration,
     AgentSummary,
     Build,
@@ -28,6 +32,8 @@ from builder_svc.domain import (
     ExecutionResult,
     NodeResult,
     PackagedAgent,
+    RepairRequest,
+    RepairResult,
     RequestedConstraints,
     ServicePackage,
     Stage,
@@ -52,12 +58,30 @@ def _stage_number(stage: Stage | None) -> build_pb2.Stage:
 
 
 # ---- builder requests ------------------------------------------------------------------------------------
+def comparison_mode(value: int) -> str:
+    """``COMPARISON_JSON_SUBSET`` -> ``"json_subset"``; unspecified (and unknown numbers) -> ``"exact"``."""
+    if value not in build_pb2.Comparison.values() or value == build_pb2.COMPARISON_UNSPECIFIED:
+        return "exact"
+    return build_pb2.Comparison.Name(value).removeprefix("COMPARISON_").lower()  # type: ignore[arg-type]
+
+
+def comparison_number(mode: str) -> build_pb2.Comparison:
+    """Inverse of :func:`comparison_mode`."""
+    return build_pb2.Comparison.Value("COMPARISON_" + (mode or "exact").upper())  # type: ignore[return-value]
+
+
+def _acceptance(message: build_pb2.AcceptanceCase) -> AcceptanceCase:
+    return AcceptanceCase(struct_to_dict(message.inputs), struct_to_dict(message.expected),
+                          comparison_mode(message.comparison), message.tolerance, message.name)
+
+
 def _constraints(message: build_pb2.BuildConstraints) -> RequestedConstraints:
     return RequestedConstraints(
         max_tokens=message.max_tokens, max_cost_usd=message.max_cost_usd,
         max_duration_seconds=message.max_duration_seconds, max_fix_attempts=message.max_fix_attempts,
         disable_reuse=message.disable_reuse,
         sample_inputs=tuple(struct_to_dict(sample) for sample in message.sample_inputs),
+        acceptance_cases=tuple(_acceptance(case) for case in message.acceptance_cases),
     )
 
 
@@ -108,10 +132,24 @@ def _agent(agent: PackagedAgent) -> build_pb2.PackagedAgent:
                                    reused=agent.reused, fix_attempts=agent.fix_attempts, node_id=agent.node_id)
 
 
+def _origin(origin: str) -> build_pb2.ValidationCase.Origin:
+    if not origin:
+        return build_pb2.ValidationCase.ORIGIN_UNSPECIFIED
+    return build_pb2.ValidationCase.Origin.Value(f"ORIGIN_{origin.upper()}")  # type: ignore[return-value]
+
+
 def _case(case: ValidationCase) -> build_pb2.ValidationCase:
     return build_pb2.ValidationCase(inputs=struct(case.inputs), expected=struct(case.expected),
                                     actual=struct(case.actual), passed=case.passed,
-                                    execution_id=case.execution_id, message=case.message)
+                                    execution_id=case.execution_id, message=case.message,
+                                    origin=_origin(case.origin), name=case.name,
+                                    comparison=comparison_number(case.comparison))
+
+
+def acceptance_message(case: AcceptanceCase) -> build_pb2.AcceptanceCase:
+    """An acceptance case as a message."""
+    return build_pb2.AcceptanceCase(name=case.name, inputs=struct(case.inputs), expected=struct(case.expected),
+                                    comparison=comparison_number(case.comparison), tolerance=case.tolerance)
 
 
 def _package(package: ServicePackage | None) -> build_pb2.ServicePackage | None:
@@ -122,7 +160,8 @@ def _package(package: ServicePackage | None) -> build_pb2.ServicePackage | None:
         agents=[_agent(a) for a in package.agents], input_schema=struct(package.input_schema),
         output_schema=struct(package.output_schema), readme=package.readme,
         validation_report=[_case(c) for c in package.validation_report], usage=usage_message(package.usage),
-        build_seconds=package.build_seconds)
+        build_seconds=package.build_seconds, derived_examples_only=package.derived_examples_only,
+        validation_basis=package.validation_basis)
 
 
 def build_message(build: Build) -> build_pb2.Build:
@@ -133,12 +172,14 @@ def build_message(build: Build) -> build_pb2.Build:
             max_tokens=build.constraints.max_tokens, max_cost_usd=build.constraints.max_cost_usd,
             max_duration_seconds=build.constraints.max_duration_seconds,
             max_fix_attempts=build.constraints.max_fix_attempts, disable_reuse=build.constraints.disable_reuse,
-            sample_inputs=[struct(s) for s in build.constraints.sample_inputs]),
+            sample_inputs=[struct(s) for s in build.constraints.sample_inputs],
+            acceptance_cases=[acceptance_message(c) for c in build.constraints.acceptance_cases]),
         state=to_proto(build.state, build_pb2.Build.State, "STATE_"),
         stages=[_stage(s) for s in build.stages], package=_package(build.package), error=_error(build.error),
         usage=usage_message(build.usage), last_sequence=build.last_sequence,
         create_time=to_timestamp(build.create_time), update_time=to_timestamp(build.update_time),
-        registered_agents=[_agent(a) for a in build.registered_agents], elapsed_seconds=build.elapsed_seconds)
+        registered_agents=[_agent(a) for a in build.registered_agents], elapsed_seconds=build.elapsed_seconds,
+        state_detail=build.state_detail)
 
 
 def event_message(event: BuildEvent) -> build_pb2.BuildEvent:
@@ -307,3 +348,61 @@ def execution_result(response: wf_service_pb2.GetExecutionResponse) -> Execution
         state=wf_pb2.Execution.State.Name(execution.state).removeprefix("STATE_"),
         outputs=struct_to_dict(execution.outputs) if execution.HasField("outputs") else None, nodes=nodes,
         error_type=execution.error.type, error_message=execution.error.message, error_node=execution.error.node_id)
+
+
+# ---- the evolution service -------------------------------------------------------------------------------
+def evolution_stub(channel: grpc.aio.Channel) -> evo_service_pb2_grpc.EvolutionServiceStub:
+    """An evolution stub on a channel."""
+    return evo_service_pb2_grpc.EvolutionServiceStub(channel)
+
+
+def start_evolution_request(request: RepairRequest) -> evo_service_pb2.StartEvolutionRequest:
+    """StartEvolution: exact scoring on every case (none held out: they are the agent's whole contract)."""
+    suite = evo_pb2.EvaluationSuite(
+        cases=[evo_pb2.EvaluationCase(name=f"case {i + 1}", inputs=struct(case["input"]),
+                                      expected=struct(case["expected_output"]))
+               for i, case in enumerate(request.cases)],
+        scoring_mode=evo_pb2.SCORING_MODE_EXACT)
+    config = evo_pb2.EvolutionConfig(
+        population_size=request.population_size, generations=request.generations, seed=0,
+        max_duration_seconds=request.max_duration_seconds, max_cost_usd=request.max_cost_usd, promote=True,
+        # A repair starts from one broken program: variation, not recombination of near-identical parents, finds
+        # the fix, so most children are mutated.
+        mutation_rate=0.9, crossover_rate=0.1,
+        plateau_generations=0, islands=1, migration_interval=1, migration_size=1, elitism=1,
+        operators=f"OPERATOR_SET_{(request.operators or 'unspecified').upper()}")  # type: ignore[arg-type]
+    return evo_service_pb2.StartEvolutionRequest(agent_id=request.agent_id, agent_version=request.version,
+                                                 suite=suite, config=config, request_id=request.request_id)
+
+
+def get_evolution_request(run_id: str) -> evo_service_pb2.GetEvolutionRequest:
+    """GetEvolution without candidate code."""
+    return evo_service_pb2.GetEvolutionRequest(run_id=run_id, exclude_code=True)
+
+
+def cancel_evolution_request(run_id: str, reason: str) -> evo_service_pb2.CancelEvolutionRequest:
+    """CancelEvolution."""
+    return evo_service_pb2.CancelEvolutionRequest(run_id=run_id, reason=reason)
+
+
+_ENDED_RUNS = (evo_pb2.EvolutionRun.STATE_SUCCEEDED, evo_pb2.EvolutionRun.STATE_FAILED,
+               evo_pb2.EvolutionRun.STATE_CANCELLED)
+
+
+def evolution_ended(response: evo_service_pb2.GetEvolutionResponse) -> bool:
+    """Whether the run has ended."""
+    return response.run.state in _ENDED_RUNS
+
+
+def repair_result(response: evo_service_pb2.GetEvolutionResponse) -> RepairResult:
+    """How an ended run came out."""
+    run = response.run
+    last = run.generations[-1] if run.generations else None
+    return RepairResult(
+        run_id=run.run_id, state=evo_pb2.EvolutionRun.State.Name(run.state).removeprefix("STATE_"),
+        stop_reason=evo_pb2.StopReason.Name(run.stop_reason).removeprefix("STOP_REASON_"),
+        promoted=run.promotion.promoted, agent_id=run.promotion.agent_id, version=run.promotion.version,
+        reason=run.promotion.reason or run.stop_message, seed_fitness=run.seed_fitness,
+        best_correctness=run.best.correctness, generations=len(run.generations),
+        evaluations=last.total_evaluations if last else 0,
+        cost_usd=round(sum(g.cost_usd for g in run.generations), 12), error=run.error)

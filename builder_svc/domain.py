@@ -48,6 +48,7 @@ class Stage(enum.IntEnum):
     COMPOSE = 4
     VALIDATE = 5
     PACKAGE = 6
+    REPAIR = 7
 
     @property
     def key(self) -> str:
@@ -128,6 +129,45 @@ class Usage:
                    float(value.get("cost_usd", 0.0)), int(value.get("calls", 0)), tuple(value.get("models", ())))
 
 
+class CaseOrigin:
+    """Where a validation case came from (``ValidationCase.origin``); "" for cases stored before origins."""
+
+    DERIVED = "derived"
+    SAMPLE = "sample"
+    ACCEPTANCE = "acceptance"
+
+
+@dataclass(frozen=True)
+class AcceptanceCase:
+    """A caller's input -> expected output pair; ``comparison`` is a tdev_common.llm.acceptance mode."""
+
+    inputs: JSON
+    expected: JSON
+    comparison: str = "exact"
+    tolerance: float = 0.0
+    name: str = ""
+
+    def label(self, index: int) -> str:
+        """How reports and errors name the case: its name, else its position (1-based)."""
+        return f"acceptance case {index + 1}" + (f" ({self.name})" if self.name else "")
+
+    def to_json(self) -> JSON:
+        """JSON form for storage, the planner and prompts (an acceptance.AcceptanceCase)."""
+        value: JSON = {"inputs": self.inputs, "expected": self.expected, "comparison": self.comparison}
+        if self.tolerance:
+            value["tolerance"] = self.tolerance
+        if self.name:
+            value["name"] = self.name
+        return value
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> AcceptanceCase:
+        """Inverse of :meth:`to_json`."""
+        return cls(dict(value.get("inputs") or {}), dict(value.get("expected") or {}),
+                   str(value.get("comparison") or "exact"), float(value.get("tolerance") or 0.0),
+                   str(value.get("name") or ""))
+
+
 @dataclass(frozen=True)
 class Constraints:
     """Resolved limits and options of a build (defaults already applied)."""
@@ -138,19 +178,24 @@ class Constraints:
     max_fix_attempts: int
     disable_reuse: bool = False
     sample_inputs: tuple[JSON, ...] = ()
+    acceptance_cases: tuple[AcceptanceCase, ...] = ()
 
     def to_json(self) -> JSON:
-        """JSON form for storage."""
-        return {"max_tokens": self.max_tokens, "max_cost_usd": self.max_cost_usd,
-                "max_duration_seconds": self.max_duration_seconds, "max_fix_attempts": self.max_fix_attempts,
-                "disable_reuse": self.disable_reuse, "sample_inputs": [dict(s) for s in self.sample_inputs]}
+        """JSON form for storage (``acceptance_cases`` only when there are some: older rows lack the key)."""
+        value: JSON = {"max_tokens": self.max_tokens, "max_cost_usd": self.max_cost_usd,
+                       "max_duration_seconds": self.max_duration_seconds, "max_fix_attempts": self.max_fix_attempts,
+                       "disable_reuse": self.disable_reuse, "sample_inputs": [dict(s) for s in self.sample_inputs]}
+        if self.acceptance_cases:
+            value["acceptance_cases"] = [case.to_json() for case in self.acceptance_cases]
+        return value
 
     @classmethod
     def from_json(cls, value: Mapping[str, Any]) -> Constraints:
         """Inverse of :meth:`to_json`."""
         return cls(int(value["max_tokens"]), float(value["max_cost_usd"]), float(value["max_duration_seconds"]),
                    int(value["max_fix_attempts"]), bool(value.get("disable_reuse", False)),
-                   tuple(dict(s) for s in value.get("sample_inputs", ())))
+                   tuple(dict(s) for s in value.get("sample_inputs", ())),
+                   tuple(AcceptanceCase.from_json(c) for c in value.get("acceptance_cases") or ()))
 
 
 @dataclass(frozen=True)
@@ -163,6 +208,7 @@ class RequestedConstraints:
     max_fix_attempts: int = 0
     disable_reuse: bool = False
     sample_inputs: tuple[JSON, ...] = ()
+    acceptance_cases: tuple[AcceptanceCase, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -244,18 +290,29 @@ class ValidationCase:
     passed: bool
     execution_id: str = ""
     message: str = ""
+    origin: str = ""  # a CaseOrigin value; "" in reports stored before origins existed
+    name: str = ""
+    comparison: str = "exact"
 
     def to_json(self) -> JSON:
-        """JSON form for storage."""
-        return {"inputs": self.inputs, "expected": self.expected, "actual": self.actual, "passed": self.passed,
-                "execution_id": self.execution_id, "message": self.message}
+        """JSON form for storage (the newer keys only when set, so stored reports read back unchanged)."""
+        value: JSON = {"inputs": self.inputs, "expected": self.expected, "actual": self.actual,
+                       "passed": self.passed, "execution_id": self.execution_id, "message": self.message}
+        if self.origin:
+            value["origin"] = self.origin
+        if self.name:
+            value["name"] = self.name
+        if self.comparison != "exact":
+            value["comparison"] = self.comparison
+        return value
 
     @classmethod
     def from_json(cls, value: Mapping[str, Any]) -> ValidationCase:
         """Inverse of :meth:`to_json`."""
         return cls(dict(value.get("inputs") or {}), value.get("expected"), value.get("actual"),
                    bool(value.get("passed", False)), str(value.get("execution_id", "")),
-                   str(value.get("message", "")))
+                   str(value.get("message", "")), str(value.get("origin", "")), str(value.get("name", "")),
+                   str(value.get("comparison") or "exact"))
 
 
 @dataclass(frozen=True)
@@ -272,6 +329,8 @@ class ServicePackage:
     validation_report: tuple[ValidationCase, ...]
     usage: Usage
     build_seconds: float
+    derived_examples_only: bool = False
+    validation_basis: str = ""
 
     def to_json(self) -> JSON:
         """JSON form for storage."""
@@ -279,7 +338,8 @@ class ServicePackage:
                 "workflow_version": self.workflow_version, "agents": [a.to_json() for a in self.agents],
                 "input_schema": self.input_schema, "output_schema": self.output_schema, "readme": self.readme,
                 "validation_report": [c.to_json() for c in self.validation_report], "usage": self.usage.to_json(),
-                "build_seconds": self.build_seconds}
+                "build_seconds": self.build_seconds, "derived_examples_only": self.derived_examples_only,
+                "validation_basis": self.validation_basis}
 
     @classmethod
     def from_json(cls, value: Mapping[str, Any] | None) -> ServicePackage | None:
@@ -291,7 +351,8 @@ class ServicePackage:
                    dict(value.get("input_schema") or {}), dict(value.get("output_schema") or {}),
                    str(value.get("readme", "")),
                    tuple(ValidationCase.from_json(c) for c in value.get("validation_report", ())),
-                   Usage.from_json(value.get("usage")), float(value.get("build_seconds", 0.0)))
+                   Usage.from_json(value.get("usage")), float(value.get("build_seconds", 0.0)),
+                   bool(value.get("derived_examples_only", False)), str(value.get("validation_basis", "")))
 
 
 @dataclass(frozen=True)
@@ -312,6 +373,16 @@ class Build:
     registered_agents: tuple[PackagedAgent, ...] = ()
     elapsed_seconds: float = 0.0
     marking: str = ""  # registry labels of its versions once ended: "", "pending", "done" or "failed"
+
+    @property
+    def state_detail(self) -> str:
+        """What the state rests on: the package's validation basis, or why acceptance cases failed."""
+        if self.state == BuildState.SUCCEEDED and self.package is not None:
+            return self.package.validation_basis or "validated on derived examples only (no acceptance cases given)"
+        if self.state == BuildState.FAILED and self.constraints.acceptance_cases and self.error is not None \
+                and "acceptance case" in self.error.message:
+            return f"not accepted: {len(self.constraints.acceptance_cases)} acceptance cases given, see the error"
+        return ""
 
 
 class Marking:
@@ -497,16 +568,23 @@ class PendingFix:
 
     failure: Failure
     example: JSON | None = None
+    # The caller's acceptance cases the workflow failed while this agent was blamed (inputs, expected and actual
+    # workflow outputs, comparison, what differed), shown to the repair.
+    cases: tuple[JSON, ...] = ()
 
     def to_json(self) -> JSON:
-        """JSON form for the checkpoint."""
-        return {"failure": dict(self.failure), "example": self.example}
+        """JSON form for the checkpoint (``cases`` only when set, as older checkpoints have none)."""
+        value: JSON = {"failure": dict(self.failure), "example": self.example}
+        if self.cases:
+            value["cases"] = [dict(case) for case in self.cases]
+        return value
 
     @classmethod
     def from_json(cls, value: Mapping[str, Any]) -> PendingFix:
         """Inverse of :meth:`to_json`."""
         example = value.get("example")
-        return cls(cast(Failure, dict(value["failure"])), dict(example) if example is not None else None)
+        return cls(cast(Failure, dict(value["failure"])), dict(example) if example is not None else None,
+                   tuple(dict(case) for case in value.get("cases") or ()))
 
 
 @dataclass(frozen=True)
@@ -691,6 +769,48 @@ class ExecutionResult:
     def succeeded(self) -> bool:
         """True when every node succeeded."""
         return self.state == "SUCCEEDED"
+
+
+@dataclass(frozen=True)
+class RepairRequest:
+    """StartEvolution for one agent version: its cases (input -> expected output) and the build's limits."""
+
+    agent_id: str
+    version: str
+    cases: tuple[JSON, ...]
+    max_duration_seconds: float
+    max_cost_usd: float
+    request_id: str
+    population_size: int = 12
+    generations: int = 10
+    operators: str = ""  # "" (the service default), "program_transform", "llm" or "mixed"
+
+
+@dataclass(frozen=True)
+class RepairResult:
+    """How an evolution run ended: whether it promoted a new version, and what it cost."""
+
+    run_id: str
+    state: str
+    stop_reason: str
+    promoted: bool
+    agent_id: str = ""
+    version: str = ""
+    reason: str = ""
+    seed_fitness: float = 0.0
+    best_correctness: float = 0.0
+    generations: int = 0
+    evaluations: int = 0
+    cost_usd: float = 0.0
+    error: str = ""
+
+    def to_json(self) -> JSON:
+        """JSON form for stage details."""
+        return {"run_id": self.run_id, "state": self.state, "stop_reason": self.stop_reason,
+                "promoted": self.promoted, "agent_id": self.agent_id, "version": self.version,
+                "reason": self.reason, "seed_fitness": self.seed_fitness,
+                "best_correctness": self.best_correctness, "generations": self.generations,
+                "evaluations": self.evaluations, "cost_usd": self.cost_usd, "error": self.error}
 
 
 @dataclass(frozen=True)

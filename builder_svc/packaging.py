@@ -39,7 +39,8 @@ def _cell(value: Any, limit: int = 80) -> str:
 def readme(*, service_id: str, build_id: str, workflow_id: str, workflow_version: str, requirements: str,
            analysis: Mapping[str, Any], agents: Sequence[PackagedAgent], agent_names: Mapping[str, str],
            input_schema: Mapping[str, Any], output_schema: Mapping[str, Any], outputs: Mapping[str, str],
-           report: Sequence[ValidationCase], usage: Usage, build_seconds: float, workflow_address: str) -> str:
+           report: Sequence[ValidationCase], usage: Usage, build_seconds: float, workflow_address: str,
+           validation_basis: str = "") -> str:
     """Markdown README of a built service."""
     example = report[0] if report else None
     sample_inputs = example.inputs if example else {}
@@ -93,13 +94,20 @@ def readme(*, service_id: str, build_id: str, workflow_id: str, workflow_version
         "",
         "## Validation",
         "",
-        "| # | inputs | expected | actual | result |",
-        "|---|---|---|---|---|",
+    ]
+    if validation_basis:
+        lines += [f"**{validation_basis[0].upper() + validation_basis[1:]}.**", ""]
+    lines += [
+        "| # | origin | inputs | expected | actual | result |",
+        "|---|---|---|---|---|---|",
     ]
     for index, case in enumerate(report, 1):
         expected = _cell(case.expected) if case.expected is not None else "(outputs checked against the schema)"
-        lines.append(f"| {index} | {_cell(case.inputs)} | {expected} | {_cell(case.actual)} | "
-                     f"{'passed' if case.passed else 'failed'} |")
+        origin = case.origin or "derived"
+        if case.origin == "acceptance":
+            origin = f"acceptance{f' {case.name!r}' if case.name else ''} ({case.comparison.replace('_', ' ')})"
+        lines.append(f"| {index} | {origin} | {_cell(case.inputs)} | {expected} | {_cell(case.actual)} | "
+                     f"{'passed' if case.passed else 'failed (reported, not required)'} |")
     models = ", ".join(usage.models) or "none"
     lines += [
         "",

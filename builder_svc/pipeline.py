@@ -28,12 +28,13 @@ from builder_svc.domain import (
     StageState,
     Usage,
 )
-from builder_svc.ports import LanguageModel, LeaseLost, Registry, Tester, Workflows
+from builder_svc.ports import Evolution, LanguageModel, LeaseLost, Registry, Tester, Workflows
 from builder_svc.stages.analyse import Analyse
-from builder_svc.stages.base import BuildFailed, PipelineSettings, StageBody, StageTools
+from builder_svc.stages.base import BuildFailed, PipelineSettings, RepairNeeded, StageBody, StageTools
 from builder_svc.stages.compose import Compose
 from builder_svc.stages.identify import IdentifyAgents
 from builder_svc.stages.package import Package
+from builder_svc.stages.repair import Repair, repaired
 from builder_svc.stages.select import SelectOrCreate
 from builder_svc.stages.validate import Validate
 from tdev_common.errors import DomainError
@@ -85,6 +86,7 @@ class BuildRun:
         self.executions: set[str] = set()
         self.stage_started = 0.0
         self.stage_usage_before = Usage()
+        self.repair: RepairNeeded | None = None  # the agent the repair stage is to hand to evolution
 
     @property
     def checkpoint(self) -> Checkpoint:
@@ -140,8 +142,10 @@ class Pipeline:
     """Runs the stages of builds; shared by every build of a worker."""
 
     def __init__(self, settings: PipelineSettings, llm: LanguageModel, registry: Registry, workflows: Workflows,
-                 tester: Tester, build_states: Callable[[Sequence[str]], Awaitable[Mapping[str, BuildState]]]) -> None:
+                 tester: Tester, build_states: Callable[[Sequence[str]], Awaitable[Mapping[str, BuildState]]],
+                 evolution: Evolution | None = None) -> None:
         tools = StageTools(settings, llm, registry, workflows, tester, build_states)
+        self._repair = Repair(tools, evolution) if evolution is not None else None
         self._workflows = workflows
         self._analyse = Analyse(tools)
         self._identify = IdentifyAgents(tools)
@@ -233,7 +237,16 @@ class Pipeline:
         await self._stage(run, Stage.IDENTIFY_AGENTS, 1, self._identify)
         while True:
             round_number = run.checkpoint.round_number
-            await self._stage(run, Stage.SELECT_OR_CREATE, round_number, self._select)
+            try:
+                await self._stage(run, Stage.SELECT_OR_CREATE, round_number, self._select)
+            except RepairNeeded as needed:
+                if self._repair is None or repaired(run.progress.checkpoint, needed.spec_id, round_number):
+                    raise
+                await self._stage_failed(run, needed.error)
+                run.repair = needed
+                await self._stage(run, Stage.REPAIR, round_number, self._repair)
+                run.repair = None
+                continue  # select or create again: the repaired agent is chosen, the others run as before
             await self._stage(run, Stage.COMPOSE, round_number, self._compose)
             await self._stage(run, Stage.VALIDATE, round_number, self._validate)
             if run.checkpoint.round_number == round_number:
@@ -242,19 +255,36 @@ class Pipeline:
         package = run.progress.package
         await run.emit(NewEvent(
             EventType.BUILD_SUCCEEDED, Stage.PACKAGE,
-            f"build succeeded: service {package.service_id if package else ''} is validated and packaged",
+            f"build succeeded: service {package.service_id if package else ''} is validated and packaged"
+            + (f"; {package.validation_basis}" if package and package.validation_basis else ""),
             {"package": package.to_json() if package else {}}, run.elapsed() * 1000, run.meter.total),
             lambda p: replace(p, state=BuildState.SUCCEEDED))
+
+    async def _stage_failed(self, run: BuildRun, error: BuildError) -> None:
+        """Records the running stage as failed without ending the build (repair by evolution follows)."""
+        running = next((s for s in reversed(run.progress.stages) if s.state == StageState.RUNNING), None)
+        if running is None:
+            return
+        duration = (time.monotonic() - run.stage_started) * 1000 if run.stage_started else 0.0
+        usage = run.meter.total.minus(run.stage_usage_before)
+        message = f"{error.message}; handing the agent to the evolution service"
+        failed = replace(running, state=StageState.FAILED, summary=message, duration_ms=duration, usage=usage)
+        await run.emit(NewEvent(EventType.STAGE_FAILED, running.stage, message, {"attempt": running.attempt},
+                                duration, usage, error), lambda p: p.with_stage(failed))
+        run.current = None
 
     async def _stage(self, run: BuildRun, stage: Stage, attempt: int,
                      body: StageBody) -> None:
         if run.done(stage, attempt):
             return
         run.current = stage
-        again = any(s.stage == stage and s.attempt == attempt for s in run.progress.stages)
+        earlier = [s for s in run.progress.stages if s.stage == stage and s.attempt == attempt]
+        again = bool(earlier)
         run.stage_started = time.monotonic()
         run.stage_usage_before = run.meter.total
-        message = f"{stage.title} started" + (" again: it had not finished before the restart" if again else "")
+        reason = (" again after repair by evolution" if earlier and earlier[-1].state == StageState.FAILED
+                  else " again: it had not finished before the restart")
+        message = f"{stage.title} started" + (reason if again else "")
         await run.emit(NewEvent(EventType.STAGE_STARTED, stage, message, {"attempt": attempt}),
                        lambda p: p.with_stage(StageResult(stage, StageState.RUNNING, attempt)))
         outcome = await body(run, attempt)

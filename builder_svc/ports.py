@@ -20,6 +20,8 @@ from builder_svc.domain import (
     MarkJob,
     NewEvent,
     Progress,
+    RepairRequest,
+    RepairResult,
     StoredWorkflow,
     WorkflowDefinition,
 )
@@ -112,6 +114,14 @@ class Workflows(Protocol):
 
     async def cancel(self, execution_id: str, reason: str) -> None:
         """Cancels an execution; best effort."""
+
+
+class Evolution(Protocol):
+    """The evolution service, over gRPC."""
+
+    async def repair(self, request: RepairRequest) -> RepairResult:
+        """Starts (or, for a replayed request id, finds) an evolution run of the version on the cases and waits
+        for its end; cancelling the call cancels the run."""
 
 
 class Tester(Protocol):

@@ -9,7 +9,7 @@ from tdev.builder.v1 import builder_service_pb2 as pb2
 from tdev.builder.v1 import builder_service_pb2_grpc as pb2_grpc
 
 from builder_svc.admission import Defaults
-from builder_svc.clients import GrpcRegistry, GrpcWorkflows
+from builder_svc.clients import GrpcEvolution, GrpcRegistry, GrpcWorkflows
 from builder_svc.config import SCHEMA, BuilderSettings
 from builder_svc.domain import BuildEvent
 from builder_svc.marking import LabelMarker
@@ -69,12 +69,20 @@ async def create_server(
             on_close(stack, client.close)
             llm = client
         registry = GrpcRegistry(registry_channel, settings.dependency_deadline_seconds)
+        evolution = None
+        if settings.evolution_repair:
+            evolution_channel = open_channel(common.evolution_address,
+                                             deadline_seconds=settings.dependency_deadline_seconds,
+                                             max_message_mb=common.grpc_max_message_mb, security=security.client)
+            on_close(stack, evolution_channel.close)
+            evolution = GrpcEvolution(evolution_channel, settings.dependency_deadline_seconds,
+                                      settings.dependency_attempts)
         pipeline = Pipeline(
             settings_group(settings, PipelineSettings,
                            workflow_address=settings.public_workflow_address or common.workflow_address),
             llm, registry,
             GrpcWorkflows(workflow_channel, settings.dependency_deadline_seconds, settings.dependency_attempts),
-            tester, repository.states)
+            tester, repository.states, evolution)
         notifier: EventHub[BuildEvent] = EventHub(
             common.redis_url, settings.redis_channel, settings.watch_buffer_events,
             timeout_seconds=common.redis_timeout_seconds, name="builder-events")

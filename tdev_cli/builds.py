@@ -22,6 +22,7 @@ from tdev_client import BuilderClient
 
 STAGES = [name for name, value in build_pb2.Stage.items() if value]
 STATES = {name.removeprefix("STATE_").lower(): name for name, value in build_pb2.Build.State.items() if value}
+COMPARISONS = set(build_pb2.Comparison.keys())
 END_EVENTS = ("TYPE_BUILD_SUCCEEDED", "TYPE_BUILD_FAILED", "TYPE_BUILD_CANCELLED")
 STAGE_STYLE = {"pending": "dim", "running": "yellow", "succeeded": "green", "failed": "red"}
 ADDRESS_HELP = "Builder service address (else the profile's, else TDEV_BUILDER_ADDRESS, else 127.0.0.1:50053)."
@@ -146,13 +147,40 @@ def print_result(build: Mapping[str, Any]) -> None:
     out.print(table)
     report = package.get("validation_report", [])
     out.print(f"validation: {sum(1 for case in report if case.get('passed'))}/{len(report)} cases passed")
+    if build.get("state_detail"):
+        colour = "yellow" if package.get("derived_examples_only") else "green"
+        out.print(f"[{colour}]{escape(build['state_detail'])}[/{colour}]")
     out.print(line, markup=False)
     out.print(f"README: tdev builds show {build['build_id']} --readme")
 
 
 # -- commands -----------------------------------------------------------------------------------------------
+def _acceptance_cases(raws: list[str]) -> list[dict[str, Any]]:
+    """``--case`` values: a JSON case, or @file holding a case, a list of them or {"acceptance_cases": [...]}."""
+    found: list[dict[str, Any]] = []
+    for raw in raws:
+        text = session.read_text(Path(raw[1:])) if raw.startswith("@") else raw
+        try:
+            value = json.loads(text)
+        except ValueError as error:
+            session.fail(f"--case must be JSON or @file: {error}")
+        if isinstance(value, dict) and "acceptance_cases" in value:
+            value = value["acceptance_cases"]
+        for item in value if isinstance(value, list) else [value]:
+            if not isinstance(item, dict) or not isinstance(item.get("expected"), dict):
+                session.fail('--case needs {"inputs": {...}, "expected": {...}[, "comparison": "exact|json_subset|'
+                             'numeric_tolerance|key_names_equivalent", "tolerance": x]}')
+            comparison = "COMPARISON_" + str(item.get("comparison") or "exact").upper()
+            if comparison not in COMPARISONS:
+                session.fail(f"--case: unknown comparison {item.get('comparison')!r}")
+            found.append({"name": str(item.get("name", "")), "inputs": item.get("inputs") or {},
+                          "expected": item["expected"], "comparison": comparison,
+                          "tolerance": float(item.get("tolerance") or 0.0)})
+    return found
+
+
 def _constraints(max_cost: float, max_tokens: int, max_time: float, max_fix_attempts: int, no_reuse: bool,
-                 samples: list[str]) -> dict[str, Any]:
+                 samples: list[str], cases: list[str] | None = None) -> dict[str, Any]:
     values = []
     for raw in samples:
         try:
@@ -163,7 +191,8 @@ def _constraints(max_cost: float, max_tokens: int, max_time: float, max_fix_atte
             raise typer.BadParameter("--sample must be a JSON object")
         values.append(value)
     return {"max_cost_usd": max_cost, "max_tokens": max_tokens, "max_duration_seconds": max_time,
-            "max_fix_attempts": max_fix_attempts, "disable_reuse": no_reuse, "sample_inputs": values}
+            "max_fix_attempts": max_fix_attempts, "disable_reuse": no_reuse, "sample_inputs": values,
+            "acceptance_cases": _acceptance_cases(cases or [])}
 
 
 def build_command(
@@ -181,12 +210,16 @@ def build_command(
     request_id: Annotated[str, typer.Option("--request-id", help="Idempotency key: a retry returns the same build.")]
     = "",
     address: Annotated[str, typer.Option("--address", help=ADDRESS_HELP)] = "",
+    cases: Annotated[list[str] | None, typer.Option("--case", help=(
+        "Acceptance case the service must meet: JSON {inputs, expected, comparison?, tolerance?, name?} or @file "
+        "(one case, a list, or {\"acceptance_cases\": [...]}). Without any, the build is validated on derived "
+        "examples only."))] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Build a validated service from plain-language requirements (--json: the build, or with --follow one
     event per line)."""
     text = session.read_text(Path(requirements[1:])) if requirements.startswith("@") else requirements
-    constraints = _constraints(max_cost, max_tokens, max_time, max_fix_attempts, no_reuse, samples or [])
+    constraints = _constraints(max_cost, max_tokens, max_time, max_fix_attempts, no_reuse, samples or [], cases)
 
     async def work(builds: BuilderClient) -> int:
         build = await builds.start_build(text, constraints=constraints, request_id=request_id)

@@ -27,6 +27,19 @@ class BuildFailed(Exception):
         self.error = error
 
 
+class RepairNeeded(BuildFailed):
+    """The fix loop ran out for an agent version it registered: the evolution service may still fix it."""
+
+    def __init__(self, error: BuildError, spec_id: str, agent_id: str, version: str, examples: list[JSON],
+                 fix_attempts: int) -> None:
+        super().__init__(error)
+        self.spec_id = spec_id
+        self.agent_id = agent_id
+        self.version = version
+        self.examples = examples
+        self.fix_attempts = fix_attempts
+
+
 @dataclass(frozen=True)
 class PipelineSettings:
     """Knobs of the stages (from BuilderSettings)."""
@@ -44,6 +57,10 @@ class PipelineSettings:
     code_max_tokens: int = 4000
     model: str | None = None
     workflow_address: str = "127.0.0.1:50052"
+    repair_population: int = 12
+    repair_generations: int = 10
+    repair_time_share: float = 0.5
+    repair_operators: str = ""
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,9 @@ class IdentifyAgents(StageBody):
             catalogue = [specs.catalogue_entry(agent) for agent in usable]
         completion = await self._complete(
             run, prompts.agent_plan_messages(run.build.requirements, analysis=run.checkpoint.analysis,
-                                             catalogue=catalogue),
+                                             catalogue=catalogue,
+                                             acceptance_cases=[
+                                                 c.to_json() for c in run.build.constraints.acceptance_cases]),
             schemas.AGENT_PLAN_SCHEMA, Purpose.REQUIREMENTS, self._settings.plan_max_tokens)
         plan = dict(completion.data)
         jsonschema.validate(plan, schemas.AGENT_PLAN_SCHEMA)

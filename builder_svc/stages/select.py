@@ -21,7 +21,7 @@ from builder_svc.domain import (
     PendingFix,
     Stage,
 )
-from builder_svc.stages.base import BuildFailed, StageBody, StageOutcome, run_all
+from builder_svc.stages.base import BuildFailed, RepairNeeded, StageBody, StageOutcome, run_all
 from builder_svc.stages.reuse import reusable
 from tdev_common.errors import DomainError, InvalidArgument, Unavailable
 from tdev_common.llm import Purpose, prompts, schemas
@@ -159,11 +159,12 @@ class SelectOrCreate(StageBody):
             return await self._fix_loop(run, spec, code, (), examples)
         agent = await self._tools.registry.get(current.agent_id, current.version)
         return await self._fix_loop(run, spec, agent.code, ((agent.agent_id, agent.version),), examples,
-                                    failure=pending.failure, attempts_before=current.fix_attempts)
+                                    failure=pending.failure, attempts_before=current.fix_attempts,
+                                    failing_cases=pending.cases)
 
     async def _fix_loop(self, run: BuildRun, spec: AgentSpec, code: str, parents: tuple[tuple[str, str], ...],
                         examples: list[JSON], *, failure: Failure | None = None,
-                        attempts_before: int = 0) -> ChosenAgent:
+                        attempts_before: int = 0, failing_cases: tuple[JSON, ...] = ()) -> ChosenAgent:
         """Register, test on the examples, and on failure repair from it: at most max_fix_attempts repairs."""
         limit = run.build.constraints.max_fix_attempts
         attempt = 0
@@ -185,25 +186,38 @@ class SelectOrCreate(StageBody):
                                               f"examples ({passed}/{len(examples)} passed): "
                                               f"{specs.describe_failure(failure)}", {"failure": dict(failure)})
             if attempt >= limit:
-                raise BuildFailed(BuildError(
+                raise self._ran_out(BuildError(
                     "FAILED_PRECONDITION", f"agent {spec.id} still fails after {limit} fix attempt"
                     f"{'s' if limit != 1 else ''}: {specs.describe_failure(failure)}",
-                    run.current or Stage.SELECT_OR_CREATE))
+                    run.current or Stage.SELECT_OR_CREATE), spec, parents, examples, attempts_before + attempt)
             attempt += 1
             await self._progress(run, f"{spec.id}: asking for a fix (attempt {attempt} of {limit})")
-            completion = await self._complete(run, prompts.repair_messages(code, failure, spec=spec.with_examples(
-                examples)), schemas.REPAIR_SCHEMA, Purpose.CODE_REPAIR, self._settings.code_max_tokens)
+            shown = spec.with_examples(examples)
+            if failing_cases:  # what the caller asked for and did not get, in the caller's own terms
+                shown["failing_acceptance_cases"] = [dict(case) for case in failing_cases]
+            completion = await self._complete(run, prompts.repair_messages(code, failure, spec=shown),
+                                              schemas.REPAIR_SCHEMA, Purpose.CODE_REPAIR,
+                                              self._settings.code_max_tokens)
             repaired = completion.data
             if not repaired.get("changed") or str(repaired["code"]).strip() == code.strip():
-                raise BuildFailed(BuildError(
+                raise self._ran_out(BuildError(
                     "FAILED_PRECONDITION", f"agent {spec.id}: no fix found on attempt {attempt} of {limit} "
                     f"({repaired.get('diagnosis', '')}); last failure: {specs.describe_failure(failure)}",
-                    run.current or Stage.SELECT_OR_CREATE))
+                    run.current or Stage.SELECT_OR_CREATE), spec, parents, examples, attempts_before + attempt)
             await self._progress(run, f"{spec.id}: {completion.label} proposed a fix: "
                                       f"{str(repaired.get('diagnosis', ''))[:300]}",
                                  {"fixes": repaired.get("fixes", []), "model": completion.label})
             code = str(repaired["code"])
             failure = None
+
+    @staticmethod
+    def _ran_out(error: BuildError, spec: AgentSpec, parents: tuple[tuple[str, str], ...], examples: list[JSON],
+                 fix_attempts: int) -> BuildFailed:
+        """The end of a fix loop: repairable by evolution when a version of this build's is in the registry."""
+        if not parents:
+            return BuildFailed(error)
+        agent_id, version = parents[0]
+        return RepairNeeded(error, spec.id, agent_id, version, list(examples), fix_attempts)
 
     async def _register(self, run: BuildRun, spec: AgentSpec, code: str, parents: tuple[tuple[str, str], ...],
                         fix_attempt: int) -> AgentSummary:

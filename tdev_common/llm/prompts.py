@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tdev_common.llm.base import Message
@@ -67,7 +67,8 @@ def requirements_analysis_messages(requirements: str) -> list[Message]:
 
 
 def agent_plan_messages(requirements: str, *, analysis: dict[str, Any] | None = None,
-                        catalogue: Sequence[CatalogueEntry] = ()) -> list[Message]:
+                        catalogue: Sequence[CatalogueEntry] = (),
+                        acceptance_cases: Sequence[Mapping[str, Any]] = ()) -> list[Message]:
     """The agents implementing the requirements and their data flow (answer: AGENT_PLAN_SCHEMA)."""
     system = ("You design small agent pipelines. " + AGENT_CONTRACT + " Identify the fewest agents that "
               "implement the requirements. For each give: id (snake_case node id), name (CamelCase class "
@@ -80,6 +81,14 @@ def agent_plan_messages(requirements: str, *, analysis: dict[str, Any] | None = 
     payload: dict[str, Any] = {"task": "plan", "requirements": requirements, "catalogue": list(catalogue)}
     if analysis is not None:
         payload["analysis"] = analysis
+    if acceptance_cases:
+        # The caller's cases decide what the requirements mean: a plan is only accepted when the workflow
+        # reproduces them, so a model must read ambiguous wording the way the cases do.
+        system += (" The caller gave acceptance_cases (workflow inputs -> expected workflow outputs, compared "
+                   "as `comparison` says): use exactly their input and output key names, choose the reading "
+                   "of the requirements that reproduces every case, and include the cases in the workflow "
+                   "examples.")
+        payload["acceptance_cases"] = [dict(case) for case in acceptance_cases]
     return _build(system, "Plan the agents for these requirements.", payload)
 
 
@@ -98,7 +107,9 @@ def repair_messages(code: str, failure: Failure | dict[str, Any], *,
     system = ("You fix Python agents. " + AGENT_CONTRACT + " Given the code, the failure (exception and "
               "traceback, or the wrong output next to the expected one) and the spec, return the whole "
               "corrected code, whether you changed it, a diagnosis and the list of fixes. Change as little "
-              "as needed.")
+              "as needed. When the spec lists failing_acceptance_cases (workflow inputs, the outputs the caller "
+              "expects, what the service returned and how they are compared), the caller's cases are the "
+              "authority: the fixed agent must make them pass while still passing its examples.")
     payload: dict[str, Any] = {"code": code, "failure": dict(failure)}
     if spec is not None:
         payload["spec"] = dict(spec)

@@ -41,6 +41,7 @@ from tests.builder.conftest import (
     run_workflow,
     stage_events,
     stand_in_llm,
+    struct,
     watch,
 )
 from tests.builder.model_standin import ModelStandIn, Script, broken, offline_answer
@@ -449,6 +450,32 @@ async def test_validation_failure_sends_the_responsible_agent_back_to_fixing(
     assert plain(last.output) == {"numbers": [1, 2, 3, 4, 5, 6, 7, 8, 9]}
 
 
+async def test_model_sees_the_acceptance_cases_when_planning_and_the_failing_ones_when_fixing(
+        mesh: Mesh, stand_in: ModelStandIn, model: LLMClient) -> None:
+    long_list = build_pb2.AcceptanceCase(name="ten numbers", inputs=struct({"numbers": list(range(9, -1, -1))}),
+                                         expected=struct({"numbers": list(range(10))}))
+    stand_in.script = Script(answers={
+        "codegen": lambda payload, index: {"code": TRUNCATING_SORTER, "class_name": "NumberSorter"},
+        "repair": repair_fixing_on(1)})
+    builder = await mesh.start_builder(llm=model)
+    events = await build(builder.stub, "Sort the numbers in ascending order", disable_reuse=True,
+                         acceptance_cases=[long_list])
+    assert events[-1].type == Event.TYPE_BUILD_SUCCEEDED, events[-1].message
+    plan_request = next(payload for purpose, payload in stand_in.requests if purpose == "plan")
+    assert plan_request["acceptance_cases"] == [{"inputs": {"numbers": list(range(9, -1, -1))},
+                                                 "expected": {"numbers": list(range(10))}, "comparison": "exact",
+                                                 "name": "ten numbers"}]
+    repair = next(payload for purpose, payload in stand_in.requests if purpose == "repair")
+    assert repair["failure"]["message"].startswith("acceptance case 1 (ten numbers): ")
+    (shown,) = repair["spec"]["failing_acceptance_cases"]
+    assert shown["case"] == "acceptance case 1 (ten numbers)"
+    assert (shown["inputs"], shown["expected"]) == ({"numbers": list(range(9, -1, -1))},
+                                                    {"numbers": list(range(10))})
+    assert shown["actual"] == {"numbers": list(range(8))} and shown["comparison"] == "exact"
+    done = await get_build(builder.stub, events[-1].build_id)
+    assert done.state_detail.startswith("validated on 1 acceptance case (all passed)")
+
+
 @pytest.mark.parametrize("down", ["registry", "workflow"])
 async def test_a_dependency_down_fails_the_build_unavailable_at_the_stage_needing_it(
         mesh: Mesh, down: str) -> None:
@@ -550,3 +577,103 @@ async def test_kill_9_mid_build_then_restart_resumes_from_the_last_finished_stag
     assert stage_events(events, Event.TYPE_STAGE_SUCCEEDED) == [(stage, 1) for stage in range(1, 7)]
     assert [purpose for purpose, _ in stand_in.requests] == ["analyse", "plan", "codegen", "codegen"]
     assert len(of_type(events, Event.TYPE_BUILD_RESUMED)) == 1  # resumed once, then never fenced out again
+
+
+ADDS_FOUR = '''"""Adds five to every number: a draft that adds four."""
+
+
+class NumberAdder:
+    """Adds 5 to every number."""
+
+    def execute(self, inputs: dict) -> dict:
+        """Every number plus five."""
+        return {"numbers": [n + 4 for n in inputs["numbers"]]}
+
+    def get_capabilities(self) -> dict:
+        """Name and schemas."""
+        schema = {"type": "object", "required": ["numbers"], "properties": {"numbers": {"type": "array"}}}
+        return {"name": "NumberAdder", "description": "Adds 5 to every number.", "input_schema": schema,
+                "output_schema": schema}
+'''
+
+
+async def test_repair_by_evolution_fixes_an_agent_the_fix_loop_could_not(
+        mesh: Mesh, stand_in: ModelStandIn, model: LLMClient) -> None:
+    from tdev.evolution.v1 import evolution_service_pb2 as evo_service_pb2
+    from tdev.evolution.v1 import evolution_service_pb2_grpc as evo_pb2_grpc
+
+    from evolution_svc.config import EvolutionSettings
+    from evolution_svc.server import create_server as create_evolution
+
+    evolution = await create_evolution(EvolutionSettings(
+        database_url=f"sqlite+aiosqlite:///{mesh.tmp_path / 'evolution.sqlite'}", claim_interval_seconds=0.2,
+        watch_poll_seconds=0.2), mesh.common(), port=0)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{evolution.port}")
+    try:
+        stand_in.script = Script(answers={
+            "codegen": lambda payload, index: {"code": ADDS_FOUR, "class_name": "NumberAdder"},
+            "repair": lambda payload, index: {"code": payload["code"], "changed": False,
+                                              "diagnosis": "cannot see the bug", "fixes": []}})
+        builder = await mesh.start_builder(llm=model, common=mesh.common(
+            evolution_address=f"127.0.0.1:{evolution.port}"), evolution_repair=True,
+            repair_operators="program_transform")
+        events = await build(builder.stub, "Add 5 to each number", disable_reuse=True, max_fix_attempts=1,
+                             max_duration_seconds=120)
+        assert events[-1].type == Event.TYPE_BUILD_SUCCEEDED, events[-1].message
+        failed = of_type(events, Event.TYPE_STAGE_FAILED)
+        assert [(e.stage, e.message.endswith("handing the agent to the evolution service")) for e in failed] == [
+            (Stage.STAGE_SELECT_OR_CREATE, True)]
+        assert stage_events(events, Event.TYPE_STAGE_SUCCEEDED) == [
+            (Stage.STAGE_ANALYSE, 1), (Stage.STAGE_IDENTIFY_AGENTS, 1), (Stage.STAGE_REPAIR, 1),
+            (Stage.STAGE_SELECT_OR_CREATE, 1), (Stage.STAGE_COMPOSE, 1), (Stage.STAGE_VALIDATE, 1),
+            (Stage.STAGE_PACKAGE, 1)]
+        repair = next(e for e in of_type(events, Event.TYPE_STAGE_SUCCEEDED) if e.stage == Stage.STAGE_REPAIR)
+        details = plain(repair.details)
+        assert details["evolution"]["promoted"] is True
+        assert 0 < details["budget"]["seconds"] <= 60
+        done = await get_build(builder.stub, events[-1].build_id)
+        (agent,) = done.package.agents
+        assert (agent.agent_id, agent.version) == (details["evolution"]["agent_id"], details["evolution"]["version"])
+        assert (agent.agent_id, agent.version) != (details["from"]["agent_id"], details["from"]["version"])
+        stub = evo_pb2_grpc.EvolutionServiceStub(channel)
+        run = (await stub.GetEvolution(evo_service_pb2.GetEvolutionRequest(
+            run_id=details["evolution"]["run_id"], exclude_code=True))).run
+        # The run was bounded by the build's budgets: at most half the time left, no more than its cost.
+        assert run.config.max_duration_seconds <= 60 and run.config.max_cost_usd <= done.constraints.max_cost_usd
+        last = await run_workflow(mesh.workflow_stub, done.package.workflow_id, {"numbers": [1, 10, -5]})
+        assert plain(last.output) == {"numbers": [6, 15, 0]}
+    finally:
+        await channel.close()
+        await evolution.close(grace=0.5)
+
+
+async def test_repair_by_evolution_stays_within_the_build_time_budget(
+        mesh: Mesh, stand_in: ModelStandIn, model: LLMClient) -> None:
+    from evolution_svc.config import EvolutionSettings
+    from evolution_svc.server import create_server as create_evolution
+
+    evolution = await create_evolution(EvolutionSettings(
+        database_url=f"sqlite+aiosqlite:///{mesh.tmp_path / 'evolution-budget.sqlite'}", claim_interval_seconds=0.2,
+        watch_poll_seconds=0.2), mesh.common(), port=0)
+    try:
+        hopeless = ADDS_FOUR.replace('[n + 4 for n in inputs["numbers"]]', '"not numbers"')
+        stand_in.script = Script(answers={
+            "codegen": lambda payload, index: {"code": hopeless, "class_name": "NumberAdder"},
+            "repair": lambda payload, index: {"code": payload["code"], "changed": False,
+                                              "diagnosis": "cannot see the bug", "fixes": []}})
+        builder = await mesh.start_builder(llm=model, common=mesh.common(
+            evolution_address=f"127.0.0.1:{evolution.port}"), evolution_repair=True,
+            repair_operators="program_transform", repair_generations=10_000)
+        events = await build(builder.stub, "Add 5 to each number", disable_reuse=True, max_fix_attempts=1,
+                             max_duration_seconds=6)
+        assert events[-1].type == Event.TYPE_BUILD_FAILED
+        done = await get_build(builder.stub, events[-1].build_id)
+        assert done.error.stage == Stage.STAGE_REPAIR
+        # Either evolution stopped on its share of the time (nothing promoted) or the build's own budget ended it.
+        assert (done.error.code, "repair by evolution" in done.error.message) == ("FAILED_PRECONDITION", True) or \
+            done.error.code == "RESOURCE_EXHAUSTED"
+        assert done.elapsed_seconds < 6.0
+        started = next(e for e in events if e.type == Event.TYPE_STAGE_PROGRESS and e.stage == Stage.STAGE_REPAIR)
+        assert "at most" in started.message and float(started.message.split("at most ")[1].split(" s")[0]) <= 3.0
+    finally:
+        await evolution.close(grace=0.5)

@@ -214,4 +214,5 @@ def test_readme_quotes_inputs_for_the_shell() -> None:
     assert ("grpcurl -plaintext -d '{\"inputs\": {\"n\": [1, 2], \"text\": \"It'\"'\"'s a \\\"test\\\"\"}, "
             "\"workflow_id\": \"wf_1\"}' 127.0.0.1:50052 tdev.workflow.v1.WorkflowService/ExecuteWorkflow") in text
     assert "tdev workflows run wf_1 -i 'text=It'\"'\"'s a \"test\"' -i 'n=[1, 2]' --follow" in text
-    assert "| 1 | {\"n\": [1, 2], \"text\": \"It's a \\\"test\\\"\"} | {\"y\": 1} | {\"y\": 1} | passed |" in text
+    assert "| 1 | derived | " \
+        "{\"n\": [1, 2], \"text\": \"It's a \\\"test\\\"\"} | {\"y\": 1} | {\"y\": 1} | passed |" in text

@@ -50,12 +50,14 @@ def strip_punctuation(inputs: dict) -> dict:
 
 
 def reverse_text(inputs: dict, *, unit: str) -> dict:
-    """Reverses the order of the characters, or of the words, of the text."""
+    """Reverses the order of the characters or of the words of the text, or the letters of each word."""
     text = inputs["text"]
     if not isinstance(text, str):
         raise TypeError("input 'text' must be a string")
     if unit == "words":
         return {"text": " ".join(reversed(text.split()))}
+    if unit == "each_word":
+        return {"text": " ".join(word[::-1] for word in text.split())}
     return {"text": text[::-1]}
 
 
@@ -70,11 +72,16 @@ def replace_text(inputs: dict, *, old: str, new: str, ignore_case: bool) -> dict
     return {"text": re.sub(re.escape(old), lambda _match: new, text, flags=flags)}
 
 
-def truncate_text(inputs: dict, *, max_length: int, suffix: str) -> dict:
-    """Keeps at most max_length characters, appending suffix when something was cut."""
+def truncate_text(inputs: dict, *, max_length: int, suffix: str, unit: str = "characters") -> dict:
+    """Keeps at most max_length characters (or words), appending suffix when something was cut."""
     text = inputs["text"]
     if not isinstance(text, str):
         raise TypeError("input 'text' must be a string")
+    if unit == "words":
+        words = text.split()
+        if len(words) <= max_length:
+            return {"text": " ".join(words)}
+        return {"text": " ".join(words[:max_length]) + suffix}
     if len(text) <= max_length:
         return {"text": text}
     return {"text": text[: max(0, max_length - len(suffix))] + suffix}
@@ -226,6 +233,16 @@ def sort_items(inputs: dict, *, key: str, descending: bool) -> dict:
     if not isinstance(items, list):
         raise TypeError(f"input '{key}' must be a list")
     return {key: sorted(items, reverse=descending)}
+
+
+def take_items(inputs: dict, *, key: str, count: int, end: str) -> dict:
+    """Keeps the first (or last) count items of the list."""
+    items = inputs[key]
+    if not isinstance(items, list):
+        raise TypeError(f"input {key!r} must be a list")
+    if end == "last":
+        return {key: items[-count:] if count > 0 else []}
+    return {key: items[:count]}
 
 
 def deduplicate(inputs: dict, *, key: str) -> dict:
@@ -419,9 +436,11 @@ def filter_records(inputs: dict, *, field: str, condition: str, value: Any) -> d
         raise TypeError("input 'records' must be a list")
 
     def keep(record: dict) -> bool:
-        if not isinstance(record, dict) or field not in record:
-            return False
-        actual = record[field]
+        actual: Any = record
+        for part in [field] if isinstance(record, dict) and field in record else field.split("."):
+            if not isinstance(actual, dict) or part not in actual:
+                return False
+            actual = actual[part]
         if condition == "eq":
             return bool(actual == value)
         if condition == "ne":
@@ -446,9 +465,15 @@ def sort_records(inputs: dict, *, field: str, descending: bool) -> dict:
     records = inputs["records"]
     if not isinstance(records, list):
         raise TypeError("input 'records' must be a list")
-    having = [r for r in records if isinstance(r, dict) and r.get(field) is not None]
-    missing = [r for r in records if not (isinstance(r, dict) and r.get(field) is not None)]
-    return {"records": sorted(having, key=lambda r: r[field], reverse=descending) + missing}
+
+    def get(record: Any) -> Any:
+        for part in [field] if isinstance(record, dict) and field in record else field.split("."):
+            record = record.get(part) if isinstance(record, dict) else None
+        return record
+
+    having = [r for r in records if get(r) is not None]
+    missing = [r for r in records if get(r) is None]
+    return {"records": sorted(having, key=get, reverse=descending) + missing}
 
 
 def count_by_field(inputs: dict, *, field: str) -> dict:
@@ -458,7 +483,9 @@ def count_by_field(inputs: dict, *, field: str) -> dict:
         raise TypeError("input 'records' must be a list")
     counts: dict = {}
     for record in records:
-        value = record.get(field) if isinstance(record, dict) else None
+        value: Any = record
+        for part in [field] if isinstance(record, dict) and field in record else field.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
         label = "null" if value is None else str(value)
         counts[label] = counts.get(label, 0) + 1
     return {"counts": dict(sorted(counts.items()))}
@@ -469,8 +496,79 @@ def pluck_field(inputs: dict, *, field: str, out_key: str) -> dict:
     records = inputs["records"]
     if not isinstance(records, list):
         raise TypeError("input 'records' must be a list")
-    values = [r[field] for r in records if isinstance(r, dict) and r.get(field) is not None]
+    values = []
+    for record in records:
+        value: Any = record
+        for part in [field] if isinstance(record, dict) and field in record else field.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is not None:
+            values.append(value)
     return {out_key: values}
+
+
+def aggregate_by_field(inputs: dict, *, group: str, field: str, measure: str, precision: int) -> dict:
+    """Groups the records by one field and aggregates another per group (sum, mean, min, max or count)."""
+    records = inputs["records"]
+    if not isinstance(records, list):
+        raise TypeError("input 'records' must be a list")
+    groups: dict = {}
+    for record in records:
+        label: Any = record
+        for part in [group] if isinstance(record, dict) and group in record else group.split("."):
+            label = label.get(part) if isinstance(label, dict) else None
+        value: Any = record
+        for part in [field] if isinstance(record, dict) and field in record else field.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if measure != "count" and (not isinstance(value, int | float) or isinstance(value, bool)):
+            continue
+        groups.setdefault("null" if label is None else str(label), []).append(value)
+    totals: dict = {}
+    for name, values in sorted(groups.items()):
+        if measure == "count":
+            result: Any = len(values)
+        elif measure == "mean":
+            result = sum(values) / len(values)
+        elif measure == "min":
+            result = min(values)
+        elif measure == "max":
+            result = max(values)
+        else:
+            result = sum(values)
+        if isinstance(result, float):
+            result = round(result, precision)
+            if result.is_integer():
+                result = int(result)
+        totals[name] = result
+    return {"totals": totals}
+
+
+def compute_field(inputs: dict, *, target: str, left: str, operation: str, right: str, precision: int) -> dict:
+    """Adds a field to every record computed from two others (multiply, add, subtract or divide)."""
+    records = inputs["records"]
+    if not isinstance(records, list):
+        raise TypeError("input 'records' must be a list")
+    computed = []
+    for record in records:
+        if not isinstance(record, dict):
+            raise TypeError("every record must be an object")
+        a = record.get(left)
+        b = record.get(right)
+        if not isinstance(a, int | float) or not isinstance(b, int | float):
+            raise TypeError(f"record fields {left!r} and {right!r} must be numbers")
+        if operation == "multiply":
+            value: Any = a * b
+        elif operation == "add":
+            value = a + b
+        elif operation == "subtract":
+            value = a - b
+        else:
+            value = a / b if b else None
+        if isinstance(value, float):
+            value = round(value, precision)
+            if value.is_integer():
+                value = int(value)
+        computed.append({**record, target: value})
+    return {"records": computed}
 
 
 def parse_csv(inputs: dict, *, delimiter: str, convert_numbers: bool) -> dict:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+import itertools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from tdev_common.llm.errors import OfflineUnsupported
+from tdev_common.llm.offline.examples import Fit, fit, kind_of_value, readings, single_step_readings
 from tdev_common.llm.offline.rules import Context, Step, detect_steps
 from tdev_common.llm.offline.samples import workflow_samples
-from tdev_common.llm.offline.templates import TEMPLATES, object_schema
+from tdev_common.llm.offline.templates import TEMPLATES, key_schema, object_schema
 
 SUPPORTED_KINDS = (
     "text pipelines: normalise whitespace, lower/upper/title case, strip punctuation, replace 'a' with 'b', "
@@ -55,13 +57,14 @@ def unsupported(requirements: str) -> OfflineUnsupported:
         "It understands: " + "; ".join(SUPPORTED_KINDS) + ". Configure an LLM provider for anything else.")
 
 
-def wire(requirements: str) -> Pipeline:
-    """Detects steps, inserts adapters (tokenize, extract numbers, pluck a field) and wires the data flow.
+def wire(requirements: str, steps: list[Step] | None = None) -> Pipeline:
+    """Detects steps (or takes a reading of them), inserts adapters (tokenize, extract numbers, pluck a field)
+    and wires the data flow.
 
     Raises:
         OfflineUnsupported: when no step is recognised, or numbers must come from records with no field named.
     """
-    steps = detect_steps(requirements)
+    steps = detect_steps(requirements) if steps is None else steps
     if not steps:
         raise unsupported(requirements)
     ctx = Context.of(requirements)
@@ -191,20 +194,82 @@ def kind_of(pipeline: Pipeline) -> str:
     return groups.pop() if len(groups) == 1 else "mixed"
 
 
-def plan(requirements: str, catalogue: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
-    """AGENT_PLAN_SCHEMA answer for the requirements.
+def choose(requirements: str, cases: Sequence[Mapping[str, Any]]) -> tuple[Pipeline, Fit, int] | None:
+    """The first reading of the requirements (the rules' own, then alternatives, fewest changes first; with no
+    step recognised, single templates) that reproduces every acceptance case, with how many were tried."""
+    shown = {kind_of_value(value) for case in cases for value in (case.get("inputs") or {}).values()}
+    steps = detect_steps(requirements, records=bool(shown & {"records", "record"}))
+    tried = 0
+    for reading in itertools.chain(readings(steps) if steps else (), single_step_readings(cases)):
+        tried += 1
+        try:
+            pipeline = wire(requirements, reading)
+        except OfflineUnsupported:
+            continue
+        found = fit(reading, pipeline, run_pipeline, cases)
+        if found is not None:
+            return pipeline, found, tried
+    return None
+
+
+def _adapted(pipeline: Pipeline, found: Fit) -> Pipeline:
+    """The pipeline under the cases' names: inputs renamed, outputs as the cases expect, unused agents dropped."""
+    rename = {f"inputs.{key}": f"inputs.{source}" for key, source in found.input_names.items()}
+    needed: set[str] = {ref.split(".")[1] for ref in found.outputs.values()}
+    by_id = {agent.id: agent for agent in pipeline.agents}
+    pending = list(needed)
+    while pending:
+        for ref in by_id[pending.pop()].inputs.values():
+            if ref.startswith("nodes.") and ref.split(".")[1] not in needed:
+                needed.add(ref.split(".")[1])
+                pending.append(ref.split(".")[1])
+    agents = [PlannedAgent(a.id, a.template, a.params, a.name, {k: rename.get(r, r) for k, r in a.inputs.items()},
+                           a.produces, a.depends_on) for a in pipeline.agents if a.id in needed]
+    used = {ref.split(".")[1] for agent in agents for ref in agent.inputs.values() if ref.startswith("inputs.")}
+    keys = [found.input_names[key] for key in pipeline.input_keys if found.input_names[key] in used]
+    return Pipeline(agents, keys, pipeline.steps, dict(found.outputs))
+
+
+def plan(requirements: str, catalogue: Sequence[dict[str, Any]] = (),
+         cases: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """AGENT_PLAN_SCHEMA answer for the requirements; with acceptance cases, the reading that meets them.
+
+    Without a reading that meets the cases the rules' own reading is planned (the build then fails on its
+    cases, naming them), so a plan is never bent to look right.
 
     Raises:
         OfflineUnsupported: nothing recognised, or fewer than two sample inputs run through the pipeline.
     """
-    pipeline = wire(requirements)
+    chosen = choose(requirements, cases) if cases else None
+    names: dict[str, str] = {}
+    note = ""
+    if chosen is not None:
+        original, found, tried = chosen
+        pipeline = _adapted(original, found)
+        names = {key: source for key, source in found.input_names.items() if source in pipeline.input_keys}
+        note = (f"reading {tried} of the requirements meets all {len(cases)} acceptance cases: "
+                + ", ".join(f"{s.template}({', '.join(f'{k}={v!r}' for k, v in sorted(s.params.items()))})"
+                            for s in found.steps))
+    else:
+        shown = {kind_of_value(value) for case in cases for value in (case.get("inputs") or {}).values()}
+        hinted = detect_steps(requirements, records=bool(shown & {"records", "record"}))
+        pipeline = wire(requirements, hinted if hinted else None)
+        if cases:
+            note = "no reading of the requirements met every acceptance case; planned the rules' own reading"
     runs: list[tuple[dict[str, Any], dict[str, dict[str, Any]]]] = []
-    for sample in workflow_samples(pipeline.steps, pipeline.input_keys):
+    sample_keys = [key for key, source in names.items()] if names else pipeline.input_keys
+    for raw in workflow_samples(pipeline.steps, sample_keys):
+        sample = {names.get(key, key): value for key, value in raw.items()}
         try:
             runs.append((sample, run_pipeline(pipeline, sample)))
         except (ValueError, TypeError, KeyError, ArithmeticError):
             continue  # e.g. a filter left nothing to average: not a useful example
-    if len(runs) < 2:
+    case_runs: list[tuple[dict[str, Any], dict[str, dict[str, Any]]]] = []
+    if chosen is not None:
+        for case in cases:
+            given = {key: (case.get("inputs") or {}).get(key) for key in pipeline.input_keys}
+            case_runs.append((given, run_pipeline(pipeline, given)))
+    if len(runs) < 2 and len(runs) + len(case_runs) < 2:
         raise OfflineUnsupported("the offline planner could not derive two working examples for this pipeline")
     agents = []
     for agent in pipeline.agents:
@@ -215,8 +280,8 @@ def plan(requirements: str, catalogue: Sequence[dict[str, Any]] = ()) -> dict[st
             "purpose": template.describe(agent.params),
             "input_schema": template.input_schema(agent.params),
             "output_schema": template.output_schema(agent.params),
-            "examples": [{"input": trace[agent.id]["input"], "expected_output": trace[agent.id]["output"]}
-                         for _sample, trace in runs],
+            "examples": _unique([{"input": trace[agent.id]["input"], "expected_output": trace[agent.id]["output"]}
+                                 for _sample, trace in [*runs, *case_runs]]),
             "inputs": dict(agent.inputs),
             "depends_on": list(agent.depends_on),
             "implementation": {"template": agent.template, "params": dict(agent.params)},
@@ -227,14 +292,26 @@ def plan(requirements: str, catalogue: Sequence[dict[str, Any]] = ()) -> dict[st
     data_flow += [{"from": ref, "to": f"outputs.{key}"} for key, ref in pipeline.outputs.items()]
     examples = []
     for sample, trace in runs:
-        output = {key: trace[ref.split(".")[1]]["output"][key] for key, ref in pipeline.outputs.items()}
+        output = {key: trace[ref.split(".")[1]]["output"][ref.split(".")[3]] for key, ref in pipeline.outputs.items()}
         examples.append({"input": sample, "expected_output": output})
-    return {
+    answer = {
         "kind": kind_of(pipeline),
         "agents": agents,
         "data_flow": data_flow,
         "workflow_input_schema": object_schema(tuple(pipeline.input_keys)),
-        "workflow_output_schema": object_schema(tuple(pipeline.outputs)),
+        "workflow_output_schema": {"type": "object", "required": list(pipeline.outputs), "properties": {
+            key: key_schema(ref.split(".")[3]) for key, ref in pipeline.outputs.items()}},
         "outputs": dict(pipeline.outputs),
         "examples": examples,
     }
+    if note:
+        answer["interpretation"] = note
+    return answer
+
+
+def _unique(examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    seen: list[dict[str, Any]] = []
+    for example in examples:
+        if example not in seen:
+            seen.append(example)
+    return seen

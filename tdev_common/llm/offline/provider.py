@@ -8,6 +8,7 @@ import itertools
 import json
 import math
 import re
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -53,7 +54,9 @@ def _requirements(payload: Mapping[str, Any]) -> dict[str, Any]:
     task = payload.get("task", "analyse")
     if task == "plan":
         catalogue = payload.get("catalogue") or []
-        return plan(text, [dict(entry) for entry in catalogue if isinstance(entry, Mapping)])
+        cases = payload.get("acceptance_cases") or []
+        return plan(text, [dict(entry) for entry in catalogue if isinstance(entry, Mapping)],
+                    [dict(case) for case in cases if isinstance(case, Mapping)])
     if task == "analyse":
         return analyse_requirements(text)
     raise BadPayload(f"requirements task must be 'analyse' or 'plan', not {task!r}")
@@ -86,6 +89,14 @@ _HANDLERS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
     "analysis": _analysis, "requirements": _requirements, "code_generation": _codegen,
     "code_repair": _repair, "mutation": _mutation, "review": _review,
 }
+
+
+_HANDLER_LOCK = threading.Lock()
+
+
+def _serialised(handler: Callable[[Mapping[str, Any]], dict[str, Any]], payload: Mapping[str, Any]) -> dict[str, Any]:
+    with _HANDLER_LOCK:
+        return handler(payload)
 
 
 def hashed_embedding(text: str, dimensions: int = EMBEDDING_DIMENSIONS) -> tuple[float, ...]:
@@ -123,8 +134,10 @@ class OfflineProvider:
         if handler is None:
             raise OfflineUnsupported(f"the offline provider has no rules for purpose {request.purpose!r}; it serves "
                                      + ", ".join(sorted(_HANDLERS)))
-        # Off the event loop: planning a 20k-character requirement takes a few hundred milliseconds.
-        result = await asyncio.to_thread(handler, read_payload(request.messages))
+        # Off the event loop: planning a 20k-character requirement takes a few hundred milliseconds. One handler
+        # at a time: CPython 3.11's ast module keeps its recursion depth per interpreter, not per thread, so two
+        # threads building ASTs at once can fail with "SystemError: AST constructor recursion depth mismatch".
+        result = await asyncio.to_thread(_serialised, handler, read_payload(request.messages))
         return ProviderReply(text=json.dumps(result, ensure_ascii=False), input_tokens=0, output_tokens=0,
                              model=self.default_model(request.purpose), finish_reason="stop", data=result)
 

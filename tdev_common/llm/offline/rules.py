@@ -17,7 +17,8 @@ NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, 
                 "nine": 9, "ten": 10, "twelve": 12, "fifteen": 15, "twenty": 20, "a single": 1}
 _NUM = r"(-?\d+(?:\.\d+)?|one|two|three|four|five|six|seven|eight|nine|ten|twelve|fifteen|twenty)"
 _Q = r"[\"'`\u201c\u201d\u2018\u2019]?"
-_FIELD = r"[A-Za-z_][A-Za-z0-9_]*"
+# A field name, or a dotted path into nested objects ("customer.address.city").
+_FIELD = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
 _RECORD_NOUNS = r"(?:records?|rows?|items?|entries|entry|objects?|users?|orders?|products?|people|persons?|" \
                 r"employees?|customers?|documents?)"
 _GENERIC_WORDS = {"the", "a", "an", "of", "numbers", "number", "values", "value", "list", "records", "record",
@@ -25,7 +26,7 @@ _GENERIC_WORDS = {"the", "a", "an", "of", "numbers", "number", "values", "value"
                   "fields", "column", "columns", "and", "their", "its", "words", "characters"}
 REDUCERS = {"count_words", "count_characters", "count_sentences", "count_lines", "character_frequency",
             "word_frequency", "statistics", "count_by_field", "is_palindrome", "slugify", "extract_emails",
-            "extract_urls"}
+            "extract_urls", "aggregate_by_field"}
 
 
 def to_number(token: str) -> float:
@@ -175,6 +176,15 @@ def _truncate(text: str, ctx: Context) -> list[Step]:
                          text, _I):
         suffix = "..." if re.search(r"ellipsis|\.\.\.|…", clause(text, m.start()), _I) else ""
         steps.append(_step("truncate_text", m, {"max_length": int(to_number(m.group(1))), "suffix": suffix}))
+    # "keep the first 20 characters", "keep only the first 5 words", "the first 10" (unit left open)
+    for m in re.finditer(r"\b(?:keep\w*|take\w*|return\w*|show\w*|output\w*)\s+(?:only\s+)?(?:the\s+)?(?:first|"
+                         r"leading)\s+" + _NUM + r"(?:\s+(characters|chars|letters|words))?\b", text, _I):
+        if ctx.records or (ctx.numeric and not m.group(2)):
+            continue
+        suffix = "..." if re.search(r"ellipsis|\.\.\.|…", clause(text, m.start()), _I) else ""
+        unit = "words" if (m.group(2) or "").lower() == "words" else "characters"
+        steps.append(_step("truncate_text", m, {"max_length": int(to_number(m.group(1))), "suffix": suffix,
+                                                "unit": unit}))
     return steps
 
 
@@ -222,6 +232,12 @@ def _frequency(text: str, ctx: Context) -> list[Step]:
             steps.append(_step("character_frequency", m, {"top_n": top_n}))
         else:
             steps.append(_step("word_frequency", m, {"top_n": top_n}))
+    # "which 2 letters appear most often", "the 4 words that occur most"
+    asked = (r"\b" + _NUM + r"\s+(words|letters|characters)\s+(?:that\s+)?(?:appear|occur|show\s+up|are\s+used)\w*\s+"
+             r"(?:the\s+)?most\b")
+    for m in re.finditer(asked, text, _I):
+        template = "word_frequency" if m.group(2).lower() == "words" else "character_frequency"
+        steps.append(_step(template, m, {"top_n": max(1, int(to_number(m.group(1))))}))
     return steps
 
 
@@ -325,7 +341,7 @@ _MEASURE_WORDS = [
     (r"median", "median"),
     (r"minimum|smallest|lowest|\bmin\b", "min"),
     (r"maximum|largest|highest|biggest|\bmax\b", "max"),
-    (r"\bsum\b|\btotal\b|add\s+up|added\s+up", "sum"),
+    (r"\bsum\b|\btotal\b|adds?\s+(?:(?:them|it|these|those|all|everything)\s+){0,3}up|added\s+up", "sum"),
     (r"\brange\b|spread", "range"),
     (r"\bmode\b|most\s+common\s+(?:number|value)", "mode"),
     (r"how\s+many\s+(?:numbers|values)|\bcount\s+(?:of\s+)?(?:the\s+)?(?:numbers|values)", "count"),
@@ -514,7 +530,10 @@ def _select(text: str, ctx: Context) -> list[Step]:
                r"\bonly\s+keep\s+(?:the\s+)?(?:fields?|keys?|columns?|properties)?\s*(.+?)(?=[.;]|\bthen\b|$)")
     for m in re.finditer(pattern, text, _I):
         fragment = m.group(1) or m.group(2) or ""
-        if not re.search(r"\b(fields?|keys?|columns?|propert\w+|attributes?)\b", m.group(0), _I):
+        # "keep only name and salary" names fields without saying so: a short list of bare names, about records
+        bare_names = ctx.records and re.fullmatch(r"\s*" + _FIELD + r"(?:\s*(?:,|\band\b|&)\s*" + _FIELD + r")*\s*",
+                                                  fragment, _I) is not None
+        if not bare_names and not re.search(r"\b(fields?|keys?|columns?|propert\w+|attributes?)\b", m.group(0), _I):
             continue
         fields = _field_list(re.split(r"\s+(?:fields?|keys?|columns?|properties)\b", fragment, maxsplit=1,
                                       flags=_I)[0])
@@ -601,6 +620,113 @@ def _count_by(text: str, ctx: Context) -> list[Step]:
     return steps
 
 
+_AGGREGATE_MEASURES = [(r"total|sum", "sum"), (r"average|mean|avg", "mean"), (r"maximum|max|highest|largest", "max"),
+                       (r"minimum|min|lowest|smallest", "min")]
+_MEASURE = "|".join(f"(?:{p})" for p, _ in _AGGREGATE_MEASURES)
+_GROUPING = r"(?:per|by|for\s+each|for\s+every|in\s+each|grouped\s+by|broken\s+down\s+by)"
+
+
+def _measure(word: str) -> str:
+    return next(code for p, code in _AGGREGATE_MEASURES if re.fullmatch(p, word, _I))
+
+
+@detector
+def _aggregate_by(text: str, ctx: Context) -> list[Step]:
+    """Group-by totals: "the total revenue per region", "sum amount by customer.country", "group the orders by
+    region and sum their amount"."""
+    if not ctx.records:
+        return []
+    steps = []
+    article = r"(?:the\s+|their\s+|its\s+|all\s+)?"
+    direct = (r"\b(" + _MEASURE + r")\s+(?:of\s+)?" + article + _Q + "(" + _FIELD + ")" + _Q
+              + r"(?:\s+(?:field|column|values?))?\s+(?:of\s+(?:the\s+)?" + _RECORD_NOUNS + r"\s+)?" + _GROUPING
+              + r"\s+" + article + _Q + "(" + _FIELD + ")" + _Q)
+    for m in re.finditer(direct, text, _I):
+        value_field, group = m.group(2), m.group(3)
+        if value_field.lower() in _GENERIC_WORDS or group.lower() in _GENERIC_WORDS:
+            continue
+        steps.append(_step("aggregate_by_field", m, {"group": group, "field": value_field,
+                                                     "measure": _measure(m.group(1))}))
+    grouped = (r"\bgroup\w*\s+(?:the\s+)?(?:\w+\s+){0,2}?(?:by|on)\s+" + article + _Q + "(" + _FIELD
+               + ")" + _Q + r"\s+(?:and|then)\s+(?:\w+\s+){0,2}?(" + _MEASURE + r")\s+(?:up\s+)?(?:of\s+)?" + article
+               + _Q + "(" + _FIELD + ")" + _Q)
+    for m in re.finditer(grouped, text, _I):
+        group, value_field = m.group(1), m.group(3)
+        if value_field.lower() in _GENERIC_WORDS:
+            continue
+        steps.append(_step("aggregate_by_field", m, {"group": group, "field": value_field,
+                                                     "measure": _measure(m.group(2))}))
+    return steps
+
+
+_OPERATIONS = [(r"\*|x|times|multiplied\s+by", "multiply"), (r"\+|plus", "add"), (r"-|minus", "subtract"),
+               (r"/|divided\s+by", "divide")]
+_OPERATION = "|".join(f"(?:{p})" for p, _ in _OPERATIONS)
+
+
+def _operation(word: str) -> str:
+    return next(code for p, code in _OPERATIONS if re.fullmatch(p, word.strip(), _I))
+
+
+@detector
+def _compute_field(text: str, ctx: Context) -> list[Step]:
+    """A field computed from two others: "add a field total = price * quantity", "compute amount as price times
+    quantity", "multiply price by quantity into a field called total"."""
+    if not ctx.records:
+        return []
+    steps = []
+    article = r"(?:a\s+|an\s+|the\s+)?(?:new\s+)?(?:field\s+|column\s+)?"
+    named = (r"\b(?:comput\w*|calculat\w*|add\w*|deriv\w*|set)\s+" + article + _Q + "(" + _FIELD + ")" + _Q
+             + r"\s+(?:field\s+|column\s+)?(?:as|=|equal\s+to|to\s+be|being)\s+(?:the\s+)?" + _Q + "(" + _FIELD + ")"
+             + _Q + r"\s*(" + _OPERATION + r")\s*(?:the\s+)?" + _Q + "(" + _FIELD + ")" + _Q)
+    for m in re.finditer(named, text, _I):
+        steps.append(_step("compute_field", m, {"target": m.group(1), "left": m.group(2),
+                                                "operation": _operation(m.group(3)), "right": m.group(4)}))
+    into = (r"(?:\s+(?:field\s+)?(?:to\s+get|into|as|giving|and\s+(?:call|store|save)\s+(?:it|the\s+result)\s+"
+            r"(?:in|as)?)\s*" + article + r"(?:called\s+|named\s+)?" + _Q + "(" + _FIELD + ")" + _Q + ")?")
+    verb = (r"\bmultipl\w*\s+(?:the\s+|each\s+)?" + _Q + "(" + _FIELD + ")" + _Q + r"\s+(?:field\s+)?by\s+(?:the\s+)?"
+            + _Q + "(" + _FIELD + ")" + _Q + into)
+    for m in re.finditer(verb, text, _I):
+        if m.group(2).lower() in _GENERIC_WORDS or re.fullmatch(_NUM, m.group(2), _I):
+            continue
+        steps.append(_step("compute_field", m, {"target": m.group(3) or "total", "left": m.group(1),
+                                                "operation": "multiply", "right": m.group(2)}))
+    return steps
+
+
+@detector
+def _take_items(text: str, ctx: Context) -> list[Step]:
+    """ "keep the first 3 numbers", "return only the last 2 items", "the top 3 products by price" (sorted by the
+    field, highest first, then the first N)."""
+    steps = []
+    pattern = (r"\b(?:keep\w*|take\w*|return\w*|show\w*|list\w*|output\w*|select\w*|pick\w*|only|get)\s+(?:only\s+)?"
+               r"(?:the\s+)?(first|last|top|bottom)\s+" + _NUM + r"\s+([A-Za-z_]\w*)\b"
+               r"(?:\s+(?:by|with\s+the\s+(?:highest|largest|biggest))\s+(?:their\s+|the\s+)?" + _Q + "(" + _FIELD + ")"
+               + _Q + ")?")
+    for m in re.finditer(pattern, text, _I):
+        noun = m.group(3).lower()
+        if noun in ("characters", "chars", "letters", "words", "lines", "sentences") and not ctx.words_input:
+            continue  # parts of a text: truncation, not a list
+        if noun in _GENERIC_WORDS - {"numbers", "values", "items", "records", "rows"}:
+            continue
+        numeric = noun in ("numbers", "values", "scores", "elements", "integers", "readings", "measurements")
+        records = (ctx.records or not numeric) and noun not in ("words",) and not numeric
+        key = "records" if records else ("words" if noun == "words" else "numbers")
+        end = "last" if m.group(1).lower() in ("last", "bottom") else "first"
+        if m.group(4) and records:
+            descending = m.group(1).lower() == "top"
+            steps.append(Step("sort_records", {"field": m.group(4), "descending": descending}, m.start(),
+                              m.start() + 1, m.group(0)))
+            end = "first"
+        elif m.group(1).lower() in ("top", "bottom") and not records and key == "numbers":
+            steps.append(Step("sort_items", {"key": key, "descending": m.group(1).lower() == "top"}, m.start(),
+                              m.start() + 1, m.group(0)))
+            end = "first"
+        steps.append(Step("take_items", {"key": key, "count": max(0, int(to_number(m.group(2)))), "end": end},
+                          m.start() + 2, m.end(), m.group(0)))
+    return steps
+
+
 @detector
 def _csv(text: str, ctx: Context) -> list[Step]:
     steps = []
@@ -614,9 +740,12 @@ def _csv(text: str, ctx: Context) -> list[Step]:
     return steps
 
 
-def detect_steps(text: str) -> list[Step]:
-    """Every step the rules find, ordered, overlaps and duplicates removed (adapters are the planner's job)."""
+def detect_steps(text: str, records: bool = False) -> list[Step]:
+    """Every step the rules find, ordered, overlaps and duplicates removed (adapters are the planner's job);
+    ``records`` says the data are records even when the text does not (acceptance cases show it)."""
     ctx = Context.of(text)
+    if records and not ctx.records:
+        ctx = Context(ctx.text, True, True, ctx.numeric, ctx.words_input)
     found: list[Step] = []
     for function in _DETECTORS:
         found.extend(function(text, ctx))

@@ -57,6 +57,13 @@ def _numeric_values(name: str) -> list[float | int]:
 
 def _field_values(name: str, condition: tuple[str, Any] | None) -> list[Any]:
     """Five values for a field, chosen by its name (and around a filter's threshold, if any)."""
+    if condition is not None and condition[0] == "group":
+        # Groups must repeat, or a per-group total is just each record's own value.
+        if "city" in name.lower() or "region" in name.lower():
+            return [_CITIES[0], _CITIES[1], _CITIES[0], _CITIES[1], _CITIES[2]]
+        return ["alpha", "beta", "alpha", "beta", "gamma"]
+    if condition is not None and condition[0] == "number":
+        return _numeric_values(name) if any(hint in name.lower() for hint in _NUMERIC_HINTS) else [3, 1.5, 4, 10, 2]
     if condition is not None:
         op, value = condition
         if isinstance(value, bool):
@@ -114,6 +121,17 @@ def record_fields(steps: Sequence[Step]) -> tuple[list[str], dict[str, tuple[str
                 conditions[params["field"]] = (params["condition"], params["value"])
         elif step.template == "statistics" and "field" in step.extra:
             add(step.extra["field"])
+        elif step.template == "aggregate_by_field":
+            add(params["group"])
+            conditions.setdefault(params["group"], ("group", None))
+            if params["field"] not in renamed_to:
+                add(params["field"])
+                conditions.setdefault(params["field"], ("number", None))
+        elif step.template == "compute_field":
+            for name in (params["left"], params["right"]):
+                add(name)
+                conditions.setdefault(name, ("number", None))
+            renamed_to.add(params["target"])
         elif step.template == "flatten_record":
             nested = True
     if not any(step.template in ("select_fields",) for step in steps):
@@ -129,7 +147,15 @@ def make_records(steps: Sequence[Step], count: int = 5, offset: int = 0) -> list
         position = (index + offset) % 5
         record: dict[str, Any] = {}
         for name in fields:
-            record[name] = _field_values(name, conditions.get(name))[position]
+            value = _field_values(name, conditions.get(name))[position]
+            if "." in name:  # a path into nested objects: build the nesting it names
+                *parents, leaf = name.split(".")
+                target = record
+                for part in parents:
+                    target = target.setdefault(part, {}) if isinstance(target.get(part, {}), dict) else target
+                target[leaf] = value
+            else:
+                record[name] = value
         if "id" in record:
             record["id"] = index + 1 + offset * 10
         if nested:
