@@ -400,3 +400,132 @@ def delete_case(
         emit({"deleted": case_id})
         return
     out.print(f"deleted {case_id}", markup=False)
+
+
+alias_app = typer.Typer(help="Aliases of an agent (stable, canary, any name) that workflow nodes run by.",
+                        no_args_is_help=True)
+agents_app.add_typer(alias_app, name="alias")
+rollout_app = typer.Typer(help="A canary rollout: its numbers and what happened.", no_args_is_help=True)
+agents_app.add_typer(rollout_app, name="rollout")
+
+
+async def _agent_id(registry: Any, agent: str) -> str:
+    if agent.startswith("agent_"):
+        return agent
+    return str((await registry.get_agent(agent, exclude_code=True))["agent_id"])
+
+
+@alias_app.command("set")
+def set_alias(
+    ctx: typer.Context,
+    agent: Annotated[str, typer.Argument(help="Agent name or id.")],
+    alias: Annotated[str, typer.Argument(help="Alias name: stable, canary or any name.")],
+    version: Annotated[str, typer.Argument(help="The exact version it points at.")],
+    traffic: Annotated[float, typer.Option("--traffic", help="canary: share of stable's executions, (0, 1].")] = 0.0,
+    min_sample: Annotated[int, typer.Option("--min-sample", help="canary: executions of each side before "
+                                            "deciding (0: 20).")] = 0,
+    max_drop: Annotated[float, typer.Option("--max-drop", help="canary: largest success-rate drop still promoted "
+                                            "(0: 0.05).")] = 0.0,
+    max_latency_ratio: Annotated[float, typer.Option("--max-latency-ratio", help="canary: largest median "
+                                                     "duration ratio still promoted (0: 1.5).")] = 0.0,
+    as_json: JsonOption = False,
+) -> None:
+    """Point an alias at a version; a canary takes --traffic of stable's executions until it is judged."""
+    rollout = None
+    if alias == "canary":
+        rollout = {"min_sample": min_sample, "max_success_rate_drop": max_drop, "max_latency_ratio": max_latency_ratio}
+
+    async def work(registry: Any) -> dict[str, Any]:
+        stored: dict[str, Any] = await registry.set_agent_alias(
+            await _agent_id(registry, agent), alias, version, traffic_fraction=traffic, rollout=rollout)
+        return stored
+
+    stored = _call(ctx, work)
+    if as_json:
+        emit(stored)
+        return
+    share = f" with {stored['traffic_fraction']:.0%} of stable's executions" if alias == "canary" else ""
+    out.print(f"{stored['agent_id']}: {stored['alias']} -> {stored['version']}{share}", markup=False)
+
+
+def _print_events(events: list[dict[str, Any]]) -> None:
+    table = Table("time", "alias", "event", "version", "why")
+    for event in events:
+        table.add_row(_when(event.get("time")), event["alias"], event["kind"].removeprefix("KIND_").lower(),
+                      event["version"], event.get("message", ""))
+    out.print(table)
+
+
+@alias_app.command("list")
+def list_aliases(
+    ctx: typer.Context,
+    agent: Annotated[str, typer.Argument(help="Agent name or id.")],
+    as_json: JsonOption = False,
+) -> None:
+    """An agent's aliases and their latest events."""
+
+    async def work(registry: Any) -> dict[str, Any]:
+        view: dict[str, Any] = await registry.list_agent_aliases(await _agent_id(registry, agent))
+        return view
+
+    view = _call(ctx, work)
+    if as_json:
+        emit(view)
+        return
+    table = Table("alias", "version", "traffic", "set")
+    for item in view["aliases"]:
+        table.add_row(item["alias"], item["version"],
+                      f"{item['traffic_fraction']:.0%}" if item["alias"] == "canary" else "-",
+                      _when(item.get("update_time")))
+    out.print(table)
+    _print_events(view["events"][:10])
+
+
+@alias_app.command("delete")
+def delete_alias(
+    ctx: typer.Context,
+    agent: Annotated[str, typer.Argument(help="Agent name or id.")],
+    alias: Annotated[str, typer.Argument(help="The alias (deleting canary ends a rollout by hand).")],
+    as_json: JsonOption = False,
+) -> None:
+    """Remove an alias."""
+
+    async def work(registry: Any) -> str:
+        agent_id = await _agent_id(registry, agent)
+        await registry.delete_agent_alias(agent_id, alias)
+        return agent_id
+
+    agent_id = _call(ctx, work)
+    if as_json:
+        emit({"deleted": {"agent_id": agent_id, "alias": alias}})
+        return
+    out.print(f"{agent_id}: removed {alias}", markup=False)
+
+
+@rollout_app.command("status")
+def rollout_status(
+    ctx: typer.Context,
+    agent: Annotated[str, typer.Argument(help="Agent name or id.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Where a canary rollout stands: both sides' numbers since it started, and what was decided."""
+
+    async def work(registry: Any) -> dict[str, Any]:
+        view: dict[str, Any] = await registry.list_agent_aliases(await _agent_id(registry, agent))
+        return view
+
+    view = _call(ctx, work)
+    if as_json:
+        emit({"rollout": view.get("rollout"), "events": view["events"]})
+        return
+    rollout = view.get("rollout")
+    if rollout is None:
+        out.print("no rollout running (no canary alias)", markup=False)
+    else:
+        table = Table("side", "version", "executions", "success", "median ms")
+        for side in ("stable", "canary"):
+            stats = rollout[side]
+            table.add_row(side, stats["version"], str(stats["executions"]), f"{stats['success_rate']:.1%}",
+                          f"{stats['median_duration_ms']:.1f}")
+        out.print(table)
+    _print_events([e for e in view["events"] if e["alias"] == "canary"][:10])

@@ -138,6 +138,16 @@ async def test_every_command_prints_json_with_json(mesh_json: Json, tmp_path: Pa
     labelled = await j.doc(("agents", "cases", "label"), cases[0]["case_id"], '{"value": 6}')
     assert (labelled["labelled"], labelled["expected"]) == (True, {"value": 6})
     assert await j.doc(("agents", "cases", "delete"), cases[0]["case_id"]) == {"deleted": cases[0]["case_id"]}
+    aliased = await j.doc(("agents", "alias", "set"), echo["name"], "stable", "1.0.0")
+    assert (aliased["alias"], aliased["version"]) == ("stable", "1.0.0")
+    canary = await j.doc(("agents", "alias", "set"), echo["agent_id"], "canary", "1.0.0", "--traffic", "0.2",
+                         "--min-sample", "5")
+    assert (canary["traffic_fraction"], canary["rollout"]["min_sample"]) == (0.2, 5)
+    listed = await j.doc(("agents", "alias", "list"), echo["name"])
+    assert [a["alias"] for a in listed["aliases"]] == ["canary", "stable"]
+    status = await j.doc(("agents", "rollout", "status"), echo["name"])
+    assert status["rollout"]["canary"]["version"] == "1.0.0" and status["events"][0]["kind"] == "KIND_SET"
+    assert (await j.doc(("agents", "alias", "delete"), echo["name"], "canary"))["deleted"]["alias"] == "canary"
     running = await j.doc(("workflows", "run"), str(slow))
     cancelled = await j.doc(("executions", "cancel"), running["execution_id"], "--reason", "enough")
     assert cancelled["execution_id"] == running["execution_id"]
