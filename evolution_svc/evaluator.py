@@ -55,6 +55,13 @@ def _short(value: JsonValue) -> str:
     return text if len(text) <= DETAIL_CHARS else text[: DETAIL_CHARS - 1] + "…"
 
 
+def _wrong_keys(output: JsonValue, expected: dict[str, JsonValue]) -> list[str]:
+    """Expected keys whose value differs (every key when the output is not an object or the case raised)."""
+    if not isinstance(output, dict):
+        return list(expected)
+    return [key for key, value in expected.items() if key not in output or output[key] != value]
+
+
 def suite_digest(suite: EvaluationSuite, cases: Sequence[EvaluationCase], scorer_code: str) -> str:
     """Identity of "these cases scored this way": part of every cache key."""
     body = {
@@ -153,7 +160,10 @@ class Evaluator:
                 for run, case in zip(runs, self._cases, strict=True)
             ]
         failures: list[CaseFailure] = []
+        wrong: dict[str, None] = {}
         for index, (run, case, score) in enumerate(zip(runs, self._cases, scores, strict=True)):
+            if score < 1.0 and isinstance(case.expected, dict):
+                wrong.update(dict.fromkeys(_wrong_keys(run.output if run.ok else None, case.expected)))
             if score >= 1.0 or len(failures) >= MAX_FAILURES_KEPT:
                 continue
             label = case.name or f"cases[{index}]"
@@ -176,6 +186,7 @@ class Evaluator:
             failure=failure,
             failures=tuple(failures),
             max_duration_ms=longest,
+            wrong_keys=tuple(sorted(wrong)),
         )
 
     async def _scorer_scores(self, runs: Sequence[CaseRun]) -> list[float]:

@@ -97,4 +97,6 @@ def make_candidate(
         mean_duration_ms=round(measurement.mean_duration_ms, 3),
         failure=failure,
         failures=measurement.failures,
+        case_scores=tuple(measurement.case_scores),
+        wrong_keys=measurement.wrong_keys,
     )
