@@ -80,6 +80,7 @@ def candidate_from_json(data: JsonObject) -> Candidate:
             "failures": tuple(CaseFailure(**failure) for failure in data["failures"]),
             "case_scores": tuple(float(score) for score in data.get("case_scores", ())),
             "wrong_keys": tuple(data.get("wrong_keys", ())),
+            "case_closeness": tuple(float(value) for value in data.get("case_closeness", ())),
         }
     )
 
@@ -119,6 +120,7 @@ def measurement_from_json(data: JsonObject) -> Measurement:
         failures=tuple(CaseFailure(**failure) for failure in data["failures"]),
         max_duration_ms=float(data.get("max_duration_ms", 0.0)),
         wrong_keys=tuple(data.get("wrong_keys", ())),
+        case_closeness=tuple(float(value) for value in data.get("case_closeness", ())),
     )
 
 

@@ -220,6 +220,8 @@ class Measurement:
     max_duration_ms: float = 0.0
     # Top-level output keys that were wrong or missing in some failing case (dataflow guidance).
     wrong_keys: tuple[str, ...] = ()
+    # Per case, the score when it passed, else how near the output came (below 1): for lexicase only.
+    case_closeness: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -249,6 +251,7 @@ class Candidate:
     # Per training case, in suite order: what lexicase selection and pass-vector descriptors read.
     case_scores: tuple[float, ...] = ()
     wrong_keys: tuple[str, ...] = ()
+    case_closeness: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from evolution_svc.domain import (
     ScoringMode,
 )
 from evolution_svc.ports import CandidateRunner, CaseRun, MeasurementCache
-from evolution_svc.scoring import score_output, scorer_score
+from evolution_svc.scoring import closeness, score_output, scorer_score
 
 MAX_FAILURES_KEPT = 5
 DETAIL_CHARS = 300
@@ -159,6 +159,12 @@ class Evaluator:
                 else 0.0
                 for run, case in zip(runs, self._cases, strict=True)
             ]
+        near: tuple[float, ...] = ()
+        if self._suite.scoring_mode is not ScoringMode.SCORER_AGENT:
+            near = tuple(
+                closeness(score, run.output, case.expected) if run.ok else 0.0
+                for run, case, score in zip(runs, self._cases, scores, strict=True)
+            )
         failures: list[CaseFailure] = []
         wrong: dict[str, None] = {}
         for index, (run, case, score) in enumerate(zip(runs, self._cases, scores, strict=True)):
@@ -187,6 +193,7 @@ class Evaluator:
             failures=tuple(failures),
             max_duration_ms=longest,
             wrong_keys=tuple(sorted(wrong)),
+            case_closeness=near,
         )
 
     async def _scorer_scores(self, runs: Sequence[CaseRun]) -> list[float]:

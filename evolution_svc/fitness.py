@@ -99,4 +99,5 @@ def make_candidate(
         failures=measurement.failures,
         case_scores=tuple(measurement.case_scores),
         wrong_keys=measurement.wrong_keys,
+        case_closeness=tuple(measurement.case_closeness),
     )

@@ -27,6 +27,8 @@ LLM_OPERATORS = frozenset({LLM_DIFF, LLM_CROSSOVER})
 LLM_SHARE = 0.5
 # The mutations a synthesis run's bandit chooses among: the transforms and the synthesis operators.
 BANDIT_OPERATORS: tuple[str, ...] = (*MUTATION_OPERATORS, *SYNTHESIS_OPERATORS)
+# In a synthesis run, the chance that a mutated child gets a second mutation.
+SECOND_MUTATION = 0.3
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,9 @@ def plan_child(
         if operator is None:
             return None
         steps.append(operator)
+        # Repairs often need two edits at once (a guard and its value); neither alone may score better.
+        if config.synthesis and operator_stats and rng.random() < SECOND_MUTATION:
+            steps.append(bandit.draw(operator_stats, rng))
     donor = island[rng.randrange(len(island))]
     donors = tuple(dict.fromkeys(candidate.code for candidate in (*parents[1:], donor)))
     return ChildPlan(island_index, parents, tuple(steps), donors, rng.getrandbits(64))

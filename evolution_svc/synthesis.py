@@ -149,6 +149,9 @@ class _Scope:
         self.facts = facts
         self.inputs_name = ""
         self.kinds: dict[str, Kind] = dict(params)
+        # Inference results per node, valid while ``kinds`` is the same dict (see ``infer``).
+        self._memo: dict[int, tuple[ast.expr, Kind | None]] = {}
+        self._memo_for: dict[str, Kind] | None = None
         args = [arg.arg for arg in function.args.args]
         if function.name == "execute" and len(args) >= 2:
             self.inputs_name = args[1]
@@ -160,6 +163,7 @@ class _Scope:
                     self._learn(node.target.id, self.infer(node.value))
                 elif isinstance(node, ast.For | ast.comprehension) and isinstance(node.target, ast.Name):
                     self._learn(node.target.id, _element(self.infer(node.iter)) or self._string_iteration(node.iter))
+        self._memo_for = self.kinds
 
     def _string_iteration(self, node: ast.expr) -> Kind | None:
         return "str" if self.infer(node) == "str" else None
@@ -192,7 +196,20 @@ class _Scope:
         return None
 
     def infer(self, node: ast.expr) -> Kind | None:
-        """The kind of an expression, or None when the inference cannot tell."""
+        """The kind of an expression, or None when the inference cannot tell (memoised per node)."""
+        if self._memo_for is None:
+            return self._infer(node)
+        if self._memo_for is not self.kinds:
+            # Names changed (a comprehension's variable): earlier answers may no longer hold.
+            self._memo, self._memo_for = {}, self.kinds
+        entry = self._memo.get(id(node))
+        if entry is not None and entry[0] is node:
+            return entry[1]
+        kind = self._infer(node)
+        self._memo[id(node)] = (node, kind)
+        return kind
+
+    def _infer(self, node: ast.expr) -> Kind | None:
         if isinstance(node, ast.Constant):
             return kind_of(node.value)
         if isinstance(node, ast.Name):
@@ -244,11 +261,11 @@ class _Scope:
 
     def _comprehension_kind(self, node: ast.ListComp) -> Kind:
         generator = node.generators[0]
-        saved = dict(self.kinds)
+        saved = self.kinds
         if isinstance(generator.target, ast.Name):
             element = _element(self.infer(generator.iter)) or self._string_iteration(generator.iter)
             if element:
-                self.kinds[generator.target.id] = element
+                self.kinds = {**saved, generator.target.id: element}
         inner = self.infer(node.elt)
         self.kinds = saved
         return f"list[{inner}]" if inner and not inner.startswith("list") else "list"
@@ -452,7 +469,7 @@ class _Grammar:
         if element is None:
             return None
         variable = LOOP_VARIABLE if LOOP_VARIABLE not in self.scope.kinds else f"{LOOP_VARIABLE}_"
-        saved = dict(self.scope.kinds)
+        saved = self.scope.kinds
         self.scope.kinds = {variable: element}  # the body should read the element, not the scope
         try:
             if self.rng.random() < 0.5:

@@ -52,9 +52,9 @@ def _editable(tree: ast.Module) -> Iterator[tuple[ast.AST, ast.AST | None]]:
 
 
 def _is_key(node: ast.AST, parent: ast.AST | None) -> bool:
-    return isinstance(parent, ast.Subscript) and parent.slice is node or isinstance(parent, ast.Dict) and any(
+    return (isinstance(parent, ast.Subscript) and parent.slice is node) or (isinstance(parent, ast.Dict) and any(
         key is node for key in parent.keys
-    )
+    ))
 
 
 def _off_by_one(node: ast.AST, parent: ast.AST | None) -> bool:

@@ -30,7 +30,7 @@ def _ring(signum: int, frame: FrameType | None) -> None:
 def load(code: str) -> Any:
     """An instance of the program's agent class; raises on any load error."""
     namespace: dict[str, Any] = {"__name__": "candidate"}
-    exec(compile(code, "<candidate>", "exec"), namespace)  # noqa: S102 - bench shortcut, see the module docstring
+    exec(compile(code, "<candidate>", "exec"), namespace)
     classes = [value for value in namespace.values() if isinstance(value, type) and hasattr(value, "execute")]
     if len(classes) != 1:
         raise ValueError("no single agent class")
@@ -48,7 +48,7 @@ def run(code: str, inputs: Sequence[dict[str, Any]], *, case_seconds: float = 0.
         sys.setrecursionlimit(len(_stack()) + RECURSION_ROOM)
         try:
             agent = load(code)
-        except BaseException as error:  # noqa: BLE001 - any load failure fails the program
+        except BaseException as error:
             return [(False, None, f"{type(error).__name__}: {error}", 0.0) for _ in inputs]
         for case in inputs:
             if time.perf_counter() - started > batch_seconds:
@@ -63,7 +63,7 @@ def run(code: str, inputs: Sequence[dict[str, Any]], *, case_seconds: float = 0.
                 results.append((True, output, "", (time.perf_counter() - begin) * 1000))
             except _Alarm:
                 results.append((False, None, "TimeoutError: case time exceeded", case_seconds * 1000))
-            except BaseException as error:  # noqa: BLE001 - a candidate may raise anything
+            except BaseException as error:
                 signal.setitimer(signal.ITIMER_REAL, 0)
                 results.append((False, None, f"{type(error).__name__}: {error}"[:200], 0.0))
     finally:
