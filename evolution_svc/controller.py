@@ -141,6 +141,7 @@ class Controller:
                         archive_rate=self._settings.archive_rate,
                         llm_allowed=llm_allowed,
                         operator_stats=state.operator_stats,
+                        seed=state.seed,
                     )
                     if plan is not None:
                         plans.append(plan)

@@ -29,6 +29,9 @@ LLM_SHARE = 0.5
 BANDIT_OPERATORS: tuple[str, ...] = (*MUTATION_OPERATORS, *SYNTHESIS_OPERATORS)
 # In a synthesis run, the chance that a mutated child gets a second mutation.
 SECOND_MUTATION = 0.3
+# In a synthesis run, the share of first parents that are the seed program itself: a repair is usually a
+# small edit of the original, and a population that drifted on near misses can lose that neighbourhood.
+SEED_PARENT = 0.5
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,7 @@ def plan_child(
     archive_rate: float,
     llm_allowed: bool,
     operator_stats: Sequence[OperatorStat] = (),
+    seed: Candidate | None = None,
 ) -> ChildPlan | None:
     """One child plan, or None for a draw that would copy its parent (or needs a model it may not call).
 
@@ -83,6 +87,8 @@ def plan_child(
     if not crossover and not mutation:
         return None
     elite = sample(archive, rng) if rng.random() < archive_rate else None
+    if config.synthesis and seed is not None and elite is None and rng.random() < SEED_PARENT:
+        elite = seed
     first = elite or select(island, config, rng)
     parents: tuple[Candidate, ...] = (first,)
     steps: list[str] = []

@@ -12,7 +12,9 @@ and the program, and a library of builtins and common ``str``/``list`` methods. 
 * ``synth:guard`` inserts an ``if`` on a generated condition that assigns a generated value to a name in
   scope (a clamp) or returns early (a base case, an empty-input answer);
 * ``synth:return_shape`` repairs the returned object from the suite's expected keys (adds a missing key,
-  drops an unexpected one, rewrites the value of a wrong one).
+  drops an unexpected one, rewrites the value of a wrong one);
+* ``synth:reorder`` swaps two positional arguments of a call or the operands of a non-commutative
+  operator or comparison (``a - b`` -> ``b - a``, ``f(x, y)`` -> ``f(y, x)``).
 
 Guidance: mutation points are chosen, most of the time, among the expressions the wrong output keys
 depend on (dataflow from the returned dict's values for those keys back through the assignments).
@@ -38,6 +40,7 @@ SYNTH_WRAP = "synth:wrap"
 SYNTH_COMPREHENSION = "synth:comprehension"
 SYNTH_GUARD = "synth:guard"
 SYNTH_RETURN_SHAPE = "synth:return_shape"
+SYNTH_REORDER = "synth:reorder"
 
 # Share of mutation points drawn from the dataflow slice of the wrong keys when there is one.
 GUIDED_SHARE = 0.75
@@ -119,7 +122,10 @@ def facts_from_cases(cases: Sequence[EvaluationCase]) -> SuiteFacts:
             kind = kind_of(value)
             if kind and (key not in expected or expected[key] == "list"):
                 expected[key] = kind
-        for value in (*_scalars(case.inputs), *_scalars(case.expected or {})):
+        # Numbers come from the inputs only: an expected number as a literal lets a program return the
+        # answer of one case, a near miss that lures the search away from the computation.
+        outputs = [value for value in _scalars(case.expected or {}) if isinstance(value, str)]
+        for value in (*_scalars(case.inputs), *outputs):
             if isinstance(value, bool):
                 continue
             if isinstance(value, int) and abs(value) > 1000:
@@ -627,13 +633,18 @@ class _Edit:
     def grammar(self, function: _Function) -> _Grammar:
         return _Grammar(function.scope, self.rng, self.literals)
 
-    def site(self, want: Callable[[Kind], bool]) -> tuple[_Function, _Slot, Kind] | None:
-        """A mutation point of a wanted kind: from the wrong keys' dataflow slice most of the time."""
+    def site(self, want: Callable[[Kind], bool], *, outermost: bool = False) -> tuple[_Function, _Slot, Kind] | None:
+        """A mutation point of a wanted kind: from the wrong keys' dataflow slice most of the time.
+
+        ``outermost`` keeps only whole expressions (an assigned or returned value, an argument), not their parts.
+        """
         everywhere: list[tuple[_Function, _Slot, Kind]] = []
         guided: list[tuple[_Function, _Slot, Kind]] = []
         for function in self.functions:
             relevant = dataflow_slice(function.node, self.wrong_keys) if function.node.name == "execute" else set()
             for slot, kind in _expression_sites(function, want):
+                if outermost and isinstance(slot.parent, ast.BinOp | ast.UnaryOp | ast.BoolOp | ast.Compare):
+                    continue
                 everywhere.append((function, slot, kind))
                 if id(slot.node) in relevant:
                     guided.append((function, slot, kind))
@@ -660,12 +671,42 @@ def _replace(edit: _Edit) -> bool:
     return True
 
 
+def _analogue(edit: _Edit, function: _Function, kind: Kind) -> ast.expr | None:
+    """A copy of an expression of the program of this kind with its variables renamed to others of their kind
+    (``x * x`` -> ``y * y``): terms of a formula tend to look alike."""
+    scope = function.scope
+    shapes = [
+        slot.node
+        for slot, found in _expression_sites(function, lambda have: have == kind)
+        if not isinstance(slot.node, ast.Name | ast.Constant) and scope.input_key(slot.node) is None  # type: ignore[arg-type]
+    ]
+    if not shapes:
+        return None
+    term = copy.deepcopy(edit.rng.choice(shapes))
+    assert isinstance(term, ast.expr)
+    names = [node for node in ast.walk(term) if isinstance(node, ast.Name) and node.id in scope.kinds]
+    if not names:
+        return None
+    renames: dict[str, str] = {}
+    for name in sorted({node.id for node in names}):
+        others = [other for other in scope.names(scope.kinds[name]) if other != name]
+        if others:
+            renames[name] = edit.rng.choice(others)
+    if not renames:
+        return None
+    for node in names:
+        node.id = renames.get(node.id, node.id)
+    return term
+
+
 def _term(edit: _Edit) -> bool:
-    found = edit.site(lambda kind: kind in ("int", "float", "str"))
+    # A missing term of a formula is added to the whole formula more often than to one of its factors.
+    found = edit.site(lambda kind: kind in ("int", "float", "str"), outermost=edit.rng.random() < 0.6)
     if found is None:
         return False
     function, slot, kind = found
-    term = edit.grammar(function).expression(kind, edit.rng.choice((0, 1, 1, 2)))
+    term = _analogue(edit, function, kind) if edit.rng.random() < 0.4 else None
+    term = term or edit.grammar(function).expression(kind, edit.rng.choice((0, 1, 1, 2)))
     if term is None or not isinstance(slot.node, ast.expr):
         return False
     old = copy.deepcopy(slot.node)
@@ -849,6 +890,35 @@ def _return_shape(edit: _Edit) -> bool:
     return True
 
 
+def _reorder(edit: _Edit) -> bool:
+    sites: list[ast.AST] = []
+    guided: list[ast.AST] = []
+    for function in edit.functions:
+        relevant = dataflow_slice(function.node, edit.wrong_keys) if function.node.name == "execute" else set()
+        for slot in _slots(function.node):
+            node = slot.node
+            swappable = (
+                (isinstance(node, ast.Call) and len(node.args) >= 2)
+                or (isinstance(node, ast.BinOp) and isinstance(node.op, ast.Sub | ast.Div | ast.FloorDiv | ast.Mod))
+                or (isinstance(node, ast.Compare) and len(node.ops) == 1)
+            )
+            if swappable:
+                sites.append(node)
+                if id(node) in relevant:
+                    guided.append(node)
+    if not sites:
+        return False
+    node = edit.rng.choice(guided if guided and edit.rng.random() < GUIDED_SHARE else sites)
+    if isinstance(node, ast.Call):
+        first, second = sorted(edit.rng.sample(range(len(node.args)), 2))
+        node.args[first], node.args[second] = node.args[second], node.args[first]
+    elif isinstance(node, ast.BinOp):
+        node.left, node.right = node.right, node.left
+    elif isinstance(node, ast.Compare):
+        node.left, node.comparators[0] = node.comparators[0], node.left
+    return True
+
+
 OPERATORS: dict[str, Callable[[_Edit], bool]] = {
     SYNTH_EXPRESSION: _replace,
     SYNTH_TERM: _term,
@@ -856,6 +926,7 @@ OPERATORS: dict[str, Callable[[_Edit], bool]] = {
     SYNTH_COMPREHENSION: _comprehension,
     SYNTH_GUARD: _guard,
     SYNTH_RETURN_SHAPE: _return_shape,
+    SYNTH_REORDER: _reorder,
 }
 SYNTHESIS_OPERATORS: tuple[str, ...] = tuple(OPERATORS)
 

@@ -54,7 +54,7 @@ def _cases(reference: Reference, rng: random.Random, count: int, held_out: int) 
         if not ok:
             raise RuntimeError(f"reference {reference.name} fails on {case_inputs}: {error}")
         cases.append({"name": f"{reference.name}-{index}", "inputs": case_inputs, "expected": output,
-                      "held_out": index >= len(drawn_inputs) - held_out})
+                      "held_out": index >= len(drawn_inputs) - min(held_out, len(drawn_inputs) // 3)})
     return cases
 
 

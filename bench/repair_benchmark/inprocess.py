@@ -55,16 +55,17 @@ def run(code: str, inputs: Sequence[dict[str, Any]], *, case_seconds: float = 0.
                 results.append((False, None, "TimeoutError: batch time exceeded", 0.0))
                 continue
             begin = time.perf_counter()
-            signal.setitimer(signal.ITIMER_REAL, case_seconds)
             try:
-                output = agent.execute(json.loads(json.dumps(case)))
-                signal.setitimer(signal.ITIMER_REAL, 0)
-                output = json.loads(json.dumps(output))
+                signal.setitimer(signal.ITIMER_REAL, case_seconds)
+                try:
+                    output = json.loads(json.dumps(agent.execute(json.loads(json.dumps(case)))))
+                finally:
+                    # The alarm may ring up to here; past this line it cannot ring any more.
+                    signal.setitimer(signal.ITIMER_REAL, 0)
                 results.append((True, output, "", (time.perf_counter() - begin) * 1000))
             except _Alarm:
                 results.append((False, None, "TimeoutError: case time exceeded", case_seconds * 1000))
             except BaseException as error:
-                signal.setitimer(signal.ITIMER_REAL, 0)
                 results.append((False, None, f"{type(error).__name__}: {error}"[:200], 0.0))
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
