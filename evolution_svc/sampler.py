@@ -31,7 +31,7 @@ BANDIT_OPERATORS: tuple[str, ...] = (*MUTATION_OPERATORS, *SYNTHESIS_OPERATORS)
 SECOND_MUTATION = 0.3
 # In a synthesis run, the share of first parents that are the seed program itself: a repair is usually a
 # small edit of the original, and a population that drifted on near misses can lose that neighbourhood.
-SEED_PARENT = 0.5
+SEED_PARENT = 0.8
 
 
 @dataclass(frozen=True)

@@ -817,14 +817,19 @@ def _guard(edit: _Edit) -> bool:
             return False
         body = ast.Assign([ast.Name(target, ast.Store())], value_expression, lineno=0)  # unparse reads lineno
     condition: ast.expr | None = None
-    if target is not None and rng.random() < 0.7:
-        kind = function.scope.kinds[target]
+    # Conditions on one name in scope (``x > 100``, ``not items``) are what guards usually test.
+    named = target
+    if named is None:
+        names = sorted(name for name, kind in function.scope.kinds.items() if _any_kind(kind) and name != "self")
+        named = rng.choice(names) if names else None
+    if named is not None and rng.random() < 0.7:
+        kind = function.scope.kinds[named]
         bound = grammar.terminal(kind)
         if bound is not None and kind in (*NUMBERS, "str"):
             ops: list[type[ast.cmpop]] = [ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.Eq, ast.NotEq]
-            condition = ast.Compare(ast.Name(target, ast.Load()), [rng.choice(ops)()], [bound])
+            condition = ast.Compare(ast.Name(named, ast.Load()), [rng.choice(ops)()], [bound])
         elif kind.startswith("list") or kind == "str":
-            condition = ast.UnaryOp(ast.Not(), ast.Name(target, ast.Load()))
+            condition = ast.UnaryOp(ast.Not(), ast.Name(named, ast.Load()))
     if condition is None:
         condition = grammar.expression("bool", rng.choice((1, 1, 2)))
     if condition is None:
