@@ -22,7 +22,7 @@ always runs candidates in the sandbox; the engine code used here is the service'
 Prints the fraction repaired per seed and overall, the ratios, and PASS/FAIL (target: ours >= 60% and
 ahead of both baselines); ``--strict`` makes a FAIL exit non-zero. Writes bench/results/repair.json.
 
-Usage: python bench/bench_repair.py [--seeds 5] [--budget 300] [--strict]
+Usage: python bench/bench_repair.py [--seeds 5] [--budget 250] [--workers 2] [--strict]
 """
 
 from __future__ import annotations
@@ -238,7 +238,7 @@ def run_seed(seed: int, config: EvolutionConfig, budget: int) -> list[dict[str, 
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--budget", type=int, default=300, help="evaluations per task and method")
+    parser.add_argument("--budget", type=int, default=250, help="evaluations per task and method")
     parser.add_argument("--strict", action="store_true", help="exit 1 on FAIL")
     parser.add_argument("--workers", type=int, default=2, help="seeds run at once, one process each")
     args = parser.parse_args()
@@ -273,8 +273,8 @@ async def main() -> int:
     print(f"\nrepaired on held-out cases, {len(rows)} tasks over {args.seeds} seeds:")
     print(f"  ours {ours_rate:.1%}   random search {random_rate:.1%}   ours/random "
           f"{ours_rate / max(random_rate, 1e-9):.2f}")
-    print(f"  where GP applies ({len(gp_rows)} tasks): ours {ours_gp:.1%}   DEAP GP {gp_rate:.1%}   ours/GP "
-          f"{ours_gp / max(gp_rate, 1e-9):.2f}")
+    gp_ratio = f"{ours_gp / gp_rate:.2f}" if gp_rate else "inf (GP repaired none)"
+    print(f"  where GP applies ({len(gp_rows)} tasks): ours {ours_gp:.1%}   DEAP GP {gp_rate:.1%}   ours/GP {gp_ratio}")
     by_kind: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         by_kind.setdefault(row["kind"], []).append(row)
