@@ -181,3 +181,18 @@ def test_repair_benchmark_bugs_break_training_cases_and_suites_hold_cases_out() 
         assert 1 <= len(held) <= 8 and len(task.cases) - len(held) >= 2 * len(held)
         assert task.code != task.reference_code
     assert [t.code for t in generate(7)] == [t.code for t in tasks]
+
+
+def test_checkpoint_keeps_bandit_stats_case_vectors_and_pass_vector_cells() -> None:
+    from evolution_svc.codec import decode_state, encode_state
+    from evolution_svc.fitness import FitnessBasis
+    from evolution_svc.population import Totals, initial_state
+
+    seed = replace(_candidate("s", (1.0, 0.0, 1.0), (1.0, 0.5, 1.0)), wrong_keys=("total",))
+    config = EvolutionConfig(selection=Selection.LEXICASE, synthesis=True, seed=4)
+    state = initial_state(seed, config, FitnessBasis((1.0, 1.0, 1.0), 10, 0.1, 0.0, 0.0), Totals())
+    state = replace(state, operator_stats=bandit.update(state.operator_stats, [("synth:guard", True)]))
+    restored = decode_state(encode_state(state))
+    assert restored == state
+    assert restored.archive.cells[0][0] == pass_vector_descriptor(seed, 10)
+    assert {s.operator for s in restored.operator_stats} >= set(synthesis.SYNTHESIS_OPERATORS)
