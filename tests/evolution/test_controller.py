@@ -124,7 +124,7 @@ async def test_a_mixed_run_uses_the_model_and_the_synthesis_operators_together(r
     config = replace(CONFIG, operators=OperatorSet.MIXED, synthesis=True, generations=2, mutation_rate=1.0,
                      crossover_rate=0.0)
     controller = Controller(config, Evaluator(runner, suite, suite.training), model=model)
-    state, reports = await evolve(controller, example_code("dispatcher"), config)
+    _, reports = await evolve(controller, example_code("dispatcher"), config)
     assert model.calls, "the model was asked"
     assert sum(report.cost_usd for report in reports) > 0
     synthesised = sum(stat.uses for stat in reports[0].operator_stats if stat.operator.startswith("synth:"))
