@@ -3,6 +3,11 @@
 The descriptor of a candidate is (correctness decile, size bin relative to the seed): programs that pass
 different amounts of the suite, or solve it with much smaller or larger code, keep a place of their own
 even when they would lose a tournament, and the sampler draws parents from here for diversity.
+
+With lexicase selection the descriptor is the candidate's per-case pass vector instead (which training
+cases it passes, as a bit mask, plus the size bin): two programs that pass the same number of cases but
+different ones are different behaviours and both keep a place. The pass-vector grid is unbounded, so at
+most ``PASS_VECTOR_CELLS`` cells are kept (the worst elite's cell is dropped first).
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ from evolution_svc.selection import rank_key
 CORRECTNESS_BINS = 10
 SIZE_BINS = 8
 
-Descriptor = tuple[int, int]
+PASS_VECTOR_CELLS = 64
+
+Descriptor = tuple[int, ...]
 
 
 def descriptor(candidate: Candidate, reference_size: int) -> Descriptor:
@@ -26,6 +33,12 @@ def descriptor(candidate: Candidate, reference_size: int) -> Descriptor:
     ratio = max(candidate.size, 1) / max(reference_size, 1)
     size_bin = round(math.log2(ratio) * 2) + SIZE_BINS // 2
     return correctness_bin, min(SIZE_BINS - 1, max(0, size_bin))
+
+
+def pass_vector_descriptor(candidate: Candidate, reference_size: int) -> Descriptor:
+    """The candidate's cell by behaviour: the bit mask of training cases passed, and the size bin."""
+    mask = sum(1 << index for index, score in enumerate(candidate.case_scores) if score >= 1.0)
+    return mask, descriptor(candidate, reference_size)[1]
 
 
 @dataclass(frozen=True)
@@ -42,19 +55,23 @@ class Archive:
         return next((candidate for key, candidate in self.cells if key == cell), None)
 
 
-def insert(archive: Archive, candidate: Candidate, reference_size: int) -> Archive:
+def insert(archive: Archive, candidate: Candidate, reference_size: int, *, by_cases: bool = False) -> Archive:
     """The archive with ``candidate`` placed in its cell if the cell is empty or it beats the elite.
 
-    Programs that pass nothing are never archived: they are no behaviour worth keeping.
+    Programs that pass nothing are never archived: they are no behaviour worth keeping. ``by_cases``
+    keys cells on pass vectors (lexicase runs).
     """
     if candidate.fitness <= 0:
         return archive
-    cell = descriptor(candidate, reference_size)
+    cell = pass_vector_descriptor(candidate, reference_size) if by_cases else descriptor(candidate, reference_size)
     current = archive.get(cell)
     if current is not None and rank_key(current) <= rank_key(candidate):
         return archive
     cells = {key: value for key, value in archive.cells}
     cells[cell] = candidate
+    if by_cases and len(cells) > PASS_VECTOR_CELLS:
+        worst = max(cells, key=lambda key: (rank_key(cells[key]), key))
+        del cells[worst]
     return Archive(tuple(sorted(cells.items(), key=lambda item: item[0])))
 
 

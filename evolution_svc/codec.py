@@ -19,8 +19,10 @@ from evolution_svc.domain import (
     JsonObject,
     Measurement,
     OperatorSet,
+    OperatorStat,
     Promotion,
     ScoringMode,
+    Selection,
 )
 from evolution_svc.fitness import FitnessBasis
 from evolution_svc.population import EngineState, Totals
@@ -51,12 +53,14 @@ def config_to_json(config: EvolutionConfig) -> JsonObject:
     """The configuration as JSON."""
     data = asdict(config)
     data["operators"] = config.operators.value
+    data["selection"] = config.selection.value
     return data
 
 
 def config_from_json(data: JsonObject) -> EvolutionConfig:
     """The configuration from :func:`config_to_json`."""
-    return EvolutionConfig(**{**data, "operators": OperatorSet(data["operators"])})
+    selection = Selection(data.get("selection", Selection.TOURNAMENT.value))
+    return EvolutionConfig(**{**data, "operators": OperatorSet(data["operators"]), "selection": selection})
 
 
 def candidate_to_json(candidate: Candidate, *, include_code: bool = True) -> JsonObject:
@@ -74,6 +78,9 @@ def candidate_from_json(data: JsonObject) -> Candidate:
             **data,
             "parent_hashes": tuple(data["parent_hashes"]),
             "failures": tuple(CaseFailure(**failure) for failure in data["failures"]),
+            "case_scores": tuple(float(score) for score in data.get("case_scores", ())),
+            "wrong_keys": tuple(data.get("wrong_keys", ())),
+            "case_closeness": tuple(float(value) for value in data.get("case_closeness", ())),
         }
     )
 
@@ -85,7 +92,8 @@ def report_to_json(report: GenerationReport) -> JsonObject:
 
 def report_from_json(data: JsonObject) -> GenerationReport:
     """A generation report from :func:`report_to_json`."""
-    return GenerationReport(**data)
+    stats = tuple(OperatorStat(**stat) for stat in data.get("operator_stats", ()))
+    return GenerationReport(**{**data, "operator_stats": stats})
 
 
 def promotion_to_json(promotion: Promotion) -> JsonObject:
@@ -111,6 +119,8 @@ def measurement_from_json(data: JsonObject) -> Measurement:
         failure=str(data["failure"]),
         failures=tuple(CaseFailure(**failure) for failure in data["failures"]),
         max_duration_ms=float(data.get("max_duration_ms", 0.0)),
+        wrong_keys=tuple(data.get("wrong_keys", ())),
+        case_closeness=tuple(float(value) for value in data.get("case_closeness", ())),
     )
 
 
@@ -137,6 +147,7 @@ def encode_state(state: EngineState) -> bytes:
         "basis": {**asdict(state.basis), "weights": list(state.basis.weights)},
         "limits": asdict(state.limits),
         "candidates": pool,
+        "operator_stats": [asdict(stat) for stat in state.operator_stats],
     }
     return zlib.compress(json.dumps(body, separators=(",", ":")).encode(), 6)
 
@@ -156,7 +167,7 @@ def decode_state(blob: bytes) -> EngineState:
     return EngineState(
         generation=body["generation"],
         islands=tuple(tuple(pool[key] for key in island) for island in body["islands"]),
-        archive=Archive(tuple(((cell[0], cell[1]), pool[key]) for cell, key in body["archive"])),
+        archive=Archive(tuple((tuple(cell), pool[key]) for cell, key in body["archive"])),
         seen=frozenset(body["seen"]),
         seed=pool[body["seed"]],
         best=pool[body["best"]],
@@ -166,4 +177,5 @@ def decode_state(blob: bytes) -> EngineState:
         rng_state=(version, tuple(internal), gauss),
         basis=FitnessBasis(**{**basis, "weights": tuple(basis["weights"])}),
         limits=EvaluationLimits(**body["limits"]),
+        operator_stats=tuple(OperatorStat(**stat) for stat in body.get("operator_stats", ())),
     )

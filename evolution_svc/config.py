@@ -45,6 +45,12 @@ class EvolutionSettings(ServiceSettings):
     operators: Literal["auto", "program_transform", "llm", "mixed"] = Field(
         "auto", description="Default operators; auto: mixed when a model is configured, else program transforms."
     )
+    selection: Literal["tournament", "lexicase", "epsilon_lexicase"] = Field(
+        "tournament", description="Parent selection; lexicase also keys the archive on per-case pass vectors."
+    )
+    synthesis: bool = Field(
+        False, description="Add the synthesis operators to the transforms, weighted by a success bandit."
+    )
 
     # Service behaviour.
     max_concurrent_runs: int = Field(4, description="Runs this replica works on at once.")

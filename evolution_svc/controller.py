@@ -12,14 +12,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from evolution_svc import llm_operators, programs, transforms
+from evolution_svc import llm_operators, programs, synthesis, transforms
 from evolution_svc.domain import Candidate, EvaluationCase, EvolutionConfig, GenerationReport
 from evolution_svc.evaluator import Evaluator, limits_after_seed
 from evolution_svc.fitness import FitnessBasis, make_candidate
 from evolution_svc.islands import island_sizes
 from evolution_svc.population import EngineState, GenerationWork, Totals, advance, initial_state, next_island
 from evolution_svc.ports import ModelClient
-from evolution_svc.sampler import LLM_CROSSOVER, LLM_DIFF, ChildPlan, plan_child
+from evolution_svc.sampler import BANDIT_OPERATORS, LLM_CROSSOVER, LLM_DIFF, ChildPlan, plan_child
 from evolution_svc.selection import elites
 
 SEED_OPERATOR = "seed"
@@ -61,6 +61,7 @@ class Controller:
         self._settings = settings or EngineSettings()
         self._clock = clock
         self._llm_slots = asyncio.Semaphore(self._settings.llm_parallelism)
+        self._facts = synthesis.facts_from_cases(evaluator.cases)
 
     @property
     def cases(self) -> tuple[EvaluationCase, ...]:
@@ -118,6 +119,7 @@ class Controller:
         )
         evaluations = cache_hits = duplicates = 0
         cost = 0.0
+        outcomes: list[tuple[str, bool]] = []
 
         def open_slots(index: int) -> int:
             return sizes[index] - len(kept[index]) - len(children[index])
@@ -138,6 +140,8 @@ class Controller:
                         rng,
                         archive_rate=self._settings.archive_rate,
                         llm_allowed=llm_allowed,
+                        operator_stats=state.operator_stats,
+                        seed=state.seed,
                     )
                     if plan is not None:
                         plans.append(plan)
@@ -159,6 +163,9 @@ class Controller:
                 batch.append((child.plan, child.code, identity))
             for plan, candidate, hit in await self._evaluate(batch, generation, state, deadline):
                 children[plan.island].append(candidate)
+                mutation = next((step for step in reversed(plan.steps) if step in BANDIT_OPERATORS), None)
+                if mutation is not None:
+                    outcomes.append((mutation, candidate.fitness > plan.parents[0].fitness + 1e-12))
                 evaluations += 1
                 cache_hits += int(hit)
             if all(open_slots(index) <= 0 for index in range(len(state.islands))):
@@ -175,6 +182,7 @@ class Controller:
             duplicates_skipped=duplicates,
             cost_usd=cost,
             duration_seconds=self._clock() - started,
+            outcomes=tuple(outcomes),
         )
         return advance(state, work, config, rng)
 
@@ -190,6 +198,9 @@ class Controller:
                 changed = transforms.crossover(code, plan.parents[1].code, rng)
             elif step in transforms.MUTATIONS:
                 changed = transforms.mutate(code, step, rng, plan.donors)
+            elif step in synthesis.OPERATORS:
+                # The wrong keys are the parent's: an earlier step of this plan may have changed them.
+                changed = synthesis.mutate(code, step, rng, self._facts, parent.wrong_keys)
             else:
                 variation = await self._ask_model(step, plan, code, rng.getrandbits(31))
                 cost += variation.cost_usd

@@ -28,6 +28,7 @@ from evolution_svc.domain import (
     Promotion,
     RunState,
     ScoringMode,
+    Selection,
     StartRequest,
 )
 from tdev_common import idempotency, paging
@@ -69,13 +70,14 @@ def overrides_from_proto(message: evo_pb2.EvolutionConfig) -> ConfigOverrides:
     """The fields the caller set (``optional`` presence), the rest None."""
     given: dict[str, Any] = {}
     for item in fields(ConfigOverrides):
-        if item.name == "operators":
+        if item.name in ("operators", "selection"):
             continue
         if message.HasField(item.name):
             given[item.name] = getattr(message, item.name)
     operators = from_proto(message.operators, OperatorSet, evo_pb2.OperatorSet, "OPERATOR_SET_",
                            field="config.operators")
-    return ConfigOverrides(**given, operators=operators)
+    selection = from_proto(message.selection, Selection, evo_pb2.Selection, "SELECTION_", field="config.selection")
+    return ConfigOverrides(**given, operators=operators, selection=selection)
 
 
 def start_request(message: pb2.StartEvolutionRequest) -> StartRequest:
@@ -128,8 +130,13 @@ def suite_to_proto(suite: EvaluationSuite) -> evo_pb2.EvaluationSuite:
 
 def config_to_proto(config: EvolutionConfig) -> evo_pb2.EvolutionConfig:
     """The effective configuration, every field set."""
-    values = {item.name: getattr(config, item.name) for item in fields(EvolutionConfig) if item.name != "operators"}
-    return evo_pb2.EvolutionConfig(**values, operators=to_proto(config.operators, evo_pb2.OperatorSet, "OPERATOR_SET_"))
+    enums = ("operators", "selection")
+    values = {item.name: getattr(config, item.name) for item in fields(EvolutionConfig) if item.name not in enums}
+    return evo_pb2.EvolutionConfig(
+        **values,
+        operators=to_proto(config.operators, evo_pb2.OperatorSet, "OPERATOR_SET_"),
+        selection=to_proto(config.selection, evo_pb2.Selection, "SELECTION_"),
+    )
 
 
 def candidate_to_proto(candidate: Candidate) -> evo_pb2.Candidate:
@@ -150,7 +157,12 @@ def candidate_to_proto(candidate: Candidate) -> evo_pb2.Candidate:
 
 def report_to_proto(report: GenerationReport) -> evo_pb2.GenerationReport:
     """A generation report."""
-    return evo_pb2.GenerationReport(**{item.name: getattr(report, item.name) for item in fields(GenerationReport)})
+    values = {
+        item.name: getattr(report, item.name) for item in fields(GenerationReport) if item.name != "operator_stats"
+    }
+    stats = [evo_pb2.OperatorStat(**{item.name: getattr(stat, item.name) for item in fields(stat)})
+             for stat in report.operator_stats]
+    return evo_pb2.GenerationReport(**values, operator_stats=stats)
 
 
 def promotion_to_proto(promotion: Promotion) -> evo_pb2.Promotion:

@@ -33,6 +33,20 @@ class OperatorSet(enum.Enum):
     MIXED = "mixed"
 
 
+class Selection(enum.Enum):
+    """How parents are chosen inside an island (UNSPECIFIED is resolved when the run is accepted)."""
+
+    UNSPECIFIED = "unspecified"
+    TOURNAMENT = "tournament"
+    LEXICASE = "lexicase"
+    EPSILON_LEXICASE = "epsilon_lexicase"
+
+    @property
+    def is_lexicase(self) -> bool:
+        """Whether parents are chosen case by case (and the archive keys on pass vectors)."""
+        return self in (Selection.LEXICASE, Selection.EPSILON_LEXICASE)
+
+
 class RunState(enum.Enum):
     """Lifecycle of a run."""
 
@@ -135,6 +149,9 @@ class EvolutionConfig:
     speed_weight: float = 0.01
     size_weight: float = 0.01
     promote: bool = True
+    selection: Selection = Selection.TOURNAMENT
+    # Synthesis operators (synthesis.py) next to the transforms, chosen by a success bandit.
+    synthesis: bool = False
 
     @property
     def uses_llm(self) -> bool:
@@ -170,13 +187,15 @@ class ConfigOverrides:
     speed_weight: float | None = None
     size_weight: float | None = None
     promote: bool | None = None
+    selection: Selection = Selection.UNSPECIFIED
+    synthesis: bool | None = None
 
     def over(self, defaults: EvolutionConfig) -> EvolutionConfig:
         """The defaults with every given value applied (operators only when specified)."""
         given: dict[str, object] = {}
         for item in fields(self):
             value = getattr(self, item.name)
-            if value is None or value is OperatorSet.UNSPECIFIED:
+            if value is None or value is OperatorSet.UNSPECIFIED or value is Selection.UNSPECIFIED:
                 continue
             given[item.name] = value
         return replace(defaults, **given)  # type: ignore[arg-type]
@@ -199,6 +218,10 @@ class Measurement:
     failure: str = ""
     failures: tuple[CaseFailure, ...] = ()
     max_duration_ms: float = 0.0
+    # Top-level output keys that were wrong or missing in some failing case (dataflow guidance).
+    wrong_keys: tuple[str, ...] = ()
+    # Per case, the score when it passed, else how near the output came (below 1): for lexicase only.
+    case_closeness: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -225,6 +248,20 @@ class Candidate:
     mean_duration_ms: float
     failure: str = ""
     failures: tuple[CaseFailure, ...] = ()
+    # Per training case, in suite order: what lexicase selection and pass-vector descriptors read.
+    case_scores: tuple[float, ...] = ()
+    wrong_keys: tuple[str, ...] = ()
+    case_closeness: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class OperatorStat:
+    """How one operator fared recently: decayed uses and successes, and its share of the next draws."""
+
+    operator: str
+    uses: float
+    successes: float
+    weight: float
 
 
 @dataclass(frozen=True)
@@ -247,6 +284,8 @@ class GenerationReport:
     best_code_hash: str
     best_correctness: float
     total_evaluations: int
+    selection: str = ""
+    operator_stats: tuple[OperatorStat, ...] = ()
 
 
 @dataclass(frozen=True)

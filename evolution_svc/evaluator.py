@@ -25,7 +25,7 @@ from evolution_svc.domain import (
     ScoringMode,
 )
 from evolution_svc.ports import CandidateRunner, CaseRun, MeasurementCache
-from evolution_svc.scoring import score_output, scorer_score
+from evolution_svc.scoring import closeness, score_output, scorer_score
 
 MAX_FAILURES_KEPT = 5
 DETAIL_CHARS = 300
@@ -53,6 +53,13 @@ def _short(value: JsonValue) -> str:
     except (TypeError, ValueError, RecursionError):
         text = repr(value)
     return text if len(text) <= DETAIL_CHARS else text[: DETAIL_CHARS - 1] + "…"
+
+
+def _wrong_keys(output: JsonValue, expected: dict[str, JsonValue]) -> list[str]:
+    """Expected keys whose value differs (every key when the output is not an object or the case raised)."""
+    if not isinstance(output, dict):
+        return list(expected)
+    return [key for key, value in expected.items() if key not in output or output[key] != value]
 
 
 def suite_digest(suite: EvaluationSuite, cases: Sequence[EvaluationCase], scorer_code: str) -> str:
@@ -152,8 +159,17 @@ class Evaluator:
                 else 0.0
                 for run, case in zip(runs, self._cases, strict=True)
             ]
+        near: tuple[float, ...] = ()
+        if self._suite.scoring_mode is not ScoringMode.SCORER_AGENT:
+            near = tuple(
+                closeness(score, run.output, case.expected) if run.ok else 0.0
+                for run, case, score in zip(runs, self._cases, scores, strict=True)
+            )
         failures: list[CaseFailure] = []
+        wrong: dict[str, None] = {}
         for index, (run, case, score) in enumerate(zip(runs, self._cases, scores, strict=True)):
+            if score < 1.0 and isinstance(case.expected, dict):
+                wrong.update(dict.fromkeys(_wrong_keys(run.output if run.ok else None, case.expected)))
             if score >= 1.0 or len(failures) >= MAX_FAILURES_KEPT:
                 continue
             label = case.name or f"cases[{index}]"
@@ -176,6 +192,8 @@ class Evaluator:
             failure=failure,
             failures=tuple(failures),
             max_duration_ms=longest,
+            wrong_keys=tuple(sorted(wrong)),
+            case_closeness=near,
         )
 
     async def _scorer_scores(self, runs: Sequence[CaseRun]) -> list[float]:

@@ -97,4 +97,7 @@ def make_candidate(
         mean_duration_ms=round(measurement.mean_duration_ms, 3),
         failure=failure,
         failures=measurement.failures,
+        case_scores=tuple(measurement.case_scores),
+        wrong_keys=measurement.wrong_keys,
+        case_closeness=tuple(measurement.case_closeness),
     )

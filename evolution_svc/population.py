@@ -11,10 +11,12 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from evolution_svc import bandit
 from evolution_svc.archive import Archive, insert
-from evolution_svc.domain import Candidate, EvaluationLimits, EvolutionConfig, GenerationReport
+from evolution_svc.domain import Candidate, EvaluationLimits, EvolutionConfig, GenerationReport, OperatorStat
 from evolution_svc.fitness import DIGITS, FitnessBasis
 from evolution_svc.islands import Islands, is_migration_generation, migrate
+from evolution_svc.sampler import BANDIT_OPERATORS
 from evolution_svc.selection import best, rank_key, tournament
 
 RngState = tuple[int, tuple[int, ...], float | None]
@@ -46,6 +48,8 @@ class EngineState:
     rng_state: RngState
     basis: FitnessBasis
     limits: EvaluationLimits
+    # The operator bandit's decayed counts and weights (synthesis runs only).
+    operator_stats: tuple[OperatorStat, ...] = ()
 
     @property
     def members(self) -> tuple[Candidate, ...]:
@@ -65,7 +69,7 @@ def initial_state(
     return EngineState(
         generation=0,
         islands=tuple((seed,) for _ in range(config.islands)),
-        archive=insert(Archive(), seed, basis.reference_size),
+        archive=insert(Archive(), seed, basis.reference_size, by_cases=config.selection.is_lexicase),
         seen=frozenset({seed.ast_hash}),
         seed=seed,
         best=seed,
@@ -75,6 +79,7 @@ def initial_state(
         rng_state=rng.getstate(),  # type: ignore[arg-type]
         basis=basis,
         limits=limits or EvaluationLimits(),
+        operator_stats=bandit.initial(BANDIT_OPERATORS) if config.synthesis else (),
     )
 
 
@@ -109,6 +114,8 @@ class GenerationWork:
     duplicates_skipped: int
     cost_usd: float
     duration_seconds: float
+    # (mutation operator, child fitter than its first parent) per evaluated child: the bandit's rewards.
+    outcomes: tuple[tuple[str, bool], ...] = ()
 
 
 def advance(
@@ -121,7 +128,7 @@ def advance(
         islands = migrate(islands, config.migration_size)
     archive = state.archive
     for child in work.children:
-        archive = insert(archive, child, state.basis.reference_size)
+        archive = insert(archive, child, state.basis.reference_size, by_cases=config.selection.is_lexicase)
     members = [candidate for island in islands for candidate in island]
     population_best = best(members)
     best_ever = min((state.best, population_best), key=rank_key)
@@ -133,6 +140,7 @@ def advance(
         elapsed_seconds=state.totals.elapsed_seconds + work.duration_seconds,
     )
     fitnesses = [candidate.fitness for candidate in members]
+    stats = bandit.update(state.operator_stats, work.outcomes) if state.operator_stats else ()
     report = GenerationReport(
         generation=generation,
         best_fitness=population_best.fitness,
@@ -150,6 +158,8 @@ def advance(
         best_code_hash=population_best.code_hash,
         best_correctness=population_best.correctness,
         total_evaluations=totals.evaluations,
+        selection=config.selection.value,
+        operator_stats=stats,
     )
     new_state = replace(
         state,
@@ -162,5 +172,6 @@ def advance(
         stagnant=0 if improved else state.stagnant + 1,
         totals=totals,
         rng_state=rng.getstate(),  # type: ignore[arg-type]
+        operator_stats=stats,
     )
     return new_state, report

@@ -13,9 +13,11 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from evolution_svc import bandit
 from evolution_svc.archive import Archive, sample
-from evolution_svc.domain import Candidate, EvolutionConfig
-from evolution_svc.selection import tournament
+from evolution_svc.domain import Candidate, EvolutionConfig, OperatorStat
+from evolution_svc.selection import select
+from evolution_svc.synthesis import SYNTHESIS_OPERATORS
 from evolution_svc.transforms import CROSSOVER_SUBTREE, MUTATION_OPERATORS
 
 LLM_DIFF = "llm:diff"
@@ -23,6 +25,13 @@ LLM_CROSSOVER = "llm:crossover"
 LLM_OPERATORS = frozenset({LLM_DIFF, LLM_CROSSOVER})
 # In a mixed run, the share of variation steps given to the model.
 LLM_SHARE = 0.5
+# The mutations a synthesis run's bandit chooses among: the transforms and the synthesis operators.
+BANDIT_OPERATORS: tuple[str, ...] = (*MUTATION_OPERATORS, *SYNTHESIS_OPERATORS)
+# In a synthesis run, the chance that a mutated child gets a second mutation.
+SECOND_MUTATION = 0.3
+# In a synthesis run, the share of first parents that are the seed program itself: a repair is usually a
+# small edit of the original, and a population that drifted on near misses can lose that neighbourhood.
+SEED_PARENT = 0.8
 
 
 @dataclass(frozen=True)
@@ -65,28 +74,44 @@ def plan_child(
     *,
     archive_rate: float,
     llm_allowed: bool,
+    operator_stats: Sequence[OperatorStat] = (),
+    seed: Candidate | None = None,
 ) -> ChildPlan | None:
-    """One child plan, or None for a draw that would copy its parent (or needs a model it may not call)."""
+    """One child plan, or None for a draw that would copy its parent (or needs a model it may not call).
+
+    Parents come from the run's selection method; with synthesis on, the mutation is drawn by the
+    bandit's weights (``operator_stats``), otherwise uniformly among the transforms.
+    """
     crossover = rng.random() < config.crossover_rate
     mutation = rng.random() < config.mutation_rate
     if not crossover and not mutation:
         return None
     elite = sample(archive, rng) if rng.random() < archive_rate else None
-    first = elite or tournament(island, config.tournament_size, rng)
+    if config.synthesis and seed is not None and elite is None and rng.random() < SEED_PARENT:
+        elite = seed
+    first = elite or select(island, config, rng)
     parents: tuple[Candidate, ...] = (first,)
     steps: list[str] = []
     if crossover:
-        second = tournament(island, config.tournament_size, rng)
+        second = select(island, config, rng)
         operator = _choose(CROSSOVER_SUBTREE, LLM_CROSSOVER, config, llm_allowed, rng)
         if operator is None:
             return None
         parents = (first, second)
         steps.append(operator)
     if mutation:
-        operator = _choose(rng.choice(MUTATION_OPERATORS), LLM_DIFF, config, llm_allowed, rng)
+        drawn = (
+            bandit.draw(operator_stats, rng)
+            if config.synthesis and operator_stats
+            else rng.choice(MUTATION_OPERATORS)
+        )
+        operator = _choose(drawn, LLM_DIFF, config, llm_allowed, rng)
         if operator is None:
             return None
         steps.append(operator)
+        # Repairs often need two edits at once (a guard and its value); neither alone may score better.
+        if config.synthesis and operator_stats and rng.random() < SECOND_MUTATION:
+            steps.append(bandit.draw(operator_stats, rng))
     donor = island[rng.randrange(len(island))]
     donors = tuple(dict.fromkeys(candidate.code for candidate in (*parents[1:], donor)))
     return ChildPlan(island_index, parents, tuple(steps), donors, rng.getrandbits(64))

@@ -7,6 +7,7 @@ NaN equals nothing, and structures nested deeper than ``MAX_DEPTH`` score 0.
 
 from __future__ import annotations
 
+import difflib
 import math
 
 from evolution_svc.domain import JsonValue, ScoringMode
@@ -83,3 +84,43 @@ def scorer_score(answer: JsonValue) -> float:
     if not isinstance(value, int | float) or isinstance(value, bool) or math.isnan(value):
         return 0.0
     return min(1.0, max(0.0, float(value)))
+
+
+# Below a pass, a near miss never reaches 1: closeness ranks failures, it never turns one into a pass.
+NEAR_MISS = 0.99
+TEXT_CHARS = 200
+
+
+def _number(value: JsonValue) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _similarity(actual: JsonValue, expected: JsonValue) -> float:
+    """How close two JSON values are, in [0, 1] (1 for equal ones)."""
+    if matches(actual, expected, tolerance=None, subset=False):
+        return 1.0
+    if isinstance(expected, dict):
+        if not isinstance(actual, dict) or not expected:
+            return 0.0
+        shared = sum(_similarity(actual[key], value) for key, value in expected.items() if key in actual)
+        return shared / len(set(expected) | set(actual))
+    if _number(expected):
+        if not _number(actual) or not math.isfinite(actual):
+            return 0.0
+        return 1.0 / (1.0 + abs(actual - expected) / max(1.0, abs(expected)))
+    if isinstance(expected, str | list):
+        if type(actual) is not type(expected):
+            return 0.0
+        left = actual[:TEXT_CHARS] if isinstance(actual, str) else [repr(item) for item in actual[:TEXT_CHARS]]
+        right = expected[:TEXT_CHARS] if isinstance(expected, str) else [repr(item) for item in expected[:TEXT_CHARS]]
+        return difflib.SequenceMatcher(None, left, right, autojunk=False).ratio()
+    return 0.0
+
+
+def closeness(score: float, actual: JsonValue, expected: JsonValue) -> float:
+    """A graded per-case score for selection only (lexicase): the case's score when it passed, else how near
+    the output came (numbers by relative distance, strings and lists by sequence similarity, objects key
+    by key), scaled below 1. Fitness never reads it."""
+    if score >= 1.0 or expected is None:
+        return score
+    return round(max(score, NEAR_MISS * _similarity(actual, expected)), 6)

@@ -10,7 +10,7 @@ from tdev.evolution.v1 import evolution_service_pb2_grpc as pb2_grpc
 
 from evolution_svc.config import SCHEMA, EvolutionSettings
 from evolution_svc.controller import EngineSettings
-from evolution_svc.domain import Event, EvolutionConfig, OperatorSet
+from evolution_svc.domain import Event, EvolutionConfig, OperatorSet, Selection
 from evolution_svc.executor import ExecutorSettings, ModelFactory, RunExecutor
 from evolution_svc.fitness_cache import SignedMeasurementCache
 from evolution_svc.llm_client import LlmModelClient
@@ -62,6 +62,8 @@ def run_defaults(settings: EvolutionSettings) -> EvolutionConfig:
         speed_weight=settings.speed_weight,
         size_weight=settings.size_weight,
         promote=settings.promote,
+        selection=Selection(settings.selection),
+        synthesis=settings.synthesis,
     )
 
 

@@ -115,3 +115,18 @@ async def test_llm_operators_send_failing_cases_and_count_cost(runner: SandboxRu
     assert state.best.operator == "llm:diff"
     assert '/ machine["speed"]' in state.best.code
     assert state.best.correctness > state.seed.correctness
+
+
+async def test_a_mixed_run_uses_the_model_and_the_synthesis_operators_together(runner: SandboxRunner) -> None:
+    suite = example_suite("dispatcher")
+    fix = {"edits": [{"search": "* machine", "replace": "/ machine"}]}
+    model = ScriptedModel([fix] * 200, price=0.001)
+    config = replace(CONFIG, operators=OperatorSet.MIXED, synthesis=True, generations=2, mutation_rate=1.0,
+                     crossover_rate=0.0)
+    controller = Controller(config, Evaluator(runner, suite, suite.training), model=model)
+    _, reports = await evolve(controller, example_code("dispatcher"), config)
+    assert model.calls, "the model was asked"
+    assert sum(report.cost_usd for report in reports) > 0
+    synthesised = sum(stat.uses for stat in reports[0].operator_stats if stat.operator.startswith("synth:"))
+    assert synthesised > 0
+    assert all(report.operator_stats for report in reports)

@@ -1,0 +1,1 @@
+"""A repair benchmark generated from reference programs and bug injectors (see generate.py)."""
