@@ -287,6 +287,8 @@ class EvolutionConfig(TypedDict):
     speed_weight: NotRequired[float]
     size_weight: NotRequired[float]
     promote: NotRequired[bool]
+    selection: Literal["SELECTION_UNSPECIFIED", "SELECTION_TOURNAMENT", "SELECTION_LEXICASE", "SELECTION_EPSILON_LEXICASE"]
+    synthesis: NotRequired[bool]
 
 
 class EvolutionEvent(TypedDict):
@@ -342,6 +344,8 @@ class GenerationReport(TypedDict):
     best_code_hash: str
     best_correctness: float
     total_evaluations: int
+    selection: str
+    operator_stats: list["OperatorStat"]
 
 
 class GetEvolutionRequest(TypedDict):
@@ -371,6 +375,15 @@ class ListEvolutionsResponse(TypedDict):
 
     runs: list["EvolutionRun"]
     next_page_token: str
+
+
+class OperatorStat(TypedDict):
+    """``tdev.evolution.v1.OperatorStat``."""
+
+    operator: str
+    uses: float
+    successes: float
+    weight: float
 
 
 class Promotion(TypedDict):
@@ -1037,4 +1050,4 @@ class Workflow(TypedDict):
     capture: NotRequired["CapturePolicy"]
 
 
-__all__ = ['AcceptanceCase', 'Agent', 'AgentAlias', 'AgentAnalysis', 'AgentCase', 'AgentMetrics', 'AgentVersionRef', 'AliasEvent', 'Build', 'BuildConstraints', 'BuildError', 'BuildEvent', 'BuildServiceRequest', 'BuildServiceResponse', 'CancelBuildRequest', 'CancelBuildResponse', 'CancelEvolutionRequest', 'CancelEvolutionResponse', 'CancelExecutionRequest', 'CancelExecutionResponse', 'Candidate', 'CapturePolicy', 'CapturedCase', 'CreateWorkflowRequest', 'CreateWorkflowResponse', 'DeleteAgentAliasRequest', 'DeleteAgentAliasResponse', 'DeleteAgentCaseRequest', 'DeleteAgentCaseResponse', 'ErrorDetail', 'EvaluationCase', 'EvaluationSuite', 'EvolutionConfig', 'EvolutionEvent', 'EvolutionRun', 'ExecuteWorkflowRequest', 'ExecuteWorkflowResponse', 'Execution', 'ExecutionEvent', 'ExecutionPlan', 'ExecutionRecord', 'GenerationReport', 'GetAgentLineageRequest', 'GetAgentLineageResponse', 'GetAgentRequest', 'GetAgentResponse', 'GetBuildRequest', 'GetBuildResponse', 'GetEvolutionRequest', 'GetEvolutionResponse', 'GetExecutionRequest', 'GetExecutionResponse', 'GetWorkflowRequest', 'GetWorkflowResponse', 'LabelAgentCaseRequest', 'LabelAgentCaseResponse', 'LineageEdge', 'ListAgentAliasesRequest', 'ListAgentAliasesResponse', 'ListAgentCasesRequest', 'ListAgentCasesResponse', 'ListAgentVersionsRequest', 'ListAgentVersionsResponse', 'ListAgentsRequest', 'ListAgentsResponse', 'ListBuildsRequest', 'ListBuildsResponse', 'ListEvolutionsRequest', 'ListEvolutionsResponse', 'ListExecutionsRequest', 'ListExecutionsResponse', 'ListWorkflowsRequest', 'ListWorkflowsResponse', 'Node', 'NodeRun', 'PackagedAgent', 'PlanGeneration', 'Promotion', 'RecordExecutionsRequest', 'RecordExecutionsResponse', 'RegisterAgentRequest', 'RegisterAgentResponse', 'RetryPolicy', 'RolloutPolicy', 'RolloutStatus', 'SearchAgentsRequest', 'SearchAgentsResponse', 'SearchResult', 'ServicePackage', 'SetAgentAliasRequest', 'SetAgentAliasResponse', 'StageResult', 'StartBuildRequest', 'StartBuildResponse', 'StartEvolutionRequest', 'StartEvolutionResponse', 'StartExecutionRequest', 'StartExecutionResponse', 'UpdateAgentLabelsRequest', 'UpdateAgentLabelsResponse', 'Usage', 'ValidationCase', 'VersionStats', 'WatchBuildRequest', 'WatchBuildResponse', 'WatchEvolutionRequest', 'WatchEvolutionResponse', 'WatchExecutionRequest', 'WatchExecutionResponse', 'Workflow']
+__all__ = ['AcceptanceCase', 'Agent', 'AgentAlias', 'AgentAnalysis', 'AgentCase', 'AgentMetrics', 'AgentVersionRef', 'AliasEvent', 'Build', 'BuildConstraints', 'BuildError', 'BuildEvent', 'BuildServiceRequest', 'BuildServiceResponse', 'CancelBuildRequest', 'CancelBuildResponse', 'CancelEvolutionRequest', 'CancelEvolutionResponse', 'CancelExecutionRequest', 'CancelExecutionResponse', 'Candidate', 'CapturePolicy', 'CapturedCase', 'CreateWorkflowRequest', 'CreateWorkflowResponse', 'DeleteAgentAliasRequest', 'DeleteAgentAliasResponse', 'DeleteAgentCaseRequest', 'DeleteAgentCaseResponse', 'ErrorDetail', 'EvaluationCase', 'EvaluationSuite', 'EvolutionConfig', 'EvolutionEvent', 'EvolutionRun', 'ExecuteWorkflowRequest', 'ExecuteWorkflowResponse', 'Execution', 'ExecutionEvent', 'ExecutionPlan', 'ExecutionRecord', 'GenerationReport', 'GetAgentLineageRequest', 'GetAgentLineageResponse', 'GetAgentRequest', 'GetAgentResponse', 'GetBuildRequest', 'GetBuildResponse', 'GetEvolutionRequest', 'GetEvolutionResponse', 'GetExecutionRequest', 'GetExecutionResponse', 'GetWorkflowRequest', 'GetWorkflowResponse', 'LabelAgentCaseRequest', 'LabelAgentCaseResponse', 'LineageEdge', 'ListAgentAliasesRequest', 'ListAgentAliasesResponse', 'ListAgentCasesRequest', 'ListAgentCasesResponse', 'ListAgentVersionsRequest', 'ListAgentVersionsResponse', 'ListAgentsRequest', 'ListAgentsResponse', 'ListBuildsRequest', 'ListBuildsResponse', 'ListEvolutionsRequest', 'ListEvolutionsResponse', 'ListExecutionsRequest', 'ListExecutionsResponse', 'ListWorkflowsRequest', 'ListWorkflowsResponse', 'Node', 'NodeRun', 'OperatorStat', 'PackagedAgent', 'PlanGeneration', 'Promotion', 'RecordExecutionsRequest', 'RecordExecutionsResponse', 'RegisterAgentRequest', 'RegisterAgentResponse', 'RetryPolicy', 'RolloutPolicy', 'RolloutStatus', 'SearchAgentsRequest', 'SearchAgentsResponse', 'SearchResult', 'ServicePackage', 'SetAgentAliasRequest', 'SetAgentAliasResponse', 'StageResult', 'StartBuildRequest', 'StartBuildResponse', 'StartEvolutionRequest', 'StartEvolutionResponse', 'StartExecutionRequest', 'StartExecutionResponse', 'UpdateAgentLabelsRequest', 'UpdateAgentLabelsResponse', 'Usage', 'ValidationCase', 'VersionStats', 'WatchBuildRequest', 'WatchBuildResponse', 'WatchEvolutionRequest', 'WatchEvolutionResponse', 'WatchExecutionRequest', 'WatchExecutionResponse', 'Workflow']
