@@ -21,7 +21,7 @@ from evolution_svc.sandbox_runner import SandboxRunner
 from evolution_svc.service import EvolutionService
 from evolution_svc.servicer import EvolutionServiceServicer
 from tdev_common.cache import build_cache
-from tdev_common.config import CommonSettings, get_common_settings
+from tdev_common.config import CommonSettings, get_common_settings, settings_group
 from tdev_common.db import create_engine, migrate
 from tdev_common.event_stream import EventHub
 from tdev_common.grpc_client import open_channel
@@ -133,17 +133,7 @@ async def create_server(
             reclaim_own=identity.reclaim_own,
             cache=SignedMeasurementCache(cache, signing_key, settings.cache_ttl_seconds),
             model_factory=model_factory,
-            settings=ExecutorSettings(
-                lease_seconds=settings.lease_seconds,
-                claim_interval_seconds=settings.claim_interval_seconds,
-                max_concurrent_runs=settings.max_concurrent_runs,
-                evaluation_parallelism=settings.evaluation_parallelism,
-                engine=EngineSettings(
-                    archive_rate=settings.archive_rate,
-                    attempts_per_child=settings.attempts_per_child,
-                    llm_parallelism=settings.llm_parallelism,
-                ),
-            ),
+            settings=settings_group(settings, ExecutorSettings, engine=settings_group(settings, EngineSettings)),
         )
         service = EvolutionService(
             SqlRunRepository(engine),
