@@ -35,7 +35,7 @@ proto: $(GEN_STAMP) ## Generate Python code and the descriptor set from protos/ 
 wheel: setup ## Build dist/t_developer-*.whl (generated code included; offline: no build isolation)
 	$(BIN)/python -m pip wheel -q --no-deps --no-build-isolation . -w dist
 
-run: setup ## Start the whole mesh on embedded defaults (Ctrl-C stops it)
+run: setup ## Start the whole mesh and the web console on embedded defaults (Ctrl-C stops it)
 	$(BIN)/tdev up
 
 test: setup ## buf lint and every test (CI=true: Postgres and Redis must be up)
