@@ -7,7 +7,7 @@ import json
 import time
 import uuid
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 from rich.markup import escape
@@ -316,6 +316,12 @@ def lineage(
         out.print(f"  {label(edge['child'])} <- {label(edge['parent'])}", markup=False)
 
 
+async def _agent_id(registry: Any, agent: str) -> str:
+    if agent.startswith("agent_"):
+        return agent
+    return str((await registry.get_agent(agent, exclude_code=True))["agent_id"])
+
+
 cases_app = typer.Typer(help="Production cases of an agent (captured by workflows that opted in): list, label "
                              "with the expected output, delete.", no_args_is_help=True)
 agents_app.add_typer(cases_app, name="cases")
@@ -350,8 +356,7 @@ def list_cases(
         session.fail(f"--filter must be one of {', '.join(CASE_FILTERS)}, not {which!r}")
 
     async def work(registry: Any) -> list[dict[str, Any]]:
-        agent_id = agent if agent.startswith("agent_") else (
-            await registry.get_agent(agent, exclude_code=True))["agent_id"]
+        agent_id = await _agent_id(registry, agent)
         found: list[dict[str, Any]] = []
         async for case in registry.iter_agent_cases(agent_id, version=version, filter=CASE_FILTERS[which]):
             found.append(case)
@@ -409,10 +414,14 @@ rollout_app = typer.Typer(help="A canary rollout: its numbers and what happened.
 agents_app.add_typer(rollout_app, name="rollout")
 
 
-async def _agent_id(registry: Any, agent: str) -> str:
-    if agent.startswith("agent_"):
-        return agent
-    return str((await registry.get_agent(agent, exclude_code=True))["agent_id"])
+def _alias_view(ctx: typer.Context, agent: str) -> dict[str, Any]:
+    """ListAgentAliases for an agent given by name or id."""
+
+    async def work(registry: Any) -> dict[str, Any]:
+        view: dict[str, Any] = await registry.list_agent_aliases(await _agent_id(registry, agent))
+        return view
+
+    return cast(dict[str, Any], _call(ctx, work))
 
 
 @alias_app.command("set")
@@ -464,11 +473,7 @@ def list_aliases(
 ) -> None:
     """An agent's aliases and their latest events."""
 
-    async def work(registry: Any) -> dict[str, Any]:
-        view: dict[str, Any] = await registry.list_agent_aliases(await _agent_id(registry, agent))
-        return view
-
-    view = _call(ctx, work)
+    view = _alias_view(ctx, agent)
     if as_json:
         emit(view)
         return
@@ -510,11 +515,7 @@ def rollout_status(
 ) -> None:
     """Where a canary rollout stands: both sides' numbers since it started, and what was decided."""
 
-    async def work(registry: Any) -> dict[str, Any]:
-        view: dict[str, Any] = await registry.list_agent_aliases(await _agent_id(registry, agent))
-        return view
-
-    view = _call(ctx, work)
+    view = _alias_view(ctx, agent)
     if as_json:
         emit({"rollout": view.get("rollout"), "events": view["events"]})
         return
