@@ -17,7 +17,7 @@ from tdev_cli.main import app
 from tdev_common.config import CommonSettings
 from tests.cli.support import clean_env, server_logs_on_stderr, tdev, tdev_process
 from tests.support.inprocess_mesh import inprocess_mesh
-from tests.support.servers import free_port
+from tests.support.ports import free_port
 from tests.workflow.conftest import AGENTS
 
 pytestmark = pytest.mark.mesh

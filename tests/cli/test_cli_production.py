@@ -23,7 +23,7 @@ from tdev_common.runtime import ServiceHandle
 from tests.cli.support import Ran, clean_env, server_logs_on_stderr, tdev, tdev_piped, tdev_process
 from tests.infra.cfn import ROOT
 from tests.support.inprocess_mesh import inprocess_mesh
-from tests.support.servers import free_port
+from tests.support.ports import free_port
 from tests.workflow.conftest import AGENTS
 
 pytestmark = pytest.mark.mesh

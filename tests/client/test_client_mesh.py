@@ -35,7 +35,7 @@ from tdev_client import (
 from tdev_common.config import CommonSettings
 from tests.support.inprocess_mesh import inprocess_mesh
 from tests.support.netproxy import tcp_proxy
-from tests.support.servers import free_port
+from tests.support.ports import free_port
 from tests.workflow.conftest import AGENTS
 
 pytestmark = pytest.mark.mesh

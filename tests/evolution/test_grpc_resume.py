@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 import uuid
 from collections.abc import Callable
@@ -26,16 +25,11 @@ from registry_svc.server import create_server as create_registry
 from tdev_common.config import CommonSettings
 from tests.evolution.conftest import ROOT, example_code, example_suite_json, suite_message
 from tests.evolution.test_grpc_examples import EXPECTED
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.mesh  # real servers or subprocesses
 
 E = evolution_pb2.EvolutionEvent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def wait_serving(address: str, timeout: float = 30.0) -> None:

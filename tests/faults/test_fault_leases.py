@@ -40,7 +40,8 @@ from tests.builder import conftest as builder_support
 from tests.builder.model_standin import ModelStandIn, Script
 from tests.builder.test_model_builds import SORT_DESCENDING, BuilderProcess, _events_until, _select_started
 from tests.evolution.conftest import example_code, example_suite_json, suite_message
-from tests.evolution.test_grpc_resume import free_port, spawn
+from tests.evolution.test_grpc_resume import spawn
+from tests.support.ports import free_port
 from tests.support.processes import ServiceProcess
 from tests.workflow import conftest as workflow_support
 from tests.workflow.test_durability import MIDDLE, Service, _follow, _succeeded, crash_workflow

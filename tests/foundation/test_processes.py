@@ -20,6 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import tests.conftest as conftest
 from tdev_cli.mesh import SERVICES
+from tests.support.ports import free_ports
 
 pytestmark = pytest.mark.mesh  # real servers or subprocesses
 
@@ -27,15 +28,6 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def mesh_env(tmp_path: Path, ports: list[int]) -> dict[str, str]:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tdev_cli.mesh import SERVICES
-from tests.support.servers import free_port
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.mesh  # subprocesses: pip, a venv, the four services started from the wheel
 

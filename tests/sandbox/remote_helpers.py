@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,17 +19,12 @@ from sandbox_helpers import TEST_UID_BASE, TEST_UID_COUNT, HostProcess, host_pro
 from tdev_common.grpc_client import ClientSecurity
 from tdev_common.sandbox import Sandbox, SandboxSettings
 from tdev_common.sandbox.remote_backend import RemoteBackend
+from tests.support.ports import free_port
 
 SERVICE = "tdev.sandbox.v1.SandboxService"
 # Each worker on this host gets its own half of the test uid range: two runtimes sharing uids could signal
 # each other's executions (and a tree sweep of one would hit the other's).
 WORKER_UID_COUNT = TEST_UID_COUNT // 4  # four slots
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass

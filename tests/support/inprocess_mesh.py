@@ -9,21 +9,26 @@ from collections.abc import AsyncIterator
 from tdev_cli.mesh import SERVICES
 from tdev_common.config import CommonSettings
 from tdev_common.runtime import ServiceHandle
-from tests.support.servers import free_port
+
+# Dependencies first: the builder calls evolution, which calls the registry.
+START_ORDER = ("registry", "workflow", "evolution", "builder")
 
 
 @contextlib.asynccontextmanager
 async def inprocess_mesh(common: CommonSettings) -> AsyncIterator[dict[str, int]]:
     """Starts registry, workflow, evolution and builder (in that order); yields their ports by service name."""
-    ports = {service.name: free_port() for service in SERVICES}
-    common = common.model_copy(update={f"{name}_address": f"127.0.0.1:{port}" for name, port in ports.items()})
+    # Each binds port 0 itself (no probe-then-bind race); every service only calls those started before it.
+    ports: dict[str, int] = {}
     handles: list[ServiceHandle] = []
     try:
-        for service in SERVICES:
+        for service in sorted(SERVICES, key=lambda service: START_ORDER.index(service.name)):
             server = importlib.import_module(f"{service.module}.server")
             config = importlib.import_module(f"{service.module}.config")
             settings = getattr(config, f"{service.name.capitalize()}Settings")()
-            handles.append(await server.create_server(settings, common, port=ports[service.name]))
+            known = common.model_copy(update={f"{name}_address": f"127.0.0.1:{port}" for name, port in ports.items()})
+            handle = await server.create_server(settings, known, port=0)
+            handles.append(handle)
+            ports[service.name] = handle.port
         yield ports
     finally:
         for handle in reversed(handles):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import shutil
 import signal
 import socket
@@ -14,21 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-
-def free_port() -> int:
-    """A loopback TCP port nobody listens on, below the kernel's ephemeral range: a port bind(0) hands out could
-    be taken as the source port of another process's outgoing connection before our server binds it."""
-    rng = random.Random()
-    for _ in range(500):
-        port = rng.randrange(20_000, 32_000)
-        with socket.socket() as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free loopback port below the ephemeral range")
+from tests.support.ports import free_port
 
 
 def _answers(port: int) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import time
 import uuid
@@ -16,6 +15,7 @@ from tdev.workflow.v1 import workflow_service_pb2 as pb2
 from tdev.workflow.v1 import workflow_service_pb2_grpc as pb2_grpc
 
 from tdev_common.clock import from_epoch
+from tests.support.ports import free_port
 from tests.workflow.conftest import (
     Event,
     Mesh,
@@ -37,12 +37,6 @@ pytestmark = [pytest.mark.mesh, pytest.mark.asyncio(loop_scope="module")]
 MIDDLE = 12
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def crash_workflow(name: str) -> wf_pb2.Workflow:
     """root -> 12 sleepy echo nodes (2 at a time) -> adders -> a sum: slow enough to be killed mid-run."""
     middle = [node(f"m{i:02d}", "wf_sleep", {"seconds": 0.5, "value": {"$ref": "inputs.base"}}, ["root"])
@@ -60,7 +54,7 @@ class Service:
 
     def __init__(self, mesh: Mesh) -> None:
         self.mesh = mesh
-        self.port = _free_port()
+        self.port = free_port()
         self.process: object = None
         self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.port}")
         self.stub = pb2_grpc.WorkflowServiceStub(self.channel)
