@@ -227,12 +227,18 @@ class Controller:
         state: EngineState,
         deadline: float,
     ) -> list[tuple[ChildPlan, Candidate, bool]]:
-        """Measures children concurrently; those not started before the deadline are dropped."""
+        """Measures children concurrently; those not finished by the deadline are dropped (a measurement still
+        running then is cancelled, which kills its sandboxed process), so a budget is never overrun by more than
+        the time it takes to cancel."""
 
         async def one(plan: ChildPlan, code: str, identity: str) -> tuple[ChildPlan, Candidate, bool] | None:
-            if self._clock() >= deadline:
+            remaining = deadline - self._clock()
+            if remaining <= 0:
                 return None
-            measured = await self._evaluator.measure(code, state.limits)
+            try:
+                measured = await asyncio.wait_for(self._evaluator.measure(code, state.limits), remaining)
+            except TimeoutError:
+                return None
             size = _size(code)
             candidate = make_candidate(
                 code=code,
