@@ -10,6 +10,7 @@ from typing import Any
 from evolution_svc.archive import Archive
 from evolution_svc.domain import (
     Candidate,
+    CaseCheck,
     CaseFailure,
     EvaluationCase,
     EvaluationLimits,
@@ -34,13 +35,20 @@ def suite_to_json(suite: EvaluationSuite) -> JsonObject:
     """The suite as JSON."""
     data = asdict(suite)
     data["scoring_mode"] = suite.scoring_mode.value
+    for case in data["cases"]:
+        case["check"] = case["check"].value
     return data
+
+
+def _case_from_json(data: JsonObject) -> EvaluationCase:
+    # Suites stored before case checks existed have neither check nor output_schema.
+    return EvaluationCase(**{**data, "check": CaseCheck(data.get("check", CaseCheck.EXPECTED.value))})
 
 
 def suite_from_json(data: JsonObject) -> EvaluationSuite:
     """The suite from :func:`suite_to_json`."""
     return EvaluationSuite(
-        cases=tuple(EvaluationCase(**case) for case in data["cases"]),
+        cases=tuple(_case_from_json(case) for case in data["cases"]),
         scoring_mode=ScoringMode(data["scoring_mode"]),
         tolerance=data["tolerance"],
         scorer_agent_id=data["scorer_agent_id"],

@@ -16,6 +16,7 @@ from tdev.registry.v1 import registry_service_pb2_grpc as registry_pb2_grpc
 from evolution_svc.domain import (
     AgentSource,
     Candidate,
+    CaseCheck,
     ConfigOverrides,
     EvaluationCase,
     EvaluationSuite,
@@ -55,8 +56,11 @@ def suite_from_proto(message: evo_pb2.EvaluationSuite) -> EvaluationSuite:
                 expected=struct_to_dict(case.expected) if case.HasField("expected") else None,
                 held_out=case.held_out,
                 weight=case.weight,
+                check=from_proto(case.check, CaseCheck, evo_pb2.CaseCheck, "CASE_CHECK_",
+                                 field=f"suite.cases[{index}].check", default=CaseCheck.EXPECTED),
+                output_schema=struct_to_dict(case.output_schema) if case.HasField("output_schema") else None,
             )
-            for case in message.cases
+            for index, case in enumerate(message.cases)
         ),
         scoring_mode=scoring_mode,
         tolerance=message.tolerance,
@@ -117,6 +121,9 @@ def suite_to_proto(suite: EvaluationSuite) -> evo_pb2.EvaluationSuite:
                 expected=dict_to_struct(case.expected),
                 held_out=case.held_out,
                 weight=case.weight,
+                check=to_proto(case.check, evo_pb2.CaseCheck, "CASE_CHECK_")
+                if case.check is not CaseCheck.EXPECTED else evo_pb2.CASE_CHECK_UNSPECIFIED,
+                output_schema=dict_to_struct(case.output_schema) if case.output_schema else None,
             )
             for case in suite.cases
         ],

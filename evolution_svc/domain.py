@@ -93,15 +93,25 @@ class EventType(enum.Enum):
         return self in (EventType.RUN_SUCCEEDED, EventType.RUN_FAILED, EventType.RUN_CANCELLED)
 
 
+class CaseCheck(enum.Enum):
+    """How a case's output is judged."""
+
+    EXPECTED = "expected"  # compared with ``expected`` by the suite's scoring mode
+    NO_ERROR = "no_error"  # passes when execute returns a JSON object (valid against ``output_schema`` if set)
+
+
 @dataclass(frozen=True)
 class EvaluationCase:
-    """One case: inputs for ``execute`` and the output expected from it."""
+    """One case: inputs for ``execute`` and the output expected from it (or, for a NO_ERROR case, only that it
+    does not fail)."""
 
     name: str
     inputs: JsonObject
     expected: JsonObject | None
     held_out: bool = False
     weight: float = 1.0
+    check: CaseCheck = CaseCheck.EXPECTED
+    output_schema: JsonObject | None = None
 
 
 @dataclass(frozen=True)

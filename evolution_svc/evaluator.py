@@ -14,8 +14,11 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import jsonschema
+
 from evolution_svc import programs
 from evolution_svc.domain import (
+    CaseCheck,
     CaseFailure,
     EvaluationCase,
     EvaluationLimits,
@@ -62,13 +65,27 @@ def _wrong_keys(output: JsonValue, expected: dict[str, JsonValue]) -> list[str]:
     return [key for key, value in expected.items() if key not in output or output[key] != value]
 
 
+def no_error_score(run: CaseRun, case: EvaluationCase) -> float:
+    """1 when the program returned a JSON object (valid against the case's output schema, if it has one)."""
+    if not run.ok or not isinstance(run.output, dict):
+        return 0.0
+    if case.output_schema:
+        try:
+            jsonschema.validate(run.output, case.output_schema)
+        except (jsonschema.ValidationError, jsonschema.SchemaError):
+            return 0.0
+    return 1.0
+
+
 def suite_digest(suite: EvaluationSuite, cases: Sequence[EvaluationCase], scorer_code: str) -> str:
     """Identity of "these cases scored this way": part of every cache key."""
     body = {
         "mode": suite.scoring_mode.value,
         "tolerance": suite.tolerance,
         "scorer": programs.code_hash(scorer_code) if scorer_code else "",
-        "cases": [[case.inputs, case.expected, case.weight] for case in cases],
+        "cases": [[case.inputs, case.expected, case.weight]
+                  + ([case.check.value, case.output_schema] if case.check is not CaseCheck.EXPECTED else [])
+                  for case in cases],
     }
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
@@ -155,14 +172,20 @@ class Evaluator:
         else:
             scores = [
                 score_output(self._suite.scoring_mode, run.output, case.expected, self._suite.tolerance)
-                if run.ok
+                if run.ok and case.check is CaseCheck.EXPECTED
                 else 0.0
                 for run, case in zip(runs, self._cases, strict=True)
             ]
+        scores = [
+            no_error_score(run, case) if case.check is CaseCheck.NO_ERROR else score
+            for run, case, score in zip(runs, self._cases, scores, strict=True)
+        ]
         near: tuple[float, ...] = ()
         if self._suite.scoring_mode is not ScoringMode.SCORER_AGENT:
             near = tuple(
-                closeness(score, run.output, case.expected) if run.ok else 0.0
+                (score if case.check is CaseCheck.NO_ERROR else closeness(score, run.output, case.expected))
+                if run.ok
+                else 0.0
                 for run, case, score in zip(runs, self._cases, scores, strict=True)
             )
         failures: list[CaseFailure] = []
@@ -173,7 +196,9 @@ class Evaluator:
             if score >= 1.0 or len(failures) >= MAX_FAILURES_KEPT:
                 continue
             label = case.name or f"cases[{index}]"
-            if run.ok:
+            if run.ok and case.check is CaseCheck.NO_ERROR:
+                detail = f"{label}: returned {_short(run.output)}, which is not a JSON object valid against the schema"
+            elif run.ok:
                 detail = f"{label}: returned {_short(run.output)}, expected {_short(case.expected)}"
             else:
                 detail = f"{label}: {run.error}"
@@ -197,7 +222,7 @@ class Evaluator:
         )
 
     async def _scorer_scores(self, runs: Sequence[CaseRun]) -> list[float]:
-        scored = [index for index, run in enumerate(runs) if run.ok]
+        scored = [index for index, run in enumerate(runs) if run.ok and self._cases[index].check is CaseCheck.EXPECTED]
         scores = [0.0 for _ in runs]
         if not scored:
             return scores

@@ -7,8 +7,11 @@ import random
 from collections.abc import Mapping
 from dataclasses import replace
 
+import jsonschema
+
 from evolution_svc.domain import (
     MAX_CASES,
+    CaseCheck,
     EvaluationCase,
     EvaluationSuite,
     EvolutionConfig,
@@ -27,6 +30,24 @@ DEFAULT_TOLERANCE = 1e-6
 
 def _case_label(index: int, case: EvaluationCase) -> str:
     return f"suite.cases[{index}]" + (f' ("{case.name}")' if case.name else "")
+
+
+def _check_named(name: object, index: int) -> CaseCheck:
+    try:
+        return CaseCheck(name or CaseCheck.EXPECTED.value)
+    except ValueError:
+        raise invalid_field(f"suite.cases[{index}].check", f"unknown check {name!r}; one of "
+                            + ", ".join(check.value for check in CaseCheck), reason=INVALID_SUITE) from None
+
+
+def _schema_problems(schema: object, path: str) -> list[FieldViolation]:
+    if not isinstance(schema, dict):
+        return [FieldViolation(path, "must be a JSON Schema object")]
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as error:
+        return [FieldViolation(path, f"is not a valid JSON Schema: {error.message}")]
+    return []
 
 
 def _finite(value: float) -> bool:
@@ -50,10 +71,18 @@ def validate_suite(suite: EvaluationSuite) -> EvaluationSuite:
         label = _case_label(index, case)
         if not isinstance(case.inputs, dict):
             violations.append(FieldViolation(f"{label}.inputs", "must be a JSON object"))
-        if case.expected is None:
+        if case.check is CaseCheck.NO_ERROR:
+            if case.expected is not None:
+                violations.append(FieldViolation(f"{label}.expected", "must be unset with CASE_CHECK_NO_ERROR "
+                                                 "(the case only checks that execute does not fail)"))
+            if case.output_schema is not None:
+                violations.extend(_schema_problems(case.output_schema, f"{label}.output_schema"))
+        elif case.expected is None:
             violations.append(FieldViolation(f"{label}.expected", "is missing"))
         elif not isinstance(case.expected, dict):
             violations.append(FieldViolation(f"{label}.expected", "must be a JSON object"))
+        elif case.output_schema is not None:
+            violations.append(FieldViolation(f"{label}.output_schema", "is only used with CASE_CHECK_NO_ERROR"))
         weight = 1.0 if case.weight == 0 else case.weight
         if not _finite(weight) or weight < 0:
             violations.append(FieldViolation(f"{label}.weight", f"must be a positive number, got {case.weight}"))
@@ -166,6 +195,8 @@ def suite_from_json(data: Mapping[str, JsonValue]) -> EvaluationSuite:
                 expected=raw.get("expected"),  # type: ignore[arg-type]
                 held_out=bool(raw.get("held_out", False)),
                 weight=float(raw.get("weight", 1.0)),
+                check=_check_named(raw.get("check"), index),
+                output_schema=raw.get("output_schema"),  # type: ignore[arg-type]
             )
         )
     return EvaluationSuite(

@@ -7,7 +7,7 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import structlog
 
@@ -126,6 +126,25 @@ class AliasService:
                                                          canary.update_time)
             return AliasView(found, events, stats[stable.version], stats[canary.version])
         return AliasView(found, events)
+
+    async def execution_stats(self, agent_id: str, version: str, since: datetime | None) -> VersionStats:
+        """One version's executions finished at or after ``since`` (every one when None); the latest version when
+        ``version`` is empty.
+
+        Raises:
+            InvalidArgument: no agent_id or a malformed version.
+            NotFound: no such agent or version.
+        """
+        require("agent_id", agent_id)
+        if version:
+            validation.parse_version_at(version, "version")
+        found = await self._repository.get_version(Selector(agent_id=agent_id, version=version), include_code=False)
+        if found is None:
+            if version and await self._repository.identity(agent_id=agent_id) is not None:
+                raise NotFound(f'agent "{agent_id}" has no version "{version}"', reason="AGENT_VERSION_NOT_FOUND")
+            raise NotFound(f'unknown agent "{agent_id}"', reason="AGENT_NOT_FOUND")
+        since = since or datetime.min.replace(tzinfo=UTC)
+        return (await self._repository.version_stats(agent_id, [found.version], since))[found.version]
 
     async def delete(self, agent_id: str, alias: str) -> None:
         """Removes an alias.

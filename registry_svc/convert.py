@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from google.protobuf import struct_pb2
@@ -299,6 +300,16 @@ def agent_alias(value: AgentAlias) -> agent_pb2.AgentAlias:
             min_sample=value.rollout.min_sample, max_success_rate_drop=value.rollout.max_success_rate_drop,
             max_latency_ratio=value.rollout.max_latency_ratio))
     return message
+
+
+def stats_since(request: pb2.GetAgentExecutionStatsRequest) -> datetime | None:
+    """The start of GetAgentExecutionStats' window; None counts every execution."""
+    return from_timestamp(request.start_time) if request.HasField("start_time") else None
+
+
+def execution_stats_response(stats: VersionStats) -> pb2.GetAgentExecutionStatsResponse:
+    """GetAgentExecutionStats' answer."""
+    return pb2.GetAgentExecutionStatsResponse(stats=_stats(stats))
 
 
 def _stats(value: VersionStats) -> agent_pb2.VersionStats:

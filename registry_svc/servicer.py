@@ -73,6 +73,13 @@ class RegistryServiceServicer(pb2_grpc.RegistryServiceServicer):
         lineage = await self._service.lineage(request.agent_id, request.version, request.max_depth)
         return convert.lineage_response(lineage)
 
+    async def GetAgentExecutionStats(
+        self, request: pb2.GetAgentExecutionStatsRequest, context: grpc.aio.ServicerContext
+    ) -> pb2.GetAgentExecutionStatsResponse:
+        """One version's executions since a time."""
+        stats = await self._aliases.execution_stats(request.agent_id, request.version, convert.stats_since(request))
+        return convert.execution_stats_response(stats)
+
     async def RecordExecutions(
         self, request: pb2.RecordExecutionsRequest, context: grpc.aio.ServicerContext
     ) -> pb2.RecordExecutionsResponse:
