@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import zlib
-from dataclasses import asdict
+from dataclasses import asdict, fields
+from datetime import datetime
 from typing import Any
 
 from evolution_svc.archive import Archive
@@ -12,6 +13,7 @@ from evolution_svc.domain import (
     Candidate,
     CaseCheck,
     CaseFailure,
+    ConfigOverrides,
     EvaluationCase,
     EvaluationLimits,
     EvaluationSuite,
@@ -26,6 +28,7 @@ from evolution_svc.domain import (
     Selection,
 )
 from evolution_svc.fitness import FitnessBasis
+from evolution_svc.policies import EvolutionPolicy, Phase, PolicyBudget, PolicyStatus, PolicyTrigger
 from evolution_svc.population import EngineState, Totals
 
 CHECKPOINT_VERSION = 1
@@ -187,3 +190,58 @@ def decode_state(blob: bytes) -> EngineState:
         limits=EvaluationLimits(**body["limits"]),
         operator_stats=tuple(OperatorStat(**stat) for stat in body.get("operator_stats", ())),
     )
+
+
+def policy_spec_to_json(policy: EvolutionPolicy) -> JsonObject:
+    """A policy's settings (not its status) as JSON."""
+    overrides = {item.name: getattr(policy.overrides, item.name) for item in fields(ConfigOverrides)}
+    overrides["operators"] = policy.overrides.operators.value
+    overrides["selection"] = policy.overrides.selection.value
+    return {
+        "trigger": asdict(policy.trigger),
+        "budget": asdict(policy.budget),
+        "overrides": overrides,
+        "held_out_fraction": policy.held_out_fraction,
+        "canary_traffic_fraction": policy.canary_traffic_fraction,
+        "canary_min_sample": policy.canary_min_sample,
+    }
+
+
+def policy_from_json(agent_id: str, enabled: bool, spec: JsonObject, status: JsonObject,
+                     create_time: datetime, update_time: datetime) -> EvolutionPolicy:
+    """The policy from :func:`policy_spec_to_json` and :func:`policy_status_to_json`."""
+    overrides = dict(spec["overrides"])
+    overrides["operators"] = OperatorSet(overrides["operators"])
+    overrides["selection"] = Selection(overrides["selection"])
+    return EvolutionPolicy(
+        agent_id=agent_id,
+        enabled=enabled,
+        trigger=PolicyTrigger(**spec["trigger"]),
+        budget=PolicyBudget(**spec["budget"]),
+        overrides=ConfigOverrides(**overrides),
+        held_out_fraction=spec["held_out_fraction"],
+        canary_traffic_fraction=spec["canary_traffic_fraction"],
+        canary_min_sample=spec["canary_min_sample"],
+        status=policy_status_from_json(status),
+        create_time=create_time,
+        update_time=update_time,
+    )
+
+
+def policy_status_to_json(status: PolicyStatus) -> JsonObject:
+    """A policy's status as JSON."""
+    data = asdict(status)
+    data["phase"] = status.phase.value
+    for name in ("last_trigger_time", "labels_seen_until"):
+        value = getattr(status, name)
+        data[name] = value.isoformat() if value is not None else None
+    return data
+
+
+def policy_status_from_json(data: JsonObject) -> PolicyStatus:
+    """The status from :func:`policy_status_to_json`."""
+    values = dict(data)
+    values["phase"] = Phase(values["phase"])
+    for name in ("last_trigger_time", "labels_seen_until"):
+        values[name] = datetime.fromisoformat(values[name]) if values.get(name) else None
+    return PolicyStatus(**values)

@@ -75,6 +75,12 @@ class EvolutionSettings(ServiceSettings):
     watch_buffer_events: int = Field(1000, description="Live events buffered per watcher before it reads storage.")
     cache_namespace: str = Field("tdev:evolution:", description="Prefix of the fitness cache's keys.")
     cache_ttl_seconds: float = Field(7 * 24 * 3600.0, description="Lifetime of a cached measurement.")
+    policy_loop: bool = Field(True, description="Run the evolution-policy loop on this replica.")
+    policy_interval_seconds: float = Field(
+        5.0, description="How often the policy loop reads production numbers and advances each policy.")
+    policy_lease_seconds: float = Field(
+        30.0, description="Lease of a policy on the replica advancing it; another takes over after it expires.")
+    policies_per_tick: int = Field(50, description="Policies one replica advances per tick.")
     cache_signing_key: SecretStr | None = Field(
         None, description="HMAC key of cached measurements (shared by replicas); unset: a key per process."
     )

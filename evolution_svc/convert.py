@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import fields
+from datetime import UTC, datetime
 from typing import Any
 
 from tdev.evolution.v1 import evolution_pb2 as evo_pb2
 from tdev.evolution.v1 import evolution_service_pb2 as pb2
+from tdev.evolution.v1 import policy_pb2
 from tdev.registry.v1 import agent_pb2 as registry_agent_pb2
 from tdev.registry.v1 import registry_service_pb2 as registry_pb2
 from tdev.registry.v1 import registry_service_pb2_grpc as registry_pb2_grpc
@@ -32,8 +34,11 @@ from evolution_svc.domain import (
     Selection,
     StartRequest,
 )
+from evolution_svc.policies import EvolutionPolicy, PolicyBudget, PolicyTrigger, next_reset
+from evolution_svc.ports import AliasState, RolloutOutcome
+from evolution_svc.production_suite import ProductionCase
 from tdev_common import idempotency, paging
-from tdev_common.clock import to_timestamp
+from tdev_common.clock import from_timestamp, to_timestamp
 from tdev_common.enums import from_proto, optional_from_proto, to_proto
 from tdev_common.paging import Page
 from tdev_common.protojson import dict_to_struct, struct_to_dict
@@ -194,6 +199,8 @@ def run_to_proto(run: EvolutionRun, *, with_reports: bool = True) -> evo_pb2.Evo
         last_sequence=run.last_sequence,
         create_time=to_timestamp(run.create_time),
         update_time=to_timestamp(run.update_time),
+        automatic=run.automatic,
+        start_reason=run.start_reason,
     )
     if run.best is not None:
         message.best.CopyFrom(candidate_to_proto(run.best))
@@ -264,3 +271,145 @@ def register_request(
         labels=dict(labels),
         request_id=request_id,
     )
+
+
+def list_cases_request(agent_id: str, page_token: str) -> registry_pb2.ListAgentCasesRequest:
+    """One page (the largest) of an agent's captured cases."""
+    return registry_pb2.ListAgentCasesRequest(agent_id=agent_id, page_size=500, page_token=page_token)
+
+
+def production_case(message: registry_agent_pb2.AgentCase) -> ProductionCase:
+    """A captured case as the suite builder needs it."""
+    return ProductionCase(
+        case_id=message.case_id,
+        version=message.version,
+        success=message.success,
+        inputs=struct_to_dict(message.inputs),
+        output=struct_to_dict(message.output) if message.HasField("output") else None,
+        expected=struct_to_dict(message.expected) if message.labelled else None,
+        labelled=message.labelled,
+        error=f"{message.error_type}: {message.error_message}" if message.error_type else message.error_message,
+        label_time=from_timestamp(message.label_time) if message.HasField("label_time") else None,
+    )
+
+
+def execution_stats_request(agent_id: str, version: str, since: datetime) -> registry_pb2.GetAgentExecutionStatsRequest:
+    """GetAgentExecutionStats of one version since a time."""
+    return registry_pb2.GetAgentExecutionStatsRequest(agent_id=agent_id, version=version,
+                                                      start_time=to_timestamp(since))
+
+
+def set_alias_request(agent_id: str, alias: str, version: str, traffic_fraction: float,
+                      min_sample: int) -> registry_pb2.SetAgentAliasRequest:
+    """SetAgentAlias; a canary carries its share and sample size."""
+    rollout = registry_agent_pb2.RolloutPolicy(min_sample=min_sample) if traffic_fraction else None
+    return registry_pb2.SetAgentAliasRequest(agent_id=agent_id, alias=alias, version=version,
+                                             traffic_fraction=traffic_fraction, rollout=rollout)
+
+
+def aliases_request(agent_id: str) -> registry_pb2.ListAgentAliasesRequest:
+    """ListAgentAliases."""
+    return registry_pb2.ListAgentAliasesRequest(agent_id=agent_id)
+
+
+def alias_view(message: registry_pb2.ListAgentAliasesResponse) -> AliasState:
+    """An agent's aliases and, newest first, how its rollouts ended."""
+    ended = registry_agent_pb2.AliasEvent
+    outcomes = tuple(
+        RolloutOutcome(version=event.version, promoted=event.kind == ended.KIND_PROMOTED, message=event.message)
+        for event in message.events
+        if event.kind in (ended.KIND_PROMOTED, ended.KIND_ROLLED_BACK)
+    )
+    return AliasState(versions={alias.alias: alias.version for alias in message.aliases}, outcomes=outcomes)
+
+
+# -- policies ----------------------------------------------------------------------------------------------
+def policy_from_proto(message: policy_pb2.EvolutionPolicy) -> EvolutionPolicy:
+    """A policy's settings from SetEvolutionPolicy (status and times are the server's)."""
+    trigger, budget = message.trigger, message.budget
+    return EvolutionPolicy(
+        agent_id=message.agent_id,
+        enabled=not message.disabled,
+        trigger=PolicyTrigger(
+            failure_rate_threshold=trigger.failure_rate_threshold,
+            window_seconds=trigger.window_seconds,
+            min_executions=trigger.min_executions,
+            labelled_failures=trigger.labelled_failures,
+            schedule_interval_seconds=trigger.schedule_interval_seconds,
+        ),
+        budget=PolicyBudget(max_evaluations_per_day=budget.max_evaluations_per_day,
+                            max_cost_usd_per_day=budget.max_cost_usd_per_day),
+        overrides=overrides_from_proto(message.config),
+        held_out_fraction=message.held_out_fraction,
+        canary_traffic_fraction=message.canary_traffic_fraction,
+        canary_min_sample=message.canary_min_sample,
+    )
+
+
+def overrides_to_proto(overrides: ConfigOverrides) -> evo_pb2.EvolutionConfig:
+    """The settings a caller gave, unset ones left unset."""
+    enums = ("operators", "selection")
+    given = {item.name: getattr(overrides, item.name) for item in fields(ConfigOverrides)
+             if item.name not in enums and getattr(overrides, item.name) is not None}
+    return evo_pb2.EvolutionConfig(
+        **given,
+        operators=to_proto(overrides.operators, evo_pb2.OperatorSet, "OPERATOR_SET_"),
+        selection=to_proto(overrides.selection, evo_pb2.Selection, "SELECTION_"),
+    )
+
+
+def policy_to_proto(policy: EvolutionPolicy) -> policy_pb2.EvolutionPolicy:
+    """A stored policy with its status."""
+    trigger, budget, status = policy.trigger, policy.budget, policy.status
+    # The reset follows the day the usage was counted in (a day without any tick shows yesterday's numbers).
+    reset = next_reset(datetime.fromisoformat(status.budget_day).replace(tzinfo=UTC)) if status.budget_day else None
+    return policy_pb2.EvolutionPolicy(
+        agent_id=policy.agent_id,
+        disabled=not policy.enabled,
+        trigger=policy_pb2.PolicyTrigger(
+            failure_rate_threshold=trigger.failure_rate_threshold,
+            window_seconds=trigger.window_seconds,
+            min_executions=trigger.min_executions,
+            labelled_failures=trigger.labelled_failures,
+            schedule_interval_seconds=trigger.schedule_interval_seconds,
+        ),
+        budget=policy_pb2.PolicyBudget(max_evaluations_per_day=budget.max_evaluations_per_day,
+                                       max_cost_usd_per_day=budget.max_cost_usd_per_day),
+        config=overrides_to_proto(policy.overrides),
+        held_out_fraction=policy.held_out_fraction,
+        canary_traffic_fraction=policy.canary_traffic_fraction,
+        canary_min_sample=policy.canary_min_sample,
+        status=policy_pb2.PolicyStatus(
+            phase=to_proto(status.phase, policy_pb2.PolicyStatus.Phase, "PHASE_"),
+            message=status.message,
+            active_run_id=status.active_run_id,
+            canary_version=status.canary_version,
+            runs_started=status.runs_started,
+            last_trigger_time=to_timestamp(status.last_trigger_time),
+            last_trigger_reason=status.last_trigger_reason,
+            last_outcome=status.last_outcome,
+            evaluations_used_today=status.evaluations_used,
+            cost_used_today_usd=status.cost_used_usd,
+            budget_reset_time=to_timestamp(reset),
+        ),
+        create_time=to_timestamp(policy.create_time),
+        update_time=to_timestamp(policy.update_time),
+    )
+
+
+def policies_response(request: pb2.ListEvolutionPoliciesRequest,
+                      page: Page[EvolutionPolicy]) -> pb2.ListEvolutionPoliciesResponse:
+    """One page of ListEvolutionPolicies."""
+    return pb2.ListEvolutionPoliciesResponse(policies=[policy_to_proto(policy) for policy in page.items],
+                                             next_page_token=paging.encode_token(request, page.after))
+
+
+def policies_page(message: pb2.ListEvolutionPoliciesRequest) -> tuple[str | None, int]:
+    """ListEvolutionPolicies' position and page size.
+
+    Raises:
+        InvalidArgument: a negative page size or a token not issued for this query.
+    """
+    size = paging.page_size(message.page_size)
+    after = paging.decode_token(message, lambda value: isinstance(value, str))
+    return after, size

@@ -356,6 +356,8 @@ class EvolutionRun:
     promotion: Promotion | None = None
     error: str = ""
     last_sequence: int = 0
+    automatic: bool = False
+    start_reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -379,3 +381,5 @@ class StartRequest:
     request_id: str = ""
     # What the request was (tdev_common.idempotency.fingerprint): a replayed request_id must come with the same one.
     fingerprint: str = ""
+    automatic: bool = False  # started by an evolution policy
+    start_reason: str = ""

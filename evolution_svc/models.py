@@ -65,6 +65,8 @@ class RunRow(Base):
     attempt: Mapped[int] = mapped_column(sa.Integer, default=0)
     create_time: Mapped[datetime] = mapped_column(UtcDateTime)
     update_time: Mapped[datetime] = mapped_column(UtcDateTime)
+    automatic: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())
+    start_reason: Mapped[str] = mapped_column(sa.Text, default="", server_default="")
 
     __table_args__ = (
         sa.Index("ix_runs_agent_created", "agent_id", "create_time"),
@@ -85,3 +87,19 @@ class EventRow(Base):
     type: Mapped[str] = mapped_column(sa.String(32))
     time: Mapped[datetime] = mapped_column(UtcDateTime)
     payload: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+
+
+class PolicyRow(Base):
+    """One agent's evolution policy: its settings (spec), what its loop is doing (status) and the lease of the
+    replica working on it."""
+
+    __tablename__ = "policies"
+
+    agent_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    enabled: Mapped[bool] = mapped_column(sa.Boolean)
+    spec: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    status: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    owner: Mapped[str | None] = mapped_column(sa.String(64))
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    create_time: Mapped[datetime] = mapped_column(UtcDateTime)
+    update_time: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -22,6 +22,8 @@ from evolution_svc.domain import (
     RunState,
     StopReason,
 )
+from evolution_svc.policies import EvolutionPolicy, PolicyStatus
+from evolution_svc.production_suite import ProductionCase
 from tdev_common.paging import Page
 
 
@@ -116,6 +118,53 @@ class Registry(Protocol):
         request_id: str,
     ) -> AgentSource:
         """Registers ``code`` as a new version of ``source``'s agent with ``source`` as its parent."""
+        ...
+
+
+@dataclass(frozen=True)
+class RolloutOutcome:
+    """How one canary rollout ended, as the registry recorded it."""
+
+    version: str
+    promoted: bool
+    message: str
+
+
+@dataclass(frozen=True)
+class AliasState:
+    """An agent's aliases (name -> version) and its finished rollouts, newest first."""
+
+    versions: Mapping[str, str]
+    outcomes: tuple[RolloutOutcome, ...] = ()
+
+
+@dataclass(frozen=True)
+class ExecutionStats:
+    """One version's executions over a window."""
+
+    version: str
+    executions: int
+    success_rate: float
+
+
+class ProductionRegistry(Registry, Protocol):
+    """The registry as the policy loop also needs it: captured cases, execution numbers and aliases."""
+
+    async def list_cases(self, agent_id: str) -> list[ProductionCase]:
+        """Every captured case of the agent (every version), up to a bound."""
+        ...
+
+    async def execution_stats(self, agent_id: str, version: str, since: datetime) -> ExecutionStats:
+        """Executions of one version finished since ``since``."""
+        ...
+
+    async def aliases(self, agent_id: str) -> AliasState:
+        """The agent's aliases and finished rollouts."""
+        ...
+
+    async def set_alias(self, agent_id: str, alias: str, version: str, *, traffic_fraction: float = 0.0,
+                        min_sample: int = 0) -> None:
+        """Points an alias at a version (a canary with its share and sample size)."""
         ...
 
 
@@ -226,4 +275,41 @@ class RunRepository(Protocol):
     async def cancel(self, run_id: str, reason: str) -> tuple[EvolutionRun | None, bool]:
         """Cancels an unfinished run with its event: (the run, whether this call cancelled it); (None, False)
         for an unknown run."""
+        ...
+
+
+class PolicyRepository(Protocol):
+    """The policies table (and the one run lookup the loop needs); see SqlRunRepository."""
+
+    async def run_by_request_id(self, request_id: str) -> EvolutionRun | None:
+        """The run started with this idempotency key, if any."""
+        ...
+
+    async def put_policy(self, policy: EvolutionPolicy, now: datetime) -> EvolutionPolicy:
+        """Creates or replaces a policy's settings (an existing one keeps its status)."""
+        ...
+
+    async def get_policy(self, agent_id: str) -> EvolutionPolicy | None:
+        """One agent's policy."""
+        ...
+
+    async def list_policies(self, after: str | None, size: int) -> Page[EvolutionPolicy]:
+        """A page of policies by agent id."""
+        ...
+
+    async def delete_policy(self, agent_id: str) -> bool:
+        """Removes a policy; False when there was none."""
+        ...
+
+    async def claim_policies(self, owner: str, now: datetime, lease_until: datetime, limit: int,
+                             agent_id: str | None = None) -> list[str]:
+        """Takes the leases of policies nobody else holds."""
+        ...
+
+    async def save_policy_status(self, agent_id: str, owner: str, status: PolicyStatus) -> bool:
+        """Stores a status, fenced on the lease."""
+        ...
+
+    async def release_policies(self, owner: str, agent_ids: Sequence[str]) -> None:
+        """Gives up leases."""
         ...

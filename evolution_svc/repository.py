@@ -8,6 +8,7 @@ sequence numbers have no gaps.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -23,7 +24,8 @@ from evolution_svc.domain import (
     RunState,
     StopReason,
 )
-from evolution_svc.models import EventRow, RunRow
+from evolution_svc.models import EventRow, PolicyRow, RunRow
+from evolution_svc.policies import EvolutionPolicy, Phase, PolicyStatus
 from evolution_svc.ports import EventDraft, Lease, LostLease, NewRun, RunUpdate, WorkItem
 from tdev_common import paging
 from tdev_common.clock import utc_now
@@ -81,6 +83,8 @@ def _run(row: RunRow, *, reports: tuple[Event, ...] = (), include_code: bool = T
         promotion=codec.promotion_from_json(row.promotion) if row.promotion else None,
         error=row.error,
         last_sequence=row.last_sequence,
+        automatic=bool(row.automatic),
+        start_reason=row.start_reason or "",
     )
 
 
@@ -117,6 +121,8 @@ class SqlRunRepository:
             attempt=1,
             create_time=run.create_time,
             update_time=run.update_time,
+            automatic=run.automatic,
+            start_reason=run.start_reason,
         )
         try:
             async with self._sessions.begin() as session:
@@ -294,3 +300,88 @@ class SqlRunRepository:
                                      payload=_payload(draft)))
         run = await self.get(run_id, include_code=True)
         return run, sequence is not None
+
+    # -- policies ---------------------------------------------------------------------------------------------
+    async def run_by_request_id(self, request_id: str) -> EvolutionRun | None:
+        """The run started with this idempotency key, if any."""
+        async with self._sessions() as session:
+            row = await session.scalar(sa.select(RunRow).where(RunRow.request_id == request_id))
+        return _run(row, include_code=False) if row is not None else None
+
+    async def put_policy(self, policy: EvolutionPolicy, now: datetime) -> EvolutionPolicy:
+        """Creates or replaces a policy's settings; an existing policy keeps its status and lease."""
+        spec = codec.policy_spec_to_json(policy)
+        async with self._sessions.begin() as session:
+            row = await session.get(PolicyRow, policy.agent_id, with_for_update=True)
+            if row is None:
+                status = replace(PolicyStatus(), phase=Phase.WATCHING if policy.enabled else Phase.DISABLED,
+                                 message="watching the triggers" if policy.enabled else "the policy is disabled")
+                row = PolicyRow(agent_id=policy.agent_id, enabled=policy.enabled, spec=spec,
+                                status=codec.policy_status_to_json(status), owner=None, lease_until=None,
+                                create_time=now, update_time=now)
+                session.add(row)
+            else:
+                row.enabled, row.spec, row.update_time = policy.enabled, spec, now
+            await session.flush()
+            return _policy(row)
+
+    async def get_policy(self, agent_id: str) -> EvolutionPolicy | None:
+        """One agent's policy."""
+        async with self._sessions() as session:
+            row = await session.get(PolicyRow, agent_id)
+        return _policy(row) if row is not None else None
+
+    async def list_policies(self, after: str | None, size: int) -> Page[EvolutionPolicy]:
+        """A page of policies by agent id, after ``after``."""
+        statement = sa.select(PolicyRow).order_by(PolicyRow.agent_id)
+        if after is not None:
+            statement = statement.where(PolicyRow.agent_id > after)
+        async with self._sessions() as session:
+            rows = list(await session.scalars(statement.limit(size + 1)))
+        page = paging.take(rows, size, lambda last: last.agent_id)
+        return Page([_policy(row) for row in page.items], page.after)
+
+    async def delete_policy(self, agent_id: str) -> bool:
+        """Removes a policy; False when there was none."""
+        async with self._sessions.begin() as session:
+            result = await session.execute(sa.delete(PolicyRow).where(PolicyRow.agent_id == agent_id))
+        return bool(getattr(result, "rowcount", 0))
+
+    async def claim_policies(self, owner: str, now: datetime, lease_until: datetime, limit: int,
+                             agent_id: str | None = None) -> list[str]:
+        """Takes the lease of policies nobody else holds (all, or just ``agent_id``); returns their agent ids."""
+        free = sa.or_(PolicyRow.owner.is_(None), PolicyRow.lease_until < now, PolicyRow.owner == owner)
+        statement = sa.select(PolicyRow.agent_id).where(free).order_by(PolicyRow.update_time).limit(limit)
+        if agent_id is not None:
+            statement = statement.where(PolicyRow.agent_id == agent_id)
+        claimed: list[str] = []
+        async with self._sessions.begin() as session:
+            for candidate in list(await session.scalars(statement)):
+                taken = await session.execute(
+                    sa.update(PolicyRow).where(PolicyRow.agent_id == candidate, free)
+                    .values(owner=owner, lease_until=lease_until))
+                if getattr(taken, "rowcount", 0):
+                    claimed.append(candidate)
+        return claimed
+
+    async def save_policy_status(self, agent_id: str, owner: str, status: PolicyStatus) -> bool:
+        """Stores what the loop did, fenced on the lease: False when another replica holds it now (or the policy
+        was deleted)."""
+        async with self._sessions.begin() as session:
+            result = await session.execute(
+                sa.update(PolicyRow).where(PolicyRow.agent_id == agent_id, PolicyRow.owner == owner)
+                .values(status=codec.policy_status_to_json(status)))
+        return bool(getattr(result, "rowcount", 0))
+
+    async def release_policies(self, owner: str, agent_ids: Sequence[str]) -> None:
+        """Gives up the leases of these policies."""
+        if not agent_ids:
+            return
+        async with self._sessions.begin() as session:
+            await session.execute(
+                sa.update(PolicyRow).where(PolicyRow.agent_id.in_(list(agent_ids)), PolicyRow.owner == owner)
+                .values(owner=None, lease_until=None))
+
+
+def _policy(row: PolicyRow) -> EvolutionPolicy:
+    return codec.policy_from_json(row.agent_id, row.enabled, row.spec, row.status, row.create_time, row.update_time)

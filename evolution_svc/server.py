@@ -14,7 +14,8 @@ from evolution_svc.domain import Event, EvolutionConfig, OperatorSet, Selection
 from evolution_svc.executor import ExecutorSettings, ModelFactory, RunExecutor
 from evolution_svc.fitness_cache import SignedMeasurementCache
 from evolution_svc.llm_client import LlmModelClient
-from evolution_svc.ports import CandidateRunner, Registry
+from evolution_svc.policy_loop import PolicyLoop, PolicyService, PolicySettings
+from evolution_svc.ports import CandidateRunner, ProductionRegistry
 from evolution_svc.registry_client import GrpcRegistry
 from evolution_svc.repository import SqlRunRepository
 from evolution_svc.sandbox_runner import SandboxRunner
@@ -73,7 +74,7 @@ async def create_server(
     *,
     port: int | None = None,
     runner: CandidateRunner | None = None,
-    registry: Registry | None = None,
+    registry: ProductionRegistry | None = None,
     model_factory: ModelFactory | None = None,
 ) -> ServiceHandle:
     """Builds and starts the evolution service; ``port=0`` binds a free port (tests).
@@ -144,11 +145,14 @@ async def create_server(
             model_available=model_available,
             watch_poll_seconds=settings.watch_poll_seconds,
         )
+        policy_service = PolicyService(SqlRunRepository(engine), registry, service, owner=identity.name,
+                                       settings=settings_group(settings, PolicySettings))
+        policy_loop = PolicyLoop(policy_service, settings.policy_interval_seconds)
         running = await build_server(
             [
                 ServiceBinding(
                     pb2.DESCRIPTOR.services_by_name["EvolutionService"],
-                    EvolutionServiceServicer(service),
+                    EvolutionServiceServicer(service, policy_service),
                     pb2_grpc.add_EvolutionServiceServicer_to_server,
                 )
             ],
@@ -159,6 +163,9 @@ async def create_server(
         )
         executor.start()
         on_close(stack, executor.stop)
+        if settings.policy_loop:
+            policy_loop.start()
+            on_close(stack, policy_loop.stop)
         handle = ServiceHandle(running, stack.pop_all())
     return handle
 

@@ -120,6 +120,8 @@ class EvolutionService:
             state=RunState.PENDING,
             create_time=now,
             update_time=now,
+            automatic=request.automatic,
+            start_reason=request.start_reason,
         )
         stored, created = await self._repository.insert(
             NewRun(run=run, request_id=request.request_id, seed_code=agent.code, fingerprint=request.fingerprint),

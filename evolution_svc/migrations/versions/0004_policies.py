@@ -1,0 +1,49 @@
+"""Evolution policies (one per agent) and why a run started.
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-12-02
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0004"
+down_revision: str | None = "0003"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+SCHEMA = "evolution"
+
+
+def _schema() -> str | None:
+    # ALTER TABLE is not schema-translated on SQLite (one file per service, no schemas): name none there.
+    return SCHEMA if op.get_bind().dialect.name == "postgresql" else None
+
+
+def upgrade() -> None:
+    """Adds the ``policies`` table and ``runs.automatic`` / ``runs.start_reason``."""
+    op.create_table(
+        "policies",
+        sa.Column("agent_id", sa.String(64), primary_key=True),
+        sa.Column("enabled", sa.Boolean, nullable=False),
+        sa.Column("spec", sa.JSON, nullable=False),
+        sa.Column("status", sa.JSON, nullable=False),
+        sa.Column("owner", sa.String(64), nullable=True),
+        sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("create_time", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("update_time", sa.DateTime(timezone=True), nullable=False),
+        schema=_schema(),
+    )
+    op.add_column("runs", sa.Column("automatic", sa.Boolean, nullable=False, server_default=sa.false()),
+                  schema=_schema())
+    op.add_column("runs", sa.Column("start_reason", sa.Text, nullable=False, server_default=""), schema=_schema())
+
+
+def downgrade() -> None:
+    """Drops what upgrade added."""
+    op.drop_column("runs", "start_reason", schema=_schema())
+    op.drop_column("runs", "automatic", schema=_schema())
+    op.drop_table("policies", schema=_schema())
