@@ -232,7 +232,7 @@ def policy_status_to_json(status: PolicyStatus) -> JsonObject:
     """A policy's status as JSON."""
     data = asdict(status)
     data["phase"] = status.phase.value
-    for name in ("last_trigger_time", "labels_seen_until"):
+    for name in ("last_trigger_time", "labels_seen_until", "evidence_since"):
         value = getattr(status, name)
         data[name] = value.isoformat() if value is not None else None
     return data
@@ -242,6 +242,6 @@ def policy_status_from_json(data: JsonObject) -> PolicyStatus:
     """The status from :func:`policy_status_to_json`."""
     values = dict(data)
     values["phase"] = Phase(values["phase"])
-    for name in ("last_trigger_time", "labels_seen_until"):
+    for name in ("last_trigger_time", "labels_seen_until", "evidence_since"):
         values[name] = datetime.fromisoformat(values[name]) if values.get(name) else None
     return PolicyStatus(**values)

@@ -92,6 +92,9 @@ class PolicyStatus:
     reserved_evaluations: int = 0
     reserved_cost_usd: float = 0.0
     labels_seen_until: datetime | None = None
+    # When the last automatic run or rollout ended: the failure rate counts only executions after it, so a run
+    # that found nothing (or a rolled-back canary) is not followed at once by another on the same evidence.
+    evidence_since: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -211,15 +211,18 @@ class PolicyService:
         version = await self._current_version(policy.agent_id)
         executions, success_rate = 0, 1.0
         if policy.trigger.failure_rate_threshold > 0:
-            stats = await self._registry.execution_stats(policy.agent_id, version, now - policy.trigger.window)
+            since = now - policy.trigger.window
+            if status.evidence_since is not None:
+                since = max(since, status.evidence_since)
+            stats = await self._registry.execution_stats(policy.agent_id, version, since)
             executions, success_rate = stats.executions, stats.success_rate
         cases: list[ProductionCase] | None = None
         new_labelled = 0
         if policy.trigger.labelled_failures > 0:
             cases = await self._registry.list_cases(policy.agent_id)
-            since = status.labels_seen_until
-            new_labelled = sum(1 for case in wrong_labelled(cases, version)
-                               if since is None or (case.label_time is not None and case.label_time > since))
+            seen_until = status.labels_seen_until
+            new_labelled = sum(1 for case in wrong_labelled(cases, version) if seen_until is None
+                               or (case.label_time is not None and case.label_time > seen_until))
         return Observations(version, executions, success_rate, new_labelled), cases
 
     async def _current_version(self, agent_id: str) -> str:
@@ -289,8 +292,13 @@ class PolicyService:
             if run.stop_reason in BUDGET_STOPS and policies.reserve(policy, Reservation(2, 0.0), now) is None:
                 outcome = f"{policies.budget_exhausted_message(replace(policy, status=status), now)}; {outcome}"
             return replace(status, phase=Phase.WATCHING, active_run_id="", last_outcome=outcome,
-                           message="watching the triggers")
+                           message="watching the triggers", evidence_since=now)
         aliases = await self._registry.aliases(policy.agent_id)
+        if any(not ended.promoted and ended.version == promotion.version for ended in aliases.outcomes):
+            return replace(status, phase=Phase.WATCHING, active_run_id="", evidence_since=now,
+                           message="watching the triggers",
+                           last_outcome=f"run {run.run_id} found version {promotion.version} again, which was rolled "
+                                        "back before; it is not rolled out a second time")
         if STABLE not in aliases.versions:
             await self._registry.set_alias(policy.agent_id, STABLE, run.agent_version)
         if aliases.versions.get(CANARY) != promotion.version:
@@ -316,7 +324,7 @@ class PolicyService:
             outcome = f"canary {status.canary_version} rolled back: {ended.message}"
         log.info("evolution_policy_rollout_ended", agent_id=agent_id, outcome=outcome)
         return replace(status, phase=Phase.WATCHING, active_run_id="", canary_version="", last_outcome=outcome,
-                       message="watching the triggers")
+                       message="watching the triggers", evidence_since=self._clock())
 
     async def _save(self, agent_id: str, status: PolicyStatus) -> None:
         if not await self._repository.save_policy_status(agent_id, self._owner, status):

@@ -10,7 +10,7 @@ from tdev.evolution.v1 import evolution_service_pb2 as pb2
 from tdev.evolution.v1 import evolution_service_pb2_grpc as pb2_grpc
 
 from tdev_client.base import Page, ServiceClient, WatchPolicy
-from tdev_client.types import EvolutionEvent, EvolutionRun
+from tdev_client.types import EvolutionEvent, EvolutionPolicy, EvolutionRun, TriggerEvolutionPolicyResponse
 
 
 class EvolutionClient(ServiceClient):
@@ -53,3 +53,33 @@ class EvolutionClient(ServiceClient):
         """Asks a running evolution to stop; returns it."""
         answer = await self._call("CancelEvolution", pb2.CancelEvolutionRequest, {"run_id": run_id, "reason": reason})
         return cast("EvolutionRun", answer["run"])
+
+    async def set_evolution_policy(self, policy: Mapping[str, Any]) -> EvolutionPolicy:
+        """Creates or replaces an agent's evolution policy (``{"agent_id", "trigger": {...}, ...}``)."""
+        answer = await self._call("SetEvolutionPolicy", pb2.SetEvolutionPolicyRequest, {"policy": dict(policy)})
+        return cast("EvolutionPolicy", answer["policy"])
+
+    async def get_evolution_policy(self, agent_id: str) -> EvolutionPolicy:
+        """An agent's evolution policy with its status."""
+        answer = await self._call("GetEvolutionPolicy", pb2.GetEvolutionPolicyRequest, {"agent_id": agent_id})
+        return cast("EvolutionPolicy", answer["policy"])
+
+    async def list_evolution_policies(self, *, page_size: int = 0, page_token: str = "") -> Page[EvolutionPolicy]:
+        """One page of evolution policies by agent id."""
+        return cast("Page[EvolutionPolicy]", await self._page(
+            "ListEvolutionPolicies", pb2.ListEvolutionPoliciesRequest, "policies",
+            {"page_size": page_size, "page_token": page_token}))
+
+    def iter_evolution_policies(self) -> AsyncIterator[EvolutionPolicy]:
+        """Every evolution policy, page after page."""
+        return cast("AsyncIterator[EvolutionPolicy]",
+                    self._all_pages("ListEvolutionPolicies", pb2.ListEvolutionPoliciesRequest, "policies", {}))
+
+    async def delete_evolution_policy(self, agent_id: str) -> None:
+        """Removes an agent's evolution policy."""
+        await self._call("DeleteEvolutionPolicy", pb2.DeleteEvolutionPolicyRequest, {"agent_id": agent_id})
+
+    async def trigger_evolution_policy(self, agent_id: str, *, reason: str = "") -> TriggerEvolutionPolicyResponse:
+        """Starts the policy's automatic run now; ``{"policy", "run"}``."""
+        return cast("TriggerEvolutionPolicyResponse", await self._call(
+            "TriggerEvolutionPolicy", pb2.TriggerEvolutionPolicyRequest, {"agent_id": agent_id, "reason": reason}))

@@ -19,6 +19,7 @@ from tdev_client.types import (
     RecordExecutionsResponse,
     RegisterAgentResponse,
     SearchResult,
+    VersionStats,
 )
 
 
@@ -81,6 +82,13 @@ class RegistryClient(ServiceClient):
         """``{"root", "edges", "agents"}``: the version's ancestors up to ``max_depth``."""
         return cast("GetAgentLineageResponse", await self._call("GetAgentLineage", pb2.GetAgentLineageRequest,
                                 {"agent_id": agent_id, "version": version, "max_depth": max_depth}))
+
+    async def get_agent_execution_stats(self, agent_id: str, *, version: str = "",
+                                        start_time: str | None = None) -> VersionStats:
+        """One version's executions since ``start_time`` (RFC 3339; None counts all): count, success rate, median."""
+        answer = await self._call("GetAgentExecutionStats", pb2.GetAgentExecutionStatsRequest,
+                                  {"agent_id": agent_id, "version": version, "start_time": start_time})
+        return cast("VersionStats", answer["stats"])
 
     async def record_executions(self, records: Sequence[Mapping[str, Any]]) -> RecordExecutionsResponse:
         """Stores execution records (idempotent by record id); ``{"accepted_count", "duplicate_count"}``."""
