@@ -17,6 +17,7 @@ from tdev.evolution.v1 import evolution_pb2
 
 from tdev_cli import session
 from tdev_cli.agent_files import NAME_HELP, NEW_VERSION_OF_HELP, RegistrationRefused, registration_name
+from tdev_cli.policies import policy_app
 from tdev_cli.session import JsonOption, emit, emit_line, out
 from tdev_client import EvolutionClient, Mesh
 
@@ -30,7 +31,9 @@ STATES = {name.removeprefix("STATE_").lower(): name for name, value in evolution
           if value}
 ADDRESS_HELP = "Evolution service address (else the profile's, else TDEV_EVOLUTION_ADDRESS, else 127.0.0.1:50054)."
 
-evolution_app = typer.Typer(help="Show, chart, list, watch and cancel evolution runs.", no_args_is_help=True)
+evolution_app = typer.Typer(help="Show, chart, list, watch and cancel evolution runs; evolution policies.",
+                            no_args_is_help=True)
+evolution_app.add_typer(policy_app, name="policy")
 
 
 def suite_from_file(path: Path) -> dict[str, Any]:

@@ -137,6 +137,14 @@ async def test_every_command_prints_json_with_json(mesh_json: Json, tmp_path: Pa
     assert [c["output"] for c in cases] == [{"value": 5}]
     labelled = await j.doc(("agents", "cases", "label"), cases[0]["case_id"], '{"value": 6}')
     assert (labelled["labelled"], labelled["expected"]) == (True, {"value": 6})
+    policy = await j.doc(("evolution", "policy", "set"), echo["name"], "--labelled-failures", "100",
+                         "--population", "8", "--generations", "2")
+    assert (policy["agent_id"], policy["trigger"]["labelled_failures"]) == (echo["agent_id"], 100)
+    triggered = await j.doc(("evolution", "policy", "trigger"), echo["agent_id"], "--reason", "cli test")
+    assert triggered["run"]["automatic"] and triggered["run"]["start_reason"].startswith("cli test; suite from")
+    assert (await j.doc(("evolution", "policy", "show"), echo["agent_id"]))["status"]["runs_started"] == 1
+    assert [p["agent_id"] for p in (await j.doc(("evolution", "policy", "list")))["policies"]] == [echo["agent_id"]]
+    assert (await j.doc(("evolution", "policy", "delete"), echo["agent_id"]))["deleted"]
     assert await j.doc(("agents", "cases", "delete"), cases[0]["case_id"]) == {"deleted": cases[0]["case_id"]}
     aliased = await j.doc(("agents", "alias", "set"), echo["name"], "stable", "1.0.0")
     assert (aliased["alias"], aliased["version"]) == ("stable", "1.0.0")
