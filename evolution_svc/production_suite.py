@@ -6,8 +6,8 @@
 - An unlabelled failure of the current version only has to stop failing: it must return a JSON object (valid
   against the agent's output schema when the registry knows one).
 
-Each kind is split into training and held-out cases on its own (at least one of a kind is held out once it
-has two), so the promotion gate sees every kind of case it has to protect.
+Cases to fix and cases to preserve are each split into training and held-out cases (at least one of each is
+held out once it has two), so the promotion gate sees both; with a single case to fix nothing is held out.
 """
 
 from __future__ import annotations
@@ -106,11 +106,19 @@ def production_suite(
     room = MAX_CASES - to_fix
     keep = min(room, max(MIN_PRESERVATION, PRESERVATION_RATIO * to_fix))
     by_kind[PRESERVE] = sorted(by_kind[PRESERVE], key=lambda case: _rank(case.case_id))[:keep]
+    # Cases to fix and cases to preserve are split apart, so the gate sees both. With a single case to fix there
+    # is nothing to hold out of it: then no case is held out and the training cases decide (the canary's numbers
+    # in production are the real check).
+    groups = [[(LABELLED, case) for case in by_kind[LABELLED]] + [(NO_ERROR, case) for case in by_kind[NO_ERROR]],
+              [(PRESERVE, case) for case in by_kind[PRESERVE]]]
+    split = to_fix >= 2 and held_out_fraction > 0
     built: list[EvaluationCase] = []
-    for kind, members in by_kind.items():
-        ordered = sorted(members, key=lambda case: _rank(case.case_id))
-        held = min(len(ordered) - 1, max(1, round(len(ordered) * held_out_fraction))) if len(ordered) >= 2 else 0
-        for index, case in enumerate(ordered):
+    for group in groups:
+        ordered = sorted(group, key=lambda item: _rank(item[1].case_id))
+        held = 0
+        if split and len(ordered) >= 2:
+            held = min(len(ordered) - 1, max(1, round(len(ordered) * held_out_fraction)))
+        for index, (kind, case) in enumerate(ordered):
             built.append(_case(kind, case, held_out=index < held, output_schema=output_schema))
     return EvaluationSuite(cases=tuple(built), scoring_mode=ScoringMode.JSON_SUBSET)
 
