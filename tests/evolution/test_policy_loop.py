@@ -197,3 +197,24 @@ async def test_manual_trigger_budget_and_one_run_at_a_time(mesh: Mesh) -> None:
     assert after["status"]["evaluations_used_today"] <= 3
     runs = [r async for r in mesh.evolution.iter_evolutions(agent_id=agent_id)]
     assert len(runs) == 1
+
+
+async def test_newly_labelled_wrong_cases_trigger_a_run_that_scores_them(mesh: Mesh) -> None:
+    agent_id, _, workflow_id = await production(mesh, BUGGY)
+    await run(mesh, workflow_id, [1, 2, 3, 11, 12])
+    await captured(mesh, agent_id, 5)
+    await mesh.evolution.set_evolution_policy({"agent_id": agent_id, "trigger": {"labelled_failures": 2},
+                                               "config": SEARCH, "canary_min_sample": 4})
+    failing = [case async for case in mesh.registry.iter_agent_cases(agent_id, filter="FILTER_FAILING")]
+    await mesh.registry.label_agent_case(failing[0]["case_id"], {"y": 2 * failing[0]["inputs"]["x"]})
+    await asyncio.sleep(0.6)  # a few ticks: one label is below the trigger
+    assert (await mesh.evolution.get_evolution_policy(agent_id))["status"]["runs_started"] == 0
+    await mesh.registry.label_agent_case(failing[1]["case_id"], {"y": 2 * failing[1]["inputs"]["x"]})
+    started = await until(lambda: mesh.evolution.get_evolution_policy(agent_id),
+                          lambda p: p["status"]["runs_started"] == 1, 30)
+    assert started["status"]["last_trigger_reason"].startswith("2 newly labelled cases that version 1.0.0 gets wrong")
+    run_record = await mesh.evolution.get_evolution(started["status"]["active_run_id"], exclude_code=True)
+    names = [case["name"].split(":")[0] for case in run_record["suite"]["cases"]]
+    assert sorted(names) == ["labelled", "labelled", "preserve", "preserve", "preserve"]
+    labelled = [case for case in run_record["suite"]["cases"] if case["name"].startswith("labelled")]
+    assert sorted(case["expected"]["y"] for case in labelled) == [22, 24]
