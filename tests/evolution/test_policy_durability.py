@@ -104,8 +104,8 @@ async def test_a_run_started_but_not_recorded_on_the_policy_is_adopted_not_repea
     # What a replica that crashed right after starting the policy's first run leaves behind: the run with the
     # policy's idempotency key, and a policy whose status knows nothing of it.
     suite: dict[str, Any] = {"cases": [{"inputs": {"x": 1}, "expected": {"y": 2}}]}
-    orphan = await mesh.evolution.start_evolution(agent_id, suite, config={"population_size": 6, "islands": 1, "generations": 1},
-                                                  request_id=f"policy:{agent_id}:1")
+    small = {"population_size": 6, "islands": 1, "generations": 1}
+    orphan = await mesh.evolution.start_evolution(agent_id, suite, config=small, request_id=f"policy:{agent_id}:1")
     await mesh.evolution.set_evolution_policy(policy(agent_id))
     ended = await until(lambda: mesh.evolution.get_evolution_policy(agent_id),
                         lambda p: orphan["run_id"] in p["status"]["last_outcome"], 60)
