@@ -116,8 +116,8 @@ async def test_a_production_failure_is_fixed_rolled_out_at_20_percent_and_promot
                         lambda p: p["status"]["phase"] == "PHASE_WATCHING", 10)
     assert final["status"]["last_outcome"].startswith(f"canary {fixed} promoted to stable")
     assert 0 < used.count(fixed) < len(used)  # the canary took a share, not everything
-    aliases = {a["alias"]: a["version"] for a in (await mesh.registry.list_agent_aliases(agent_id))["aliases"]}
-    assert aliases == {"stable": fixed}
+    pointed = {a["alias"]: a["version"] for a in (await mesh.registry.list_agent_aliases(agent_id))["aliases"]}
+    assert pointed == {"stable": fixed}
     # The fix now serves every execution (once the engine's 1 s alias cache has turned over).
     await asyncio.sleep(1.2)
     assert set(await run(mesh, workflow_id, [20, 30])) == {fixed}
