@@ -6,7 +6,7 @@ baseline is a grpc.aio server with no interceptors whose one method answers a re
 request's size with bytes of the GetAgent response's size. Latency is measured with one call in flight,
 throughput with many. Targets: p50 <= 1.2x echo (issue 17), p99 <= 2x echo, throughput >= 0.6x echo.
 
-    .venv/bin/python bench/bench_registry.py [--calls 4000] [--concurrency 32] [--seconds 6] [--strict]
+    .venv/bin/python bench/bench_registry.py [--calls 2400] [--concurrency 32] [--seconds 3] [--strict]
 """
 
 from __future__ import annotations
@@ -253,9 +253,9 @@ async def _bench(args: argparse.Namespace) -> int:
 def main() -> int:
     """Runs the benchmark, or one of its servers when started with --serve-*."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--calls", type=int, default=4000, help="sequential calls for latency")
+    parser.add_argument("--calls", type=int, default=2400, help="sequential calls for latency")
     parser.add_argument("--concurrency", type=int, default=32, help="calls in flight for throughput")
-    parser.add_argument("--seconds", type=float, default=6.0, help="duration of the throughput phases")
+    parser.add_argument("--seconds", type=float, default=3.0, help="duration of the throughput phases")
     parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds over the servers")
     parser.add_argument("--breakdown", action="store_true",
                         help="also time echo servers with each of tdev_common/'s interceptors, to attribute costs")

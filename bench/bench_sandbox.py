@@ -138,7 +138,7 @@ def line(name: str, samples: list[float]) -> tuple[float, float]:
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=1000)
-    parser.add_argument("--seconds", type=float, default=5.0, help="duration of the throughput run")
+    parser.add_argument("--seconds", type=float, default=3.0, help="duration of the throughput run")
     report.add_arguments(parser)
     args = parser.parse_args()
     out = report.Report("sandbox", strict=args.strict)

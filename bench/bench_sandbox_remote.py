@@ -131,9 +131,9 @@ def line(name: str, samples: list[float]) -> tuple[float, float]:
 
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=500)
+    parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--workers", type=int, default=1, help="sandbox tier workers (round-robin)")
-    parser.add_argument("--seconds", type=float, default=5.0, help="duration of each throughput run")
+    parser.add_argument("--seconds", type=float, default=3.0, help="duration of each throughput run")
     report.add_arguments(parser)
     args = parser.parse_args()
     out = report.Report("sandbox_remote", strict=args.strict)

@@ -8,7 +8,7 @@ for each system: executions per second and the p50/p99 start-to-finish latency t
   * dbos -- DBOS Transact on the same Postgres (its own database): the same DAG as one durable workflow
             whose nodes are steps run in-process (no isolation), each step's completion committed.
 The workflow is a diamond of no-op nodes: a -> (b, c, d) -> e. Target (issue 17): our executions per second
-at least DBOS's. Run: ``python bench/bench_throughput.py [--seconds 10] [--clients 200] [--strict]``.
+at least DBOS's. Run: ``python bench/bench_throughput.py [--seconds 8] [--clients 200] [--strict]``.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ async def bench_dbos(clients: int, seconds: float) -> dict[str, float] | str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=10.0, help="measured time per system")
+    parser.add_argument("--seconds", type=float, default=8.0, help="measured time per system")
     parser.add_argument("--clients", type=int, default=200, help="executions in flight")
     report.add_arguments(parser)
     args = parser.parse_args()
