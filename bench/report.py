@@ -52,8 +52,9 @@ class Report:
         ok = not math.isnan(value) and _OPERATORS[op](value, target)
         self.checks.append((label, ok))
         extra = f"  {note}" if note else ""
-        print(f"{'PASS' if ok else 'FAIL'}  {label}: {_number(value)} {unit} (target {op} {_number(target)} {unit})"
-              f"  [load {load:.2f}]{extra}", flush=True)
+        space = " " if unit and unit != "x" else ""
+        print(f"{'PASS' if ok else 'FAIL'}  {label}: {_number(value)}{space}{unit} (target {op} {_number(target)}"
+              f"{space}{unit})  [load {load:.2f}]{extra}", flush=True)
         return ok
 
     def fail(self, label: str, why: str) -> None:
@@ -83,6 +84,8 @@ class Report:
 def _number(value: float) -> str:
     if math.isnan(value) or math.isinf(value):
         return str(value)
+    if value == int(value) and abs(value) < 1e6:
+        return str(int(value))
     magnitude = abs(value)
     if magnitude >= 100:
         return f"{value:.0f}"
