@@ -50,9 +50,17 @@ lint: setup ## ruff, mypy and buf lint
 	$(BIN)/mypy tdev_common registry_svc workflow_svc builder_svc evolution_svc tdev_cli tdev_client tdev_console
 	$(BIN)/buf lint
 
-bench: setup ## Run every benchmark in bench/ (each prints ratios against its baseline)
+# Every benchmark runs even after a FAIL; with BENCH_ARGS=--strict the target fails at the end if any did.
+bench: setup ## Every benchmark in bench/ beside its baselines, ratios with PASS/FAIL (BENCH_ARGS=--strict: exit 1 on a FAIL)
 	@$(BIN)/python -m pip install -q -e '.[dev,bench]'
-	@set -e; for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b; done
+	@failed=""; started=$$(date +%s); \
+	for b in bench/bench_*.py; do \
+		echo "== $$b (load $$(cut -d' ' -f1-3 /proc/loadavg))"; begun=$$(date +%s); \
+		$(BIN)/python $$b $(BENCH_ARGS) || failed="$$failed $$b"; \
+		echo "== $$b: $$(( $$(date +%s) - begun )) s"; \
+	done; \
+	echo "== make bench: $$(( $$(date +%s) - started )) s, load $$(cut -d' ' -f1-3 /proc/loadavg)"; \
+	if [ -n "$$failed" ]; then echo "== failed:$$failed"; exit 1; fi
 
 clean: ## Remove the venv, generated code, caches and local data
 	rm -rf $(VENV) gen build dist .tdev .pytest_cache .mypy_cache .ruff_cache *.egg-info

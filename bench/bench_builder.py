@@ -8,7 +8,7 @@ generation, registration, sandbox tests, workflow creation and validation execut
 
 Bars: ours is a whole validated service in under 10 s (median); the seed plan's is one agent created within
 5 minutes. Printed: per-requirement times, the median, PASS/FAIL against 10 s and the ratio to the 5-minute bar.
-Run: ``python bench/bench_builder.py`` (``--repeat N`` runs every requirement N times).
+Run: ``python bench/bench_builder.py`` (``--repeat N`` runs every requirement N times; ``--strict``: exit 1 on FAIL).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "gen")]
 
 import grpc  # noqa: E402
+import report  # noqa: E402
 from tdev.builder.v1 import build_pb2  # noqa: E402
 from tdev.builder.v1 import builder_service_pb2 as pb2  # noqa: E402
 from tdev.builder.v1 import builder_service_pb2_grpc as pb2_grpc  # noqa: E402
@@ -78,7 +79,8 @@ async def one_build(stub: pb2_grpc.BuilderServiceStub, text: str,
     return time.perf_counter() - started, last, count
 
 
-async def main(repeat: int) -> int:
+async def main(repeat: int, strict: bool) -> int:
+    out = report.Report("builder", strict=strict)
     configure_logging("bench", "WARNING", True)
     logging.getLogger().setLevel(logging.WARNING)
     texts = sorted(REQUIREMENTS.glob("*.txt"))
@@ -119,17 +121,19 @@ async def main(repeat: int) -> int:
                 await handle.close(grace=0.5)
             await llm.close()
     median = statistics.median(times)
-    verdict = "PASS" if median < TARGET_SECONDS and failures == 0 else "FAIL"
     print()
     print(f"builds: {len(times)}, failed: {failures}; median {median:.3f} s, mean {statistics.fmean(times):.3f} s, "
           f"max {max(times):.3f} s")
-    print(f"target: a validated service in under {TARGET_SECONDS:g} s (median) -> {verdict}")
-    print(f"seed plan bar: one agent within {SEED_BAR_SECONDS / 60:g} minutes; the median whole service takes "
-          f"{median / SEED_BAR_SECONDS:.4f}x that ({SEED_BAR_SECONDS / median:.0f}x faster)")
-    return 0 if verdict == "PASS" else 1
+    out.check("median time to a validated service", median, "<", TARGET_SECONDS, "s")
+    out.check("failed builds", failures, "<=", 0, "")
+    out.info("against the seed plan's bar (one agent within 5 minutes)",
+             f"the median whole service takes {median / SEED_BAR_SECONDS:.4f}x that")
+    return out.finish()
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=1, help="Runs of every requirement (default 1).")
-    raise SystemExit(asyncio.run(main(parser.parse_args().repeat)))
+    report.add_arguments(parser)
+    arguments = parser.parse_args()
+    raise SystemExit(asyncio.run(main(arguments.repeat, arguments.strict)))

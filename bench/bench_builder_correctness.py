@@ -13,11 +13,12 @@ Printed: per text, the result of both builds and their times; the fraction corre
 median build times, the false successes. Targets: at least 80 % correct with acceptance cases, no false success.
 Without cases the service's input and output names are the builder's own, so a caller's names (``average`` for
 the mean, ``temperatures`` for the numbers) are part of what is judged there.
-Run: ``python bench/bench_builder_correctness.py``.
+Run: ``python bench/bench_builder_correctness.py`` (``--strict``: exit 1 on FAIL).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import logging
@@ -32,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "gen")]
 
 import grpc  # noqa: E402
+import report  # noqa: E402
 from google.protobuf import json_format, struct_pb2  # noqa: E402
 from tdev.builder.v1 import build_pb2  # noqa: E402
 from tdev.builder.v1 import builder_service_pb2 as pb2  # noqa: E402
@@ -110,7 +112,8 @@ async def _wrong(workflows: wf_service_pb2_grpc.WorkflowServiceStub, build: buil
     return problems
 
 
-async def main() -> int:
+async def main(strict: bool) -> int:
+    out = report.Report("builder_correctness", strict=strict)
     configure_logging("bench", "ERROR", True)
     logging.getLogger().setLevel(logging.ERROR)
     names = sorted(path.name.removesuffix(".cases.json") for path in REQUIREMENTS.glob("*.cases.json"))
@@ -163,17 +166,19 @@ async def main() -> int:
             await llm.close()
     total = len(names)
     with_rate = correct["with"] / total
-    verdict = "PASS" if with_rate >= TARGET_WITH_CASES and false_successes == 0 else "FAIL"
     print()
     print(f"texts: {total}")
     print(f"correct on fresh inputs with acceptance cases:    {correct['with']}/{total} = {with_rate:.0%} "
           f"(median build {statistics.median(times['with']):.2f} s)")
     print(f"correct on fresh inputs without acceptance cases: {correct['without']}/{total} = "
           f"{correct['without'] / total:.0%} (median build {statistics.median(times['without']):.2f} s)")
-    print(f"builds marked succeeded that fail their own acceptance cases: {false_successes}")
-    print(f"target: >= {TARGET_WITH_CASES:.0%} with cases and no false success -> {verdict}")
-    return 0 if verdict == "PASS" else 1
+    out.check("correct on fresh inputs with acceptance cases", with_rate, ">=", TARGET_WITH_CASES, "")
+    out.check("builds marked succeeded that fail their own acceptance cases", false_successes, "<=", 0, "")
+    out.info("correct on fresh inputs without acceptance cases", f"{correct['without'] / total:.2f}")
+    return out.finish()
 
 
 if __name__ == "__main__":
-    raise SystemExit(asyncio.run(main()))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    report.add_arguments(parser)
+    raise SystemExit(asyncio.run(main(parser.parse_args().strict)))

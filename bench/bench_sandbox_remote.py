@@ -22,6 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import grpc
+import report
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tdev_common.sandbox import Sandbox, SandboxSettings
@@ -130,11 +131,12 @@ def line(name: str, samples: list[float]) -> tuple[float, float]:
 
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=500)
+    parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--workers", type=int, default=1, help="sandbox tier workers (round-robin)")
-    parser.add_argument("--seconds", type=float, default=5.0, help="duration of each throughput run")
-    parser.add_argument("--strict", action="store_true", help="exit non-zero on FAIL")
+    parser.add_argument("--seconds", type=float, default=3.0, help="duration of each throughput run")
+    report.add_arguments(parser)
     args = parser.parse_args()
+    out = report.Report("sandbox_remote", strict=args.strict)
 
     settings = SandboxSettings()
     workers = start_workers(args.workers, settings)
@@ -164,11 +166,9 @@ async def main() -> int:
     print(f"{'local: executions/s at concurrency 2':<40} {local_rate:8.1f} /s")
     print(f"{'remote: executions/s at concurrency 2':<40} {remote_rate:8.1f} /s")
     print()
-    ratio = remote_median / local_median
-    ok = ratio <= TARGET_RATIO
-    print(f"ratio remote / local median  {ratio:5.2f}x  (target <= {TARGET_RATIO:g}x)  {'PASS' if ok else 'FAIL'}")
-    print(f"ratio remote / local rate    {remote_rate / local_rate:5.2f}x")
-    return 0 if ok or not args.strict else 1
+    out.check("remote / local median", remote_median / local_median, "<=", TARGET_RATIO)
+    out.info("remote / local executions/s", f"{remote_rate / local_rate:.2f}x")
+    return out.finish()
 
 
 if __name__ == "__main__":

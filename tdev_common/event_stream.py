@@ -287,6 +287,7 @@ async def stored_then_live(
     ended: Callable[[int], Awaitable[bool]],
     poll_seconds: float,
     page: int = 500,
+    subscription: Subscription[E] | None = None,
 ) -> AsyncIterator[E]:
     """Events of stream ``key`` after sequence ``after``: stored ones, then live ones, until ``is_last``.
 
@@ -294,11 +295,16 @@ async def stored_then_live(
     continue the sequence send the watcher back to storage, and a quiet stream is checked every
     ``poll_seconds`` (``ended(last)`` says whether it finished with nothing more to send: a writer on another
     replica may have died, or Redis may be down).
+
+    A caller that subscribed (``hub.subscribe(key)``) before the stream could have its first event passes
+    that ``subscription`` with ``after=0``: then nothing can be stored that the subscription missed, and
+    the first storage read is skipped (it is still made on any gap, stale buffer or quiet spell). The
+    subscription is released here either way.
     """
-    subscription = hub.subscribe(key)
+    from_storage = subscription is None or after != 0
+    subscription = hub.subscribe(key) if subscription is None else subscription
     try:
         last = after
-        from_storage = True
         while True:
             if from_storage:
                 subscription.stale = False

@@ -22,7 +22,7 @@ from tdev_common.tasks import watch
 from workflow_svc.agent_cache import AgentCache, WorkflowCache
 from workflow_svc.bus import EventBus
 from workflow_svc.claimer import Claimer
-from workflow_svc.domain import AgentInfo, AliasTarget, Claim, NodeSpec, Workflow
+from workflow_svc.domain import AgentInfo, AliasTarget, Claim, Execution, NodeSpec, Workflow
 from workflow_svc.lease_keeper import LeaseKeeper
 from workflow_svc.ports import AgentRunner, Registry, Repository
 from workflow_svc.reporter import Reporter
@@ -129,11 +129,15 @@ class Engine:
         """Leases up to ``limit`` executions nobody holds (or whose holder's lease expired) and runs them."""
         return await self._claimer.claim(limit, execution_id=execution_id, reclaim_own=reclaim_own)
 
-    def adopt(self, claim: Claim) -> None:
-        """Starts running an execution this worker has just leased."""
+    def adopt(self, claim: Claim, execution: Execution | None = None) -> None:
+        """Starts running an execution this worker has just leased.
+
+        ``execution`` is the execution as just stored by this replica (nothing run yet), which saves the
+        run reading it back; without it the run reads the stored state (resumes, claims by polling).
+        """
         if claim.execution_id in self.runs or self._closing:
             return
-        run = Run(self, claim)
+        run = Run(self, claim, execution)
         self.runs[claim.execution_id] = run
         run.task = watch(asyncio.create_task(run.run(), name=f"run-{claim.execution_id}"),
                          event="execution_run_failed", execution_id=claim.execution_id)

@@ -33,6 +33,7 @@ from workflow_svc.domain import (
     ErrorInfo,
     Event,
     EventType,
+    Execution,
     ExecutionState,
     ExecutionUpdate,
     FailurePolicy,
@@ -139,9 +140,11 @@ class Writer:
 class Run:
     """Drives one execution on this replica while it holds the lease."""
 
-    def __init__(self, engine: Engine, claim: Claim) -> None:
+    def __init__(self, engine: Engine, claim: Claim, fresh: Execution | None = None) -> None:
         self.engine = engine
         self.claim = claim
+        # A new execution as its creator stored it: no node ran and no event exists, so it need not be read.
+        self._fresh = fresh
         self.execution_id = claim.execution_id
         self.writer = Writer(self)
         self.aborted = False
@@ -196,7 +199,8 @@ class Run:
 
     async def _run(self) -> None:
         engine = self.engine
-        execution = await engine.repo.get_execution(self.execution_id)
+        execution = self._fresh if self._fresh is not None else await engine.repo.get_execution(self.execution_id)
+        self._fresh = None
         if execution is None or execution.state.is_terminal:
             return
         workflow = await engine.workflow(execution.workflow_id)

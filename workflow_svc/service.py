@@ -22,7 +22,7 @@ from tdev_common.errors import (
     invalid_field,
     require,
 )
-from tdev_common.event_stream import stored_then_live
+from tdev_common.event_stream import Subscription, stored_then_live
 from tdev_common.paging import Page
 from workflow_svc import refs, validation
 from workflow_svc.bus import EventBus
@@ -58,6 +58,10 @@ def _execution_not_found(execution_id: str) -> NotFound:
     return NotFound(f'execution "{execution_id}" not found', reason="EXECUTION_NOT_FOUND",
                     metadata={"execution_id": execution_id})
 
+
+def new_execution_id() -> str:
+    """A fresh execution id."""
+    return "ex_" + uuid.uuid4().hex[:12]
 
 @dataclass(frozen=True)
 class ServiceSettings:
@@ -190,8 +194,11 @@ class WorkflowService:
         return paging.take(rows, page_size, lambda last: (last.create_time, last.workflow_id))
 
     # -- executions ------------------------------------------------------------------------------------------
-    async def start_execution(self, request: StartRequest) -> Execution:
+    async def start_execution(self, request: StartRequest, *, execution_id: str | None = None) -> Execution:
         """Accepts an execution and starts it on this replica (or leaves it for another when full).
+
+        ``execution_id`` is the id a new execution gets (default: a fresh one); :meth:`execute` picks it
+        first so that it can subscribe to the execution's events before any exists.
 
         Raises:
             NotFound: no such workflow.
@@ -216,7 +223,7 @@ class WorkflowService:
         policy = request.failure_policy or workflow.spec.failure_policy or FailurePolicy.FAIL_FAST
         now = utc_now()
         execution = Execution(
-            execution_id="ex_" + uuid.uuid4().hex[:12],
+            execution_id=execution_id or new_execution_id(),
             workflow_id=workflow.workflow_id,
             state=ExecutionState.PENDING,
             inputs=request.inputs,
@@ -230,16 +237,32 @@ class WorkflowService:
         stored, claim = await self._repo.insert_execution(execution, owner, expires,
                                                           request.fingerprint)
         if claim is not None:
-            self._engine.adopt(claim)
+            self._engine.adopt(claim, stored)
         elif stored is execution:
             await self._bus.work_available()
         log.info("execution_accepted", execution_id=stored.execution_id, workflow_id=workflow.workflow_id)
         return replace(stored, nodes=_pending_nodes(workflow, ()))
 
     async def execute(self, request: StartRequest) -> AsyncIterator[Event]:
-        """Starts an execution and yields its events until it ends."""
-        execution = await self.start_execution(request)
-        async for event in self.watch(execution.execution_id, 0):
+        """Starts an execution and yields its events until it ends.
+
+        The subscription to the new execution's events is taken before the execution is stored, so no
+        event can be committed that it misses, and the stream starts live: no storage reads at start (a
+        request id that names an earlier execution gets the ordinary :meth:`watch`, from storage).
+        """
+        execution_id = new_execution_id()
+        subscription = self._bus.subscribe(execution_id)
+        try:
+            execution = await self.start_execution(request, execution_id=execution_id)
+        except BaseException:
+            self._bus.unsubscribe(subscription)
+            raise
+        if execution.execution_id != execution_id:
+            self._bus.unsubscribe(subscription)
+            async for event in self.watch(execution.execution_id, 0):
+                yield event
+            return
+        async for event in self._stream(execution_id, 0, subscription):
             yield event
 
     async def watch(self, execution_id: str, after_sequence: int) -> AsyncIterator[Event]:
@@ -260,7 +283,11 @@ class WorkflowService:
             raise _execution_not_found(execution_id)
         if execution.state.is_terminal and after_sequence >= execution.last_sequence:
             return
+        async for event in self._stream(execution_id, after_sequence, None):
+            yield event
 
+    async def _stream(self, execution_id: str, after_sequence: int,
+                      subscription: Subscription[Event] | None) -> AsyncIterator[Event]:
         async def read_after(last: int, limit: int) -> Sequence[Event]:
             return await self._repo.events_after(execution_id, last, limit)
 
@@ -271,7 +298,7 @@ class WorkflowService:
         async for event in stored_then_live(
             self._bus, execution_id, after_sequence, read_after=read_after,
             is_last=lambda event: event.type.ends_execution, ended=ended,
-            poll_seconds=self._settings.watch_poll_seconds, page=EVENT_PAGE,
+            poll_seconds=self._settings.watch_poll_seconds, page=EVENT_PAGE, subscription=subscription,
         ):
             yield event
 
