@@ -27,6 +27,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "gen")]
 
+import report  # noqa: E402
+
 from tdev_client import Connection, Mesh  # noqa: E402
 from tdev_common.config import CommonSettings  # noqa: E402
 from tests.support.inprocess_mesh import inprocess_mesh  # noqa: E402
@@ -99,7 +101,7 @@ async def main(strict: bool) -> int:
     logging.disable(logging.WARNING)
     os.environ["TDEV_EVOLUTION_POLICY_INTERVAL_SECONDS"] = "0.2"
     os.environ["TDEV_WORKFLOW_REPORT_INTERVAL_SECONDS"] = "0.05"
-    failed = False
+    out = report.Report("self-improvement", strict=strict)
     with tempfile.TemporaryDirectory() as data:
         common = CommonSettings(data_dir=Path(data), log_level="ERROR")
         async with inprocess_mesh(common) as ports:
@@ -108,21 +110,20 @@ async def main(strict: bool) -> int:
             async with Mesh(connection) as mesh:
                 for name, (code, before, after) in TASKS.items():
                     result = await _task(mesh, name, code, before, after)
-                    ok = result["promoted"] and result["seconds"] <= BAR_SECONDS
-                    failed |= not ok
-                    print(f"{name:<20} first failure -> fix on stable {result['seconds']:6.1f} s "
-                          f"(bar {BAR_SECONDS:g} s, {result['seconds'] / BAR_SECONDS:.2f}x)  "
-                          f"{'PASS' if ok else 'FAIL'}  {result['outcome'][:70]}")
+                    if not result["promoted"]:
+                        out.fail(f"{name}: first failing execution -> fix on stable", result["outcome"][:120])
+                        continue
+                    out.check(f"{name}: first failing execution -> fix on stable", result["seconds"], "<=",
+                              BAR_SECONDS, "s", note=result["outcome"][:80])
                 slow = await _task(mesh, "slower-fix", SLOW, [*range(6), 11, 12, 13], [11, 12, 13, 14, 15])
-                ok = " rolled back" in slow["outcome"] and slow["exposure"] <= BAR_EXPOSURE
-                failed |= not ok
-                print(f"{'slower-fix':<20} executions on the worse canary before rollback {slow['exposure']:.1%} "
-                      f"(bar {BAR_EXPOSURE:.0%}, {slow['exposure'] / BAR_EXPOSURE:.2f}x)  {'PASS' if ok else 'FAIL'}")
-    print(f"load average {os.getloadavg()[0]:.2f}")
-    return 1 if failed and strict else 0
+                if " rolled back" not in slow["outcome"]:
+                    out.fail("slower-fix: rolled back", slow["outcome"][:120])
+                out.check("slower-fix: share of executions on the worse canary before its rollback",
+                          slow["exposure"], "<=", BAR_EXPOSURE, "", note="the canary's share is 20%")
+    return out.finish()
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--strict", action="store_true", help="exit 1 when a bar is not met")
+    report.add_arguments(parser)
     sys.exit(asyncio.run(main(parser.parse_args().strict)))
