@@ -361,6 +361,22 @@ class GetEvolutionResponse(TypedDict):
     run: NotRequired["EvolutionRun"]
 
 
+class ListCandidatesRequest(TypedDict):
+    """``tdev.evolution.v1.ListCandidatesRequest``."""
+
+    run_id: str
+    page_size: int
+    page_token: str
+    exclude_code: bool
+
+
+class ListCandidatesResponse(TypedDict):
+    """``tdev.evolution.v1.ListCandidatesResponse``."""
+
+    candidates: list["Candidate"]
+    next_page_token: str
+
+
 class ListEvolutionsRequest(TypedDict):
     """``tdev.evolution.v1.ListEvolutionsRequest``."""
 
@@ -1050,4 +1066,4 @@ class Workflow(TypedDict):
     capture: NotRequired["CapturePolicy"]
 
 
-__all__ = ['AcceptanceCase', 'Agent', 'AgentAlias', 'AgentAnalysis', 'AgentCase', 'AgentMetrics', 'AgentVersionRef', 'AliasEvent', 'Build', 'BuildConstraints', 'BuildError', 'BuildEvent', 'BuildServiceRequest', 'BuildServiceResponse', 'CancelBuildRequest', 'CancelBuildResponse', 'CancelEvolutionRequest', 'CancelEvolutionResponse', 'CancelExecutionRequest', 'CancelExecutionResponse', 'Candidate', 'CapturePolicy', 'CapturedCase', 'CreateWorkflowRequest', 'CreateWorkflowResponse', 'DeleteAgentAliasRequest', 'DeleteAgentAliasResponse', 'DeleteAgentCaseRequest', 'DeleteAgentCaseResponse', 'ErrorDetail', 'EvaluationCase', 'EvaluationSuite', 'EvolutionConfig', 'EvolutionEvent', 'EvolutionRun', 'ExecuteWorkflowRequest', 'ExecuteWorkflowResponse', 'Execution', 'ExecutionEvent', 'ExecutionPlan', 'ExecutionRecord', 'GenerationReport', 'GetAgentLineageRequest', 'GetAgentLineageResponse', 'GetAgentRequest', 'GetAgentResponse', 'GetBuildRequest', 'GetBuildResponse', 'GetEvolutionRequest', 'GetEvolutionResponse', 'GetExecutionRequest', 'GetExecutionResponse', 'GetWorkflowRequest', 'GetWorkflowResponse', 'LabelAgentCaseRequest', 'LabelAgentCaseResponse', 'LineageEdge', 'ListAgentAliasesRequest', 'ListAgentAliasesResponse', 'ListAgentCasesRequest', 'ListAgentCasesResponse', 'ListAgentVersionsRequest', 'ListAgentVersionsResponse', 'ListAgentsRequest', 'ListAgentsResponse', 'ListBuildsRequest', 'ListBuildsResponse', 'ListEvolutionsRequest', 'ListEvolutionsResponse', 'ListExecutionsRequest', 'ListExecutionsResponse', 'ListWorkflowsRequest', 'ListWorkflowsResponse', 'Node', 'NodeRun', 'OperatorStat', 'PackagedAgent', 'PlanGeneration', 'Promotion', 'RecordExecutionsRequest', 'RecordExecutionsResponse', 'RegisterAgentRequest', 'RegisterAgentResponse', 'RetryPolicy', 'RolloutPolicy', 'RolloutStatus', 'SearchAgentsRequest', 'SearchAgentsResponse', 'SearchResult', 'ServicePackage', 'SetAgentAliasRequest', 'SetAgentAliasResponse', 'StageResult', 'StartBuildRequest', 'StartBuildResponse', 'StartEvolutionRequest', 'StartEvolutionResponse', 'StartExecutionRequest', 'StartExecutionResponse', 'UpdateAgentLabelsRequest', 'UpdateAgentLabelsResponse', 'Usage', 'ValidationCase', 'VersionStats', 'WatchBuildRequest', 'WatchBuildResponse', 'WatchEvolutionRequest', 'WatchEvolutionResponse', 'WatchExecutionRequest', 'WatchExecutionResponse', 'Workflow']
+__all__ = ['AcceptanceCase', 'Agent', 'AgentAlias', 'AgentAnalysis', 'AgentCase', 'AgentMetrics', 'AgentVersionRef', 'AliasEvent', 'Build', 'BuildConstraints', 'BuildError', 'BuildEvent', 'BuildServiceRequest', 'BuildServiceResponse', 'CancelBuildRequest', 'CancelBuildResponse', 'CancelEvolutionRequest', 'CancelEvolutionResponse', 'CancelExecutionRequest', 'CancelExecutionResponse', 'Candidate', 'CapturePolicy', 'CapturedCase', 'CreateWorkflowRequest', 'CreateWorkflowResponse', 'DeleteAgentAliasRequest', 'DeleteAgentAliasResponse', 'DeleteAgentCaseRequest', 'DeleteAgentCaseResponse', 'ErrorDetail', 'EvaluationCase', 'EvaluationSuite', 'EvolutionConfig', 'EvolutionEvent', 'EvolutionRun', 'ExecuteWorkflowRequest', 'ExecuteWorkflowResponse', 'Execution', 'ExecutionEvent', 'ExecutionPlan', 'ExecutionRecord', 'GenerationReport', 'GetAgentLineageRequest', 'GetAgentLineageResponse', 'GetAgentRequest', 'GetAgentResponse', 'GetBuildRequest', 'GetBuildResponse', 'GetEvolutionRequest', 'GetEvolutionResponse', 'GetExecutionRequest', 'GetExecutionResponse', 'GetWorkflowRequest', 'GetWorkflowResponse', 'LabelAgentCaseRequest', 'LabelAgentCaseResponse', 'LineageEdge', 'ListAgentAliasesRequest', 'ListAgentAliasesResponse', 'ListAgentCasesRequest', 'ListAgentCasesResponse', 'ListAgentVersionsRequest', 'ListAgentVersionsResponse', 'ListAgentsRequest', 'ListAgentsResponse', 'ListBuildsRequest', 'ListBuildsResponse', 'ListCandidatesRequest', 'ListCandidatesResponse', 'ListEvolutionsRequest', 'ListEvolutionsResponse', 'ListExecutionsRequest', 'ListExecutionsResponse', 'ListWorkflowsRequest', 'ListWorkflowsResponse', 'Node', 'NodeRun', 'OperatorStat', 'PackagedAgent', 'PlanGeneration', 'Promotion', 'RecordExecutionsRequest', 'RecordExecutionsResponse', 'RegisterAgentRequest', 'RegisterAgentResponse', 'RetryPolicy', 'RolloutPolicy', 'RolloutStatus', 'SearchAgentsRequest', 'SearchAgentsResponse', 'SearchResult', 'ServicePackage', 'SetAgentAliasRequest', 'SetAgentAliasResponse', 'StageResult', 'StartBuildRequest', 'StartBuildResponse', 'StartEvolutionRequest', 'StartEvolutionResponse', 'StartExecutionRequest', 'StartExecutionResponse', 'UpdateAgentLabelsRequest', 'UpdateAgentLabelsResponse', 'Usage', 'ValidationCase', 'VersionStats', 'WatchBuildRequest', 'WatchBuildResponse', 'WatchEvolutionRequest', 'WatchEvolutionResponse', 'WatchExecutionRequest', 'WatchExecutionResponse', 'Workflow']
