@@ -244,6 +244,18 @@ class Candidate(TypedDict):
     parent_hashes: list[str]
 
 
+class DeleteEvolutionPolicyRequest(TypedDict):
+    """``tdev.evolution.v1.DeleteEvolutionPolicyRequest``."""
+
+    agent_id: str
+
+
+class DeleteEvolutionPolicyResponse(TypedDict):
+    """``tdev.evolution.v1.DeleteEvolutionPolicyResponse``."""
+
+    pass
+
+
 class EvaluationCase(TypedDict):
     """``tdev.evolution.v1.EvaluationCase``."""
 
@@ -252,6 +264,8 @@ class EvaluationCase(TypedDict):
     expected: NotRequired[dict[str, Any]]
     held_out: bool
     weight: float
+    check: Literal["CASE_CHECK_UNSPECIFIED", "CASE_CHECK_NO_ERROR"]
+    output_schema: NotRequired[dict[str, Any]]
 
 
 class EvaluationSuite(TypedDict):
@@ -304,6 +318,22 @@ class EvolutionEvent(TypedDict):
     stop_reason: Literal["STOP_REASON_UNSPECIFIED", "STOP_REASON_GENERATIONS", "STOP_REASON_PLATEAU", "STOP_REASON_EVALUATION_BUDGET", "STOP_REASON_COST_BUDGET", "STOP_REASON_TIME_BUDGET", "STOP_REASON_PERFECT", "STOP_REASON_CANCELLED", "STOP_REASON_ERROR"]
 
 
+class EvolutionPolicy(TypedDict):
+    """``tdev.evolution.v1.EvolutionPolicy``."""
+
+    agent_id: str
+    enabled: bool
+    trigger: NotRequired["PolicyTrigger"]
+    budget: NotRequired["PolicyBudget"]
+    config: NotRequired["EvolutionConfig"]
+    held_out_fraction: float
+    canary_traffic_fraction: float
+    canary_min_sample: int
+    status: NotRequired["PolicyStatus"]
+    create_time: NotRequired[str]
+    update_time: NotRequired[str]
+
+
 class EvolutionRun(TypedDict):
     """``tdev.evolution.v1.EvolutionRun``."""
 
@@ -323,6 +353,8 @@ class EvolutionRun(TypedDict):
     last_sequence: int
     create_time: NotRequired[str]
     update_time: NotRequired[str]
+    automatic: bool
+    start_reason: str
 
 
 class GenerationReport(TypedDict):
@@ -346,6 +378,18 @@ class GenerationReport(TypedDict):
     total_evaluations: int
     selection: str
     operator_stats: list["OperatorStat"]
+
+
+class GetEvolutionPolicyRequest(TypedDict):
+    """``tdev.evolution.v1.GetEvolutionPolicyRequest``."""
+
+    agent_id: str
+
+
+class GetEvolutionPolicyResponse(TypedDict):
+    """``tdev.evolution.v1.GetEvolutionPolicyResponse``."""
+
+    policy: NotRequired["EvolutionPolicy"]
 
 
 class GetEvolutionRequest(TypedDict):
@@ -377,6 +421,20 @@ class ListCandidatesResponse(TypedDict):
     next_page_token: str
 
 
+class ListEvolutionPoliciesRequest(TypedDict):
+    """``tdev.evolution.v1.ListEvolutionPoliciesRequest``."""
+
+    page_size: int
+    page_token: str
+
+
+class ListEvolutionPoliciesResponse(TypedDict):
+    """``tdev.evolution.v1.ListEvolutionPoliciesResponse``."""
+
+    policies: list["EvolutionPolicy"]
+    next_page_token: str
+
+
 class ListEvolutionsRequest(TypedDict):
     """``tdev.evolution.v1.ListEvolutionsRequest``."""
 
@@ -402,6 +460,39 @@ class OperatorStat(TypedDict):
     weight: float
 
 
+class PolicyBudget(TypedDict):
+    """``tdev.evolution.v1.PolicyBudget``."""
+
+    max_evaluations_per_day: int
+    max_cost_usd_per_day: float
+
+
+class PolicyStatus(TypedDict):
+    """``tdev.evolution.v1.PolicyStatus``."""
+
+    phase: Literal["PHASE_UNSPECIFIED", "PHASE_WATCHING", "PHASE_EVOLVING", "PHASE_ROLLING_OUT", "PHASE_WAITING_FOR_BUDGET", "PHASE_DISABLED"]
+    message: str
+    active_run_id: str
+    canary_version: str
+    runs_started: int
+    last_trigger_time: NotRequired[str]
+    last_trigger_reason: str
+    last_outcome: str
+    evaluations_used_today: int
+    cost_used_today_usd: float
+    budget_reset_time: NotRequired[str]
+
+
+class PolicyTrigger(TypedDict):
+    """``tdev.evolution.v1.PolicyTrigger``."""
+
+    failure_rate_threshold: float
+    window_seconds: float
+    min_executions: int
+    labelled_failures: int
+    schedule_interval_seconds: float
+
+
 class Promotion(TypedDict):
     """``tdev.evolution.v1.Promotion``."""
 
@@ -411,6 +502,18 @@ class Promotion(TypedDict):
     best_held_out_fitness: float
     agent_id: str
     version: str
+
+
+class SetEvolutionPolicyRequest(TypedDict):
+    """``tdev.evolution.v1.SetEvolutionPolicyRequest``."""
+
+    policy: NotRequired["EvolutionPolicy"]
+
+
+class SetEvolutionPolicyResponse(TypedDict):
+    """``tdev.evolution.v1.SetEvolutionPolicyResponse``."""
+
+    policy: NotRequired["EvolutionPolicy"]
 
 
 class StartEvolutionRequest(TypedDict):
@@ -426,6 +529,20 @@ class StartEvolutionRequest(TypedDict):
 class StartEvolutionResponse(TypedDict):
     """``tdev.evolution.v1.StartEvolutionResponse``."""
 
+    run: NotRequired["EvolutionRun"]
+
+
+class TriggerEvolutionPolicyRequest(TypedDict):
+    """``tdev.evolution.v1.TriggerEvolutionPolicyRequest``."""
+
+    agent_id: str
+    reason: str
+
+
+class TriggerEvolutionPolicyResponse(TypedDict):
+    """``tdev.evolution.v1.TriggerEvolutionPolicyResponse``."""
+
+    policy: NotRequired["EvolutionPolicy"]
     run: NotRequired["EvolutionRun"]
 
 
@@ -584,6 +701,20 @@ class ExecutionRecord(TypedDict):
     finish_time: NotRequired[str]
     error_type: str
     captured_case: NotRequired["CapturedCase"]
+
+
+class GetAgentExecutionStatsRequest(TypedDict):
+    """``tdev.registry.v1.GetAgentExecutionStatsRequest``."""
+
+    agent_id: str
+    version: str
+    start_time: NotRequired[str]
+
+
+class GetAgentExecutionStatsResponse(TypedDict):
+    """``tdev.registry.v1.GetAgentExecutionStatsResponse``."""
+
+    stats: NotRequired["VersionStats"]
 
 
 class GetAgentLineageRequest(TypedDict):
@@ -1066,4 +1197,4 @@ class Workflow(TypedDict):
     capture: NotRequired["CapturePolicy"]
 
 
-__all__ = ['AcceptanceCase', 'Agent', 'AgentAlias', 'AgentAnalysis', 'AgentCase', 'AgentMetrics', 'AgentVersionRef', 'AliasEvent', 'Build', 'BuildConstraints', 'BuildError', 'BuildEvent', 'BuildServiceRequest', 'BuildServiceResponse', 'CancelBuildRequest', 'CancelBuildResponse', 'CancelEvolutionRequest', 'CancelEvolutionResponse', 'CancelExecutionRequest', 'CancelExecutionResponse', 'Candidate', 'CapturePolicy', 'CapturedCase', 'CreateWorkflowRequest', 'CreateWorkflowResponse', 'DeleteAgentAliasRequest', 'DeleteAgentAliasResponse', 'DeleteAgentCaseRequest', 'DeleteAgentCaseResponse', 'ErrorDetail', 'EvaluationCase', 'EvaluationSuite', 'EvolutionConfig', 'EvolutionEvent', 'EvolutionRun', 'ExecuteWorkflowRequest', 'ExecuteWorkflowResponse', 'Execution', 'ExecutionEvent', 'ExecutionPlan', 'ExecutionRecord', 'GenerationReport', 'GetAgentLineageRequest', 'GetAgentLineageResponse', 'GetAgentRequest', 'GetAgentResponse', 'GetBuildRequest', 'GetBuildResponse', 'GetEvolutionRequest', 'GetEvolutionResponse', 'GetExecutionRequest', 'GetExecutionResponse', 'GetWorkflowRequest', 'GetWorkflowResponse', 'LabelAgentCaseRequest', 'LabelAgentCaseResponse', 'LineageEdge', 'ListAgentAliasesRequest', 'ListAgentAliasesResponse', 'ListAgentCasesRequest', 'ListAgentCasesResponse', 'ListAgentVersionsRequest', 'ListAgentVersionsResponse', 'ListAgentsRequest', 'ListAgentsResponse', 'ListBuildsRequest', 'ListBuildsResponse', 'ListCandidatesRequest', 'ListCandidatesResponse', 'ListEvolutionsRequest', 'ListEvolutionsResponse', 'ListExecutionsRequest', 'ListExecutionsResponse', 'ListWorkflowsRequest', 'ListWorkflowsResponse', 'Node', 'NodeRun', 'OperatorStat', 'PackagedAgent', 'PlanGeneration', 'Promotion', 'RecordExecutionsRequest', 'RecordExecutionsResponse', 'RegisterAgentRequest', 'RegisterAgentResponse', 'RetryPolicy', 'RolloutPolicy', 'RolloutStatus', 'SearchAgentsRequest', 'SearchAgentsResponse', 'SearchResult', 'ServicePackage', 'SetAgentAliasRequest', 'SetAgentAliasResponse', 'StageResult', 'StartBuildRequest', 'StartBuildResponse', 'StartEvolutionRequest', 'StartEvolutionResponse', 'StartExecutionRequest', 'StartExecutionResponse', 'UpdateAgentLabelsRequest', 'UpdateAgentLabelsResponse', 'Usage', 'ValidationCase', 'VersionStats', 'WatchBuildRequest', 'WatchBuildResponse', 'WatchEvolutionRequest', 'WatchEvolutionResponse', 'WatchExecutionRequest', 'WatchExecutionResponse', 'Workflow']
+__all__ = ['AcceptanceCase', 'Agent', 'AgentAlias', 'AgentAnalysis', 'AgentCase', 'AgentMetrics', 'AgentVersionRef', 'AliasEvent', 'Build', 'BuildConstraints', 'BuildError', 'BuildEvent', 'BuildServiceRequest', 'BuildServiceResponse', 'CancelBuildRequest', 'CancelBuildResponse', 'CancelEvolutionRequest', 'CancelEvolutionResponse', 'CancelExecutionRequest', 'CancelExecutionResponse', 'Candidate', 'CapturePolicy', 'CapturedCase', 'CreateWorkflowRequest', 'CreateWorkflowResponse', 'DeleteAgentAliasRequest', 'DeleteAgentAliasResponse', 'DeleteAgentCaseRequest', 'DeleteAgentCaseResponse', 'DeleteEvolutionPolicyRequest', 'DeleteEvolutionPolicyResponse', 'ErrorDetail', 'EvaluationCase', 'EvaluationSuite', 'EvolutionConfig', 'EvolutionEvent', 'EvolutionPolicy', 'EvolutionRun', 'ExecuteWorkflowRequest', 'ExecuteWorkflowResponse', 'Execution', 'ExecutionEvent', 'ExecutionPlan', 'ExecutionRecord', 'GenerationReport', 'GetAgentExecutionStatsRequest', 'GetAgentExecutionStatsResponse', 'GetAgentLineageRequest', 'GetAgentLineageResponse', 'GetAgentRequest', 'GetAgentResponse', 'GetBuildRequest', 'GetBuildResponse', 'GetEvolutionPolicyRequest', 'GetEvolutionPolicyResponse', 'GetEvolutionRequest', 'GetEvolutionResponse', 'GetExecutionRequest', 'GetExecutionResponse', 'GetWorkflowRequest', 'GetWorkflowResponse', 'LabelAgentCaseRequest', 'LabelAgentCaseResponse', 'LineageEdge', 'ListAgentAliasesRequest', 'ListAgentAliasesResponse', 'ListAgentCasesRequest', 'ListAgentCasesResponse', 'ListAgentVersionsRequest', 'ListAgentVersionsResponse', 'ListAgentsRequest', 'ListAgentsResponse', 'ListBuildsRequest', 'ListBuildsResponse', 'ListCandidatesRequest', 'ListCandidatesResponse', 'ListEvolutionPoliciesRequest', 'ListEvolutionPoliciesResponse', 'ListEvolutionsRequest', 'ListEvolutionsResponse', 'ListExecutionsRequest', 'ListExecutionsResponse', 'ListWorkflowsRequest', 'ListWorkflowsResponse', 'Node', 'NodeRun', 'OperatorStat', 'PackagedAgent', 'PlanGeneration', 'PolicyBudget', 'PolicyStatus', 'PolicyTrigger', 'Promotion', 'RecordExecutionsRequest', 'RecordExecutionsResponse', 'RegisterAgentRequest', 'RegisterAgentResponse', 'RetryPolicy', 'RolloutPolicy', 'RolloutStatus', 'SearchAgentsRequest', 'SearchAgentsResponse', 'SearchResult', 'ServicePackage', 'SetAgentAliasRequest', 'SetAgentAliasResponse', 'SetEvolutionPolicyRequest', 'SetEvolutionPolicyResponse', 'StageResult', 'StartBuildRequest', 'StartBuildResponse', 'StartEvolutionRequest', 'StartEvolutionResponse', 'StartExecutionRequest', 'StartExecutionResponse', 'TriggerEvolutionPolicyRequest', 'TriggerEvolutionPolicyResponse', 'UpdateAgentLabelsRequest', 'UpdateAgentLabelsResponse', 'Usage', 'ValidationCase', 'VersionStats', 'WatchBuildRequest', 'WatchBuildResponse', 'WatchEvolutionRequest', 'WatchEvolutionResponse', 'WatchExecutionRequest', 'WatchExecutionResponse', 'Workflow']
