@@ -71,6 +71,8 @@ class BuilderSettings(ServiceSettings):
         'Operators of a repair run: "" (the evolution service default), "program_transform", "llm" or "mixed".'))
     repair_time_share: float = Field(
         0.5, description="Share of the build's remaining time a repair-by-evolution run may take.")
+    repair_max_agents: int = Field(3, ge=1, description=(
+        "Most agents one repair stage hands to evolution (side by side); a round needing more fails the build."))
     public_workflow_address: str = Field(
         "", description="Workflow address shown in generated READMEs; empty uses TDEV_WORKFLOW_ADDRESS."
     )

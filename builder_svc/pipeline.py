@@ -61,6 +61,11 @@ class UsageMeter:
         self.total = self.total.plus(Usage(completion.input_tokens, completion.output_tokens, completion.cost_usd,
                                            1, (completion.label,)))
 
+    def add_external(self, cost_usd: float, label: str) -> None:
+        """Counts LLM cost another service spent for this build (a repair-by-evolution run: its tokens are that
+        service's to report, so only the dollars and one call under ``label`` are added)."""
+        self.total = self.total.plus(Usage(0, 0, max(0.0, cost_usd), 1, (label,)))
+
 
 class BuildRun:
     """One worker's run of one build: its progress, budget, meter and clock."""
@@ -86,7 +91,7 @@ class BuildRun:
         self.executions: set[str] = set()
         self.stage_started = 0.0
         self.stage_usage_before = Usage()
-        self.repair: RepairNeeded | None = None  # the agent the repair stage is to hand to evolution
+        self.repair: tuple[RepairNeeded, ...] = ()  # the agents the repair stage is to hand to evolution
 
     @property
     def checkpoint(self) -> Checkpoint:
@@ -146,10 +151,13 @@ class Pipeline:
                  evolution: Evolution | None = None) -> None:
         tools = StageTools(settings, llm, registry, workflows, tester, build_states)
         self._repair = Repair(tools, evolution) if evolution is not None else None
+        self._max_repairs = settings.repair_max_agents
         self._workflows = workflows
         self._analyse = Analyse(tools)
         self._identify = IdentifyAgents(tools)
-        self._select = SelectOrCreate(tools)
+        # With repair by evolution, every agent whose fix loop runs out is collected for one repair stage;
+        # without it, the first one ends the build at once.
+        self._select = SelectOrCreate(tools, collect_repairs=evolution is not None)
         self._compose = Compose(tools)
         self._validate = Validate(tools)
         self._package = Package(tools)
@@ -240,13 +248,21 @@ class Pipeline:
             try:
                 await self._stage(run, Stage.SELECT_OR_CREATE, round_number, self._select)
             except RepairNeeded as needed:
-                if self._repair is None or repaired(run.progress.checkpoint, needed.spec_id, round_number):
+                todo = tuple(n for n in needed.needs if not repaired(run.progress.checkpoint, n.spec_id, round_number))
+                # One repair stage per round: an agent it already repaired that fails again ends the build.
+                if self._repair is None or not todo or run.done(Stage.REPAIR, round_number):
                     raise
-                await self._stage_failed(run, needed.error)
-                run.repair = needed
+                if len(todo) > self._max_repairs:
+                    names = ", ".join(n.spec_id for n in todo)
+                    raise BuildFailed(BuildError(
+                        "FAILED_PRECONDITION", f"{needed.error.message}; {len(todo)} agents ({names}) need repair by "
+                        f"evolution, more than repair_max_agents ({self._max_repairs})",
+                        needed.error.stage)) from needed
+                await self._stage_failed(run, needed.error, [n.spec_id for n in todo])
+                run.repair = todo
                 await self._stage(run, Stage.REPAIR, round_number, self._repair)
-                run.repair = None
-                continue  # select or create again: the repaired agent is chosen, the others run as before
+                run.repair = ()
+                continue  # select or create again: the repaired agents are chosen, the others run as before
             await self._stage(run, Stage.COMPOSE, round_number, self._compose)
             await self._stage(run, Stage.VALIDATE, round_number, self._validate)
             if run.checkpoint.round_number == round_number:
@@ -260,14 +276,15 @@ class Pipeline:
             {"package": package.to_json() if package else {}}, run.elapsed() * 1000, run.meter.total),
             lambda p: replace(p, state=BuildState.SUCCEEDED))
 
-    async def _stage_failed(self, run: BuildRun, error: BuildError) -> None:
+    async def _stage_failed(self, run: BuildRun, error: BuildError, spec_ids: Sequence[str]) -> None:
         """Records the running stage as failed without ending the build (repair by evolution follows)."""
         running = next((s for s in reversed(run.progress.stages) if s.state == StageState.RUNNING), None)
         if running is None:
             return
         duration = (time.monotonic() - run.stage_started) * 1000 if run.stage_started else 0.0
         usage = run.meter.total.minus(run.stage_usage_before)
-        message = f"{error.message}; handing the agent to the evolution service"
+        handed = "the agent" if len(spec_ids) == 1 else f"{len(spec_ids)} agents ({', '.join(spec_ids)})"
+        message = f"{error.message}; handing {handed} to the evolution service"
         failed = replace(running, state=StageState.FAILED, summary=message, duration_ms=duration, usage=usage)
         await run.emit(NewEvent(EventType.STAGE_FAILED, running.stage, message, {"attempt": running.attempt},
                                 duration, usage, error), lambda p: p.with_stage(failed))

@@ -18,6 +18,7 @@ from tdev.registry.v1 import registry_service_pb2_grpc as registry_pb2_grpc
 from evolution_svc.domain import (
     AgentSource,
     Candidate,
+    CandidateQuery,
     CaseCheck,
     ConfigOverrides,
     EvaluationCase,
@@ -113,6 +114,21 @@ def list_query(message: pb2.ListEvolutionsRequest) -> ListQuery:
                                 and all(isinstance(part, str) for part in value))
     return ListQuery(page_size=size, after=(after[0], after[1]) if after is not None else None,
                      agent_id=message.agent_id, state=state)
+
+
+def candidate_query(message: pb2.ListCandidatesRequest) -> CandidateQuery:
+    """ListCandidates' run and paging.
+
+    Raises:
+        InvalidArgument: a negative page size, or a token not issued for this run and exclude_code.
+    """
+    size = paging.page_size(message.page_size)
+    after = paging.decode_token(message, lambda value: isinstance(value, list) and len(value) == 2
+                                and isinstance(value[0], int) and not isinstance(value[0], bool)
+                                and isinstance(value[1], str))
+    return CandidateQuery(run_id=message.run_id, page_size=size,
+                          after=(after[0], after[1]) if after is not None else None,
+                          include_code=not message.exclude_code)
 
 
 # -- responses --------------------------------------------------------------------------------------------
@@ -213,6 +229,14 @@ def runs_response(request: pb2.ListEvolutionsRequest, page: Page[EvolutionRun]) 
     """One page of ListEvolutions."""
     return pb2.ListEvolutionsResponse(
         runs=[run_to_proto(run, with_reports=False) for run in page.items],
+        next_page_token=paging.encode_token(request, page.after),
+    )
+
+
+def candidates_response(request: pb2.ListCandidatesRequest, page: Page[Candidate]) -> pb2.ListCandidatesResponse:
+    """One page of ListCandidates."""
+    return pb2.ListCandidatesResponse(
+        candidates=[candidate_to_proto(candidate) for candidate in page.items],
         next_page_token=paging.encode_token(request, page.after),
     )
 

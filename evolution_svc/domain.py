@@ -371,6 +371,16 @@ class ListQuery:
 
 
 @dataclass(frozen=True)
+class CandidateQuery:
+    """Paging of ListCandidates: a run's candidates by generation, then code hash."""
+
+    run_id: str
+    page_size: int = 50
+    after: tuple[int, str] | None = None  # (generation, code_hash) of the last candidate of the previous page
+    include_code: bool = True
+
+
+@dataclass(frozen=True)
 class StartRequest:
     """What StartEvolution asks for, converted from the wire."""
 

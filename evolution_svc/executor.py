@@ -263,6 +263,7 @@ class RunExecutor:
                     best_json=codec.candidate_to_json(state.best),
                     checkpoint=codec.encode_state(state),
                     checkpoint_generation=state.generation,
+                    candidates=state.born,
                 ),
             )
             log.info("evolution_generation", run_id=run.run_id, generation=report.generation,
@@ -308,6 +309,7 @@ class RunExecutor:
                 best_json=codec.candidate_to_json(seed),
                 checkpoint=codec.encode_state(state),
                 checkpoint_generation=0,
+                candidates=state.born,
             ),
         )
         return state

@@ -103,3 +103,20 @@ class PolicyRow(Base):
     lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
     create_time: Mapped[datetime] = mapped_column(UtcDateTime)
     update_time: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class CandidateRow(Base):
+    """One candidate a run evaluated (the seed, or a child of a generation), stored once per code hash."""
+
+    __tablename__ = "candidates"
+
+    run_id: Mapped[str] = mapped_column(
+        sa.String(32), sa.ForeignKey("runs.run_id", ondelete="CASCADE"), primary_key=True
+    )
+    code_hash: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    generation: Mapped[int] = mapped_column(sa.Integer)
+    code: Mapped[str] = mapped_column(sa.Text)
+    # The rest of the candidate (codec.candidate_to_json without its code): fitness, operator, parents, ...
+    body: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+
+    __table_args__ = (sa.Index("ix_candidates_run_generation", "run_id", "generation", "code_hash"),)

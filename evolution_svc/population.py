@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from evolution_svc import bandit
 from evolution_svc.archive import Archive, insert
@@ -50,6 +50,9 @@ class EngineState:
     limits: EvaluationLimits
     # The operator bandit's decayed counts and weights (synthesis runs only).
     operator_stats: tuple[OperatorStat, ...] = ()
+    # The candidates first evaluated in the step that made this state (the seed for generation 0). Not part of
+    # a checkpoint (nor of equality): they are stored with that step's event, so a decoded state has none.
+    born: tuple[Candidate, ...] = field(default=(), compare=False)
 
     @property
     def members(self) -> tuple[Candidate, ...]:
@@ -80,6 +83,7 @@ def initial_state(
         basis=basis,
         limits=limits or EvaluationLimits(),
         operator_stats=bandit.initial(BANDIT_OPERATORS) if config.synthesis else (),
+        born=(seed,),
     )
 
 
@@ -173,5 +177,6 @@ def advance(
         totals=totals,
         rng_state=rng.getstate(),  # type: ignore[arg-type]
         operator_stats=stats,
+        born=work.children,
     )
     return new_state, report

@@ -9,6 +9,8 @@ from typing import Protocol
 
 from evolution_svc.domain import (
     AgentSource,
+    Candidate,
+    CandidateQuery,
     EvaluationLimits,
     Event,
     EventType,
@@ -216,6 +218,8 @@ class RunUpdate:
     error: str | None = None
     checkpoint: bytes | None = None
     checkpoint_generation: int | None = None
+    # Candidates first evaluated in the step this update records (stored once per run and code hash).
+    candidates: tuple[Candidate, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -245,6 +249,11 @@ class RunRepository(Protocol):
 
     async def events_after(self, run_id: str, after_sequence: int, limit: int) -> list[Event]:
         """Stored events with a greater sequence, in order."""
+        ...
+
+    async def list_candidates(self, query: CandidateQuery) -> Page[Candidate] | None:
+        """A page of a run's stored candidates by (generation, code hash) after ``query.after``; None for an
+        unknown run."""
         ...
 
     async def claim(

@@ -17,6 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from evolution_svc import codec
 from evolution_svc.domain import (
+    Candidate,
+    CandidateQuery,
     Event,
     EventType,
     EvolutionRun,
@@ -24,7 +26,7 @@ from evolution_svc.domain import (
     RunState,
     StopReason,
 )
-from evolution_svc.models import EventRow, PolicyRow, RunRow
+from evolution_svc.models import CandidateRow, EventRow, PolicyRow, RunRow
 from evolution_svc.policies import EvolutionPolicy, Phase, PolicyStatus
 from evolution_svc.ports import EventDraft, Lease, LostLease, NewRun, RunUpdate, WorkItem
 from tdev_common import paging
@@ -86,6 +88,10 @@ def _run(row: RunRow, *, reports: tuple[Event, ...] = (), include_code: bool = T
         automatic=bool(row.automatic),
         start_reason=row.start_reason or "",
     )
+
+
+def _candidate(row: CandidateRow, *, include_code: bool) -> Candidate:
+    return codec.candidate_from_json({**row.body, "code": row.code if include_code else ""})
 
 
 class SqlRunRepository:
@@ -182,6 +188,25 @@ class SqlRunRepository:
             )
             return [_event(row) for row in rows]
 
+    async def list_candidates(self, query: CandidateQuery) -> Page[Candidate] | None:
+        """A page of a run's candidates by (generation, code hash) after ``query.after``; None for an unknown run."""
+        statement = (sa.select(CandidateRow).where(CandidateRow.run_id == query.run_id)
+                     .order_by(CandidateRow.generation, CandidateRow.code_hash))
+        if query.after is not None:
+            generation, code_hash = query.after
+            statement = statement.where(
+                sa.or_(
+                    CandidateRow.generation > generation,
+                    sa.and_(CandidateRow.generation == generation, CandidateRow.code_hash > code_hash),
+                )
+            )
+        async with self._sessions() as session:
+            if await session.get(RunRow, query.run_id) is None:
+                return None
+            rows = list(await session.scalars(statement.limit(query.page_size + 1)))
+        page = paging.take(rows, query.page_size, lambda last: [last.generation, last.code_hash])
+        return Page([_candidate(row, include_code=query.include_code) for row in page.items], page.after)
+
     async def claim(
         self, owner: str, lease_until: datetime, now: datetime, limit: int, *, reclaim_own: bool = False,
         exclude: Sequence[str] = (),
@@ -273,7 +298,27 @@ class SqlRunRepository:
             row = EventRow(run_id=lease.run_id, sequence=sequence, type=draft.type.value, time=now,
                            payload=_payload(draft))
             session.add(row)
+            await self._add_candidates(session, lease.run_id, update.candidates)
         return _event(row)
+
+    @staticmethod
+    async def _add_candidates(session: AsyncSession, run_id: str, candidates: Sequence[Candidate]) -> None:
+        """Stores the candidates not stored yet: a generation redone after a restart may evaluate a program
+        again, and its first record stands."""
+        fresh = {candidate.code_hash: candidate for candidate in candidates}
+        if not fresh:
+            return
+        stored = await session.scalars(
+            sa.select(CandidateRow.code_hash)
+            .where(CandidateRow.run_id == run_id, CandidateRow.code_hash.in_(list(fresh)))
+        )
+        for code_hash in stored:
+            fresh.pop(code_hash, None)
+        for candidate in fresh.values():
+            body = codec.candidate_to_json(candidate, include_code=False)
+            body.pop("code")
+            session.add(CandidateRow(run_id=run_id, code_hash=candidate.code_hash, generation=candidate.generation,
+                                     code=candidate.code, body=body))
 
     async def cancel(self, run_id: str, reason: str) -> tuple[EvolutionRun | None, bool]:
         """(run after the call, whether this call cancelled it); (None, False) for an unknown run."""

@@ -1,4 +1,4 @@
-"""Use-cases of the evolution service: start, watch, get, list and cancel runs."""
+"""Use-cases of the evolution service: start, watch, get, list and cancel runs, list a run's candidates."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import structlog
 
 from evolution_svc.domain import (
     RUN_ID_PREFIX,
+    Candidate,
+    CandidateQuery,
     EvaluationSuite,
     Event,
     EvolutionConfig,
@@ -175,6 +177,19 @@ class EvolutionService:
     async def list(self, query: ListQuery) -> Page[EvolutionRun]:
         """A page of runs, newest first."""
         return await self._repository.list_runs(query)
+
+    async def list_candidates(self, query: CandidateQuery) -> Page[Candidate]:
+        """A page of the candidates a run has evaluated, by generation then code hash.
+
+        Raises:
+            InvalidArgument: no run_id (FIELD_REQUIRED).
+            NotFound: no such run (RUN_NOT_FOUND).
+        """
+        require("run_id", query.run_id)
+        page = await self._repository.list_candidates(query)
+        if page is None:
+            raise _run_not_found(query.run_id)
+        return page
 
     async def cancel(self, run_id: str, reason: str) -> EvolutionRun:
         """Cancels an unfinished run; its worker stops at once (or at its next write on another replica).

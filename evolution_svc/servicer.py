@@ -48,6 +48,13 @@ class EvolutionServiceServicer(pb2_grpc.EvolutionServiceServicer):
         page = await self._service.list(convert.list_query(request))
         return convert.runs_response(request, page)
 
+    async def ListCandidates(
+        self, request: pb2.ListCandidatesRequest, context: grpc.aio.ServicerContext
+    ) -> pb2.ListCandidatesResponse:
+        """Answers ListCandidates."""
+        page = await self._service.list_candidates(convert.candidate_query(request))
+        return convert.candidates_response(request, page)
+
     async def CancelEvolution(
         self, request: pb2.CancelEvolutionRequest, context: grpc.aio.ServicerContext
     ) -> pb2.CancelEvolutionResponse:

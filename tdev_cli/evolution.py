@@ -31,8 +31,8 @@ STATES = {name.removeprefix("STATE_").lower(): name for name, value in evolution
           if value}
 ADDRESS_HELP = "Evolution service address (else the profile's, else TDEV_EVOLUTION_ADDRESS, else 127.0.0.1:50054)."
 
-evolution_app = typer.Typer(help="Show, chart, list, watch and cancel evolution runs; evolution policies.",
-                            no_args_is_help=True)
+evolution_app = typer.Typer(help="Show, chart, list, watch and cancel evolution runs; list a run's candidates; "
+                                 "evolution policies.", no_args_is_help=True)
 evolution_app.add_typer(policy_app, name="policy")
 
 
@@ -320,6 +320,48 @@ def list_runs(
             "yes" if run.get("promotion", {}).get("promoted") else "no",
         )
     out.print(table)
+
+
+@evolution_app.command("candidates")
+def candidates(
+    run_id: Annotated[str, typer.Argument(help="The run id.")],
+    limit: Annotated[int, typer.Option(help="At most this many candidates (0: every one).")] = 0,
+    code: Annotated[bool, typer.Option(help="Include each candidate's code (in --json; else printed after "
+                                            "the table).")] = False,
+    address: Annotated[str, typer.Option(help=ADDRESS_HELP)] = "",
+    as_json: JsonOption = False,
+) -> None:
+    """List the candidates a run evaluated, by generation: the seed, then each generation's children with the
+    operator that made them and their parents (--json: {"candidates": [...]})."""
+    if limit < 0:
+        raise typer.BadParameter("--limit must not be negative")
+
+    async def work(evolution: EvolutionClient) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        async for candidate in evolution.iter_candidates(run_id, page_size=min(limit, 500) if limit else 500,
+                                                         exclude_code=not code):
+            found.append(dict(candidate))
+            if limit and len(found) >= limit:
+                break
+        return found
+
+    listed = _run(address, work)
+    if as_json:
+        emit({"candidates": listed})
+        return
+    table = Table("gen", "code hash", "operator", "fitness", "correct", "parents", title=f"candidates of {run_id}",
+                  title_justify="left")
+    for candidate in listed:
+        table.add_row(
+            str(candidate.get("generation", 0)), candidate["code_hash"][:12], escape(candidate.get("operator", "")),
+            f"{candidate.get('fitness', 0.0):.4f}", f"{candidate.get('correctness', 0.0):.2f}",
+            " ".join(parent[:12] for parent in candidate.get("parent_hashes", [])) or "-",
+        )
+    out.print(table)
+    if code:
+        for candidate in listed:
+            out.print(f"# {candidate['code_hash'][:12]} (generation {candidate.get('generation', 0)})", markup=False)
+            out.print(candidate.get("code", ""), markup=False, highlight=False)
 
 
 @evolution_app.command("watch")

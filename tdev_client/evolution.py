@@ -10,7 +10,13 @@ from tdev.evolution.v1 import evolution_service_pb2 as pb2
 from tdev.evolution.v1 import evolution_service_pb2_grpc as pb2_grpc
 
 from tdev_client.base import Page, ServiceClient, WatchPolicy
-from tdev_client.types import EvolutionEvent, EvolutionPolicy, EvolutionRun, TriggerEvolutionPolicyResponse
+from tdev_client.types import (
+    Candidate,
+    EvolutionEvent,
+    EvolutionPolicy,
+    EvolutionRun,
+    TriggerEvolutionPolicyResponse,
+)
 
 
 class EvolutionClient(ServiceClient):
@@ -48,6 +54,20 @@ class EvolutionClient(ServiceClient):
         """Every run, page after page."""
         return cast("AsyncIterator[EvolutionRun]", self._all_pages("ListEvolutions", pb2.ListEvolutionsRequest, "runs",
                                {"agent_id": agent_id, "state": state}))
+
+    async def list_candidates(self, run_id: str, *, page_size: int = 0, page_token: str = "",
+                              exclude_code: bool = False) -> Page[Candidate]:
+        """One page of the candidates a run evaluated (the seed, then each generation's children), each with its
+        parents' code hashes; ordered by generation, then code hash."""
+        return cast("Page[Candidate]", await self._page("ListCandidates", pb2.ListCandidatesRequest, "candidates", {
+            "run_id": run_id, "page_size": page_size, "page_token": page_token, "exclude_code": exclude_code}))
+
+    def iter_candidates(self, run_id: str, *, page_size: int = 0,
+                        exclude_code: bool = False) -> AsyncIterator[Candidate]:
+        """Every candidate of a run, page after page."""
+        return cast("AsyncIterator[Candidate]", self._all_pages(
+            "ListCandidates", pb2.ListCandidatesRequest, "candidates",
+            {"run_id": run_id, "page_size": page_size, "exclude_code": exclude_code}))
 
     async def cancel_evolution(self, run_id: str, *, reason: str = "") -> EvolutionRun:
         """Asks a running evolution to stop; returns it."""

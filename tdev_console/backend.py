@@ -149,6 +149,19 @@ class Backend:
         answer = await self._evolution.GetEvolution(evolution_pb2.GetEvolutionRequest(run_id=run_id))
         return plain(answer.run)
 
+    async def list_candidates(self, run_id: str, limit: int) -> tuple[list[dict[str, Any]], bool]:
+        """A run's candidates with code, by generation, at most ``limit``; and whether that is all of them."""
+        found: list[dict[str, Any]] = []
+        token = ""
+        while len(found) < limit:
+            answer = await self._evolution.ListCandidates(evolution_pb2.ListCandidatesRequest(
+                run_id=run_id, page_size=min(500, limit - len(found)), page_token=token))
+            found.extend(plain(candidate) for candidate in answer.candidates)
+            token = answer.next_page_token
+            if not token:
+                return found, True
+        return found, False
+
     def watch_evolution(self, run_id: str, after: int = 0) -> AsyncIterator[dict[str, Any]]:
         """The run's events after sequence ``after``, resumed across dropped streams."""
         return self._resumable(lambda last: self._evolution.WatchEvolution(

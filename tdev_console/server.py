@@ -34,6 +34,8 @@ log = structlog.get_logger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
 SESSION_COOKIE = "tdev_console_session"
 HEARTBEAT_SECONDS = 15.0
+# The lineage tree reads at most this many of a run's candidates (1,000 is a whole run at the default settings).
+MAX_CANDIDATES = 2000
 # The page loads only its own files: even a missed escape could not pull in or run foreign script.
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -218,9 +220,11 @@ async def _evolution(request: web.Request) -> web.Response:
         diff = {"from": seed["code_hash"], "to": best["code_hash"], "direct_parent": direct,
                 "lines": code_diff(seed.get("code", ""), best["code"], f"seed {seed['version']}",
                                    f"best (generation {best.get('generation', 0)})")}
+    candidates, complete = await backend.list_candidates(run["run_id"], MAX_CANDIDATES)
     return web.json_response({"run": run, "seed": {k: seed.get(k) for k in ("agent_id", "name", "version",
                                                                              "code_hash")},
-                              "lineage": evolution_lineage(run, seed["code_hash"]), "diff": diff})
+                              "lineage": evolution_lineage(run, seed["code_hash"], candidates, complete=complete),
+                              "diff": diff})
 
 
 # Live updates

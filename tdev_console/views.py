@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 
@@ -40,41 +40,53 @@ def code_diff(parent: str, child: str, parent_name: str = "parent", child_name: 
                                      tofile=child_name, lineterm=""))
 
 
-def evolution_lineage(run: Mapping[str, Any], seed_hash: str) -> dict[str, Any]:
-    """The candidates a run exposes as a tree: the seed, each generation's best and the run's best with the
-    parents it names.
+def evolution_lineage(run: Mapping[str, Any], seed_hash: str, candidates: Sequence[Mapping[str, Any]],
+                      *, complete: bool = True) -> dict[str, Any]:
+    """A run's candidates (ListCandidates, with code) as a parent->child tree, each child with its diff against
+    its first parent (the program its operator edited; a crossover's second parent is the donor).
 
-    The evolution API stores full candidates only for the run's best, so edges are of two kinds: ``parent``
-    (from ``best.parent_hashes``, the operator's real inputs) and ``succeeds`` (a generation's new best after
-    the previous one, drawn dashed: an order, not an ancestry).
+    Nodes are the candidates plus any parent they name that is not among them (``role`` "unlisted": the list was
+    cut short, or the run began before candidates were stored); edges run from every named parent to its child.
+    ``on_best_path`` marks the best candidate's ancestors back to the seed.
     """
-    nodes: dict[str, dict[str, Any]] = {}
-
-    def add(code_hash: str, generation: int, **facts: Any) -> None:
-        if not code_hash:
-            return
-        node = nodes.setdefault(code_hash, {"code_hash": code_hash, "generation": generation})
-        node["generation"] = min(node["generation"], generation)
-        node.update({k: v for k, v in facts.items() if v not in (None, "")})
-
-    add(seed_hash, 0, role="seed", fitness=run.get("seed_fitness"))
-    edges: list[dict[str, str]] = []
-    previous = seed_hash
-    for report in sorted(run.get("generations", []), key=lambda r: int(r.get("generation", 0))):
-        best_hash = str(report.get("best_code_hash", ""))
-        if not best_hash:
-            continue
-        add(best_hash, int(report.get("generation", 0)), fitness=report.get("best_fitness"))
-        if best_hash != previous and previous:
-            edges.append({"from": previous, "to": best_hash, "kind": "succeeds"})
-        previous = best_hash
+    listed = {str(c["code_hash"]): c for c in candidates if c.get("code_hash")}
     best = run.get("best") or {}
-    if best.get("code_hash"):
-        add(best["code_hash"], int(best.get("generation", 0)), role="best", fitness=best.get("fitness"),
-            operator=best.get("operator"))
-        parents = [str(p) for p in best.get("parent_hashes", [])]
-        for parent in parents:
-            add(parent, max(int(best.get("generation", 0)) - 1, 0))
-            edges = [e for e in edges if not (e["from"] == parent and e["to"] == best["code_hash"])]
-            edges.append({"from": parent, "to": best["code_hash"], "kind": "parent"})
-    return {"nodes": sorted(nodes.values(), key=lambda n: (n["generation"], n["code_hash"])), "edges": edges}
+    best_hash = str(best.get("code_hash", ""))
+    if best_hash and best_hash not in listed and best.get("code"):
+        listed[best_hash] = best
+    nodes: dict[str, dict[str, Any]] = {}
+    edges: list[dict[str, str]] = []
+    for code_hash, candidate in listed.items():
+        parents = [str(p) for p in candidate.get("parent_hashes", [])]
+        generation = int(candidate.get("generation", 0))
+        node: dict[str, Any] = {
+            "code_hash": code_hash, "generation": generation, "fitness": candidate.get("fitness"),
+            "correctness": candidate.get("correctness"), "operator": candidate.get("operator", ""),
+            "parents": parents, "role": "seed" if code_hash == seed_hash else "",
+        }
+        if parents:
+            first = listed.get(parents[0])
+            node["diff_from"] = parents[0]
+            node["diff"] = (code_diff(str(first.get("code", "")), str(candidate.get("code", "")),
+                                      f"parent {parents[0][:12]} (generation {int(first.get('generation', 0))})",
+                                      f"child {code_hash[:12]} (generation {generation})")
+                            if first is not None else None)
+        nodes[code_hash] = node
+        edges.extend({"from": parent, "to": code_hash} for parent in parents)
+    for edge in edges:
+        if edge["from"] not in nodes:
+            child = nodes[edge["to"]]
+            nodes[edge["from"]] = {"code_hash": edge["from"], "generation": max(child["generation"] - 1, 0),
+                                   "parents": [], "role": "unlisted"}
+    if best_hash in nodes and best_hash != seed_hash:
+        nodes[best_hash]["role"] = "best"
+    path, todo = set(), [best_hash] if best_hash in nodes else []
+    while todo:
+        current = todo.pop()
+        if current not in path:
+            path.add(current)
+            todo.extend(nodes[current].get("parents", []))
+    for code_hash, node in nodes.items():
+        node["on_best_path"] = code_hash in path
+    ordered = sorted(nodes.values(), key=lambda n: (n["generation"], n["code_hash"]))
+    return {"nodes": ordered, "edges": edges, "complete": complete, "best": best_hash, "seed": seed_hash}

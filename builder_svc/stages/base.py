@@ -28,7 +28,11 @@ class BuildFailed(Exception):
 
 
 class RepairNeeded(BuildFailed):
-    """The fix loop ran out for an agent version it registered: the evolution service may still fix it."""
+    """The fix loop ran out for an agent version it registered: the evolution service may still fix it.
+
+    ``needs`` lists every agent of the stage whose fix loop ran out (this one first): select or create lets the
+    others finish, so that one repair stage hands all of them to evolution.
+    """
 
     def __init__(self, error: BuildError, spec_id: str, agent_id: str, version: str, examples: list[JSON],
                  fix_attempts: int) -> None:
@@ -38,6 +42,12 @@ class RepairNeeded(BuildFailed):
         self.version = version
         self.examples = examples
         self.fix_attempts = fix_attempts
+        self.needs: tuple[RepairNeeded, ...] = (self,)
+
+    def together_with(self, others: Sequence[RepairNeeded]) -> RepairNeeded:
+        """This one, naming ``others`` too."""
+        self.needs = (self, *(other for other in others if other is not self))
+        return self
 
 
 @dataclass(frozen=True)
@@ -61,6 +71,7 @@ class PipelineSettings:
     repair_generations: int = 10
     repair_time_share: float = 0.5
     repair_operators: str = ""
+    repair_max_agents: int = 3
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from builder_svc.domain import (
     PendingFix,
     Stage,
 )
-from builder_svc.stages.base import BuildFailed, RepairNeeded, StageBody, StageOutcome, run_all
+from builder_svc.stages.base import BuildFailed, RepairNeeded, StageBody, StageOutcome, StageTools, run_all
 from builder_svc.stages.reuse import reusable
 from tdev_common.errors import DomainError, InvalidArgument, Unavailable
 from tdev_common.llm import Purpose, prompts, schemas
@@ -55,20 +55,35 @@ def rejection_kind(code: str) -> Literal["syntax", "contract"]:
 
 
 class SelectOrCreate(StageBody):
-    """Every spec of the plan gets an agent version that passes its examples (up to agent_concurrency at once)."""
+    """Every spec of the plan gets an agent version that passes its examples (up to agent_concurrency at once).
+
+    With ``collect_repairs`` an agent whose fix loop runs out does not stop the others: once every agent is done,
+    one RepairNeeded names all that ran out (in plan order), for one repair stage to hand them all to evolution.
+    """
+
+    def __init__(self, tools: StageTools, *, collect_repairs: bool = False) -> None:
+        super().__init__(tools)
+        self._collect_repairs = collect_repairs
 
     async def __call__(self, run: BuildRun, attempt: int) -> StageOutcome:
         round_number = attempt
         saved = run.checkpoint
         pending = dict(saved.pending_fixes or {}) if round_number > 1 else {}
         limit = asyncio.Semaphore(self._settings.agent_concurrency)
+        ran_out: dict[str, RepairNeeded] = {}
 
         async def one(spec: AgentSpec) -> None:
             async with limit:
-                if round_number == 1:
-                    chosen = await self._select_agent(run, spec)
-                else:
-                    chosen = await self._fix_agent(run, spec, pending[spec.id])
+                try:
+                    if round_number == 1:
+                        chosen = await self._select_agent(run, spec)
+                    else:
+                        chosen = await self._fix_agent(run, spec, pending[spec.id])
+                except RepairNeeded as needed:
+                    if not self._collect_repairs:
+                        raise
+                    ran_out[spec.id] = needed
+                    return
             chosen = replace(chosen, round=round_number)
             verb = "reused" if chosen.reused else "ready"
             # The checkpoint is changed as stored JSON: other agents' entries may have been written meanwhile.
@@ -85,6 +100,9 @@ class SelectOrCreate(StageBody):
         plan = saved.plan or {}
         todo = [AgentSpec.from_json(spec) for spec in specs.topological(plan["agents"])]
         await run_all([one(spec) for spec in todo if needs_work(spec)])
+        if ran_out:
+            needs = [ran_out[spec.id] for spec in todo if spec.id in ran_out]
+            raise needs[0].together_with(needs[1:])
         agents = run.checkpoint.agents
         chosen_now = [agents[spec.id] for spec in run.checkpoint.specs]
         reused = sum(1 for a in chosen_now if a.reused)

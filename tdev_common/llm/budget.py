@@ -139,6 +139,13 @@ class Budget:
             self._roll()
             self._record(0.0, 0, 0, label, cached=True)
 
+    def record_external(self, cost_usd: float, label: str) -> None:
+        """Counts what was spent on this budget's behalf outside its own calls (another service's LLM calls, e.g.
+        an evolution run a build paid for), so later reservations see it."""
+        with _LOCK:
+            self._roll()
+            self._record(max(0.0, cost_usd), 0, 0, label, cached=False)
+
     def __repr__(self) -> str:
         return (f"Budget({self.name!r}, max_cost_usd={self.max_cost_usd}, max_tokens={self.max_tokens}, "
                 f"spent_usd={self._usage.cost_usd:.6f})")

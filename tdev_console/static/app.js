@@ -315,53 +315,100 @@ function fitnessChart(reports, seedFitness) {
   return svg;
 }
 
-function evolutionLineageSvg(lineage) {
+// Columns by generation; in each column children sit near the mean height of their parents, so the edges of a
+// family stay short. Every edge is a real parent -> child link from ListCandidates.
+function evolutionLineageSvg(lineage, selected, onSelect) {
+  const COL = 120; const ROW = 30; const TOP = 24; const LEFT = 40;
   const byGeneration = new Map();
   for (const node of lineage.nodes) {
     const list = byGeneration.get(node.generation) || []; list.push(node); byGeneration.set(node.generation, list);
   }
   const generations = [...byGeneration.keys()].sort((a, b) => a - b);
-  const col = new Map(generations.map((g, i) => [g, i]));
   const pos = new Map();
-  for (const [g, list] of byGeneration) list.forEach((node, j) => pos.set(node.code_hash, { x: 50 + col.get(g) * 130, y: 40 + j * 70 }));
-  const width = 100 + generations.length * 130;
-  const height = 60 + Math.max(1, ...[...byGeneration.values()].map((l) => l.length)) * 70;
+  generations.forEach((g, column) => {
+    const list = byGeneration.get(g);
+    const wanted = (node) => {
+      const ys = (node.parents || []).map((p) => pos.get(p)?.y).filter((y) => y !== undefined);
+      return ys.length ? ys.reduce((a, b) => a + b, 0) / ys.length : 0;
+    };
+    list.sort((a, b) => wanted(a) - wanted(b) || (b.fitness ?? 0) - (a.fitness ?? 0));
+    list.forEach((node, row) => pos.set(node.code_hash, { x: LEFT + column * COL, y: TOP + row * ROW }));
+  });
+  const width = LEFT * 2 + Math.max(0, generations.length - 1) * COL + 60;
+  const height = TOP * 2 + Math.max(1, ...[...byGeneration.values()].map((l) => l.length)) * ROW;
+  const onPath = new Set(lineage.nodes.filter((n) => n.on_best_path).map((n) => n.code_hash));
   const svg = s("svg", { id: "lineage", width, height, viewBox: `0 0 ${width} ${height}` });
+  generations.forEach((g, column) => svg.append(s("text", { class: "axis-label", x: LEFT + column * COL - 8, y: 12 }, `gen ${g}`)));
   for (const e of lineage.edges) {
     const a = pos.get(e.from); const b = pos.get(e.to);
-    if (a && b) svg.append(s("line", { class: `edge ${e.kind}`, x1: a.x, y1: a.y, x2: b.x, y2: b.y }, s("title", {}, e.kind)));
+    if (!a || !b) continue;
+    const bend = (b.x - a.x) / 2;
+    svg.append(s("path", { class: `edge parent${onPath.has(e.from) && onPath.has(e.to) ? " best-path" : ""}`,
+      d: `M${a.x},${a.y} C${a.x + bend},${a.y} ${b.x - bend},${b.y} ${b.x},${b.y}`, dataset: { from: e.from, to: e.to } }));
   }
   for (const node of lineage.nodes) {
     const p = pos.get(node.code_hash);
-    svg.append(s("g", { class: `lineage-node ${node.role || ""}`, dataset: { hash: node.code_hash } },
-      s("circle", { cx: p.x, cy: p.y, r: 12 }),
-      s("text", { x: p.x - 30, y: p.y + 28 }, `${node.role ? node.role + " " : ""}${short(node.code_hash).slice(0, 8)}`),
-      s("text", { x: p.x - 30, y: p.y - 16 }, typeof node.fitness === "number" ? node.fitness.toFixed(3) : ""),
-      s("title", {}, `${node.code_hash}\ngeneration ${node.generation}${node.operator ? `\noperator ${node.operator}` : ""}`)));
+    const classes = ["lineage-node", node.role, node.on_best_path ? "on-best-path" : "", node.code_hash === selected ? "selected" : ""];
+    svg.append(s("g", { class: classes.filter(Boolean).join(" "), dataset: { hash: node.code_hash, generation: node.generation },
+      onclick: () => onSelect(node.code_hash) },
+      s("circle", { cx: p.x, cy: p.y, r: 8 }),
+      s("text", { x: p.x + 11, y: p.y + 4 }, typeof node.fitness === "number" ? node.fitness.toFixed(3) : "?"),
+      s("title", {}, `${node.code_hash}\ngeneration ${node.generation}${node.operator ? `\noperator ${node.operator}` : ""}`
+        + `${node.role === "unlisted" ? "\nnot listed by the service" : ""}`)));
   }
   return svg;
+}
+
+function candidateDetails(lineage, hash) {
+  const node = lineage.nodes.find((n) => n.code_hash === hash);
+  if (!node) return h("p", { class: "muted" }, "Select a candidate in the tree.");
+  const facts = `${node.role ? node.role + " · " : ""}generation ${node.generation}`
+    + `${node.operator ? " · " + node.operator : ""}${typeof node.fitness === "number" ? " · fitness " + node.fitness.toFixed(4) : ""}`;
+  const head = h("p", { id: "candidate-facts" }, h("code", {}, short(node.code_hash)), " ", facts);
+  if (node.role === "unlisted") return h("div", {}, head, h("p", { class: "muted" }, "This parent is not among the listed candidates."));
+  if (!node.parents || node.parents.length === 0) return h("div", {}, head, h("p", { class: "muted" }, "The starting program: it has no parent."));
+  const parents = h("p", { class: "muted" }, "parents: ", node.parents.map((p, i) =>
+    h("a", { href: "#", onclick: (event) => { event.preventDefault(); lineage.select(p); } }, `${i ? ", " : ""}${short(p)}`)),
+  node.parents.length > 1 ? " (diff against the first, the program the operator edited)" : "");
+  return h("div", {}, head, parents, node.diff ? diffView(node.diff) : h("p", { class: "muted" }, "The parent is not listed, so there is no diff."));
 }
 
 async function evolutionView(runId) {
   const holder = h("div", {});
   const events = h("div", { class: "events panel", id: "events" });
+  let selected = null;
+  let lineage = null;
+  const tree = h("div", { class: "lineage-scroll" });
+  const details = h("div", { id: "candidate-diff" });
+  const select = (hash) => {
+    selected = hash;
+    put(tree, evolutionLineageSvg(lineage, selected, select));
+    put(details, candidateDetails(lineage, selected));
+  };
   const render = async () => {
     const body = await api(`/api/evolutions/${encodeURIComponent(runId)}`);
     const run = body.run; const p = run.promotion || {};
+    lineage = { ...body.lineage, select };
+    if (!selected || !lineage.nodes.some((n) => n.code_hash === selected)) selected = lineage.best || lineage.seed;
+    put(tree, evolutionLineageSvg(lineage, selected, select));
+    put(details, candidateDetails(lineage, selected));
+    const counted = `${lineage.nodes.filter((n) => n.role !== "unlisted").length} candidates`
+      + (lineage.complete ? "" : " (the first ones only: the run has more)");
     put(holder, h("h2", {}, "Evolution ", run.run_id, " ", h("span", { id: "run-state" }, badge(run.state))),
       h("p", { class: "muted" }, `agent ${body.seed.name} ${body.seed.version} · seed fitness ${(run.seed_fitness ?? 0).toFixed(3)}`
         + ` · stop ${(run.stop_reason || "").replace(/^STOP_REASON_/, "").toLowerCase()} ${run.stop_message || ""}`),
       run.error ? h("p", { class: "error" }, run.error) : "",
       h("div", { class: "grid" },
         h("div", {}, h("h3", {}, "Fitness per generation"), fitnessChart(run.generations || [], run.seed_fitness),
-          h("h3", {}, "Lineage"), evolutionLineageSvg(body.lineage),
-          h("p", { class: "muted" }, "solid: parent named by the best candidate · dashed: next generation's new best")),
+          h("h3", {}, "Lineage"), tree,
+          h("p", { class: "muted", id: "lineage-legend" }, `${counted} · an edge joins a parent to its child · green: the best and its ancestors · click a candidate for its diff against its parent`)),
         h("div", {}, h("h3", {}, "Promotion"),
           h("p", { id: "promotion" }, p.reason ? `${p.promoted ? "promoted" : "not promoted"}: ${p.reason}` : "not decided yet"),
           p.promoted ? h("p", {}, link(`#/agents/${encodeURIComponent(p.agent_id)}/${encodeURIComponent(p.version)}`, `${p.agent_id} ${p.version}`),
             ` · held-out ${(p.baseline_held_out_fitness ?? 0).toFixed(3)} → ${(p.best_held_out_fitness ?? 0).toFixed(3)}`) : "",
-          h("h3", {}, body.diff?.direct_parent ? "Code diff: parent (seed) → best" : "Code diff: seed → best (ancestor → descendant)"),
-          body.diff ? diffView(body.diff.lines) : h("p", { class: "muted" }, "no best candidate yet"),
+          h("h3", {}, "Candidate: diff against its parent"), details,
+          h("h3", {}, "Code diff: seed → best"),
+          body.diff ? h("div", { id: "seed-best-diff" }, diffView(body.diff.lines)) : h("p", { class: "muted" }, "no best candidate yet"),
           h("h3", {}, "Generations"), table(["gen", "best", "mean", "diversity", "evals", "cost $"], (run.generations || []).map((r) => h("tr", {},
             [r.generation, r.best_fitness.toFixed(3), r.mean_fitness.toFixed(3), r.diversity.toFixed(2), r.evaluations, r.cost_usd.toFixed(4)].map((c) => h("td", {}, c))))))));
   };

@@ -182,6 +182,12 @@ async def test_every_command_prints_json_with_json(mesh_json: Json, tmp_path: Pa
     shown = await j.doc(("evolution", "show"), run["run_id"], "--plot", str(tmp_path / "fitness.png"))
     assert shown["run_id"] == run["run_id"] and (tmp_path / "fitness.png").stat().st_size > 0
     assert run["run_id"] in {r["run_id"] for r in (await j.doc(("evolution", "list")))["runs"]}
+    listed = (await j.doc(("evolution", "candidates"), run["run_id"], "--code"))["candidates"]
+    assert listed[0]["generation"] == 0 and listed[0]["operator"] == "seed" and listed[0]["code"] == SCALER
+    assert len(listed) == 1 + sum(report["evaluations"] for report in shown["generations"])
+    first_two = (await j.doc(("evolution", "candidates"), run["run_id"], "--limit", "2"))["candidates"]
+    assert [c["code_hash"] for c in first_two] == [c["code_hash"] for c in listed[:2]]
+    assert {c["code"] for c in first_two} == {""}
     long = await j.doc(("evolve",), run["agent_id"], "--suite", str(suite), "--population", "8", "--generations",
                        "500", "--plateau", "0")
     assert (await j.doc(("evolution", "cancel"), long["run_id"]))["state"] == "STATE_CANCELLED"

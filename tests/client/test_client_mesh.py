@@ -206,6 +206,23 @@ async def test_evolution_rpcs(mesh: Mesh) -> None:
     assert [r["run_id"] async for r in mesh.evolution.iter_evolutions(agent_id=scaler["agent_id"])] == [
         run["run_id"]]
     assert (await mesh.evolution.list_evolutions(page_size=5)).items[0]["run_id"] == run["run_id"]
+    first = await mesh.evolution.list_candidates(run["run_id"], page_size=2)
+    assert len(first.items) == 2 and first.next_page_token
+    assert_shape(first.items[0], types.Candidate)
+    seed = first.items[0]
+    assert (seed["generation"], seed["operator"], seed["code"], seed["parent_hashes"]) == (0, "seed", SCALER, [])
+    every = [c async for c in mesh.evolution.iter_candidates(run["run_id"], page_size=3, exclude_code=True)]
+    assert len(every) == 1 + sum(r["evaluations"] for r in finished["generations"])
+    assert [c["code_hash"] for c in every[:2]] == [c["code_hash"] for c in first.items]
+    assert {c["code"] for c in every} == {""}
+    hashes = {c["code_hash"] for c in every}
+    assert all(c["parent_hashes"] and set(c["parent_hashes"]) <= hashes for c in every[1:])
+    with pytest.raises(NotFound) as unknown:
+        await mesh.evolution.list_candidates("evo_000000000000")
+    assert unknown.value.reason == "RUN_NOT_FOUND"
+    with pytest.raises(InvalidArgument) as bad_token:
+        await mesh.evolution.list_candidates(run["run_id"], page_token="garbage")
+    assert bad_token.value.reason == "INVALID_PAGE_TOKEN"
     long = await mesh.evolution.start_evolution(scaler["agent_id"], SCALER_SUITE, config={
         "population_size": 8, "generations": 500, "plateau_generations": 0})
     cancelled = await mesh.evolution.cancel_evolution(long["run_id"], reason="enough")

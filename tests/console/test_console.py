@@ -180,7 +180,7 @@ async def test_execution_appears_and_its_nodes_turn_green_live(stack: Stack, bro
     assert page.errors == []  # type: ignore[attr-defined]
 
 
-async def test_evolution_chart_lineage_and_diff_render(stack: Stack, browser: BrowserContext) -> None:
+async def test_evolution_chart_candidate_tree_and_child_diffs_render(stack: Stack, browser: BrowserContext) -> None:
     scaler = await register(stack.mesh, "scaler", SCALER)
     suite = {"cases": [{"name": f"x{x}", "inputs": {"x": x}, "expected": {"y": 3 * x}} for x in range(1, 5)]}
     # Counts the chart's points each time the page redraws it, from the page's first script on.
@@ -206,12 +206,44 @@ async def test_evolution_chart_lineage_and_diff_render(stack: Stack, browser: Br
     seen = await page.evaluate("window.__chartPoints")
     assert seen[-1] == generations and any(0 < n < generations for n in seen), seen  # it grew while running
     assert await page.locator("#fitness-chart circle.point-mean").count() == generations
-    nodes = page.locator("#lineage g.lineage-node")
-    assert await nodes.count() >= 2
-    assert await page.locator(f"#lineage g.lineage-node.seed[data-hash='{scaler['code_hash']}']").count() == 1
-    assert await page.locator("#lineage g.lineage-node.best").count() == 1
     assert await page.locator("#promotion").inner_text() != "not decided yet"
-    assert "seed" in await page.locator("pre.diff").inner_text()
+    assert "seed" in await page.locator("#seed-best-diff pre.diff").inner_text()
+
+    # The tree is every candidate the service lists, joined parent -> child by the hashes each names.
+    candidates = [c async for c in stack.mesh.evolution.iter_candidates(run["run_id"])]
+    assert len(candidates) == 1 + sum(r["evaluations"] for r in done["generations"])
+    await page.wait_for_function(f"document.querySelectorAll('#lineage g.lineage-node').length === {len(candidates)}")
+    drawn = {await node.get_attribute("data-hash") for node in await page.locator("#lineage g.lineage-node").all()}
+    assert drawn == {c["code_hash"] for c in candidates}
+    edges = {(await e.get_attribute("data-from"), await e.get_attribute("data-to"))
+             for e in await page.locator("#lineage path.edge").all()}
+    assert edges == {(parent, c["code_hash"]) for c in candidates for parent in c["parent_hashes"]}
+    assert await page.locator(f"#lineage g.lineage-node.seed[data-hash='{scaler['code_hash']}']").count() == 1
+    best = done["best"]
+    if best["code_hash"] != scaler["code_hash"]:
+        assert await page.locator(f"#lineage g.lineage-node.best[data-hash='{best['code_hash']}']").count() == 1
+    assert await page.locator("#lineage g.lineage-node.on-best-path").count() >= 2
+
+    # Each child shows its diff against its first parent: pick a child whose code differs from that parent's.
+    by_hash = {c["code_hash"]: c for c in candidates}
+    child = next(c for c in candidates[::-1] if c["parent_hashes"]
+                 and by_hash[c["parent_hashes"][0]]["code"] != c["code"])
+    parent = by_hash[child["parent_hashes"][0]]
+    await page.locator(f"#lineage g.lineage-node[data-hash='{child['code_hash']}']").click()
+    await page.wait_for_selector(f"#lineage g.lineage-node.selected[data-hash='{child['code_hash']}']")
+    facts = await page.locator("#candidate-facts").inner_text()
+    assert child["code_hash"][:10] in facts and child["operator"] in facts
+    shown = await page.locator("#candidate-diff pre.diff").inner_text()
+    assert shown.splitlines()[:2] == [f"--- parent {parent['code_hash'][:12]} (generation {parent['generation']})",
+                                      f"+++ child {child['code_hash'][:12]} (generation {child['generation']})"]
+    removed = {line[1:] for line in shown.splitlines() if line.startswith("-") and not line.startswith("---")}
+    added = {line[1:] for line in shown.splitlines() if line.startswith("+") and not line.startswith("+++")}
+    assert removed <= set(parent["code"].splitlines()) and added <= set(child["code"].splitlines())
+    assert removed | added
+    await page.locator(f"#lineage g.lineage-node.seed[data-hash='{scaler['code_hash']}']").click()
+    await page.wait_for_selector("text=The starting program: it has no parent.")
+    await page.locator(f"#lineage g.lineage-node[data-hash='{child['code_hash']}']").click()
+    await page.wait_for_selector(f"#lineage g.lineage-node.selected[data-hash='{child['code_hash']}']")
     await screenshot(page, "evolution")
     assert page.errors == []  # type: ignore[attr-defined]
 

@@ -1,5 +1,6 @@
 """``python -m evolution_svc`` killed with SIGKILL mid-run resumes from its last finished generation after a
-restart and completes the same run an uninterrupted service completes (SQLite, and Postgres with Redis)."""
+restart and completes the same run an uninterrupted service completes, with every candidate stored once (SQLite,
+and Postgres with Redis)."""
 
 from __future__ import annotations
 
@@ -149,6 +150,11 @@ async def test_kill_9_mid_run_resumes_from_the_last_finished_generation(
         seed_fitness, bests, _ = EXPECTED["shipping_cost"]
         assert (final.seed_fitness, [g.best_fitness for g in final.generations]) == (seed_fitness, bests)
         assert final.state == evolution_pb2.EvolutionRun.STATE_SUCCEEDED and final.promotion.promoted
+        # Each generation's children are stored with its event, once: the kill lost none and added none.
+        listed = await stub.ListCandidates(pb2.ListCandidatesRequest(run_id=run.run_id, page_size=500,
+                                                                     exclude_code=True))
+        per_generation = {g: sum(1 for c in listed.candidates if c.generation == g) for g in range(7)}
+        assert per_generation == {0: 1, **{g.generation: g.evaluations for g in final.generations}}
     finally:
         await channel.close()
         await registry_channel.close()

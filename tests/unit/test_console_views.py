@@ -26,23 +26,37 @@ def test_code_diff_is_a_unified_diff_of_lines() -> None:
     assert code_diff("same", "same") == []
 
 
-def test_evolution_lineage_links_best_to_its_parents_and_orders_generation_bests() -> None:
-    run = {
-        "seed_fitness": 0.1,
-        "generations": [{"generation": 1, "best_code_hash": "h1", "best_fitness": 0.5},
-                        {"generation": 2, "best_code_hash": "h1", "best_fitness": 0.5},
-                        {"generation": 3, "best_code_hash": "h3", "best_fitness": 0.9}],
-        "best": {"code_hash": "h3", "generation": 3, "fitness": 0.9, "operator": "crossover",
-                 "parent_hashes": ["h1", "p2"]},
-    }
-    lineage = evolution_lineage(run, "seed")
-    assert [(n["code_hash"], n["generation"], n.get("role")) for n in lineage["nodes"]] == [
-        ("seed", 0, "seed"), ("h1", 1, None), ("p2", 2, None), ("h3", 3, "best")]
-    assert lineage["edges"] == [{"from": "seed", "to": "h1", "kind": "succeeds"},
-                                {"from": "h1", "to": "h3", "kind": "parent"},
-                                {"from": "p2", "to": "h3", "kind": "parent"}]
+def _candidate(code_hash: str, generation: int, code: str, *parents: str, fitness: float = 0.5) -> dict[str, object]:
+    return {"code_hash": code_hash, "generation": generation, "code": code, "fitness": fitness,
+            "operator": "seed" if not parents else "mutate:constant", "parent_hashes": list(parents)}
 
 
-def test_evolution_lineage_of_a_run_without_generations_is_the_seed() -> None:
-    assert evolution_lineage({"generations": []}, "seed") == {
-        "nodes": [{"code_hash": "seed", "generation": 0, "role": "seed"}], "edges": []}
+def test_evolution_lineage_is_the_parent_child_tree_with_each_childs_diff_against_its_first_parent() -> None:
+    candidates = [_candidate("seed", 0, "a\nb", fitness=0.1), _candidate("c1", 1, "a\nc", "seed"),
+                  _candidate("c2", 1, "x", "seed"), _candidate("c3", 2, "a\nd", "c1", "c2", fitness=0.9)]
+    run = {"best": {"code_hash": "c3", "generation": 2}}
+    lineage = evolution_lineage(run, "seed", candidates)
+    nodes = {n["code_hash"]: n for n in lineage["nodes"]}
+    assert [n["code_hash"] for n in lineage["nodes"]] == ["seed", "c1", "c2", "c3"]
+    assert lineage["edges"] == [{"from": "seed", "to": "c1"}, {"from": "seed", "to": "c2"},
+                                {"from": "c1", "to": "c3"}, {"from": "c2", "to": "c3"}]
+    assert (nodes["seed"]["role"], nodes["c3"]["role"], nodes["c1"]["role"]) == ("seed", "best", "")
+    assert "diff" not in nodes["seed"]
+    assert nodes["c3"]["diff_from"] == "c1"
+    assert nodes["c3"]["diff"] == ["--- parent c1 (generation 1)", "+++ child c3 (generation 2)", "@@ -1,2 +1,2 @@",
+                                   " a", "-c", "+d"]
+    assert {h for h, n in nodes.items() if n["on_best_path"]} == {"seed", "c1", "c2", "c3"}
+    assert (lineage["best"], lineage["seed"], lineage["complete"]) == ("c3", "seed", True)
+
+
+def test_evolution_lineage_marks_parents_it_was_not_given_as_unlisted() -> None:
+    lineage = evolution_lineage({"best": {}}, "seed", [_candidate("c5", 4, "x", "gone")], complete=False)
+    nodes = {n["code_hash"]: n for n in lineage["nodes"]}
+    assert nodes["gone"] == {"code_hash": "gone", "generation": 3, "parents": [], "role": "unlisted",
+                             "on_best_path": False}
+    assert nodes["c5"]["diff"] is None and lineage["complete"] is False
+
+
+def test_evolution_lineage_of_a_run_without_candidates_is_empty() -> None:
+    assert evolution_lineage({"generations": []}, "seed", []) == {
+        "nodes": [], "edges": [], "complete": True, "best": "", "seed": "seed"}

@@ -4,7 +4,8 @@
 fingerprint, replayed with the same one (or with none on either side) it returns the first run and False, with
 a different one it raises RequestIdReused and stores nothing; pages are newest first after a (create time ISO,
 run_id) position fetched as ``page_size + 1``, every write of a worker is fenced by (owner, attempt) and by the
-run being unfinished (LostLease), and sequence numbers have no gaps. ``FakeRegistry.get_agent`` raises the
+run being unfinished (LostLease), and sequence numbers have no gaps. Candidates are kept once per run and
+code hash (the first record stands) and listed by (generation, code hash). ``FakeRegistry.get_agent`` raises the
 NotFound reasons the registry client raises (AGENT_NOT_FOUND, AGENT_VERSION_NOT_FOUND).
 """
 
@@ -21,6 +22,8 @@ from typing import Any
 from evolution_svc import codec, transforms
 from evolution_svc.domain import (
     AgentSource,
+    Candidate,
+    CandidateQuery,
     EvaluationLimits,
     Event,
     EventType,
@@ -63,6 +66,7 @@ class _RunRow:
     checkpoint: bytes | None = None
     checkpoint_generation: int = 0
     events: list[Event] = field(default_factory=list)
+    candidates: dict[str, Candidate] = field(default_factory=dict)
 
 
 class FakeRunRepository:
@@ -112,6 +116,18 @@ class FakeRunRepository:
     async def events_after(self, run_id: str, after_sequence: int, limit: int) -> list[Event]:
         row = self.rows.get(run_id)
         return [] if row is None else [e for e in row.events if e.sequence > after_sequence][:limit]
+
+    async def list_candidates(self, query: CandidateQuery) -> Page[Candidate] | None:
+        row = self.rows.get(query.run_id)
+        if row is None:
+            return None
+        ordered = sorted(row.candidates.values(), key=lambda c: (c.generation, c.code_hash))
+        if query.after is not None:
+            ordered = [c for c in ordered if (c.generation, c.code_hash) > query.after]
+        page = paging.take(ordered[:query.page_size + 1], query.page_size,
+                           lambda last: [last.generation, last.code_hash])
+        items = [c if query.include_code else replace(c, code="") for c in page.items]
+        return Page(items, page.after)
 
     async def claim(
         self, owner: str, lease_until: datetime, now: datetime, limit: int, *, reclaim_own: bool = False,
@@ -176,6 +192,8 @@ class FakeRunRepository:
             row.checkpoint = update.checkpoint
         if update.checkpoint_generation is not None:
             row.checkpoint_generation = update.checkpoint_generation
+        for candidate in update.candidates:
+            row.candidates.setdefault(candidate.code_hash, candidate)
         row.run = run
         return self._append_event(row, draft, now)
 
