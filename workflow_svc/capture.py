@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 from tdev_common.redaction import redact_value
 from workflow_svc.domain import CapturePolicy, JsonObject
+from workflow_svc.routing import stable_fraction
 
 DEFAULT_MAX_CASE_BYTES = 65536
 REDACTED = "**redacted**"
@@ -21,8 +21,7 @@ def should_capture(policy: CapturePolicy, execution_id: str, node_id: str, succe
         return True
     if policy.success_sample_rate <= 0.0:
         return False
-    digest = hashlib.sha256(f"{execution_id}/{node_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < policy.success_sample_rate
+    return stable_fraction(execution_id, node_id) < policy.success_sample_rate
 
 
 def captured_case(policy: CapturePolicy, inputs: JsonObject, output: JsonObject | None, error_message: str,
