@@ -411,6 +411,7 @@ REQUIRED_IDS = [
     ("registry", "ListAgentVersions", "agent_id"),
     ("registry", "GetAgentLineage", "agent_id"),
     ("registry", "UpdateAgentLabels", "agent_id"),
+    ("registry", "GetAgentExecutionStats", "agent_id"),
     ("workflow", "GetWorkflow", "workflow_id"),
     ("workflow", "StartExecution", "workflow_id"),
     ("workflow", "ExecuteWorkflow", "workflow_id"),
@@ -424,6 +425,9 @@ REQUIRED_IDS = [
     ("evolution", "GetEvolution", "run_id"),
     ("evolution", "WatchEvolution", "run_id"),
     ("evolution", "CancelEvolution", "run_id"),
+    ("evolution", "GetEvolutionPolicy", "agent_id"),
+    ("evolution", "DeleteEvolutionPolicy", "agent_id"),
+    ("evolution", "TriggerEvolutionPolicy", "agent_id"),
 ]
 
 
