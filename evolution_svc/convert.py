@@ -4,7 +4,7 @@ the registry client that touches generated code."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import fields
+from dataclasses import asdict, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -350,19 +350,12 @@ def alias_view(message: registry_pb2.ListAgentAliasesResponse) -> AliasState:
 # -- policies ----------------------------------------------------------------------------------------------
 def policy_from_proto(message: policy_pb2.EvolutionPolicy) -> EvolutionPolicy:
     """A policy's settings from SetEvolutionPolicy (status and times are the server's)."""
-    trigger, budget = message.trigger, message.budget
+    # The proto messages and the dataclasses share their field names.
     return EvolutionPolicy(
         agent_id=message.agent_id,
         enabled=not message.disabled,
-        trigger=PolicyTrigger(
-            failure_rate_threshold=trigger.failure_rate_threshold,
-            window_seconds=trigger.window_seconds,
-            min_executions=trigger.min_executions,
-            labelled_failures=trigger.labelled_failures,
-            schedule_interval_seconds=trigger.schedule_interval_seconds,
-        ),
-        budget=PolicyBudget(max_evaluations_per_day=budget.max_evaluations_per_day,
-                            max_cost_usd_per_day=budget.max_cost_usd_per_day),
+        trigger=PolicyTrigger(**{item.name: getattr(message.trigger, item.name) for item in fields(PolicyTrigger)}),
+        budget=PolicyBudget(**{item.name: getattr(message.budget, item.name) for item in fields(PolicyBudget)}),
         overrides=overrides_from_proto(message.config),
         held_out_fraction=message.held_out_fraction,
         canary_traffic_fraction=message.canary_traffic_fraction,
@@ -384,21 +377,14 @@ def overrides_to_proto(overrides: ConfigOverrides) -> evo_pb2.EvolutionConfig:
 
 def policy_to_proto(policy: EvolutionPolicy) -> policy_pb2.EvolutionPolicy:
     """A stored policy with its status."""
-    trigger, budget, status = policy.trigger, policy.budget, policy.status
+    status = policy.status
     # The reset follows the day the usage was counted in (a day without any tick shows yesterday's numbers).
     reset = next_reset(datetime.fromisoformat(status.budget_day).replace(tzinfo=UTC)) if status.budget_day else None
     return policy_pb2.EvolutionPolicy(
         agent_id=policy.agent_id,
         disabled=not policy.enabled,
-        trigger=policy_pb2.PolicyTrigger(
-            failure_rate_threshold=trigger.failure_rate_threshold,
-            window_seconds=trigger.window_seconds,
-            min_executions=trigger.min_executions,
-            labelled_failures=trigger.labelled_failures,
-            schedule_interval_seconds=trigger.schedule_interval_seconds,
-        ),
-        budget=policy_pb2.PolicyBudget(max_evaluations_per_day=budget.max_evaluations_per_day,
-                                       max_cost_usd_per_day=budget.max_cost_usd_per_day),
+        trigger=policy_pb2.PolicyTrigger(**asdict(policy.trigger)),
+        budget=policy_pb2.PolicyBudget(**asdict(policy.budget)),
         config=overrides_to_proto(policy.overrides),
         held_out_fraction=policy.held_out_fraction,
         canary_traffic_fraction=policy.canary_traffic_fraction,

@@ -149,7 +149,8 @@ class PolicyService:
                     f"(run {policy.status.active_run_id}); at most one automatic run per agent at a time",
                     reason="POLICY_BUSY", metadata={"run_id": policy.status.active_run_id})
             try:
-                status, run = await self._start(policy, reason or "triggered by hand", now)
+                adopted = await self._adopt(policy, policies.current_usage(policy.status, now))
+                status, run = adopted or await self._start(policy, reason or "triggered by hand", now)
             except BudgetExhausted as error:
                 await self._save(agent_id, replace(policies.current_usage(policy.status, now),
                                                    phase=Phase.WAITING_FOR_BUDGET, message=str(error)))
@@ -182,7 +183,7 @@ class PolicyService:
         if status.phase is Phase.EVOLVING:
             status = await self._follow_run(policy, status, now)
         elif status.phase is Phase.ROLLING_OUT:
-            status = await self._follow_rollout(policy.agent_id, status)
+            status = await self._follow_rollout(policy.agent_id, status, now)
         if status.phase not in BUSY:
             status = await self._watch(replace(policy, status=status), status, now)
         if status != policy.status:
@@ -193,7 +194,7 @@ class PolicyService:
             return replace(status, phase=Phase.DISABLED, message="the policy is disabled")
         adopted = await self._adopt(policy, status)
         if adopted is not None:
-            return adopted
+            return adopted[0]
         seen, cases = await self._observe(policy, status, now)
         reason = policies.trigger_reason(policy, seen, now)
         if reason is None:
@@ -230,25 +231,25 @@ class PolicyService:
         stable = (await self._registry.aliases(agent_id)).versions.get(STABLE)
         return stable or (await self._registry.get_agent(agent_id, "")).version
 
-    async def _adopt(self, policy: EvolutionPolicy, status: PolicyStatus) -> PolicyStatus | None:
-        """The status of a run this policy started but did not record (a crash between the two)."""
+    async def _adopt(self, policy: EvolutionPolicy,
+                     status: PolicyStatus) -> tuple[PolicyStatus, EvolutionRun] | None:
+        """A run this policy started but did not record (a crash between the two), with the status that records
+        it; None when there is none, so the next run may start."""
         number = status.runs_started + 1
         run = await self._repository.run_by_request_id(policies.automatic_request_id(policy.agent_id, number))
         if run is None:
             return None
         log.info("evolution_policy_run_adopted", agent_id=policy.agent_id, run_id=run.run_id)
-        return self._evolving(status, run, number, run.create_time)
+        return self._evolving(status, run, number, run.create_time), run
 
     async def _start(self, policy: EvolutionPolicy, reason: str, now: datetime, *,
                      cases: list[ProductionCase] | None = None,
                      version: str | None = None) -> tuple[PolicyStatus, EvolutionRun]:
-        """Builds the suite, reserves today's budget and starts the run (idempotent by the run counter)."""
+        """Builds the suite, reserves today's budget and starts the run (idempotent by the run counter; callers
+        adopt an unrecorded run first)."""
         status = policies.current_usage(policy.status, now)
         number = status.runs_started + 1
         request_id = policies.automatic_request_id(policy.agent_id, number)
-        existing = await self._repository.run_by_request_id(request_id)
-        if existing is not None:
-            return self._evolving(status, existing, number, existing.create_time), existing
         version = version or await self._current_version(policy.agent_id)
         cases = cases if cases is not None else await self._registry.list_cases(policy.agent_id)
         suite = production_suite(cases, version, held_out_fraction=policy.held_out)
@@ -289,8 +290,9 @@ class PolicyService:
         if promotion is None or not promotion.promoted:
             why = promotion.reason if promotion is not None else run.error or run.stop_message
             outcome = f"run {run.run_id} ended ({run.stop_message or run.state.value}) without a new version: {why}"
-            if run.stop_reason in BUDGET_STOPS and policies.reserve(policy, Reservation(2, 0.0), now) is None:
-                outcome = f"{policies.budget_exhausted_message(replace(policy, status=status), now)}; {outcome}"
+            settled = replace(policy, status=status)
+            if run.stop_reason in BUDGET_STOPS and policies.reserve(settled, Reservation(2, 0.0), now) is None:
+                outcome = f"{policies.budget_exhausted_message(settled, now)}; {outcome}"
             return replace(status, phase=Phase.WATCHING, active_run_id="", last_outcome=outcome,
                            message="watching the triggers", evidence_since=now)
         aliases = await self._registry.aliases(policy.agent_id)
@@ -311,7 +313,7 @@ class PolicyService:
                        message=f"canary {promotion.version} takes {policy.canary_fraction:.0%} of stable's "
                                f"executions; the registry promotes or rolls it back on the numbers")
 
-    async def _follow_rollout(self, agent_id: str, status: PolicyStatus) -> PolicyStatus:
+    async def _follow_rollout(self, agent_id: str, status: PolicyStatus, now: datetime) -> PolicyStatus:
         aliases = await self._registry.aliases(agent_id)
         if aliases.versions.get(CANARY) == status.canary_version:
             return status
@@ -324,7 +326,7 @@ class PolicyService:
             outcome = f"canary {status.canary_version} rolled back: {ended.message}"
         log.info("evolution_policy_rollout_ended", agent_id=agent_id, outcome=outcome)
         return replace(status, phase=Phase.WATCHING, active_run_id="", canary_version="", last_outcome=outcome,
-                       message="watching the triggers", evidence_since=self._clock())
+                       message="watching the triggers", evidence_since=now)
 
     async def _save(self, agent_id: str, status: PolicyStatus) -> None:
         if not await self._repository.save_policy_status(agent_id, self._owner, status):

@@ -55,12 +55,8 @@ class GrpcRegistry:
         Raises:
             tdev_common.errors.DomainError: what the registry answered (its code kept), or UNAVAILABLE.
         """
-        try:
-            response = await self._stub.RegisterAgent(
-                convert.register_request(source, code, labels, request_id), timeout=self._deadline
-            )
-        except grpc.aio.AioRpcError as error:
-            raise from_rpc_error(error, context="registry RegisterAgent") from error
+        response = await self._call("RegisterAgent", self._stub.RegisterAgent(
+            convert.register_request(source, code, labels, request_id), timeout=self._deadline))
         return convert.agent_source(response.agent)
 
     async def list_cases(self, agent_id: str) -> list[ProductionCase]:
