@@ -253,7 +253,8 @@ def budget_exhausted_message(policy: EvolutionPolicy, now: datetime) -> str:
 def settle(status: PolicyStatus, run: EvolutionRun, now: datetime) -> PolicyStatus:
     """Replaces the finished run's reservation by what it really used."""
     status = current_usage(status, now)
-    used_evaluations = run.generations[-1].total_evaluations if run.generations else (1 if run.seed_fitness else 0)
+    # A run that ended before its first generation used one evaluation if it measured its seed (best is set then).
+    used_evaluations = run.generations[-1].total_evaluations if run.generations else (1 if run.best is not None else 0)
     used_cost = sum(report.cost_usd for report in run.generations)
     return replace(
         status,
