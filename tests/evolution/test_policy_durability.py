@@ -19,7 +19,7 @@ from registry_svc.server import create_server as create_registry
 from tdev_client import Connection, Mesh
 from tdev_common.config import CommonSettings
 from tests.evolution.test_grpc_resume import spawn
-from tests.evolution.test_policy_loop import BUGGY, mesh, policy, production, run, until
+from tests.evolution.test_policy_loop import BUGGY, captured, mesh, policy, production, run, until
 from tests.support.ports import free_port
 from workflow_svc.config import WorkflowSettings
 from workflow_svc.server import create_server as create_workflow
@@ -69,7 +69,7 @@ async def test_kill_9_of_the_evolution_service_mid_loop_resumes_without_a_second
     try:
         agent_id, _, workflow_id = await production(mesh, BUGGY)
         await run(mesh, workflow_id, [*range(8), 11, 12, 13])
-        await until(lambda: _count_cases(mesh, agent_id), lambda found: found >= 11, 30)
+        await captured(mesh, agent_id, 11)
         await mesh.evolution.set_evolution_policy(policy(agent_id, config=LONG_SEARCH))
         evolving = await until(lambda: mesh.evolution.get_evolution_policy(agent_id),
                                lambda p: p["status"]["phase"] == "PHASE_EVOLVING", 30)
@@ -93,14 +93,10 @@ async def test_kill_9_of_the_evolution_service_mid_loop_resumes_without_a_second
             await asyncio.wait_for(process.wait(), 20)
 
 
-async def _count_cases(mesh: Mesh, agent_id: str) -> int:
-    return len([case async for case in mesh.registry.iter_agent_cases(agent_id)])
-
-
 async def test_a_run_started_but_not_recorded_on_the_policy_is_adopted_not_repeated(mesh: Mesh) -> None:
     agent_id, _, workflow_id = await production(mesh, BUGGY)
     await run(mesh, workflow_id, [*range(8), 11, 12, 13])
-    await until(lambda: _count_cases(mesh, agent_id), lambda found: found >= 11, 30)
+    await captured(mesh, agent_id, 11)
     # What a replica that crashed right after starting the policy's first run leaves behind: the run with the
     # policy's idempotency key, and a policy whose status knows nothing of it.
     suite: dict[str, Any] = {"cases": [{"inputs": {"x": 1}, "expected": {"y": 2}}]}
