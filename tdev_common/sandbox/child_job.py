@@ -37,7 +37,8 @@ class ChildJob:
         self.pending_write = b""
         self.finished = False
         self.eof = False
-        self.complete = False  # every input answered, waiting for the process to exit
+        self.complete = False  # every input answered, waiting for ``done`` and end-of-file, or the exit
+        self.sealed = False  # ``done`` came after the last answer: end-of-file now ends the job
         self.fatal = False  # the answers come from one load failure
 
     async def run(self) -> list[Outcome]:
@@ -87,7 +88,9 @@ class ChildJob:
             if not data:
                 self.eof = True
                 self.loop.remove_reader(self.handle.res_r)
-                return  # the exit status (or the deadline) decides what happened
+                if self.sealed:  # nothing can follow the answers: take them now, the exit is not awaited
+                    self._finish(kill=True)
+                return  # else the exit status (or the deadline) decides what happened
             try:
                 frames = self.frames.feed(data)
             except framing.FrameTooLarge:
@@ -103,12 +106,14 @@ class ChildJob:
 
     def _on_frame(self, header: dict[str, Any], payload: bytes) -> None:
         """Check one frame against the protocol: ``loaded`` first when there are several inputs, then
-        exactly one ``result`` per input with its index, in order; or a single ``fatal`` before any result.
-        Agent code can write on the pipe too, so anything else is the agent's invalid output."""
+        exactly one ``result`` per input with its index, in order; or a single ``fatal`` before any result;
+        then ``done``. Agent code can write on the pipe too, so anything else is the agent's invalid output."""
         kind = header.get("t")
         n = len(self.job.inputs)
         expected = len(self.outcomes)
-        if self.complete:
+        if self.complete and kind == "done" and not self.sealed:
+            self.sealed = True
+        elif self.complete:
             self._violation(n - 1, "the sandboxed process sent more messages than it had inputs")
         elif kind == "loaded":
             if self.loaded or expected or n < 2:
@@ -147,9 +152,10 @@ class ChildJob:
         self.timer = self.loop.call_later(self.job.limits.timeout_seconds, self._on_timeout)
 
     def _await_exit(self) -> None:
-        """Every input is answered; the answers count once the process has exited cleanly (until then agent
-        code could still be running and write more). The input's deadline still holds, but a process that
-        answered just before it gets a moment to exit."""
+        """Every input is answered; the answers count once nothing more can be written: after the runtime's
+        ``done`` frame at end-of-file of the pipe, or when the process has exited cleanly (agent code that
+        keeps a copy of the pipe open delays end-of-file, never the exit). The input's deadline still holds,
+        but a process that answered just before it gets a moment to finish."""
         self.complete = True
         remaining = self.timer.when() - self.loop.time() if self.timer is not None else 0.0
         if remaining < _EXIT_WAIT:
@@ -160,13 +166,13 @@ class ChildJob:
     def _violation(self, suspect: int, detail: str) -> None:
         """End the job: input ``suspect`` (and every later one) loses its answer and is invalid_output."""
         del self.outcomes[min(suspect, len(self.job.inputs) - 1) :]
-        self.complete = False
+        self.complete = self.sealed = False
         self._answer_rest(OutcomeKind.INVALID_OUTPUT, detail=detail)
 
     def _reopen_last(self) -> None:
         """Withdraw the answers a process gave before ending badly: the last one (all after a fatal one)."""
         del self.outcomes[0 if self.fatal else len(self.outcomes) - 1 :]
-        self.complete = False
+        self.complete = self.sealed = False
 
     def _end(self, kind: OutcomeKind, detail: str) -> None:
         """End the job with ``kind`` for the current input (for the last one if all were answered)."""
@@ -219,7 +225,8 @@ class ChildJob:
             self.loop.remove_writer(self.handle.job_w)
         if not self.done.done():
             self.done.set_result(None)  # first, so the caller resumes before the kill message leaves
-        # A process that exited needs no kill (the zygote sweeps what it forked, as asked on start).
+        # A process that exited needs no kill (the zygote sweeps what it forked, as asked on start). One that
+        # closed its pipe after ``done`` is killed: agent code never outlives the answers that were taken.
         self.process.release(self.handle, kill=kill, sweep=self.job.limits.max_processes > 1)
 
 

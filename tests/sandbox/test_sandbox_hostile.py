@@ -170,6 +170,11 @@ async def check_double_fork(o: Outcome, h: Host) -> None:
     assert await wait_for(lambda: not [p for p in host_processes() if p.uid == uid], timeout=2.0)
 
 
+async def check_gone_after_answer(o: Outcome, h: Host) -> None:
+    uid = TEST_UID_BASE + _output(o)["uid"]
+    assert await wait_for(lambda: not [p for p in host_processes() if p.uid == uid], timeout=2.0)
+
+
 def check_not_forged(o: Outcome, h: Host) -> None:
     assert o.output is None, o
 
@@ -230,6 +235,7 @@ CASES = [
     Case("forged_wrong_index", OutcomeKind.INVALID_OUTPUT, check=check_not_forged, inputs={"forge_index": 1}),
     Case("forged_then_hide_pipe", OutcomeKind.ERROR, "ProcessExit", check=check_not_forged),
     Case("forged_then_exit_nonzero", OutcomeKind.ERROR, "ProcessExit", check=check_not_forged),
+    Case("forged_done_then_spin", OutcomeKind.OK, check=check_gone_after_answer),
     *(
         Case("forged_nan_frame", OutcomeKind.INVALID_OUTPUT, None, {}, check_not_finite, f"forged_{v}", {"value": v})
         for v in ("nan", "inf", "overflow", "bigint")

@@ -26,13 +26,25 @@ def serve(config: dict[str, Any], uid: int, job_r: int, res_w: int) -> NoReturn:
     if work_dir != WORK_DIR:  # weak mode: the zygote's environment names the namespace mode's work dir
         os.environ["TMPDIR"] = os.environ["HOME"] = work_dir
     runner.rehearse()
+    set_batch_scheduling(False)
     payload = _read_job(job_r)
     os.close(job_r)
     syscalls.set_process_name("tdev-job")
     runner.run_job(payload, res_w, weak=config["mode"] == "weak", work_dir=work_dir)
-    # The exit is the end of the job: the service accepts the answers only once it has the exit status,
-    # so an agent that wrote a result itself and then raised cannot win a race against our own frame.
+    # The job ended with ``done`` and a closed pipe, which is what the service waits for; it kills us
+    # then. Frames agent code wrote itself before ours make the job invalid, and if agent code closed or
+    # swapped the pipe, there is no ``done``: the exit status decides.
     os._exit(0)
+
+
+def set_batch_scheduling(batch: bool) -> None:
+    """SCHED_BATCH for the zygote, the forkers and execution processes while they are set up: their work
+    (refilling the pool) never preempts a running job on wake-up. An idle execution process goes back to
+    SCHED_OTHER (allowed unprivileged: same nice value) before it waits for its job. Best effort."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_BATCH if batch else os.SCHED_OTHER, os.sched_param(0))
+    except (OSError, AttributeError):
+        pass
 
 
 _SECCOMP: syscalls.SeccompFilter | None = None

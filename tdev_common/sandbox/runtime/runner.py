@@ -24,6 +24,7 @@ _MAX_FRAMES = 12
 _CO_COROUTINE = 0x80
 _MEMORY_BODY = b'{"kind":"memory_exceeded"}'
 _EXIT_PIPE_LOST = 72  # the result descriptor was closed or replaced by agent code
+_DONE_FRAME = framing.encode({"t": "done"})
 
 
 class AgentLoadError(Exception):
@@ -70,25 +71,32 @@ class _Reporter:
         self.limits = limits
         self.out = _Capture(limits["max_stdout_bytes"])
         self.err = _Capture(limits["max_stdout_bytes"])
-        self.memory_fatal = framing.encode({"t": "fatal"}, _MEMORY_BODY)
+        self.memory_fatal = framing.encode({"t": "fatal"}, _MEMORY_BODY) + _DONE_FRAME
         self.pipe = _identity(fd)
 
-    def memory_frame(self, index: int) -> bytes:
+    def memory_frame(self, index: int, *, last: bool) -> bytes:
         """Built before the input runs: once MemoryError is raised there may be no memory to build it."""
-        return framing.encode({"t": "result", "i": index}, _MEMORY_BODY)
+        return framing.encode({"t": "result", "i": index}, _MEMORY_BODY) + (_DONE_FRAME if last else b"")
 
-    def send(self, kind: str, body: bytes, index: int | None = None) -> None:
+    def send(self, kind: str, body: bytes, index: int | None = None, *, last: bool = False) -> None:
+        """Send one frame; the ``last`` one carries the ``done`` frame in the same write."""
         header: dict[str, Any] = {"t": kind} if index is None else {"t": kind, "i": index}
-        self.write(framing.encode(header, body))
+        frame = framing.encode(header, body)
+        self.write(frame + _DONE_FRAME if last else frame, close=last)
 
-    def write(self, frame: bytes) -> None:
+    def write(self, frame: bytes, *, close: bool = False) -> None:
         """Write ``frame`` to the result pipe, or exit if agent code swapped the descriptor for another file
-        (its own frames would then stand alone; a non-zero exit makes the service discard them)."""
+        (its own frames would then stand alone; a non-zero exit makes the service discard them).
+
+        ``close`` after the ``done`` frame: the service takes the answers at end-of-file after ``done``
+        (nothing can follow them) without waiting for this process to exit."""
         if _identity(self.fd) != self.pipe:
             os._exit(_EXIT_PIPE_LOST)
         view = memoryview(frame)
         while view:
             view = view[os.write(self.fd, view) :]
+        if close:
+            os.close(self.fd)
 
     def streams(self) -> dict[str, Any]:
         stdout, out_cut = self.out.take()
@@ -215,7 +223,7 @@ def _inspection(cls: type, instance: Any) -> dict[str, Any]:
 
 def run_job(payload: bytes, res_fd: int, *, weak: bool, work_dir: str) -> None:
     """Run the job described by ``payload`` and write one frame per input to ``res_fd`` (or one ``fatal``
-    frame if the class cannot be loaded); the caller then exits, which tells the service the job is over."""
+    frame if the class cannot be loaded), then ``done``, and close it; the caller then exits."""
     job = json.loads(payload)
     limits: dict[str, Any] = job["limits"]
     inputs: list[Any] = job["inputs"]
@@ -235,22 +243,23 @@ def run_job(payload: bytes, res_fd: int, *, weak: bool, work_dir: str) -> None:
         if job["mode"] == "inspect":
             body = reporter.output_body(_inspection(cls, instance))
             _check_pid(me)
-            reporter.send("result", body, 0)
+            reporter.send("result", body, 0, last=True)
             return
     except MemoryError:
         _check_pid(me)
-        reporter.write(reporter.memory_fatal)
+        reporter.write(reporter.memory_fatal, close=True)
         return
     except BaseException as exc:
         _check_pid(me)
-        reporter.send("fatal", reporter.error_body(exc))
+        reporter.send("fatal", reporter.error_body(exc), last=True)
         return
     _check_pid(me)
     if len(inputs) > 1:  # tells the zygote a later crash concerns one input, not the whole batch
         reporter.send("loaded", b"")
     for index, value in enumerate(inputs):
+        last = index == len(inputs) - 1
         next_stage()
-        memory_frame = reporter.memory_frame(index)
+        memory_frame = reporter.memory_frame(index, last=last)
         try:
             result = instance.execute(value)
             if isinstance(result, types.CoroutineType) or hasattr(result, "__await__"):
@@ -261,12 +270,12 @@ def run_job(payload: bytes, res_fd: int, *, weak: bool, work_dir: str) -> None:
             del result
         except MemoryError:
             _check_pid(me)
-            reporter.write(memory_frame)
+            reporter.write(memory_frame, close=last)
             continue
         except BaseException as exc:
             body = reporter.error_body(exc)
         _check_pid(me)
-        reporter.send("result", body, index)
+        reporter.send("result", body, index, last=last)
 
 
 _REHEARSAL_CODE = """
@@ -289,7 +298,7 @@ def rehearse() -> None:
     result = cls().execute(job["inputs"][0])
     isinstance(result, types.CoroutineType) or hasattr(result, "__await__")
     framing.encode({"t": "result", "i": 0}, reporter.output_body(result))
-    reporter.memory_frame(0)
+    reporter.memory_frame(0, last=True)
     sys.modules.pop(AGENT_MODULE, None)
     linecache.cache.pop(AGENT_FILE, None)
 

@@ -302,6 +302,7 @@ def main(config: dict[str, Any]) -> None:
     os.environ.clear()  # set once here, inherited by every fork: nothing of the service's environment
     os.environ.update(child.ENVIRONMENT)
     config["seccomp_status"] = child.prepare_seccomp(config)
+    child.set_batch_scheduling(True)
     zygote = Zygote(config)
     gc.collect()
     gc.freeze()  # forked children never scan (and so never copy) the zygote's objects
