@@ -26,11 +26,12 @@ def serve(config: dict[str, Any], uid: int, job_r: int, res_w: int) -> NoReturn:
     if work_dir != WORK_DIR:  # weak mode: the zygote's environment names the namespace mode's work dir
         os.environ["TMPDIR"] = os.environ["HOME"] = work_dir
     runner.rehearse()
+    reporter = runner.prepare(res_w)
     set_batch_scheduling(False)
     payload = _read_job(job_r)
     os.close(job_r)
     syscalls.set_process_name("tdev-job")
-    runner.run_job(payload, res_w, weak=config["mode"] == "weak", work_dir=work_dir)
+    runner.run_job(payload, reporter, weak=config["mode"] == "weak", work_dir=work_dir)
     # The job ended with ``done`` and a closed pipe, which is what the service waits for; it kills us
     # then. Frames agent code wrote itself before ours make the job invalid, and if agent code closed or
     # swapped the pipe, there is no ``done``: the exit status decides.

@@ -66,13 +66,18 @@ class _Reporter:
     """Writes the runtime's frames. Each result names its input's index: the service takes exactly one
     result per input, in order, and treats anything else on the pipe as the agent's invalid output."""
 
-    def __init__(self, fd: int, limits: dict[str, Any]) -> None:
+    def __init__(self, fd: int) -> None:
         self.fd = fd
-        self.limits = limits
-        self.out = _Capture(limits["max_stdout_bytes"])
-        self.err = _Capture(limits["max_stdout_bytes"])
+        self.limits: dict[str, Any] = {}
+        self.out = _Capture(0)
+        self.err = _Capture(0)
         self.memory_fatal = framing.encode({"t": "fatal"}, _MEMORY_BODY) + _DONE_FRAME
         self.pipe = _identity(fd)
+
+    def configure(self, limits: dict[str, Any]) -> None:
+        """Take the job's limits (the reporter itself is made before the job arrives)."""
+        self.limits = limits
+        self.out.cap = self.err.cap = limits["max_stdout_bytes"]
 
     def memory_frame(self, index: int, *, last: bool) -> bytes:
         """Built before the input runs: once MemoryError is raised there may be no memory to build it."""
@@ -221,17 +226,24 @@ def _inspection(cls: type, instance: Any) -> dict[str, Any]:
     return {"class_name": cls.__name__, "capabilities": capabilities, "methods": methods, "async_execute": is_async}
 
 
-def run_job(payload: bytes, res_fd: int, *, weak: bool, work_dir: str) -> None:
-    """Run the job described by ``payload`` and write one frame per input to ``res_fd`` (or one ``fatal``
-    frame if the class cannot be loaded), then ``done``, and close it; the caller then exits."""
+def prepare(res_fd: int) -> _Reporter:
+    """What does not depend on the job, done while the process waits in the pool: the reporter on ``res_fd``
+    and the captured standard streams."""
+    reporter = _Reporter(res_fd)
+    sys.stdout = sys.__stdout__ = reporter.out  # type: ignore[misc,assignment]
+    sys.stderr = sys.__stderr__ = reporter.err  # type: ignore[misc,assignment]
+    sys.stdin = sys.__stdin__ = io.StringIO()  # type: ignore[misc,assignment]
+    return reporter
+
+
+def run_job(payload: bytes, reporter: _Reporter, *, weak: bool, work_dir: str) -> None:
+    """Run the job described by ``payload`` and write one frame per input through ``reporter`` (or one
+    ``fatal`` frame if the class cannot be loaded), then ``done``, and close the pipe; the caller then exits."""
     job = json.loads(payload)
     limits: dict[str, Any] = job["limits"]
     inputs: list[Any] = job["inputs"]
     me = os.getpid()
-    reporter = _Reporter(res_fd, limits)
-    sys.stdout = sys.__stdout__ = reporter.out  # type: ignore[misc,assignment]
-    sys.stderr = sys.__stderr__ = reporter.err  # type: ignore[misc,assignment]
-    sys.stdin = sys.__stdin__ = io.StringIO()  # type: ignore[misc,assignment]
+    reporter.configure(limits)
     _apply_limits(limits)
     next_stage = _cpu_budget(limits, len(inputs))
     if weak:
@@ -293,7 +305,8 @@ def rehearse() -> None:
     """Walk a built-in agent through the job path (no limits, nothing sent) so the copy-on-write page faults
     and first-use costs after fork are paid while the process waits in the pool, not during the job."""
     job = json.loads(json.dumps({"mode": "run", "code": _REHEARSAL_CODE, "inputs": [{"a": [1, "b"]}]}))
-    reporter = _Reporter(-1, _REHEARSAL_LIMITS)
+    reporter = _Reporter(-1)
+    reporter.configure(_REHEARSAL_LIMITS)
     cls = load_agent(job["code"])
     result = cls().execute(job["inputs"][0])
     isinstance(result, types.CoroutineType) or hasattr(result, "__await__")
