@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 
 from google.protobuf import timestamp_pb2
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
 
 def utc_now() -> datetime:
     """The current time as an aware UTC datetime (microsecond precision)."""
@@ -55,9 +57,10 @@ def to_timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
     """
     if value is None:
         return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(_aware(value))
-    return stamp
+    # Integer arithmetic on the difference from the epoch: exact like FromDatetime, a few times faster
+    # (FromDatetime goes through a time tuple); it runs for every event a stream sends.
+    delta = _aware(value) - _EPOCH
+    return timestamp_pb2.Timestamp(seconds=delta.days * 86400 + delta.seconds, nanos=delta.microseconds * 1000)
 
 
 def from_timestamp(stamp: timestamp_pb2.Timestamp) -> datetime:
