@@ -54,6 +54,7 @@ class RemoteBackend(SandboxBackend):
         self._turn = itertools.count()
         self._tier: dict[str, str] = {}
         self._closed = False
+        self._finishing: set[Any] = set()
 
     @classmethod
     def probe(cls, settings: SandboxSettings) -> Probe:
@@ -122,6 +123,12 @@ class RemoteBackend(SandboxBackend):
                     return self._rest(outcomes, job, OutcomeKind.INVALID_OUTPUT,
                                       f"the sandbox worker at {address} broke the answer order")
                 outcomes.append(remote_wire.outcome_from_message(response.outcome, job.limits.max_output_bytes))
+                if len(outcomes) == len(job.inputs):
+                    # Every answer is in: the status that follows can only be OK, so it is not waited for.
+                    # The call is kept until it ends (dropping it would cancel it).
+                    self._finishing.add(call)
+                    call.add_done_callback(self._finishing.discard)
+                    return outcomes
         except asyncio.CancelledError:
             call.cancel()  # the worker sees the cancellation and kills the job's processes
             raise
