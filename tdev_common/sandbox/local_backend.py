@@ -58,7 +58,7 @@ class LocalBackend(SandboxBackend, abc.ABC):
             program = seccomp.compile_filter()
         except seccomp.SeccompUnavailableError as exc:
             return {"seccomp_mode": mode, "seccomp_error": str(exc)}
-        return {"seccomp_mode": mode, "seccomp_bpf": program.bpf.hex()}
+        return {"seccomp_mode": mode, "seccomp_bpf": program.bpf.hex(), "seccomp_late_bpf": program.late_bpf.hex()}
 
     def seccomp_status(self) -> str:
         """``on (...)``, ``off`` or ``unavailable: reason``, as the running runtime reported it (before it

@@ -21,7 +21,7 @@ def serve(config: dict[str, Any], uid: int, job_r: int, res_w: int) -> NoReturn:
     _keep_only_fds(job_r, res_w)
     work_dir = _isolate(config, uid)
     os.setsid()
-    # Last, after the mounts and uid change that need the syscalls it denies, and before any agent code.
+    # Last, after the mounts that need the syscalls its late part denies, and before any agent code.
     _install_seccomp(config)
     if work_dir != WORK_DIR:  # weak mode: the zygote's environment names the namespace mode's work dir
         os.environ["TMPDIR"] = os.environ["HOME"] = work_dir
@@ -48,25 +48,26 @@ def set_batch_scheduling(batch: bool) -> None:
         pass
 
 
-_SECCOMP: syscalls.SeccompFilter | None = None
+_SECCOMP: tuple[syscalls.SeccompFilter, syscalls.SeccompFilter] | None = None  # inherited part, late part
 _EXIT_NO_SECCOMP = 73
 
 
 def prepare_seccomp(config: dict[str, Any]) -> str:
-    """Build the filter once in the zygote, check that this kernel accepts it (in a throw-away process),
-    and return the status to report: ``on``, ``off`` or why it is unavailable.
+    """Build the two parts of the filter once in the zygote, check that this kernel accepts them stacked (in a
+    throw-away process), and return the status to report: ``on``, ``off`` or why it is unavailable.
 
     Raises:
         RuntimeError: the mode is ``strict`` and the filter cannot be installed (fail closed).
     """
     global _SECCOMP
-    mode, bpf = config.get("seccomp_mode", "off"), str(config.get("seccomp_bpf") or "")
+    mode = config.get("seccomp_mode", "off")
+    bpf, late_bpf = str(config.get("seccomp_bpf") or ""), str(config.get("seccomp_late_bpf") or "")
     if mode == "off":
         return "off"
-    problem = config.get("seccomp_error") or ("no filter was provided" if not bpf else "")
+    problem = config.get("seccomp_error") or ("no filter was provided" if not (bpf and late_bpf) else "")
     if not problem:
         try:
-            candidate = syscalls.SeccompFilter(bytes.fromhex(bpf))
+            candidate = (syscalls.SeccompFilter(bytes.fromhex(bpf)), syscalls.SeccompFilter(bytes.fromhex(late_bpf)))
             problem = _try_install(candidate)
         except ValueError as exc:
             problem = str(exc)
@@ -78,12 +79,13 @@ def prepare_seccomp(config: dict[str, Any]) -> str:
     return f"unavailable: {problem}"
 
 
-def _try_install(candidate: syscalls.SeccompFilter) -> str:
+def _try_install(candidate: tuple[syscalls.SeccompFilter, syscalls.SeccompFilter]) -> str:
     pid = os.fork()
     if pid == 0:
         try:
             syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
-            candidate.install()
+            for part in candidate:
+                part.install()
             code = 0
         except OSError as exc:
             code = exc.errno or 1
@@ -93,15 +95,26 @@ def _try_install(candidate: syscalls.SeccompFilter) -> str:
     return "" if code == 0 else f"the kernel refused the filter ({os.strerror(code) if code > 0 else code})"
 
 
+def install_inherited_seccomp() -> None:
+    """In a forker (after no_new_privs): install the large part of the filter, which every execution process
+    it forks inherits; a forker that cannot exits, and the runtime with it (it reported the filter as on)."""
+    if _SECCOMP is None:
+        return
+    try:
+        _SECCOMP[0].install()
+    except OSError:
+        os._exit(_EXIT_NO_SECCOMP)
+
+
 def _install_seccomp(config: dict[str, Any]) -> None:
-    """Install the filter the zygote prepared; a process that cannot never runs agent code (the runtime
-    reported the filter as on, and in strict mode it must be)."""
+    """Install the late part of the filter (the inherited part is in force since the fork); a process that
+    cannot never runs agent code (the runtime reported the filter as on, and in strict mode it must be)."""
     if _SECCOMP is None:
         if config.get("seccomp_mode") == "strict":
             os._exit(_EXIT_NO_SECCOMP)  # not reached: a strict runtime does not start without a filter
         return
     try:
-        _SECCOMP.install()
+        _SECCOMP[1].install()
     except OSError:
         os._exit(_EXIT_NO_SECCOMP)
 

@@ -29,6 +29,7 @@ def serve(config: dict[str, Any], sock: socket.socket, flavor: str) -> NoReturn:
     """
     # Inherited by every execution process and irrevocable: no exec can ever grant privileges again.
     syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
+    child.install_inherited_seccomp()  # installed once here, not JIT-compiled again in every process
     keep = sock.fileno()
     os.closerange(3, keep)  # above all the zygote's control socket: only the zygote may hold it
     os.closerange(keep + 1, 1 << 20)
