@@ -63,7 +63,7 @@ class SeccompProgram:
 
     bpf: bytes
     denied: tuple[str, ...]
-    late_bpf: bytes = b""
+    late_bpf: bytes
 
     @property
     def summary(self) -> str:
