@@ -43,6 +43,7 @@ TARGETS = {"p50": 1.2, "p99": 2.0, "throughput": 0.6}
 
 
 async def _serve_registry(data_dir: str) -> None:
+
     from registry_svc.config import RegistrySettings
     from registry_svc.server import create_server
     from tdev_common.config import CommonSettings
@@ -59,30 +60,35 @@ async def _serve_registry(data_dir: str) -> None:
         await handle.close(grace=0.5)
 
 
-def _interceptors(stack: str) -> list[grpc.aio.ServerInterceptor]:
-    """The interceptors build_server installs (embedded mode: no auth), or a part of them."""
-    from tdev_common.errors import ErrorToStatusInterceptor
+def _layers(stack: str) -> list[Any]:
+    """The handler layers build_server applies (embedded mode: no auth), or a part of them."""
+    from tdev_common.errors import error_layer
+    from tdev_common.server_tracing import tracing_layer
     from tdev_common.telemetry import tracer_provider
 
-    chosen: list[grpc.aio.ServerInterceptor] = []
-    if stack in ("otel", "common"):
-        from opentelemetry.instrumentation.grpc import aio_server_interceptor
-
-        chosen.append(aio_server_interceptor(tracer_provider=tracer_provider()))
+    chosen: list[Any] = []
+    if stack in ("tracing", "common"):
+        chosen.append(tracing_layer(tracer_provider()))
     if stack in ("errors", "common"):
-        chosen.append(ErrorToStatusInterceptor())
+        chosen.append(error_layer)
     return chosen
 
 
 async def _serve_echo(response_size: int, stack: str) -> None:
+    from google.protobuf.wrappers_pb2 import BytesValue
+
+    from tdev_common.handler_layers import LayeredServer
+
     payload = b"x" * response_size
 
-    async def echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    async def echo(request: Any, context: grpc.aio.ServicerContext) -> bytes:
         return payload
 
-    server = grpc.aio.server(interceptors=_interceptors(stack))
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
-        "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)})])
+    # The error layer checks every request against the shared rules, which need a message, not raw bytes.
+    decode = None if stack == "none" else BytesValue.FromString
+    server = grpc.aio.server()
+    LayeredServer(server, _layers(stack)).add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+        "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo, request_deserializer=decode)})])
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     print(json.dumps({"port": port}), flush=True)
@@ -141,8 +147,16 @@ def _percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-ECHO_NAMES = {"none": "grpc.aio echo", "errors": "echo+ErrorToStatus", "otel": "echo+OTel",
-              "common": "echo+OTel+ErrorToStatus"}
+ECHO_NAMES = {"none": "grpc.aio echo", "errors": "echo+errors layer", "tracing": "echo+tracing layer",
+              "common": "echo+tracing+errors"}
+
+
+def _echo_request(size: int) -> bytes:
+    """``size`` bytes that decode as a BytesValue (the interceptor stacks decode what they check)."""
+    from google.protobuf.wrappers_pb2 import BytesValue
+
+    body = BytesValue(value=b"r" * max(0, size - 2)).SerializeToString()
+    return body if len(body) == size else b"r" * size
 
 
 def _echo_call(channel: grpc.aio.Channel, request: bytes) -> Callable[[], Awaitable[Any]]:
@@ -216,13 +230,13 @@ async def _bench(args: argparse.Namespace) -> int:
             registry_channel = grpc.aio.insecure_channel(f"127.0.0.1:{registry_port}")
             channels.append(registry_channel)
             request, request_size, response_size = await _prepare_registry(registry_channel)
-            stacks = ["none", "errors", "otel", "common"] if args.breakdown else ["none"]
+            stacks = ["none", "errors", "tracing", "common"] if args.breakdown else ["none"]
             for stack in stacks:
                 process, port = _spawn("--serve-echo", str(response_size), "--stack", stack)
                 processes.append(process)
                 channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
                 channels.append(channel)
-                calls[ECHO_NAMES[stack]] = _echo_call(channel, b"r" * request_size)
+                calls[ECHO_NAMES[stack]] = _echo_call(channel, _echo_request(request_size))
                 pids[ECHO_NAMES[stack]] = process.pid
             get_agent = pb2_grpc.RegistryServiceStub(registry_channel).GetAgent
 
@@ -258,7 +272,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=3.0, help="duration of the throughput phases")
     parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds over the servers")
     parser.add_argument("--breakdown", action="store_true",
-                        help="also time echo servers with each of tdev_common/'s interceptors, to attribute costs")
+                        help="also time echo servers with each of tdev_common/'s handler layers, to attribute costs")
     report.add_arguments(parser)
     parser.add_argument("--stack", default="none", help=argparse.SUPPRESS)
     parser.add_argument("--serve-registry", metavar="DIR", help=argparse.SUPPRESS)

@@ -15,12 +15,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import structlog
 
+from tdev_common.handler_layers import Layer, rewrap
 from tdev_common.redaction import register_secret
 
 log = structlog.get_logger(__name__)
@@ -107,37 +109,48 @@ def _bearer(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:
     return None
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):
-    """Rejects calls without a valid bearer token (UNAUTHENTICATED) or permission (PERMISSION_DENIED)."""
+def auth_layer(tokens: TokenTable) -> Layer:
+    """A handler layer that rejects calls without a valid bearer token (UNAUTHENTICATED) or permission
+    (PERMISSION_DENIED). Health checks pass untouched; reflection needs any valid token."""
 
-    def __init__(self, tokens: TokenTable) -> None:
-        self._tokens = tokens
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        method: str = handler_call_details.method
+    def layer(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         needed = required_permission(method)
         if needed is None:
-            return await continuation(handler_call_details)
-        token = _bearer(handler_call_details.invocation_metadata)
-        principal = self._tokens.lookup(token) if token else None
-        if principal is None:
-            return _deny(grpc.StatusCode.UNAUTHENTICATED,
-                         "missing or invalid bearer token: send metadata 'authorization: Bearer <token>'")
-        if needed != "reflection:read" and not principal.may(needed):
-            log.info("permission_denied", principal=principal.name, method=method, needed=needed)
-            return _deny(grpc.StatusCode.PERMISSION_DENIED, f"token {principal.name!r} lacks permission {needed!r}")
-        return await continuation(handler_call_details)
+            return handler
 
+        def refusal(context: grpc.aio.ServicerContext) -> tuple[grpc.StatusCode, str] | None:
+            token = _bearer(context.invocation_metadata())
+            principal = tokens.lookup(token) if token else None
+            if principal is None:
+                return (grpc.StatusCode.UNAUTHENTICATED,
+                        "missing or invalid bearer token: send metadata 'authorization: Bearer <token>'")
+            if needed != "reflection:read" and not principal.may(needed):
+                log.info("permission_denied", principal=principal.name, method=method, needed=needed)
+                return grpc.StatusCode.PERMISSION_DENIED, f"token {principal.name!r} lacks permission {needed!r}"
+            return None
 
-def _deny(code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
-    async def abort(_request: object, context: grpc.aio.ServicerContext) -> None:
-        await context.abort(code, message)
+        def wrap(behaviour: Callable[..., Any], response_streaming: bool) -> Callable[..., Any]:
+            if response_streaming:
+                async def stream(request: object, context: grpc.aio.ServicerContext) -> AsyncIterator[object]:
+                    denied = refusal(context)
+                    if denied is not None:
+                        await context.abort(*denied)
+                    async for item in behaviour(request, context):
+                        yield item
 
-    return grpc.unary_unary_rpc_method_handler(abort)
+                return stream
+
+            async def unary(request: object, context: grpc.aio.ServicerContext) -> object:
+                denied = refusal(context)
+                if denied is not None:
+                    await context.abort(*denied)
+                return await behaviour(request, context)
+
+            return unary
+
+        return rewrap(handler, wrap)
+
+    return layer
 
 
 class _WithToken:

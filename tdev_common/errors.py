@@ -8,12 +8,16 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import structlog
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
+
+from tdev_common.handler_layers import rewrap
+from tdev_common.telemetry import bind_call, unbind_call
 
 DOMAIN = "tdev.dev"
 
@@ -296,82 +300,60 @@ def _request_id(context: grpc.aio.ServicerContext) -> str:
     return f"{_ID_PREFIX}-{next(_id_counter):x}"
 
 
-class ErrorToStatusInterceptor(grpc.aio.ServerInterceptor):
-    """Binds a request id to the logs of each call and maps every exception to a status.
+def error_layer(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    """Binds a request id to the logs of each call and maps every exception to a status (a handler layer).
 
     DomainError -> its code with ErrorInfo/BadRequest details; infrastructure errors with a known
     meaning -> UNAVAILABLE; anything else -> INTERNAL with a generic message, the traceback logged.
+    Requests that do not decode are answered INVALID_ARGUMENT, not with grpc's bare INTERNAL. Calls with
+    a stream of requests (reflection) pass through untouched.
     """
-
-    def __init__(self) -> None:
-        # Registered handlers never change, so each method's wrapper is built once, not per call.
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        method = handler_call_details.method
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = self._wrap(handler, method)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
-
-    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
-        deserializer = _tolerant(handler.request_deserializer)
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(handler.unary_unary, method),
-                request_deserializer=deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(handler.unary_stream, method),
-                request_deserializer=deserializer,
-                response_serializer=handler.response_serializer,
-            )
+    if handler.request_streaming:
         return handler
 
-    def _wrap_unary(self, behaviour: Callable[..., Awaitable[object]], method: str) -> Callable[..., object]:
-        async def unary(request: object, context: grpc.aio.ServicerContext) -> object:
-            request_id = _request_id(context)
-            started = time.perf_counter()
-            with structlog.contextvars.bound_contextvars(request_id=request_id, rpc=method):
-                try:
-                    _admit(request, method)
-                    response = await behaviour(request, context)
-                except BaseException as error:
-                    await _abort(error, context, method, request_id, started)
-                    raise
-                return response
+    def wrap(behaviour: Callable[..., Any], response_streaming: bool) -> Callable[..., Any]:
+        return _wrap_stream(behaviour, method) if response_streaming else _wrap_unary(behaviour, method)
 
-        return unary
+    return rewrap(handler, wrap, _tolerant(handler.request_deserializer))
 
-    def _wrap_stream(self, behaviour: Callable[..., object], method: str) -> Callable[..., object]:
-        async def stream(request: object, context: grpc.aio.ServicerContext) -> AsyncIterator[object]:
-            request_id = _request_id(context)
-            started = time.perf_counter()
-            with structlog.contextvars.bound_contextvars(request_id=request_id, rpc=method):
-                try:
-                    _admit(request, method)
-                    result = behaviour(request, context)
-                    if hasattr(result, "__aiter__"):
-                        async for item in result:
-                            yield item
-                    else:
-                        await result  # type: ignore[misc]
-                except BaseException as error:
-                    await _abort(error, context, method, request_id, started)
-                    raise
 
-        return stream
+def _wrap_unary(behaviour: Callable[..., Awaitable[object]], method: str) -> Callable[..., object]:
+    async def unary(request: object, context: grpc.aio.ServicerContext) -> object:
+        request_id = _request_id(context)
+        started = time.perf_counter()
+        labels = bind_call(request_id, method)
+        try:
+            _admit(request, method)
+            return await behaviour(request, context)
+        except BaseException as error:
+            await _abort(error, context, method, request_id, started)
+            raise
+        finally:
+            unbind_call(labels)
+
+    return unary
+
+
+def _wrap_stream(behaviour: Callable[..., object], method: str) -> Callable[..., object]:
+    async def stream(request: object, context: grpc.aio.ServicerContext) -> AsyncIterator[object]:
+        request_id = _request_id(context)
+        started = time.perf_counter()
+        labels = bind_call(request_id, method)
+        try:
+            _admit(request, method)
+            result = behaviour(request, context)
+            if hasattr(result, "__aiter__"):
+                async for item in result:
+                    yield item
+            else:
+                await result  # type: ignore[misc]
+        except BaseException as error:
+            await _abort(error, context, method, request_id, started)
+            raise
+        finally:
+            unbind_call(labels)
+
+    return stream
 
 
 @dataclass(frozen=True)

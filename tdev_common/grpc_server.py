@@ -1,4 +1,4 @@
-"""gRPC server bootstrap: interceptors, health per service, reflection, message limits, graceful stop."""
+"""gRPC server bootstrap: handler layers (tracing, auth, errors), health per service, reflection, limits, stop."""
 
 from __future__ import annotations
 
@@ -13,9 +13,11 @@ import structlog
 from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from tdev_common.auth import AuthInterceptor, TokenTable
-from tdev_common.errors import ErrorToStatusInterceptor
+from tdev_common.auth import TokenTable, auth_layer
+from tdev_common.errors import error_layer
+from tdev_common.handler_layers import Layer, LayeredServer
 from tdev_common.reflection import enable_reflection
+from tdev_common.server_tracing import tracing_layer
 from tdev_common.telemetry import tracer_provider
 
 log = structlog.get_logger(__name__)
@@ -102,7 +104,6 @@ async def build_server(
     port: int = 0,
     max_message_mb: int = 32,
     tracing: bool = True,
-    extra_interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     security: ServerSecurity | None = None,
 ) -> RunningServer:
     """Builds, binds and starts a server; returns it with the bound port.
@@ -111,23 +112,23 @@ async def build_server(
         OSError: when the port cannot be bound (taken, or not allowed).
     """
     security = security or ServerSecurity()
-    interceptors: list[grpc.aio.ServerInterceptor] = []
+    server = grpc.aio.server(options=server_options(max_message_mb))
+    # Outermost first: the span covers the whole call, auth refuses before any work, errors map last.
+    layers: list[Layer] = []
     if tracing:
-        from opentelemetry.instrumentation.grpc import aio_server_interceptor
-
-        interceptors.append(aio_server_interceptor(tracer_provider=tracer_provider()))
+        layers.append(tracing_layer(tracer_provider()))
     if security.tokens is not None:
-        interceptors.append(AuthInterceptor(security.tokens))
-    interceptors.extend(extra_interceptors)
-    interceptors.append(ErrorToStatusInterceptor())
-    server = grpc.aio.server(interceptors=interceptors, options=server_options(max_message_mb))
+        layers.append(auth_layer(security.tokens))
+    layers.append(error_layer)
+    # No grpc.aio interceptors: each handler is wrapped once as it registers (tdev_common.handler_layers).
+    registrar: Any = LayeredServer(server, layers)
     health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, registrar)
     names = [binding.descriptor.full_name for binding in bindings]
     for binding in bindings:
-        binding.add_to_server(binding.servicer, server)
+        binding.add_to_server(binding.servicer, registrar)
     # v1 and v1alpha, with the protos' comments (tdev_common.reflection)
-    enable_reflection(server, [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
+    enable_reflection(registrar, [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
     try:
         if security.tls_cert and security.tls_key:
             credentials = grpc.ssl_server_credentials(

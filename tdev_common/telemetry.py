@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from contextvars import ContextVar, Token
 from typing import Any
 
 import structlog
@@ -22,6 +23,33 @@ from tdev_common.redaction import redact, redact_processor
 
 _tracer_provider: TracerProvider | None = None
 _BODY_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer", "httpx", "httpcore", "openai", "anthropic")
+
+
+# The call a log line belongs to: (request id, rpc). One ContextVar set per call, instead of one per key
+# through structlog's bound_contextvars, which copies the whole context twice per call (8 us of 30 us of
+# per-call overhead measured on GetAgent).
+_CALL: ContextVar[tuple[str, str] | None] = ContextVar("tdev_call", default=None)
+
+
+def bind_call(request_id: str, rpc: str) -> Token[tuple[str, str] | None]:
+    """Labels this task's log lines (and those of tasks it starts) with the call's request id and rpc."""
+    return _CALL.set((request_id, rpc))
+
+
+def unbind_call(token: Token[tuple[str, str] | None]) -> None:
+    """Undoes ``bind_call``."""
+    try:
+        _CALL.reset(token)
+    except ValueError:  # an abandoned stream finalised from another context: nothing to restore there
+        pass
+
+
+def _add_call(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    call = _CALL.get()
+    if call is not None:
+        event_dict.setdefault("request_id", call[0])
+        event_dict.setdefault("rpc", call[1])
+    return event_dict
 
 
 def _add_trace_ids(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
@@ -48,6 +76,7 @@ def configure_logging(service: str, level: str = "INFO", json_lines: bool = True
     """
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        _add_call,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -96,9 +125,11 @@ class _SwitchableSampler(Sampler):
 
     def __init__(self) -> None:
         self._delegate: Sampler = ParentBased(ALWAYS_OFF)
+        self.recording = False
 
     def record(self, ratio: float) -> None:
         self._delegate = ParentBased(TraceIdRatioBased(ratio))
+        self.recording = True
 
     def should_sample(self, *args: Any, **kwargs: Any) -> SamplingResult:
         return self._delegate.should_sample(*args, **kwargs)
@@ -143,6 +174,11 @@ def configure_tracing(
         return _tracer_provider
     _sampler.record(sample_ratio)
     return _tracer_provider
+
+
+def spans_exported() -> bool:
+    """False until an exporter is attached: until then a span, sampled or not, reaches nobody."""
+    return _sampler.recording
 
 
 def tracer_provider() -> TracerProvider:
