@@ -9,14 +9,17 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2
 from grpc_status import rpc_status
+from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, StatusCode, TraceFlags
 from tdev.registry.v1 import registry_service_pb2 as pb2
 from tdev.registry.v1 import registry_service_pb2_grpc as pb2_grpc
 
 from tdev_common.errors import FieldViolation, InvalidArgument, NotFound
 from tdev_common.grpc_client import open_channel
 from tdev_common.grpc_server import RunningServer, ServiceBinding, build_server
+from tdev_common.server_tracing import _unexported_span
 from tdev_common.telemetry import configure_tracing
 
 pytestmark = pytest.mark.mesh  # real servers or subprocesses
@@ -178,3 +181,44 @@ async def test_unavailable_dependency_propagates_as_unavailable(
 
 def test_health_service_is_reflected_by_name() -> None:
     assert health_pb2.DESCRIPTOR.services_by_name["Health"].full_name == "grpc.health.v1.Health"
+
+
+async def test_a_failed_call_s_server_span_carries_its_status_code_and_caller(
+    mesh: tuple[RunningServer, RunningServer],
+) -> None:
+    _, downstream = mesh
+    EXPORTER.clear()
+    error = await call_downstream(downstream, "missing")
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    server = next(s for s in EXPORTER.get_finished_spans() if s.kind == SpanKind.SERVER)
+    attributes = dict(server.attributes or {})
+    assert server.name == "/tdev.registry.v1.RegistryService/GetAgent"
+    assert attributes["rpc.system"] == "grpc"
+    assert attributes["rpc.service"] == "tdev.registry.v1.RegistryService"
+    assert attributes["rpc.method"] == "GetAgent"
+    assert attributes["rpc.grpc.status_code"] == grpc.StatusCode.NOT_FOUND.value[0]
+    assert attributes["net.peer.ip"] == "127.0.0.1"
+    assert server.status.status_code == StatusCode.ERROR
+    assert 'agent "missing" not found' in (server.status.description or "")
+
+
+async def test_a_successful_call_s_server_span_is_ok(mesh: tuple[RunningServer, RunningServer]) -> None:
+    _, downstream = mesh
+    EXPORTER.clear()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{downstream.port}") as channel:
+        await pb2_grpc.RegistryServiceStub(channel).GetAgent(pb2.GetAgentRequest(agent_id="a1"))
+    server = next(s for s in EXPORTER.get_finished_spans() if s.kind == SpanKind.SERVER)
+    assert dict(server.attributes or {})["rpc.grpc.status_code"] == 0
+    assert server.status.status_code == StatusCode.UNSET
+
+
+def test_an_unexported_span_continues_the_caller_s_trace_with_its_sampling_flag() -> None:
+    caller = SpanContext(trace_id=0x1234, span_id=0x99, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    parent = trace.set_span_in_context(NonRecordingSpan(caller))
+    span = _unexported_span(parent, RandomIdGenerator())
+    context = span.get_span_context()
+    assert (context.trace_id, context.trace_flags, context.is_remote) == (0x1234, TraceFlags.SAMPLED, False)
+    assert context.span_id not in (0, 0x99)
+    assert not span.is_recording()
+    fresh = _unexported_span(None, RandomIdGenerator()).get_span_context()
+    assert fresh.is_valid and fresh.trace_id != 0x1234 and fresh.trace_flags == TraceFlags.DEFAULT
