@@ -87,7 +87,7 @@ def agent(value: AgentVersion) -> agent_pb2.Agent:
         parents=[version_ref(p) for p in value.parents], labels=dict(value.labels),
         analysis=analysis(value.analysis), metrics=metrics(value.metrics),
         create_time=to_timestamp(value.create_time), update_time=to_timestamp(value.update_time),
-        code_size_bytes=value.code_size_bytes,
+        code_size_bytes=value.code_size_bytes, reuses_warm_process=value.reuses_warm_process,
     )
 
 

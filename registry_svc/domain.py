@@ -44,6 +44,10 @@ class VersionRef:
         return f"{self.agent_id}@{self.version}"
 
 
+# The key of get_capabilities()'s answer by which an agent opts in to warm-process reuse.
+REUSE_WARM_PROCESS = "reuse_warm_process"
+
+
 @dataclass(frozen=True)
 class Analysis:
     """The AI analysis of one version; capabilities and quality are set once it has succeeded."""
@@ -101,6 +105,12 @@ class AgentVersion:
     def ref(self) -> VersionRef:
         """This version's reference."""
         return VersionRef(self.agent_id, self.version)
+
+    @property
+    def reuses_warm_process(self) -> bool:
+        """Whether the code opts in to warm-process reuse: ``get_capabilities()`` returned
+        ``"reuse_warm_process": True`` (docs/workflow.md, "Warm-process reuse")."""
+        return self.declared_capabilities.get(REUSE_WARM_PROCESS) is True
 
 
 @dataclass(frozen=True)

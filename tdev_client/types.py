@@ -578,6 +578,7 @@ class Agent(TypedDict):
     create_time: NotRequired[str]
     update_time: NotRequired[str]
     code_size_bytes: int
+    reuses_warm_process: bool
 
 
 class AgentAlias(TypedDict):

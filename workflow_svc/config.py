@@ -48,6 +48,11 @@ class WorkflowSettings(ServiceSettings):
     cancel_wait_seconds: float = Field(2.0, description="How long CancelExecution waits for the stop.")
     report_interval_seconds: float = Field(0.5, description="How often node outcomes go to the registry.")
     report_batch_size: int = Field(500, description="Most outcomes per RecordExecutions call.")
+    warm_batch_size: int = Field(
+        8, ge=1,
+        description="Most nodes of one opted-in agent version that share one warm sandboxed process at a time "
+        "(docs/workflow.md, \"Warm-process reuse\").",
+    )
     agent_cache_size: int = Field(512, description="Agent versions whose code is kept in memory.")
     registry_deadline_seconds: float = Field(10.0, description="Deadline of calls to the registry.")
     db_pool_size: int = Field(20, description="Database connections per replica.")

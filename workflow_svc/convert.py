@@ -301,6 +301,7 @@ def agent_info(message: registry_agent_pb2.Agent) -> AgentInfo:
         code=message.code,
         class_name=message.class_name,
         average_duration_ms=message.metrics.average_duration_ms,
+        reuses_warm_process=message.reuses_warm_process,
     )
 
 

@@ -316,6 +316,8 @@ class AgentInfo:
     code: str = ""
     class_name: str = ""
     average_duration_ms: float = 0.0
+    # The code opted in to warm-process reuse (docs/workflow.md, "Warm-process reuse").
+    reuses_warm_process: bool = False
 
 
 @dataclass(frozen=True)

@@ -64,9 +64,12 @@ class AgentRunner(Protocol):
     """Runs agent code in isolation (never in the service's own process)."""
 
     async def run(
-        self, code: str, inputs: JsonObject, timeout_seconds: float, resources: JsonObject
+        self, code: str, inputs: JsonObject, timeout_seconds: float, resources: JsonObject, warm_group: str = ""
     ) -> AttemptResult:
-        """One attempt; cancelling the awaiting task stops the child promptly."""
+        """One attempt; cancelling the awaiting task stops the child promptly.
+
+        Attempts with the same non-empty ``warm_group`` may run one after another in one warm process.
+        """
         ...
 
     async def close(self) -> None:

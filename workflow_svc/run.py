@@ -383,7 +383,9 @@ class Run:
         if self.workflow.spec.capture.enabled:
             self._captured_inputs[node_id] = inputs
         timeout = node.timeout_seconds or engine.settings.default_timeout_seconds
-        result = await engine.runner.run(agent.code, inputs, timeout, node.required_resources)
+        # Only this execution's nodes of this very version (the runner adds the limits): never across executions.
+        group = f"{self.execution_id}/{agent.agent_id}@{agent.version}" if agent.reuses_warm_process else ""
+        result = await engine.runner.run(agent.code, inputs, timeout, node.required_resources, warm_group=group)
         if result.error is not None and not result.error.node_id:
             result = replace(result, error=replace(result.error, node_id=node_id))
         return result

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tdev_common.sandbox import (
+    JobMode,
     Limits,
     Outcome,
     OutcomeKind,
@@ -15,6 +16,7 @@ from tdev_common.sandbox import (
 )
 from tdev_common.sandbox.settings import MIB
 from workflow_svc.domain import AttemptResult, ErrorInfo, JsonObject
+from workflow_svc.warm_batches import WarmBatches
 
 
 def attempt_result(outcome: Outcome) -> AttemptResult:
@@ -30,17 +32,21 @@ def attempt_result(outcome: Outcome) -> AttemptResult:
 
 
 class SandboxRunner:
-    """Runs one node attempt in a fresh sandboxed process with the node's limits."""
+    """Runs one node attempt in a fresh sandboxed process with the node's limits, or, for a warm group,
+    in a batch with the group's other attempts that start with it (workflow_svc.warm_batches)."""
 
-    def __init__(self, sandbox: Sandbox) -> None:
+    def __init__(self, sandbox: Sandbox, warm_batch_size: int = 8) -> None:
         self._sandbox = sandbox
         self._defaults = sandbox.default_limits
         self._limits: dict[tuple[float, Any, Any], Limits] = {}
+        self._warm = WarmBatches(
+            lambda code, inputs, limits: sandbox.stream_job(JobMode.RUN, code, inputs, limits), warm_batch_size
+        )
 
     @classmethod
-    async def start(cls, settings: SandboxSettings) -> SandboxRunner:
+    async def start(cls, settings: SandboxSettings, warm_batch_size: int = 8) -> SandboxRunner:
         """Starts the sandbox (its zygote and warm children)."""
-        return cls(await Sandbox.start(settings))
+        return cls(await Sandbox.start(settings), warm_batch_size)
 
     @property
     def isolation(self) -> dict[str, Any]:
@@ -63,15 +69,21 @@ class SandboxRunner:
         return limits
 
     async def run(
-        self, code: str, inputs: JsonObject, timeout_seconds: float, resources: JsonObject
+        self, code: str, inputs: JsonObject, timeout_seconds: float, resources: JsonObject, warm_group: str = ""
     ) -> AttemptResult:
-        """One attempt; cancelling the caller kills the child promptly."""
+        """One attempt; cancelling the caller kills the child promptly (a batch's, once no attempt of it waits).
+
+        ``warm_group`` names the attempts that may share a warm process; empty for a fresh process.
+        """
         try:
             limits = self.limits(timeout_seconds, resources)
         except ValueError as error:
             return AttemptResult(ok=False, error=ErrorInfo("invalid_limits", str(error)), retryable=False)
         try:
-            outcome = await self._sandbox.run(code, inputs, limits)
+            if warm_group:
+                outcome = await self._warm.run(warm_group, code, inputs, limits)
+            else:
+                outcome = await self._sandbox.run(code, inputs, limits)
         except ValueError as error:
             return AttemptResult(ok=False, error=ErrorInfo("invalid_input", str(error)), retryable=False)
         except SandboxUnavailableError as error:
@@ -83,4 +95,5 @@ class SandboxRunner:
 
     async def close(self) -> None:
         """Stops the sandbox; no child is left behind."""
+        await self._warm.close()
         await self._sandbox.close()

@@ -61,7 +61,7 @@ async def create_server(
         on_close(stack, channel.close)
         registry = GrpcRegistry(channel, settings.registry_deadline_seconds)
         if runner is None:
-            runner = await SandboxRunner.start(sandbox_settings(common))
+            runner = await SandboxRunner.start(sandbox_settings(common), settings.warm_batch_size)
         on_close(stack, runner.close)
         bus = EventBus(common.redis_url, settings.redis_channel, settings.watch_buffer_events,
                        timeout_seconds=common.redis_timeout_seconds)

@@ -50,7 +50,8 @@ class Blocking(FakeRunner):
         super().__init__({"DOUBLE": double, "FAIL": fail})
         self.started = asyncio.Event()
 
-    async def run(self, code: str, inputs: JsonObject, timeout_seconds: float, resources: JsonObject) -> AttemptResult:
+    async def run(self, code: str, inputs: JsonObject, timeout_seconds: float, resources: JsonObject,
+                  warm_group: str = "") -> AttemptResult:
         if code == "BLOCK":
             self.started.set()
             await asyncio.Event().wait()

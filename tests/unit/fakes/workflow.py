@@ -271,7 +271,8 @@ class FakeRunner:
         self.runs: list[tuple[str, JsonObject]] = []
         self.closed = False
 
-    async def run(self, code: str, inputs: JsonObject, timeout_seconds: float, resources: JsonObject) -> AttemptResult:
+    async def run(self, code: str, inputs: JsonObject, timeout_seconds: float, resources: JsonObject,
+                  warm_group: str = "") -> AttemptResult:
         self.runs.append((code, inputs))
         behaviour = self.behaviours.get(code)
         if behaviour is None:

@@ -1,0 +1,134 @@
+"""Warm-process reuse: nodes of one opted-in agent version in one execution share a process; nothing else does."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+from tdev.registry.v1 import registry_service_pb2 as reg_pb2
+
+from tests.workflow.conftest import (
+    Event,
+    Mesh,
+    Workflows,
+    create,
+    definition,
+    execute,
+    node,
+    of_type,
+    plain,
+)
+
+pytestmark = [pytest.mark.mesh, pytest.mark.asyncio(loop_scope="module")]
+
+# A token drawn once per process, a module-level call count and a per-instance one: together they tell which
+# process and which instance ran each node, and in what order.
+_BODY = '''
+import os
+import time
+
+TOKEN = os.urandom(8).hex()
+CALLS = 0
+
+
+class {name}:
+    """Test agent."""
+
+    def __init__(self) -> None:
+        self.seen = 0
+
+    def get_capabilities(self) -> dict:
+        return {{"name": "{name}"{flag}}}
+
+    def execute(self, inputs: dict) -> dict:
+        global CALLS
+        CALLS += 1
+        self.seen += 1
+        if inputs.get("fail"):
+            raise ValueError("asked to fail")
+        if inputs.get("seconds"):
+            time.sleep(inputs["seconds"])
+        return {{"token": TOKEN, "calls": CALLS, "seen": self.seen, "value": inputs.get("value")}}
+'''
+
+
+async def _register(mesh: Mesh, name: str, opted_in: bool) -> Any:
+    flag = ', "reuse_warm_process": True' if opted_in else ""
+    code = _BODY.format(name=name.title().replace("_", ""), flag=flag)
+    return (await mesh.registry_stub.RegisterAgent(reg_pb2.RegisterAgentRequest(name=name, code=code))).agent
+
+
+def _fan_out(name: str, agent_id: str, count: int) -> Any:
+    middle = [node(f"n{i}", agent_id, {"value": i}, ["start"]) for i in range(count)]
+    return definition(name, [node("start", agent_id, {"value": -1}), *middle])
+
+
+def _outputs(events: list[Event]) -> dict[str, dict[str, Any]]:
+    return {e.node_id: plain(e.output) for e in of_type(events, Event.TYPE_NODE_SUCCEEDED) if e.node_id != "start"}
+
+
+async def test_the_registry_reports_the_opt_in(mesh: Mesh) -> None:
+    assert (await _register(mesh, "warm_flag_on", True)).reuses_warm_process is True
+    assert (await _register(mesh, "warm_flag_off", False)).reuses_warm_process is False
+
+
+async def test_nodes_started_together_share_one_process_and_instance_but_keep_their_own_inputs(
+    mesh: Mesh, workflows: Workflows,
+) -> None:
+    agent = await _register(mesh, "warm_share", True)
+    stored = await create(workflows.stub, _fan_out("warm-share", agent.agent_id, 6))
+    events = await execute(workflows.stub, stored.workflow_id)
+    assert events[-1].type == Event.TYPE_EXECUTION_SUCCEEDED
+    outputs = _outputs(events)
+    assert {node_id: output["value"] for node_id, output in outputs.items()} == {f"n{i}": i for i in range(6)}
+    assert len({output["token"] for output in outputs.values()}) == 1  # one process for the six
+    assert sorted(output["seen"] for output in outputs.values()) == [1, 2, 3, 4, 5, 6]  # one instance
+    start = next(plain(e.output) for e in of_type(events, Event.TYPE_NODE_SUCCEEDED) if e.node_id == "start")
+    assert start["token"] not in {output["token"] for output in outputs.values()}  # started alone, earlier
+
+    again = _outputs(await execute(workflows.stub, stored.workflow_id))
+    assert {o["token"] for o in again.values()}.isdisjoint({o["token"] for o in outputs.values()})
+    assert sorted(o["seen"] for o in again.values()) == [1, 2, 3, 4, 5, 6]  # never across executions
+
+
+async def test_without_the_opt_in_every_node_gets_a_fresh_process(mesh: Mesh, workflows: Workflows) -> None:
+    agent = await _register(mesh, "warm_none", False)
+    stored = await create(workflows.stub, _fan_out("warm-none", agent.agent_id, 6))
+    outputs = _outputs(await execute(workflows.stub, stored.workflow_id))
+    assert len({output["token"] for output in outputs.values()}) == 6
+    assert {output["calls"] for output in outputs.values()} == {1}
+
+
+async def test_a_failing_or_timed_out_node_fails_alone_and_the_rest_go_on_in_a_fresh_process(
+    mesh: Mesh, workflows: Workflows,
+) -> None:
+    agent = await _register(mesh, "warm_faults", True)
+    # Equal limits for all, so all six share a batch; n1 raises, n3 outlives its deadline.
+    limits = {"timeout_seconds": 1.0, "retry_policy": {"max_retries": 0}}
+    stored = await create(workflows.stub, definition("warm-faults", [
+        node("start", agent.agent_id, {"value": -1}),
+        *[node(f"n{i}", agent.agent_id, {"value": i, **({"fail": True} if i == 1 else {}),
+                                         **({"seconds": 30} if i == 3 else {})}, ["start"], **limits)
+          for i in range(6)],
+    ], failure_policy="FAILURE_POLICY_CONTINUE"))
+    events = await execute(workflows.stub, stored.workflow_id)
+    failed = {e.node_id: e.error.type for e in of_type(events, Event.TYPE_NODE_FAILED)}
+    assert failed == {"n1": "ValueError", "n3": "timeout"}
+    outputs = _outputs(events)
+    assert sorted(outputs) == ["n0", "n2", "n4", "n5"]
+    assert {node_id: output["value"] for node_id, output in outputs.items()} == {"n0": 0, "n2": 2, "n4": 4, "n5": 5}
+    by_token = Counter(output["token"] for output in outputs.values())
+    # The timeout killed the process: the inputs after it ran in another one, with a new instance.
+    assert len(by_token) == 2
+    assert sorted(outputs[n]["seen"] for n in ("n4", "n5")) == [1, 2]
+
+
+async def test_at_most_warm_batch_size_nodes_share_a_process(mesh: Mesh) -> None:
+    small = await mesh.start_workflows(warm_batch_size=3)
+    agent = await _register(mesh, "warm_small", True)
+    stored = await create(small.stub, _fan_out("warm-small", agent.agent_id, 7))
+    outputs = _outputs(await execute(small.stub, stored.workflow_id))
+    assert sorted(outputs) == [f"n{i}" for i in range(7)]
+    per_process = Counter(output["token"] for output in outputs.values())
+    assert len(per_process) >= 3 and max(per_process.values()) == 3
