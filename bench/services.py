@@ -49,6 +49,8 @@ class Noop:
     def execute(self, inputs: dict) -> dict:
         return {}
 '''
+# The same no-op, opted in to warm-process reuse (docs/workflow.md, "Warm-process reuse").
+NOOP_WARM_AGENT = NOOP_AGENT.replace('return {"name": "noop"}', 'return {"name": "noop", "reuse_warm_process": True}')
 Shape = dict[str, list[str]]  # node id -> dependencies
 
 
@@ -77,6 +79,7 @@ class Mesh:
     data_dir: Path
     redis: bool
     processes: list[subprocess.Popen[bytes]]
+    warm_agent_id: str = ""
 
     def cpu_seconds(self) -> float:
         """CPU time (user + system) the service processes and all their descendants have used so far: the
@@ -160,10 +163,14 @@ async def mesh(workflow_env: dict[str, str]) -> AsyncIterator[Mesh]:
                     "TDEV_REGISTRY_ADDRESS": f"127.0.0.1:{registry_port}", **workflow_env}, workflow_log))
                 await _ready(f"127.0.0.1:{workflow_port}", processes[-1], workflow_log)
                 async with grpc.aio.insecure_channel(f"127.0.0.1:{registry_port}") as channel:
-                    agent = await reg_pb2_grpc.RegistryServiceStub(channel).RegisterAgent(
+                    registry = reg_pb2_grpc.RegistryServiceStub(channel)
+                    agent = await registry.RegisterAgent(
                         reg_pb2.RegisterAgentRequest(name="bench_noop", code=NOOP_AGENT))
+                    warm = await registry.RegisterAgent(
+                        reg_pb2.RegisterAgentRequest(name="bench_noop_warm", code=NOOP_WARM_AGENT))
+                    assert warm.agent.reuses_warm_process
                 yield Mesh(f"127.0.0.1:{registry_port}", f"127.0.0.1:{workflow_port}", agent.agent.agent_id,
-                           Path(data), bool(redis_url), processes)
+                           Path(data), bool(redis_url), processes, warm.agent.agent_id)
             finally:
                 for process in reversed(processes):
                     process.terminate()
