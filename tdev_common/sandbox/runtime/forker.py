@@ -17,7 +17,10 @@ from typing import Any, NoReturn
 
 from . import child, runner, syscalls
 
-REQUEST = struct.Struct("<cI")  # b"F", uid: fork an execution process (2 fds attached) | b"K", uid: kill a uid
+# b"F", uid: fork an execution process that rehearses the job path while idle (2 fds attached) | b"f", uid: the
+# same without the rehearsal (the pool is draining: CPU is short and the process will not wait long) |
+# b"K", uid: kill a uid
+REQUEST = struct.Struct("<cI")
 EVENT = struct.Struct("<cII")  # b"P", uid, pid (forked) | b"X", pid, wait status (exited)
 
 
@@ -68,7 +71,7 @@ def serve(config: dict[str, Any], sock: socket.socket, flavor: str) -> NoReturn:
             pid = os.fork()
             if pid == 0:
                 try:
-                    child.serve(config, uid, fds[0], fds[1])
+                    child.serve(config, uid, fds[0], fds[1], rehearse=kind == b"F")
                 finally:
                     os._exit(70)
             os.close(fds[0])
