@@ -76,6 +76,21 @@ def _number_problem(value: float) -> str | None:
     return None
 
 
+# Per field descriptor: (type, is a map, is repeated, length limit of its strings). Descriptors never change,
+# and reading them through the protobuf API costs more than the checks themselves.
+_PLANS: dict[Any, tuple[int, bool, bool, int | None]] = {}
+
+
+def _plan(field: Any) -> tuple[int, bool, bool, int | None]:
+    plan = _PLANS.get(field)
+    if plan is None:
+        kind = field.type
+        is_map = kind == _MESSAGE and field.message_type.GetOptions().map_entry
+        plan = (kind, bool(is_map), bool(field.is_repeated), id_length_limit(field.name))
+        _PLANS[field] = plan
+    return plan
+
+
 class _Checker:
     # Descriptors are typed Any: the stubs mark message_type/enum_type optional where the field's type
     # guarantees them.
@@ -107,19 +122,21 @@ class _Checker:
             self.field(field, value, f"{path}.{field.name}" if path else field.name)
 
     def field(self, field: Any, value: Any, path: str) -> None:
-        if field.type == _MESSAGE and field.message_type.GetOptions().map_entry:
+        kind, is_map, is_repeated, _ = _plan(field)
+        if is_map:
             self.map(field.message_type, value, path)
             return
-        if field.is_repeated:
-            for index, item in enumerate(value):
-                self.single(field, item, f"{path}[{index}]")
+        if is_repeated:
+            if kind == _STRING or kind == _MESSAGE or kind == _ENUM or kind in _FLOATS:
+                for index, item in enumerate(value):
+                    self.single(field, item, f"{path}[{index}]")
             return
         self.single(field, value, path)
 
     def single(self, field: Any, value: Any, path: str) -> None:
-        kind = field.type
+        kind, _, _, limit = _plan(field)
         if kind == _STRING:
-            problem = _string_problem(value, id_length_limit(field.name))
+            problem = _string_problem(value, limit)
             if problem:
                 self.add(path, problem)
         elif kind == _MESSAGE:
@@ -149,17 +166,19 @@ class _Checker:
             self.add(path, f"is nested more than {MAX_STRUCT_DEPTH} levels deep")
             return
         for key, value in struct.fields.items():
-            item_path = f"{path}.{shorten(key)}" if path else shorten(key)
             if "\x00" in key:
-                self.add(item_path, "keys must not contain the NUL character (\\u0000)")
-            self.value(value, item_path, depth)
+                self.add(_key_path(path, key), "keys must not contain the NUL character (\\u0000)")
+            if _clean_leaf(value):  # most values: no path is built for them
+                continue
+            self.value(value, _key_path(path, key), depth)
 
     def list_value(self, values: Any, path: str, depth: int) -> None:
         if depth > MAX_STRUCT_DEPTH:
             self.add(path, f"is nested more than {MAX_STRUCT_DEPTH} levels deep")
             return
         for index, value in enumerate(values.values):
-            self.value(value, f"{path}[{index}]", depth)
+            if not _clean_leaf(value):
+                self.value(value, f"{path}[{index}]", depth)
 
     def value(self, value: Any, path: str, depth: int) -> None:
         kind = value.WhichOneof("kind")
@@ -187,6 +206,20 @@ class _Checker:
             self.add(path, f"must lie within +/-{_DURATION_MAX_SECONDS} seconds")
         if not -_NANOS_MAX <= duration.nanos <= _NANOS_MAX or duration.seconds * duration.nanos < 0:
             self.add(f"{path}.nanos", f"must lie in -{_NANOS_MAX}..{_NANOS_MAX} with the sign of seconds")
+
+
+def _key_path(path: str, key: str) -> str:
+    return f"{path}.{shorten(key)}" if path else shorten(key)
+
+
+def _clean_leaf(value: Any) -> bool:
+    """True for a Struct value that is a scalar breaking no rule (what ``value`` would find nothing in)."""
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        return "\x00" not in value.string_value
+    if kind == "number_value":
+        return math.isfinite(value.number_value)
+    return kind != "struct_value" and kind != "list_value"
 
 
 def request_violations(request: Message) -> list[FieldViolation]:

@@ -100,9 +100,20 @@ def _unexported_span(parent: otel_context.Context | None, ids: IdGenerator) -> S
 def _remote_context(context: grpc.aio.ServicerContext) -> otel_context.Context | None:
     """The caller's trace context from the call's metadata, or None (a new trace) when it sent none."""
     propagator = propagate.get_global_textmap()
-    fields = propagator.fields
+    fields = _fields(propagator)
     carrier = {key: value for key, value in context.invocation_metadata() or () if key in fields}
     return propagator.extract(carrier) if carrier else None
+
+
+_FIELDS: tuple[object, frozenset[str]] = (None, frozenset())
+
+
+def _fields(propagator: Any) -> frozenset[str]:
+    """The metadata keys the propagator reads; a composite one builds the set anew on every ask."""
+    global _FIELDS
+    if _FIELDS[0] is not propagator:
+        _FIELDS = (propagator, frozenset(propagator.fields))
+    return _FIELDS[1]
 
 
 def _describe_caller(span: Span, context: grpc.aio.ServicerContext) -> None:
