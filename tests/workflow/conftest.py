@@ -326,6 +326,32 @@ async def rpc_error(call: Awaitable[Any]) -> grpc.aio.AioRpcError:
     raise AssertionError("the call succeeded")
 
 
+def job_processes_under(pid: int) -> list[int]:
+    """Sandbox job processes ("tdev-job") descending from ``pid``."""
+    parents: dict[int, int] = {}
+    names: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            names[int(entry.name)] = (entry / "comm").read_text().strip()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+
+    def descends(child: int) -> bool:
+        seen = 0
+        while child in parents and seen < 64:
+            child = parents[child]
+            if child == pid:
+                return True
+            seen += 1
+        return False
+
+    return [p for p, name in names.items() if name == "tdev-job" and descends(p)]
+
+
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 20.0, step: float = 0.05) -> None:
     """Polls until ``check`` is true."""
     deadline = time.monotonic() + timeout

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from pathlib import Path
 
 import grpc
 import pytest
@@ -25,6 +24,7 @@ from tests.workflow.conftest import (
     definition,
     eventually,
     execute,
+    job_processes_under,
     node,
     of_type,
     plain,
@@ -44,32 +44,6 @@ def diamond(name: str = "diamond") -> object:
         node("d", "wf_add", {"values": [{"$ref": "nodes.b.output.value"}, {"$ref": "nodes.c.output.value"}]},
              ["b", "c"]),
     ])
-
-
-def _job_processes_under(pid: int) -> list[int]:
-    """Sandbox job processes ("tdev-job") descending from ``pid``."""
-    parents: dict[int, int] = {}
-    names: dict[int, str] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            names[int(entry.name)] = (entry / "comm").read_text().strip()
-        except OSError:
-            continue
-        parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-
-    def descends(child: int) -> bool:
-        seen = 0
-        while child in parents and seen < 64:
-            child = parents[child]
-            if child == pid:
-                return True
-            seen += 1
-        return False
-
-    return [p for p, name in names.items() if name == "tdev-job" and descends(p)]
 
 
 async def test_diamond_runs_every_node_once_and_returns_the_sink_output(workflows: Workflows) -> None:
@@ -269,7 +243,7 @@ async def test_cancel_stops_the_running_sandbox_within_a_second(workflows: Workf
     assert (answer.execution.error.type, answer.execution.error.message) == ("cancelled", "operator said stop")
     assert {n.node_id: n.state for n in answer.execution.nodes} == {
         "root": NodeState.STATE_SUCCEEDED, "long": NodeState.STATE_CANCELLED, "after": NodeState.STATE_SKIPPED}
-    assert _job_processes_under(os.getpid()) == []
+    assert job_processes_under(os.getpid()) == []
     events = await watch(workflows.stub, execution_id)
     assert_gapless(events)
     assert [Event.Type.Name(e.type) for e in events[-3:]] == [
@@ -281,7 +255,7 @@ async def test_cancel_stops_the_running_sandbox_within_a_second(workflows: Workf
 
 
 async def _has_jobs() -> bool:
-    return bool(_job_processes_under(os.getpid()))
+    return bool(job_processes_under(os.getpid()))
 
 
 async def test_watch_resumes_after_a_dropped_stream_without_gap_or_duplicate(workflows: Workflows) -> None:

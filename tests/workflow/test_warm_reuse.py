@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import os
+import time
 from collections import Counter
 from typing import Any
 
 import pytest
 from tdev.registry.v1 import registry_service_pb2 as reg_pb2
+from tdev.workflow.v1 import workflow_service_pb2 as pb2
 
 from tests.workflow.conftest import (
     Event,
     Mesh,
+    NodeState,
+    State,
     Workflows,
     create,
     definition,
+    eventually,
     execute,
+    job_processes_under,
     node,
     of_type,
     plain,
@@ -132,3 +139,36 @@ async def test_at_most_warm_batch_size_nodes_share_a_process(mesh: Mesh) -> None
     assert sorted(outputs) == [f"n{i}" for i in range(7)]
     per_process = Counter(output["token"] for output in outputs.values())
     assert len(per_process) >= 3 and max(per_process.values()) == 3
+
+
+async def test_cancelling_the_execution_kills_the_shared_process_at_once(mesh: Mesh, workflows: Workflows) -> None:
+    agent = await _register(mesh, "warm_cancel", True)
+    stored = await create(workflows.stub, definition("warm-cancel", [
+        node("start", agent.agent_id, {"value": -1}),
+        *[node(f"n{i}", agent.agent_id, {"value": i, "seconds": 30}, ["start"]) for i in range(3)],
+    ]))
+    started = await workflows.stub.StartExecution(pb2.StartExecutionRequest(workflow_id=stored.workflow_id))
+    execution_id = started.execution.execution_id
+    await eventually(lambda: _running(workflows, execution_id, 3), timeout=10)
+    await eventually(_has_jobs, timeout=5)
+    began = time.monotonic()
+    answer = await workflows.stub.CancelExecution(pb2.CancelExecutionRequest(execution_id=execution_id))
+    assert time.monotonic() - began < 1.0
+    assert answer.execution.state == State.STATE_CANCELLED
+    assert {n.node_id: n.state for n in answer.execution.nodes if n.node_id != "start"} == {
+        f"n{i}": NodeState.STATE_CANCELLED for i in range(3)}
+    await eventually(lambda: _no_jobs(), timeout=2)
+
+
+async def _running(workflows: Workflows, execution_id: str, count: int) -> bool:
+    request = pb2.GetExecutionRequest(execution_id=execution_id)
+    execution = (await workflows.stub.GetExecution(request)).execution
+    return sum(n.state == NodeState.STATE_RUNNING for n in execution.nodes) == count
+
+
+async def _has_jobs() -> bool:
+    return bool(job_processes_under(os.getpid()))
+
+
+async def _no_jobs() -> bool:
+    return not job_processes_under(os.getpid())
