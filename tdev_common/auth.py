@@ -151,35 +151,3 @@ def auth_layer(tokens: TokenTable) -> Layer:
         return rewrap(handler, wrap)
 
     return layer
-
-
-class _WithToken:
-    def __init__(self, token: str) -> None:
-        self._metadata = ("authorization", f"Bearer {token}")
-
-    def _with_token(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
-        metadata = grpc.aio.Metadata(*(details.metadata or ()), self._metadata)
-        return details._replace(metadata=metadata)  # type: ignore[attr-defined,no-any-return]
-
-
-class BearerToken(_WithToken, grpc.aio.UnaryUnaryClientInterceptor):
-    """Adds this service's own token to outgoing unary calls (service-to-service in production)."""
-
-    async def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
-        return await continuation(self._with_token(client_call_details), request)
-
-
-class BearerTokenStream(_WithToken, grpc.aio.UnaryStreamClientInterceptor):
-    """The same for server-streaming calls (Watch*, Execute*)."""
-
-    async def intercept_unary_stream(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
-        return await continuation(self._with_token(client_call_details), request)
-
-
-def bearer_token_interceptors(token: str) -> list[grpc.aio.ClientInterceptor]:
-    """The interceptors that send ``token`` on every call of a channel.
-
-    One per kind of call: grpc.aio files an interceptor under the first kind it implements only, so a single
-    class for both left server streams without the token.
-    """
-    return [BearerToken(token), BearerTokenStream(token)]

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import ServiceDescriptor
+
+from tdev_common.client_layers import CallDecorations, LayeredChannel
 
 _RETRYABLE_LEVELS = (
     descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS,
@@ -86,20 +88,6 @@ def service_config(max_attempts: int = 4) -> str:
     )
 
 
-class DefaultDeadline(grpc.aio.UnaryUnaryClientInterceptor):
-    """Gives unary calls without a timeout the configured default, so nothing waits forever."""
-
-    def __init__(self, seconds: float) -> None:
-        self._seconds = seconds
-
-    async def intercept_unary_unary(
-        self, continuation: Callable[..., Any], client_call_details: grpc.aio.ClientCallDetails, request: Any
-    ) -> Any:
-        if client_call_details.timeout is None:
-            client_call_details = client_call_details._replace(timeout=self._seconds)  # type: ignore[attr-defined]
-        return await continuation(client_call_details, request)
-
-
 @dataclass(frozen=True)
 class ClientSecurity:
     """What a channel to another service presents: this service's bearer token, the CA to trust for TLS and,
@@ -123,7 +111,8 @@ def open_channel(
     retries: bool = True,
     security: ClientSecurity | None = None,
 ) -> grpc.aio.Channel:
-    """An aio channel to ``address`` with deadlines, retry policy and trace propagation.
+    """An aio channel to ``address`` with deadlines, retry policy, the service token and trace propagation
+    (``tdev_common.client_layers``: added per call, not by grpc.aio client interceptors).
 
     TLS when ``security.tls_ca`` is set (presenting ``tls_cert``/``tls_key`` when given), else plaintext.
     """
@@ -137,21 +126,16 @@ def open_channel(
     ]
     if retries:
         options.append(("grpc.service_config", service_config()))
-    interceptors: list[grpc.aio.ClientInterceptor] = [DefaultDeadline(deadline_seconds)]
+    security = security or ClientSecurity()
+    tracer = None
     if tracing:
-        from opentelemetry.instrumentation.grpc import aio_client_interceptors
-
         from tdev_common.telemetry import tracer_provider
 
-        interceptors = [*aio_client_interceptors(tracer_provider=tracer_provider()), *interceptors]
-    security = security or ClientSecurity()
-    if security.service_token:
-        from tdev_common.auth import bearer_token_interceptors
-
-        interceptors += bearer_token_interceptors(security.service_token)
+        tracer = tracer_provider().get_tracer("tdev_common.client_layers")
+    decorations = CallDecorations(default_timeout=deadline_seconds, token=security.service_token, tracer=tracer)
     if security.tls_ca:
         credentials = grpc.ssl_channel_credentials(
             root_certificates=security.tls_ca, private_key=security.tls_key, certificate_chain=security.tls_cert
         )
-        return grpc.aio.secure_channel(address, credentials, options=options, interceptors=interceptors)
-    return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
+        return LayeredChannel(grpc.aio.secure_channel(address, credentials, options=options), decorations)
+    return LayeredChannel(grpc.aio.insecure_channel(address, options=options), decorations)

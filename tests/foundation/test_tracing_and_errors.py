@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
@@ -222,3 +223,23 @@ def test_an_unexported_span_continues_the_caller_s_trace_with_its_sampling_flag(
     assert not span.is_recording()
     fresh = _unexported_span(None, RandomIdGenerator()).get_span_context()
     assert fresh.is_valid and fresh.trace_id != 0x1234 and fresh.trace_flags == TraceFlags.DEFAULT
+
+
+async def test_a_failed_downstream_call_s_client_span_carries_its_status_code(
+    mesh: tuple[RunningServer, RunningServer],
+) -> None:
+    upstream, _ = mesh
+    EXPORTER.clear()
+    error = await call_downstream(upstream, "missing")
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    for _ in range(50):  # the CLIENT span ends as the call's done-callback runs
+        client = [s for s in EXPORTER.get_finished_spans() if s.kind == SpanKind.CLIENT]
+        if client:
+            break
+        await asyncio.sleep(0.01)
+    (span,) = client
+    attributes = dict(span.attributes or {})
+    assert span.name == "/tdev.registry.v1.RegistryService/GetAgent"
+    assert attributes["rpc.grpc.status_code"] == grpc.StatusCode.NOT_FOUND.value[0]
+    assert attributes["rpc.method"] == "GetAgent"
+    assert span.status.status_code == StatusCode.ERROR
