@@ -234,36 +234,3 @@ async def test_pool_stays_at_its_configured_size(settings: SandboxSettings) -> N
 
         assert all(o.ok for o in outcomes)
         assert settled and idle() == expected, (idle(), expected)
-
-
-class _RecordingForker:
-    def __init__(self, pool_size: int, spare: int) -> None:
-        self.pool_size = pool_size
-        self.spare = spare
-
-
-@pytest.mark.parametrize(("spare", "rehearsed"), [(4, []), (3, [True]), (2, [False, False]), (0, [False] * 4)])
-def test_a_draining_pool_refills_without_rehearsal(spare: int, rehearsed: list[bool]) -> None:
-    # The zygote's rule, without a zygote: one process taken since the pool was full is refilled with a
-    # rehearsed one (a warm start for the next job); a burst that took more is refilled without, so the CPU
-    # goes to the running jobs. Both kinds run jobs alike (every other test here runs through both).
-    from tdev_common.sandbox.runtime.zygote import Zygote
-
-    requests: list[bool] = []
-    zygote = Zygote.__new__(Zygote)
-    forker = _RecordingForker(pool_size=4, spare=spare)
-    zygote.forkers = {"sync": forker}  # type: ignore[dict-item]
-
-    def request(f: _RecordingForker, rehearse: bool = True) -> None:
-        requests.append(rehearse)
-        f.spare += 1
-
-    zygote._request_child = request  # type: ignore[method-assign,assignment]
-    zygote._fill_pools()
-    assert requests == rehearsed and forker.spare == 4
-
-
-async def test_a_burst_larger_than_the_pool_runs_every_job(settings: SandboxSettings) -> None:
-    async with await Sandbox.start(settings) as sandbox:
-        outcomes = await asyncio.gather(*(sandbox.run(NORMAL_AGENT, {"x": i}) for i in range(24)))
-    assert [outcome.output for outcome in outcomes] == [{"doubled": 2 * i} for i in range(24)], outcomes

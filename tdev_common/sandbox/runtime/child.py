@@ -13,12 +13,8 @@ _KILL_PASSES = 3
 ENVIRONMENT = {"HOME": WORK_DIR, "TMPDIR": WORK_DIR, "LANG": "C.UTF-8", "PATH": "/nonexistent"}
 
 
-def serve(config: dict[str, Any], uid: int, job_r: int, res_w: int, *, rehearse: bool = True) -> NoReturn:
-    """Isolate this freshly forked process, wait for one job, run it and exit.
-
-    ``rehearse``: walk a built-in agent through the job path first, so a job that arrives later runs on warm
-    pages (0.2-0.3 ms faster); it costs about as much CPU, which a draining pool cannot spare.
-    """
+def serve(config: dict[str, Any], uid: int, job_r: int, res_w: int) -> NoReturn:
+    """Isolate this freshly forked process, wait for one job, run it and exit."""
     syscalls.set_process_name("tdev-idle")
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -29,8 +25,7 @@ def serve(config: dict[str, Any], uid: int, job_r: int, res_w: int, *, rehearse:
     _install_seccomp(config)
     if work_dir != WORK_DIR:  # weak mode: the zygote's environment names the namespace mode's work dir
         os.environ["TMPDIR"] = os.environ["HOME"] = work_dir
-    if rehearse:
-        runner.rehearse()
+    runner.rehearse()
     reporter = runner.prepare(res_w)
     set_batch_scheduling(False)
     payload = _read_job(job_r)

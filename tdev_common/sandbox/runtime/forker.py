@@ -17,10 +17,7 @@ from typing import Any, NoReturn
 
 from . import child, runner, syscalls
 
-# b"F", uid: fork an execution process that rehearses the job path while idle (2 fds attached) | b"f", uid: the
-# same without the rehearsal (the pool is draining: CPU is short and the process will not wait long) |
-# b"K", uid: kill a uid
-REQUEST = struct.Struct("<cI")
+REQUEST = struct.Struct("<cI")  # b"F", uid: fork an execution process (2 fds attached) | b"K", uid: kill a uid
 EVENT = struct.Struct("<cII")  # b"P", uid, pid (forked) | b"X", pid, wait status (exited)
 
 
@@ -71,7 +68,7 @@ def serve(config: dict[str, Any], sock: socket.socket, flavor: str) -> NoReturn:
             pid = os.fork()
             if pid == 0:
                 try:
-                    child.serve(config, uid, fds[0], fds[1], rehearse=kind == b"F")
+                    child.serve(config, uid, fds[0], fds[1])
                 finally:
                     os._exit(70)
             os.close(fds[0])

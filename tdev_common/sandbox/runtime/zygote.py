@@ -198,18 +198,15 @@ class Zygote:
 
     def _fill_pools(self) -> None:
         for f in self.forkers.values():
-            # A pool that lost more than one process since it was last full is serving a burst: its new
-            # processes skip the rehearsal, whose CPU the running jobs need more than a warm start.
-            rehearse = f.spare >= f.pool_size - 1
             while f.spare < f.pool_size:
-                self._request_child(f, rehearse)
+                self._request_child(f)
 
-    def _request_child(self, f: _Forker, rehearse: bool = True) -> None:
+    def _request_child(self, f: _Forker) -> None:
         uid = self._allocate_uid()
         job_r, job_w = os.pipe()
         res_r, res_w = os.pipe()
         try:
-            f.send(forker.REQUEST.pack(b"F" if rehearse else b"f", uid), [job_r, res_w])
+            f.send(forker.REQUEST.pack(b"F", uid), [job_r, res_w])
         finally:
             os.close(job_r)
             os.close(res_w)
