@@ -40,6 +40,8 @@ _STRING = FieldDescriptor.TYPE_STRING
 _ENUM = FieldDescriptor.TYPE_ENUM
 _FLOATS = (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT)
 _MESSAGE = FieldDescriptor.TYPE_MESSAGE
+# The field types ``single`` checks; other scalars (ints, bools, bytes) have no rule.
+_CHECKED_KINDS = frozenset({_STRING, _ENUM, _MESSAGE, *_FLOATS})
 
 
 def id_length_limit(field_name: str) -> int | None:
@@ -127,7 +129,7 @@ class _Checker:
             self.map(field.message_type, value, path)
             return
         if is_repeated:
-            if kind == _STRING or kind == _MESSAGE or kind == _ENUM or kind in _FLOATS:
+            if kind in _CHECKED_KINDS:
                 for index, item in enumerate(value):
                     self.single(field, item, f"{path}[{index}]")
             return

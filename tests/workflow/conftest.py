@@ -352,6 +352,11 @@ def job_processes_under(pid: int) -> list[int]:
     return [p for p, name in names.items() if name == "tdev-job" and descends(p)]
 
 
+async def has_job_processes() -> bool:
+    """Whether a sandbox job process runs under this test process (for ``eventually``)."""
+    return bool(job_processes_under(os.getpid()))
+
+
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 20.0, step: float = 0.05) -> None:
     """Polls until ``check`` is true."""
     deadline = time.monotonic() + timeout

@@ -24,6 +24,7 @@ from tests.workflow.conftest import (
     definition,
     eventually,
     execute,
+    has_job_processes,
     job_processes_under,
     node,
     of_type,
@@ -234,7 +235,7 @@ async def test_cancel_stops_the_running_sandbox_within_a_second(workflows: Workf
         if answer.event.type == Event.TYPE_NODE_STARTED and answer.event.node_id == "long":
             break
     call.cancel()
-    await eventually(lambda: _has_jobs(), timeout=5)
+    await eventually(has_job_processes, timeout=5)
     began = time.monotonic()
     answer = await workflows.stub.CancelExecution(
         pb2.CancelExecutionRequest(execution_id=execution_id, reason="operator said stop"))
@@ -252,10 +253,6 @@ async def test_cancel_stops_the_running_sandbox_within_a_second(workflows: Workf
     assert again.code() == grpc.StatusCode.FAILED_PRECONDITION
     missing = await rpc_error(workflows.stub.CancelExecution(pb2.CancelExecutionRequest(execution_id="ex_nope")))
     assert missing.code() == grpc.StatusCode.NOT_FOUND
-
-
-async def _has_jobs() -> bool:
-    return bool(job_processes_under(os.getpid()))
 
 
 async def test_watch_resumes_after_a_dropped_stream_without_gap_or_duplicate(workflows: Workflows) -> None:

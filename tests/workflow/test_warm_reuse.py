@@ -21,6 +21,7 @@ from tests.workflow.conftest import (
     definition,
     eventually,
     execute,
+    has_job_processes,
     job_processes_under,
     node,
     of_type,
@@ -150,14 +151,14 @@ async def test_cancelling_the_execution_kills_the_shared_process_at_once(mesh: M
     started = await workflows.stub.StartExecution(pb2.StartExecutionRequest(workflow_id=stored.workflow_id))
     execution_id = started.execution.execution_id
     await eventually(lambda: _running(workflows, execution_id, 3), timeout=10)
-    await eventually(_has_jobs, timeout=5)
+    await eventually(has_job_processes, timeout=5)
     began = time.monotonic()
     answer = await workflows.stub.CancelExecution(pb2.CancelExecutionRequest(execution_id=execution_id))
     assert time.monotonic() - began < 1.0
     assert answer.execution.state == State.STATE_CANCELLED
     assert {n.node_id: n.state for n in answer.execution.nodes if n.node_id != "start"} == {
         f"n{i}": NodeState.STATE_CANCELLED for i in range(3)}
-    await eventually(lambda: _no_jobs(), timeout=2)
+    await eventually(_no_job_processes, timeout=2)
 
 
 async def _running(workflows: Workflows, execution_id: str, count: int) -> bool:
@@ -166,9 +167,5 @@ async def _running(workflows: Workflows, execution_id: str, count: int) -> bool:
     return sum(n.state == NodeState.STATE_RUNNING for n in execution.nodes) == count
 
 
-async def _has_jobs() -> bool:
-    return bool(job_processes_under(os.getpid()))
-
-
-async def _no_jobs() -> bool:
+async def _no_job_processes() -> bool:
     return not job_processes_under(os.getpid())
