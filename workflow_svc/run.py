@@ -15,7 +15,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +62,14 @@ def backoff_seconds(node: NodeSpec, failures: int, rng: random.Random) -> float:
 
 def _json_size(value: Any) -> int:
     return len(json.dumps(value, separators=(",", ":"), default=str))
+
+
+@dataclass
+class _Current:
+    """The node (and attempt) an attempt task is running now: a task may run several, one after another."""
+
+    node_id: str
+    attempt: int
 
 
 class Writer:
@@ -309,46 +317,67 @@ class Run:
         self._emit(EventType.NODE_SKIPPED, node_id=node_id, message=why)
 
     # -- node attempts ----------------------------------------------------------------------------------------
-    def _start_ready(self) -> None:
+    def _start_ready(self, *, carry_on: bool = False) -> tuple[str, int] | None:
+        """Starts the ready nodes that fit the free slots, each in a task of its own; with ``carry_on`` (from
+        the task of an attempt that just finished) the first one is returned instead, for that task to run
+        next: a chain's next node then starts in the same callback, ahead of the bookkeeping the finished
+        one queued (commits, events), and without waiting an event-loop turn for a new task to start."""
         free = self.limit - len(self._tasks)
         if free <= 0 or not self.scheduler.has_ready:
-            return
+            return None
+        carried: tuple[str, int] | None = None
         for node_id in self.scheduler.pop_ready(free):
             attempt = self.runs[node_id].attempt + 1
             now = utc_now()
             self._set(node_id, state=NodeState.RUNNING, attempt=attempt, start_time=now, end_time=None)
             self._emit(EventType.NODE_STARTED, node_id=node_id, attempt=attempt)
-            task = asyncio.create_task(self._attempt_and_report(node_id, attempt))
-            self._tasks[node_id] = task
-            task.add_done_callback(self._attempt_done(node_id, attempt))
+            if carry_on and carried is None:
+                carried = (node_id, attempt)
+                self._tasks[node_id] = asyncio.current_task()  # type: ignore[assignment]
+                continue
+            self._start_task(node_id, attempt)
+        return carried
 
-    async def _attempt_and_report(self, node_id: str, attempt: int) -> AttemptResult:
-        try:
-            result = await self._attempt(node_id, attempt)
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:  # a bug, not an agent failure: fail the attempt, keep the run going
-            log.exception("attempt_crashed", execution_id=self.execution_id, node_id=node_id)
-            result = AttemptResult(ok=False, error=ErrorInfo("internal", str(error), node_id=node_id))
-        if self._tasks.get(node_id) is asyncio.current_task():
-            del self._tasks[node_id]
-        self._done.append((node_id, attempt, result))
-        if not self.aborted and self._cancel_reason is None:
-            # On the critical path: handle the result and start what it unblocked right here, without
-            # the extra event-loop hops of waking the run's loop first.
-            self._tick()
-            self._start_ready()
-            self._flush()
-        self._wake.set()
-        return result
+    def _start_task(self, node_id: str, attempt: int) -> None:
+        current = _Current(node_id, attempt)
+        task = asyncio.create_task(self._attempt_and_report(current))
+        self._tasks[node_id] = task
+        task.add_done_callback(self._attempt_done(current))
 
-    def _attempt_done(self, node_id: str, attempt: int) -> Callable[[asyncio.Task[AttemptResult]], None]:
+    async def _attempt_and_report(self, current: _Current) -> AttemptResult:
+        """Runs ``current``'s attempt and handles its result, then the attempts it hands this task
+        (see :meth:`_start_ready`); ``current`` always names the node this task is on."""
+        while True:
+            node_id, attempt = current.node_id, current.attempt
+            try:
+                result = await self._attempt(node_id, attempt)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # a bug, not an agent failure: fail the attempt, keep the run going
+                log.exception("attempt_crashed", execution_id=self.execution_id, node_id=node_id)
+                result = AttemptResult(ok=False, error=ErrorInfo("internal", str(error), node_id=node_id))
+            if self._tasks.get(node_id) is asyncio.current_task():
+                del self._tasks[node_id]
+            self._done.append((node_id, attempt, result))
+            carried = None
+            if not self.aborted and self._cancel_reason is None:
+                # On the critical path: handle the result and start what it unblocked right here, without
+                # the extra event-loop hops of waking the run's loop first.
+                self._tick()
+                carried = self._start_ready(carry_on=True)
+                self._flush()
+            self._wake.set()
+            if carried is None:
+                return result
+            current.node_id, current.attempt = carried
+
+    def _attempt_done(self, current: _Current) -> Callable[[asyncio.Task[AttemptResult]], None]:
         def done(task: asyncio.Task[AttemptResult]) -> None:
             if not task.cancelled():
                 return  # reported by the task itself
-            if self._tasks.get(node_id) is task:
-                del self._tasks[node_id]
-            self._done.append((node_id, attempt, None))
+            if self._tasks.get(current.node_id) is task:
+                del self._tasks[current.node_id]
+            self._done.append((current.node_id, current.attempt, None))
             self._wake.set()
 
         return done
