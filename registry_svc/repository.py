@@ -100,6 +100,11 @@ class SqlRepository:
         self._engine = engine
         self._postgres = engine.dialect.name == "postgresql"
         self._write_lock = asyncio.Lock()
+        # One statement object for every batch, run with many parameter sets: SQLAlchemy compiles it once
+        # and renders the rows in pages ("insertmanyvalues"). Building .values([...rows]) per batch instead
+        # compiled a new statement for every row count, which took most of the registry's CPU under load.
+        self._insert_executions = (self._insert(executions).on_conflict_do_nothing()
+                                   .returning(executions.c.execution_id))
 
     @property
     def is_postgres(self) -> bool:
@@ -596,17 +601,12 @@ class SqlRepository:
                 raise UnknownVersions(missing)
             # Sorted inserts and updates: concurrent batches lock rows in one order, so never deadlock.
             ordered = sorted(records, key=lambda r: r.execution_id)
-            inserted: set[str] = set()
-            for start in range(0, len(ordered), 500):
-                chunk = ordered[start:start + 500]
-                result = await connection.execute(
-                    self._insert(executions).values([{
-                        "execution_id": r.execution_id, "agent_id": r.agent_id, "version": r.version,
-                        "success": r.success, "duration_ms": r.duration_ms, "tokens": r.tokens,
-                        "cost_usd": r.cost_usd, "error_type": r.error_type,
-                        "finish_time": r.finish_time or now, "recorded_at": now} for r in chunk])
-                    .on_conflict_do_nothing().returning(executions.c.execution_id))
-                inserted.update(result.scalars().all())
+            result = await connection.execute(self._insert_executions, [{
+                "execution_id": r.execution_id, "agent_id": r.agent_id, "version": r.version,
+                "success": r.success, "duration_ms": r.duration_ms, "tokens": r.tokens,
+                "cost_usd": r.cost_usd, "error_type": r.error_type,
+                "finish_time": r.finish_time or now, "recorded_at": now} for r in ordered])
+            inserted: set[str] = set(result.scalars().all())
             totals: dict[VersionRef, dict[str, float]] = defaultdict(lambda: defaultdict(float))
             for record in ordered:
                 if record.execution_id not in inserted:

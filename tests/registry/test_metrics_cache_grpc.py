@@ -59,6 +59,20 @@ async def test_record_executions_aggregates_exact_metrics_and_ignores_replays(re
     assert metrics.success_rate == 16 / 21
 
 
+async def test_a_full_batch_of_records_counts_each_new_one_once(registry: Registry) -> None:
+    # The largest call allowed (1000 records), 400 of them already recorded: one statement runs with every
+    # row, and the totals count exactly the 600 new ones.
+    agent_id = (await register(registry.stub, "tiny", tiny_agent("a"))).agent.agent_id
+    earlier = [_record(f"b{i:04d}", agent_id, duration_ms=1.0) for i in range(400)]
+    first = await registry.stub.RecordExecutions(pb2.RecordExecutionsRequest(records=earlier))
+    full = [*earlier, *(_record(f"b{i:04d}", agent_id, success=i % 2 == 0, duration_ms=3.0) for i in range(400, 1000))]
+    answer = await registry.stub.RecordExecutions(pb2.RecordExecutionsRequest(records=full))
+    metrics = await _metrics(registry, agent_id)
+    assert (first.accepted_count, answer.accepted_count, answer.duplicate_count) == (400, 600, 400)
+    assert (metrics.execution_count, metrics.success_count, metrics.failure_count) == (1000, 700, 300)
+    assert metrics.average_duration_ms == (400 * 1.0 + 600 * 3.0) / 1000
+
+
 async def test_record_executions_unknown_version_writes_nothing(registry: Registry) -> None:
     agent_id = (await register(registry.stub, "tiny", tiny_agent("a"))).agent.agent_id
     error = await rpc_error(registry.stub.RecordExecutions(pb2.RecordExecutionsRequest(records=[
