@@ -288,6 +288,7 @@ async def stored_then_live(
     poll_seconds: float,
     page: int = 500,
     subscription: Subscription[E] | None = None,
+    writer_is_local: Callable[[], bool] | None = None,
 ) -> AsyncIterator[E]:
     """Events of stream ``key`` after sequence ``after``: stored ones, then live ones, until ``is_last``.
 
@@ -300,6 +301,12 @@ async def stored_then_live(
     that ``subscription`` with ``after=0``: then nothing can be stored that the subscription missed, and
     the first storage read is skipped (it is still made on any gap, stale buffer or quiet spell). The
     subscription is released here either way.
+
+    ``writer_is_local`` says whether the stream's writer runs in this process now. While it does, its
+    committed events reach the subscription directly, so a quiet spell is only a quiet stream and is not
+    checked against storage (with many slow executions watched, those checks were a large share of the
+    service's queries). Once it stops (the run ended or moved to another replica), quiet spells are
+    checked again.
     """
     from_storage = subscription is None or after != 0
     subscription = hub.subscribe(key) if subscription is None else subscription
@@ -338,6 +345,8 @@ async def stored_then_live(
             try:
                 await asyncio.wait_for(subscription.wake.wait(), timeout=poll_seconds)
             except TimeoutError:
+                if writer_is_local is not None and writer_is_local():
+                    continue
                 from_storage = True
                 if await ended(last):
                     return

@@ -122,6 +122,11 @@ class Engine:
         """True when this replica may take another execution now."""
         return not self._closing and len(self.runs) < self.settings.max_active_executions
 
+    def runs_locally(self, execution_id: str) -> bool:
+        """True while this replica runs the execution (holds its lease and has not stopped it)."""
+        run = self.runs.get(execution_id)
+        return run is not None and not run.aborted
+
     def _free_slots(self) -> int:
         return 0 if self._closing else self.settings.max_active_executions - len(self.runs)
 

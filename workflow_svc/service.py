@@ -299,6 +299,7 @@ class WorkflowService:
             self._bus, execution_id, after_sequence, read_after=read_after,
             is_last=lambda event: event.type.ends_execution, ended=ended,
             poll_seconds=self._settings.watch_poll_seconds, page=EVENT_PAGE, subscription=subscription,
+            writer_is_local=lambda: self._engine.runs_locally(execution_id),
         ):
             yield event
 
