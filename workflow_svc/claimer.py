@@ -39,10 +39,20 @@ class Claimer:
         self._free_slots = free_slots
         self._adopt = adopt
         self._wake = asyncio.Event()
+        # Whether unowned work may be waiting for a free slot: someone announced work, or the last claim took
+        # all it could. Until then a run's end claims nothing (expired leases are found by the poll), which
+        # saves a claim query per execution on a busy replica.
+        self._work_may_wait = True
 
     def wake(self) -> None:
-        """Claims at once instead of at the next poll (new work, or a slot freed)."""
+        """Claims at once instead of at the next poll (work was announced)."""
+        self._work_may_wait = True
         self._wake.set()
+
+    def slot_freed(self) -> None:
+        """A run ended: claims at once if work may be waiting for the slot."""
+        if self._work_may_wait:
+            self._wake.set()
 
     async def claim(self, limit: int, *, execution_id: str | None = None, reclaim_own: bool = False) -> list[Claim]:
         """Leases up to ``limit`` executions nobody holds (or whose holder's lease expired) and adopts them.
@@ -70,12 +80,17 @@ class Claimer:
             try:
                 free = self._free_slots()
                 if free > 0:
-                    await self.claim(free, reclaim_own=reclaim_own)
+                    # Cleared before the query: work announced while it runs sets it again.
+                    self._work_may_wait = False
+                    claims = await self.claim(free, reclaim_own=reclaim_own)
+                    if len(claims) >= free:
+                        self._work_may_wait = True
                     # A restarted replica takes its own leases back once, at start-up only.
                     reclaim_own = False
             except asyncio.CancelledError:
                 raise
             except Exception as error:
+                self._work_may_wait = True
                 log.warning("claim_failed", error=str(error))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._interval)

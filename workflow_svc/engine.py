@@ -151,7 +151,7 @@ class Engine:
         """Called by a run when it ends."""
         if self.runs.get(run.execution_id) is run:
             del self.runs[run.execution_id]
-            self._claimer.wake()
+            self._claimer.slot_freed()
 
     def cancel(self, execution_id: str, reason: str) -> None:
         """Cancels a locally running execution (no-op when another replica runs it)."""
