@@ -12,7 +12,9 @@ Shapes: wide (1 -> 998 parallel -> 1) and deep (a chain of 1000). Printed per no
   * dask       -- dask's local threaded scheduler on the same DAG of no-op Python functions (no durability).
   * wide, warm -- the wide shape again with the no-op opted in to warm-process reuse: nodes that start
                   together share a sandboxed process, up to TDEV_WORKFLOW_WARM_BATCH_SIZE (default 8) each;
-                  still never across executions (docs/workflow.md, "Warm-process reuse").
+                  still never across executions (docs/workflow.md, "Warm-process reuse");
+  * deep, outcomes only -- the deep shape again with the caller streaming only node outcomes and the end
+                  (event_types), printed beside the overhead with every event streamed (not a target).
 Targets (issue 17): engine overhead (workflow - sandbox) <= 0.5 ms per node on both shapes, and workflow
 <= 0.25x Prefect per node (checked for every node isolated, and for the wide shape with warm reuse).
 
@@ -51,6 +53,9 @@ NODES = 1000
 CONCURRENCY = 16
 OVERHEAD_TARGET_MS = 0.5
 PREFECT_TARGET = 0.25
+# The caller asks only for node outcomes and the end (ExecuteWorkflowRequest.event_types): one streamed
+# event per node instead of three.
+OUTCOME_EVENTS = (wf_pb2.ExecutionEvent.TYPE_NODE_SUCCEEDED, wf_pb2.ExecutionEvent.TYPE_NODE_FAILED)
 
 
 def wide() -> Shape:
@@ -100,10 +105,14 @@ async def bench_ours(shapes: dict[str, Shape], rounds: int) -> tuple[dict[str, f
                 # first round also reads its definition (a few ms of a 1000-node run; the best round counts).
                 await execute(stub, workflow_ids["wide"])
                 warm: list[float] = []
+                outcomes_only: list[float] = []
                 for _ in range(rounds):
                     started = time.perf_counter()
                     await execute(stub, warm_id)
                     warm.append((time.perf_counter() - started) * 1000 / len(shapes["wide"]))
+                    started = time.perf_counter()
+                    await execute(stub, workflow_ids["deep"], OUTCOME_EVENTS)
+                    outcomes_only.append((time.perf_counter() - started) * 1000 / len(shapes["deep"]))
                     for shape_name, shape in shapes.items():
                         floor[shape_name].append(await _run_floor(sandbox, shape_name, NODES) / NODES)
                         started = time.perf_counter()
@@ -116,6 +125,7 @@ async def bench_ours(shapes: dict[str, Shape], rounds: int) -> tuple[dict[str, f
             await sandbox.close()
     best = {shape: min(values) for shape, values in workflow.items()}
     info["wide_warm"] = min(warm)
+    info["deep_outcomes_only"] = min(outcomes_only)
     return best, {shape: min(values) for shape, values in floor.items()}, info
 
 
@@ -226,6 +236,10 @@ def main() -> int:
     for peer, result in (("dbos", dbos_result), ("prefect", prefect_result), ("dask", dask_result)):
         if isinstance(result, str):
             out.fail(f"peer {peer}", result)
+    outcomes_only = info["deep_outcomes_only"]
+    out.info("deep, streaming node outcomes only (event_types)",
+             f"{outcomes_only:.3f} ms per node, engine overhead {outcomes_only - floor['deep']:.3f} ms "
+             f"(every event streamed: {workflow['deep'] - floor['deep']:.3f} ms)")
     costs = info.get("deep")  # wide attempts also queue for sandbox slots, so only the chain is read this way
     if isinstance(costs, dict):
         out.info("deep: in the run itself, per node",

@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -192,10 +192,12 @@ async def create_workflow(stub: pb2_grpc.WorkflowServiceStub, name: str, shape: 
     return str(created.workflow.workflow_id)
 
 
-async def execute(stub: pb2_grpc.WorkflowServiceStub, workflow_id: str) -> list[wf_pb2.ExecutionEvent]:
-    """ExecuteWorkflow to its last event, which must be EXECUTION_SUCCEEDED; every event."""
+async def execute(stub: pb2_grpc.WorkflowServiceStub, workflow_id: str,
+                  event_types: Sequence[int] = ()) -> list[wf_pb2.ExecutionEvent]:
+    """ExecuteWorkflow to its last event, which must be EXECUTION_SUCCEEDED; every event streamed (only
+    those of ``event_types`` and the last one, when given)."""
     events = [answer.event async for answer in stub.ExecuteWorkflow(pb2.ExecuteWorkflowRequest(
-        workflow_id=workflow_id))]
+        workflow_id=workflow_id, event_types=event_types))]
     if events[-1].type != wf_pb2.ExecutionEvent.TYPE_EXECUTION_SUCCEEDED:
         raise RuntimeError(f"execution did not succeed: {events[-1]}")
     return events

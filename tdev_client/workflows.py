@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, cast
 
 import grpc
@@ -51,17 +51,21 @@ class WorkflowClient(ServiceClient):
         return cast("Execution", answer["execution"])
 
     def execute_workflow(self, workflow_id: str, inputs: Mapping[str, Any] | None = None, *,
-                         request_id: str = "", failure_policy: str | None = None) -> AsyncIterator[ExecutionEvent]:
+                         request_id: str = "", failure_policy: str | None = None,
+                         event_types: Sequence[str] = ()) -> AsyncIterator[ExecutionEvent]:
         """Starts an execution and streams its events until it ends (one stream: if it drops, watch the
-        execution by the id of the first event)."""
+        execution by the id of the first event). ``event_types`` (names, e.g. ``"TYPE_NODE_FAILED"``) limits
+        the stream to those types; the event that ends the execution always comes."""
         return cast("AsyncIterator[ExecutionEvent]", self._stream("ExecuteWorkflow", pb2.ExecuteWorkflowRequest, {
             "workflow_id": workflow_id, "inputs": dict(inputs or {}), "request_id": request_id,
-            "failure_policy": failure_policy}))
+            "failure_policy": failure_policy, "event_types": list(event_types)}))
 
-    def watch_execution(self, execution_id: str, *, after_sequence: int = 0) -> AsyncIterator[ExecutionEvent]:
-        """Every event after ``after_sequence`` until the execution ends, reconnecting on its own."""
-        events = self._events("WatchExecution", pb2.WatchExecutionRequest, {"execution_id": execution_id},
-                              after_sequence)
+    def watch_execution(self, execution_id: str, *, after_sequence: int = 0,
+                        event_types: Sequence[str] = ()) -> AsyncIterator[ExecutionEvent]:
+        """Every event after ``after_sequence`` until the execution ends, reconnecting on its own
+        (``event_types``: as for :meth:`execute_workflow`)."""
+        events = self._events("WatchExecution", pb2.WatchExecutionRequest,
+                              {"execution_id": execution_id, "event_types": list(event_types)}, after_sequence)
         return cast("AsyncIterator[ExecutionEvent]", events)
 
     async def get_execution(self, execution_id: str) -> Execution:

@@ -12,19 +12,21 @@ REQUEST_ID_FIELD = "request_id"
 REQUEST_ID_REUSED = "REQUEST_ID_REUSED"
 
 
-def fingerprint(request: Message) -> str:
+def fingerprint(request: Message, *, ignore: tuple[str, ...] = ()) -> str:
     """sha256 (hex) of the request's deterministic serialization without its ``request_id``.
 
     Deterministic serialization orders map entries (Struct keys, label maps), so the same request built in
     another order has the same fingerprint; a field left at its default value adds no bytes, so a field that
     a later proto adds does not change the fingerprints stored before it. Two request types with the same
     field layout (StartExecution and ExecuteWorkflow, StartBuild and BuildService) fingerprint alike, which
-    lets a caller replay a request id through either of the pair.
+    lets a caller replay a request id through either of the pair. Fields named in ``ignore`` (how the
+    answer is presented, not what is asked for) are left out too.
     """
     copy = type(request)()
     copy.CopyFrom(request)
-    if REQUEST_ID_FIELD in copy.DESCRIPTOR.fields_by_name:
-        copy.ClearField(REQUEST_ID_FIELD)
+    for name in (REQUEST_ID_FIELD, *ignore):
+        if name in copy.DESCRIPTOR.fields_by_name:
+            copy.ClearField(name)
     return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
 
 

@@ -18,7 +18,7 @@ from tdev.workflow.v1 import workflow_service_pb2 as pb2
 
 from tdev_common import idempotency, paging
 from tdev_common.clock import from_epoch, to_epoch, to_timestamp
-from tdev_common.enums import from_proto, to_proto
+from tdev_common.enums import from_proto, optional_from_proto, to_proto
 from tdev_common.errors import invalid_field
 from tdev_common.paging import Page
 from tdev_common.protojson import dict_to_struct, struct_to_dict
@@ -29,6 +29,7 @@ from workflow_svc.domain import (
     CapturePolicy,
     ErrorInfo,
     Event,
+    EventType,
     Execution,
     ExecutionFilter,
     ExecutionPlan,
@@ -198,9 +199,26 @@ def start_request(message: pb2.StartExecutionRequest | pb2.ExecuteWorkflowReques
         inputs=struct_to_dict(message.inputs),
         request_id=message.request_id,
         failure_policy=_failure_policy(message.failure_policy, "failure_policy"),
-        # Both request types share one field layout, so a request id replays through either of them.
-        fingerprint=idempotency.fingerprint(message),
+        # Both request types share one field layout, so a request id replays through either of them; which
+        # events ExecuteWorkflow streams is not part of what was asked for.
+        fingerprint=idempotency.fingerprint(message, ignore=("event_types",)),
     )
+
+
+def event_types(values: Sequence[int]) -> frozenset[EventType]:
+    """The event types a stream is limited to (empty: every type).
+
+    Raises:
+        InvalidArgument: an unknown or unspecified type (named by index).
+    """
+    chosen = set()
+    for index, number in enumerate(values):
+        field = f"event_types[{index}]"
+        member = optional_from_proto(number, EventType, _EVENT_TYPE, "TYPE_", field=field)
+        if member is None or member is EventType.UNSPECIFIED:
+            raise invalid_field(field, "TYPE_UNSPECIFIED is not an event type")
+        chosen.add(member)
+    return frozenset(chosen)
 
 
 def execution_filter(message: pb2.ListExecutionsRequest) -> ExecutionFilter:

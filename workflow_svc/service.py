@@ -31,6 +31,7 @@ from workflow_svc.domain import (
     AgentRef,
     AliasTarget,
     Event,
+    EventType,
     Execution,
     ExecutionFilter,
     ExecutionState,
@@ -243,8 +244,10 @@ class WorkflowService:
         log.info("execution_accepted", execution_id=stored.execution_id, workflow_id=workflow.workflow_id)
         return replace(stored, nodes=_pending_nodes(workflow, ()))
 
-    async def execute(self, request: StartRequest) -> AsyncIterator[Event]:
-        """Starts an execution and yields its events until it ends.
+    async def execute(self, request: StartRequest,
+                      event_types: frozenset[EventType] = frozenset()) -> AsyncIterator[Event]:
+        """Starts an execution and yields its events until it ends (only those of ``event_types`` and the
+        last one, when ``event_types`` is not empty).
 
         The subscription to the new execution's events is taken before the execution is stored, so no
         event can be committed that it misses, and the stream starts live: no storage reads at start (a
@@ -259,14 +262,16 @@ class WorkflowService:
             raise
         if execution.execution_id != execution_id:
             self._bus.unsubscribe(subscription)
-            async for event in self.watch(execution.execution_id, 0):
+            async for event in self.watch(execution.execution_id, 0, event_types):
                 yield event
             return
-        async for event in self._stream(execution_id, 0, subscription):
+        async for event in _only(self._stream(execution_id, 0, subscription), event_types):
             yield event
 
-    async def watch(self, execution_id: str, after_sequence: int) -> AsyncIterator[Event]:
-        """Stored events after ``after_sequence``, then live ones, until the execution ends.
+    async def watch(self, execution_id: str, after_sequence: int,
+                    event_types: frozenset[EventType] = frozenset()) -> AsyncIterator[Event]:
+        """Stored events after ``after_sequence``, then live ones, until the execution ends (only those of
+        ``event_types`` and the last one, when ``event_types`` is not empty).
 
         No gap and no duplicate: live events are buffered from before the storage read, and anything
         that does not continue the sequence is read again from storage.
@@ -283,7 +288,7 @@ class WorkflowService:
             raise _execution_not_found(execution_id)
         if execution.state.is_terminal and after_sequence >= execution.last_sequence:
             return
-        async for event in self._stream(execution_id, after_sequence, None):
+        async for event in _only(self._stream(execution_id, after_sequence, None), event_types):
             yield event
 
     async def _stream(self, execution_id: str, after_sequence: int,
@@ -381,3 +386,14 @@ def _required_inputs(workflow: Workflow) -> set[str]:
 def _pending_nodes(workflow: Workflow, stored: tuple[NodeRun, ...]) -> tuple[NodeRun, ...]:
     by_id = {run.node_id: run for run in stored}
     return tuple(by_id.get(node.id) or NodeRun(node_id=node.id) for node in workflow.spec.nodes)
+
+
+async def _only(events: AsyncIterator[Event], types: frozenset[EventType]) -> AsyncIterator[Event]:
+    """``events`` of ``types`` (every one when empty), and always the one that ends the execution."""
+    if not types:
+        async for event in events:
+            yield event
+        return
+    async for event in events:
+        if event.type in types or event.type.ends_execution:
+            yield event

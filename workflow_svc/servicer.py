@@ -47,7 +47,8 @@ class WorkflowServiceServicer(pb2_grpc.WorkflowServiceServicer):
         self, request: pb2.ExecuteWorkflowRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb2.ExecuteWorkflowResponse]:
         """Starts an execution and streams its events."""
-        async for event in self._service.execute(convert.start_request(request)):
+        types = convert.event_types(request.event_types)  # checked before anything is started
+        async for event in self._service.execute(convert.start_request(request), types):
             yield pb2.ExecuteWorkflowResponse(event=convert.event_to_proto(event))
 
     async def StartExecution(
@@ -61,7 +62,8 @@ class WorkflowServiceServicer(pb2_grpc.WorkflowServiceServicer):
         self, request: pb2.WatchExecutionRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb2.WatchExecutionResponse]:
         """Streams events after a sequence number."""
-        async for event in self._service.watch(request.execution_id, request.after_sequence):
+        types = convert.event_types(request.event_types)
+        async for event in self._service.watch(request.execution_id, request.after_sequence, types):
             yield pb2.WatchExecutionResponse(event=convert.event_to_proto(event))
 
     async def GetExecution(

@@ -159,9 +159,16 @@ async def test_workflow_rpcs_and_whole_numbers_survive_the_struct(mesh: Mesh) ->
     started = await mesh.workflows.start_execution(workflow["workflow_id"], {"n": 8})
     events = [e async for e in mesh.workflows.watch_execution(started["execution_id"])]
     assert [e["sequence"] for e in events] == list(range(1, len(events) + 1))
+    outcomes = [e async for e in mesh.workflows.watch_execution(
+        started["execution_id"], event_types=["TYPE_NODE_SUCCEEDED"])]
+    assert [e["type"] for e in outcomes] == ["TYPE_NODE_SUCCEEDED", "TYPE_EXECUTION_SUCCEEDED"]
+    assert [e for e in events if e["type"] in ("TYPE_NODE_SUCCEEDED", "TYPE_EXECUTION_SUCCEEDED")] == outcomes
+    only = [e["type"] async for e in mesh.workflows.execute_workflow(
+        workflow["workflow_id"], {"n": 9}, event_types=["TYPE_NODE_STARTED"])]
+    assert only == ["TYPE_NODE_STARTED", "TYPE_EXECUTION_SUCCEEDED"]
     assert [e["execution_id"] async for e in mesh.workflows.iter_executions(workflow_id=workflow["workflow_id"])]
     done = await mesh.workflows.list_executions(workflow_id=workflow["workflow_id"], state="STATE_SUCCEEDED")
-    assert len(done.items) == 2
+    assert len(done.items) == 3
 
     slow = await mesh.workflows.create_workflow({"name": "client-slow", "nodes": [
         {"id": "nap", "agent_id": sleep["agent_id"], "inputs": {"seconds": 30}}]})
