@@ -142,7 +142,9 @@ async def test_execution_appears_and_its_nodes_turn_green_live(stack: Stack, bro
          "inputs": {"attempt": {"$ref": "context.attempt"}, "fail_times": 1},
          "retry_policy": {"max_retries": 2, "initial_backoff": 0.05, "backoff_multiplier": 1, "max_backoff": 0.1}},
         {"id": "first", "agent_id": echo["agent_id"], "inputs": {"value": {"$ref": "inputs.text"}}},
-        {"id": "nap", "agent_id": sleep["agent_id"], "inputs": {"seconds": 2.5, "value": 1}, "depends_on": ["first"]},
+        # Long enough to be seen running: the executions list is re-read every 2 s, so the row can take that
+        # long to appear (longer on a loaded machine) before the test opens the execution.
+        {"id": "nap", "agent_id": sleep["agent_id"], "inputs": {"seconds": 5, "value": 1}, "depends_on": ["first"]},
         {"id": "left", "agent_id": echo["agent_id"], "inputs": {"value": "l"}, "depends_on": ["nap"]},
         {"id": "right", "agent_id": echo["agent_id"], "inputs": {"value": "r"}, "depends_on": ["nap"]},
     ]})
