@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -244,10 +244,16 @@ class Progress:
         return Group(table, summary)
 
 
-def _watched(workflows: WorkflowClient, execution_id: str, after: int = 0) -> AsyncIterator[Any]:
+def _watched(workflows: WorkflowClient, execution_id: str, after: int = 0,
+             event_types: Sequence[str] = ()) -> AsyncIterator[Any]:
     """WatchExecution (resumed by the client when the stream drops); Ctrl-C says how to watch again."""
     session.watching("the execution", f"tdev executions watch {execution_id}")
-    return workflows.watch_execution(execution_id, after_sequence=after)
+    return workflows.watch_execution(execution_id, after_sequence=after, event_types=event_types)
+
+
+def _event_type(name: str) -> str:
+    """``node_failed``, ``NODE_FAILED`` or ``TYPE_NODE_FAILED`` -> ``TYPE_NODE_FAILED`` (the service checks it)."""
+    return "TYPE_" + name.strip().upper().removeprefix("TYPE_")
 
 
 async def follow_execution(workflows: WorkflowClient, execution_id: str, node_ids: list[str], *,
@@ -287,14 +293,18 @@ def watch(
     ctx: typer.Context,
     execution_id: str,
     after: Annotated[int, typer.Option("--after", help="Only events after this sequence number.")] = 0,
+    types: Annotated[list[str] | None, typer.Option(
+        "--type", help="Only events of this type, e.g. node_failed (repeatable); the ending event always comes.",
+    )] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Follow an execution live (resumes by itself if the stream drops); --json: one event per line."""
+    event_types = [_event_type(name) for name in types or []]
 
     async def work(workflows: WorkflowClient) -> int:
         execution = await workflows.get_execution(execution_id)
-        if after or as_json:
-            async for event in _watched(workflows, execution_id, after):
+        if after or as_json or event_types:
+            async for event in _watched(workflows, execution_id, after, event_types):
                 if as_json:
                     emit_line(event)
                     continue

@@ -119,6 +119,8 @@ async def test_every_command_prints_json_with_json(mesh_json: Json, tmp_path: Pa
     assert followed[-1]["type"] == "TYPE_EXECUTION_SUCCEEDED" and followed[-1]["output"] == {"a": {"value": 4}}
     watched = await j.lines(("executions", "watch"), started["execution_id"])
     assert [e["sequence"] for e in watched] == list(range(1, len(watched) + 1))
+    outcomes = await j.lines(("executions", "watch"), started["execution_id"], "--type", "node_succeeded")
+    assert [e["type"] for e in outcomes] == ["TYPE_NODE_SUCCEEDED", "TYPE_EXECUTION_SUCCEEDED"]
     assert (await j.doc(("executions", "get"), started["execution_id"]))["state"] == "STATE_SUCCEEDED"
     assert len((await j.doc(("executions", "list"), "--workflow", workflow_id))["executions"]) == 2
     slow = tmp_path / "slow.json"
