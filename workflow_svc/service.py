@@ -388,12 +388,13 @@ def _pending_nodes(workflow: Workflow, stored: tuple[NodeRun, ...]) -> tuple[Nod
     return tuple(by_id.get(node.id) or NodeRun(node_id=node.id) for node in workflow.spec.nodes)
 
 
-async def _only(events: AsyncIterator[Event], types: frozenset[EventType]) -> AsyncIterator[Event]:
-    """``events`` of ``types`` (every one when empty), and always the one that ends the execution."""
-    if not types:
-        async for event in events:
-            yield event
-        return
+def _only(events: AsyncIterator[Event], types: frozenset[EventType]) -> AsyncIterator[Event]:
+    """``events`` of ``types`` and always the one that ends the execution; ``events`` itself when ``types`` is
+    empty (the default stream gets no extra generator per event)."""
+    return _filtered(events, types) if types else events
+
+
+async def _filtered(events: AsyncIterator[Event], types: frozenset[EventType]) -> AsyncIterator[Event]:
     async for event in events:
         if event.type in types or event.type.ends_execution:
             yield event
