@@ -8,7 +8,8 @@ Shapes: wide (1 -> 998 parallel -> 1) and deep (a chain of 1000). Printed per no
                   workflow's concurrency (wide), alternating with the workflow runs (best of ``--rounds`` each);
   * dbos       -- DBOS Transact on the same Postgres (its own database): one durable workflow, each node a
                   step run in-process (no isolation), its completion committed;
-  * prefect    -- Prefect 3 (local ephemeral mode) running the same DAG of no-op tasks in one flow;
+  * prefect    -- Prefect 3 (local ephemeral mode) running the same DAG of no-op tasks in one flow (a chain
+                  as tasks called one after the other, other shapes submitted to a thread pool);
   * dask       -- dask's local threaded scheduler on the same DAG of no-op Python functions (no durability).
   * wide, warm -- the wide shape again with the no-op opted in to warm-process reuse: nodes that start
                   together share a sandboxed process, up to TDEV_WORKFLOW_WARM_BATCH_SIZE (default 8) each;
