@@ -31,8 +31,9 @@ def parse(code: str) -> ast.Module:
         raise InvalidProgram(f"ValueError: {error}") from error
 
 
-def _strip_docstrings(node: ast.AST) -> None:
-    """Drops docstrings of the module, classes and functions (which only nest inside each other's bodies)."""
+def _strip_docstrings(node: ast.AST, stripped: list[tuple[ast.AST, list[ast.stmt]]]) -> None:
+    """Drops docstrings of the module, classes and functions (which only nest inside each other's bodies),
+    noting each replaced body in ``stripped`` so that the caller can put it back."""
     body = getattr(node, "body", None)
     if not isinstance(body, list):
         return
@@ -43,10 +44,26 @@ def _strip_docstrings(node: ast.AST) -> None:
         and isinstance(body[0].value, ast.Constant)
         and isinstance(body[0].value.value, str)
     ):
+        stripped.append((node, body))
         node.body = body = body[1:] or [ast.Pass()]  # type: ignore[attr-defined]
     for child in body:
         if isinstance(child, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
-            _strip_docstrings(child)
+            _strip_docstrings(child, stripped)
+
+
+def _normalised_dump_of(tree: ast.Module) -> str:
+    """The normalised dump of a parsed tree, which is left as it was (a loaded program's tree is shared)."""
+    stripped: list[tuple[ast.AST, list[ast.stmt]]] = []
+    _strip_docstrings(tree, stripped)
+    try:
+        return ast.dump(tree, annotate_fields=False, include_attributes=False)
+    finally:
+        for node, body in reversed(stripped):
+            node.body = body  # type: ignore[attr-defined]
+
+
+def _hash_of(tree: ast.Module) -> str:
+    return hashlib.sha256(_normalised_dump_of(tree).encode()).hexdigest()
 
 
 def normalised_dump(code: str) -> str:
@@ -55,20 +72,36 @@ def normalised_dump(code: str) -> str:
     Raises:
         InvalidProgram: when the source does not parse.
     """
-    tree = parse(code)
-    _strip_docstrings(tree)
-    return ast.dump(tree, annotate_fields=False, include_attributes=False)
+    return _normalised_dump_of(parse(code))
 
 
 @lru_cache(maxsize=8192)
 def ast_hash(code: str) -> str:
-    """Hash of the normalised AST: programs with the same hash behave identically (the duplicate check)."""
-    return hashlib.sha256(normalised_dump(code).encode()).hexdigest()
+    """Hash of the normalised AST: programs with the same hash behave identically (the duplicate check).
+
+    Raises:
+        InvalidProgram: when the source does not parse.
+    """
+    try:
+        return load(code).ast_hash  # mostly cached already: the one parse gives tree, hash and size
+    except (InvalidProgram, RecursionError):
+        return _hash_of(parse(code))  # parses, but is not a loadable agent
 
 
 def size(tree: ast.AST) -> int:
-    """Number of AST nodes."""
-    return sum(1 for _ in ast.walk(tree))
+    """Number of AST nodes (what ``ast.walk`` visits, counted without its generators)."""
+    count = 0
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        count += 1
+        for name in node._fields:
+            value = getattr(node, name, None)
+            if isinstance(value, ast.AST):
+                stack.append(value)
+            elif isinstance(value, list):
+                stack.extend(item for item in value if isinstance(item, ast.AST))
+    return count
 
 
 def agent_class(tree: ast.Module) -> ast.ClassDef:
@@ -117,7 +150,7 @@ def load(code: str) -> Program:
         code=code,
         tree=tree,
         code_hash=code_hash(code),
-        ast_hash=ast_hash(code),
+        ast_hash=_hash_of(tree),
         size=size(tree),
         class_name=cls.name,
     )

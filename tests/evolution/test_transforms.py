@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import random
 
 import pytest
@@ -116,6 +117,17 @@ def test_normalised_ast_ignores_formatting_comments_and_docstrings() -> None:
     )
     assert programs.ast_hash(reformatted) == programs.ast_hash(CODE)
     assert programs.ast_hash(CODE.replace("x + 3", "x + 4")) != programs.ast_hash(CODE)
+
+
+def test_a_loaded_program_keeps_its_docstrings_and_hashes_like_its_source() -> None:
+    # load() hashes the tree it keeps: the docstrings it strips for the hash must be back afterwards.
+    code = '"""Module."""\n' + CODE + "\n\ndef helper():\n    \"\"\"Only a docstring.\"\"\"\n"
+    program = programs.load(code)
+    assert ast.dump(program.tree) == ast.dump(ast.parse(code))
+    assert program.ast_hash == programs.ast_hash(code)
+    assert program.size == sum(1 for _ in ast.walk(ast.parse(code)))
+    # Code that parses but is no agent still has a normalised hash (the duplicate check needs one).
+    assert programs.ast_hash('"""Doc."""\nx = 1\n') == programs.ast_hash("x = 1  # same\n")
 
 
 def test_load_rejects_programs_without_one_agent_class() -> None:
