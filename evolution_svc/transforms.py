@@ -41,9 +41,10 @@ CALLEE_GROUPS: tuple[tuple[str, ...], ...] = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True, eq=False)
 class _Slot:
-    """Where a node sits: ``parent.field`` or ``parent.field[index]``."""
+    """Where a node sits: ``parent.field`` or ``parent.field[index]`` (not frozen: a frozen dataclass's
+    ``__init__`` costs a ``object.__setattr__`` per field, and operators make thousands of these)."""
 
     parent: ast.AST
     field: str
@@ -71,17 +72,22 @@ def _is_frozen(node: ast.AST) -> bool:
     return isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name in FROZEN_FUNCTIONS
 
 
+_MISSING = object()
+_IMPORTS = (ast.Import, ast.ImportFrom)
+
+
 def _slots(tree: ast.AST) -> Iterator[_Slot]:
     """Every editable node with its position, parents before children."""
     stack: list[ast.AST] = [tree]
     while stack:
         parent = stack.pop()
-        for field, value in ast.iter_fields(parent):
-            items = list(enumerate(value)) if isinstance(value, list) else [(None, value)]
+        for field in parent._fields:  # what ast.iter_fields walks, without its generator
+            value = getattr(parent, field, _MISSING)
+            items = list(enumerate(value)) if isinstance(value, list) else ((None, value),)
             for index, child in items:
                 if not isinstance(child, ast.AST) or _is_frozen(child):
                     continue
-                if isinstance(child, ast.Import | ast.ImportFrom) or _is_docstring(child, parent, index):
+                if isinstance(child, _IMPORTS) or _is_docstring(child, parent, index):
                     continue
                 yield _Slot(parent, field, index, child)
                 stack.append(child)
