@@ -49,8 +49,27 @@ def parse_json(text: str) -> Any:
 
 
 def check_schema(schema: Mapping[str, Any]) -> None:
-    """Raises jsonschema.SchemaError when the caller's schema itself is invalid."""
+    """Raises jsonschema.SchemaError when the caller's schema itself is invalid.
+
+    Checked once per distinct schema (by its JSON text, which is also what the model is shown): checking
+    against the metaschema costs far more than the key, and services ask with the same few schemas on every
+    call. A bad schema is never remembered, so it fails every time.
+    """
+    try:
+        key: str | None = json.dumps(schema, sort_keys=True)
+    except (TypeError, ValueError):
+        key = None
+    if key is not None and key in _VALID_SCHEMAS:
+        return
     Draft202012Validator.check_schema(schema)
+    if key is not None:
+        if len(_VALID_SCHEMAS) >= _MAX_REMEMBERED_SCHEMAS:
+            _VALID_SCHEMAS.clear()
+        _VALID_SCHEMAS.add(key)
+
+
+_VALID_SCHEMAS: set[str] = set()
+_MAX_REMEMBERED_SCHEMAS = 256
 
 
 def validate(data: Any, schema: Mapping[str, Any]) -> None:
