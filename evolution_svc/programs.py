@@ -52,7 +52,8 @@ def _strip_docstrings(node: ast.AST, stripped: list[tuple[ast.AST, list[ast.stmt
 
 
 def _normalised_dump_of(tree: ast.Module) -> str:
-    """The normalised dump of a parsed tree, which is left as it was (a loaded program's tree is shared)."""
+    """The tree without positions, comments, formatting or docstrings, as a string; the tree itself is left
+    as it was (a loaded program's tree is shared)."""
     stripped: list[tuple[ast.AST, list[ast.stmt]]] = []
     _strip_docstrings(tree, stripped)
     try:
@@ -64,15 +65,6 @@ def _normalised_dump_of(tree: ast.Module) -> str:
 
 def _hash_of(tree: ast.Module) -> str:
     return hashlib.sha256(_normalised_dump_of(tree).encode()).hexdigest()
-
-
-def normalised_dump(code: str) -> str:
-    """The program's AST without positions, comments, formatting or docstrings, as a string.
-
-    Raises:
-        InvalidProgram: when the source does not parse.
-    """
-    return _normalised_dump_of(parse(code))
 
 
 @lru_cache(maxsize=8192)
