@@ -11,13 +11,15 @@ Shapes: wide (1 -> 998 parallel -> 1) and deep (a chain of 1000). Printed per no
   * prefect    -- Prefect 3 (local ephemeral mode) running the same DAG of no-op tasks in one flow (a chain
                   as tasks called one after the other, other shapes submitted to a thread pool);
   * dask       -- dask's local threaded scheduler on the same DAG of no-op Python functions (no durability).
-  * wide, warm -- the wide shape again with the no-op opted in to warm-process reuse: nodes that start
-                  together share a sandboxed process, up to TDEV_WORKFLOW_WARM_BATCH_SIZE (default 8) each;
-                  still never across executions (docs/workflow.md, "Warm-process reuse");
+  * warm       -- both shapes again with the no-op opted in to warm-process reuse: nodes that start
+                  together share a sandboxed process, up to TDEV_WORKFLOW_WARM_BATCH_SIZE (default 8) each, and
+                  a node takes the idle warm process of an earlier one (a chain runs in one process, a fresh
+                  one after every TDEV_SANDBOX_SESSION_MAX_INPUTS); still never across executions
+                  (docs/workflow.md, "Warm-process reuse");
   * deep, outcomes only -- the deep shape again with the caller streaming only node outcomes and the end
                   (event_types), printed beside the overhead with every event streamed (not a target).
 Targets (issue 17): engine overhead (workflow - sandbox) <= 0.5 ms per node on both shapes, and workflow
-<= 0.25x Prefect per node (checked for every node isolated, and for the wide shape with warm reuse).
+<= 0.25x Prefect per node (checked for every node isolated, and for both shapes with warm reuse).
 
 Needs Postgres (TDEV_BENCH_DATABASE_URL, default postgresql://postgres@127.0.0.1:5432/postgres; scratch
 databases are created and dropped) and, when reachable, Redis. Run: ``python bench/bench_workflow.py``
@@ -100,17 +102,19 @@ async def bench_ours(shapes: dict[str, Shape], rounds: int) -> tuple[dict[str, f
                     workflow_ids[shape_name] = await create_workflow(stub, f"bench-{shape_name}", shape,
                                                                      services.agent_id, CONCURRENCY)
                     await _run_floor(sandbox, shape_name, 50)
-                warm_id = await create_workflow(stub, "bench-wide-warm", shapes["wide"], services.warm_agent_id,
-                                                CONCURRENCY)
+                warm_ids = {shape_name: await create_workflow(stub, f"bench-{shape_name}-warm", shape,
+                                                              services.warm_agent_id, CONCURRENCY)
+                            for shape_name, shape in shapes.items()}
                 # One warm-up for all: agent code cached, connections and the sandbox pools up. Each workflow's
                 # first round also reads its definition (a few ms of a 1000-node run; the best round counts).
                 await execute(stub, workflow_ids["wide"])
-                warm: list[float] = []
+                warm: dict[str, list[float]] = {shape: [] for shape in shapes}
                 outcomes_only: list[float] = []
                 for _ in range(rounds):
-                    started = time.perf_counter()
-                    await execute(stub, warm_id)
-                    warm.append((time.perf_counter() - started) * 1000 / len(shapes["wide"]))
+                    for shape_name, shape in shapes.items():
+                        started = time.perf_counter()
+                        await execute(stub, warm_ids[shape_name])
+                        warm[shape_name].append((time.perf_counter() - started) * 1000 / len(shape))
                     for shape_name, shape in shapes.items():
                         floor[shape_name].append(await _run_floor(sandbox, shape_name, NODES) / NODES)
                         started = time.perf_counter()
@@ -126,7 +130,7 @@ async def bench_ours(shapes: dict[str, Shape], rounds: int) -> tuple[dict[str, f
         finally:
             await sandbox.close()
     best = {shape: min(values) for shape, values in workflow.items()}
-    info["wide_warm"] = min(warm)
+    info["warm"] = {shape: min(values) for shape, values in warm.items()}
     info["deep_outcomes_only"] = min(outcomes_only)
     return best, {shape: min(values) for shape, values in floor.items()}, info
 
@@ -227,14 +231,17 @@ def main() -> int:
         if isinstance(dask_result, dict):
             out.info(f"{name}: workflow / dask per node",
                      f"{workflow[name] / dask_result[name]:.1f}x (dask: no durability, no isolation)")
-    warm = info["wide_warm"]
-    print(f"{'wide, warm reuse':<16} {warm:>10.3f} ms per node "
-          f"({workflow['wide'] / warm:.1f}x faster than every node in a fresh process)")
-    if isinstance(prefect_result, dict):
-        out.check("wide, warm reuse: workflow / prefect per node", warm / prefect_result["wide"], "<=",
-                  PREFECT_TARGET)
-    if isinstance(dbos_result, dict):
-        out.info("wide, warm reuse: workflow / dbos per node", f"{warm / dbos_result['wide']:.2f}x")
+    for name in shapes:
+        warm = info["warm"][name]
+        print(f"{name + ', warm reuse':<16} {warm:>10.3f} ms per node "
+              f"({workflow[name] / warm:.1f}x faster than every node in a fresh process)")
+    for name in shapes:
+        warm = info["warm"][name]
+        if isinstance(prefect_result, dict):
+            out.check(f"{name}, warm reuse: workflow / prefect per node", warm / prefect_result[name], "<=",
+                      PREFECT_TARGET)
+        if isinstance(dbos_result, dict):
+            out.info(f"{name}, warm reuse: workflow / dbos per node", f"{warm / dbos_result[name]:.2f}x")
     for peer, result in (("dbos", dbos_result), ("prefect", prefect_result), ("dask", dask_result)):
         if isinstance(result, str):
             out.fail(f"peer {peer}", result)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from tdev_common.sandbox import (
-    JobMode,
     Limits,
     Outcome,
     OutcomeKind,
@@ -33,15 +32,14 @@ def attempt_result(outcome: Outcome) -> AttemptResult:
 
 class SandboxRunner:
     """Runs one node attempt in a fresh sandboxed process with the node's limits, or, for a warm group,
-    in a batch with the group's other attempts that start with it (workflow_svc.warm_batches)."""
+    in a batch with the group's other attempts that start with it, in a warm process of the group's when
+    one is idle (workflow_svc.warm_batches)."""
 
     def __init__(self, sandbox: Sandbox, warm_batch_size: int = 8) -> None:
         self._sandbox = sandbox
         self._defaults = sandbox.default_limits
         self._limits: dict[tuple[float, Any, Any], Limits] = {}
-        self._warm = WarmBatches(
-            lambda code, inputs, limits: sandbox.stream_job(JobMode.RUN, code, inputs, limits), warm_batch_size
-        )
+        self._warm = WarmBatches(sandbox.session, warm_batch_size, sandbox.settings.session_idle_seconds)
 
     @classmethod
     async def start(cls, settings: SandboxSettings, warm_batch_size: int = 8) -> SandboxRunner:

@@ -7,10 +7,11 @@ namespaces) implements the same class and plugs in without touching callers (see
 from __future__ import annotations
 
 import abc
+import asyncio
 import enum
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from .limits import Limits
 from .outcome import Outcome
@@ -38,10 +39,40 @@ class Job:
     limits: Limits
 
 
+def check_program(code: str, inputs: Sequence[Any]) -> None:
+    """Refuse what no execution process can take.
+
+    Raises:
+        TypeError: ``code`` is not a str.
+        ValueError: an input is not a JSON object.
+    """
+    if not isinstance(code, str):
+        raise TypeError("agent code must be a str")
+    for value in inputs:
+        if not isinstance(value, dict):
+            raise ValueError(f"agent inputs must be JSON objects, got {type(value).__name__}")
+
+
 @dataclass(frozen=True)
 class Probe:
     available: bool
     reason: str = ""
+
+
+class SessionProcess(Protocol):
+    """One warm execution process that takes a program's inputs batch by batch (see ChildSession)."""
+
+    ended: asyncio.Future[None]
+
+    @property
+    def usable(self) -> bool: ...
+
+    @property
+    def room(self) -> int: ...
+
+    def run(self, inputs: list[dict[str, Any]]) -> AsyncGenerator[Outcome, None]: ...
+
+    def close(self) -> None: ...
 
 
 class SandboxBackend(abc.ABC):
@@ -75,6 +106,11 @@ class SandboxBackend(abc.ABC):
     @abc.abstractmethod
     async def execute(self, job: Job) -> list[Outcome]:
         """Run ``job``; see the class docstring for the contract."""
+
+    async def open_session(self, job: Job, *, idle_seconds: float, max_inputs: int) -> SessionProcess | None:
+        """A fresh process for a session of ``job``'s program and limits (its inputs come with each batch), or
+        None when this backend runs every job in a process of its own (the caller then does so)."""
+        return None
 
     @abc.abstractmethod
     async def close(self) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 from . import wire
 from .backend import Job
 from .outcome import ErrorInfo, Outcome, OutcomeKind
+from .pipe_writer import PipeWriter
 from .runtime import framing
 from .runtime_process import RUNTIME_DIED, ChildHandle, RuntimeProcess
 
@@ -34,7 +35,7 @@ class ChildJob:
         self.done: asyncio.Future[None] = self.loop.create_future()
         self.started = 0.0
         self.timer: asyncio.TimerHandle | None = None
-        self.pending_write = b""
+        self.writer = PipeWriter(self.loop, handle.job_w)
         self.finished = False
         self.eof = False
         self.complete = False  # every input answered, waiting for ``done`` and end-of-file, or the exit
@@ -48,7 +49,7 @@ class ChildJob:
         self.started = time.monotonic()
         self.timer = self.loop.call_later(limits.timeout_seconds, self._on_timeout)
         self.loop.add_reader(self.handle.res_r, self._on_readable)
-        self._write(frame)
+        self.writer.write(frame)
         sweep = limits.max_processes > 1
         self.process.send({"op": "start", "cid": self.handle.cid, "backstop": backstop, "sweep": sweep})
         self.handle.exited.add_done_callback(self._on_exit)
@@ -58,23 +59,6 @@ class ChildJob:
             self._finish(kill=True)
             raise
         return self.outcomes
-
-    # -- writing the job -------------------------------------------------------------------------------
-    def _write(self, data: bytes) -> None:
-        try:
-            sent = os.write(self.handle.job_w, data)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
-            return  # the process is gone; its exit settles the job
-        self.pending_write = data[sent:]
-        if self.pending_write:
-            self.loop.add_writer(self.handle.job_w, self._on_writable)
-
-    def _on_writable(self) -> None:
-        self.loop.remove_writer(self.handle.job_w)
-        if not self.finished:
-            self._write(self.pending_write)
 
     # -- reading answers -------------------------------------------------------------------------------
     def _on_readable(self) -> None:
@@ -222,7 +206,7 @@ class ChildJob:
             self.timer.cancel()
         with contextlib.suppress(ValueError, OSError):
             self.loop.remove_reader(self.handle.res_r)
-            self.loop.remove_writer(self.handle.job_w)
+        self.writer.stop()
         if not self.done.done():
             self.done.set_result(None)  # first, so the caller resumes before the kill message leaves
         # A process that exited needs no kill (the zygote sweeps what it forked, as asked on start). One that

@@ -17,6 +17,7 @@ import structlog
 from . import seccomp, wire
 from .backend import Job, Probe, SandboxBackend
 from .child_job import ChildJob
+from .child_session import ChildSession
 from .errors import SandboxClosedError, SandboxError
 from .outcome import Outcome
 from .runtime import framing
@@ -134,6 +135,11 @@ class LocalBackend(SandboxBackend, abc.ABC):
     async def execute(self, job: Job) -> list[Outcome]:
         process, handle = await self._take_child(job)
         return await ChildJob(process, handle, job, self.settings.grace_seconds).run()
+
+    async def open_session(self, job: Job, *, idle_seconds: float, max_inputs: int) -> ChildSession | None:
+        process, handle = await self._take_child(job)
+        return ChildSession(process, handle, job, grace=self.settings.grace_seconds, idle_seconds=idle_seconds,
+                            max_inputs=max_inputs)
 
     async def close(self) -> None:
         self._closed = True

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from types import TracebackType
 from typing import Any
 
 import structlog
 
 from . import selection
-from .backend import Job, JobMode, SandboxBackend
+from .backend import Job, JobMode, SandboxBackend, SessionProcess, check_program
 from .errors import SandboxClosedError, SandboxError
 from .limits import Limits
 from .outcome import InspectResult, Outcome, OutcomeKind
+from .session import SandboxSession
 from .settings import SandboxSettings
 
 log = structlog.get_logger(__name__)
@@ -27,6 +28,7 @@ class Sandbox:
         self.backend = backend
         self.default_limits = Limits.from_settings(settings)
         self._slots = asyncio.Semaphore(settings.max_concurrency)
+        self._session_processes: set[SessionProcess] = set()  # each holds a slot until it ends
         self._description = backend.describe()
         self._closed = False
 
@@ -122,24 +124,74 @@ class Sandbox:
             ValueError: an input is not a JSON object.
             SandboxClosedError: the sandbox was closed.
         """
-        if self._closed:
-            raise SandboxClosedError("the sandbox is closed")
-        if not isinstance(code, str):
-            raise TypeError("agent code must be a str")
-        for value in inputs:
-            if not isinstance(value, dict):
-                raise ValueError(f"agent inputs must be JSON objects, got {type(value).__name__}")
+        self._check(code, inputs)
         limits = limits or self.default_limits
         done = 0
         while done < len(inputs):
             job = Job(mode=mode, code=code, inputs=inputs[done:], limits=limits)
-            async with self._slots:
+            await self._take_slot()
+            try:
                 answered = await self.backend.execute(job)
+            finally:
+                self._slots.release()
             if not answered:
                 raise SandboxError("the sandbox backend answered no input")
             for outcome in answered[: len(job.inputs)]:
                 done += 1
                 yield outcome
+
+    def session(self, code: str, limits: Limits | None = None) -> SandboxSession:
+        """A session for ``code``: its inputs run batch by batch in one warm process that waits between
+        batches for up to ``settings.session_idle_seconds`` and takes at most ``settings.session_max_inputs``
+        inputs (docs/sandbox.md, "Sessions"). Close it when done. Over a backend without sessions (the
+        remote tier) every batch runs in a fresh process, as :meth:`run_batch` does.
+
+        Raises:
+            SandboxClosedError: the sandbox was closed.
+        """
+        self._check(code, ())
+        limits = limits or self.default_limits
+
+        async def stream_job(job: Job) -> AsyncGenerator[Outcome, None]:
+            async for outcome in self.stream_job(job.mode, job.code, job.inputs, job.limits):
+                yield outcome
+
+        return SandboxSession(code, limits, self._open_session_process, stream_job)
+
+    async def _open_session_process(self, job: Job) -> SessionProcess | None:
+        self._check(job.code, job.inputs)
+        await self._take_slot()
+        try:
+            process = await self.backend.open_session(job, idle_seconds=self.settings.session_idle_seconds,
+                                                      max_inputs=self.settings.session_max_inputs)
+        except BaseException:
+            self._slots.release()
+            raise
+        if process is None:
+            self._slots.release()
+            return None
+        self._session_processes.add(process)
+
+        def ended(_: object) -> None:
+            self._session_processes.discard(process)
+            self._slots.release()
+
+        process.ended.add_done_callback(ended)
+        return process
+
+    async def _take_slot(self) -> None:
+        """Acquire a concurrency slot; when none is free, an idle session's process gives its slot up."""
+        if self._slots.locked():
+            for process in self._session_processes:
+                if process.usable:
+                    process.close()
+                    break
+        await self._slots.acquire()
+
+    def _check(self, code: str, inputs: Sequence[dict[str, Any]]) -> None:
+        if self._closed:
+            raise SandboxClosedError("the sandbox is closed")
+        check_program(code, inputs)
 
     async def _execute(
         self, mode: JobMode, code: str, inputs: list[dict[str, Any]], limits: Limits | None
@@ -151,6 +203,8 @@ class Sandbox:
         if self._closed:
             return
         self._closed = True
+        for process in list(self._session_processes):
+            process.close()
         selection.unregister_active(self._description)
         await self.backend.close()
         log.info("sandbox.closed", backend=self.backend.name)

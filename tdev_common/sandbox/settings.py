@@ -55,6 +55,14 @@ class SandboxSettings(BaseSettings):
     async_pool_size: int = Field(default=1, ge=0, le=256, description="idle processes with asyncio loaded")
     max_concurrency: int = Field(default=16, ge=1, le=1024, description="executions running at once")
 
+    session_idle_seconds: float = Field(
+        default=0.1, gt=0, le=60,
+        description="how long a session's warm process waits for its next batch before it ends (docs/sandbox.md)",
+    )
+    session_max_inputs: int = Field(
+        default=64, ge=1, le=4096, description="most inputs one session's process runs before a fresh one takes over"
+    )
+
     timeout_seconds: float = Field(default=10.0, gt=0, le=3600, description="wall-clock limit per execution")
     cpu_seconds: float = Field(default=10.0, gt=0, le=3600, description="CPU-time limit per execution")
     memory_bytes: int = Field(default=512 * MIB, ge=64 * MIB, description="address-space limit per process")

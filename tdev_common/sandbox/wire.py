@@ -29,21 +29,34 @@ def flavor(job: Job) -> str:
     return "async" if _ASYNC_EXECUTE.search(job.code) else "sync"
 
 
-def job_frame(job: Job) -> bytes:
-    """Encode ``job`` for an execution process.
+def job_frame(job: Job, session: int = 0) -> bytes:
+    """Encode ``job`` for an execution process; ``session`` > 0 opens a session that may take that many
+    inputs in all (the rest come in :func:`more_frame` frames).
 
     Raises:
         ValueError: the inputs are not JSON-serialisable.
     """
+    body: dict[str, Any] = {"mode": job.mode.value, "code": job.code, "inputs": list(job.inputs),
+                            "limits": job.limits.to_wire()}
+    if session:
+        body["session"] = session
+    return framing.encode({"t": "job"}, _json(body))
+
+
+def more_frame(inputs: list[dict[str, Any]]) -> bytes:
+    """Encode further inputs for an open session.
+
+    Raises:
+        ValueError: the inputs are not JSON-serialisable.
+    """
+    return framing.encode({"t": "more"}, _json(inputs))
+
+
+def _json(value: Any) -> bytes:
     try:
-        payload = json.dumps(
-            {"mode": job.mode.value, "code": job.code, "inputs": list(job.inputs), "limits": job.limits.to_wire()},
-            allow_nan=False,
-            separators=(",", ":"),
-        ).encode()
+        return json.dumps(value, allow_nan=False, separators=(",", ":")).encode()
     except (TypeError, ValueError) as exc:
         raise ValueError(f"sandbox inputs must be JSON values: {exc}") from exc
-    return framing.encode({"t": "job"}, payload)
 
 
 # An output must survive every layer after the sandbox: Postgres jsonb (no \u0000, valid UTF-8), protobuf

@@ -1,4 +1,8 @@
-"""Warm-process reuse: nodes of one opted-in agent version in one execution share a process; nothing else does."""
+"""Warm-process reuse: nodes of one opted-in agent version in one execution share a process; nothing else does.
+
+Nodes that start together share one as a batch; a later node of the group (the next of a chain) takes the
+warm process of an earlier one that is idle.
+"""
 
 from __future__ import annotations
 
@@ -91,13 +95,76 @@ async def test_nodes_started_together_share_one_process_and_instance_but_keep_th
     outputs = _outputs(events)
     assert {node_id: output["value"] for node_id, output in outputs.items()} == {f"n{i}": i for i in range(6)}
     assert len({output["token"] for output in outputs.values()}) == 1  # one process for the six
-    assert sorted(output["seen"] for output in outputs.values()) == [1, 2, 3, 4, 5, 6]  # one instance
     start = next(plain(e.output) for e in of_type(events, Event.TYPE_NODE_SUCCEEDED) if e.node_id == "start")
-    assert start["token"] not in {output["token"] for output in outputs.values()}  # started alone, earlier
+    # ... the one "start" ran in, idle when they became ready, with its instance of the class.
+    assert {output["token"] for output in outputs.values()} == {start["token"]}
+    assert start["seen"] == 1 and sorted(output["seen"] for output in outputs.values()) == [2, 3, 4, 5, 6, 7]
 
     again = _outputs(await execute(workflows.stub, stored.workflow_id))
     assert {o["token"] for o in again.values()}.isdisjoint({o["token"] for o in outputs.values()})
-    assert sorted(o["seen"] for o in again.values()) == [1, 2, 3, 4, 5, 6]  # never across executions
+    assert sorted(o["seen"] for o in again.values()) == [2, 3, 4, 5, 6, 7]  # never across executions
+
+
+def _chain(name: str, agent_id: str, count: int, **extra: Any) -> Any:
+    return definition(name, [node(f"c{i}", agent_id, {"value": i}, [f"c{i - 1}"] if i else [], **extra)
+                             for i in range(count)])
+
+
+async def test_a_chain_runs_in_one_warm_process_and_a_new_execution_never_reuses_it(
+    mesh: Mesh, workflows: Workflows,
+) -> None:
+    agent = await _register(mesh, "warm_chain", True)
+    stored = await create(workflows.stub, _chain("warm-chain", agent.agent_id, 5))
+
+    first = _outputs(await execute(workflows.stub, stored.workflow_id))
+    second = _outputs(await execute(workflows.stub, stored.workflow_id))
+
+    for outputs in (first, second):
+        assert {node_id: o["value"] for node_id, o in outputs.items()} == {f"c{i}": i for i in range(5)}
+        assert len({o["token"] for o in outputs.values()}) == 1
+        assert [outputs[f"c{i}"]["seen"] for i in range(5)] == [1, 2, 3, 4, 5]  # in chain order, one instance
+    assert {o["token"] for o in first.values()}.isdisjoint({o["token"] for o in second.values()})
+
+
+async def test_a_chain_of_an_agent_without_the_opt_in_runs_every_node_fresh(mesh: Mesh, workflows: Workflows) -> None:
+    agent = await _register(mesh, "warm_chain_off", False)
+    stored = await create(workflows.stub, _chain("warm-chain-off", agent.agent_id, 4))
+
+    outputs = _outputs(await execute(workflows.stub, stored.workflow_id))
+
+    assert len({o["token"] for o in outputs.values()}) == 4
+    assert {o["seen"] for o in outputs.values()} == {1}
+
+
+async def test_nodes_with_other_limits_never_take_the_warm_process(mesh: Mesh, workflows: Workflows) -> None:
+    agent = await _register(mesh, "warm_limits", True)
+    stored = await create(workflows.stub, definition("warm-limits", [
+        node("a", agent.agent_id, {"value": 0}),
+        node("b", agent.agent_id, {"value": 1}, ["a"], timeout_seconds=7.0),
+        node("c", agent.agent_id, {"value": 2}, ["b"]),
+    ]))
+
+    events = await execute(workflows.stub, stored.workflow_id)
+
+    done = {e.node_id: plain(e.output) for e in of_type(events, Event.TYPE_NODE_SUCCEEDED)}
+    assert done["a"]["token"] == done["c"]["token"] != done["b"]["token"]
+    assert (done["a"]["seen"], done["b"]["seen"], done["c"]["seen"]) == (1, 1, 2)
+
+
+async def test_a_node_of_a_shared_process_succeeds_as_soon_as_it_is_answered(mesh: Mesh, workflows: Workflows) -> None:
+    agent = await _register(mesh, "warm_prompt", True)
+    stored = await create(workflows.stub, definition("warm-prompt", [
+        node("start", agent.agent_id, {"value": -1}),
+        node("quick", agent.agent_id, {"value": 0}, ["start"]),
+        node("slow", agent.agent_id, {"value": 1, "seconds": 1.5}, ["start"]),
+    ]))  # equal priority: the batch runs them in id order, "quick" first
+
+    events = await execute(workflows.stub, stored.workflow_id)
+
+    succeeded = {e.node_id: e for e in of_type(events, Event.TYPE_NODE_SUCCEEDED)}
+    assert plain(succeeded["quick"].output)["token"] == plain(succeeded["slow"].output)["token"]
+    gap = succeeded["slow"].time.ToMicroseconds() - succeeded["quick"].time.ToMicroseconds()
+    assert gap > 1_000_000  # "quick" was not held back until "slow" and the process were done
 
 
 async def test_without_the_opt_in_every_node_gets_a_fresh_process(mesh: Mesh, workflows: Workflows) -> None:

@@ -29,12 +29,12 @@ def serve(config: dict[str, Any], uid: int, job_r: int, res_w: int) -> NoReturn:
     reporter = runner.prepare(res_w)
     set_batch_scheduling(False)
     payload = _read_job(job_r)
-    os.close(job_r)
     syscalls.set_process_name("tdev-job")
-    runner.run_job(payload, reporter, weak=config["mode"] == "weak", work_dir=work_dir)
+    runner.run_job(payload, reporter, weak=config["mode"] == "weak", work_dir=work_dir, jobs_fd=job_r)
     # The job ended with ``done`` and a closed pipe, which is what the service waits for; it kills us
     # then. Frames agent code wrote itself before ours make the job invalid, and if agent code closed or
-    # swapped the pipe, there is no ``done``: the exit status decides.
+    # swapped the pipe, there is no ``done``: the exit status decides. A session ends when the service
+    # closes its job pipe (it kills us then too).
     os._exit(0)
 
 
@@ -170,20 +170,11 @@ def _effective_caps() -> int:
     return int(status[start + 7 :].split(None, 1)[0], 16) if start >= 0 else -1
 
 
-def _read_exact(fd: int, size: int) -> bytes:
-    chunks = bytearray()
-    while len(chunks) < size:
-        data = os.read(fd, min(size - len(chunks), 1 << 20))
-        if not data:
-            os._exit(0)  # the zygote went away before giving us a job
-        chunks += data
-    return bytes(chunks)
-
-
 def _read_job(fd: int) -> bytes:
-    head_len, payload_len = framing.lengths(_read_exact(fd, framing.PREFIX_SIZE))
-    _read_exact(fd, head_len)
-    return _read_exact(fd, payload_len)
+    frame = framing.read_frame(fd)
+    if frame is None:
+        os._exit(0)  # the zygote went away before giving us a job
+    return frame[1]
 
 
 def kill_uid(uid: int) -> NoReturn:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import struct
 from typing import Any
 
@@ -28,6 +29,26 @@ def lengths(prefix: bytes) -> tuple[int, int]:
     """Return (header length, payload length) from a frame prefix."""
     head_len, payload_len = _PREFIX.unpack(prefix)
     return head_len, payload_len
+
+
+def read_frame(fd: int) -> tuple[bytes, bytes] | None:
+    """Read one frame from blocking ``fd``: (header bytes, payload), or None at end-of-file."""
+    prefix = _read_exact(fd, PREFIX_SIZE)
+    if prefix is None:
+        return None
+    head_len, payload_len = lengths(prefix)
+    body = _read_exact(fd, head_len + payload_len)
+    return None if body is None else (body[:head_len], body[head_len:])
+
+
+def _read_exact(fd: int, size: int) -> bytes | None:
+    chunks = bytearray()
+    while len(chunks) < size:
+        data = os.read(fd, min(size - len(chunks), 1 << 20))
+        if not data:
+            return None
+        chunks += data
+    return bytes(chunks)
 
 
 class FrameBuffer:

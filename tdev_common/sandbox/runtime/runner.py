@@ -236,19 +236,26 @@ def prepare(res_fd: int) -> _Reporter:
     return reporter
 
 
-def run_job(payload: bytes, reporter: _Reporter, *, weak: bool, work_dir: str) -> None:
+def run_job(payload: bytes, reporter: _Reporter, *, weak: bool, work_dir: str, jobs_fd: int = -1) -> None:
     """Run the job described by ``payload`` and write one frame per input through ``reporter`` (or one
-    ``fatal`` frame if the class cannot be loaded), then ``done``, and close the pipe; the caller then exits."""
+    ``fatal`` frame if the class cannot be loaded), then ``done``, and close the pipe; the caller then exits.
+
+    A session job (``"session": n``, the most inputs it may take) keeps ``jobs_fd`` open: after its inputs it
+    reads ``more`` frames with further inputs from it, numbered on from the last, and returns at its
+    end-of-file without ``done`` (the service takes a session's answers one by one and kills the process
+    when it closes the session). Any other job closes ``jobs_fd`` before agent code loads."""
     job = json.loads(payload)
     limits: dict[str, Any] = job["limits"]
     inputs: list[Any] = job["inputs"]
+    session = int(job.get("session") or 0)
+    if not session and jobs_fd >= 0:
+        os.close(jobs_fd)
     me = os.getpid()
     reporter.configure(limits)
     _apply_limits(limits)
-    next_stage = _cpu_budget(limits, len(inputs))
+    next_stage = _cpu_budget(limits, max(session, len(inputs)))
     if weak:
         weak_guard.install(work_dir)
-    loop: Any = None
     try:
         cls = load_agent(job["code"])
         instance = cls()
@@ -266,28 +273,61 @@ def run_job(payload: bytes, reporter: _Reporter, *, weak: bool, work_dir: str) -
         reporter.send("fatal", reporter.error_body(exc), last=True)
         return
     _check_pid(me)
-    if len(inputs) > 1:  # tells the zygote a later crash concerns one input, not the whole batch
+    if len(inputs) > 1 or session:  # tells the zygote a later crash concerns one input, not the whole batch
         reporter.send("loaded", b"")
-    for index, value in enumerate(inputs):
-        last = index == len(inputs) - 1
-        next_stage()
+    runs = _Runs(instance, reporter, me)
+    if not session:
+        for index, value in enumerate(inputs):
+            next_stage()
+            runs.one(index, value, last=index == len(inputs) - 1)
+        return
+    index = 0
+    while inputs and index + len(inputs) <= session:
+        for value in inputs:
+            next_stage()
+            runs.one(index, value, last=False)
+            index += 1
+        inputs = _more_inputs(jobs_fd)
+
+
+class _Runs:
+    """Runs inputs on one instance of the agent class (one event loop for an async ``execute``)."""
+
+    def __init__(self, instance: Any, reporter: _Reporter, me: int) -> None:
+        self.instance = instance
+        self.reporter = reporter
+        self.me = me
+        self.loop: Any = None
+
+    def one(self, index: int, value: Any, *, last: bool) -> None:
+        """Execute input ``index`` and send its result (``last`` adds ``done`` and closes the pipe)."""
+        reporter = self.reporter
         memory_frame = reporter.memory_frame(index, last=last)
         try:
-            result = instance.execute(value)
+            result = self.instance.execute(value)
             if isinstance(result, types.CoroutineType) or hasattr(result, "__await__"):
-                if loop is None:
-                    loop = import_asyncio().new_event_loop()
-                result = loop.run_until_complete(result)
+                if self.loop is None:
+                    self.loop = import_asyncio().new_event_loop()
+                result = self.loop.run_until_complete(result)
             body = reporter.output_body(result)
             del result
         except MemoryError:
-            _check_pid(me)
+            _check_pid(self.me)
             reporter.write(memory_frame, close=last)
-            continue
+            return
         except BaseException as exc:
             body = reporter.error_body(exc)
-        _check_pid(me)
+        _check_pid(self.me)
         reporter.send("result", body, index, last=last)
+
+
+def _more_inputs(fd: int) -> list[Any]:
+    """The inputs of the session's next ``more`` frame, or none at end-of-file (the session is over)."""
+    frame = framing.read_frame(fd)
+    if frame is None:
+        return []
+    inputs = json.loads(frame[1])
+    return inputs if isinstance(inputs, list) else []
 
 
 _REHEARSAL_CODE = """
