@@ -1,5 +1,7 @@
 """The remote backend: agent code runs on a pool of sandbox tier workers (``tdev.sandbox.v1`` over gRPC).
 
+Sessions (warm reuse) are one ``RunSession`` call each (tdev_common.sandbox.remote_session).
+
 For hosts that cannot create namespaces (ECS Fargate): the workers run the namespace backend on hosts that
 can. Jobs go round-robin over the workers. A job is tried on the next worker only while it certainly has not
 started (UNAVAILABLE before the worker accepted it); once it may have run, it never runs again elsewhere:
@@ -23,20 +25,11 @@ from . import remote_wire
 from .backend import IsolationLevel, Job, Probe, SandboxBackend
 from .errors import SandboxClosedError, SandboxError, SandboxUnavailableError
 from .outcome import Outcome, OutcomeKind
+from .remote_session import CALL_SLACK_SECONDS, CONFIG_CODES, RemoteSession
 from .settings import SandboxSettings
 
 log = structlog.get_logger(__name__)
 
-# Beyond the per-input deadlines the worker enforces: time for the call itself, so the call's deadline
-# is a backstop and not what usually ends a slow job.
-_CALL_SLACK_SECONDS = 2.0
-# Codes that mean this client or its configuration is wrong: another worker would answer the same.
-_CONFIG_CODES = (
-    grpc.StatusCode.INVALID_ARGUMENT,
-    grpc.StatusCode.UNAUTHENTICATED,
-    grpc.StatusCode.PERMISSION_DENIED,
-    grpc.StatusCode.UNIMPLEMENTED,
-)
 
 
 class RemoteBackend(SandboxBackend):
@@ -90,11 +83,18 @@ class RemoteBackend(SandboxBackend):
         return {"backend": answer.backend, "level": answer.level, "summary": answer.summary,
                 "seccomp": answer.seccomp}
 
+    async def open_session(self, job: Job, *, idle_seconds: float, max_inputs: int) -> RemoteSession:
+        """A session on one worker (chosen round-robin at its first batch); the worker's own idle time ends it."""
+        if self._closed or not self._stubs:
+            raise SandboxClosedError("the sandbox is closed")
+        return RemoteSession(self._stubs, self.addresses, next(self._turn), job, grace=self.settings.grace_seconds,
+                             max_inputs=max_inputs)
+
     async def execute(self, job: Job) -> list[Outcome]:
         if self._closed or not self._stubs:
             raise SandboxClosedError("the sandbox is closed")
         request = remote_wire.job_request(job)
-        timeout = job.limits.timeout_seconds * (len(job.inputs) + 1) + self.settings.grace_seconds + _CALL_SLACK_SECONDS
+        timeout = job.limits.timeout_seconds * (len(job.inputs) + 1) + self.settings.grace_seconds + CALL_SLACK_SECONDS
         first = next(self._turn)
         refused: list[str] = []
         for step in range(len(self._stubs)):
@@ -139,7 +139,7 @@ class RemoteBackend(SandboxBackend):
                 refused.append(reason)
                 log.warning("sandbox.remote_worker_unavailable", worker=address, details=error.details())
                 return None
-            if code in _CONFIG_CODES:
+            if code in CONFIG_CODES:
                 raise SandboxError(f"the sandbox worker refused the job ({reason})") from error
             if code is grpc.StatusCode.DEADLINE_EXCEEDED:
                 return self._rest(outcomes, job, OutcomeKind.TIMEOUT,

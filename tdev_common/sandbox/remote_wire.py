@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from tdev.sandbox.v1 import sandbox_service_pb2 as pb
@@ -37,13 +38,32 @@ def job_request(job: Job) -> pb.RunJobRequest:
     Raises:
         ValueError: an input is not JSON-serialisable (or holds NaN/Infinity).
     """
+    return pb.RunJobRequest(mode=_MODES[job.mode], code=job.code, inputs_json=inputs_json(job.inputs),
+                            limits=pb.Limits(**job.limits.to_wire()))
+
+
+def session_request(job: Job, *, first: bool) -> pb.RunSessionRequest:
+    """The RunSession request of one batch (``job.inputs``); the ``first`` also names the code and limits.
+
+    Raises:
+        ValueError: an input is not JSON-serialisable (or holds NaN/Infinity).
+    """
+    if not first:
+        return pb.RunSessionRequest(inputs_json=inputs_json(job.inputs))
+    return pb.RunSessionRequest(code=job.code, inputs_json=inputs_json(job.inputs),
+                                limits=pb.Limits(**job.limits.to_wire()))
+
+
+def inputs_json(inputs: Sequence[dict[str, Any]]) -> list[str]:
+    """Each input as JSON text.
+
+    Raises:
+        ValueError: an input is not JSON-serialisable (or holds NaN/Infinity).
+    """
     try:
-        inputs = [json.dumps(value, allow_nan=False, separators=(",", ":")) for value in job.inputs]
+        return [json.dumps(value, allow_nan=False, separators=(",", ":")) for value in inputs]
     except (TypeError, ValueError) as exc:
         raise ValueError(f"sandbox inputs must be JSON values: {exc}") from exc
-    return pb.RunJobRequest(
-        mode=_MODES[job.mode], code=job.code, inputs_json=inputs, limits=pb.Limits(**job.limits.to_wire())
-    )
 
 
 def job_from_request(request: pb.RunJobRequest) -> Job:
@@ -55,10 +75,29 @@ def job_from_request(request: pb.RunJobRequest) -> Job:
     mode = _MODES_BACK.get(request.mode)
     if mode is None:
         raise BadJobError("mode must be JOB_MODE_RUN or JOB_MODE_INSPECT")
-    if not request.inputs_json:
+    return Job(mode=mode, code=request.code, inputs=inputs_from(request.inputs_json), limits=_limits_of(request))
+
+
+def session_from_request(request: pb.RunSessionRequest) -> Job:
+    """The program, limits and first batch of a RunSession's first request.
+
+    Raises:
+        BadJobError: no inputs, an input that is not a JSON object, or limits out of range.
+    """
+    return Job(mode=JobMode.RUN, code=request.code, inputs=inputs_from(request.inputs_json),
+               limits=_limits_of(request))
+
+
+def inputs_from(texts: Sequence[str]) -> list[dict[str, Any]]:
+    """The inputs of a request's ``inputs_json``.
+
+    Raises:
+        BadJobError: none, or one that is not a JSON object.
+    """
+    if not texts:
         raise BadJobError("inputs_json must hold at least one input")
     inputs: list[dict[str, Any]] = []
-    for index, text in enumerate(request.inputs_json):
+    for index, text in enumerate(texts):
         try:
             value = wire.parse_untrusted(text.encode())
         except (ValueError, RecursionError):
@@ -66,13 +105,16 @@ def job_from_request(request: pb.RunJobRequest) -> Job:
         if not isinstance(value, dict):
             raise BadJobError(f"inputs_json[{index}] is not a JSON object")
         inputs.append(value)
+    return inputs
+
+
+def _limits_of(request: pb.RunJobRequest | pb.RunSessionRequest) -> Limits:
     if not request.HasField("limits"):
         raise BadJobError("limits must be set")
     try:
-        limits = Limits(**{name: getattr(request.limits, name) for name in _LIMIT_FIELDS})
+        return Limits(**{name: getattr(request.limits, name) for name in _LIMIT_FIELDS})
     except ValueError as exc:
         raise BadJobError(str(exc)) from exc
-    return Job(mode=mode, code=request.code, inputs=inputs, limits=limits)
 
 
 def outcome_message(outcome: Outcome) -> pb.Outcome:

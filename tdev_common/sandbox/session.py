@@ -14,7 +14,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 from .backend import Job, JobMode, SessionProcess, check_program
-from .errors import SandboxClosedError
+from .errors import SandboxClosedError, SandboxError
 from .limits import Limits
 from .outcome import Outcome
 
@@ -75,16 +75,21 @@ class SandboxSession:
                             yield outcome
                     return
                 process = self._process
-                if process is None or not process.usable:
+                fresh = process is None or not process.usable
+                if fresh:
                     process = self._process = await self._open_process(Job(JobMode.RUN, self.code, rest, self.limits))
                     if process is None:
                         self._fresh_only = True
                         continue
+                assert process is not None
+                before = done
                 # Closed at once if our caller stops early: an abandoned batch must not run on for nobody.
                 async with contextlib.aclosing(process.run(rest[: process.room])) as answers:
                     async for outcome in answers:
                         done += 1
                         yield outcome
+                if fresh and done == before:  # a warm process may end before a batch; a fresh one must answer
+                    raise SandboxError("the sandbox answered no input of a fresh session process")
         finally:
             self._busy = False
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import structlog
@@ -35,7 +36,7 @@ SERVICE = pb.DESCRIPTOR.services_by_name["SandboxService"]
 
 
 class SandboxServicer(pb_grpc.SandboxServiceServicer):
-    """RunJob and GetIsolation over one local :class:`Sandbox`."""
+    """RunJob, RunSession and GetIsolation over one local :class:`Sandbox`."""
 
     def __init__(self, sandbox: Sandbox) -> None:
         self._sandbox = sandbox
@@ -63,6 +64,43 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
                                    reason="JOB_DEADLINE_EXCEEDED") from None
         # Sizes and counts only: the code and the inputs are the callers' data.
         log.debug("sandbox_job.done", mode=job.mode.value, inputs=len(job.inputs), code_chars=len(job.code))
+
+    async def RunSession(
+        self, requests: AsyncIterator[pb.RunSessionRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.RunSessionResponse]:
+        # Calls with a stream of requests bypass the error layer: statuses are set here.
+        try:
+            first = await anext(aiter(requests))
+        except StopAsyncIteration:
+            return
+        try:
+            job = remote_wire.session_from_request(first)
+        except remote_wire.BadJobError as error:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        await context.send_initial_metadata(((remote_wire.JOB_STARTED_KEY, remote_wire.JOB_STARTED_VALUE),))
+        session = self._sandbox.session(job.code, job.limits)
+        idle = self._sandbox.settings.session_idle_seconds
+        index = 0
+        batch: list[dict[str, Any]] = list(job.inputs)
+        try:
+            while True:
+                async for outcome in session.stream(batch):
+                    yield pb.RunSessionResponse(index=index, outcome=remote_wire.outcome_message(outcome))
+                    index += 1
+                # Idle as long as the local session's process waits: then nothing warm is left to offer, and
+                # a batch sent from now on is never read (so never run: the client may run it elsewhere).
+                try:
+                    async with asyncio.timeout(idle):
+                        request = await anext(aiter(requests))
+                except (TimeoutError, StopAsyncIteration):
+                    break
+                try:
+                    batch = remote_wire.inputs_from(request.inputs_json)
+                except remote_wire.BadJobError as error:
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        finally:
+            session.close()
+        log.debug("sandbox_session.done", inputs=index, code_chars=len(job.code))
 
     async def GetIsolation(
         self, request: pb.GetIsolationRequest, context: grpc.aio.ServicerContext

@@ -161,3 +161,47 @@ async def test_a_node_with_the_tier_down_fails_as_sandbox_unavailable_and_is_ret
     failed = of_type(events, Event.TYPE_NODE_FAILED)
     assert [(e.error.type, e.attempt) for e in failed] == [("sandbox_unavailable", 2)]
     assert of_type(events, Event.TYPE_EXECUTION_FAILED)
+
+
+WARM_COUNTER = '''
+import os
+
+TOKEN = os.urandom(8).hex()
+
+
+class WarmCounter:
+    """Counts its calls; opted in to warm-process reuse."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def get_capabilities(self) -> dict:
+        return {"name": "warm_counter", "reuse_warm_process": True}
+
+    def execute(self, inputs: dict) -> dict:
+        self.calls += 1
+        return {"token": TOKEN, "calls": self.calls}
+'''
+
+
+async def test_a_chain_of_an_opted_in_agent_runs_in_one_warm_process_on_the_tier(
+    monkeypatch: pytest.MonkeyPatch, common: CommonSettings, services: list[Services], workers: list[WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    workers += [start_worker(tmp_path, 0), start_worker(tmp_path, 1)]
+    await asyncio.gather(*(wait_serving(w) for w in workers))
+    use_tier(monkeypatch, *(w.address for w in workers))
+    mesh = await start_services(common, services)
+    registered = await mesh.registry_stub.RegisterAgent(reg_pb2.RegisterAgentRequest(name="warm_counter",
+                                                                                    code=WARM_COUNTER))
+    assert registered.agent.reuses_warm_process
+    stub = await mesh.workflows(common)
+    agent = registered.agent.agent_id
+    workflow = await create(stub, definition("remote-warm-chain", [
+        node(f"c{i}", agent, {}, [f"c{i - 1}"] if i else []) for i in range(4)]))
+
+    events = await execute(stub, workflow.workflow_id)
+
+    outputs = [dict(e.output) for e in of_type(events, Event.TYPE_NODE_SUCCEEDED)]
+    assert len({o["token"] for o in outputs}) == 1
+    assert [o["calls"] for o in outputs] == [1, 2, 3, 4]
