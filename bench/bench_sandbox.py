@@ -1,8 +1,10 @@
 """Benchmark of the agent sandbox against its floors, printed in one run with ratios and PASS/FAIL.
 
 Floors: a bare fork of a warm idle process that runs a trivial function and returns JSON over a pipe, and
-a ``python -I -S -c pass`` subprocess. Targets (2-core machine, full isolation): warm no-op median at most
-1.5x the fork floor (issue 17), p99 at most 10 ms, at least 400 executions/s at concurrency 2.
+a ``python -I -S -c pass`` subprocess. Also printed (no target): the no-op in a warm session, the opt-in reuse
+of one process for many inputs (docs/sandbox.md, "Sessions"). Targets (2-core machine, full isolation): warm
+no-op median at most 1.5x the fork floor (issue 17), p99 at most 10 ms, at least 400 executions/s at
+concurrency 2.
 
 Run: .venv/bin/python bench/bench_sandbox.py [--runs N] [--strict]
 """
@@ -23,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import report
 
 from tdev_common.sandbox import Sandbox, SandboxSettings
+from tdev_common.sandbox.session import SandboxSession
 
 NOOP_AGENT = """
 class Noop:
@@ -91,25 +94,35 @@ async def sandbox_sample(sandbox: Sandbox) -> float:
     return elapsed
 
 
-async def latencies(sandbox: Sandbox, runs: int, block: int = 50) -> tuple[list[float], list[float], list[float]]:
-    """Samples of the three in alternating blocks, so that load from other processes on this shared machine
+async def session_sample(session: SandboxSession) -> float:
+    start = time.perf_counter()
+    outcomes = [outcome async for outcome in session.stream([{}])]
+    elapsed = time.perf_counter() - start
+    if not outcomes[0].ok:
+        raise SystemExit(f"no-op agent failed in a session: {outcomes[0]}")
+    return elapsed
+
+
+async def latencies(sandbox: Sandbox, runs: int, block: int = 50) -> dict[str, list[float]]:
+    """Samples of each in alternating blocks, so that load from other processes on this shared machine
     hits them alike; a pause after each sandbox block lets its pool refill settle before the floors run."""
     server = ForkServer()
-    fork: list[float] = []
-    noop: list[float] = []
-    interp: list[float] = []
+    session = sandbox.session(NOOP_AGENT)
+    samples: dict[str, list[float]] = {"fork": [], "noop": [], "interp": [], "session": []}
     try:
         for _ in range(5):  # warm-up
             server.sample()
             await sandbox_sample(sandbox)
-        while len(noop) < runs:
+        while len(samples["noop"]) < runs:
             await asyncio.sleep(0.05)
-            fork += [server.sample() for _ in range(block)]
-            interp += [interpreter_sample() for _ in range(max(1, block // 10))]
-            noop += [await sandbox_sample(sandbox) for _ in range(block)]
+            samples["fork"] += [server.sample() for _ in range(block)]
+            samples["interp"] += [interpreter_sample() for _ in range(max(1, block // 10))]
+            samples["noop"] += [await sandbox_sample(sandbox) for _ in range(block)]
+            samples["session"] += [await session_sample(session) for _ in range(block)]
     finally:
+        session.close()
         server.close()
-    return fork, noop, interp
+    return samples
 
 
 async def sandbox_throughput(sandbox: Sandbox, concurrency: int, seconds: float) -> float:
@@ -148,7 +161,7 @@ async def main() -> int:
         print(f"isolation: {sandbox.isolation['summary']}")
         await asyncio.sleep(0.5)
         load_before = os.getloadavg()[0]
-        fork, noop, interp = await latencies(sandbox, args.runs)
+        samples = await latencies(sandbox, args.runs)
         rate = await sandbox_throughput(sandbox, 2, args.seconds)
 
     print()
@@ -156,13 +169,16 @@ async def main() -> int:
         f"load average {load_before:.2f} -> {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores "
         "(other processes share the machine; latencies are sampled in alternating blocks)"
     )
-    fork_median, _ = line("floor: fork of a warm idle process + JSON", fork)
-    interp_median, _ = line("floor: python -I -S -c pass", interp)
-    noop_median, noop_p99 = line("sandbox: no-op agent through the warm pool", noop)
+    fork_median, _ = line("floor: fork of a warm idle process + JSON", samples["fork"])
+    interp_median, _ = line("floor: python -I -S -c pass", samples["interp"])
+    noop_median, noop_p99 = line("sandbox: no-op agent through the warm pool", samples["noop"])
+    session_median, _ = line("sandbox: no-op in a warm session (opt-in)", samples["session"])
     print(f"{'sandbox: executions/s at concurrency 2':<44} {rate:8.1f} /s")
     print()
     out.check("no-op / fork floor (median)", noop_median / fork_median, "<=", 1.5)
     out.info("no-op / interpreter floor (median)", f"{noop_median / interp_median:.2f}x")
+    out.info("no-op in a warm session / fork floor (median)",
+             f"{session_median / fork_median:.2f}x (one process for many inputs: not isolated from each other)")
     out.check("no-op p99", noop_p99, "<=", 10.0, "ms")
     out.check("executions/s at concurrency 2", rate, ">=", 400.0, "/s")
     return out.finish()

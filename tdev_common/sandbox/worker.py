@@ -23,6 +23,7 @@ from tdev_common.runtime import ServiceHandle, load_server_security, on_close, s
 
 from . import remote_wire
 from .backend import SandboxBackend
+from .errors import SandboxError
 from .namespace_backend import NamespaceBackend
 from .sandbox import Sandbox
 from .settings import SandboxSettings, SandboxWorkerSettings
@@ -84,9 +85,12 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
         batch: list[dict[str, Any]] = list(job.inputs)
         try:
             while True:
-                async for outcome in session.stream(batch):
-                    yield pb.RunSessionResponse(index=index, outcome=remote_wire.outcome_message(outcome))
-                    index += 1
+                try:
+                    async for outcome in session.stream(batch):
+                        yield pb.RunSessionResponse(index=index, outcome=remote_wire.outcome_message(outcome))
+                        index += 1
+                except SandboxError as error:  # this host's runtime failed (a status, not a traceback)
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, f"the sandbox worker's runtime failed: {error}")
                 # Idle as long as the local session's process waits: then nothing warm is left to offer, and
                 # a batch sent from now on is never read (so never run: the client may run it elsewhere).
                 try:
