@@ -79,9 +79,9 @@ class ServiceClient:
             try:
                 async for answer in getattr(self._stub, method)(request):
                     failures = 0
-                    event = to_dict(answer.event)
-                    last = int(event.get("sequence", last))
-                    yield event
+                    for event in _events_of(answer):
+                        last = int(event.get("sequence", last))
+                        yield event
                 return
             except grpc.aio.AioRpcError as error:
                 if error.code() not in _RESUMABLE or failures >= policy.max_reconnects:
@@ -95,9 +95,19 @@ class ServiceClient:
         request = from_dict(fields, request_class)
         try:
             async for answer in getattr(self._stub, method)(request):
-                yield to_dict(answer.event)
+                for event in _events_of(answer):
+                    yield event
         except grpc.aio.AioRpcError as error:
             raise error_from_rpc(error, method) from None
+
+
+def _events_of(answer: Any) -> list[dict[str, Any]]:
+    """The events of one streamed response: several when the service batched them (``events``, asked for with
+    ``batch_events``: far fewer messages for a fast stream), else its one ``event``."""
+    batched = getattr(answer, "events", None)
+    if batched:
+        return [to_dict(event) for event in batched]
+    return [to_dict(answer.event)]
 
 
 __all__ = ["Page", "ServiceClient", "TdevError", "WatchPolicy"]

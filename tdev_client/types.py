@@ -1001,12 +1001,14 @@ class ExecuteWorkflowRequest(TypedDict):
     request_id: str
     failure_policy: Literal["FAILURE_POLICY_UNSPECIFIED", "FAILURE_POLICY_FAIL_FAST", "FAILURE_POLICY_CONTINUE"]
     event_types: list[Literal["TYPE_UNSPECIFIED", "TYPE_EXECUTION_STARTED", "TYPE_EXECUTION_SUCCEEDED", "TYPE_EXECUTION_FAILED", "TYPE_EXECUTION_CANCELLED", "TYPE_NODE_SCHEDULED", "TYPE_NODE_STARTED", "TYPE_NODE_RETRYING", "TYPE_NODE_SUCCEEDED", "TYPE_NODE_FAILED", "TYPE_NODE_SKIPPED", "TYPE_EXECUTION_RESUMED", "TYPE_NODE_CANCELLED"]]
+    batch_events: bool
 
 
 class ExecuteWorkflowResponse(TypedDict):
     """``tdev.workflow.v1.ExecuteWorkflowResponse``."""
 
     event: NotRequired["ExecutionEvent"]
+    events: list["ExecutionEvent"]
 
 
 class Execution(TypedDict):
@@ -1174,12 +1176,14 @@ class WatchExecutionRequest(TypedDict):
     execution_id: str
     after_sequence: int
     event_types: list[Literal["TYPE_UNSPECIFIED", "TYPE_EXECUTION_STARTED", "TYPE_EXECUTION_SUCCEEDED", "TYPE_EXECUTION_FAILED", "TYPE_EXECUTION_CANCELLED", "TYPE_NODE_SCHEDULED", "TYPE_NODE_STARTED", "TYPE_NODE_RETRYING", "TYPE_NODE_SUCCEEDED", "TYPE_NODE_FAILED", "TYPE_NODE_SKIPPED", "TYPE_EXECUTION_RESUMED", "TYPE_NODE_CANCELLED"]]
+    batch_events: bool
 
 
 class WatchExecutionResponse(TypedDict):
     """``tdev.workflow.v1.WatchExecutionResponse``."""
 
     event: NotRequired["ExecutionEvent"]
+    events: list["ExecutionEvent"]
 
 
 class Workflow(TypedDict):

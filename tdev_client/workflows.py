@@ -58,14 +58,15 @@ class WorkflowClient(ServiceClient):
         the stream to those types; the event that ends the execution always comes."""
         return cast("AsyncIterator[ExecutionEvent]", self._stream("ExecuteWorkflow", pb2.ExecuteWorkflowRequest, {
             "workflow_id": workflow_id, "inputs": dict(inputs or {}), "request_id": request_id,
-            "failure_policy": failure_policy, "event_types": list(event_types)}))
+            "failure_policy": failure_policy, "event_types": list(event_types), "batch_events": True}))
 
     def watch_execution(self, execution_id: str, *, after_sequence: int = 0,
                         event_types: Sequence[str] = ()) -> AsyncIterator[ExecutionEvent]:
         """Every event after ``after_sequence`` until the execution ends, reconnecting on its own
         (``event_types``: as for :meth:`execute_workflow`)."""
         events = self._events("WatchExecution", pb2.WatchExecutionRequest,
-                              {"execution_id": execution_id, "event_types": list(event_types)}, after_sequence)
+                              {"execution_id": execution_id, "event_types": list(event_types),
+                               "batch_events": True}, after_sequence)
         return cast("AsyncIterator[ExecutionEvent]", events)
 
     async def get_execution(self, execution_id: str) -> Execution:

@@ -308,6 +308,30 @@ async def stored_then_live(
     service's queries). Once it stops (the run ended or moved to another replica), quiet spells are
     checked again.
     """
+    async for batch in stored_then_live_batches(
+        hub, key, after, read_after=read_after, is_last=is_last, ended=ended, poll_seconds=poll_seconds, page=page,
+        subscription=subscription, writer_is_local=writer_is_local,
+    ):
+        for event in batch:
+            yield event
+
+
+async def stored_then_live_batches(
+    hub: EventHub[E],
+    key: str,
+    after: int,
+    *,
+    read_after: Callable[[int, int], Awaitable[Sequence[E]]],
+    is_last: Callable[[E], bool],
+    ended: Callable[[int], Awaitable[bool]],
+    poll_seconds: float,
+    page: int = 500,
+    subscription: Subscription[E] | None = None,
+    writer_is_local: Callable[[], bool] | None = None,
+) -> AsyncIterator[list[E]]:
+    """:func:`stored_then_live`'s events in batches: each list holds every event ready at that moment (a
+    storage page, or what the subscription had buffered), in order and never empty, so a caller can send
+    them in one message."""
     from_storage = subscription is None or after != 0
     subscription = hub.subscribe(key) if subscription is None else subscription
     try:
@@ -316,17 +340,20 @@ async def stored_then_live(
             if from_storage:
                 subscription.stale = False
                 subscription.buffer.clear()
-                stored = await read_after(last, page)
-                for event in stored:
-                    yield event
-                    last = event.sequence
+                stored = list(await read_after(last, page))
+                for index, event in enumerate(stored):
                     if is_last(event):
+                        yield stored[: index + 1]
                         return
+                if stored:
+                    yield stored
+                    last = stored[-1].sequence
                 if len(stored) == page:
                     continue
                 if not stored and await ended(last):
                     return
                 from_storage = False
+            ready: list[E] = []
             while subscription.buffer and not subscription.stale:
                 event = subscription.buffer.popleft()
                 if event.sequence <= last:
@@ -334,10 +361,13 @@ async def stored_then_live(
                 if event.sequence != last + 1:
                     from_storage = True
                     break
-                yield event
+                ready.append(event)
                 last = event.sequence
                 if is_last(event):
+                    yield ready
                     return
+            if ready:
+                yield ready
             if from_storage or subscription.stale:
                 from_storage = True
                 continue

@@ -6,7 +6,7 @@ as Python ints, so an agent given ``{"count": 3}`` sees ``3``, not ``3.0``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from google.protobuf import json_format
@@ -276,6 +276,29 @@ def executions_response(request: pb2.ListExecutionsRequest, page: Page[Execution
         executions=[execution_to_proto(e) for e in page.items],
         next_page_token=paging.encode_token(request, _position(page.after)),
     )
+
+
+# Bounds of one batched response (ExecuteWorkflowRequest.batch_events): well inside the message size limit
+# even when every event carries an output inline (at most inline_output_bytes each).
+BATCH_MAX_EVENTS = 500
+BATCH_MAX_BYTES = 1 << 20
+
+
+async def event_messages(batches: AsyncIterator[list[Event]]) -> AsyncIterator[list[wf_pb2.ExecutionEvent]]:
+    """The messages of each batch of events, cut where one response would pass the batch bounds."""
+    async for batch in batches:
+        messages: list[wf_pb2.ExecutionEvent] = []
+        size = 0
+        for event in batch:
+            message = event_to_proto(event)
+            grows = message.ByteSize()
+            if messages and (len(messages) >= BATCH_MAX_EVENTS or size + grows > BATCH_MAX_BYTES):
+                yield messages
+                messages, size = [], 0
+            messages.append(message)
+            size += grows
+        if messages:
+            yield messages
 
 
 def event_to_proto(event: Event) -> wf_pb2.ExecutionEvent:

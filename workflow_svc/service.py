@@ -22,7 +22,7 @@ from tdev_common.errors import (
     invalid_field,
     require,
 )
-from tdev_common.event_stream import Subscription, stored_then_live
+from tdev_common.event_stream import Subscription, stored_then_live_batches
 from tdev_common.paging import Page
 from workflow_svc import refs, validation
 from workflow_svc.bus import EventBus
@@ -245,9 +245,10 @@ class WorkflowService:
         return replace(stored, nodes=_pending_nodes(workflow, ()))
 
     async def execute(self, request: StartRequest,
-                      event_types: frozenset[EventType] = frozenset()) -> AsyncIterator[Event]:
+                      event_types: frozenset[EventType] = frozenset()) -> AsyncIterator[list[Event]]:
         """Starts an execution and yields its events until it ends (only those of ``event_types`` and the
-        last one, when ``event_types`` is not empty).
+        last one, when ``event_types`` is not empty), in batches: each list holds every event ready at that
+        moment, in order, never empty.
 
         The subscription to the new execution's events is taken before the execution is stored, so no
         event can be committed that it misses, and the stream starts live: no storage reads at start (a
@@ -262,16 +263,16 @@ class WorkflowService:
             raise
         if execution.execution_id != execution_id:
             self._bus.unsubscribe(subscription)
-            async for event in self.watch(execution.execution_id, 0, event_types):
-                yield event
+            async for batch in self.watch(execution.execution_id, 0, event_types):
+                yield batch
             return
-        async for event in _only(self._stream(execution_id, 0, subscription), event_types):
-            yield event
+        async for batch in _only(self._stream(execution_id, 0, subscription), event_types):
+            yield batch
 
     async def watch(self, execution_id: str, after_sequence: int,
-                    event_types: frozenset[EventType] = frozenset()) -> AsyncIterator[Event]:
+                    event_types: frozenset[EventType] = frozenset()) -> AsyncIterator[list[Event]]:
         """Stored events after ``after_sequence``, then live ones, until the execution ends (only those of
-        ``event_types`` and the last one, when ``event_types`` is not empty).
+        ``event_types`` and the last one, when ``event_types`` is not empty), in batches as :meth:`execute`.
 
         No gap and no duplicate: live events are buffered from before the storage read, and anything
         that does not continue the sequence is read again from storage.
@@ -288,11 +289,11 @@ class WorkflowService:
             raise _execution_not_found(execution_id)
         if execution.state.is_terminal and after_sequence >= execution.last_sequence:
             return
-        async for event in _only(self._stream(execution_id, after_sequence, None), event_types):
-            yield event
+        async for batch in _only(self._stream(execution_id, after_sequence, None), event_types):
+            yield batch
 
     async def _stream(self, execution_id: str, after_sequence: int,
-                      subscription: Subscription[Event] | None) -> AsyncIterator[Event]:
+                      subscription: Subscription[Event] | None) -> AsyncIterator[list[Event]]:
         async def read_after(last: int, limit: int) -> Sequence[Event]:
             return await self._repo.events_after(execution_id, last, limit)
 
@@ -300,13 +301,13 @@ class WorkflowService:
             current = await self._repo.get_execution(execution_id, with_nodes=False)
             return current is not None and current.state.is_terminal and last >= current.last_sequence
 
-        async for event in stored_then_live(
+        async for batch in stored_then_live_batches(
             self._bus, execution_id, after_sequence, read_after=read_after,
             is_last=lambda event: event.type.ends_execution, ended=ended,
             poll_seconds=self._settings.watch_poll_seconds, page=EVENT_PAGE, subscription=subscription,
             writer_is_local=lambda: self._engine.runs_locally(execution_id),
         ):
-            yield event
+            yield batch
 
     async def get_execution(self, execution_id: str) -> Execution:
         """An execution with the state of every node (in definition order).
@@ -388,13 +389,14 @@ def _pending_nodes(workflow: Workflow, stored: tuple[NodeRun, ...]) -> tuple[Nod
     return tuple(by_id.get(node.id) or NodeRun(node_id=node.id) for node in workflow.spec.nodes)
 
 
-def _only(events: AsyncIterator[Event], types: frozenset[EventType]) -> AsyncIterator[Event]:
-    """``events`` of ``types`` and always the one that ends the execution; ``events`` itself when ``types`` is
-    empty (the default stream gets no extra generator per event)."""
-    return _filtered(events, types) if types else events
+def _only(batches: AsyncIterator[list[Event]], types: frozenset[EventType]) -> AsyncIterator[list[Event]]:
+    """``batches`` with only events of ``types`` and always the one that ends the execution (batches left
+    empty are dropped); ``batches`` itself when ``types`` is empty (no extra generator)."""
+    return _filtered(batches, types) if types else batches
 
 
-async def _filtered(events: AsyncIterator[Event], types: frozenset[EventType]) -> AsyncIterator[Event]:
-    async for event in events:
-        if event.type in types or event.type.ends_execution:
-            yield event
+async def _filtered(batches: AsyncIterator[list[Event]], types: frozenset[EventType]) -> AsyncIterator[list[Event]]:
+    async for batch in batches:
+        kept = [event for event in batch if event.type in types or event.type.ends_execution]
+        if kept:
+            yield kept

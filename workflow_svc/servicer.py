@@ -48,8 +48,14 @@ class WorkflowServiceServicer(pb2_grpc.WorkflowServiceServicer):
     ) -> AsyncIterator[pb2.ExecuteWorkflowResponse]:
         """Starts an execution and streams its events."""
         types = convert.event_types(request.event_types)  # checked before anything is started
-        async for event in self._service.execute(convert.start_request(request), types):
-            yield pb2.ExecuteWorkflowResponse(event=convert.event_to_proto(event))
+        batches = self._service.execute(convert.start_request(request), types)
+        if request.batch_events:
+            async for events in convert.event_messages(batches):
+                yield pb2.ExecuteWorkflowResponse(events=events)
+        else:
+            async for batch in batches:
+                for event in batch:
+                    yield pb2.ExecuteWorkflowResponse(event=convert.event_to_proto(event))
 
     async def StartExecution(
         self, request: pb2.StartExecutionRequest, context: grpc.aio.ServicerContext
@@ -63,8 +69,14 @@ class WorkflowServiceServicer(pb2_grpc.WorkflowServiceServicer):
     ) -> AsyncIterator[pb2.WatchExecutionResponse]:
         """Streams events after a sequence number."""
         types = convert.event_types(request.event_types)
-        async for event in self._service.watch(request.execution_id, request.after_sequence, types):
-            yield pb2.WatchExecutionResponse(event=convert.event_to_proto(event))
+        batches = self._service.watch(request.execution_id, request.after_sequence, types)
+        if request.batch_events:
+            async for events in convert.event_messages(batches):
+                yield pb2.WatchExecutionResponse(events=events)
+        else:
+            async for batch in batches:
+                for event in batch:
+                    yield pb2.WatchExecutionResponse(event=convert.event_to_proto(event))
 
     async def GetExecution(
         self, request: pb2.GetExecutionRequest, context: grpc.aio.ServicerContext
