@@ -193,11 +193,16 @@ async def create_workflow(stub: pb2_grpc.WorkflowServiceStub, name: str, shape: 
 
 
 async def execute(stub: pb2_grpc.WorkflowServiceStub, workflow_id: str,
-                  event_types: Sequence[int] = ()) -> list[wf_pb2.ExecutionEvent]:
+                  event_types: Sequence[int] = (), *, batch_events: bool = False) -> list[wf_pb2.ExecutionEvent]:
     """ExecuteWorkflow to its last event, which must be EXECUTION_SUCCEEDED; every event streamed (only
-    those of ``event_types`` and the last one, when given)."""
-    events = [answer.event async for answer in stub.ExecuteWorkflow(pb2.ExecuteWorkflowRequest(
-        workflow_id=workflow_id, event_types=event_types))]
+    those of ``event_types`` and the last one, when given), one per message or, with ``batch_events``, every
+    event ready at once in one message."""
+    call = stub.ExecuteWorkflow(pb2.ExecuteWorkflowRequest(workflow_id=workflow_id, event_types=event_types,  # type: ignore[arg-type]
+                                                           batch_events=batch_events))
+    if batch_events:
+        events = [event async for answer in call for event in answer.events]
+    else:
+        events = [answer.event async for answer in call]
     if events[-1].type != wf_pb2.ExecutionEvent.TYPE_EXECUTION_SUCCEEDED:
         raise RuntimeError(f"execution did not succeed: {events[-1]}")
     return events

@@ -368,6 +368,7 @@ async def stored_then_live_batches(
                     return
             if ready:
                 yield ready
+                continue  # more may have come while the batch was being sent: look before waiting
             if from_storage or subscription.stale:
                 from_storage = True
                 continue

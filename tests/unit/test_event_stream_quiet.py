@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tdev_common.event_stream import EventHub, stored_then_live
+from tdev_common.event_stream import EventHub, stored_then_live, stored_then_live_batches
 
 pytestmark = [pytest.mark.unit, pytest.mark.asyncio]
 
@@ -66,3 +66,25 @@ async def test_quiet_spells_of_a_local_writer_read_no_storage_and_a_remote_write
     storage.events.extend([Ev(2), Ev(3, last=True)])
     assert await asyncio.wait_for(watcher, 5) == [1, 2, 3]
     assert storage.reads >= 1
+
+
+async def test_events_announced_while_a_batch_is_being_sent_come_next_without_waiting_for_a_poll() -> None:
+    hub: EventHub[Ev] = EventHub(None, "test", 100)
+    storage = Storage()
+    subscription = hub.subscribe("s")
+    batches: list[list[int]] = []
+
+    async def watch() -> None:
+        async for batch in stored_then_live_batches(
+                hub, "s", 0, read_after=storage.read_after, is_last=lambda e: e.last, ended=storage.ended,
+                poll_seconds=60.0, subscription=subscription, writer_is_local=lambda: True):
+            batches.append([e.sequence for e in batch])
+            if len(batches) == 1:  # a slow send of the first batch, during which the rest is announced
+                hub.announce("s", [Ev(3), Ev(4, last=True)])
+                await asyncio.sleep(0.01)
+
+    hub.announce("s", [Ev(1), Ev(2)])
+    await asyncio.wait_for(watch(), 2.0)  # not the 60 s poll
+
+    assert batches == [[1, 2], [3, 4]]
+    assert storage.reads == 0
