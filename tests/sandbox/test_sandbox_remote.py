@@ -95,7 +95,8 @@ async def test_jobs_go_round_robin_over_two_workers(pair: tuple[WorkerProcess, W
     expected = [str(w.uid_range[0]) for w in (first, second)]
     assert [m["map"] if m else None for m in maps] == expected * 3
     # The client takes the answers before the worker's handler returns and logs, so the lines may lag a little.
-    assert await wait_for(lambda: all(w.log_text().count("sandbox_job.done") >= 3 for w in (first, second)))
+    assert await wait_for(lambda: all(w.log_text().count("sandbox_job.done") >= 3 for w in (first, second)),
+                          timeout=10.0)
 
 
 async def test_outcomes_keep_types_and_order_through_the_tier(pair: tuple[WorkerProcess, WorkerProcess]) -> None:
