@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -285,3 +287,19 @@ async def test_over_a_backend_without_sessions_every_batch_runs_in_a_fresh_proce
 
     assert [o["calls"] for o in first + second] == [1, 2, 1]  # a batch shares a process, batches do not
     assert first[0]["pid"] == first[1]["pid"] != second[0]["pid"]
+
+
+async def test_a_warm_process_killed_while_idle_ends_the_session_and_the_next_batch_starts_fresh(
+    sandbox: Sandbox,
+) -> None:
+    session = sandbox.session(COUNTER)
+    try:
+        (first,) = outputs(await batch(session, [{"n": 0}]))
+        (idle,) = job_processes()
+        os.kill(idle.pid, signal.SIGKILL)
+        assert await wait_for(lambda: not session.reusable, timeout=3.0)
+        (second,) = outputs(await batch(session, [{"n": 1}]))
+    finally:
+        session.close()
+
+    assert first["calls"] == 1 and second["calls"] == 1
