@@ -256,7 +256,7 @@ async def test_list_workflows_pages_newest_first_without_gaps_or_overlap(world: 
 
 async def test_execute_runs_nodes_in_dependency_order_and_streams_gapless_events(world: World) -> None:
     workflow = await world.service.create_workflow(chain(), "", validate_only=False)
-    events = [e async for e in world.service.execute(StartRequest(workflow.workflow_id, {"n": 3}))]
+    events = [e async for batch in world.service.execute(StartRequest(workflow.workflow_id, {"n": 3})) for e in batch]
     assert [e.sequence for e in events] == list(range(1, len(events) + 1))
     assert events[0].type is EventType.EXECUTION_STARTED and events[-1].type is EventType.EXECUTION_SUCCEEDED
     finished = [e.node_id for e in events if e.type is EventType.NODE_SUCCEEDED]
@@ -272,8 +272,8 @@ async def test_execute_runs_nodes_in_dependency_order_and_streams_gapless_events
 
 async def test_watch_after_a_sequence_resumes_without_duplicates(world: World) -> None:
     workflow = await world.service.create_workflow(chain(), "", validate_only=False)
-    events = [e async for e in world.service.execute(StartRequest(workflow.workflow_id, {"n": 1}))]
-    resumed = [e async for e in world.service.watch(events[0].execution_id, 3)]
+    events = [e async for batch in world.service.execute(StartRequest(workflow.workflow_id, {"n": 1})) for e in batch]
+    resumed = [e async for batch in world.service.watch(events[0].execution_id, 3) for e in batch]
     assert resumed == events[3:]
 
 
@@ -329,7 +329,7 @@ async def test_start_execution_request_id_stored_without_a_fingerprint_replays_f
 
 async def test_failing_node_fails_the_execution_fast_and_skips_its_dependants(world: World) -> None:
     workflow = await world.service.create_workflow(chain(second_agent="fail"), "", validate_only=False)
-    events = [e async for e in world.service.execute(StartRequest(workflow.workflow_id, {"n": 1}))]
+    events = [e async for batch in world.service.execute(StartRequest(workflow.workflow_id, {"n": 1})) for e in batch]
     assert events[-1].type is EventType.EXECUTION_FAILED
     execution = await world.service.get_execution(events[0].execution_id)
     assert execution.state is ExecutionState.FAILED
@@ -364,11 +364,11 @@ async def test_cancel_or_get_of_unknown_execution_is_not_found(world: World) -> 
 
 async def test_watch_with_negative_sequence_is_invalid_and_unknown_is_not_found(world: World) -> None:
     with pytest.raises(InvalidArgument) as caught:
-        [e async for e in world.service.watch("ex_x", -1)]
+        [e async for batch in world.service.watch("ex_x", -1) for e in batch]
     assert (caught.value.reason, violations(caught.value)) == (
         "INVALID_FIELD", [("after_sequence", "must not be negative")])
     with pytest.raises(NotFound) as missing:
-        [e async for e in world.service.watch("ex_nope", 0)]
+        [e async for batch in world.service.watch("ex_nope", 0) for e in batch]
     assert (missing.value.reason, missing.value.metadata) == ("EXECUTION_NOT_FOUND", {"execution_id": "ex_nope"})
 
 
@@ -376,7 +376,8 @@ async def test_list_executions_pages_newest_first_and_filters_by_state(world: Wo
     workflow = await world.service.create_workflow(chain(), "", validate_only=False)
     ids = []
     for n in range(3):
-        events = [e async for e in world.service.execute(StartRequest(workflow.workflow_id, {"n": n}))]
+        started = world.service.execute(StartRequest(workflow.workflow_id, {"n": n}))
+        events = [e async for batch in started for e in batch]
         ids.append(events[0].execution_id)
     first = await world.service.list_executions(ExecutionFilter(workflow_id=workflow.workflow_id), 2, None)
     second = await world.service.list_executions(ExecutionFilter(workflow_id=workflow.workflow_id), 2, first.after)
