@@ -188,7 +188,8 @@ async def test_a_chain_of_an_opted_in_agent_runs_in_one_warm_process_on_the_tier
     monkeypatch: pytest.MonkeyPatch, common: CommonSettings, services: list[Services], workers: list[WorkerProcess],
     tmp_path: Path,
 ) -> None:
-    workers += [start_worker(tmp_path, 0), start_worker(tmp_path, 1)]
+    patient = {"TDEV_SANDBOX_SESSION_IDLE_SECONDS": "1.0"}  # reuse must not depend on the machine's load
+    workers += [start_worker(tmp_path, 0, extra_env=patient), start_worker(tmp_path, 1, extra_env=patient)]
     await asyncio.gather(*(wait_serving(w) for w in workers))
     use_tier(monkeypatch, *(w.address for w in workers))
     mesh = await start_services(common, services)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -33,6 +34,15 @@ from tests.workflow.conftest import (
 )
 
 pytestmark = [pytest.mark.mesh, pytest.mark.asyncio(loop_scope="module")]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _patient_warm_processes() -> Iterator[None]:
+    """A warm process waits 1 s for its group's next node here (0.1 s by default): the chains' reuse must
+    not depend on how loaded the test machine is. Set before the module's services start."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TDEV_SANDBOX_SESSION_IDLE_SECONDS", "1.0")
+        yield
 
 # A token drawn once per process, a module-level call count and a per-instance one: together they tell which
 # process and which instance ran each node, and in what order.
