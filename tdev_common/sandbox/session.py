@@ -77,6 +77,8 @@ class SandboxSession:
                 process = self._process
                 fresh = process is None or not process.usable
                 if fresh:
+                    if process is not None:
+                        process.close()  # it has ended (or run out of room): nothing of it may linger
                     process = self._process = await self._open_process(Job(JobMode.RUN, self.code, rest, self.limits))
                     if process is None:
                         self._fresh_only = True
