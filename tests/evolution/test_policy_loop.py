@@ -23,7 +23,8 @@ pytestmark = pytest.mark.mesh
 BUGGY = _agent("Doubler", 'x = inputs["x"]\nif x > 10:\n    raise ValueError("x is too large")\nreturn {"y": x * 2}')
 # The same bug, but its working path is slow: a fix makes every input take that path.
 SLOW = _agent("Doubler", 'x = inputs["x"]\nif x > 10:\n    raise ValueError("x is too large")\n'
-                         'total = 0\nfor step in range(300000):\n    total += 1\nreturn {"y": x * 2 + total - 300000}')
+                         'total = 0\nfor step in range(1200000):\n    total += 1\n'
+                         'return {"y": x * 2 + total - 1200000}')
 SEARCH = {"population_size": 8, "generations": 6, "islands": 1, "seed": 11, "plateau_generations": 0,
           "operators": "OPERATOR_SET_PROGRAM_TRANSFORM"}
 CAPTURE = {"enabled": True, "success_sample_rate": 1.0}
