@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import time
@@ -12,11 +11,10 @@ from typing import Any
 from . import wire
 from .backend import Job
 from .outcome import ErrorInfo, Outcome, OutcomeKind
+from .pipe_reader import PipeReader
 from .pipe_writer import PipeWriter
-from .runtime import framing
 from .runtime_process import RUNTIME_DIED, ChildHandle, RuntimeProcess
 
-_READ_CHUNK = 1 << 16
 _EXIT_WAIT = 0.5  # seconds a process that has answered everything gets to exit (it takes well under 1 ms)
 
 
@@ -29,7 +27,8 @@ class ChildJob:
         self.job = job
         self.grace = grace
         self.loop = asyncio.get_running_loop()
-        self.frames = framing.FrameBuffer(wire.max_result_frame(job.limits))
+        self.reader = PipeReader(self.loop, handle.res_r, wire.max_result_frame(job.limits), on_frame=self._on_frame,
+                                 on_eof=self._on_eof, on_bad=self._end, stopped=lambda: self.finished)
         self.outcomes: list[Outcome] = []
         self.loaded = False
         self.done: asyncio.Future[None] = self.loop.create_future()
@@ -37,7 +36,6 @@ class ChildJob:
         self.timer: asyncio.TimerHandle | None = None
         self.writer = PipeWriter(self.loop, handle.job_w)
         self.finished = False
-        self.eof = False
         self.complete = False  # every input answered, waiting for ``done`` and end-of-file, or the exit
         self.sealed = False  # ``done`` came after the last answer: end-of-file now ends the job
         self.fatal = False  # the answers come from one load failure
@@ -48,7 +46,7 @@ class ChildJob:
         frame = wire.job_frame(self.job)
         self.started = time.monotonic()
         self.timer = self.loop.call_later(limits.timeout_seconds, self._on_timeout)
-        self.loop.add_reader(self.handle.res_r, self._on_readable)
+        self.reader.start()
         self.writer.write(frame)
         sweep = limits.max_processes > 1
         self.process.send({"op": "start", "cid": self.handle.cid, "backstop": backstop, "sweep": sweep})
@@ -61,32 +59,10 @@ class ChildJob:
         return self.outcomes
 
     # -- reading answers -------------------------------------------------------------------------------
-    def _on_readable(self) -> None:
-        while not self.finished:
-            try:
-                data = os.read(self.handle.res_r, _READ_CHUNK)
-            except BlockingIOError:
-                return
-            except OSError:
-                data = b""
-            if not data:
-                self.eof = True
-                self.loop.remove_reader(self.handle.res_r)
-                if self.sealed:  # nothing can follow the answers: take them now, the exit is not awaited
-                    self._finish(kill=True)
-                return  # else the exit status (or the deadline) decides what happened
-            try:
-                frames = self.frames.feed(data)
-            except framing.FrameTooLarge:
-                self._end(OutcomeKind.OUTPUT_TOO_LARGE, "result larger than the output limit")
-                return
-            except framing.FrameError:
-                self._end(OutcomeKind.INVALID_OUTPUT, "malformed message from the sandboxed process")
-                return
-            for header, payload in frames:
-                self._on_frame(header, payload)
-                if self.finished:
-                    return
+    def _on_eof(self) -> None:
+        if self.sealed:  # nothing can follow the answers: take them now, the exit is not awaited
+            self._finish(kill=True)
+        # else the exit status (or the deadline) decides what happened
 
     def _on_frame(self, header: dict[str, Any], payload: bytes) -> None:
         """Check one frame against the protocol: ``loaded`` first when there are several inputs, then
@@ -185,7 +161,7 @@ class ChildJob:
     def _on_exit(self, exited: asyncio.Future[int]) -> None:
         if self.finished:
             return
-        self._on_readable()  # answers written just before dying still count
+        self.reader.read()  # answers written just before dying still count
         if self.finished:
             return
         status = exited.result()
@@ -204,8 +180,7 @@ class ChildJob:
         self.finished = True
         if self.timer is not None:
             self.timer.cancel()
-        with contextlib.suppress(ValueError, OSError):
-            self.loop.remove_reader(self.handle.res_r)
+        self.reader.stop()
         self.writer.stop()
         if not self.done.done():
             self.done.set_result(None)  # first, so the caller resumes before the kill message leaves

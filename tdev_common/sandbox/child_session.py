@@ -9,25 +9,21 @@ return; it cannot answer for another session, which never shares its process.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
-import os
 import time
 from collections.abc import AsyncGenerator
 from typing import Any
 
 from . import wire
-from .backend import Job
+from .backend import Job, SessionCounts
 from .child_job import death_outcome
 from .outcome import Outcome, OutcomeKind
+from .pipe_reader import PipeReader
 from .pipe_writer import PipeWriter
-from .runtime import framing
 from .runtime_process import RUNTIME_DIED, ChildHandle, RuntimeProcess
 
-_READ_CHUNK = 1 << 16
 
-
-class ChildSession:
+class ChildSession(SessionCounts):
     """The service's side of one session: :meth:`run` one batch at a time, each input with its own deadline.
 
     It ends (and its process is killed) when it has been idle for ``idle_seconds``, on :meth:`close`, after
@@ -39,32 +35,20 @@ class ChildSession:
         self, process: RuntimeProcess, handle: ChildHandle, job: Job, *, grace: float, idle_seconds: float,
         max_inputs: int,
     ) -> None:
+        super().__init__(max_inputs)
         self.process = process
         self.handle = handle
         self.job = job
         self.grace = grace
         self.idle_seconds = idle_seconds
-        self.max_inputs = max(1, max_inputs)
         self.loop = asyncio.get_running_loop()
-        self.frames = framing.FrameBuffer(wire.max_result_frame(job.limits))
+        self.reader = PipeReader(self.loop, handle.res_r, wire.max_result_frame(job.limits), on_frame=self._on_frame,
+                                 on_eof=self._on_eof, on_bad=self._fail, stopped=self.ended.done)
         self.writer = PipeWriter(self.loop, handle.job_w)
-        self.sent = 0  # inputs written to the process
-        self.answered = 0  # inputs with a final outcome
         self.loaded = False
         self.started = 0.0
         self.timer: asyncio.TimerHandle | None = None
         self.answers: asyncio.Queue[Outcome | None] = asyncio.Queue()
-        self.ended: asyncio.Future[None] = self.loop.create_future()
-
-    @property
-    def usable(self) -> bool:
-        """Whether :meth:`run` may be called now: alive, idle, and room for another input."""
-        return not self.ended.done() and self.answered == self.sent < self.max_inputs
-
-    @property
-    def room(self) -> int:
-        """How many more inputs this session may take."""
-        return 0 if self.ended.done() else self.max_inputs - self.sent
 
     async def run(self, inputs: list[dict[str, Any]]) -> AsyncGenerator[Outcome, None]:
         """Yield one outcome per input, in order, each once final; it stops early (a non-empty prefix) when
@@ -73,8 +57,7 @@ class ChildSession:
         Raises:
             ValueError: an input is not JSON-serialisable (nothing was sent; the session stays usable).
         """
-        if not self.usable or not inputs or len(inputs) > self.room:
-            raise RuntimeError("the session cannot take these inputs now")
+        self.admit(inputs)
         try:
             frame = (wire.job_frame(dataclasses.replace(self.job, inputs=inputs), self.max_inputs) if self.sent == 0
                      else wire.more_frame(inputs))
@@ -84,7 +67,7 @@ class ChildSession:
             raise
         self._cancel_timer()
         if self.sent == 0:
-            self.loop.add_reader(self.handle.res_r, self._on_readable)
+            self.reader.start()
             backstop = self.max_inputs * (self.job.limits.timeout_seconds + self.idle_seconds) + self.grace
             self.process.send({"op": "start", "cid": self.handle.cid, "backstop": backstop,
                                "sweep": self.job.limits.max_processes > 1})
@@ -110,31 +93,9 @@ class ChildSession:
         self._finish()
 
     # -- answers ---------------------------------------------------------------------------------------
-    def _on_readable(self) -> None:
-        while not self.ended.done():
-            try:
-                data = os.read(self.handle.res_r, _READ_CHUNK)
-            except BlockingIOError:
-                return
-            except OSError:
-                data = b""
-            if not data:  # agent code closed its pipe: what happens next (exit, deadline) decides
-                self.loop.remove_reader(self.handle.res_r)
-                if self.answered == self.sent:
-                    self._finish()
-                return
-            try:
-                frames = self.frames.feed(data)
-            except framing.FrameTooLarge:
-                self._fail(OutcomeKind.OUTPUT_TOO_LARGE, "result larger than the output limit")
-                return
-            except framing.FrameError:
-                self._fail(OutcomeKind.INVALID_OUTPUT, "malformed message from the sandboxed process")
-                return
-            for header, payload in frames:
-                self._on_frame(header, payload)
-                if self.ended.done():
-                    return
+    def _on_eof(self) -> None:
+        if self.answered == self.sent:  # else agent code closed its pipe: the exit or the deadline decides
+            self._finish()
 
     def _on_frame(self, header: dict[str, Any], payload: bytes) -> None:
         """``loaded`` first, then exactly one ``result`` per input with its index, in order; or one ``fatal``
@@ -187,7 +148,7 @@ class ChildSession:
     def _on_exit(self, exited: asyncio.Future[int]) -> None:
         if self.ended.done():
             return
-        self._on_readable()  # answers written just before dying still count
+        self.reader.read()  # answers written just before dying still count
         if self.ended.done() or self.answered == self.sent:
             self._finish()
             return
@@ -208,8 +169,7 @@ class ChildSession:
             return
         self._cancel_timer()
         self.answers.put_nowait(None)  # the batch being run (if any) ends here
-        with contextlib.suppress(ValueError, OSError):
-            self.loop.remove_reader(self.handle.res_r)
+        self.reader.stop()
         self.writer.stop()
         self.ended.set_result(None)
         # Killed even after a clean exit: the zygote then also sweeps what it forked. A session never
