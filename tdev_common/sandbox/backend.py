@@ -75,6 +75,31 @@ class SessionProcess(Protocol):
     def close(self) -> None: ...
 
 
+class SessionCounts:
+    """The bookkeeping every session process shares: inputs sent and answered, and whether it has ended."""
+
+    def __init__(self, max_inputs: int) -> None:
+        self.max_inputs = max(1, max_inputs)
+        self.sent = 0  # inputs written to the process
+        self.answered = 0  # inputs with a final outcome
+        self.ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    @property
+    def usable(self) -> bool:
+        """Whether a batch may be run now: alive, idle, and room for another input."""
+        return not self.ended.done() and self.answered == self.sent < self.max_inputs
+
+    @property
+    def room(self) -> int:
+        """How many more inputs this session may take."""
+        return 0 if self.ended.done() else self.max_inputs - self.sent
+
+    def admit(self, inputs: Sequence[Any]) -> None:
+        """Refuse a batch the session cannot take now (a caller's bug, not the agent's)."""
+        if not self.usable or not inputs or len(inputs) > self.room:
+            raise RuntimeError("the session cannot take these inputs now")
+
+
 class SandboxBackend(abc.ABC):
     """An isolated place to run agent code.
 

@@ -19,7 +19,7 @@ from tdev.sandbox.v1 import sandbox_service_pb2 as pb
 from tdev.sandbox.v1 import sandbox_service_pb2_grpc as pb_grpc
 
 from . import remote_wire
-from .backend import Job
+from .backend import Job, SessionCounts
 from .errors import SandboxError, SandboxUnavailableError
 from .outcome import Outcome, OutcomeKind
 
@@ -36,34 +36,21 @@ CONFIG_CODES = (
 CALL_SLACK_SECONDS = 2.0
 
 
-class RemoteSession:
+class RemoteSession(SessionCounts):
     """The client's side of one RunSession call (the worker is chosen at the first batch)."""
 
     def __init__(
         self, stubs: Sequence[pb_grpc.SandboxServiceStub], addresses: Sequence[str], first_worker: int, job: Job,
         *, grace: float, max_inputs: int,
     ) -> None:
+        super().__init__(max_inputs)
         self._stubs = stubs
         self._addresses = addresses
         self._first_worker = first_worker
         self._job = job
         self._grace = grace
-        self.max_inputs = max(1, max_inputs)
-        self.ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._call: Any = None
         self._address = ""
-        self.sent = 0
-        self.answered = 0
-
-    @property
-    def usable(self) -> bool:
-        """Whether :meth:`run` may be called now: the call alive, idle, and room for another input."""
-        return not self.ended.done() and self.answered == self.sent < self.max_inputs
-
-    @property
-    def room(self) -> int:
-        """How many more inputs this session may take."""
-        return 0 if self.ended.done() else self.max_inputs - self.sent
 
     async def run(self, inputs: list[dict[str, Any]]) -> AsyncGenerator[Outcome, None]:
         """Yield one outcome per input, in order; it stops early (possibly with none) only when the worker had
@@ -74,8 +61,7 @@ class RemoteSession:
             SandboxUnavailableError: no worker could take the session's first batch.
             SandboxError: a worker refused it (configuration: token, limits).
         """
-        if not self.usable or not inputs or len(inputs) > self.room:
-            raise RuntimeError("the session cannot take these inputs now")
+        self.admit(inputs)
         try:
             request = remote_wire.session_request(dataclasses.replace(self._job, inputs=inputs),
                                                   first=self._call is None)
