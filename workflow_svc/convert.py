@@ -6,8 +6,8 @@ as Python ints, so an agent given ``{"count": 3}`` sees ``3``, not ``3.0``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, TypeVar
 
 from google.protobuf import json_format
 from tdev.registry.v1 import agent_pb2 as registry_agent_pb2
@@ -278,10 +278,25 @@ def executions_response(request: pb2.ListExecutionsRequest, page: Page[Execution
     )
 
 
+R = TypeVar("R")
+
 # Bounds of one batched response (ExecuteWorkflowRequest.batch_events): well inside the message size limit
 # even when every event carries an output inline (at most inline_output_bytes each).
 BATCH_MAX_EVENTS = 500
 BATCH_MAX_BYTES = 1 << 20
+
+
+async def event_responses(batches: AsyncIterator[list[Event]], response: Callable[..., R], *,
+                          batched: bool) -> AsyncIterator[R]:
+    """A stream's responses: with ``batched`` (the request's batch_events) several events each in ``events``,
+    else one each in ``event``."""
+    if batched:
+        async for events in event_messages(batches):
+            yield response(events=events)
+        return
+    async for batch in batches:
+        for event in batch:
+            yield response(event=event_to_proto(event))
 
 
 async def event_messages(batches: AsyncIterator[list[Event]]) -> AsyncIterator[list[wf_pb2.ExecutionEvent]]:

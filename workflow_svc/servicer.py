@@ -49,13 +49,9 @@ class WorkflowServiceServicer(pb2_grpc.WorkflowServiceServicer):
         """Starts an execution and streams its events."""
         types = convert.event_types(request.event_types)  # checked before anything is started
         batches = self._service.execute(convert.start_request(request), types)
-        if request.batch_events:
-            async for events in convert.event_messages(batches):
-                yield pb2.ExecuteWorkflowResponse(events=events)
-        else:
-            async for batch in batches:
-                for event in batch:
-                    yield pb2.ExecuteWorkflowResponse(event=convert.event_to_proto(event))
+        responses = convert.event_responses(batches, pb2.ExecuteWorkflowResponse, batched=request.batch_events)
+        async for response in responses:
+            yield response
 
     async def StartExecution(
         self, request: pb2.StartExecutionRequest, context: grpc.aio.ServicerContext
@@ -70,13 +66,9 @@ class WorkflowServiceServicer(pb2_grpc.WorkflowServiceServicer):
         """Streams events after a sequence number."""
         types = convert.event_types(request.event_types)
         batches = self._service.watch(request.execution_id, request.after_sequence, types)
-        if request.batch_events:
-            async for events in convert.event_messages(batches):
-                yield pb2.WatchExecutionResponse(events=events)
-        else:
-            async for batch in batches:
-                for event in batch:
-                    yield pb2.WatchExecutionResponse(event=convert.event_to_proto(event))
+        responses = convert.event_responses(batches, pb2.WatchExecutionResponse, batched=request.batch_events)
+        async for response in responses:
+            yield response
 
     async def GetExecution(
         self, request: pb2.GetExecutionRequest, context: grpc.aio.ServicerContext
