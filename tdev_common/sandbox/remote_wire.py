@@ -60,10 +60,7 @@ def inputs_json(inputs: Sequence[dict[str, Any]]) -> list[str]:
     Raises:
         ValueError: an input is not JSON-serialisable (or holds NaN/Infinity).
     """
-    try:
-        return [json.dumps(value, allow_nan=False, separators=(",", ":")) for value in inputs]
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"sandbox inputs must be JSON values: {exc}") from exc
+    return [wire.json_bytes(value).decode() for value in inputs]
 
 
 def job_from_request(request: pb.RunJobRequest) -> Job:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -113,7 +113,7 @@ class Sandbox:
 
     async def stream_job(
         self, mode: JobMode, code: str, inputs: Sequence[dict[str, Any]], limits: Limits | None = None
-    ) -> AsyncIterator[Outcome]:
+    ) -> AsyncGenerator[Outcome, None]:
         """Yield one raw outcome per input, in order, as soon as each is final (the sandbox tier's worker
         streams these; ``inspect`` reports are not interpreted here).
 
@@ -152,11 +152,8 @@ class Sandbox:
         self._check(code, ())
         limits = limits or self.default_limits
 
-        async def stream_job(job: Job) -> AsyncGenerator[Outcome, None]:
-            async for outcome in self.stream_job(job.mode, job.code, job.inputs, job.limits):
-                yield outcome
-
-        return SandboxSession(code, limits, self._open_session_process, stream_job)
+        return SandboxSession(code, limits, self._open_session_process,
+                              lambda job: self.stream_job(job.mode, job.code, job.inputs, job.limits))
 
     async def _open_session_process(self, job: Job) -> SessionProcess | None:
         self._check(job.code, job.inputs)

@@ -40,7 +40,7 @@ def job_frame(job: Job, session: int = 0) -> bytes:
                             "limits": job.limits.to_wire()}
     if session:
         body["session"] = session
-    return framing.encode({"t": "job"}, _json(body))
+    return framing.encode({"t": "job"}, json_bytes(body))
 
 
 def more_frame(inputs: list[dict[str, Any]]) -> bytes:
@@ -49,10 +49,15 @@ def more_frame(inputs: list[dict[str, Any]]) -> bytes:
     Raises:
         ValueError: the inputs are not JSON-serialisable.
     """
-    return framing.encode({"t": "more"}, _json(inputs))
+    return framing.encode({"t": "more"}, json_bytes(inputs))
 
 
-def _json(value: Any) -> bytes:
+def json_bytes(value: Any) -> bytes:
+    """``value`` (a job, or inputs) as compact JSON.
+
+    Raises:
+        ValueError: it is not JSON-serialisable (or holds NaN/Infinity).
+    """
     try:
         return json.dumps(value, allow_nan=False, separators=(",", ":")).encode()
     except (TypeError, ValueError) as exc:
