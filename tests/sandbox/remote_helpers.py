@@ -9,12 +9,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from sandbox_helpers import TEST_UID_BASE, TEST_UID_COUNT, HostProcess, host_processes
+from sandbox_helpers import TEST_UID_BASE, TEST_UID_COUNT, HostProcess, host_processes, wait_for
 
 from tdev_common.grpc_client import ClientSecurity
 from tdev_common.sandbox import Sandbox, SandboxSettings
@@ -134,3 +135,28 @@ async def remote_sandbox(*workers: WorkerProcess | str, **overrides: object) -> 
             super().__init__(settings, ClientSecurity())
 
     return await Sandbox.start(settings, backends=[LoopbackRemote])
+
+
+@contextlib.asynccontextmanager
+async def serving_workers(log_dir: Path, slots: Sequence[int],
+                          extra_env: dict[str, str] | None = None) -> AsyncIterator[list[WorkerProcess]]:
+    """Workers in uid ``slots``, serving; stopped on exit, and none of their processes left."""
+    workers = [start_worker(log_dir, slot, extra_env=extra_env) for slot in slots]
+    try:
+        await asyncio.gather(*(wait_serving(worker) for worker in workers))
+        yield workers
+    finally:
+        for worker in workers:
+            worker.terminate()
+        assert await wait_for(lambda: not any(worker.processes() for worker in workers))
+
+
+@contextlib.contextmanager
+def spare_worker(log_dir: Path, slot: int = 2) -> Iterator[WorkerProcess]:
+    """A worker of one test's own, for tests that kill it (not waited for: the test decides when)."""
+    worker = start_worker(log_dir, slot)
+    try:
+        yield worker
+    finally:
+        if worker.process.poll() is None:
+            worker.kill()

@@ -16,6 +16,8 @@ from remote_helpers import (
     WorkerProcess,
     free_port,
     remote_sandbox,
+    serving_workers,
+    spare_worker,
     start_worker,
     wait_serving,
 )
@@ -59,25 +61,15 @@ def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def pair(log_dir: Path) -> AsyncIterator[tuple[WorkerProcess, WorkerProcess]]:
     """Two workers shared by the module's tests that do not kill them."""
-    first, second = start_worker(log_dir, 0), start_worker(log_dir, 1)
-    try:
-        await asyncio.gather(wait_serving(first), wait_serving(second))
+    async with serving_workers(log_dir, (0, 1)) as (first, second):
         yield first, second
-    finally:
-        for worker in (first, second):
-            worker.terminate()
-        assert await wait_for(lambda: not first.processes() and not second.processes())
 
 
 @pytest.fixture
 def spare(log_dir: Path) -> Iterator[WorkerProcess]:
     """A worker of one test's own (slot 2), for tests that kill it."""
-    worker = start_worker(log_dir, 2)
-    try:
+    with spare_worker(log_dir) as worker:
         yield worker
-    finally:
-        if worker.process.poll() is None:
-            worker.kill()
 
 
 def dead_address() -> str:

@@ -11,7 +11,7 @@ from typing import Any
 import grpc
 import pytest
 import pytest_asyncio
-from remote_helpers import WorkerProcess, free_port, remote_sandbox, start_worker, wait_serving
+from remote_helpers import WorkerProcess, free_port, remote_sandbox, serving_workers, spare_worker, wait_serving
 from sandbox_helpers import wait_for
 from tdev.sandbox.v1 import sandbox_service_pb2 as pb
 from tdev.sandbox.v1 import sandbox_service_pb2_grpc as pb_grpc
@@ -52,24 +52,14 @@ def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def pair(log_dir: Path) -> AsyncIterator[tuple[WorkerProcess, WorkerProcess]]:
     idle = {"TDEV_SANDBOX_SESSION_IDLE_SECONDS": str(WORKER_IDLE_SECONDS)}
-    first, second = start_worker(log_dir, 0, extra_env=idle), start_worker(log_dir, 1, extra_env=idle)
-    try:
-        await asyncio.gather(wait_serving(first), wait_serving(second))
+    async with serving_workers(log_dir, (0, 1), idle) as (first, second):
         yield first, second
-    finally:
-        for worker in (first, second):
-            worker.terminate()
-        assert await wait_for(lambda: not first.processes() and not second.processes())
 
 
 @pytest.fixture
 def spare(log_dir: Path) -> Iterator[WorkerProcess]:
-    worker = start_worker(log_dir, 2)
-    try:
+    with spare_worker(log_dir) as worker:
         yield worker
-    finally:
-        if worker.process.poll() is None:
-            worker.kill()
 
 
 async def batch(session: SandboxSession, inputs: list[dict[str, Any]]) -> list[Outcome]:
