@@ -1,4 +1,4 @@
-"""Helpers for the sandbox tests: host-side process scanning and agent sources."""
+"""Helpers for the sandbox tests: host-side process scanning, agent sources, session batches."""
 
 from __future__ import annotations
 
@@ -8,6 +8,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from tdev_common.sandbox import Outcome, OutcomeKind
+from tdev_common.sandbox.session import SandboxSession
 
 HOSTILE_DIR = Path(__file__).parent / "hostile"
 
@@ -89,3 +93,14 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = 3.0, interval
             return True
         await asyncio.sleep(interval)
     return predicate()
+
+
+async def batch(session: SandboxSession, inputs: list[dict[str, Any]]) -> list[Outcome]:
+    """One batch of a session, every outcome."""
+    return [outcome async for outcome in session.stream(inputs)]
+
+
+def outputs(outcomes: list[Outcome]) -> list[dict[str, Any]]:
+    """The outputs of outcomes that must all be ok."""
+    assert all(o.kind is OutcomeKind.OK for o in outcomes), outcomes
+    return [o.output or {} for o in outcomes]

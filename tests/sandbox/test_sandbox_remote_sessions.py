@@ -6,18 +6,16 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
 import pytest_asyncio
 from remote_helpers import WorkerProcess, free_port, remote_sandbox, serving_workers, spare_worker, wait_serving
-from sandbox_helpers import wait_for
+from sandbox_helpers import batch, outputs, wait_for
 from tdev.sandbox.v1 import sandbox_service_pb2 as pb
 from tdev.sandbox.v1 import sandbox_service_pb2_grpc as pb_grpc
 
-from tdev_common.sandbox import Outcome, OutcomeKind, SandboxUnavailableError
-from tdev_common.sandbox.session import SandboxSession
+from tdev_common.sandbox import OutcomeKind, SandboxUnavailableError
 
 pytestmark = [pytest.mark.mesh, pytest.mark.asyncio(loop_scope="module")]
 
@@ -60,15 +58,6 @@ async def pair(log_dir: Path) -> AsyncIterator[tuple[WorkerProcess, WorkerProces
 def spare(log_dir: Path) -> Iterator[WorkerProcess]:
     with spare_worker(log_dir) as worker:
         yield worker
-
-
-async def batch(session: SandboxSession, inputs: list[dict[str, Any]]) -> list[Outcome]:
-    return [outcome async for outcome in session.stream(inputs)]
-
-
-def outputs(outcomes: list[Outcome]) -> list[dict[str, Any]]:
-    assert all(o.kind is OutcomeKind.OK for o in outcomes), outcomes
-    return [o.output or {} for o in outcomes]
 
 
 async def test_batches_of_a_remote_session_share_one_warm_process_and_sessions_spread_over_workers(

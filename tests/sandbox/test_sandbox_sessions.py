@@ -11,11 +11,10 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from sandbox_helpers import TEST_UID_BASE, TEST_UID_COUNT, hostile, job_processes, wait_for
+from sandbox_helpers import TEST_UID_BASE, TEST_UID_COUNT, batch, hostile, job_processes, outputs, wait_for
 
-from tdev_common.sandbox import Job, Limits, Outcome, OutcomeKind, Sandbox, SandboxClosedError, SandboxSettings
+from tdev_common.sandbox import Job, Limits, OutcomeKind, Sandbox, SandboxClosedError, SandboxSettings
 from tdev_common.sandbox.namespace_backend import NamespaceBackend
-from tdev_common.sandbox.session import SandboxSession
 
 pytestmark = [pytest.mark.mesh, pytest.mark.asyncio(loop_scope="module")]
 
@@ -57,15 +56,6 @@ def settings(**overrides: Any) -> SandboxSettings:
 async def sandbox() -> AsyncIterator[Sandbox]:
     async with await Sandbox.start(settings()) as sandbox:
         yield sandbox
-
-
-async def batch(session: SandboxSession, inputs: list[dict[str, Any]]) -> list[Outcome]:
-    return [outcome async for outcome in session.stream(inputs)]
-
-
-def outputs(outcomes: list[Outcome]) -> list[dict[str, Any]]:
-    assert all(o.kind is OutcomeKind.OK for o in outcomes), outcomes
-    return [o.output or {} for o in outcomes]
 
 
 async def test_batches_of_a_session_share_one_process_and_its_state(sandbox: Sandbox) -> None:
