@@ -42,10 +42,11 @@ class AliasView:
 
 def effective_policy(policy: RolloutPolicy | None) -> RolloutPolicy:
     """The policy with every unset (0) field at its default."""
-    given = policy or RolloutPolicy(0, 0.0, 0.0)
+    given = policy or RolloutPolicy(0, 0.0, 0.0, 0.0)
     return RolloutPolicy(given.min_sample or DEFAULT_POLICY.min_sample,
                          given.max_success_rate_drop or DEFAULT_POLICY.max_success_rate_drop,
-                         given.max_latency_ratio or DEFAULT_POLICY.max_latency_ratio)
+                         given.max_latency_ratio or DEFAULT_POLICY.max_latency_ratio,
+                         given.min_latency_increase_ms or DEFAULT_POLICY.min_latency_increase_ms)
 
 
 def decide(stable: VersionStats, canary: VersionStats, policy: RolloutPolicy) -> tuple[bool, str] | None:
@@ -59,8 +60,10 @@ def decide(stable: VersionStats, canary: VersionStats, policy: RolloutPolicy) ->
                f"{stable.executions}, median {stable.median_duration_ms:.1f} ms")
     if drop > policy.max_success_rate_drop:
         return False, f"success rate {drop:.1%} below stable (limit {policy.max_success_rate_drop:.1%}); {numbers}"
-    if ratio > policy.max_latency_ratio:
-        return False, f"median duration {ratio:.2f}x stable's (limit {policy.max_latency_ratio:g}x); {numbers}"
+    increase = canary.median_duration_ms - stable.median_duration_ms
+    if ratio > policy.max_latency_ratio and increase > policy.min_latency_increase_ms:
+        return False, (f"median duration {ratio:.2f}x stable's, {increase:.1f} ms more (limits "
+                       f"{policy.max_latency_ratio:g}x and {policy.min_latency_increase_ms:g} ms); {numbers}")
     return True, f"as good as stable; {numbers}"
 
 
@@ -187,4 +190,7 @@ def _policy_problems(policy: RolloutPolicy | None) -> list[FieldViolation]:
     if not (math.isfinite(policy.max_latency_ratio) and policy.max_latency_ratio >= 0.0):
         problems.append(FieldViolation("rollout.max_latency_ratio",
                                        f"must be a number >= 0, got {policy.max_latency_ratio}"))
+    if not (math.isfinite(policy.min_latency_increase_ms) and policy.min_latency_increase_ms >= 0.0):
+        problems.append(FieldViolation("rollout.min_latency_increase_ms",
+                                       f"must be a number of milliseconds >= 0, got {policy.min_latency_increase_ms}"))
     return problems

@@ -288,7 +288,8 @@ def rollout_policy(request: pb2.SetAgentAliasRequest) -> RolloutPolicy | None:
     if not request.HasField("rollout"):
         return None
     given = request.rollout
-    return RolloutPolicy(given.min_sample, given.max_success_rate_drop, given.max_latency_ratio)
+    return RolloutPolicy(given.min_sample, given.max_success_rate_drop, given.max_latency_ratio,
+                         given.min_latency_increase_ms)
 
 
 def agent_alias(value: AgentAlias) -> agent_pb2.AgentAlias:
@@ -298,7 +299,8 @@ def agent_alias(value: AgentAlias) -> agent_pb2.AgentAlias:
     if value.rollout is not None:
         message.rollout.CopyFrom(agent_pb2.RolloutPolicy(
             min_sample=value.rollout.min_sample, max_success_rate_drop=value.rollout.max_success_rate_drop,
-            max_latency_ratio=value.rollout.max_latency_ratio))
+            max_latency_ratio=value.rollout.max_latency_ratio,
+            min_latency_increase_ms=value.rollout.min_latency_increase_ms))
     return message
 
 

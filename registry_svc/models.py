@@ -214,6 +214,7 @@ class AliasRow(Base):
     min_sample: Mapped[int] = mapped_column(sa.Integer, default=0)
     max_success_rate_drop: Mapped[float] = mapped_column(sa.Float, default=0.0)
     max_latency_ratio: Mapped[float] = mapped_column(sa.Float, default=0.0)
+    min_latency_increase_ms: Mapped[float] = mapped_column(sa.Float, default=0.0)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 

@@ -459,10 +459,11 @@ class SqlRepository:
 
     async def set_alias(self, alias: AgentAlias, message: str) -> AgentAlias:
         """Creates or moves an alias, with a SET event, in one transaction."""
-        policy = alias.rollout or RolloutPolicy(0, 0.0, 0.0)
+        policy = alias.rollout or RolloutPolicy(0, 0.0, 0.0, 0.0)
         values = {"version": alias.version, "traffic_fraction": alias.traffic_fraction,
                   "min_sample": policy.min_sample, "max_success_rate_drop": policy.max_success_rate_drop,
-                  "max_latency_ratio": policy.max_latency_ratio, "updated_at": alias.update_time}
+                  "max_latency_ratio": policy.max_latency_ratio,
+                  "min_latency_increase_ms": policy.min_latency_increase_ms, "updated_at": alias.update_time}
         async with self._writing() as connection:
             await connection.execute(self._insert(aliases).values(agent_id=alias.agent_id, alias=alias.alias, **values)
                                      .on_conflict_do_update(index_elements=["agent_id", "alias"], set_=values))
@@ -751,5 +752,6 @@ def _case(row: Any) -> AgentCase:
 def _alias(row: Any) -> AgentAlias:
     rollout = None
     if row.alias == CANARY:
-        rollout = RolloutPolicy(row.min_sample, row.max_success_rate_drop, row.max_latency_ratio)
+        rollout = RolloutPolicy(row.min_sample, row.max_success_rate_drop, row.max_latency_ratio,
+                                row.min_latency_increase_ms)
     return AgentAlias(row.agent_id, row.alias, row.version, row.updated_at, row.traffic_fraction, rollout)

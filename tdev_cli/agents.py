@@ -437,12 +437,15 @@ def set_alias(
                                             "(0: 0.05).")] = 0.0,
     max_latency_ratio: Annotated[float, typer.Option("--max-latency-ratio", help="canary: largest median "
                                                      "duration ratio still promoted (0: 1.5).")] = 0.0,
+    min_increase_ms: Annotated[float, typer.Option("--min-latency-increase-ms", help="canary: a slower median "
+                                                   "counts only this many ms above stable's (0: 10).")] = 0.0,
     as_json: JsonOption = False,
 ) -> None:
     """Point an alias at a version; a canary takes --traffic of stable's executions until it is judged."""
     rollout = None
     if alias == "canary":
-        rollout = {"min_sample": min_sample, "max_success_rate_drop": max_drop, "max_latency_ratio": max_latency_ratio}
+        rollout = {"min_sample": min_sample, "max_success_rate_drop": max_drop, "max_latency_ratio": max_latency_ratio,
+                   "min_latency_increase_ms": min_increase_ms}
 
     async def work(registry: Any) -> dict[str, Any]:
         stored: dict[str, Any] = await registry.set_agent_alias(

@@ -131,7 +131,8 @@ class RegistryClient(ServiceClient):
     async def set_agent_alias(self, agent_id: str, alias: str, version: str, *, traffic_fraction: float = 0.0,
                               rollout: Mapping[str, Any] | None = None) -> AgentAlias:
         """Points an alias at a version; ``canary`` takes ``traffic_fraction`` of stable's executions and a
-        ``rollout`` policy (``{"min_sample", "max_success_rate_drop", "max_latency_ratio"}``)."""
+        ``rollout`` policy (``{"min_sample", "max_success_rate_drop", "max_latency_ratio",
+        "min_latency_increase_ms"}``)."""
         answer = await self._call("SetAgentAlias", pb2.SetAgentAliasRequest, {
             "agent_id": agent_id, "alias": alias, "version": version, "traffic_fraction": traffic_fraction,
             "rollout": dict(rollout) if rollout is not None else None})

@@ -874,6 +874,7 @@ class RolloutPolicy(TypedDict):
     min_sample: int
     max_success_rate_drop: float
     max_latency_ratio: float
+    min_latency_increase_ms: float
 
 
 class RolloutStatus(TypedDict):

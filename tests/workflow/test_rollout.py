@@ -23,7 +23,7 @@ pytestmark = pytest.mark.mesh
 GOOD = _agent("Doubler", 'return {"y": inputs["x"] * 2}')
 SAME_BUT_NEW = _agent("Doubler", '# the same behaviour, a new version\nreturn {"y": inputs["x"] + inputs["x"]}')
 BROKEN = _agent("Doubler", 'raise ValueError("regression")')
-POLICY = {"min_sample": 4, "max_success_rate_drop": 0.05, "max_latency_ratio": 50}
+POLICY = {"min_sample": 4, "max_success_rate_drop": 0.05, "max_latency_ratio": 50, "min_latency_increase_ms": 0.5}
 
 
 @pytest.fixture
@@ -75,6 +75,8 @@ async def test_a_worse_canary_takes_its_share_then_is_rolled_back(mesh: Mesh) ->
     await mesh.registry.set_agent_alias(agent_id, "stable", v1["version"])
     workflow_id = await stable_workflow(mesh, agent_id)
     await mesh.registry.set_agent_alias(agent_id, "canary", v2["version"], traffic_fraction=0.5, rollout=POLICY)
+    canary = {a["alias"]: a for a in (await mesh.registry.list_agent_aliases(agent_id))["aliases"]}["canary"]
+    assert canary["rollout"] == POLICY  # the whole policy is stored as given
 
     used = await run_many(mesh, workflow_id, 24)
     assert set(used) == {v1["version"], v2["version"]}  # both sides took traffic
@@ -118,9 +120,9 @@ async def test_bad_aliases_are_refused(mesh: Mesh) -> None:
     assert no_stable.value.reason == "NO_STABLE_ALIAS"
     with pytest.raises(InvalidArgument) as bad:
         await mesh.registry.set_agent_alias(agent_id, "canary", "", traffic_fraction=1.5,
-                                            rollout={"max_success_rate_drop": 2})
+                                            rollout={"max_success_rate_drop": 2, "min_latency_increase_ms": -1})
     assert [v.field for v in bad.value.field_violations] == [
-        "version", "traffic_fraction", "rollout.max_success_rate_drop"]
+        "version", "traffic_fraction", "rollout.max_success_rate_drop", "rollout.min_latency_increase_ms"]
     with pytest.raises(NotFound) as unknown_version:
         await mesh.registry.set_agent_alias(agent_id, "stable", "9.9.9")
     assert unknown_version.value.reason == "AGENT_VERSION_NOT_FOUND"
