@@ -391,7 +391,7 @@ class RolloutPolicy:
     min_sample: int = 20
     max_success_rate_drop: float = 0.05
     max_latency_ratio: float = 1.5
-    min_latency_increase_ms: float = 10.0
+    min_latency_increase_ms: float = 5.0
 
 
 @dataclass(frozen=True)

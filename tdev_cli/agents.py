@@ -438,7 +438,7 @@ def set_alias(
     max_latency_ratio: Annotated[float, typer.Option("--max-latency-ratio", help="canary: largest median "
                                                      "duration ratio still promoted (0: 1.5).")] = 0.0,
     min_increase_ms: Annotated[float, typer.Option("--min-latency-increase-ms", help="canary: a slower median "
-                                                   "counts only this many ms above stable's (0: 10).")] = 0.0,
+                                                   "counts only this many ms above stable's (0: 5).")] = 0.0,
     as_json: JsonOption = False,
 ) -> None:
     """Point an alias at a version; a canary takes --traffic of stable's executions until it is judged."""

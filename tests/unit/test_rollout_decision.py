@@ -22,7 +22,7 @@ def test_nothing_is_decided_before_both_sides_have_their_sample() -> None:
 
 
 def test_a_few_milliseconds_more_on_a_fast_agent_is_not_slower() -> None:
-    # 1.6x stable's median, but only 1.8 ms more: within the default 10 ms margin.
+    # 1.6x stable's median, but only 1.8 ms more: within the default 5 ms margin.
     promote, why = decide(stats("1.0.0", 2.8), stats("1.1.0", 4.6), POLICY) or (None, "")
     assert promote is True and why.startswith("as good as stable")
 
@@ -30,7 +30,7 @@ def test_a_few_milliseconds_more_on_a_fast_agent_is_not_slower() -> None:
 def test_a_canary_slower_by_the_ratio_and_the_margin_is_rolled_back() -> None:
     promote, why = decide(stats("1.0.0", 2.8), stats("1.1.0", 60.0), POLICY) or (None, "")
     assert promote is False
-    assert why.startswith("median duration 21.43x stable's, 57.2 ms more (limits 1.5x and 10 ms)")
+    assert why.startswith("median duration 21.43x stable's, 57.2 ms more (limits 1.5x and 5 ms)")
 
 
 def test_a_large_increase_within_the_ratio_is_promoted() -> None:
@@ -50,5 +50,5 @@ def test_a_success_rate_drop_is_judged_before_speed() -> None:
 
 
 def test_unset_fields_take_their_defaults() -> None:
-    assert effective_policy(None) == RolloutPolicy(20, 0.05, 1.5, 10.0)
+    assert effective_policy(None) == RolloutPolicy(20, 0.05, 1.5, 5.0)
     assert effective_policy(RolloutPolicy(0, 0.0, 0.0, 2.5)).min_latency_increase_ms == 2.5
