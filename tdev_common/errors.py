@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -280,8 +281,12 @@ def _sqlstate(error: BaseException) -> str | None:
 
 
 def is_cancellation(error: BaseException) -> bool:
-    """True for the exceptions that mean "the call is over", which must propagate untouched."""
-    return isinstance(error, asyncio.CancelledError | grpc.aio.AbortError)
+    """True for the exceptions that mean "the call is over", which must propagate untouched.
+
+    GeneratorExit is how a streaming handler learns that its caller went away while it waited to yield (grpc
+    closes the response generator): a caller that stops reading after the answers it needs is not an error.
+    """
+    return isinstance(error, asyncio.CancelledError | grpc.aio.AbortError | GeneratorExit)
 
 
 log = structlog.get_logger("tdev.rpc")
@@ -342,7 +347,12 @@ def _wrap_stream(behaviour: Callable[..., object], method: str) -> Callable[...,
         try:
             _admit(request, method)
             result = behaviour(request, context)
-            if hasattr(result, "__aiter__"):
+            if isinstance(result, AsyncGenerator):
+                # Closed with this wrapper when the caller leaves, so the handler's own cleanup runs now.
+                async with contextlib.aclosing(result):
+                    async for item in result:
+                        yield item
+            elif hasattr(result, "__aiter__"):
                 async for item in result:
                     yield item
             else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 import grpc
@@ -22,7 +23,7 @@ from tdev_common.grpc_server import ServerSecurity, ServiceBinding, build_server
 from tdev_common.runtime import ServiceHandle, load_server_security, on_close, serve_until_stopped, setup_process
 
 from . import remote_wire
-from .backend import SandboxBackend
+from .backend import Job, SandboxBackend
 from .errors import SandboxError
 from .namespace_backend import NamespaceBackend
 from .sandbox import Sandbox
@@ -53,18 +54,24 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
         await context.send_initial_metadata(((remote_wire.JOB_STARTED_KEY, remote_wire.JOB_STARTED_VALUE),))
         # The call's deadline bounds the job; grpc also cancels the handler then, which kills the processes
         # (ChildJob kills on CancelledError), but the timeout does not depend on when grpc notices.
+        produced = 0
         try:
-            async with asyncio.timeout(context.time_remaining()):
-                index = 0
-                async for outcome in self._sandbox.stream_job(job.mode, job.code, job.inputs, job.limits):
-                    yield pb.RunJobResponse(index=index, outcome=remote_wire.outcome_message(outcome))
-                    index += 1
+            async with (asyncio.timeout(context.time_remaining()),
+                        aclosing(self._sandbox.stream_job(job.mode, job.code, job.inputs, job.limits)) as outcomes):
+                async for outcome in outcomes:
+                    produced += 1
+                    if produced == len(job.inputs):
+                        # Logged before the last answer leaves: the client stops reading once it has it, so
+                        # grpc may cancel the call while this handler waits to yield, and never resume it.
+                        _log_job_done(job, produced)
+                    yield pb.RunJobResponse(index=produced - 1, outcome=remote_wire.outcome_message(outcome))
         except TimeoutError:
             # The caller's deadline, not a dependency down (a bare TimeoutError would map to UNAVAILABLE).
             raise DeadlineExceeded("the job did not finish within the call's deadline",
                                    reason="JOB_DEADLINE_EXCEEDED") from None
-        # Sizes and counts only: the code and the inputs are the callers' data.
-        log.debug("sandbox_job.done", mode=job.mode.value, inputs=len(job.inputs), code_chars=len(job.code))
+        finally:
+            if produced < len(job.inputs):  # the deadline, a cancelled call or a failed runtime ended it
+                _log_job_done(job, produced)
 
     async def RunSession(
         self, requests: AsyncIterator[pb.RunSessionRequest], context: grpc.aio.ServicerContext
@@ -104,7 +111,7 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
                     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
         finally:
             session.close()
-        log.debug("sandbox_session.done", inputs=index, code_chars=len(job.code))
+            log.debug("sandbox_session.done", inputs=index, code_chars=len(job.code))  # also if the caller left
 
     async def GetIsolation(
         self, request: pb.GetIsolationRequest, context: grpc.aio.ServicerContext
@@ -116,6 +123,12 @@ class SandboxServicer(pb_grpc.SandboxServiceServicer):
             summary=str(isolation.get("summary", "")),
             seccomp=str(isolation.get("seccomp", "")),
         )
+
+
+def _log_job_done(job: Job, produced: int) -> None:
+    # Sizes and counts only: the code and the inputs are the callers' data.
+    log.debug("sandbox_job.done", mode=job.mode.value, inputs=len(job.inputs), outcomes=produced,
+              code_chars=len(job.code))
 
 
 def local_settings(settings: SandboxSettings) -> SandboxSettings:

@@ -40,6 +40,15 @@ class Who:
         return {}
 """
 
+BLOB_AGENT = """
+class Blob:
+    def execute(self, inputs):
+        return {"blob": "x" * inputs["size"]}
+
+    def get_capabilities(self):
+        return {}
+"""
+
 SLEEPER = """
 import time
 
@@ -89,6 +98,27 @@ async def test_jobs_go_round_robin_over_two_workers(pair: tuple[WorkerProcess, W
     # The client takes the answers before the worker's handler returns and logs, so the lines may lag a little.
     assert await wait_for(lambda: all(w.log_text().count("sandbox_job.done") >= 3 for w in (first, second)),
                           timeout=10.0)
+    assert not [w for w in (first, second) if "rpc_internal_error" in w.log_text()]
+
+
+async def test_a_caller_that_stops_reading_ends_the_job_without_an_error(
+    pair: tuple[WorkerProcess, WorkerProcess],
+) -> None:
+    # The client leaves once it has the answers it wants, which cancels the call while the worker's handler
+    # waits to send the next one (held here by HTTP/2 flow control: answers larger than the window, never
+    # read). grpc then closes the handler's generator: that is the caller leaving, not an internal error.
+    worker = pair[0]
+    done_before = worker.log_text().count('"outcomes": 3')
+    job = Job(JobMode.RUN, BLOB_AGENT, [{"size": 300_000}] * 3, Limits(max_output_bytes=1_000_000))
+    async with grpc.aio.insecure_channel(worker.address) as channel:
+        call = pb_grpc.SandboxServiceStub(channel).RunJob(remote_wire.job_request(job), timeout=30.0)
+        first = await anext(aiter(call))
+        assert first.index == 0 and len(first.outcome.output_json) > 300_000
+        await asyncio.sleep(0.3)  # the handler is now waiting to send the third answer
+        call.cancel()
+
+    assert await wait_for(lambda: worker.log_text().count('"outcomes": 3') > done_before, timeout=5.0)
+    assert "rpc_internal_error" not in worker.log_text()
 
 
 async def test_outcomes_keep_types_and_order_through_the_tier(pair: tuple[WorkerProcess, WorkerProcess]) -> None:
