@@ -2,7 +2,8 @@
 
 Each of 200 callers starts an execution, waits for its end and starts the next, for ``--seconds``; printed
 for each system: executions per second and the p50/p99 start-to-finish latency the caller saw.
-  * ours -- ExecuteWorkflow over gRPC against ``python -m workflow_svc`` (and the registry) on Postgres:
+  * ours -- ExecuteWorkflow over gRPC (``batch_events``, as tdev_client asks) against ``python -m workflow_svc``
+            (and the registry) on Postgres:
             every node runs in its own sandboxed process, every event and node result is committed before
             it is streamed; the replica runs all 200 at once (TDEV_WORKFLOW_MAX_ACTIVE_EXECUTIONS=200);
   * dbos -- DBOS Transact on the same Postgres (its own database): the same DAG as one durable workflow
@@ -50,7 +51,7 @@ async def bench_ours(clients: int, seconds: float) -> dict[str, float]:
             async def one() -> None:
                 nonlocal turn
                 turn += 1
-                await execute(stubs[turn % len(stubs)], workflow_id)
+                await execute(stubs[turn % len(stubs)], workflow_id, batch_events=True)
 
             await peers.closed_loop(one, clients, min(2.0, seconds))  # warm-up
             cpu_before = services.cpu_seconds()
