@@ -124,6 +124,14 @@ def _current_revision(connection: Connection, schema: str) -> str | None:
     return MigrationContext.configure(connection, opts=options).get_current_revision()
 
 
+def altered_schema(schema: str) -> str | None:
+    """The schema a migration's ALTER TABLE (or plain statement) names: ``schema`` on Postgres, none on SQLite,
+    where each service has a file of its own and such statements are not schema-translated."""
+    from alembic import op
+
+    return schema if op.get_bind().dialect.name == "postgresql" else None
+
+
 def run_migrations_in_env(target_metadata: MetaData) -> None:
     """Body of every service's alembic ``env.py``: migrate on the connection :func:`migrate` passed."""
     from alembic import context

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from tdev_common.db import altered_schema
+
 revision: str = "0003"
 down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
@@ -22,14 +24,9 @@ SCHEMA = "builder"
 ENDED = (3, 4, 5)  # SUCCEEDED, FAILED, CANCELLED
 
 
-def _schema() -> str | None:
-    # ALTER TABLE and plain statements are not schema-translated on SQLite (one file per service, no schemas).
-    return SCHEMA if op.get_bind().dialect.name == "postgresql" else None
-
-
 def upgrade() -> None:
     """Adds the marking columns and queues every ended build."""
-    schema = _schema()
+    schema = altered_schema(SCHEMA)
     for column in (sa.Column("marks_state", sa.String(16), nullable=True),
                    sa.Column("marks_due", sa.Double, nullable=True),
                    sa.Column("marks_attempts", sa.Integer, nullable=False, server_default="0"),
@@ -46,4 +43,4 @@ def downgrade() -> None:
     """Drops the marking columns."""
     op.drop_index("ix_builds_marks", table_name="builds", schema=SCHEMA)
     for column in ("marks_error", "marks_epoch", "marks_attempts", "marks_due", "marks_state"):
-        op.drop_column("builds", column, schema=_schema())
+        op.drop_column("builds", column, schema=altered_schema(SCHEMA))

@@ -10,17 +10,14 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from tdev_common.db import altered_schema
+
 revision: str = "0005"
 down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 SCHEMA = "evolution"
-
-
-def _schema() -> str | None:
-    # ALTER TABLE is not schema-translated on SQLite (one file per service, no schemas): name none there.
-    return SCHEMA if op.get_bind().dialect.name == "postgresql" else None
 
 
 def upgrade() -> None:
@@ -35,15 +32,16 @@ def upgrade() -> None:
         sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True),
         sa.Column("create_time", sa.DateTime(timezone=True), nullable=False),
         sa.Column("update_time", sa.DateTime(timezone=True), nullable=False),
-        schema=_schema(),
+        schema=altered_schema(SCHEMA),
     )
     op.add_column("runs", sa.Column("automatic", sa.Boolean, nullable=False, server_default=sa.false()),
-                  schema=_schema())
-    op.add_column("runs", sa.Column("start_reason", sa.Text, nullable=False, server_default=""), schema=_schema())
+                  schema=altered_schema(SCHEMA))
+    op.add_column("runs", sa.Column("start_reason", sa.Text, nullable=False, server_default=""),
+                  schema=altered_schema(SCHEMA))
 
 
 def downgrade() -> None:
     """Drops what upgrade added."""
-    op.drop_column("runs", "start_reason", schema=_schema())
-    op.drop_column("runs", "automatic", schema=_schema())
-    op.drop_table("policies", schema=_schema())
+    op.drop_column("runs", "start_reason", schema=altered_schema(SCHEMA))
+    op.drop_column("runs", "automatic", schema=altered_schema(SCHEMA))
+    op.drop_table("policies", schema=altered_schema(SCHEMA))

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from tdev_common.db import altered_schema
+
 revision: str = "0004"
 down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
@@ -18,16 +20,12 @@ depends_on: str | Sequence[str] | None = None
 SCHEMA = "registry"
 
 
-def _schema() -> str | None:
-    # ALTER TABLE is not schema-translated on SQLite (one file per service, no schemas): name none there.
-    return SCHEMA if op.get_bind().dialect.name == "postgresql" else None
-
-
 def upgrade() -> None:
     """Adds ``register_requests.fingerprint``; rows from before stay NULL and match any replay."""
-    op.add_column("register_requests", sa.Column("fingerprint", sa.String(64), nullable=True), schema=_schema())
+    op.add_column("register_requests", sa.Column("fingerprint", sa.String(64), nullable=True),
+                  schema=altered_schema(SCHEMA))
 
 
 def downgrade() -> None:
     """Drops ``register_requests.fingerprint``."""
-    op.drop_column("register_requests", "fingerprint", schema=_schema())
+    op.drop_column("register_requests", "fingerprint", schema=altered_schema(SCHEMA))

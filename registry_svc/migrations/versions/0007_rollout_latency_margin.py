@@ -10,6 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from tdev_common.db import altered_schema
+
 revision: str = "0007"
 down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
@@ -18,17 +20,12 @@ depends_on: str | Sequence[str] | None = None
 SCHEMA = "registry"
 
 
-def _schema() -> str | None:
-    # ALTER TABLE is not schema-translated on SQLite (one file per service, no schemas): name none there.
-    return SCHEMA if op.get_bind().dialect.name == "postgresql" else None
-
-
 def upgrade() -> None:
     """Adds ``agent_aliases.min_latency_increase_ms``; 0 (the default) on existing rows."""
     op.add_column("agent_aliases", sa.Column("min_latency_increase_ms", sa.Float, nullable=False,
-                                             server_default="0"), schema=_schema())
+                                             server_default="0"), schema=altered_schema(SCHEMA))
 
 
 def downgrade() -> None:
     """Drops ``agent_aliases.min_latency_increase_ms``."""
-    op.drop_column("agent_aliases", "min_latency_increase_ms", schema=_schema())
+    op.drop_column("agent_aliases", "min_latency_increase_ms", schema=altered_schema(SCHEMA))
