@@ -15,6 +15,7 @@ from registry_svc import validation
 from registry_svc.domain import (
     CANARY,
     STABLE,
+    UNSET_ROLLOUT,
     AgentAlias,
     AliasEvent,
     RolloutPolicy,
@@ -42,7 +43,7 @@ class AliasView:
 
 def effective_policy(policy: RolloutPolicy | None) -> RolloutPolicy:
     """The policy with every unset (0) field at its default."""
-    given = policy or RolloutPolicy(0, 0.0, 0.0, 0.0)
+    given = policy or UNSET_ROLLOUT
     return RolloutPolicy(given.min_sample or DEFAULT_POLICY.min_sample,
                          given.max_success_rate_drop or DEFAULT_POLICY.max_success_rate_drop,
                          given.max_latency_ratio or DEFAULT_POLICY.max_latency_ratio,

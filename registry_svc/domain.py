@@ -394,6 +394,9 @@ class RolloutPolicy:
     min_latency_increase_ms: float = 5.0
 
 
+UNSET_ROLLOUT = RolloutPolicy(0, 0.0, 0.0, 0.0)  # every field at "0 means the default", as stored
+
+
 @dataclass(frozen=True)
 class AgentAlias:
     """A named pointer to one version; a canary also has its traffic share and rollout policy."""

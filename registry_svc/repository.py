@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from registry_svc.domain import (
     CANARY,
     STABLE,
+    UNSET_ROLLOUT,
     AgentAlias,
     AgentCase,
     AgentIdentity,
@@ -459,7 +460,7 @@ class SqlRepository:
 
     async def set_alias(self, alias: AgentAlias, message: str) -> AgentAlias:
         """Creates or moves an alias, with a SET event, in one transaction."""
-        policy = alias.rollout or RolloutPolicy(0, 0.0, 0.0, 0.0)
+        policy = alias.rollout or UNSET_ROLLOUT
         values = {"version": alias.version, "traffic_fraction": alias.traffic_fraction,
                   "min_sample": policy.min_sample, "max_success_rate_drop": policy.max_success_rate_drop,
                   "max_latency_ratio": policy.max_latency_ratio,
