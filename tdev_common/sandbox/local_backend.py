@@ -9,17 +9,18 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
 import structlog
 
 from . import seccomp, wire
-from .backend import Job, Probe, SandboxBackend
+from .backend import Job, JobMode, Probe, SandboxBackend
 from .child_job import ChildJob
 from .child_session import ChildSession
 from .errors import SandboxClosedError, SandboxError
-from .outcome import Outcome
+from .outcome import Outcome, OutcomeKind
 from .runtime import framing
 from .runtime_process import ChildHandle, RuntimeDiedError, RuntimeProcess
 from .settings import SandboxSettings
@@ -30,6 +31,9 @@ SANDBOX_DIR = Path(__file__).resolve().parent
 RUNTIME_DIR = SANDBOX_DIR / "runtime"
 _BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from runtime import nsinit; nsinit.main(sys.argv[2])"
 EXEC_UID_OFFSET = 1000
+# Code whose execution ended this way loaded fine and in time; only such code is loaded ahead.
+_PRELOADABLE = frozenset({OutcomeKind.OK, OutcomeKind.ERROR, OutcomeKind.INVALID_OUTPUT})
+_PRELOAD_MAX_SECONDS = 1.0
 
 
 def python_executable(settings: SandboxSettings) -> str:
@@ -113,15 +117,18 @@ class LocalBackend(SandboxBackend, abc.ABC):
                 self._process = await self._spawn()
             return self._process
 
-    async def _take_child(self, job: Job) -> tuple[RuntimeProcess, ChildHandle]:
-        flavor = wire.flavor(job) if self.settings.async_pool_size > 0 else "sync"
+    def _flavor(self, job: Job) -> str:
+        return wire.flavor(job) if self.settings.async_pool_size > 0 else "sync"
+
+    async def _take_child(self, job: Job, key: Hashable | None = None) -> tuple[RuntimeProcess, ChildHandle]:
+        flavor = self._flavor(job)
         for attempt in range(2):
             process = await self._ensure_process()
-            ready = process.try_take_child(flavor)
+            ready = process.try_take_child(flavor, key)
             if ready is not None:
                 return process, ready
             try:
-                handle = await asyncio.wait_for(process.take_child(flavor), self.settings.start_timeout_seconds)
+                handle = await asyncio.wait_for(process.take_child(flavor, key), self.settings.start_timeout_seconds)
                 return process, handle
             except TimeoutError:
                 log.error("sandbox.runtime_unresponsive", backend=self.name, launcher_pid=process.pid)
@@ -133,8 +140,16 @@ class LocalBackend(SandboxBackend, abc.ABC):
         raise SandboxError("the sandbox runtime could not provide an execution process")
 
     async def execute(self, job: Job) -> list[Outcome]:
-        process, handle = await self._take_child(job)
-        return await ChildJob(process, handle, job, self.settings.grace_seconds).run()
+        key = wire.preload_key(job) if self.settings.preload and job.mode is JobMode.RUN else None
+        process, handle = await self._take_child(job, key)
+        outcomes = await ChildJob(process, handle, job, self.settings.grace_seconds).run()
+        if key is not None and outcomes[0].duration_seconds <= _PRELOAD_MAX_SECONDS and all(
+            o.kind in _PRELOADABLE for o in outcomes
+        ):
+            flavor = self._flavor(job)
+            pool = self.settings.pool_size if flavor == "sync" else self.settings.async_pool_size
+            process.ran(flavor, key, lambda: wire.preload_frame(job), cap=pool - 1)
+        return outcomes
 
     async def open_session(self, job: Job, *, idle_seconds: float, max_inputs: int) -> ChildSession | None:
         process, handle = await self._take_child(job)

@@ -12,7 +12,7 @@ import contextlib
 import os
 import signal
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,8 @@ _STDERR_LINES = 200
 _PF_EXITING = 0x4
 _SIGKILL_BIT = 1 << (signal.SIGKILL - 1)
 RUNTIME_DIED = -1  # exit status given to children whose runtime died before reporting theirs
+_PRELOAD_STREAK = 2  # jobs in a row of the same code before idle processes load it ahead
+MAX_PRELOAD_FRAME = 60 * 1024  # fits an empty pipe: the write never blocks and is never partial
 
 
 class RuntimeDiedError(SandboxError):
@@ -42,6 +44,7 @@ class ChildHandle:
     job_w: int
     res_r: int
     exited: asyncio.Future[int] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    preloaded: Hashable | None = None  # the key of the job it loaded ahead (docs/sandbox.md, "Preloading")
 
     def close(self) -> None:
         for fd in (self.job_w, self.res_r):
@@ -83,6 +86,7 @@ class RuntimeProcess:
             collections.deque
         )
         self._outbox = bytearray()
+        self._hot: dict[str, _Hot] = {}
         self._flush_scheduled = False
         self._closing = False
         self._stderr_task: asyncio.Task[None] | None = None
@@ -229,6 +233,7 @@ class RuntimeProcess:
             handle = ChildHandle(cid=header["cid"], flavor=header["flavor"], job_w=fds[0], res_r=fds[1])
             self._idle[handle.flavor].append(handle)
             self._running[handle.cid] = handle  # known: its exit status must reach it
+            self._assign_preloads(handle.flavor)
             waiters = self._waiters[handle.flavor]
             while waiters:
                 waiter = waiters.popleft()
@@ -278,13 +283,22 @@ class RuntimeProcess:
             asyncio.get_running_loop().remove_writer(self._sock.fileno())
 
     # -- children --------------------------------------------------------------------------------------
-    def try_take_child(self, flavor: str) -> ChildHandle | None:
-        """An idle execution process of ``flavor`` if one is ready now."""
+    def try_take_child(self, flavor: str, key: Hashable | None = None) -> ChildHandle | None:
+        """An idle execution process of ``flavor`` if one is ready now: one that preloaded ``key`` if there
+        is one, else one that loaded nothing yet."""
+        if not self._alive:
+            return None
         queue = self._idle[flavor]
-        return queue.popleft() if queue and self._alive else None
+        chosen = next((h for h in queue if h.preloaded == key), None) if key is not None else None
+        if chosen is None:
+            chosen = next((h for h in queue if h.preloaded is None), None)
+        if chosen is not None:
+            queue.remove(chosen)
+        return chosen
 
-    async def take_child(self, flavor: str) -> ChildHandle:
-        """The next idle execution process of ``flavor`` (waits for the pool to refill if it is empty).
+    async def take_child(self, flavor: str, key: Hashable | None = None) -> ChildHandle:
+        """The next idle execution process of ``flavor`` (see :meth:`try_take_child`; waits for the pool to
+        refill if it has none, and makes room by dropping one that preloaded other code).
 
         Raises:
             RuntimeDiedError: the runtime exited.
@@ -292,9 +306,12 @@ class RuntimeProcess:
         while True:
             if not self._alive:
                 raise RuntimeDiedError("the sandbox runtime exited")
-            queue = self._idle[flavor]
-            if queue:
-                return queue.popleft()
+            chosen = self.try_take_child(flavor, key)
+            if chosen is not None:
+                return chosen
+            stale = next((h for h in self._idle[flavor] if h.preloaded is not None), None)
+            if stale is not None:
+                self._drop_idle(stale)
             waiter = asyncio.get_running_loop().create_future()
             self._waiters[flavor].append(waiter)
             try:
@@ -302,6 +319,47 @@ class RuntimeProcess:
             finally:
                 with contextlib.suppress(ValueError):
                     self._waiters[flavor].remove(waiter)
+
+    # -- preloading (docs/sandbox.md, "Preloading") ----------------------------------------------------
+    def ran(self, flavor: str, key: Hashable, frame: Callable[[], bytes], cap: int) -> None:
+        """A job of ``key`` ran to its answers. After a streak of such jobs, idle processes of ``flavor``
+        (up to ``cap``, always leaving one that loaded nothing) load its code before their job comes;
+        those that preloaded other code are dropped (the pool refills with fresh ones)."""
+        hot = self._hot.get(flavor)
+        if hot is not None and hot.key == key:
+            hot.streak += 1
+        else:
+            hot = self._hot[flavor] = _Hot(key)
+        if hot.streak < _PRELOAD_STREAK or hot.frame is not None:
+            return
+        hot.frame, hot.cap = frame(), cap
+        for handle in [h for h in self._idle[flavor] if h.preloaded not in (None, key)]:
+            self._drop_idle(handle)
+        self._assign_preloads(flavor)
+
+    def _assign_preloads(self, flavor: str) -> None:
+        hot = self._hot.get(flavor)
+        if hot is None or hot.frame is None or len(hot.frame) > MAX_PRELOAD_FRAME:
+            return
+        queue = self._idle[flavor]
+        plain = [h for h in queue if h.preloaded is None]
+        loaded = sum(1 for h in queue if h.preloaded == hot.key)
+        while len(plain) > 1 and loaded < hot.cap:
+            handle = plain.pop()
+            try:
+                written = os.write(handle.job_w, hot.frame)
+            except OSError:
+                written = -1
+            if written != len(hot.frame):
+                self._drop_idle(handle)
+                continue
+            handle.preloaded = hot.key
+            loaded += 1
+
+    def _drop_idle(self, handle: ChildHandle) -> None:
+        with contextlib.suppress(ValueError):
+            self._idle[handle.flavor].remove(handle)
+        self.release(handle, kill=True, sweep=False)
 
     def release(self, handle: ChildHandle, *, kill: bool, sweep: bool) -> None:
         """Done with ``handle``: close our pipe ends and, with ``kill``, have the zygote kill the process
@@ -320,3 +378,12 @@ class RuntimeProcess:
             log.warning("sandbox.runtime_stderr", line=line.decode(errors="replace").rstrip()[:500])
         await self._proc.stderr.read()
 
+
+@dataclass
+class _Hot:
+    """The code of the latest jobs of one pool: how many ran in a row, and its preload frame once loaded ahead."""
+
+    key: Hashable
+    streak: int = 1
+    frame: bytes | None = None
+    cap: int = 0

@@ -53,6 +53,10 @@ class SandboxSettings(BaseSettings):
 
     pool_size: int = Field(default=4, ge=1, le=256, description="pre-forked idle processes for sync agents")
     async_pool_size: int = Field(default=1, ge=0, le=256, description="idle processes with asyncio loaded")
+    preload: bool = Field(
+        default=True,
+        description="idle processes load the code of a streak of same-agent jobs before their inputs come",
+    )
     max_concurrency: int = Field(default=16, ge=1, le=1024, description="executions running at once")
 
     session_idle_seconds: float = Field(

@@ -43,6 +43,29 @@ def job_frame(job: Job, session: int = 0) -> bytes:
     return framing.encode({"t": "job"}, json_bytes(body))
 
 
+PreloadKey = tuple[str, str, Limits]
+
+
+def preload_key(job: Job) -> PreloadKey:
+    """What a process preloaded for one job can also run for another: the same mode, code and limits."""
+    return job.mode.value, job.code, job.limits
+
+
+def preload_frame(job: Job) -> bytes:
+    """``job`` without its inputs, for an idle process to load before the inputs come (:func:`go_frame`)."""
+    body: dict[str, Any] = {"mode": job.mode.value, "code": job.code, "inputs": [], "limits": job.limits.to_wire()}
+    return framing.encode({"t": "preload"}, json_bytes(body))
+
+
+def go_frame(job: Job) -> bytes:
+    """The inputs of ``job`` for a process that preloaded its code.
+
+    Raises:
+        ValueError: the inputs are not JSON-serialisable.
+    """
+    return framing.encode({"t": "go"}, json_bytes(list(job.inputs)))
+
+
 def more_frame(inputs: list[dict[str, Any]]) -> bytes:
     """Encode further inputs for an open session.
 

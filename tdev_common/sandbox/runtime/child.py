@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from typing import Any, NoReturn
@@ -10,6 +11,7 @@ from . import framing, runner, syscalls
 
 WORK_DIR = "/tmp"
 _KILL_PASSES = 3
+PRELOAD_HEADER = b'{"t":"preload"}'
 ENVIRONMENT = {"HOME": WORK_DIR, "TMPDIR": WORK_DIR, "LANG": "C.UTF-8", "PATH": "/nonexistent"}
 
 
@@ -28,14 +30,30 @@ def serve(config: dict[str, Any], uid: int, job_r: int, res_w: int) -> NoReturn:
     runner.rehearse()
     reporter = runner.prepare(res_w)
     set_batch_scheduling(False)
-    payload = _read_job(job_r)
-    syscalls.set_process_name("tdev-job")
-    runner.run_job(payload, reporter, weak=config["mode"] == "weak", work_dir=work_dir, jobs_fd=job_r)
+    kind, payload = _read_job(job_r)
+    weak = config["mode"] == "weak"
+    if kind == "preload":
+        _run_preloaded(payload, reporter, weak=weak, work_dir=work_dir, jobs_fd=job_r)
+    else:
+        syscalls.set_process_name("tdev-job")
+        runner.run_job(payload, reporter, weak=weak, work_dir=work_dir, jobs_fd=job_r)
     # The job ended with ``done`` and a closed pipe, which is what the service waits for; it kills us
     # then. Frames agent code wrote itself before ours make the job invalid, and if agent code closed or
     # swapped the pipe, there is no ``done``: the exit status decides. A session ends when the service
     # closes its job pipe (it kills us then too).
     os._exit(0)
+
+
+def _run_preloaded(payload: bytes, reporter: runner.Reporter, *, weak: bool, work_dir: str, jobs_fd: int) -> None:
+    """Load the agent of ``payload`` (a job without inputs) while this process waits in the pool, then run
+    the inputs of the ``go`` frame that follows as :func:`runner.run_job` would (docs/sandbox.md,
+    "Preloading"). The module body runs under the job's limits, in the process that runs its inputs; a load
+    failure is reported when they come, as without preloading. ``jobs_fd`` is closed before any input runs."""
+    loaded = runner.load_job(json.loads(payload), reporter, weak=weak, work_dir=work_dir)
+    inputs = runner.read_go(jobs_fd)
+    if inputs:
+        syscalls.set_process_name("tdev-job")
+        runner.run_loaded(loaded, inputs, session=0, jobs_fd=-1)
 
 
 def set_batch_scheduling(batch: bool) -> None:
@@ -170,11 +188,12 @@ def _effective_caps() -> int:
     return int(status[start + 7 :].split(None, 1)[0], 16) if start >= 0 else -1
 
 
-def _read_job(fd: int) -> bytes:
+def _read_job(fd: int) -> tuple[str, bytes]:
+    """The first frame: its kind (``job``, or ``preload``: a job whose inputs follow later) and payload."""
     frame = framing.read_frame(fd)
     if frame is None:
         os._exit(0)  # the zygote went away before giving us a job
-    return frame[1]
+    return ("preload" if frame[0] == PRELOAD_HEADER else "job"), frame[1]
 
 
 def kill_uid(uid: int) -> NoReturn:

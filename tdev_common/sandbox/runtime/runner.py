@@ -62,7 +62,7 @@ class _Capture(io.TextIOBase):
         return text, truncated
 
 
-class _Reporter:
+class Reporter:
     """Writes the runtime's frames. Each result names its input's index: the service takes exactly one
     result per input, in order, and treats anything else on the pipe as the agent's invalid output."""
 
@@ -178,11 +178,20 @@ def _apply_limits(limits: dict[str, Any]) -> None:
         resource.setrlimit(name, (value, value))
 
 
+def _load_budget(limits: dict[str, Any]) -> None:
+    """A CPU cap of one stage for loading the agent (the hard cap stays as inherited until the number of
+    inputs, and so the whole job's budget, is known)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    soft = math.ceil(float(limits["cpu_seconds"]))
+    resource.setrlimit(resource.RLIMIT_CPU, (soft if hard == resource.RLIM_INFINITY else min(soft, hard), hard))
+
+
 def _cpu_budget(limits: dict[str, Any], n_inputs: int) -> Callable[[], None]:
     """Set a hard CPU cap for the whole job and return a function granting each stage its own budget."""
     per_stage = float(limits["cpu_seconds"])
     hard = math.ceil(per_stage * (n_inputs + 1)) + 1
-    resource.setrlimit(resource.RLIMIT_CPU, (min(hard, math.ceil(per_stage)), hard))
+    soft, _ = resource.getrlimit(resource.RLIMIT_CPU)
+    resource.setrlimit(resource.RLIMIT_CPU, (min(hard, soft), hard))
 
     def next_stage() -> None:
         usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -226,17 +235,17 @@ def _inspection(cls: type, instance: Any) -> dict[str, Any]:
     return {"class_name": cls.__name__, "capabilities": capabilities, "methods": methods, "async_execute": is_async}
 
 
-def prepare(res_fd: int) -> _Reporter:
+def prepare(res_fd: int) -> Reporter:
     """What does not depend on the job, done while the process waits in the pool: the reporter on ``res_fd``
     and the captured standard streams."""
-    reporter = _Reporter(res_fd)
+    reporter = Reporter(res_fd)
     sys.stdout = sys.__stdout__ = reporter.out  # type: ignore[misc,assignment]
     sys.stderr = sys.__stderr__ = reporter.err  # type: ignore[misc,assignment]
     sys.stdin = sys.__stdin__ = io.StringIO()  # type: ignore[misc,assignment]
     return reporter
 
 
-def run_job(payload: bytes, reporter: _Reporter, *, weak: bool, work_dir: str, jobs_fd: int = -1) -> None:
+def run_job(payload: bytes, reporter: Reporter, *, weak: bool, work_dir: str, jobs_fd: int = -1) -> None:
     """Run the job described by ``payload`` and write one frame per input through ``reporter`` (or one
     ``fatal`` frame if the class cannot be loaded), then ``done``, and close the pipe; the caller then exits.
 
@@ -245,32 +254,83 @@ def run_job(payload: bytes, reporter: _Reporter, *, weak: bool, work_dir: str, j
     end-of-file without ``done`` (the service takes a session's answers one by one and kills the process
     when it closes the session). Any other job closes ``jobs_fd`` before agent code loads."""
     job = json.loads(payload)
-    limits: dict[str, Any] = job["limits"]
-    inputs: list[Any] = job["inputs"]
     session = int(job.get("session") or 0)
     if not session and jobs_fd >= 0:
         os.close(jobs_fd)
-    me = os.getpid()
+    loaded = load_job(job, reporter, weak=weak, work_dir=work_dir)
+    run_loaded(loaded, job["inputs"], session=session, jobs_fd=jobs_fd)
+
+
+def read_go(jobs_fd: int) -> list[Any]:
+    """The inputs of a preloaded job (its ``go`` frame), read from ``jobs_fd``, which is then closed; none if
+    the service dropped this process instead (its code went cold) or sent something else."""
+    frame = framing.read_frame(jobs_fd)
+    os.close(jobs_fd)
+    if frame is None:
+        return []
+    inputs = json.loads(frame[1])
+    return inputs if isinstance(inputs, list) else []
+
+
+class Loaded:
+    """A job's agent, loaded: its instance, or the exception loading raised."""
+
+    def __init__(self, job: dict[str, Any], reporter: Reporter, limits: dict[str, Any]) -> None:
+        self.job = job
+        self.reporter = reporter
+        self.limits = limits
+        self.me = os.getpid()
+        self.cls: type | None = None
+        self.instance: Any = None
+        self.failure: BaseException | None = None
+
+
+def load_job(job: dict[str, Any], reporter: Reporter, *, weak: bool, work_dir: str) -> Loaded:
+    """Apply the job's limits and load its agent class and instance (the CPU budget of this first stage is
+    one ``cpu_seconds``; the rest is granted by :func:`run_loaded` once the number of inputs is known)."""
+    limits: dict[str, Any] = job["limits"]
+    loaded = Loaded(job, reporter, limits)
     reporter.configure(limits)
     _apply_limits(limits)
-    next_stage = _cpu_budget(limits, max(session, len(inputs)))
+    _load_budget(limits)
     if weak:
         weak_guard.install(work_dir)
     try:
-        cls = load_agent(job["code"])
-        instance = cls()
-        if job["mode"] == "inspect":
-            body = reporter.output_body(_inspection(cls, instance))
-            _check_pid(me)
-            reporter.send("result", body, 0, last=True)
-            return
-    except MemoryError:
+        loaded.cls = load_agent(job["code"])
+        loaded.instance = loaded.cls()
+    except BaseException as exc:  # reported with the inputs, as a fatal frame
+        loaded.failure = exc
+    return loaded
+
+
+def run_loaded(loaded: Loaded, inputs: list[Any], *, session: int, jobs_fd: int) -> None:
+    """Run ``inputs`` on a loaded agent (or report why it could not load); see :func:`run_job`."""
+    reporter, me, job = loaded.reporter, loaded.me, loaded.job
+    next_stage = _cpu_budget(loaded.limits, max(session, len(inputs)))
+    if isinstance(loaded.failure, MemoryError):
         _check_pid(me)
         reporter.write(reporter.memory_fatal, close=True)
         return
-    except BaseException as exc:
+    if loaded.failure is not None:
+        exc, loaded.failure = loaded.failure, None
         _check_pid(me)
         reporter.send("fatal", reporter.error_body(exc), last=True)
+        return
+    cls, instance = loaded.cls, loaded.instance
+    assert cls is not None
+    if job["mode"] == "inspect":
+        try:
+            body = reporter.output_body(_inspection(cls, instance))
+        except MemoryError:
+            _check_pid(me)
+            reporter.write(reporter.memory_fatal, close=True)
+            return
+        except BaseException as exc:
+            _check_pid(me)
+            reporter.send("fatal", reporter.error_body(exc), last=True)
+            return
+        _check_pid(me)
+        reporter.send("result", body, 0, last=True)
         return
     _check_pid(me)
     if len(inputs) > 1 or session:  # tells the zygote a later crash concerns one input, not the whole batch
@@ -293,7 +353,7 @@ def run_job(payload: bytes, reporter: _Reporter, *, weak: bool, work_dir: str, j
 class _Runs:
     """Runs inputs on one instance of the agent class (one event loop for an async ``execute``)."""
 
-    def __init__(self, instance: Any, reporter: _Reporter, me: int) -> None:
+    def __init__(self, instance: Any, reporter: Reporter, me: int) -> None:
         self.instance = instance
         self.reporter = reporter
         self.me = me
@@ -345,7 +405,7 @@ def rehearse() -> None:
     """Walk a built-in agent through the job path (no limits, nothing sent) so the copy-on-write page faults
     and first-use costs after fork are paid while the process waits in the pool, not during the job."""
     job = json.loads(json.dumps({"mode": "run", "code": _REHEARSAL_CODE, "inputs": [{"a": [1, "b"]}]}))
-    reporter = _Reporter(-1)
+    reporter = Reporter(-1)
     reporter.configure(_REHEARSAL_LIMITS)
     cls = load_agent(job["code"])
     result = cls().execute(job["inputs"][0])
