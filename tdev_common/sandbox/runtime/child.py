@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 from typing import Any, NoReturn
 
@@ -27,13 +28,17 @@ def serve(config: dict[str, Any], uid: int, job_r: int, res_w: int) -> NoReturn:
     _install_seccomp(config)
     if work_dir != WORK_DIR:  # weak mode: the zygote's environment names the namespace mode's work dir
         os.environ["TMPDIR"] = os.environ["HOME"] = work_dir
-    runner.rehearse()
+    # A process whose job (or what to preload) came while it was being set up skips the rehearsal: the job
+    # would only wait for it, and a preload pays the same first-use costs on the agent's own code.
+    rehearsed = not _frame_waiting(job_r)
+    if rehearsed:
+        runner.rehearse()
     reporter = runner.prepare(res_w)
     set_batch_scheduling(False)
     kind, payload = _read_job(job_r)
     weak = config["mode"] == "weak"
     if kind == "preload":
-        _run_preloaded(payload, reporter, weak=weak, work_dir=work_dir, jobs_fd=job_r)
+        _run_preloaded(payload, reporter, weak=weak, work_dir=work_dir, jobs_fd=job_r, rehearsed=rehearsed)
     else:
         syscalls.set_process_name("tdev-job")
         runner.run_job(payload, reporter, weak=weak, work_dir=work_dir, jobs_fd=job_r)
@@ -44,12 +49,16 @@ def serve(config: dict[str, Any], uid: int, job_r: int, res_w: int) -> NoReturn:
     os._exit(0)
 
 
-def _run_preloaded(payload: bytes, reporter: runner.Reporter, *, weak: bool, work_dir: str, jobs_fd: int) -> None:
+def _run_preloaded(
+    payload: bytes, reporter: runner.Reporter, *, weak: bool, work_dir: str, jobs_fd: int, rehearsed: bool
+) -> None:
     """Load the agent of ``payload`` (a job without inputs) while this process waits in the pool, then run
     the inputs of the ``go`` frame that follows as :func:`runner.run_job` would (docs/sandbox.md,
     "Preloading"). The module body runs under the job's limits, in the process that runs its inputs; a load
     failure is reported when they come, as without preloading. ``jobs_fd`` is closed before any input runs."""
     loaded = runner.load_job(json.loads(payload), reporter, weak=weak, work_dir=work_dir)
+    if not rehearsed:
+        runner.rehearse(load=False)  # the answer's path: the load just paid for its own
     inputs = runner.read_go(jobs_fd)
     if inputs:
         syscalls.set_process_name("tdev-job")
@@ -186,6 +195,10 @@ def _effective_caps() -> int:
         os.close(fd)
     start = status.find(b"CapEff:")
     return int(status[start + 7 :].split(None, 1)[0], 16) if start >= 0 else -1
+
+
+def _frame_waiting(fd: int) -> bool:
+    return bool(select.select([fd], [], [], 0)[0])
 
 
 def _read_job(fd: int) -> tuple[str, bytes]:

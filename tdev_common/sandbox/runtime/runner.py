@@ -401,12 +401,17 @@ class Rehearsal:
 _REHEARSAL_LIMITS = {"max_stdout_bytes": 16, "max_output_bytes": 1 << 20}
 
 
-def rehearse() -> None:
+def rehearse(*, load: bool = True) -> None:
     """Walk a built-in agent through the job path (no limits, nothing sent) so the copy-on-write page faults
-    and first-use costs after fork are paid while the process waits in the pool, not during the job."""
+    and first-use costs after fork are paid while the process waits in the pool, not during the job; without
+    ``load``, only the path of an answer (in a process that preloaded its agent)."""
     job = json.loads(json.dumps({"mode": "run", "code": _REHEARSAL_CODE, "inputs": [{"a": [1, "b"]}]}))
     reporter = Reporter(-1)
     reporter.configure(_REHEARSAL_LIMITS)
+    if not load:
+        framing.encode({"t": "result", "i": 0}, reporter.output_body({"echo": job["inputs"][0]}))
+        reporter.memory_frame(0, last=True)
+        return
     cls = load_agent(job["code"])
     result = cls().execute(job["inputs"][0])
     isinstance(result, types.CoroutineType) or hasattr(result, "__await__")
