@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import compileall
+import contextlib
 import json
 import os
 import socket
@@ -34,6 +36,15 @@ EXEC_UID_OFFSET = 1000
 # Code whose execution ended this way loaded fine and in time; only such code is loaded ahead.
 _PRELOADABLE = frozenset({OutcomeKind.OK, OutcomeKind.ERROR, OutcomeKind.INVALID_OUTPUT})
 _PRELOAD_MAX_SECONDS = 1.0
+
+
+def compile_runtime() -> None:
+    """Write the runtime's bytecode next to it if it is missing or stale (best effort: the directory may be
+    read-only). The runtime runs with ``-B`` and never writes it itself; without it, every runtime start
+    compiles its modules, and the compiler's garbage stays in the zygote's memory: about 1.2 MB more in every
+    forker and execution process, which each fork copies the page tables of and each exit tears down."""
+    with contextlib.suppress(OSError):
+        compileall.compile_dir(RUNTIME_DIR, quiet=2, workers=1)
 
 
 def python_executable(settings: SandboxSettings) -> str:
@@ -94,6 +105,7 @@ class LocalBackend(SandboxBackend, abc.ABC):
             self._process = await self._spawn()
 
     async def _spawn(self) -> RuntimeProcess:
+        await asyncio.to_thread(compile_runtime)
         process = RuntimeProcess(self.argv, self.runtime_config(), start_timeout=self.settings.start_timeout_seconds)
         info = await process.start()
         log.info("sandbox.runtime_started", backend=self.name, launcher_pid=process.pid, **info)
