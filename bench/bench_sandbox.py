@@ -4,7 +4,10 @@ Floors: a bare fork of a warm idle process that runs a trivial function and retu
 a ``python -I -S -c pass`` subprocess. The no-op and the fork floor are sampled back to back (the pool drains:
 each call waits for its process to be made) and paced (a call every 5 ms: each finds one ready); paced, also
 with preloading off (docs/sandbox.md, "Preloading"), its baseline. Also printed (no target): the no-op in a
-warm session, the opt-in reuse of one process for many inputs (docs/sandbox.md, "Sessions").
+warm session, the opt-in reuse of one process for many inputs (docs/sandbox.md, "Sessions"), and an 85-line
+agent importing dataclasses, paced with preloading off, with its bytecode from the service and its modules
+preloaded, against a process that compiles it and imports its modules itself (docs/sandbox.md, "Agent
+bytecode" and "Preloaded modules").
 
 Targets (2-core machine, full isolation): no-op median at most 1.5x the fork floor, back to back and paced
 (issue 17), p99 at most 10 ms, at least 400 executions/s at concurrency 2.
@@ -38,6 +41,94 @@ class Noop:
     def get_capabilities(self):
         return {}
 """
+
+# What a user's agent looks like more often than a no-op: helpers, a dataclass, a few methods (85 lines).
+TYPICAL_AGENT = """
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+
+_WORD = re.compile(r"[A-Za-z']+")
+STOP_WORDS = frozenset("a an and are as at be by for from has in is it of on or that the to was were will with".split())
+
+
+@dataclass
+class Summary:
+    words: int = 0
+    sentences: int = 0
+    top: list[tuple[str, int]] = field(default_factory=list)
+    longest: str = ""
+
+    def as_dict(self) -> dict:
+        return {"words": self.words, "sentences": self.sentences, "top": self.top, "longest": self.longest}
+
+
+def split_sentences(text: str) -> list[str]:
+    parts, current = [], []
+    for char in text:
+        current.append(char)
+        if char in ".!?":
+            sentence = "".join(current).strip()
+            if sentence:
+                parts.append(sentence)
+            current = []
+    rest = "".join(current).strip()
+    if rest:
+        parts.append(rest)
+    return parts
+
+
+def keywords(words: list[str], limit: int) -> list[tuple[str, int]]:
+    counts = Counter(w.lower() for w in words if w.lower() not in STOP_WORDS and len(w) > 2)
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:limit]
+
+
+class TextSummariser:
+    \"\"\"Counts words and sentences and names the most frequent keywords of a text.\"\"\"
+
+    def __init__(self) -> None:
+        self.limit = 5
+
+    def validate(self, inputs: dict) -> str:
+        text = inputs.get("text", "")
+        if not isinstance(text, str):
+            raise TypeError("text must be a string")
+        limit = inputs.get("limit", self.limit)
+        if not isinstance(limit, int) or limit < 1:
+            raise ValueError("limit must be a positive integer")
+        self.limit = limit
+        return text
+
+    def execute(self, inputs: dict) -> dict:
+        text = self.validate(inputs)
+        words = _WORD.findall(text)
+        sentences = split_sentences(text)
+        summary = Summary(
+            words=len(words),
+            sentences=len(sentences),
+            top=keywords(words, self.limit),
+            longest=max(sentences, key=len) if sentences else "",
+        )
+        return summary.as_dict()
+
+    def get_capabilities(self) -> dict:
+        return {
+            "name": "text_summariser",
+            "description": "word and sentence counts and the top keywords of a text",
+            "inputs": {"text": "string", "limit": "integer (default 5)"},
+            "outputs": {"words": "integer", "sentences": "integer", "top": "list", "longest": "string"},
+        }
+
+    def describe(self) -> str:
+        return f"{type(self).__name__} (top {self.limit})"
+
+    def reset(self) -> None:
+        self.limit = 5
+
+    def __repr__(self) -> str:
+        return self.describe()
+"""
+TYPICAL_INPUT = {"text": "The sandbox runs every agent in a fresh process. A fresh process is safe. Is it fast?"}
 
 # A warm, idle process that forks one child per request; the child runs a trivial function and writes
 # JSON straight to the benchmark over a pipe. This is the floor for "a fresh process per execution".
@@ -111,13 +202,23 @@ async def session_sample(session: SandboxSession) -> float:
     return elapsed
 
 
-async def latencies(sandbox: Sandbox, cold: Sandbox, runs: int, block: int = 50) -> dict[str, list[float]]:
+async def typical_sample(sandbox: Sandbox) -> float:
+    start = time.perf_counter()
+    outcome = await sandbox.run(TYPICAL_AGENT, TYPICAL_INPUT)
+    elapsed = time.perf_counter() - start
+    if not outcome.ok:
+        raise SystemExit(f"typical agent failed: {outcome}")
+    return elapsed
+
+
+async def latencies(sandbox: Sandbox, cold: Sandbox, compiling: Sandbox, runs: int,
+                    block: int = 50) -> dict[str, list[float]]:
     """Samples of each in alternating blocks, so that load from other processes on this shared machine
     hits them alike; a pause after each sandbox block lets its pool refill settle before the floors run."""
     server = ForkServer()
     session = sandbox.session(NOOP_AGENT)
     samples: dict[str, list[float]] = {"fork": [], "noop": [], "interp": [], "session": [], "fork_paced": [],
-                                       "noop_paced": [], "cold_paced": []}
+                                       "noop_paced": [], "cold_paced": [], "typical": [], "typical_compiled": []}
     try:
         for _ in range(5):  # warm-up
             server.sample()
@@ -138,6 +239,13 @@ async def latencies(sandbox: Sandbox, cold: Sandbox, runs: int, block: int = 50)
             for _ in range(block // 2):
                 await asyncio.sleep(PACE)
                 samples["cold_paced"].append(await sandbox_sample(cold))
+            for _ in range(block // 5):
+                await asyncio.sleep(PACE)
+                samples["typical"].append(await typical_sample(cold))
+            await asyncio.sleep(0.05)
+            for _ in range(block // 5):
+                await asyncio.sleep(PACE)
+                samples["typical_compiled"].append(await typical_sample(compiling))
     finally:
         session.close()
         server.close()
@@ -176,13 +284,17 @@ async def main() -> int:
     out = report.Report("sandbox", strict=args.strict)
 
     settings = SandboxSettings()
-    async with await Sandbox.start(settings) as sandbox, await Sandbox.start(
-        settings.model_copy(update={"preload": False})
-    ) as cold:
+    async with (
+        await Sandbox.start(settings) as sandbox,
+        await Sandbox.start(settings.model_copy(update={"preload": False})) as cold,
+        await Sandbox.start(
+            settings.model_copy(update={"preload": False, "bytecode": False, "preload_modules": ""})
+        ) as compiling,
+    ):
         print(f"isolation: {sandbox.isolation['summary']}")
         await asyncio.sleep(0.5)
         load_before = os.getloadavg()[0]
-        samples = await latencies(sandbox, cold, args.runs)
+        samples = await latencies(sandbox, cold, compiling, args.runs)
         rate = await sandbox_throughput(sandbox, 2, args.seconds)
 
     print()
@@ -197,11 +309,15 @@ async def main() -> int:
     fork_paced, _ = line(f"floor, paced (a call every {PACE * 1000:g} ms)", samples["fork_paced"])
     noop_paced, _ = line(f"sandbox no-op, paced (a call every {PACE * 1000:g} ms)", samples["noop_paced"])
     cold_paced, _ = line("sandbox no-op, paced, preloading off", samples["cold_paced"])
+    typical, _ = line("85-line agent, paced, preloading off", samples["typical"])
+    typical_compiled, _ = line("... compiling and importing in its process", samples["typical_compiled"])
     print(f"{'sandbox: executions/s at concurrency 2':<44} {rate:8.1f} /s")
     print()
     out.check("no-op / fork floor (median), back to back", noop_median / fork_median, "<=", 1.5)
     out.check("no-op / fork floor (median), paced", noop_paced / fork_paced, "<=", 1.5)
     out.info("paced no-op, preloading on / off (median)", f"{noop_paced / cold_paced:.2f}x")
+    out.info("85-line agent importing dataclasses, bytecode and preloaded modules / compiling and importing "
+             "in its process (median)", f"{typical / typical_compiled:.2f}x")
     out.info("no-op / interpreter floor (median)", f"{noop_median / interp_median:.2f}x")
     out.info("no-op in a warm session / fork floor (median)",
              f"{session_median / fork_median:.2f}x (one process for many inputs: not isolated from each other)")

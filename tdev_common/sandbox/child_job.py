@@ -43,7 +43,10 @@ class ChildJob:
     async def run(self) -> list[Outcome]:
         limits = self.job.limits
         backstop = limits.timeout_seconds * (len(self.job.inputs) + 1) + self.grace
-        frame = wire.go_frame(self.job) if self.handle.preloaded is not None else wire.job_frame(self.job)
+        if self.handle.preloaded is not None:
+            frame = wire.go_frame(self.job)
+        else:
+            frame = wire.job_frame(self.job, bytecode=self.process.compiled(self.job.code))
         self.started = time.monotonic()
         self.timer = self.loop.call_later(limits.timeout_seconds, self._on_timeout)
         self.reader.start()

@@ -59,7 +59,8 @@ class ChildSession(SessionCounts):
         """
         self.admit(inputs)
         try:
-            frame = (wire.job_frame(dataclasses.replace(self.job, inputs=inputs), self.max_inputs) if self.sent == 0
+            frame = (wire.job_frame(dataclasses.replace(self.job, inputs=inputs), self.max_inputs,
+                                    self.process.compiled(self.job.code)) if self.sent == 0
                      else wire.more_frame(inputs))
         except ValueError:
             if self.sent == 0:  # a session that never started has nothing to keep

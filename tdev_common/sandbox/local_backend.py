@@ -24,7 +24,7 @@ from .child_session import ChildSession
 from .errors import SandboxClosedError, SandboxError
 from .outcome import Outcome, OutcomeKind
 from .runtime import framing
-from .runtime_process import ChildHandle, RuntimeDiedError, RuntimeProcess
+from .runtime_process import MAX_PRELOAD_FRAME, ChildHandle, RuntimeDiedError, RuntimeProcess
 from .settings import SandboxSettings
 
 log = structlog.get_logger(__name__)
@@ -58,6 +58,7 @@ class LocalBackend(SandboxBackend, abc.ABC):
     def __init__(self, settings: SandboxSettings) -> None:
         super().__init__(settings)
         self._process: RuntimeProcess | None = None
+        self._preloaded_modules = settings.preloaded_modules
         self._lock = asyncio.Lock()
         self._closed = False
 
@@ -106,7 +107,9 @@ class LocalBackend(SandboxBackend, abc.ABC):
 
     async def _spawn(self) -> RuntimeProcess:
         await asyncio.to_thread(compile_runtime)
-        process = RuntimeProcess(self.argv, self.runtime_config(), start_timeout=self.settings.start_timeout_seconds)
+        config = {**self.runtime_config(), "bytecode": self.settings.bytecode,
+                  "preload_modules": sorted(self._preloaded_modules)}
+        process = RuntimeProcess(self.argv, config, start_timeout=self.settings.start_timeout_seconds)
         info = await process.start()
         log.info("sandbox.runtime_started", backend=self.name, launcher_pid=process.pid, **info)
         if str(info.get("seccomp", "")).startswith("unavailable"):
@@ -130,7 +133,7 @@ class LocalBackend(SandboxBackend, abc.ABC):
             return self._process
 
     def _flavor(self, job: Job) -> str:
-        return wire.flavor(job) if self.settings.async_pool_size > 0 else "sync"
+        return wire.flavor(job, self._preloaded_modules) if self.settings.async_pool_size > 0 else "sync"
 
     async def _take_child(self, job: Job, key: Hashable | None = None) -> tuple[RuntimeProcess, ChildHandle]:
         flavor = self._flavor(job)
@@ -160,7 +163,7 @@ class LocalBackend(SandboxBackend, abc.ABC):
         ):
             flavor = self._flavor(job)
             pool = self.settings.pool_size if flavor == "sync" else self.settings.async_pool_size
-            process.ran(flavor, key, lambda: wire.preload_frame(job), cap=pool - 1)
+            process.ran(flavor, key, lambda: _preload_frame(process, job), cap=pool - 1)
         return outcomes
 
     async def open_session(self, job: Job, *, idle_seconds: float, max_inputs: int) -> ChildSession | None:
@@ -174,6 +177,13 @@ class LocalBackend(SandboxBackend, abc.ABC):
             if self._process is not None:
                 await self._process.close()
                 self._process = None
+
+
+def _preload_frame(process: RuntimeProcess, job: Job) -> bytes:
+    """With the bytecode while that fits the size a preload may have, else with the source alone."""
+    bytecode = process.compiled(job.code)
+    frame = wire.preload_frame(job, bytecode)
+    return wire.preload_frame(job) if bytecode is not None and len(frame) > MAX_PRELOAD_FRAME else frame
 
 
 def probe_runtime(backend: LocalBackend) -> Probe:

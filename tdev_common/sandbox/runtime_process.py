@@ -18,6 +18,7 @@ from typing import Any
 
 import structlog
 
+from . import agent_bytecode
 from .errors import SandboxError, SandboxStartError
 from .runtime import framing
 
@@ -91,6 +92,13 @@ class RuntimeProcess:
         self._closing = False
         self._stderr_task: asyncio.Task[None] | None = None
         self.info: dict[str, Any] = {}
+
+    def compiled(self, code: str) -> str | None:
+        """``code`` compiled for this runtime's interpreter, or None: the execution process compiles it
+        (bytecode is off, or the runtime runs another Python version)."""
+        if not self._config.get("bytecode") or self.info.get("bytecode_magic") != agent_bytecode.MAGIC:
+            return None
+        return agent_bytecode.compiled(code)
 
     # -- start and stop --------------------------------------------------------------------------------
     async def start(self) -> dict[str, Any]:

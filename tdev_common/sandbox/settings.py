@@ -8,6 +8,13 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
+# Standard-library modules agents commonly import that the lean pool does not have, each 0.5-7.5 ms to
+# import in a fresh process here (docs/sandbox.md, "Preloaded modules"); none keeps state a fork would share
+# (random reseeds itself in every child).
+DEFAULT_PRELOAD_MODULES = (
+    "base64,bisect,calendar,copy,csv,dataclasses,datetime,decimal,difflib,fractions,hashlib,heapq,html,inspect,"
+    "pathlib,pprint,random,statistics,string,unicodedata,urllib.parse,uuid,zlib"
+)
 
 
 class SandboxSettings(BaseSettings):
@@ -52,10 +59,24 @@ class SandboxSettings(BaseSettings):
     )
 
     pool_size: int = Field(default=4, ge=1, le=256, description="pre-forked idle processes for sync agents")
-    async_pool_size: int = Field(default=1, ge=0, le=256, description="idle processes with asyncio loaded")
+    async_pool_size: int = Field(
+        default=2, ge=0, le=256,
+        description="idle processes with asyncio and preload_modules loaded (async agents, and agents importing those)",
+    )
+    preload_modules: str = Field(
+        default=DEFAULT_PRELOAD_MODULES,
+        description=(
+            "modules imported once, before forking, by the async pool (comma-separated): an agent importing one "
+            "runs there without paying for the import (docs/sandbox.md)"
+        ),
+    )
     preload: bool = Field(
         default=True,
         description="idle processes load the code of a streak of same-agent jobs before their inputs come",
+    )
+    bytecode: bool = Field(
+        default=True,
+        description="the service compiles agent code once and processes unmarshal it instead of compiling it",
     )
     max_concurrency: int = Field(default=16, ge=1, le=1024, description="executions running at once")
 
@@ -85,6 +106,11 @@ class SandboxSettings(BaseSettings):
     extra_read_only_paths: tuple[str, ...] = Field(default=(), description="more host paths visible read-only")
     start_timeout_seconds: float = Field(default=15.0, gt=0, description="longest wait for the zygote to start")
     grace_seconds: float = Field(default=2.0, gt=0, description="service-side backstop beyond a deadline")
+
+    @property
+    def preloaded_modules(self) -> frozenset[str]:
+        """``preload_modules`` split on commas, blanks dropped."""
+        return frozenset(part.strip() for part in self.preload_modules.split(",") if part.strip())
 
     @property
     def remote_worker_addresses(self) -> tuple[str, ...]:

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
 from typing import Any
 
+from .agent_bytecode import MAGIC
 from .backend import Job
 from .limits import Limits
 from .outcome import ErrorInfo, Outcome, OutcomeKind
 from .runtime import framing
 
-# Only routes the job to a pool with asyncio preloaded; a miss costs speed, never correctness.
+# Only route a job to the pool with asyncio and the preload modules loaded; a miss costs speed, never
+# correctness (and a string that looks like an import, at worst a slightly dearer fork).
 _ASYNC_EXECUTE = re.compile(r"async\s+def\s+execute\b")
+_IMPORT = re.compile(r"^[ \t]*(?:from[ \t]+([\w.]+)[ \t]+import\b|import[ \t]+([\w.]+(?:[ \t]*,[ \t]*[\w.]+)*))", re.M)
+_AS = re.compile(r"[ \t]+as[ \t]+\w+")
 _MAX_TEXT = 1 << 20
 _MAX_DETAIL = 4000
 _DEFAULT_DETAIL = {OutcomeKind.MEMORY_EXCEEDED: "memory limit exceeded"}
@@ -24,23 +29,52 @@ def max_result_frame(limits: Limits) -> int:
     return limits.max_output_bytes + 24 * limits.max_stdout_bytes + 64 * 1024
 
 
-def flavor(job: Job) -> str:
-    """Which pool should run ``job``: ``async`` has asyncio preloaded."""
-    return "async" if _ASYNC_EXECUTE.search(job.code) else "sync"
+def flavor(job: Job, preloaded: frozenset[str] = frozenset()) -> str:
+    """Which pool should run ``job``: ``async`` has asyncio and the ``preloaded`` modules loaded."""
+    if _ASYNC_EXECUTE.search(job.code):
+        return "async"
+    return "async" if preloaded and any(_preloaded(name, preloaded) for name in imported_modules(job.code)) else "sync"
 
 
-def job_frame(job: Job, session: int = 0) -> bytes:
+@functools.lru_cache(maxsize=256)
+def imported_modules(code: str) -> frozenset[str]:
+    """The modules ``code`` names in ``import`` statements (a quick scan of its lines, not a parse)."""
+    names: set[str] = set()
+    for match in _IMPORT.finditer(_AS.sub("", code)):
+        if match.group(1):
+            names.add(match.group(1))
+        else:
+            names.update(part.strip() for part in match.group(2).split(","))
+    return frozenset(names)
+
+
+def _preloaded(name: str, preloaded: frozenset[str]) -> bool:
+    """``import urllib.parse``, ``from urllib.parse import x`` and ``from urllib import parse`` all use
+    ``urllib.parse``."""
+    return name in preloaded or any(module.startswith(name + ".") for module in preloaded)
+
+
+def job_frame(job: Job, session: int = 0, bytecode: str | None = None) -> bytes:
     """Encode ``job`` for an execution process; ``session`` > 0 opens a session that may take that many
-    inputs in all (the rest come in :func:`more_frame` frames).
+    inputs in all (the rest come in :func:`more_frame` frames); ``bytecode`` is its code compiled for the
+    runtime's interpreter (:func:`tdev_common.sandbox.agent_bytecode.compiled`), or None to have it compiled there.
 
     Raises:
         ValueError: the inputs are not JSON-serialisable.
     """
-    body: dict[str, Any] = {"mode": job.mode.value, "code": job.code, "inputs": list(job.inputs),
-                            "limits": job.limits.to_wire()}
+    body = _program(job, bytecode)
+    body["inputs"] = list(job.inputs)
     if session:
         body["session"] = session
     return framing.encode({"t": "job"}, json_bytes(body))
+
+
+def _program(job: Job, bytecode: str | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"mode": job.mode.value, "code": job.code, "inputs": [], "limits": job.limits.to_wire()}
+    if bytecode is not None:
+        body["bytecode"] = bytecode
+        body["magic"] = MAGIC
+    return body
 
 
 PreloadKey = tuple[str, str, Limits]
@@ -51,10 +85,9 @@ def preload_key(job: Job) -> PreloadKey:
     return job.mode.value, job.code, job.limits
 
 
-def preload_frame(job: Job) -> bytes:
+def preload_frame(job: Job, bytecode: str | None = None) -> bytes:
     """``job`` without its inputs, for an idle process to load before the inputs come (:func:`go_frame`)."""
-    body: dict[str, Any] = {"mode": job.mode.value, "code": job.code, "inputs": [], "limits": job.limits.to_wire()}
-    return framing.encode({"t": "preload"}, json_bytes(body))
+    return framing.encode({"t": "preload"}, json_bytes(_program(job, bytecode)))
 
 
 def go_frame(job: Job) -> bytes:

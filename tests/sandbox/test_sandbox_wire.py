@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tdev_common.sandbox import OutcomeKind
+from tdev_common.sandbox import Job, JobMode, Limits, OutcomeKind, wire
+from tdev_common.sandbox.settings import DEFAULT_PRELOAD_MODULES
 from tdev_common.sandbox.wire import outcome_from_child
 
 pytestmark = pytest.mark.unit
@@ -62,3 +63,28 @@ def test_diagnostic_texts_are_kept_with_nul_and_surrogates_replaced() -> None:
 
     assert outcome.error is not None and outcome.error.message == "a\ufffdb\ufffd"
     assert outcome.stdout == "x\ufffd"
+
+
+@pytest.mark.parametrize(
+    ("code", "imported"),
+    [("import a, b.c as d,e\n", {"a", "b.c", "e"}),
+     ("from x.y import (z,\n   w)\n", {"x.y"}),
+     ("  import q\n", {"q"}),
+     ("# import commented\nx = 'import nothing'\n", set()),
+     ("from . import sibling\n", {"."})],
+)
+def test_imports_are_read_from_the_source(code: str, imported: set[str]) -> None:
+    assert wire.imported_modules(code) == imported
+
+
+def test_jobs_are_routed_by_what_they_import() -> None:
+    preloaded = frozenset(DEFAULT_PRELOAD_MODULES.split(","))
+
+    def flavor(code: str) -> str:
+        return wire.flavor(Job(JobMode.RUN, code, [], Limits()), preloaded)
+
+    assert flavor("import json\n") == "sync"
+    assert flavor("import dataclasses\n") == "async"
+    assert flavor("from urllib import parse\n") == "async"
+    assert flavor("class A:\n    async def execute(self, inputs):\n        return {}\n") == "async"
+    assert wire.flavor(Job(JobMode.RUN, "import dataclasses\n", [], Limits())) == "sync"  # nothing preloaded

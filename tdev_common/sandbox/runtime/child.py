@@ -32,7 +32,7 @@ def serve(config: dict[str, Any], uid: int, job_r: int, res_w: int) -> NoReturn:
     # would only wait for it, and a preload pays the same first-use costs on the agent's own code.
     rehearsed = not _frame_waiting(job_r)
     if rehearsed:
-        runner.rehearse()
+        runner.rehearse(bytecode=bool(config.get("bytecode")))
     reporter = runner.prepare(res_w)
     set_batch_scheduling(False)
     kind, payload = _read_job(job_r)
@@ -257,4 +257,5 @@ def describe(config: dict[str, Any]) -> dict[str, Any]:
         "uid": os.getuid(),
         "pid": os.getpid(),
         "hostname": os.uname().nodename,
+        "bytecode_magic": runner.MAGIC,
     }

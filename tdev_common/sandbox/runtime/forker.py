@@ -8,6 +8,7 @@ never forks per job, so its answers to the service (kills, exit statuses, new ch
 from __future__ import annotations
 
 import gc
+import importlib
 import os
 import select
 import signal
@@ -24,8 +25,9 @@ EVENT = struct.Struct("<cII")  # b"P", uid, pid (forked) | b"X", pid, wait statu
 def serve(config: dict[str, Any], sock: socket.socket, flavor: str) -> NoReturn:
     """Fork one child per request (with the pipe ends passed along); exits when the zygote goes away.
 
-    The ``async`` flavor preloads asyncio, so async agents start fast; the ``sync`` flavor stays lean,
-    since the cost of every fork, copy-on-write fault and exit grows with the forking process's memory.
+    The ``async`` flavor preloads asyncio and ``config["preload_modules"]``, so async agents and agents
+    importing those start fast; the ``sync`` flavor stays lean, since the cost of every fork, copy-on-write
+    fault and exit grows with the forking process's memory.
     """
     # Inherited by every execution process and irrevocable: no exec can ever grant privileges again.
     syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
@@ -35,6 +37,7 @@ def serve(config: dict[str, Any], sock: socket.socket, flavor: str) -> NoReturn:
     os.closerange(keep + 1, 1 << 20)
     if flavor == "async":
         runner.import_asyncio()
+        _import_modules(config.get("preload_modules") or [])
         gc.collect()
         gc.freeze()
     wake_r, wake_w = os.pipe()
@@ -74,6 +77,16 @@ def serve(config: dict[str, Any], sock: socket.socket, flavor: str) -> NoReturn:
             os.close(fds[0])
             os.close(fds[1])
             sock.send(EVENT.pack(b"P", uid, pid))
+
+
+def _import_modules(names: list[str]) -> None:
+    """Import what agents will import anyway; a module that fails is left to them (their own import then
+    fails as it would have), and said once on stderr, which the service logs."""
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except BaseException as exc:  # anything a module body raises, SystemExit included
+            os.write(2, f"sandbox: preload module {name!r} not loaded: {type(exc).__name__}: {exc}\n".encode())
 
 
 def _drain(fd: int) -> None:

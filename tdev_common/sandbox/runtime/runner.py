@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import _frozen_importlib_external
+import binascii
 import io
 import json
 import linecache
+import marshal
 import math
 import os
 import resource
@@ -25,6 +28,7 @@ _CO_COROUTINE = 0x80
 _MEMORY_BODY = b'{"kind":"memory_exceeded"}'
 _EXIT_PIPE_LOST = 72  # the result descriptor was closed or replaced by agent code
 _DONE_FRAME = framing.encode({"t": "done"})
+MAGIC = _frozen_importlib_external.MAGIC_NUMBER.hex()  # bytecode of another interpreter version is never used
 
 
 class AgentLoadError(Exception):
@@ -201,14 +205,18 @@ def _cpu_budget(limits: dict[str, Any], n_inputs: int) -> Callable[[], None]:
     return next_stage
 
 
-def load_agent(code: str) -> type:
-    """Execute the agent module and return its single agent class.
+def load_agent(code: str, bytecode: str | None = None) -> type:
+    """Execute the agent module and return its single agent class. ``bytecode`` is ``code`` as compiled by
+    the service (tdev_common.sandbox.agent_bytecode) for this interpreter; without it, or if it does not unmarshal
+    to a code object, ``code`` is compiled here.
 
     Raises:
         AgentLoadError: no class, or several classes, define ``execute``.
         SyntaxError, Exception: whatever compiling or running the module body raises.
     """
-    compiled = compile(code, AGENT_FILE, "exec", dont_inherit=True)
+    compiled = _unmarshal(bytecode) if bytecode else None
+    if compiled is None:
+        compiled = compile(code, AGENT_FILE, "exec", dont_inherit=True)
     linecache.cache[AGENT_FILE] = (len(code), None, code.splitlines(True), AGENT_FILE)
     module = types.ModuleType(AGENT_MODULE)
     module.__file__ = AGENT_FILE
@@ -225,6 +233,20 @@ def load_agent(code: str) -> type:
         names = ", ".join(sorted(c.__name__ for c in candidates)) or "none"
         raise AgentLoadError(f"expected exactly one class defining execute(), found: {names}")
     return candidates[0]
+
+
+def job_bytecode(job: dict[str, Any]) -> str | None:
+    """The job's compiled code if it was compiled for this interpreter's version."""
+    bytecode = job.get("bytecode")
+    return bytecode if isinstance(bytecode, str) and job.get("magic") == MAGIC else None
+
+
+def _unmarshal(bytecode: str) -> types.CodeType | None:
+    try:
+        code_object = marshal.loads(binascii.a2b_base64(bytecode))
+    except Exception:
+        return None
+    return code_object if isinstance(code_object, types.CodeType) else None
 
 
 def _inspection(cls: type, instance: Any) -> dict[str, Any]:
@@ -296,7 +318,7 @@ def load_job(job: dict[str, Any], reporter: Reporter, *, weak: bool, work_dir: s
     if weak:
         weak_guard.install(work_dir)
     try:
-        loaded.cls = load_agent(job["code"])
+        loaded.cls = load_agent(job["code"], job_bytecode(job))
         loaded.instance = loaded.cls()
     except BaseException as exc:  # reported with the inputs, as a fatal frame
         loaded.failure = exc
@@ -399,20 +421,26 @@ class Rehearsal:
         return {}
 """
 _REHEARSAL_LIMITS = {"max_stdout_bytes": 16, "max_output_bytes": 1 << 20}
+# Compiled once, before the runtime forks: the rehearsal walks the path of a job that brings its bytecode.
+_REHEARSAL_BYTECODE = binascii.b2a_base64(
+    marshal.dumps(compile(_REHEARSAL_CODE, AGENT_FILE, "exec", dont_inherit=True)), newline=False
+).decode("ascii")
 
 
-def rehearse(*, load: bool = True) -> None:
+def rehearse(*, load: bool = True, bytecode: bool = True) -> None:
     """Walk a built-in agent through the job path (no limits, nothing sent) so the copy-on-write page faults
     and first-use costs after fork are paid while the process waits in the pool, not during the job; without
-    ``load``, only the path of an answer (in a process that preloaded its agent)."""
-    job = json.loads(json.dumps({"mode": "run", "code": _REHEARSAL_CODE, "inputs": [{"a": [1, "b"]}]}))
+    ``load``, only the path of an answer (in a process that preloaded its agent); without ``bytecode``, the
+    path of a job whose code is compiled here."""
+    job = json.loads(json.dumps({"mode": "run", "code": _REHEARSAL_CODE, "inputs": [{"a": [1, "b"]}],
+                                 "bytecode": _REHEARSAL_BYTECODE if bytecode else None, "magic": MAGIC}))
     reporter = Reporter(-1)
     reporter.configure(_REHEARSAL_LIMITS)
     if not load:
         framing.encode({"t": "result", "i": 0}, reporter.output_body({"echo": job["inputs"][0]}))
         reporter.memory_frame(0, last=True)
         return
-    cls = load_agent(job["code"])
+    cls = load_agent(job["code"], job_bytecode(job))
     result = cls().execute(job["inputs"][0])
     isinstance(result, types.CoroutineType) or hasattr(result, "__await__")
     framing.encode({"t": "result", "i": 0}, reporter.output_body(result))

@@ -1,0 +1,40 @@
+"""Agent code compiled once by the service, so that execution processes unmarshal it instead of compiling it.
+
+A fresh process pays for compiling its agent every time: 0.28 ms for a no-op class and 1.4 ms for 90 lines
+here, against 0.06 and 0.3 ms to unmarshal the same code object (docs/sandbox.md, "Agent bytecode").
+Compiling is not running: no agent code executes here, and the registry compiles every agent it stores.
+"""
+
+from __future__ import annotations
+
+import binascii
+import functools
+import importlib.util
+import marshal
+import warnings
+
+from .runtime.runner import AGENT_FILE
+
+MAGIC = importlib.util.MAGIC_NUMBER.hex()
+MAX_SOURCE_CHARS = 64 * 1024  # larger code is compiled by its process, as before: a bounded cost here
+_CACHED_PROGRAMS = 128
+
+
+@functools.lru_cache(maxsize=_CACHED_PROGRAMS)
+def compiled(code: str) -> str | None:
+    """``code`` compiled exactly as an execution process would (base64 of its marshalled code object), or
+    None when that process should compile it itself: too large, or compiling says anything at all (a
+    syntax error or a warning is then reported by the process, in the job's answer, as without this)."""
+    if len(code) > MAX_SOURCE_CHARS:
+        return None
+    # Any warning fails the compile here, so that the process compiles again and the warning goes to the
+    # job's stderr, as it would without bytecode. catch_warnings swaps process-wide state; nothing else in
+    # a service compiles or warns concurrently with this short, synchronous call.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            # optimize=0: the runtime never runs with -O, whatever this interpreter was started with.
+            code_object = compile(code, AGENT_FILE, "exec", dont_inherit=True, optimize=0)
+        except Exception:  # SyntaxError, ValueError (NUL bytes), RecursionError, MemoryError, a warning
+            return None
+    return binascii.b2a_base64(marshal.dumps(code_object), newline=False).decode("ascii")
