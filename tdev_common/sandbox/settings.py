@@ -8,12 +8,13 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
-# Standard-library modules agents commonly import that the lean pool does not have, each 0.5-7.5 ms to
+# Standard-library modules agents commonly import that the lean pool does not have, each 0.6-8 ms to
 # import in a fresh process here (docs/sandbox.md, "Preloaded modules"); none keeps state a fork would share
 # (random reseeds itself in every child).
 DEFAULT_PRELOAD_MODULES = (
-    "base64,bisect,calendar,copy,csv,dataclasses,datetime,decimal,difflib,fractions,hashlib,heapq,html,inspect,"
-    "pathlib,pprint,random,statistics,string,unicodedata,urllib.parse,uuid,zlib"
+    "base64,bisect,calendar,copy,csv,dataclasses,datetime,decimal,difflib,fnmatch,fractions,glob,graphlib,hashlib,"
+    "heapq,hmac,html,inspect,ipaddress,logging,numbers,pathlib,pickle,pprint,random,secrets,shlex,shutil,sqlite3,"
+    "statistics,string,tempfile,unicodedata,urllib.parse,uuid,weakref,xml.etree.ElementTree,zlib,zoneinfo"
 )
 
 

@@ -31,11 +31,13 @@ class Probe:
 
 
 RANDOM_AGENT = """
-import random, uuid
+import random, tempfile, uuid
 
 class Draw:
     def execute(self, inputs):
-        return {"random": random.random(), "uuid": str(uuid.uuid4()), "bits": random.getrandbits(64)}
+        with tempfile.NamedTemporaryFile() as handle:
+            name = handle.name
+        return {"random": random.random(), "uuid": str(uuid.uuid4()), "bits": random.getrandbits(64), "temp": name}
 """
 
 
@@ -81,7 +83,7 @@ async def test_module_state_is_not_shared_between_executions(sandbox: Sandbox) -
     draws = [await sandbox.run(RANDOM_AGENT, {}) for _ in range(6)]
     assert all(d.ok for d in draws), draws
     outputs = [d.output for d in draws if d.output is not None]
-    for field in ("random", "uuid", "bits"):
+    for field in ("random", "uuid", "bits", "temp"):
         assert len({o[field] for o in outputs}) == len(outputs), f"two executions drew the same {field}"
 
 
