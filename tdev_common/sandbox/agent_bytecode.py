@@ -20,13 +20,15 @@ MAX_SOURCE_CHARS = 64 * 1024  # larger code is compiled by its process, as befor
 _CACHED_PROGRAMS = 128
 
 
-@functools.lru_cache(maxsize=_CACHED_PROGRAMS)
 def compiled(code: str) -> str | None:
     """``code`` compiled exactly as an execution process would (base64 of its marshalled code object), or
     None when that process should compile it itself: too large, or compiling says anything at all (a
     syntax error or a warning is then reported by the process, in the job's answer, as without this)."""
-    if len(code) > MAX_SOURCE_CHARS:
-        return None
+    return None if len(code) > MAX_SOURCE_CHARS else _compiled(code)
+
+
+@functools.lru_cache(maxsize=_CACHED_PROGRAMS)  # keyed by source no larger than MAX_SOURCE_CHARS
+def _compiled(code: str) -> str | None:
     # Any warning fails the compile here, so that the process compiles again and the warning goes to the
     # job's stderr, as it would without bytecode. catch_warnings swaps process-wide state; nothing else in
     # a service compiles or warns concurrently with this short, synchronous call.

@@ -19,6 +19,7 @@ from .runtime import framing
 _ASYNC_EXECUTE = re.compile(r"async\s+def\s+execute\b")
 _IMPORT = re.compile(r"^[ \t]*(?:from[ \t]+([\w.]+)[ \t]+import\b|import[ \t]+([\w.]+(?:[ \t]*,[ \t]*[\w.]+)*))", re.M)
 _AS = re.compile(r"[ \t]+as[ \t]+\w+")
+_MAX_CACHED_CODE = 64 * 1024  # the scan cache never holds larger programs
 _MAX_TEXT = 1 << 20
 _MAX_DETAIL = 4000
 _DEFAULT_DETAIL = {OutcomeKind.MEMORY_EXCEEDED: "memory limit exceeded"}
@@ -36,9 +37,17 @@ def flavor(job: Job, preloaded: frozenset[str] = frozenset()) -> str:
     return "async" if preloaded and any(_preloaded(name, preloaded) for name in imported_modules(job.code)) else "sync"
 
 
-@functools.lru_cache(maxsize=256)
 def imported_modules(code: str) -> frozenset[str]:
     """The modules ``code`` names in ``import`` statements (a quick scan of its lines, not a parse)."""
+    return _imported_modules(code) if len(code) <= _MAX_CACHED_CODE else _scan_imports(code)
+
+
+@functools.lru_cache(maxsize=256)  # jobs of one agent come in runs: scan each program once
+def _imported_modules(code: str) -> frozenset[str]:
+    return _scan_imports(code)
+
+
+def _scan_imports(code: str) -> frozenset[str]:
     names: set[str] = set()
     for match in _IMPORT.finditer(_AS.sub("", code)):
         if match.group(1):

@@ -31,7 +31,7 @@ class Doubler:
 
 @pytest.fixture(autouse=True)
 def _fresh_cache() -> None:
-    agent_bytecode.compiled.cache_clear()
+    agent_bytecode._compiled.cache_clear()
 
 
 def _count_compiles(monkeypatch: pytest.MonkeyPatch, *, allow: bool) -> list[str]:
