@@ -29,6 +29,15 @@ _PF_EXITING = 0x4
 _SIGKILL_BIT = 1 << (signal.SIGKILL - 1)
 RUNTIME_DIED = -1  # exit status given to children whose runtime died before reporting theirs
 _PRELOAD_STREAK = 2  # jobs in a row of the same code before idle processes load it ahead
+# Jobs in a row of one code after which idle processes holding other code give way to it, one per job: a long
+# run of one agent takes the pool.
+_TAKEOVER_STREAK = 8
+# Preloading is a bet: a process that loaded code no job then came for is dropped, a fork wasted, while a
+# process used only moved its load earlier. A pool stops preloading while more than a quarter of its latest
+# preloads were dropped unused (several agents in short runs), and starts again after a streak of this many
+# jobs of one code.
+_PRELOAD_RECORD = 16
+_RETRY_STREAK = 6
 MAX_PRELOAD_FRAME = 60 * 1024  # fits an empty pipe: the write never blocks and is never partial
 
 
@@ -88,6 +97,9 @@ class RuntimeProcess:
         )
         self._outbox = bytearray()
         self._hot: dict[str, _Hot] = {}
+        self._preload_record: dict[str, collections.deque[bool]] = collections.defaultdict(
+            lambda: collections.deque(maxlen=_PRELOAD_RECORD)
+        )
         self._flush_scheduled = False
         self._closing = False
         self._stderr_task: asyncio.Task[None] | None = None
@@ -298,7 +310,9 @@ class RuntimeProcess:
             return None
         queue = self._idle[flavor]
         chosen = next((h for h in queue if h.preloaded == key), None) if key is not None else None
-        if chosen is None:
+        if chosen is not None:
+            self._preload_record[flavor].append(True)
+        else:
             chosen = next((h for h in queue if h.preloaded is None), None)
         if chosen is not None:
             queue.remove(chosen)
@@ -331,27 +345,38 @@ class RuntimeProcess:
     # -- preloading (docs/sandbox.md, "Preloading") ----------------------------------------------------
     def ran(self, flavor: str, key: Hashable, frame: Callable[[], bytes], cap: int) -> None:
         """A job of ``key`` ran to its answers. After a streak of such jobs, idle processes of ``flavor``
-        (up to ``cap``, always leaving one that loaded nothing) load its code before their job comes;
-        those that preloaded other code are dropped (the pool refills with fresh ones)."""
+        load its code before their job comes: at most ``cap`` of them hold code (of any job), and one always
+        holds nothing. Those holding other code stay for a job of theirs, until a long streak of one code
+        replaces them one per job (the pool refills with fresh ones)."""
         hot = self._hot.get(flavor)
         if hot is not None and hot.key == key:
             hot.streak += 1
         else:
             hot = self._hot[flavor] = _Hot(key)
-        if hot.streak < _PRELOAD_STREAK or hot.frame is not None:
+        if hot.streak < _PRELOAD_STREAK:
             return
-        hot.frame, hot.cap = frame(), cap
-        for handle in [h for h in self._idle[flavor] if h.preloaded not in (None, key)]:
-            self._drop_idle(handle)
+        record = self._preload_record[flavor]
+        if hot.streak >= _RETRY_STREAK and not _paying(record):
+            record.clear()
+        if not _paying(record):
+            return
+        if hot.frame is None:
+            hot.frame, hot.cap = frame(), cap
+        if hot.streak >= _TAKEOVER_STREAK:
+            stale = next((h for h in self._idle[flavor] if h.preloaded not in (None, key)), None)
+            if stale is not None:
+                self._drop_idle(stale)
         self._assign_preloads(flavor)
 
     def _assign_preloads(self, flavor: str) -> None:
         hot = self._hot.get(flavor)
         if hot is None or hot.frame is None or len(hot.frame) > MAX_PRELOAD_FRAME:
             return
+        if not _paying(self._preload_record[flavor]):
+            return
         queue = self._idle[flavor]
         plain = [h for h in queue if h.preloaded is None]
-        loaded = sum(1 for h in queue if h.preloaded == hot.key)
+        loaded = len(queue) - len(plain)
         while len(plain) > 1 and loaded < hot.cap:
             handle = plain.pop()
             try:
@@ -365,6 +390,8 @@ class RuntimeProcess:
             loaded += 1
 
     def _drop_idle(self, handle: ChildHandle) -> None:
+        if handle.preloaded is not None:
+            self._preload_record[handle.flavor].append(False)
         with contextlib.suppress(ValueError):
             self._idle[handle.flavor].remove(handle)
         self.release(handle, kill=True, sweep=False)
@@ -385,6 +412,11 @@ class RuntimeProcess:
                 return
             log.warning("sandbox.runtime_stderr", line=line.decode(errors="replace").rstrip()[:500])
         await self._proc.stderr.read()
+
+
+def _paying(record: collections.deque[bool]) -> bool:
+    """Whether preloading pays in a pool, from its latest preloads: used (True) or dropped unused (False)."""
+    return len(record) < 4 or 4 * (len(record) - sum(record)) <= len(record)
 
 
 @dataclass

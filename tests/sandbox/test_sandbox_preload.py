@@ -11,6 +11,7 @@ import pytest_asyncio
 from sandbox_helpers import TEST_UID_BASE, TEST_UID_COUNT
 
 from tdev_common.sandbox import Limits, Outcome, OutcomeKind, Sandbox, SandboxSettings
+from tdev_common.sandbox.runtime_process import ChildHandle, RuntimeProcess
 
 pytestmark = [pytest.mark.mesh, pytest.mark.asyncio(loop_scope="module")]
 
@@ -81,7 +82,11 @@ async def _run_after_wait(sandbox: Sandbox, code: str, inputs: dict[str, object]
     return called_at, await sandbox.run(code, inputs, limits)
 
 
-async def _streak(sandbox: Sandbox, code: str, limits: Limits | None = None, runs: int = 3) -> None:
+# Long enough to start preloading even in a pool whose earlier preloads (other tests') went unused.
+STREAK = 6
+
+
+async def _streak(sandbox: Sandbox, code: str, limits: Limits | None = None, runs: int = STREAK) -> None:
     for _ in range(runs):
         outcome = await sandbox.run(code, {}, limits)
         assert outcome.ok, outcome
@@ -157,6 +162,37 @@ async def test_a_load_failure_in_a_preloaded_process_is_reported_as_without_prel
 
 
 async def _streak_of_failures(sandbox: Sandbox) -> None:
-    for _ in range(3):
+    for _ in range(STREAK):
         outcome = await sandbox.run(FAILING_LOAD_AGENT, {})
         assert outcome.kind is OutcomeKind.ERROR, outcome
+
+
+def _agent(n: int) -> str:
+    return f"class Agent{n}:\n    def execute(self, inputs):\n        return {{'n': {n}}}\n"
+
+
+async def test_short_runs_of_several_agents_stop_preloading_before_it_wastes_processes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Runs of three jobs of five agents: every preload would be for an agent whose run is ending; the pool
+    stops after a few unused ones instead of dropping (and forking again) about two processes in three."""
+    dropped: list[int] = []
+    drop_idle = RuntimeProcess._drop_idle
+
+    def counting(self: RuntimeProcess, handle: ChildHandle) -> None:
+        if handle.preloaded is not None:
+            dropped.append(handle.cid)
+        drop_idle(self, handle)
+
+    monkeypatch.setattr(RuntimeProcess, "_drop_idle", counting)
+    agents = [_agent(n) for n in range(5)]
+    async with await Sandbox.start(_settings(pool_size=4)) as sandbox:
+        for index in range(90):
+            outcome = await sandbox.run(agents[(index // 3) % 5], {})
+            assert outcome.ok, outcome
+        # Then a long run of one agent: preloading starts again.
+        await _streak(sandbox, PROBE_AGENT)
+        called_at, outcome = await _run_after_wait(sandbox, PROBE_AGENT, {})
+    assert len(dropped) <= 8, f"{len(dropped)} preloaded processes dropped unused in 90 jobs"
+    assert outcome.ok and outcome.output is not None, outcome
+    assert outcome.output["loaded_at"] < called_at - WAIT / 2, "a long run of one agent was not preloaded"
