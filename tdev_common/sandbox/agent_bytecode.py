@@ -16,7 +16,7 @@ import warnings
 from .runtime.runner import AGENT_FILE
 
 MAGIC = importlib.util.MAGIC_NUMBER.hex()
-MAX_SOURCE_CHARS = 64 * 1024  # larger code is compiled by its process, as before: a bounded cost here
+MAX_SOURCE_CHARS = 32 * 1024  # larger code is compiled by its process, as before: at most ~20 ms here, once
 _CACHED_PROGRAMS = 128
 
 

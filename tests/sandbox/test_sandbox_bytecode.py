@@ -113,9 +113,9 @@ def _inspection(result: InspectResult) -> tuple[object, ...]:
 
 
 async def test_code_whose_bytecode_would_not_fit_a_preload_is_preloaded_as_source() -> None:
-    body = "".join(f"VALUE_{i} = {i} * 3 + {i}\n" for i in range(2000))  # about 50 KB of source
+    body = "".join(f"VALUE_{i} = {i} * 3 + {i}\n" for i in range(1200))  # about 30 KB of source
     code = "import time\nLOADED_AT = time.monotonic()\n" + body + (
-        "class Big:\n    def execute(self, inputs):\n        return {'loaded_at': LOADED_AT, 'last': VALUE_1999}\n"
+        "class Big:\n    def execute(self, inputs):\n        return {'loaded_at': LOADED_AT, 'last': VALUE_1199}\n"
     )
     bytecode = agent_bytecode.compiled(code)
     assert bytecode is not None and len(code) < 60 * 1024 < len(code) + len(bytecode)
@@ -126,5 +126,5 @@ async def test_code_whose_bytecode_would_not_fit_a_preload_is_preloaded_as_sourc
         called_at = asyncio.get_running_loop().time()
         outcome = await sandbox.run(code, {})
     assert outcome.ok, outcome
-    assert outcome.output is not None and outcome.output["last"] == 1999 * 4
+    assert outcome.output is not None and outcome.output["last"] == 1199 * 4
     assert outcome.output["loaded_at"] < called_at - 0.2, "not preloaded"

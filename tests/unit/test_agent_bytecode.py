@@ -109,3 +109,14 @@ def test_bytecode_for_another_interpreter_version_is_ignored() -> None:
     assert runner.job_bytecode(body) is None
     assert runner.job_bytecode({"code": AGENT, "bytecode": 7, "magic": runner.MAGIC}) is None
     assert runner.job_bytecode({"code": AGENT}) is None
+
+
+@pytest.mark.parametrize(
+    "code",
+    ["x = " + "-" * 30000 + "1\n", "x = " + "1+" * 15000 + "1\n", "x = a" + ".b" * 15000 + "\n",
+     "x = " + "lambda:" * 4000 + "1\n", "x = (" + "1," * 15000 + ")\n"],
+    ids=["unary", "sum", "attributes", "lambdas", "tuple"],
+)
+def test_pathological_programs_compile_or_are_left_to_their_process(code: str) -> None:
+    result = agent_bytecode.compiled(code)  # never raises: a refusal here only means the process compiles
+    assert result is None or runner._unmarshal(result) is not None
