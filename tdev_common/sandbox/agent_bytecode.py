@@ -29,14 +29,16 @@ def compiled(code: str) -> str | None:
 
 @functools.lru_cache(maxsize=_CACHED_PROGRAMS)  # keyed by source no larger than MAX_SOURCE_CHARS
 def _compiled(code: str) -> str | None:
-    # Any warning fails the compile here, so that the process compiles again and the warning goes to the
-    # job's stderr, as it would without bytecode. catch_warnings swaps process-wide state; nothing else in
-    # a service compiles or warns concurrently with this short, synchronous call.
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
+    # A warning about the code leaves it to the process, which compiles again and writes the warning to the
+    # job's stderr, as it would without bytecode. Warnings are recorded, not turned into errors: the filters
+    # are process-wide, and for these few milliseconds another thread's warning is at worst not shown.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         try:
             # optimize=0: the runtime never runs with -O, whatever this interpreter was started with.
             code_object = compile(code, AGENT_FILE, "exec", dont_inherit=True, optimize=0)
-        except Exception:  # SyntaxError, ValueError (NUL bytes), RecursionError, MemoryError, a warning
+        except Exception:  # SyntaxError, ValueError (NUL bytes), RecursionError, MemoryError
             return None
+    if any(warning.filename == AGENT_FILE for warning in caught):
+        return None
     return binascii.b2a_base64(marshal.dumps(code_object), newline=False).decode("ascii")
