@@ -82,8 +82,9 @@ async def _run_after_wait(sandbox: Sandbox, code: str, inputs: dict[str, object]
     return called_at, await sandbox.run(code, inputs, limits)
 
 
-# Long enough to start preloading even in a pool whose earlier preloads (other tests') went unused.
-STREAK = 6
+# Long enough to start preloading even in a pool whose earlier preloads (other tests') went unused (6), and
+# for processes still holding other tests' code to give way (8).
+STREAK = 9
 
 
 async def _streak(sandbox: Sandbox, code: str, limits: Limits | None = None, runs: int = STREAK) -> None:
