@@ -7,15 +7,12 @@ Compiling is not running: no agent code executes here, and the registry compiles
 
 from __future__ import annotations
 
-import binascii
 import functools
-import importlib.util
-import marshal
 import warnings
 
-from .runtime.runner import AGENT_FILE
+from .runtime.runner import AGENT_FILE, MAGIC, dump_code
 
-MAGIC = importlib.util.MAGIC_NUMBER.hex()
+__all__ = ["MAGIC", "MAX_SOURCE_CHARS", "compiled"]
 MAX_SOURCE_CHARS = 32 * 1024  # larger code is compiled by its process, as before: at most ~20 ms here, once
 _CACHED_PROGRAMS = 128
 
@@ -41,4 +38,4 @@ def _compiled(code: str) -> str | None:
             return None
     if any(warning.filename == AGENT_FILE for warning in caught):
         return None
-    return binascii.b2a_base64(marshal.dumps(code_object), newline=False).decode("ascii")
+    return dump_code(code_object)

@@ -241,6 +241,11 @@ def job_bytecode(job: dict[str, Any]) -> str | None:
     return bytecode if isinstance(bytecode, str) and job.get("magic") == MAGIC else None
 
 
+def dump_code(code_object: types.CodeType) -> str:
+    """``code_object`` as a job's ``bytecode`` (base64 of its marshal), the form :func:`load_agent` reads."""
+    return binascii.b2a_base64(marshal.dumps(code_object), newline=False).decode("ascii")
+
+
 def _unmarshal(bytecode: str) -> types.CodeType | None:
     try:
         code_object = marshal.loads(binascii.a2b_base64(bytecode))
@@ -422,9 +427,7 @@ class Rehearsal:
 """
 _REHEARSAL_LIMITS = {"max_stdout_bytes": 16, "max_output_bytes": 1 << 20}
 # Compiled once, before the runtime forks: the rehearsal walks the path of a job that brings its bytecode.
-_REHEARSAL_BYTECODE = binascii.b2a_base64(
-    marshal.dumps(compile(_REHEARSAL_CODE, AGENT_FILE, "exec", dont_inherit=True)), newline=False
-).decode("ascii")
+_REHEARSAL_BYTECODE = dump_code(compile(_REHEARSAL_CODE, AGENT_FILE, "exec", dont_inherit=True))
 
 
 def rehearse(*, load: bool = True, bytecode: bool = True) -> None:
