@@ -111,12 +111,12 @@ class SandboxSettings(BaseSettings):
     @property
     def preloaded_modules(self) -> frozenset[str]:
         """``preload_modules`` split on commas, blanks dropped."""
-        return frozenset(part.strip() for part in self.preload_modules.split(",") if part.strip())
+        return frozenset(_comma_list(self.preload_modules))
 
     @property
     def remote_worker_addresses(self) -> tuple[str, ...]:
         """``remote_addresses`` split on commas, blanks dropped (order kept: it is the round-robin order)."""
-        return tuple(part.strip() for part in self.remote_addresses.split(",") if part.strip())
+        return _comma_list(self.remote_addresses)
 
     @classmethod
     def for_mode(cls, mode: str, **overrides: object) -> SandboxSettings:
@@ -140,3 +140,8 @@ class SandboxWorkerSettings(BaseSettings):
     grace_seconds: float = Field(
         default=10.0, ge=0, description="on SIGTERM, how long running jobs may finish before they are killed"
     )
+
+
+def _comma_list(text: str) -> tuple[str, ...]:
+    """``text`` split on commas, each part stripped, blanks dropped, in order."""
+    return tuple(part.strip() for part in text.split(",") if part.strip())
