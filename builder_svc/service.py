@@ -15,6 +15,7 @@ from builder_svc.domain import BUILD_ID_PREFIX, Build, BuildEvent, BuildFilter, 
 from builder_svc.ports import Repository
 from tdev_common import paging
 from tdev_common.clock import from_epoch
+from tdev_common.completion import complete
 from tdev_common.errors import NotFound, invalid_field
 from tdev_common.event_stream import EventHub, stored_then_live
 from tdev_common.paging import Page
@@ -78,7 +79,8 @@ class BuilderService:
         Raises:
             InvalidArgument: as :meth:`start`.
         """
-        build = await self.start(command)
+        # Stored even if the caller leaves meanwhile (tdev_common.completion): never half-written.
+        build = await complete(self.start(command))
         async for event in self.watch(build.build_id, 0):
             yield event
 

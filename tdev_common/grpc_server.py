@@ -15,7 +15,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from tdev_common.auth import TokenTable, auth_layer
 from tdev_common.errors import error_layer
-from tdev_common.handler_layers import Layer, LayeredServer
+from tdev_common.handler_layers import Layer, LayeredServer, completion_layer
 from tdev_common.reflection import enable_reflection
 from tdev_common.server_tracing import tracing_layer
 from tdev_common.telemetry import tracer_provider
@@ -120,6 +120,7 @@ async def build_server(
     if security.tokens is not None:
         layers.append(auth_layer(security.tokens))
     layers.append(error_layer)
+    layers.append(completion_layer)  # innermost: the work itself, shielded from the caller leaving
     # No grpc.aio interceptors: each handler is wrapped once as it registers (tdev_common.handler_layers).
     registrar: Any = LayeredServer(server, layers)
     health_servicer = health.aio.HealthServicer()

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import structlog
 from pydantic import SecretStr
 
+from tdev_common import completion
 from tdev_common.auth import AuthConfigError, TokenTable
 from tdev_common.config import CommonSettings
 from tdev_common.grpc_client import ClientSecurity
@@ -19,6 +20,9 @@ from tdev_common.telemetry import configure_logging, configure_tracing, shutdown
 from tdev_common.tls import load_tls
 
 log = structlog.get_logger(__name__)
+
+# A write whose caller left takes milliseconds; this bounds a stop behind a stuck one.
+_DRAIN_SECONDS = 5.0
 
 
 @dataclass
@@ -34,8 +38,10 @@ class ServiceHandle:
         return self.running.port
 
     async def close(self, grace: float = 5.0) -> None:
-        """Stops the server gracefully, then releases resources in reverse order of creation."""
+        """Stops the server gracefully, lets the writes of callers that left finish (tdev_common.completion),
+        then releases resources in reverse order of creation."""
         await self.running.stop(grace)
+        await completion.drain(_DRAIN_SECONDS)
         await self.resources.aclose()
 
 

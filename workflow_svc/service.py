@@ -13,6 +13,7 @@ import structlog
 
 from tdev_common import paging
 from tdev_common.clock import utc_now
+from tdev_common.completion import complete
 from tdev_common.errors import (
     FailedPrecondition,
     FieldViolation,
@@ -257,7 +258,8 @@ class WorkflowService:
         execution_id = new_execution_id()
         subscription = self._bus.subscribe(execution_id)
         try:
-            execution = await self.start_execution(request, execution_id=execution_id)
+            # Stored even if the caller leaves meanwhile (tdev_common.completion): never half-written.
+            execution = await complete(self.start_execution(request, execution_id=execution_id))
         except BaseException:
             self._bus.unsubscribe(subscription)
             raise
