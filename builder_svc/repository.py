@@ -37,6 +37,7 @@ from builder_svc.domain import (
 from builder_svc.models import BuildEventRow, BuildRow
 from builder_svc.ports import LeaseLost
 from tdev_common.clock import from_epoch, to_epoch
+from tdev_common.completion import completes
 from tdev_common.errors import FailedPrecondition, NotFound
 from tdev_common.idempotency import check_same_request
 
@@ -185,6 +186,7 @@ class SqlRepository:
         async with self._engine.connect() as connection:
             return [_event(row) for row in await connection.execute(statement)]
 
+    @completes
     async def append(self, lease: Lease, event: NewEvent, progress: Progress, now: float,
                      lease_seconds: float) -> BuildEvent:
         """Stores an event and the build's progress in one transaction, fenced by the lease; renews it.

@@ -31,6 +31,7 @@ from evolution_svc.policies import EvolutionPolicy, Phase, PolicyStatus
 from evolution_svc.ports import EventDraft, Lease, LostLease, NewRun, RunUpdate, WorkItem
 from tdev_common import paging
 from tdev_common.clock import utc_now
+from tdev_common.completion import completes
 from tdev_common.db import session_factory
 from tdev_common.idempotency import check_same_request
 from tdev_common.paging import Page
@@ -265,6 +266,7 @@ class SqlRunRepository:
             raise LostLease(run_id)
         return WorkItem(run=_run(row), seed_code=row.seed_code, checkpoint=row.checkpoint)
 
+    @completes
     async def append(self, lease: Lease, draft: EventDraft, update: RunUpdate) -> Event:
         now = utc_now()
         values: dict[str, object] = {"last_sequence": RunRow.last_sequence + 1, "update_time": now}

@@ -13,14 +13,16 @@ the write commits or rolls back, and a retry with the same request id gets its o
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
-from typing import Any, TypeVar
+import functools
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, ParamSpec, TypeVar
 
 import structlog
 
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 # Strong references: the event loop keeps only weak ones, and a task whose caller left must not be collected.
 _RUNNING: set[asyncio.Task[Any]] = set()
@@ -38,6 +40,18 @@ async def complete(work: Awaitable[T]) -> T:
         if not task.done():
             task.add_done_callback(_log_orphan)
         raise
+
+
+def completes(method: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+    """Decorator: every call runs to its end as with :func:`complete`. For fenced writes made by tasks that
+    get cancelled (a run stopped by a cancel or a lost lease): a fenced write that lands late is refused, one
+    cut off mid-way can wedge SQLite."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        return await complete(method(*args, **kwargs))
+
+    return wrapper
 
 
 def _log_orphan(task: asyncio.Task[Any]) -> None:

@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tdev_common.clock import from_epoch, optional_from_epoch, optional_to_epoch, to_epoch
+from tdev_common.completion import completes
 from tdev_common.idempotency import check_same_request
 from workflow_svc.domain import (
     Batch,
@@ -616,6 +617,7 @@ class SqlRepository:
                 .values(lease_owner=None, lease_expires=None)
             )
 
+    @completes
     async def write(self, claim: Claim, batch: Batch, now: float, lease_seconds: float) -> None:
         """Writes one batch atomically, fenced by the claim.
 

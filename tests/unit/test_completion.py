@@ -75,3 +75,25 @@ def test_unary_methods_that_may_write_are_wrapped_and_reads_are_not(method: str,
 def test_streaming_methods_are_left_as_they_are() -> None:
     handler = grpc.unary_stream_rpc_method_handler(_behaviour)
     assert completion_layer(handler, "/tdev.workflow.v1.WorkflowService/ExecuteWorkflow") is handler
+
+
+async def test_a_decorated_method_finishes_its_write_when_the_task_calling_it_is_cancelled() -> None:
+    written: list[str] = []
+
+    class Store:
+        @completion.completes
+        async def append(self, value: str) -> str:
+            await asyncio.sleep(0.03)  # the transaction, mid-way
+            written.append(value)
+            return value
+
+    store = Store()
+    assert Store.append.__name__ == "append"
+    run = asyncio.create_task(store.append("event 1"))
+    await asyncio.sleep(0.01)
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    await completion.drain(timeout=2.0)
+    assert written == ["event 1"]
+    assert await store.append("event 2") == "event 2"
