@@ -26,6 +26,8 @@ P = ParamSpec("P")
 
 # Strong references: the event loop keeps only weak ones, and a task whose caller left must not be collected.
 _RUNNING: set[asyncio.Task[Any]] = set()
+# The running ones whose caller left: what a stop waits for (work of calls still waiting is not a stop's to end).
+_ORPHANED: set[asyncio.Task[Any]] = set()
 
 
 async def complete(work: Awaitable[T]) -> T:
@@ -38,6 +40,8 @@ async def complete(work: Awaitable[T]) -> T:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
         if not task.done():
+            _ORPHANED.add(task)
+            task.add_done_callback(_ORPHANED.discard)
             task.add_done_callback(_log_orphan)
         raise
 
@@ -65,7 +69,7 @@ def _log_orphan(task: asyncio.Task[Any]) -> None:
 async def drain(timeout: float) -> int:
     """Wait up to ``timeout`` seconds for work whose callers left; returns how many were still running at
     the end (cancelled then: the process is stopping)."""
-    pending = {task for task in _RUNNING if not task.done()}
+    pending = {task for task in _ORPHANED if not task.done()}
     if not pending:
         return 0
     _, still = await asyncio.wait(pending, timeout=timeout)

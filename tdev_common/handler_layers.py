@@ -8,12 +8,12 @@ registered, so a call runs plain nested coroutines and the server keeps grpc's n
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
 
-from tdev_common.completion import complete
+from tdev_common.completion import completes
 
 # A layer turns a method's handler into one that does something around it; ``method`` is the full name,
 # "/tdev.registry.v1.RegistryService/GetAgent". Layers run when a method is registered, never per call.
@@ -113,16 +113,10 @@ _READ_PREFIXES = ("Get", "List", "Search", "Watch")
 def completion_layer(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
     """The platform's unary methods that may write run to completion (see tdev_common.completion). Reads,
     other services (health, reflection) and streaming methods are left as they are: a caller that leaves a
-    stream ends it, and a stream's first write uses :func:`complete` itself."""
+    stream ends it, and a stream's first write uses ``completion.complete`` itself."""
     name = method.rsplit("/", 1)[-1]
     if (handler.request_streaming or handler.response_streaming or not method.startswith("/tdev.")
             or name.startswith(_READ_PREFIXES)):
         return handler
 
-    def wrap(behaviour: Callable[..., Awaitable[object]], _streaming: bool) -> Callable[..., Awaitable[object]]:
-        async def unary(request: object, context: grpc.aio.ServicerContext) -> object:
-            return await complete(behaviour(request, context))
-
-        return unary
-
-    return rewrap(handler, wrap)
+    return rewrap(handler, lambda behaviour, _streaming: completes(behaviour))

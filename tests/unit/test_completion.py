@@ -54,6 +54,20 @@ async def test_drain_cancels_what_outlives_its_timeout() -> None:
     assert await completion.drain(timeout=0.05) == 0
 
 
+async def test_drain_leaves_work_whose_caller_still_waits_alone() -> None:
+    release = asyncio.Event()
+
+    async def slow() -> str:
+        await release.wait()
+        return "answered"
+
+    caller = asyncio.create_task(completion.complete(slow()))
+    await asyncio.sleep(0)
+    assert await completion.drain(timeout=0.05) == 0  # another service's live call, not this stop's to end
+    release.set()
+    assert await caller == "answered"
+
+
 async def _behaviour(request: object, context: object) -> object:
     return request
 
